@@ -1,0 +1,1 @@
+"""Query API: sites, tokens, and every dashboard question from one query engine."""

@@ -1,0 +1,1 @@
+"""Ingest: beacons in, validated and enriched events durably out to hourly Parquet."""

@@ -1,0 +1,199 @@
+"""The wire protocol (SPEC §3): request bodies → validated beacons, or a 4xx naming the problem.
+
+Validation is about *shape*: types, sizes, counts. Whether an event is counted (bots, excluded
+paths, ...) is the enrichment pipeline's business, not this module's.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+from typing import Any
+
+import orjson
+
+from ingest.schema import EVENT_TYPES
+
+
+class BeaconError(ValueError):
+    """Input the client must fix. ``status`` is the HTTP status to answer with."""
+
+    def __init__(self, message: str, status: int = 400) -> None:
+        super().__init__(message)
+        self.status = status
+
+
+@dataclass(frozen=True)
+class Limits:
+    max_batch_events: int = 100
+    max_props: int = 30
+    max_prop_key_length: int = 64
+    max_prop_value_length: int = 500
+    max_string_length: int = 2000
+
+
+@dataclass(slots=True)
+class Beacon:
+    """One validated event as the client sent it, before enrichment."""
+
+    type: str
+    url: str
+    website: str | None = None
+    referrer: str | None = None
+    title: str | None = None
+    screen: str | None = None
+    language: str | None = None
+    timezone: str | None = None
+    user_agent: str | None = None
+    visitor_id: str | None = None
+    cache: dict[str, Any] | None = None
+    name: str | None = None
+    props: dict[str, str | float | bool] = field(default_factory=dict)
+    user_id: str | None = None
+    engagement_ms: int | None = None
+    ts: int | None = None  # client epoch ms
+
+
+@dataclass(slots=True)
+class Envelope:
+    """A parsed request body: the events it carries and whether it was the batch form."""
+
+    events: list[Beacon | BeaconError]
+    batch: bool
+    site: str | None  # `siteId` of a batch
+
+
+def parse_body(body: bytes, limits: Limits) -> Envelope:
+    """Parse a request body in the single or the batch form."""
+    if not body.strip():
+        raise BeaconError("request body is empty; send one event or {\"siteId\", \"events\": [...]}")
+    try:
+        data = orjson.loads(body)
+    except orjson.JSONDecodeError as exc:
+        raise BeaconError(f"request body is not valid JSON: {exc}") from None
+    if not isinstance(data, dict):
+        raise BeaconError("request body must be a JSON object")
+    if "events" in data:
+        events = data["events"]
+        if not isinstance(events, list):
+            raise BeaconError("'events' must be an array of event objects")
+        if not events:
+            raise BeaconError("'events' is empty")
+        if len(events) > limits.max_batch_events:
+            raise BeaconError(
+                f"a batch holds at most {limits.max_batch_events} events, this one has {len(events)}",
+                status=413,
+            )
+        site = data.get("siteId")
+        if site is not None and not isinstance(site, str):
+            raise BeaconError("'siteId' must be a string")
+        parsed: list[Beacon | BeaconError] = []
+        for i, raw in enumerate(events):
+            try:
+                parsed.append(parse_event(raw, limits, batch=True))
+            except BeaconError as exc:
+                parsed.append(BeaconError(f"events[{i}]: {exc}", exc.status))
+        return Envelope(parsed, batch=True, site=site)
+    return Envelope([parse_event(data, limits, batch=False)], batch=False, site=None)
+
+
+def _string(raw: dict[str, Any], key: str, limit: int, required: bool = False) -> str | None:
+    value = raw.get(key)
+    if value is None:
+        if required:
+            raise BeaconError(f"'{key}' is required")
+        return None
+    if not isinstance(value, str):
+        raise BeaconError(f"'{key}' must be a string")
+    if len(value) > limit:
+        raise BeaconError(f"'{key}' is longer than {limit} characters")
+    if "\x00" in value:
+        raise BeaconError(f"'{key}' contains a NUL character")
+    return value
+
+
+def _number(raw: dict[str, Any], key: str) -> float | None:
+    value = raw.get(key)
+    if value is None:
+        return None
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
+        raise BeaconError(f"'{key}' must be a finite number")
+    return float(value)
+
+
+def parse_props(data: Any, limits: Limits, what: str = "data") -> dict[str, str | float | bool]:
+    """Custom properties: a flat object of string, number and boolean values (nulls skipped)."""
+    if data is None:
+        return {}
+    if not isinstance(data, dict):
+        raise BeaconError(f"'{what}' must be an object of properties")
+    if len(data) > limits.max_props:
+        raise BeaconError(f"'{what}' has {len(data)} properties; at most {limits.max_props} are allowed")
+    props: dict[str, str | float | bool] = {}
+    for key, value in data.items():
+        if not key or len(key) > limits.max_prop_key_length:
+            raise BeaconError(
+                f"property names must be 1 to {limits.max_prop_key_length} characters long"
+            )
+        if "\x00" in key:
+            raise BeaconError("property names must not contain NUL characters")
+        if value is None:
+            continue
+        if isinstance(value, bool):
+            props[key] = value
+        elif isinstance(value, (int, float)):
+            if not math.isfinite(value) or abs(value) > 1e300:
+                raise BeaconError(f"property {key!r} must be a finite number")
+            props[key] = float(value)
+        elif isinstance(value, str):
+            if len(value) > limits.max_prop_value_length:
+                raise BeaconError(
+                    f"property {key!r} is longer than {limits.max_prop_value_length} characters"
+                )
+            if "\x00" in value:
+                raise BeaconError(f"property {key!r} contains a NUL character")
+            props[key] = value
+        else:
+            raise BeaconError(f"property {key!r} must be a string, number or boolean")
+    return props
+
+
+def parse_event(raw: Any, limits: Limits, batch: bool) -> Beacon:
+    if not isinstance(raw, dict):
+        raise BeaconError("an event must be a JSON object")
+    kind = raw.get("type", "pageview")
+    if kind is None:
+        kind = "pageview"
+    if kind not in EVENT_TYPES:
+        raise BeaconError(f"'type' must be one of {', '.join(EVENT_TYPES)}")
+    n = limits.max_string_length
+    url = _string(raw, "url", n, required=kind != "identify") or "/"
+    name = _string(raw, "name", 200, required=kind == "event")
+    if kind == "event" and not (name or "").strip():
+        raise BeaconError("'name' must not be empty for a custom event")
+    user_id = _string(raw, "id", 256, required=kind == "identify")
+    engagement = _number(raw, "engagementTime")
+    if engagement is not None and not 0 <= engagement <= 86_400_000:
+        raise BeaconError("'engagementTime' must be between 0 and 86400000 ms")
+    ts = _number(raw, "ts")
+    cache = raw.get("cache")
+    if cache is not None and not isinstance(cache, dict):
+        raise BeaconError("'cache' must be an object")
+    return Beacon(
+        type=kind,
+        url=url,
+        website=_string(raw, "website", 200),
+        referrer=_string(raw, "referrer", n),
+        title=_string(raw, "title", n),
+        screen=_string(raw, "screen", 32),
+        language=_string(raw, "language", 35),
+        timezone=_string(raw, "timezone", 64),
+        user_agent=_string(raw, "userAgent", 1000),
+        visitor_id=_string(raw, "visitorId", 128),
+        cache=cache,
+        name=name,
+        props=parse_props(raw.get("data"), limits),
+        user_id=user_id,
+        engagement_ms=int(engagement) if engagement is not None else None,
+        ts=int(ts) if ts is not None else None,
+    )

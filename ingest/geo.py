@@ -1,0 +1,86 @@
+"""Client IP and country.
+
+The client IP is the socket peer, or — only when that peer is a configured trusted proxy — the
+right-most address in ``X-Forwarded-For`` that is not itself a trusted proxy. The IP is used in
+memory only (country lookup, fallback visitor hash) and never stored.
+
+Country comes from a trusted proxy's country header when configured, else from a configured
+``.mmdb`` (MaxMind or DB-IP, country or city edition), else from the database bundled with
+``iptocc``.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+from collections.abc import Sequence
+from typing import Any
+
+import iptocc
+
+Network = ipaddress.IPv4Network | ipaddress.IPv6Network
+
+
+def client_ip(peer: str | None, forwarded_for: str | None, trusted: Sequence[Network]) -> str | None:
+    """The client's IP address per the trusted-proxy rule above."""
+    if not peer:
+        return None
+    if not trusted or not forwarded_for or not _is_trusted(peer, trusted):
+        return peer
+    hops = [h.strip() for h in forwarded_for.split(",") if h.strip()]
+    for hop in reversed(hops):
+        if not _is_trusted(hop, trusted):
+            return hop if _valid_ip(hop) else peer
+    return hops[0] if hops and _valid_ip(hops[0]) else peer
+
+
+def _valid_ip(text: str) -> bool:
+    try:
+        ipaddress.ip_address(text)
+    except ValueError:
+        return False
+    return True
+
+
+def _is_trusted(ip: str, trusted: Sequence[Network]) -> bool:
+    try:
+        addr = ipaddress.ip_address(ip)
+    except ValueError:
+        return False
+    return any(addr in net for net in trusted)
+
+
+class CountryLookup:
+    """IP → ISO 3166-1 alpha-2 country code, or ``None`` when unknown."""
+
+    def __init__(self, mmdb_path: str = "") -> None:
+        self._reader: Any = None
+        if mmdb_path:
+            import maxminddb
+
+            self._reader = maxminddb.open_database(mmdb_path)
+
+    def country(self, ip: str | None) -> str | None:
+        if not ip:
+            return None
+        try:
+            if self._reader is not None:
+                record = self._reader.get(ip)
+                code = _country_from_record(record)
+            else:
+                code = iptocc.country_code(ip)
+        except (ValueError, TypeError):
+            return None
+        if not code or len(code) != 2 or code in ("ZZ", "XX"):
+            return None
+        return code.upper()
+
+
+def _country_from_record(record: Any) -> str | None:
+    if not isinstance(record, dict):
+        return None
+    for key in ("country", "registered_country"):
+        value = record.get(key)
+        if isinstance(value, dict) and value.get("iso_code"):
+            return str(value["iso_code"])
+    code = record.get("country_code")  # DB-IP lite and similar flat layouts
+    return str(code) if code else None

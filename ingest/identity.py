@@ -1,0 +1,23 @@
+"""Visitor keys (SPEC §4): 64-bit keyed hashes, never a raw IP or a reversible id.
+
+* With the tracker's random ``visitorId``: BLAKE2b keyed with the site's secret. Stable for as long
+  as the browser keeps its localStorage, and unlinkable across sites.
+* Without it: BLAKE2b of site + IP + user agent keyed with the day's random salt (Plausible's
+  method). Salts are deleted after a day, so the key cannot be recomputed or linked across days.
+"""
+
+from __future__ import annotations
+
+import hashlib
+
+
+def _hash64(data: bytes, key: bytes) -> int:
+    return int.from_bytes(hashlib.blake2b(data, key=key[:64], digest_size=8).digest(), "big")
+
+
+def tracker_visitor_key(site_secret: bytes, visitor_id: str) -> int:
+    return _hash64(visitor_id.encode(), site_secret)
+
+
+def fallback_visitor_key(daily_salt: bytes, site_id: str, ip: str, user_agent: str) -> int:
+    return _hash64(b"\x00".join((site_id.encode(), ip.encode(), user_agent.encode())), daily_salt)

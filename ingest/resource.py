@@ -1,0 +1,176 @@
+"""``POST /api/v2/track/{site}``: the beacon endpoint (SPEC §3)."""
+
+from __future__ import annotations
+
+import time
+import uuid
+from datetime import date
+from typing import Any
+
+import falcon
+import falcon.asgi
+import orjson
+
+from ingest.beacon import Beacon, BeaconError, Limits, parse_body
+from ingest.geo import client_ip
+from ingest.pipeline import Drop, Pipeline, RequestContext
+from ingest.wal import SegmentWriter
+from littlestats import metrics
+from littlestats.config import Settings
+from littlestats.controlplane import ControlPlane, Site, SiteCache
+from littlestats.http import json_response, read_body
+
+VISIT_IDLE_MS = 30 * 60 * 1000
+
+
+def visit_cache(beacon: Beacon | None, now_ms: int) -> dict[str, Any]:
+    """The tracker's visit cache, continued when its last event was under 30 minutes ago.
+
+    Only a hint for the tracker (its idle timer stays in step with ours); the warehouse
+    sessionizes from event times and never trusts this value.
+    """
+    cache = beacon.cache if beacon is not None else None
+    if cache:
+        visit_id, iat = cache.get("visitId"), cache.get("iat")
+        start = cache.get("sessionStart")
+        if (
+            isinstance(visit_id, str)
+            and 0 < len(visit_id) <= 64
+            and isinstance(iat, (int, float))
+            and 0 <= now_ms - iat < VISIT_IDLE_MS
+        ):
+            return {
+                "visitId": visit_id,
+                "iat": now_ms,
+                "sessionStart": start if isinstance(start, (int, float)) else iat,
+            }
+    return {"visitId": str(uuid.uuid4()), "iat": now_ms, "sessionStart": now_ms}
+
+
+class DailySalts:
+    """Today's salt, fetched from the control plane once per day per process."""
+
+    def __init__(self, store: ControlPlane) -> None:
+        self.store = store
+        self._cache: dict[date, bytes] = {}
+
+    def __call__(self, day: date) -> bytes:
+        salt = self._cache.get(day)
+        if salt is None:
+            if len(self._cache) > 4:
+                self._cache.clear()
+            salt = self._cache[day] = self.store.salt_for(day)
+        return salt
+
+
+class TrackResource:
+    def __init__(
+        self,
+        settings: Settings,
+        sites: SiteCache,
+        pipeline: Pipeline,
+        wal: SegmentWriter,
+        salts: DailySalts,
+        on_accept: Any = None,
+    ) -> None:
+        self.settings = settings
+        self.sites = sites
+        self.pipeline = pipeline
+        self.wal = wal
+        self.salts = salts
+        self.on_accept = on_accept  # e.g. the live buffer; called with the accepted events
+        self.limits = Limits(
+            max_batch_events=settings.max_batch_events,
+            max_props=settings.max_props,
+            max_prop_key_length=settings.max_prop_key_length,
+            max_prop_value_length=settings.max_prop_value_length,
+            max_string_length=settings.max_string_length,
+        )
+        self.trusted = settings.trusted_networks()
+        self.window_ms = settings.client_ts_window_hours * 3600 * 1000
+
+    async def on_options(self, req: falcon.asgi.Request, resp: falcon.asgi.Response, site: str) -> None:
+        resp.status = falcon.HTTP_204  # PublicCORS adds the preflight headers
+
+    async def on_post(self, req: falcon.asgi.Request, resp: falcon.asgi.Response, site: str) -> None:
+        started = time.perf_counter()
+        try:
+            await self._track(req, resp, site)
+        except falcon.HTTPError as exc:
+            metrics.EVENTS_REJECTED.labels(status=str(exc.status_code)).inc()
+            raise
+        finally:
+            metrics.REQUEST_LATENCY.observe(time.perf_counter() - started)
+
+    async def _track(self, req: falcon.asgi.Request, resp: falcon.asgi.Response, site_ref: str) -> None:
+        body = await read_body(req, self.settings.max_body_bytes)
+        site = self.sites.get(site_ref)
+        if site is None:
+            raise falcon.HTTPNotFound(description=f"unknown site {site_ref!r}; create it with `littlestats sites add`")
+        try:
+            envelope = parse_body(body, self.limits)
+        except BeaconError as exc:
+            raise falcon.HTTPError(exc.status, description=str(exc)) from None
+        if envelope.batch and envelope.site is not None and not _names(site, envelope.site):
+            raise falcon.HTTPBadRequest(description="'siteId' does not match the site in the URL")
+
+        now_ms = int(time.time() * 1000)
+        headers = {k.lower(): v for k, v in req.headers.items()}
+        ctx = RequestContext(
+            site=site,
+            ip=client_ip(req.remote_addr, headers.get("x-forwarded-for"), self.trusted),
+            user_agent=headers.get("user-agent", ""),
+            headers=headers,
+            received_ms=now_ms,
+            salt_for=self.salts,
+            client_ts_window_ms=self.window_ms,
+        )
+        payloads: list[bytes] = []
+        accepted: list[dict[str, Any]] = []
+        rejected: list[dict[str, Any]] = []
+        dropped = 0
+        last_beacon: Beacon | None = None
+        for index, item in enumerate(envelope.events):
+            if isinstance(item, BeaconError):
+                rejected.append({"index": index, "error": str(item)})
+                continue
+            last_beacon = item
+            if item.website is not None and not _names(site, item.website):
+                rejected.append({"index": index, "error": "'website' does not match the site in the URL"})
+                continue
+            try:
+                outcome = self.pipeline.run(item, ctx)
+            except BeaconError as exc:
+                rejected.append({"index": index, "error": str(exc)})
+                continue
+            if isinstance(outcome, Drop):
+                metrics.EVENTS_DROPPED.labels(reason=outcome.value).inc()
+                dropped += 1
+                continue
+            accepted.append(outcome)
+            payloads.append(orjson.dumps(outcome))
+
+        if not envelope.batch and rejected:
+            raise falcon.HTTPBadRequest(description=rejected[0]["error"])
+        if payloads:
+            await self.wal.append_async(payloads)
+            metrics.EVENTS_ACCEPTED.inc(len(payloads))
+            if self.on_accept is not None:
+                self.on_accept(accepted)
+        if rejected:
+            metrics.EVENTS_REJECTED.labels(status="400").inc(len(rejected))
+
+        cache = visit_cache(last_beacon, now_ms)
+        if envelope.batch:
+            json_response(
+                resp,
+                {"success": True, "accepted": len(payloads), "dropped": dropped,
+                 "rejected": rejected, "cache": cache},
+            )
+        else:
+            status = falcon.HTTP_200 if payloads else falcon.HTTP_202
+            json_response(resp, {"success": True, "cache": cache}, status)
+
+
+def _names(site: Site, ref: str) -> bool:
+    return ref in (site.id, site.domain_key)

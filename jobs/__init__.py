@@ -1,0 +1,1 @@
+"""Scheduled and by-hand jobs: load, backfill, re-aggregate, retention."""

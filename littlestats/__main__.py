@@ -1,0 +1,3 @@
+from littlestats.cli import main
+
+main()

@@ -1,0 +1,192 @@
+"""The ASGI application every gunicorn (uvicorn) worker serves.
+
+ASGI rather than WSGI because Falcon serves WebSockets only under ASGI, and the real-time feed
+needs them. Each worker builds its own ``Services`` at startup (after the fork): its own
+write-ahead-log segment, its own control-plane connection, its own caches.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import falcon
+import falcon.asgi
+
+from ingest.geo import CountryLookup
+from ingest.pipeline import Pipeline
+from ingest.resource import DailySalts, TrackResource
+from ingest.seal import seal_all, seal_segment
+from ingest.wal import SegmentWriter
+from littlestats import metrics
+from littlestats.config import Settings
+from littlestats.controlplane import ControlPlane, SiteCache
+from littlestats.http import PublicCORS, error_serializer, json_response, unexpected_error
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class Services:
+    """Everything a worker's resources share. Built once per worker process."""
+
+    settings: Settings
+    control: ControlPlane
+    sites: SiteCache
+    pipeline: Pipeline
+    wal: SegmentWriter
+    salts: DailySalts
+    sealer: ThreadPoolExecutor
+    extras: dict[str, Any] = field(default_factory=dict)
+
+    @classmethod
+    def start(cls, settings: Settings) -> Services:
+        settings.ensure_dirs()
+        control = ControlPlane(settings.control_db)
+        sealer = ThreadPoolExecutor(max_workers=1, thread_name_prefix="sealer")
+        raw_dir = settings.raw_dir
+
+        def seal_later(path: Path) -> None:
+            sealer.submit(_seal_one, path, raw_dir)
+
+        wal = SegmentWriter(
+            settings.wal_dir,
+            segment_seconds=settings.segment_seconds,
+            group_commit_ms=settings.group_commit_ms,
+            on_rotate=seal_later,
+        )
+        services = cls(
+            settings=settings,
+            control=control,
+            sites=SiteCache(control),
+            pipeline=Pipeline(CountryLookup(settings.geoip_mmdb), settings.country_header),
+            wal=wal,
+            salts=DailySalts(control),
+            sealer=sealer,
+        )
+        # Segments left by crashed workers are sealed by whichever worker starts next.
+        sealer.submit(_seal_orphans, settings)
+        return services
+
+    def stop(self) -> None:
+        closed = self.wal.close()
+        self.sealer.shutdown(wait=True)
+        if closed is not None:
+            _seal_one(closed, self.settings.raw_dir)
+        self.flush_step_timings()
+
+    def flush_step_timings(self) -> None:
+        timings = self.pipeline.step_seconds
+        for step, seconds in list(timings.items()):
+            if seconds:
+                metrics.STEP_SECONDS.labels(step=step).inc(seconds)
+                timings[step] = 0.0
+
+
+def _seal_one(path: Path, raw_dir: Path) -> None:
+    try:
+        if seal_segment(path, raw_dir) is not None:
+            metrics.SEGMENTS_SEALED.inc()
+    except Exception:
+        log.exception("sealing %s failed; it stays in the WAL and is retried", path)
+
+
+def _seal_orphans(settings: Settings) -> None:
+    results = seal_all(settings.wal_dir, settings.raw_dir)
+    if results:
+        metrics.SEGMENTS_SEALED.inc(len(results))
+
+
+class Lifecycle:
+    """Builds the worker's services at ASGI startup and closes them (sealing the WAL) at shutdown."""
+
+    def __init__(self, app: LittleStatsApp) -> None:
+        self.app = app
+
+    async def process_startup(self, scope: Any, event: Any) -> None:
+        self.app.startup()
+
+    async def process_shutdown(self, scope: Any, event: Any) -> None:
+        self.app.shutdown()
+
+
+class Liveness:
+    async def on_get(self, req: falcon.asgi.Request, resp: falcon.asgi.Response) -> None:
+        json_response(resp, {"status": "ok"})
+
+
+class Metrics:
+    def __init__(self, services: Services) -> None:
+        self.services = services
+
+    async def on_get(self, req: falcon.asgi.Request, resp: falcon.asgi.Response) -> None:
+        self.services.flush_step_timings()
+        resp.data, resp.content_type = metrics.render()
+
+
+class LittleStatsApp:
+    """Holds the Falcon app and the worker's services, and wires resources to routes."""
+
+    def __init__(self, settings: Settings) -> None:
+        self.settings = settings
+        self.services: Services | None = None
+        self.falcon = falcon.asgi.App(middleware=[Lifecycle(self), PublicCORS()], cors_enable=False)
+        self.falcon.set_error_serializer(error_serializer)
+        self.falcon.add_error_handler(Exception, unexpected_error)
+        self.falcon.req_options.strip_url_path_trailing_slash = True
+        self._timer: threading.Timer | None = None
+
+    def startup(self) -> None:
+        if self.services is not None:
+            return
+        self.services = Services.start(self.settings)
+        self.add_routes(self.services)
+        self._schedule_housekeeping()
+
+    def shutdown(self) -> None:
+        if self._timer is not None:
+            self._timer.cancel()
+        if self.services is not None:
+            self.services.stop()
+
+    def _schedule_housekeeping(self) -> None:
+        def tick() -> None:
+            if self.services is not None:
+                self.services.flush_step_timings()
+            self._schedule_housekeeping()
+
+        self._timer = threading.Timer(5.0, tick)
+        self._timer.daemon = True
+        self._timer.start()
+
+    def add_routes(self, services: Services) -> None:
+        app = self.falcon
+        app.add_route("/healthz", Liveness())
+        app.add_route("/metrics", Metrics(services))
+        app.add_route(
+            "/api/v2/track/{site}",
+            TrackResource(services.settings, services.sites, services.pipeline, services.wal, services.salts),
+        )
+        # Later components register their routes here (tracker script, query API, real time).
+        for module_name in ("tracker.resource", "api.routes", "api.realtime"):
+            try:
+                module = __import__(module_name, fromlist=["add_routes"])
+            except ModuleNotFoundError as exc:
+                if exc.name != module_name:
+                    raise
+                continue
+            module.add_routes(app, services)
+
+    async def __call__(self, scope: Any, receive: Any, send: Any) -> None:
+        await self.falcon(scope, receive, send)
+
+
+def create_app(settings: Settings | None = None) -> LittleStatsApp:
+    """The ASGI entry point (``littlestats.app:create_app()``); settings from the environment."""
+    from littlestats.config import load_settings
+
+    return LittleStatsApp(settings or load_settings())

@@ -1,0 +1,198 @@
+"""The one typed configuration object.
+
+Settings come from, in increasing priority: defaults, a TOML file (``littlestats.toml`` in the data
+directory or the file named by ``LITTLESTATS_CONFIG``), ``LITTLESTATS_*`` environment variables, and
+command-line options. They are read once, at start; no other module reads the environment.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import ipaddress
+import os
+import tomllib
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, get_type_hints
+
+ENV_PREFIX = "LITTLESTATS_"
+
+
+def default_data_dir() -> Path:
+    base = os.environ.get("XDG_DATA_HOME") or str(Path.home() / ".local" / "share")
+    return Path(base) / "littlestats"
+
+
+@dataclass(frozen=True)
+class Settings:
+    data_dir: Path = field(default_factory=default_data_dir)
+    host: str = "127.0.0.1"
+    port: int = 8000
+    workers: int = 2
+    # Authentication off for local development; refused on anything but loopback (SPEC §11).
+    dev: bool = False
+    # Client IP is taken from X-Forwarded-For only when the peer is one of these networks.
+    trusted_proxies: tuple[str, ...] = ()
+    # A trusted proxy's country header (e.g. "CF-IPCountry") wins over the IP database.
+    country_header: str = ""
+    # A MaxMind/DB-IP country or city .mmdb; overrides the bundled database.
+    geoip_mmdb: str = ""
+    # Request limits (SPEC §3).
+    max_body_bytes: int = 64 * 1024
+    max_batch_events: int = 100
+    max_props: int = 30
+    max_prop_key_length: int = 64
+    max_prop_value_length: int = 500
+    max_string_length: int = 2000
+    # Client timestamps (`ts`) are accepted this far in the past, never in the future.
+    client_ts_window_hours: int = 24
+    # Write-ahead log: segments are rotated (and then sealed into Parquet) this often.
+    segment_seconds: float = 30.0
+    # Group commit: wait at most this long to gather more events per fsync.
+    group_commit_ms: float = 2.0
+    # Warehouse loads run this often inside `serve`.
+    load_interval_seconds: float = 60.0
+    # Default retention for new sites; pre-aggregates are kept this long (0 = forever).
+    default_retention_days: int = 0
+    rollup_retention_days: int = 0
+    log_level: str = "info"
+
+    # Derived locations inside the data directory -------------------------------------------
+    @property
+    def control_db(self) -> Path:
+        return self.data_dir / "control.sqlite3"
+
+    @property
+    def wal_dir(self) -> Path:
+        return self.data_dir / "wal"
+
+    @property
+    def raw_dir(self) -> Path:
+        return self.data_dir / "raw"
+
+    @property
+    def warehouse_db(self) -> Path:
+        return self.data_dir / "warehouse.duckdb"
+
+    @property
+    def run_dir(self) -> Path:
+        return self.data_dir / "run"
+
+    @property
+    def warehouse_socket(self) -> Path:
+        return self.run_dir / "warehouse.sock"
+
+    @property
+    def metrics_dir(self) -> Path:
+        return self.run_dir / "metrics"
+
+    def trusted_networks(self) -> list[ipaddress.IPv4Network | ipaddress.IPv6Network]:
+        return [ipaddress.ip_network(n, strict=False) for n in self.trusted_proxies]
+
+    def ensure_dirs(self) -> None:
+        for d in (self.data_dir, self.wal_dir, self.raw_dir, self.run_dir, self.metrics_dir):
+            d.mkdir(parents=True, exist_ok=True)
+
+    def to_env(self) -> dict[str, str]:
+        """The settings as environment variables, to hand to child processes."""
+        env: dict[str, str] = {}
+        for f in dataclasses.fields(self):
+            value = getattr(self, f.name)
+            if isinstance(value, tuple):
+                value = ",".join(value)
+            elif isinstance(value, bool):
+                value = "1" if value else "0"
+            env[ENV_PREFIX + f.name.upper()] = str(value)
+        return env
+
+
+class ConfigError(ValueError):
+    """A setting has a value that cannot be used; the message says which and why."""
+
+
+def _coerce(name: str, raw: Any, typ: Any) -> Any:
+    try:
+        if typ is bool:
+            if isinstance(raw, bool):
+                return raw
+            text = str(raw).strip().lower()
+            if text in {"1", "true", "yes", "on"}:
+                return True
+            if text in {"0", "false", "no", "off", ""}:
+                return False
+            raise ValueError(f"expected true/false, got {raw!r}")
+        if typ is int:
+            return int(raw)
+        if typ is float:
+            return float(raw)
+        if typ is Path:
+            return Path(raw).expanduser()
+        if typ == tuple[str, ...]:
+            if isinstance(raw, (list, tuple)):
+                return tuple(str(x) for x in raw)
+            return tuple(x.strip() for x in str(raw).split(",") if x.strip())
+        return str(raw)
+    except (TypeError, ValueError) as exc:
+        raise ConfigError(f"setting {name!r}: {exc}") from exc
+
+
+def load_settings(
+    overrides: Mapping[str, Any] | None = None, environ: Mapping[str, str] | None = None
+) -> Settings:
+    """Build the settings from defaults, the config file, the environment and ``overrides``.
+
+    ``overrides`` holds command-line options; ``None`` values are ignored.
+    """
+    environ = os.environ if environ is None else environ
+    hints = get_type_hints(Settings)
+    values: dict[str, Any] = {}
+
+    env_values = {
+        key[len(ENV_PREFIX) :].lower(): value
+        for key, value in environ.items()
+        if key.startswith(ENV_PREFIX) and key != ENV_PREFIX + "CONFIG"
+    }
+    cli_values = {k: v for k, v in (overrides or {}).items() if v is not None}
+    data_dir = Path(
+        cli_values.get("data_dir") or env_values.get("data_dir") or default_data_dir()
+    ).expanduser()
+
+    config_file = environ.get(ENV_PREFIX + "CONFIG")
+    path = Path(config_file) if config_file else data_dir / "littlestats.toml"
+    if path.is_file():
+        try:
+            file_values = tomllib.loads(path.read_text())
+        except tomllib.TOMLDecodeError as exc:
+            raise ConfigError(f"config file {path}: {exc}") from exc
+        values.update(file_values)
+    elif config_file:
+        raise ConfigError(f"config file {path} does not exist")
+
+    values.update(env_values)
+    values.update(cli_values)
+    values["data_dir"] = data_dir
+
+    kwargs: dict[str, Any] = {}
+    for name, raw in values.items():
+        if name not in hints:
+            if name in env_values:
+                continue  # unrelated LITTLESTATS_* variables are not ours to judge
+            raise ConfigError(f"unknown setting {name!r}")
+        kwargs[name] = _coerce(name, raw, hints[name])
+    settings = Settings(**kwargs)
+    _validate(settings)
+    return settings
+
+
+def _validate(s: Settings) -> None:
+    if s.workers < 1:
+        raise ConfigError("setting 'workers' must be at least 1")
+    if not 0 < s.port < 65536:
+        raise ConfigError("setting 'port' must be between 1 and 65535")
+    try:
+        s.trusted_networks()
+    except ValueError as exc:
+        raise ConfigError(f"setting 'trusted_proxies': {exc}") from exc
+    if s.geoip_mmdb and not Path(s.geoip_mmdb).is_file():
+        raise ConfigError(f"setting 'geoip_mmdb': file {s.geoip_mmdb} does not exist")

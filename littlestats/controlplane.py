@@ -1,0 +1,362 @@
+"""Control-plane store: users, API tokens, sites, goals and daily salts.
+
+A small SQLite database in WAL mode that every process (ingest workers, the warehouse process, the
+CLI) opens on its own. It never lives in the DuckDB file the loader holds for writing (SPEC §6).
+Tokens are stored as SHA-256 hashes only; the plain token is shown once, when created.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import secrets
+import sqlite3
+import threading
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import asdict, dataclass, field
+from datetime import UTC, date, datetime
+from pathlib import Path
+from typing import Any
+
+import orjson
+
+SCHEMA = [
+    # version 1
+    """
+    CREATE TABLE users (
+        id          TEXT PRIMARY KEY,
+        email       TEXT UNIQUE,
+        name        TEXT NOT NULL DEFAULT '',
+        is_admin    INTEGER NOT NULL DEFAULT 0,
+        created_at  TEXT NOT NULL
+    );
+    CREATE TABLE tokens (
+        id          TEXT PRIMARY KEY,
+        user_id     TEXT NOT NULL REFERENCES users(id) ON DELETE CASCADE,
+        name        TEXT NOT NULL DEFAULT '',
+        token_hash  TEXT NOT NULL UNIQUE,
+        created_at  TEXT NOT NULL,
+        last_used_at TEXT
+    );
+    CREATE TABLE sites (
+        id             TEXT PRIMARY KEY,
+        domain_key     TEXT NOT NULL UNIQUE,
+        domain         TEXT NOT NULL,
+        name           TEXT NOT NULL,
+        owner_id       TEXT REFERENCES users(id) ON DELETE SET NULL,
+        timezone       TEXT NOT NULL DEFAULT 'UTC',
+        retention_days INTEGER NOT NULL DEFAULT 0,
+        settings       TEXT NOT NULL DEFAULT '{}',
+        secret         BLOB NOT NULL,
+        created_at     TEXT NOT NULL
+    );
+    CREATE INDEX sites_owner ON sites(owner_id);
+    CREATE TABLE goals (
+        id         TEXT PRIMARY KEY,
+        site_id    TEXT NOT NULL REFERENCES sites(id) ON DELETE CASCADE,
+        kind       TEXT NOT NULL CHECK (kind IN ('event', 'page')),
+        value      TEXT NOT NULL,
+        created_at TEXT NOT NULL,
+        UNIQUE (site_id, kind, value)
+    );
+    CREATE TABLE salts (
+        day  TEXT PRIMARY KEY,
+        salt BLOB NOT NULL
+    );
+    """,
+]
+
+
+def _now() -> str:
+    return datetime.now(UTC).isoformat(timespec="seconds")
+
+
+def new_id(nbytes: int = 9) -> str:
+    """A URL-safe random identifier."""
+    return secrets.token_urlsafe(nbytes).replace("-", "x").replace("_", "y")
+
+
+def hash_token(token: str) -> str:
+    return hashlib.sha256(token.encode()).hexdigest()
+
+
+@dataclass(frozen=True)
+class SiteSettings:
+    """Per-site switches kept in the `settings` JSON column."""
+
+    allowed_hostnames: tuple[str, ...] = ()
+    respect_dnt: bool = False
+    excluded_paths: tuple[str, ...] = ()
+    excluded_ips: tuple[str, ...] = ()
+
+    @classmethod
+    def from_json(cls, raw: str | bytes) -> SiteSettings:
+        data = orjson.loads(raw or "{}")
+        return cls(
+            allowed_hostnames=tuple(data.get("allowed_hostnames", ())),
+            respect_dnt=bool(data.get("respect_dnt", False)),
+            excluded_paths=tuple(data.get("excluded_paths", ())),
+            excluded_ips=tuple(data.get("excluded_ips", ())),
+        )
+
+    def to_json(self) -> str:
+        return orjson.dumps(asdict(self)).decode()
+
+
+@dataclass(frozen=True)
+class Site:
+    id: str
+    domain_key: str
+    domain: str
+    name: str
+    owner_id: str | None
+    timezone: str
+    retention_days: int
+    settings: SiteSettings
+    secret: bytes = field(repr=False)
+    created_at: str
+
+    def public(self) -> dict[str, Any]:
+        """The site as the API shows it (SPEC §7)."""
+        return {
+            "id": self.id,
+            "domainKey": self.domain_key,
+            "domain": self.domain,
+            "name": self.name,
+            "timezone": self.timezone,
+            "retentionDays": self.retention_days,
+            "allowedHostnames": list(self.settings.allowed_hostnames),
+            "respectDnt": self.settings.respect_dnt,
+            "excludedPaths": list(self.settings.excluded_paths),
+            "createdAt": self.created_at,
+        }
+
+
+@dataclass(frozen=True)
+class User:
+    id: str
+    email: str | None
+    name: str
+    is_admin: bool
+    created_at: str
+
+
+def _site(row: sqlite3.Row) -> Site:
+    return Site(
+        id=row["id"],
+        domain_key=row["domain_key"],
+        domain=row["domain"],
+        name=row["name"],
+        owner_id=row["owner_id"],
+        timezone=row["timezone"],
+        retention_days=row["retention_days"],
+        settings=SiteSettings.from_json(row["settings"]),
+        secret=bytes(row["secret"]),
+        created_at=row["created_at"],
+    )
+
+
+class ControlPlane:
+    """Access to the control-plane database. One instance per process; thread-safe."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+        self._local = threading.local()
+        with self._tx() as db:
+            self._migrate(db)
+
+    # connection handling ------------------------------------------------------------------
+    def _conn(self) -> sqlite3.Connection:
+        conn = getattr(self._local, "conn", None)
+        if conn is None:
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+            conn = sqlite3.connect(self.path, timeout=30, isolation_level=None)
+            conn.row_factory = sqlite3.Row
+            conn.execute("PRAGMA journal_mode=WAL")
+            conn.execute("PRAGMA synchronous=NORMAL")
+            conn.execute("PRAGMA foreign_keys=ON")
+            conn.execute("PRAGMA busy_timeout=30000")
+            self._local.conn = conn
+        return conn
+
+    @contextmanager
+    def _tx(self) -> Iterator[sqlite3.Connection]:
+        conn = self._conn()
+        conn.execute("BEGIN IMMEDIATE")
+        try:
+            yield conn
+        except BaseException:
+            conn.execute("ROLLBACK")
+            raise
+        conn.execute("COMMIT")
+
+    def _migrate(self, db: sqlite3.Connection) -> None:
+        version = db.execute("PRAGMA user_version").fetchone()[0]
+        for i, script in enumerate(SCHEMA[version:], start=version + 1):
+            for statement in script.split(";"):
+                if statement.strip():
+                    db.execute(statement)
+            db.execute(f"PRAGMA user_version = {i:d}")
+
+    def close(self) -> None:
+        conn = getattr(self._local, "conn", None)
+        if conn is not None:
+            conn.close()
+            self._local.conn = None
+
+    # sites ----------------------------------------------------------------------------------
+    def create_site(
+        self,
+        domain: str,
+        name: str | None = None,
+        owner_id: str | None = None,
+        timezone: str = "UTC",
+        retention_days: int = 0,
+        settings: SiteSettings | None = None,
+    ) -> Site:
+        site_id = new_id()
+        domain_key = new_id(6)
+        with self._tx() as db:
+            db.execute(
+                "INSERT INTO sites (id, domain_key, domain, name, owner_id, timezone,"
+                " retention_days, settings, secret, created_at)"
+                " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                (
+                    site_id,
+                    domain_key,
+                    domain,
+                    name or domain,
+                    owner_id,
+                    timezone,
+                    retention_days,
+                    (settings or SiteSettings()).to_json(),
+                    secrets.token_bytes(32),
+                    _now(),
+                ),
+            )
+        site = self.get_site(site_id)
+        assert site is not None
+        return site
+
+    def get_site(self, id_or_key: str) -> Site | None:
+        """A site by its internal id or its public domain key."""
+        row = (
+            self._conn()
+            .execute("SELECT * FROM sites WHERE id = ? OR domain_key = ?", (id_or_key, id_or_key))
+            .fetchone()
+        )
+        return _site(row) if row else None
+
+    def list_sites(self, owner_id: str | None = None) -> list[Site]:
+        if owner_id is None:
+            rows = self._conn().execute("SELECT * FROM sites ORDER BY created_at, id").fetchall()
+        else:
+            rows = (
+                self._conn()
+                .execute("SELECT * FROM sites WHERE owner_id = ? ORDER BY created_at, id", (owner_id,))
+                .fetchall()
+            )
+        return [_site(r) for r in rows]
+
+    def update_site(self, site_id: str, **changes: Any) -> Site | None:
+        allowed = {"domain", "name", "timezone", "retention_days", "settings"}
+        unknown = set(changes) - allowed
+        if unknown:
+            raise ValueError(f"cannot change {sorted(unknown)}")
+        if "settings" in changes and isinstance(changes["settings"], SiteSettings):
+            changes["settings"] = changes["settings"].to_json()
+        if changes:
+            assignments = ", ".join(f"{column} = ?" for column in changes)  # names from `allowed`
+            with self._tx() as db:
+                db.execute(
+                    f"UPDATE sites SET {assignments} WHERE id = ?",  # noqa: S608
+                    (*changes.values(), site_id),
+                )
+        return self.get_site(site_id)
+
+    def delete_site(self, site_id: str) -> bool:
+        with self._tx() as db:
+            return db.execute("DELETE FROM sites WHERE id = ?", (site_id,)).rowcount > 0
+
+    # users and tokens -------------------------------------------------------------------------
+    def create_user(self, email: str | None = None, name: str = "", is_admin: bool = False) -> User:
+        user = User(new_id(), email, name, is_admin, _now())
+        with self._tx() as db:
+            db.execute(
+                "INSERT INTO users (id, email, name, is_admin, created_at) VALUES (?, ?, ?, ?, ?)",
+                (user.id, user.email, user.name, int(user.is_admin), user.created_at),
+            )
+        return user
+
+    def get_user(self, user_id: str) -> User | None:
+        row = self._conn().execute("SELECT * FROM users WHERE id = ?", (user_id,)).fetchone()
+        if row is None:
+            return None
+        return User(row["id"], row["email"], row["name"], bool(row["is_admin"]), row["created_at"])
+
+    def find_user_by_email(self, email: str) -> User | None:
+        row = self._conn().execute("SELECT id FROM users WHERE email = ?", (email,)).fetchone()
+        return self.get_user(row["id"]) if row else None
+
+    def create_token(self, user_id: str, name: str = "") -> str:
+        """Create an API token for `user_id` and return it in plain text (the only time it is)."""
+        token = "ls_" + secrets.token_urlsafe(32)
+        with self._tx() as db:
+            db.execute(
+                "INSERT INTO tokens (id, user_id, name, token_hash, created_at) VALUES (?, ?, ?, ?, ?)",
+                (new_id(), user_id, name, hash_token(token), _now()),
+            )
+        return token
+
+    def user_for_token(self, token: str) -> User | None:
+        row = (
+            self._conn()
+            .execute("SELECT user_id FROM tokens WHERE token_hash = ?", (hash_token(token),))
+            .fetchone()
+        )
+        return self.get_user(row["user_id"]) if row else None
+
+    # daily salts (SPEC §4) -------------------------------------------------------------------
+    def salt_for(self, day: date) -> bytes:
+        """The random salt of a UTC day, created on first use.
+
+        Salts older than yesterday are deleted, so a fallback visitor hash cannot be recomputed
+        (and so linked across days) once its day is over.
+        """
+        key = day.isoformat()
+        row = self._conn().execute("SELECT salt FROM salts WHERE day = ?", (key,)).fetchone()
+        if row:
+            return bytes(row["salt"])
+        with self._tx() as db:
+            db.execute(
+                "INSERT OR IGNORE INTO salts (day, salt) VALUES (?, ?)", (key, secrets.token_bytes(16))
+            )
+            db.execute("DELETE FROM salts WHERE day < date(?, '-1 day')", (key,))
+            row = db.execute("SELECT salt FROM salts WHERE day = ?", (key,)).fetchone()
+        return bytes(row["salt"])
+
+
+class SiteCache:
+    """Per-process cache of site lookups for the hot ingest path.
+
+    Known sites are cached for `ttl` seconds; unknown ids for a shorter time, so a site created
+    with `littlestats sites add` is accepted within a second or two by every worker.
+    """
+
+    def __init__(self, store: ControlPlane, ttl: float = 10.0, negative_ttl: float = 1.0) -> None:
+        self.store = store
+        self.ttl = ttl
+        self.negative_ttl = negative_ttl
+        self._entries: dict[str, tuple[float, Site | None]] = {}
+
+    def get(self, id_or_key: str) -> Site | None:
+        now = time.monotonic()
+        hit = self._entries.get(id_or_key)
+        if hit is not None and hit[0] > now:
+            return hit[1]
+        site = self.store.get_site(id_or_key)
+        if len(self._entries) > 10_000:
+            self._entries.clear()
+        self._entries[id_or_key] = (now + (self.ttl if site else self.negative_ttl), site)
+        return site

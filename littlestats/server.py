@@ -1,0 +1,96 @@
+"""``littlestats serve``: gunicorn with uvicorn workers, plus the one warehouse process.
+
+gunicorn's master forks ``workers`` ASGI workers that ingest, query and stream. Beside them runs
+exactly one warehouse process (``jobs.daemon``), whatever the worker count: it owns the DuckDB file,
+runs the scheduled jobs and seals WAL segments that crashed workers left behind.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import logging
+import os
+import signal
+import subprocess
+import sys
+from typing import Any
+
+from gunicorn.app.base import BaseApplication
+
+from ingest.seal import seal_all
+from littlestats.app import create_app
+from littlestats.config import ConfigError, Settings
+
+log = logging.getLogger(__name__)
+
+
+def is_loopback(host: str) -> bool:
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
+
+
+class GunicornServer(BaseApplication):  # type: ignore[misc]
+    def __init__(self, settings: Settings, options: dict[str, Any] | None = None) -> None:
+        self.settings = settings
+        self.options = options or {}
+        super().__init__()
+
+    def load_config(self) -> None:
+        s = self.settings
+        config = {
+            "bind": [f"[{s.host}]:{s.port}" if ":" in s.host else f"{s.host}:{s.port}"],
+            "workers": s.workers,
+            "worker_class": "uvicorn_worker.UvicornWorker",
+            "graceful_timeout": 20,
+            "timeout": 60,
+            "keepalive": 5,
+            "loglevel": s.log_level,
+            "accesslog": None,
+            "proc_name": "littlestats",
+            **self.options,
+        }
+        for key, value in config.items():
+            self.cfg.set(key, value)
+
+    def load(self) -> Any:
+        return create_app(self.settings)
+
+
+def prepare(settings: Settings) -> None:
+    """Checks and chores before any worker starts."""
+    if settings.dev and not is_loopback(settings.host):
+        raise ConfigError(
+            f"--dev turns authentication off, so it only listens on loopback; "
+            f"use --host 127.0.0.1 instead of {settings.host}"
+        )
+    settings.ensure_dirs()
+    recovered = seal_all(settings.wal_dir, settings.raw_dir)
+    if recovered:
+        log.warning(
+            "recovered %d WAL segments (%d events) from the previous run",
+            len(recovered),
+            sum(r.events for r in recovered),
+        )
+
+
+def start_daemon(settings: Settings) -> subprocess.Popen[bytes]:
+    env = {**os.environ, **settings.to_env()}
+    return subprocess.Popen([sys.executable, "-m", "jobs.daemon"], env=env)
+
+
+def serve(settings: Settings) -> None:
+    prepare(settings)
+    daemon = start_daemon(settings)
+    try:
+        GunicornServer(settings).run()
+    finally:
+        if daemon.poll() is None:
+            daemon.send_signal(signal.SIGTERM)
+            try:
+                daemon.wait(timeout=30)
+            except subprocess.TimeoutExpired:
+                daemon.kill()
