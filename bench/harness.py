@@ -1,0 +1,82 @@
+"""What benchmarks share: sizes, a work directory, a result section with ratios and targets."""
+
+from __future__ import annotations
+
+import shutil
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+
+@dataclass
+class BenchContext:
+    quick: bool
+    workdir: Path
+
+    def fresh_dir(self, name: str) -> Path:
+        path = self.workdir / name
+        shutil.rmtree(path, ignore_errors=True)
+        path.mkdir(parents=True)
+        return path
+
+
+@dataclass
+class Row:
+    """One measured figure, its baseline from the same run, and the target it must meet."""
+
+    name: str
+    value: float
+    unit: str
+    baseline: float | None = None
+    target: str = ""
+    met: bool | None = None
+
+    @property
+    def ratio(self) -> float | None:
+        if self.baseline in (None, 0):
+            return None
+        return self.value / self.baseline  # type: ignore[operator]
+
+
+@dataclass
+class Section:
+    title: str
+    rows: list[Row] = field(default_factory=list)
+    notes: list[str] = field(default_factory=list)
+    seconds: float = 0.0
+
+    def add(self, name: str, value: float, unit: str, baseline: float | None = None,
+            target: str = "", met: bool | None = None) -> Row:
+        row = Row(name, value, unit, baseline, target, met)
+        self.rows.append(row)
+        return row
+
+    def as_dict(self) -> dict[str, Any]:
+        return {
+            "title": self.title,
+            "seconds": self.seconds,
+            "notes": self.notes,
+            "rows": [
+                {"name": r.name, "value": r.value, "unit": r.unit, "baseline": r.baseline,
+                 "ratio": r.ratio, "target": r.target, "met": r.met}
+                for r in self.rows
+            ],
+        }
+
+    @classmethod
+    def from_dict(cls, name: str, data: dict[str, Any]) -> Section:
+        s = cls(data["title"], notes=data.get("notes", []), seconds=data.get("seconds", 0))
+        for r in data["rows"]:
+            s.rows.append(Row(r["name"], r["value"], r["unit"], r["baseline"], r["target"], r["met"]))
+        return s
+
+    def markdown(self) -> str:
+        lines = [f"## {self.title}", "", "| measure | value | baseline | ratio | target | met |",
+                 "| --- | --- | --- | --- | --- | --- |"]
+        for r in self.rows:
+            ratio = f"{r.ratio:.2f}" if r.ratio is not None else ""
+            base = f"{r.baseline:,.1f}" if r.baseline is not None else ""
+            met = "" if r.met is None else ("yes" if r.met else "**no**")
+            lines.append(f"| {r.name} | {r.value:,.1f} {r.unit} | {base} | {ratio} | {r.target} | {met} |")
+        lines += [""] + [f"- {n}" for n in self.notes] + [f"\n_{self.seconds:.0f} s_", ""]
+        return "\n".join(lines)

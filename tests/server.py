@@ -1,0 +1,123 @@
+"""A real ``littlestats serve`` on loopback for end-to-end tests (no mocks of our components)."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import httpx
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def cli(data_dir: Path, *args: str, env: dict[str, str] | None = None) -> str:
+    """Run a ``littlestats`` command against ``data_dir`` and return its standard output."""
+    out = subprocess.run(
+        [sys.executable, "-m", "littlestats", *args, "--data-dir", str(data_dir)],
+        check=True,
+        capture_output=True,
+        text=True,
+        env={**os.environ, **(env or {})},
+        timeout=120,
+    )
+    return out.stdout
+
+
+def add_site(data_dir: Path, domain: str = "example.com", *extra: str) -> dict[str, Any]:
+    return json.loads(cli(data_dir, "sites", "add", domain, *extra))
+
+
+@dataclass
+class LiveServer:
+    data_dir: Path
+    port: int
+    workers: int
+    extra_args: tuple[str, ...] = ()
+    env: dict[str, str] = field(default_factory=dict)
+    proc: subprocess.Popen[bytes] | None = None
+    log_path: Path | None = None
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+    def start(self, timeout: float = 60) -> None:
+        self.log_path = self.data_dir.parent / f"serve-{self.port}.log"
+        log = open(self.log_path, "ab")
+        self.proc = subprocess.Popen(
+            [sys.executable, "-m", "littlestats", "serve", "--data-dir", str(self.data_dir),
+             "--host", "127.0.0.1", "--port", str(self.port), "--workers", str(self.workers),
+             *self.extra_args],
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            env={**os.environ, **self.env},
+            start_new_session=True,
+        )
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if self.proc.poll() is not None:
+                raise RuntimeError(f"littlestats serve exited early:\n{self.log()}")
+            try:
+                if httpx.get(self.url + "/healthz", timeout=1).status_code == 200:
+                    return
+            except httpx.HTTPError:
+                pass
+            time.sleep(0.1)
+        raise RuntimeError(f"littlestats serve did not become healthy:\n{self.log()}")
+
+    def log(self) -> str:
+        return self.log_path.read_text(errors="replace") if self.log_path else ""
+
+    def worker_pids(self) -> list[int]:
+        """PIDs of the gunicorn workers (children of the master running in our session)."""
+        assert self.proc is not None
+        out = subprocess.run(["pgrep", "-s", str(os.getpgid(self.proc.pid))], capture_output=True, text=True)
+        pids = []
+        for pid in map(int, out.stdout.split()):
+            try:
+                cmdline = Path(f"/proc/{pid}/cmdline").read_bytes()
+            except FileNotFoundError:
+                continue
+            if pid != self.proc.pid and b"jobs.daemon" not in cmdline:
+                pids.append(pid)
+        return pids
+
+    def stop(self, sig: int = signal.SIGTERM, timeout: float = 60) -> None:
+        if self.proc is None or self.proc.poll() is not None:
+            return
+        os.killpg(self.proc.pid, sig) if sig == signal.SIGKILL else self.proc.send_signal(sig)
+        try:
+            self.proc.wait(timeout=timeout)
+        except subprocess.TimeoutExpired:
+            os.killpg(self.proc.pid, signal.SIGKILL)
+            self.proc.wait()
+
+    def kill_all(self) -> None:
+        """``kill -9`` every process of the server: master, workers, warehouse process."""
+        assert self.proc is not None
+        os.killpg(self.proc.pid, signal.SIGKILL)
+        self.proc.wait()
+
+
+@contextmanager
+def running_server(data_dir: Path, workers: int = 2, *args: str, env: dict[str, str] | None = None) -> Iterator[LiveServer]:
+    server = LiveServer(data_dir, free_port(), workers, tuple(args), env or {})
+    server.start()
+    try:
+        yield server
+    finally:
+        server.stop()
