@@ -142,6 +142,18 @@ class User:
     created_at: str
 
 
+@dataclass(frozen=True)
+class Goal:
+    id: str
+    site_id: str
+    kind: str  # "event" | "page"
+    value: str
+    created_at: str
+
+    def public(self) -> dict[str, Any]:
+        return {"id": self.id, "kind": self.kind, "value": self.value, "createdAt": self.created_at}
+
+
 def _site(row: sqlite3.Row) -> Site:
     return Site(
         id=row["id"],
@@ -299,6 +311,17 @@ class ControlPlane:
         row = self._conn().execute("SELECT id FROM users WHERE email = ?", (email,)).fetchone()
         return self.get_user(row["id"]) if row else None
 
+    def find_admin(self) -> User | None:
+        """The first admin user, if any (``littlestats serve`` creates one on first start)."""
+        row = self._conn().execute(
+            "SELECT id FROM users WHERE is_admin = 1 ORDER BY created_at, id LIMIT 1"
+        ).fetchone()
+        return self.get_user(row["id"]) if row else None
+
+    def list_users(self) -> list[User]:
+        rows = self._conn().execute("SELECT * FROM users ORDER BY created_at, id").fetchall()
+        return [User(r["id"], r["email"], r["name"], bool(r["is_admin"]), r["created_at"]) for r in rows]
+
     def create_token(self, user_id: str, name: str = "") -> str:
         """Create an API token for `user_id` and return it in plain text (the only time it is)."""
         token = "ls_" + secrets.token_urlsafe(32)
@@ -316,6 +339,39 @@ class ControlPlane:
             .fetchone()
         )
         return self.get_user(row["user_id"]) if row else None
+
+    # goals ------------------------------------------------------------------------------------
+    def list_goals(self, site_id: str) -> list[Goal]:
+        rows = (
+            self._conn()
+            .execute("SELECT * FROM goals WHERE site_id = ? ORDER BY created_at, id", (site_id,))
+            .fetchall()
+        )
+        return [Goal(r["id"], r["site_id"], r["kind"], r["value"], r["created_at"]) for r in rows]
+
+    def get_goal(self, site_id: str, goal_id: str) -> Goal | None:
+        row = (
+            self._conn()
+            .execute("SELECT * FROM goals WHERE site_id = ? AND id = ?", (site_id, goal_id))
+            .fetchone()
+        )
+        return Goal(row["id"], row["site_id"], row["kind"], row["value"], row["created_at"]) if row else None
+
+    def create_goal(self, site_id: str, kind: str, value: str) -> Goal:
+        """A goal: a custom event name (``event``) or a page path (``page``). Idempotent."""
+        with self._tx() as db:
+            db.execute(
+                "INSERT OR IGNORE INTO goals (id, site_id, kind, value, created_at) VALUES (?, ?, ?, ?, ?)",
+                (new_id(), site_id, kind, value, _now()),
+            )
+            row = db.execute(
+                "SELECT * FROM goals WHERE site_id = ? AND kind = ? AND value = ?", (site_id, kind, value)
+            ).fetchone()
+        return Goal(row["id"], row["site_id"], row["kind"], row["value"], row["created_at"])
+
+    def delete_goal(self, site_id: str, goal_id: str) -> bool:
+        with self._tx() as db:
+            return db.execute("DELETE FROM goals WHERE site_id = ? AND id = ?", (site_id, goal_id)).rowcount > 0
 
     # daily salts (SPEC §4) -------------------------------------------------------------------
     def salt_for(self, day: date) -> bytes:

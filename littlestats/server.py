@@ -17,6 +17,7 @@ from typing import Any
 
 from gunicorn.app.base import BaseApplication
 
+from api.auth import ensure_admin_token
 from ingest.seal import seal_all
 from littlestats.app import create_app
 from littlestats.config import ConfigError, Settings
@@ -68,6 +69,7 @@ def prepare(settings: Settings) -> None:
             f"use --host 127.0.0.1 instead of {settings.host}"
         )
     settings.ensure_dirs()
+    ensure_admin_token(settings)
     recovered = seal_all(settings.wal_dir, settings.raw_dir)
     if recovered:
         log.warning(
