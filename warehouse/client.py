@@ -1,0 +1,180 @@
+"""How API workers and the CLI read the warehouse.
+
+DuckDB lets one process open the database file for writing, so the warehouse process
+(``jobs.daemon``, started by ``littlestats serve``) owns it: it runs the loads and answers read
+queries from every API worker over a Unix socket (``settings.warehouse_socket``). Each request runs
+on its own DuckDB cursor, so it sees one consistent snapshot (MVCC) even while a load commits.
+
+Interface (the same for both implementations)::
+
+    wh = WarehouseClient(settings)          # one per API worker; cheap, holds no connection
+    result = await wh.query("SELECT count(*) FROM events WHERE site_id = ?", [site_id])
+    result.columns  # ['count_star()']
+    result.rows     # [(42,)]
+    wh.query_sync(sql, params)              # the same, blocking
+
+``LocalWarehouse`` has the same interface but opens the DuckDB file in this process: for tests and
+CLI commands when no daemon runs. ``open_warehouse(settings)`` picks the right one. Only our own
+parameterised SQL goes over the socket; values always travel as parameters, never in the SQL text.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import socket
+import threading
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Protocol
+
+import orjson
+import pyarrow as pa
+
+from littlestats.config import Settings
+from warehouse.protocol import (
+    HEADER,
+    KIND_ARROW,
+    KIND_ERROR,
+    KIND_JSON,
+    WarehouseError,
+    encode_params,
+    frame,
+    read_frame,
+)
+
+Params = list[Any] | dict[str, Any] | None
+
+
+@dataclass(frozen=True)
+class QueryResult:
+    """Column names and rows (tuples of Python values) of one query."""
+
+    columns: list[str]
+    rows: list[tuple[Any, ...]]
+
+    @classmethod
+    def from_arrow(cls, table: pa.Table) -> QueryResult:
+        """Build from an Arrow table (timestamps become aware ``datetime`` in UTC)."""
+        cols = [c.to_pylist() for c in table.columns]
+        return cls(list(table.column_names), list(zip(*cols, strict=True)) if cols else [])
+
+    def dicts(self) -> list[dict[str, Any]]:
+        """The rows as dictionaries keyed by column name."""
+        return [dict(zip(self.columns, row, strict=True)) for row in self.rows]
+
+    def scalar(self) -> Any:
+        """The first column of the first row (``None`` when there is no row)."""
+        return self.rows[0][0] if self.rows else None
+
+
+class Warehouse(Protocol):
+    """What the query API needs from the warehouse."""
+
+    async def query(self, sql: str, params: Params = None) -> QueryResult: ...
+
+    def query_sync(self, sql: str, params: Params = None) -> QueryResult: ...
+
+
+def _decode(kind: int, payload: bytes) -> Any:
+    if kind == KIND_ERROR:
+        err = orjson.loads(payload)
+        raise WarehouseError(err["message"], err["type"])
+    if kind == KIND_ARROW:
+        with pa.ipc.open_stream(payload) as reader:
+            return QueryResult.from_arrow(reader.read_all())
+    if kind == KIND_JSON:
+        return orjson.loads(payload)
+    raise WarehouseError(f"unknown frame kind {kind}")
+
+
+class WarehouseClient:
+    """Talks to the warehouse process over its Unix socket. One per API worker; thread-safe."""
+
+    def __init__(self, settings: Settings, timeout: float = 60.0) -> None:
+        self.path: Path = settings.warehouse_socket
+        self.timeout = timeout
+
+    def _request(self, request: dict[str, Any]) -> bytes:
+        return frame(KIND_JSON, orjson.dumps(request))
+
+    async def query(self, sql: str, params: Params = None) -> QueryResult:
+        """Run a read query in the warehouse process without blocking the event loop."""
+        result = await self._call_async({"op": "query", "sql": sql, "params": encode_params(params)})
+        assert isinstance(result, QueryResult)
+        return result
+
+    def query_sync(self, sql: str, params: Params = None) -> QueryResult:
+        """Run a read query in the warehouse process (blocking)."""
+        result = self.call({"op": "query", "sql": sql, "params": encode_params(params)})
+        assert isinstance(result, QueryResult)
+        return result
+
+    def call(self, request: dict[str, Any], timeout: float | None = None) -> Any:
+        """Send one request (``op`` = ``query``, ``load``, ``purge_site``, ``retention``, ``ping``)."""
+        with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as sock:
+            sock.settimeout(timeout or self.timeout)
+            sock.connect(str(self.path))
+            sock.sendall(self._request(request))
+            kind, payload = read_frame(sock)
+        return _decode(kind, payload)
+
+    async def _call_async(self, request: dict[str, Any]) -> Any:
+        reader, writer = await asyncio.wait_for(
+            asyncio.open_unix_connection(str(self.path)), self.timeout
+        )
+        try:
+            writer.write(self._request(request))
+            await writer.drain()
+            header = await asyncio.wait_for(reader.readexactly(HEADER.size), self.timeout)
+            length, kind = HEADER.unpack(header)
+            payload = await asyncio.wait_for(reader.readexactly(length), self.timeout)
+        finally:
+            writer.close()
+        return _decode(kind, payload)
+
+    def available(self) -> bool:
+        """Whether a warehouse process answers on the socket."""
+        try:
+            return bool(self.call({"op": "ping"}, timeout=2.0) == "pong")
+        except (OSError, WarehouseError):
+            return False
+
+
+class LocalWarehouse:
+    """The same interface over a DuckDB file opened in this process (tests, CLI without a daemon).
+
+    Pass ``read_only=True`` to read a file that no other process holds for writing.
+    """
+
+    def __init__(self, settings: Settings, read_only: bool = False) -> None:
+        from warehouse.database import connect
+
+        self.con = connect(settings.warehouse_db, read_only=read_only)
+        self._lock = threading.Lock()
+
+    def query_sync(self, sql: str, params: Params = None) -> QueryResult:
+        """Run a query on a fresh cursor (its own snapshot)."""
+        with self._lock:
+            cur = self.con.cursor()
+        try:
+            return QueryResult.from_arrow(cur.execute(sql, params).to_arrow_table())
+        except Exception as exc:
+            raise WarehouseError(str(exc), type(exc).__name__) from exc
+        finally:
+            cur.close()
+
+    async def query(self, sql: str, params: Params = None) -> QueryResult:
+        """Run a query in a thread so the event loop stays free."""
+        return await asyncio.to_thread(self.query_sync, sql, params)
+
+    def close(self) -> None:
+        """Close the database."""
+        self.con.close()
+
+
+def open_warehouse(settings: Settings) -> WarehouseClient | LocalWarehouse:
+    """The warehouse process's client when it runs, else the DuckDB file opened here."""
+    client = WarehouseClient(settings)
+    if client.available():
+        return client
+    return LocalWarehouse(settings)

@@ -1,0 +1,26 @@
+"""Opening the warehouse DuckDB file with the settings every connection needs."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import duckdb
+
+from warehouse.tables import create_all
+
+
+def connect(path: Path, read_only: bool = False, threads: int | None = None) -> duckdb.DuckDBPyConnection:
+    """Open (and, for writers, create the tables of) the warehouse database.
+
+    Sessions are pinned to UTC so ``TIMESTAMPTZ`` values come back in UTC whatever the machine's
+    zone; site-local dates are computed explicitly with ``timezone(site_tz, ts)``.
+    """
+    path.parent.mkdir(parents=True, exist_ok=True)
+    config: dict[str, str | int | bool] = {}
+    if threads:
+        config["threads"] = threads
+    con = duckdb.connect(str(path), read_only=read_only, config=config)
+    con.execute("SET TimeZone = 'UTC'")
+    if not read_only:
+        create_all(con)
+    return con
