@@ -373,6 +373,28 @@ class ControlPlane:
         with self._tx() as db:
             return db.execute("DELETE FROM goals WHERE site_id = ? AND id = ?", (site_id, goal_id)).rowcount > 0
 
+    # server secrets ---------------------------------------------------------------------------
+    def server_secret(self, name: str) -> bytes:
+        """A random 32-byte secret shared by every process, created on first use.
+
+        Used to sign short-lived tokens (e.g. real-time stream tokens) that any worker must verify.
+        The table is created here, outside the versioned schema, so it needs no migration slot.
+        """
+        conn = self._conn()
+        conn.execute(
+            "CREATE TABLE IF NOT EXISTS server_secrets (name TEXT PRIMARY KEY, secret BLOB NOT NULL)"
+        )
+        row = conn.execute("SELECT secret FROM server_secrets WHERE name = ?", (name,)).fetchone()
+        if row:
+            return bytes(row["secret"])
+        with self._tx() as db:
+            db.execute(
+                "INSERT OR IGNORE INTO server_secrets (name, secret) VALUES (?, ?)",
+                (name, secrets.token_bytes(32)),
+            )
+            row = db.execute("SELECT secret FROM server_secrets WHERE name = ?", (name,)).fetchone()
+        return bytes(row["secret"])
+
     # daily salts (SPEC §4) -------------------------------------------------------------------
     def salt_for(self, day: date) -> bytes:
         """The random salt of a UTC day, created on first use.
