@@ -1,0 +1,472 @@
+"""``LiveBuffer``: the recent past of every site, in memory, with current stats kept incrementally.
+
+Every worker holds one buffer, fed (through a ``LiveFeed`` source, see ``api.live_feed``) with
+every accepted event of every worker, in acceptance order. It keeps:
+
+* the events of the last ``retain_ms`` (90 minutes: the current UTC hour plus the 30-minute visit
+  gap before it), capped at ``max_events_per_site`` per site and ``max_events`` in all — when a cap
+  is hit the oldest events go first and the site's stats say ``"complete": false``;
+* per-visitor visit state (SPEC §5: a visit ends after a 30-minute gap; a bounce is a visit with
+  exactly one pageview and no custom event — the warehouse's ``is_bounce``), capped at
+  ``max_visitors_per_site`` visitors per site (least recently seen evicted first);
+* sliding 5- and 30-minute windows and hourly / per-second counters, updated on every event, so
+  ``stats()`` costs O(top-list size), never a scan of the buffer.
+
+Windows slide by arrival time; an event counts in a window only if its event time (``ts``, which
+may be a buffered client time) falls inside it when it arrives. Hourly figures are by event time.
+"""
+
+from __future__ import annotations
+
+import heapq
+from collections import Counter, OrderedDict, deque
+from collections.abc import Iterable, Iterator
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from typing import Any
+
+import orjson
+
+MINUTE_MS = 60_000
+HOUR_MS = 3_600_000
+# SPEC §5: a visit is a run of one visitor's events with no gap over 30 minutes.
+VISIT_GAP_MS = 30 * MINUTE_MS
+ACTIVE_MS = 5 * MINUTE_MS  # "active visitors"
+RECENT_MS = 30 * MINUTE_MS  # top pages / sources / countries "right now"
+RETAIN_MS = HOUR_MS + VISIT_GAP_MS  # this hour, plus the gap that decides whether a visit is new
+
+DEFAULT_MAX_EVENTS = 300_000
+DEFAULT_MAX_EVENTS_PER_SITE = 150_000
+DEFAULT_MAX_VISITORS_PER_SITE = 100_000
+TOP = 10
+DIRECT = "Direct / None"
+
+Cursor = tuple[int, str, int]  # (received_at ms, WAL segment id, record index): one total order
+
+
+def cursor_text(key: Cursor) -> str:
+    return f"{key[0]}.{key[1]}.{key[2]}"
+
+
+def parse_cursor(text: str | None) -> Cursor | None:
+    """The cursor of an SSE ``Last-Event-ID``; ``None`` when it is not one of ours."""
+    if not text:
+        return None
+    received, _, rest = text.strip().partition(".")
+    segment, _, index = rest.rpartition(".")
+    try:
+        return (int(received), segment, int(index))
+    except ValueError:
+        return None
+
+
+def iso_ms(ms: int) -> str:
+    return datetime.fromtimestamp(ms / 1000, UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
+
+
+@dataclass(slots=True)
+class LiveEvent:
+    """One buffered event: only what the live feed and the stats need (no IP, no raw referrer)."""
+
+    key: Cursor
+    site_id: str
+    ts: int
+    type: str
+    name: str | None
+    visitor: int
+    page: str
+    hostname: str | None
+    source: str  # the *visit's* source (its first event's), as Plausible attributes it
+    country: str | None
+    device: str
+    browser: str
+    os: str
+    alive: bool = True
+    in_active: bool = False
+    in_recent: bool = False
+    _message: bytes | None = None
+
+    def public(self) -> dict[str, Any]:
+        """What subscribers see. Never the visitor key or anything derived from the IP but country."""
+        return {
+            "type": self.type,
+            "name": self.name,
+            "page": self.page,
+            "hostname": self.hostname,
+            "source": self.source,
+            "country": self.country,
+            "device": self.device,
+            "browser": self.browser,
+            "os": self.os,
+            "ts": self.ts,
+            "time": iso_ms(self.ts),
+        }
+
+    def message(self) -> bytes:
+        """The ``event`` message as JSON, serialised once and shared by every subscriber."""
+        if self._message is None:
+            self._message = orjson.dumps(
+                {"type": "event", "id": cursor_text(self.key), "event": self.public()}
+            )
+        return self._message
+
+
+@dataclass(slots=True)
+class Visit:
+    start: int
+    last: int
+    source: str
+    pageviews: int = 0
+    customs: int = 0
+
+    @property
+    def is_bounce(self) -> bool:
+        return self.pageviews == 1 and self.customs == 0
+
+
+@dataclass(slots=True)
+class VisitorState:
+    last_seen: int
+    visits: list[Visit] = field(default_factory=list)
+    hours: set[int] = field(default_factory=set)
+
+
+@dataclass(slots=True)
+class HourTotals:
+    views: int = 0
+    customs: int = 0
+    visitors: int = 0
+    visits: int = 0
+    bounces: int = 0
+
+
+class _Distinct:
+    """Distinct visitors per dimension value inside a sliding window (counts of (value, visitor))."""
+
+    __slots__ = ("pairs", "visitors")
+
+    def __init__(self) -> None:
+        self.pairs: Counter[tuple[str, int]] = Counter()
+        self.visitors: Counter[str] = Counter()
+
+    def add(self, value: str, visitor: int) -> None:
+        pair = (value, visitor)
+        self.pairs[pair] += 1
+        if self.pairs[pair] == 1:
+            self.visitors[value] += 1
+
+    def remove(self, value: str, visitor: int) -> None:
+        pair = (value, visitor)
+        left = self.pairs[pair] - 1
+        if left > 0:
+            self.pairs[pair] = left
+            return
+        del self.pairs[pair]
+        n = self.visitors[value] - 1
+        if n > 0:
+            self.visitors[value] = n
+        else:
+            del self.visitors[value]
+
+
+def _top(counts: Counter[str], n: int = TOP) -> list[tuple[str, int]]:
+    return heapq.nlargest(n, counts.items(), key=lambda kv: (kv[1], kv[0]))
+
+
+class SiteLive:
+    """The live state of one site."""
+
+    def __init__(self, site_id: str, max_events: int, max_visitors: int) -> None:
+        self.site_id = site_id
+        self.max_events = max_events
+        self.max_visitors = max_visitors
+        self.events: deque[LiveEvent] = deque()
+        self.active: deque[LiveEvent] = deque()
+        self.recent: deque[LiveEvent] = deque()
+        self.active_visitors: Counter[int] = Counter()
+        self.page_views: Counter[str] = Counter()
+        self.pages = _Distinct()
+        self.sources = _Distinct()
+        self.countries = _Distinct()
+        self.visitors: OrderedDict[int, VisitorState] = OrderedDict()
+        self.hours: dict[int, HourTotals] = {}
+        self.seconds: dict[int, list[int]] = {}  # second -> [pageviews, custom events]
+        self.capped_at = 0  # arrival time of the newest event evicted by a cap, not by age
+        self.version = 0  # bumped on every change; the stats publisher compares it
+
+    # feeding -------------------------------------------------------------------------------
+    def add(self, raw: dict[str, Any], key: Cursor, now: int) -> LiveEvent:
+        ts = int(raw["ts"])
+        etype = str(raw.get("type") or "pageview")
+        visitor = int(raw["visitor_key"])
+        visit = self._sessionize(visitor, ts, etype, raw.get("source") or DIRECT, now)
+        event = LiveEvent(
+            key=key,
+            site_id=self.site_id,
+            ts=ts,
+            type=etype,
+            name=raw.get("name"),
+            visitor=visitor,
+            page=raw.get("pathname") or "/",
+            hostname=raw.get("hostname"),
+            source=visit.source,
+            country=raw.get("country"),
+            device=raw.get("device") or "",
+            browser=raw.get("browser") or "",
+            os=raw.get("os") or "",
+        )
+        self.events.append(event)
+        if ts >= now - ACTIVE_MS:
+            event.in_active = True
+            self.active.append(event)
+            self.active_visitors[visitor] += 1
+        if ts >= now - RECENT_MS:
+            event.in_recent = True
+            self.recent.append(event)
+            self._count_recent(event, +1)
+        sec = self.seconds.setdefault(ts // 1000, [0, 0])
+        if etype == "pageview":
+            sec[0] += 1
+            self._hour(ts).views += 1
+        elif etype == "event":
+            sec[1] += 1
+            self._hour(ts).customs += 1
+        self.version += 1
+        return event
+
+    def _hour(self, ts: int) -> HourTotals:
+        hour = ts // HOUR_MS
+        totals = self.hours.get(hour)
+        if totals is None:
+            totals = self.hours[hour] = HourTotals()
+        return totals
+
+    def _sessionize(self, visitor: int, ts: int, etype: str, source: str, now: int) -> Visit:
+        state = self.visitors.get(visitor)
+        if state is None:
+            state = self.visitors[visitor] = VisitorState(last_seen=now)
+            if len(self.visitors) > self.max_visitors:
+                self.visitors.popitem(last=False)
+                self.capped_at = now
+        else:
+            state.last_seen = now
+            self.visitors.move_to_end(visitor)
+        hour = ts // HOUR_MS
+        if hour not in state.hours:
+            state.hours.add(hour)
+            self._hour(ts).visitors += 1
+            if len(state.hours) > 3:
+                state.hours.discard(min(state.hours))
+        visit = None
+        for candidate in reversed(state.visits):
+            if candidate.start - VISIT_GAP_MS <= ts <= candidate.last + VISIT_GAP_MS:
+                visit = candidate
+                break
+        if visit is None:
+            visit = Visit(start=ts, last=ts, source=source)
+            state.visits.append(visit)
+            state.visits.sort(key=lambda v: v.start)
+            if len(state.visits) > 4:
+                del state.visits[0]
+            self._hour(ts).visits += 1
+            was_bounce = False
+        else:
+            was_bounce = visit.is_bounce
+            if ts < visit.start:  # a late event moves the visit's start (and maybe its hour)
+                old, new = self._hour(visit.start), self._hour(ts)
+                if old is not new:
+                    old.visits -= 1
+                    old.bounces -= was_bounce
+                    new.visits += 1
+                    new.bounces += was_bounce
+                visit.start, visit.source = ts, source
+            visit.last = max(visit.last, ts)
+        if etype == "pageview":
+            visit.pageviews += 1
+        elif etype == "event":
+            visit.customs += 1
+        self._hour(visit.start).bounces += visit.is_bounce - was_bounce
+        return visit
+
+    def _count_recent(self, e: LiveEvent, sign: int) -> None:
+        op = "add" if sign > 0 else "remove"
+        if e.type == "pageview":
+            self.page_views[e.page] += sign
+            if self.page_views[e.page] <= 0:
+                del self.page_views[e.page]
+            getattr(self.pages, op)(e.page, e.visitor)
+        getattr(self.sources, op)(e.source, e.visitor)
+        getattr(self.countries, op)(e.country or "", e.visitor)
+
+    # expiry --------------------------------------------------------------------------------
+    def expire(self, now: int) -> int:
+        """Slide the windows and drop what is older than the retention; return events dropped."""
+        changed = False
+        while self.active and self.active[0].key[0] < now - ACTIVE_MS:
+            e = self.active.popleft()
+            self._leave_active(e)
+            changed = True
+        while self.recent and self.recent[0].key[0] < now - RECENT_MS:
+            e = self.recent.popleft()
+            e.in_recent = False
+            self._count_recent(e, -1)
+            changed = True
+        dropped = 0
+        while self.events and self.events[0].key[0] < now - RETAIN_MS:
+            self.events.popleft().alive = False
+            dropped += 1
+        while self.visitors:
+            visitor, state = next(iter(self.visitors.items()))
+            if state.last_seen >= now - RETAIN_MS:
+                break
+            del self.visitors[visitor]
+        current = now // HOUR_MS
+        for hour in [h for h in self.hours if h < current - 1]:
+            del self.hours[hour]
+        second = now // 1000
+        for s in [s for s in self.seconds if s < second - 120]:
+            del self.seconds[s]
+        if changed or dropped:
+            self.version += 1
+        return dropped
+
+    def _leave_active(self, e: LiveEvent) -> None:
+        e.in_active = False
+        n = self.active_visitors[e.visitor] - 1
+        if n > 0:
+            self.active_visitors[e.visitor] = n
+        else:
+            del self.active_visitors[e.visitor]
+
+    def evict_oldest(self, now: int) -> LiveEvent | None:
+        """Drop the oldest event because a memory cap was hit (windows keep consistent counts)."""
+        if not self.events:
+            return None
+        e = self.events.popleft()
+        e.alive = False
+        if e.in_active and self.active and self.active[0] is e:
+            self.active.popleft()
+            self._leave_active(e)
+        if e.in_recent and self.recent and self.recent[0] is e:
+            self.recent.popleft()
+            e.in_recent = False
+            self._count_recent(e, -1)
+        self.capped_at = max(self.capped_at, e.key[0])
+        self.version += 1
+        return e
+
+    # reading -------------------------------------------------------------------------------
+    def stats(self, now: int) -> dict[str, Any]:
+        """Current stats (SPEC §7 ``/stats/:siteId``, extended)."""
+        hour = now // HOUR_MS
+        totals = self.hours.get(hour, HourTotals())
+        second = now // 1000
+        views_min = customs_min = 0
+        for s in range(second - 59, second + 1):
+            counts = self.seconds.get(s)
+            if counts:
+                views_min += counts[0]
+                customs_min += counts[1]
+        oldest = self.events[0].key[0] if self.events else now
+        return {
+            "siteId": self.site_id,
+            "time": iso_ms(now),
+            "activeVisitors": len(self.active_visitors),
+            "hour": {
+                "start": iso_ms(hour * HOUR_MS),
+                "views": totals.views,
+                "visits": totals.visits,
+                "visitors": totals.visitors,
+                "bounceRate": round(100.0 * totals.bounces / totals.visits, 1) if totals.visits else 0.0,
+                "events": totals.customs,
+            },
+            "lastMinute": {"views": views_min, "events": customs_min},
+            "topPages": [
+                {"page": page, "visitors": self.pages.visitors[page], "views": views}
+                for page, views in _top(self.page_views)
+            ],
+            "topSources": [{"source": s, "visitors": n} for s, n in _top(self.sources.visitors)],
+            "topCountries": [
+                {"country": c or None, "visitors": n} for c, n in _top(self.countries.visitors)
+            ],
+            "buffer": {
+                "events": len(self.events),
+                "since": iso_ms(oldest),
+                # False when a memory cap dropped events this stats period still needs.
+                "complete": self.capped_at < min(hour * HOUR_MS, now - RECENT_MS) - VISIT_GAP_MS,
+            },
+        }
+
+    def since(self, cursor: Cursor) -> Iterator[LiveEvent]:
+        """Buffered events after `cursor`, in the order they were fed (for SSE resumption)."""
+        # Arrival order equals cursor order except for a few late records; look a little further
+        # back than the cursor so none of those is missed.
+        horizon = cursor[0] - 5_000
+        found: list[LiveEvent] = []
+        for e in reversed(self.events):
+            if e.key[0] < horizon:
+                break
+            if e.key > cursor:
+                found.append(e)
+        return reversed(found)
+
+
+class LiveBuffer:
+    """Every site's ``SiteLive``, with the global memory cap."""
+
+    def __init__(
+        self,
+        max_events: int = DEFAULT_MAX_EVENTS,
+        max_events_per_site: int = DEFAULT_MAX_EVENTS_PER_SITE,
+        max_visitors_per_site: int = DEFAULT_MAX_VISITORS_PER_SITE,
+    ) -> None:
+        self.max_events = max_events
+        self.max_events_per_site = max_events_per_site
+        self.max_visitors_per_site = max_visitors_per_site
+        self.sites: dict[str, SiteLive] = {}
+        self.order: deque[LiveEvent] = deque()  # every site's events in feed order (lazy deletes)
+        self.size = 0
+        self.evicted = 0
+
+    def site(self, site_id: str) -> SiteLive:
+        live = self.sites.get(site_id)
+        if live is None:
+            live = self.sites[site_id] = SiteLive(
+                site_id, self.max_events_per_site, self.max_visitors_per_site
+            )
+        return live
+
+    def add(self, raw: dict[str, Any], key: Cursor, now: int) -> LiveEvent:
+        live = self.site(str(raw["site_id"]))
+        event = live.add(raw, key, now)
+        self.order.append(event)
+        self.size += 1
+        if len(live.events) > self.max_events_per_site:
+            self._evicted(live.evict_oldest(now))
+        while self.size > self.max_events:
+            oldest = self.order.popleft()
+            if oldest.alive:
+                self._evicted(self.sites[oldest.site_id].evict_oldest(now))
+        return event
+
+    def _evicted(self, e: LiveEvent | None) -> None:
+        if e is not None:
+            self.size -= 1
+            self.evicted += 1
+
+    def extend(self, items: Iterable[tuple[Cursor, dict[str, Any]]], now: int) -> list[LiveEvent]:
+        return [self.add(raw, key, now) for key, raw in items]
+
+    def expire(self, now: int) -> None:
+        for site_id, live in list(self.sites.items()):
+            self.size -= live.expire(now)
+            if not live.events and not live.visitors:
+                del self.sites[site_id]
+        while self.order and not self.order[0].alive:
+            self.order.popleft()
+
+    def stats(self, site_id: str, now: int) -> dict[str, Any]:
+        live = self.sites.get(site_id)
+        if live is None:
+            return SiteLive(site_id, 0, 0).stats(now)
+        return live.stats(now)

@@ -1,0 +1,221 @@
+"""Where a worker's live buffer gets *every* worker's accepted events: a ``LiveFeed`` source.
+
+On one machine the write-ahead log already is a durable, ordered, cross-worker log: each worker
+appends to its own segment in ``wal/`` and fsyncs before acknowledging. ``WalTail`` follows every
+segment there — it keeps each file open, so the rename to ``.closed`` at rotation and the unlink
+after sealing lose nothing — and reads only complete, checksummed records. No extra service, no
+extra copy of the event on the ingest path.
+
+To run on several machines, put a broker (Redis streams, NATS) behind the same ``LiveFeed``
+interface: ingest publishes the accepted events, each worker consumes them. Nothing else changes.
+
+Ordering: records are handed out sorted by ``(received_at, segment, index)`` and held back until
+no record that *caused* them can still be unseen. A pass that starts at time ``T`` (in ms) sees
+every record written before ``T``; a request accepted after an earlier request was acknowledged
+has ``received_at`` ≥ that earlier record's write time. So once a pass starting at ``T`` is done,
+every pending record with ``received_at < T`` can go out in key order: any record that precedes
+it causally has already been read. Hence a visitor's events arrive in the order they were
+accepted, whichever workers accepted them.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import time
+import zlib
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Protocol
+
+import orjson
+
+from api.live import Cursor
+from ingest.wal import ACTIVE_SUFFIX, CLOSED_SUFFIX, HEADER, MAX_RECORD
+
+log = logging.getLogger(__name__)
+
+READ_CHUNK = 4 * 1024 * 1024
+
+
+class LiveFeed(Protocol):
+    """A source of accepted events from every worker, each with its cursor, in cursor order."""
+
+    def poll(self) -> list[tuple[Cursor, dict[str, Any]]]: ...
+
+    def close(self) -> None: ...
+
+
+@dataclass
+class _Tail:
+    segment: str
+    fd: int
+    offset: int = 0
+    index: int = 0
+    finished: bool = False  # renamed to .closed, or gone: its writer will add nothing more
+    buffer: bytes = b""
+
+
+class WalTail:
+    """Follows every segment in ``wal_dir`` (see the module docstring)."""
+
+    def __init__(self, wal_dir: Path, start_at_end: bool = False, skip_ids: set[str] | None = None) -> None:
+        self.wal_dir = wal_dir
+        self.tails: dict[str, _Tail] = {}
+        self.done: set[str] = set()  # segments read to the end and closed, until they disappear
+        self.pending: list[tuple[Cursor, dict[str, Any]]] = []
+        self.skip_ids = skip_ids or set()  # event ids already loaded from Parquet at start
+        self.records = 0
+        self.bad_records = 0
+        if start_at_end:
+            self._scan(initial_end=True)
+
+    def open_segments(self) -> None:
+        """Open every segment now (before a backfill from Parquet), reading nothing yet."""
+        self._scan()
+
+    def poll(self) -> list[tuple[Cursor, dict[str, Any]]]:
+        started = int(time.time() * 1000)
+        self._scan()
+        for tail in list(self.tails.values()):
+            self._read(tail)
+            if tail.finished:
+                os.close(tail.fd)
+                del self.tails[tail.segment]
+                self.done.add(tail.segment)
+        if not self.pending:
+            return []
+        self.pending.sort(key=lambda item: item[0])
+        cut = 0
+        while cut < len(self.pending) and self.pending[cut][0][0] < started:
+            cut += 1
+        ready, self.pending = self.pending[:cut], self.pending[cut:]
+        return ready
+
+    def _scan(self, initial_end: bool = False) -> None:
+        present: set[str] = set()
+        try:
+            entries = list(os.scandir(self.wal_dir))
+        except FileNotFoundError:
+            entries = []
+        for entry in entries:
+            name = entry.name
+            if name.endswith(ACTIVE_SUFFIX):
+                segment, closed = name[: -len(ACTIVE_SUFFIX)], False
+            elif name.endswith(CLOSED_SUFFIX):
+                segment, closed = name[: -len(CLOSED_SUFFIX)], True
+            else:
+                continue
+            present.add(segment)
+            tail = self.tails.get(segment)
+            if tail is None and segment not in self.done:
+                try:
+                    fd = os.open(entry.path, os.O_RDONLY)
+                except FileNotFoundError:
+                    continue  # renamed or sealed between the listing and the open; next pass
+                tail = self.tails[segment] = _Tail(segment, fd)
+                if initial_end:
+                    self._skip_to_end(tail)
+            if tail is not None and closed:
+                tail.finished = True
+        for segment, tail in self.tails.items():
+            if segment not in present:
+                tail.finished = True  # sealed and unlinked: what is in the file is all there is
+        self.done &= present
+
+    def _skip_to_end(self, tail: _Tail) -> None:
+        while True:
+            before = tail.offset
+            self._read(tail, keep=False)
+            if tail.offset == before:
+                return
+
+    def _read(self, tail: _Tail, keep: bool = True) -> None:
+        while True:
+            chunk = os.pread(tail.fd, READ_CHUNK, tail.offset + len(tail.buffer))
+            if not chunk:
+                return
+            data = tail.buffer + chunk
+            pos = 0
+            while pos + HEADER.size <= len(data):
+                length, crc = HEADER.unpack_from(data, pos)
+                end = pos + HEADER.size + length
+                if length > MAX_RECORD:
+                    self._corrupt(tail)
+                    return
+                if end > len(data):
+                    break  # incomplete: the writer is still writing it
+                payload = data[pos + HEADER.size : end]
+                if zlib.crc32(payload) != crc:
+                    if tail.finished:
+                        self._corrupt(tail)
+                        return
+                    break  # may still be in flight; read it again next pass
+                pos = end
+                index = tail.index
+                tail.index += 1
+                if keep:
+                    self._accept(tail.segment, index, payload)
+            tail.offset += pos
+            tail.buffer = data[pos:]
+            if len(chunk) < READ_CHUNK:
+                return
+
+    def _accept(self, segment: str, index: int, payload: bytes) -> None:
+        try:
+            raw = orjson.loads(payload)
+        except orjson.JSONDecodeError:
+            self.bad_records += 1
+            return
+        if self.skip_ids and raw.get("event_id") in self.skip_ids:
+            return
+        self.records += 1
+        self.pending.append(((int(raw["received_at"]), segment, index), raw))
+
+    def _corrupt(self, tail: _Tail) -> None:
+        # A torn tail of a crashed writer was never acknowledged; stop reading this segment.
+        self.bad_records += 1
+        tail.finished = True
+        tail.buffer = b""
+
+    def close(self) -> None:
+        for tail in self.tails.values():
+            os.close(tail.fd)
+        self.tails.clear()
+
+
+BACKFILL_COLUMNS = ("event_id", "site_id", "ts", "received_at", "type", "name", "visitor_key",
+                    "pathname", "hostname", "source", "country", "device", "browser", "os")
+
+
+def backfill_from_parquet(raw_dir: Path, now_ms: int) -> tuple[list[tuple[Cursor, dict[str, Any]]], set[str]]:
+    """The events accepted in the last ``RETAIN_MS`` that are already sealed into raw Parquet.
+
+    A worker that starts (or restarts) fills its buffer from them, so its stats match the other
+    workers'. Returns the items in cursor order, and their event ids (to skip them in the WAL).
+    """
+    import pyarrow as pa
+    import pyarrow.compute as pc
+    import pyarrow.parquet as pq
+
+    from api.live import HOUR_MS, RETAIN_MS
+
+    since = now_ms - RETAIN_MS
+    items: list[tuple[Cursor, dict[str, Any]]] = []
+    for hour in range(since // HOUR_MS, now_ms // HOUR_MS + 1):
+        stamp = time.gmtime(hour * 3600)
+        pattern = f"site_id=*/date={time.strftime('%Y-%m-%d', stamp)}/hour={stamp.tm_hour:02d}/*.parquet"
+        for path in sorted(raw_dir.glob(pattern)):
+            try:
+                table = pq.read_table(path, columns=list(BACKFILL_COLUMNS))
+            except (OSError, pa.ArrowInvalid):
+                continue  # being written; its segment is still in the WAL
+            for name in ("ts", "received_at"):
+                table = table.set_column(table.schema.get_field_index(name), name,
+                                         table.column(name).cast(pa.int64()))
+            table = table.filter(pc.greater_equal(table.column("received_at"), since))
+            segment = path.stem.removeprefix("part-")
+            for index, row in enumerate(table.to_pylist()):
+                items.append(((row["received_at"], segment, index), row))
+    items.sort(key=lambda item: item[0])
+    return items, {row["event_id"] for _, row in items}

@@ -1,0 +1,369 @@
+"""``LiveHub``: feeds a worker's ``LiveBuffer`` and fans events and stats out to its subscribers.
+
+One asyncio task per worker does everything on a fixed beat, never per event:
+
+* every ``poll_ms`` it takes the new events from the ``LiveFeed`` into the buffer;
+* every ``flush_ms`` it sends each subscriber the new events its filter accepts, as one chunk;
+  subscribers with the same filter and transport share one serialised chunk;
+* every ``stats_ms`` (at most; only when something changed or ``stats_idle_ms`` passed) it sends
+  one ``stats_update`` per site, computed once and shared by that site's subscribers;
+* every ``ping_ms`` it sends a ``ping`` (the SSE heartbeat).
+
+Subscribers have bounded queues. Ingest never waits for them: the hub only appends to queues, and
+a subscriber whose queue is full, or who has not taken anything for ``stall_ms``, is dropped.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import time
+from collections import deque
+from collections.abc import AsyncIterator, Iterable
+from dataclasses import dataclass
+from typing import Any
+
+import orjson
+from falcon.asgi import SSEvent
+from prometheus_client import Counter
+
+from api.live import LiveBuffer, LiveEvent, iso_ms
+from api.live_feed import LiveFeed
+
+log = logging.getLogger(__name__)
+
+DROP_REASON = "littlestats: slow real-time client dropped"
+
+CLIENTS_DROPPED = Counter(
+    "littlestats_realtime_clients_dropped_total",
+    "Real-time subscribers disconnected for not keeping up.", ["transport"]
+)
+
+FILTER_FIELDS = ("page", "type", "name", "country", "device", "browser", "os", "source", "hostname")
+
+
+class FilterError(ValueError):
+    pass
+
+
+@dataclass(frozen=True)
+class EventFilter:
+    """Which events a subscriber wants: every given field must match one of its values.
+
+    Values are exact, except ``page`` values ending in ``*``, which match by prefix.
+    """
+
+    fields: tuple[tuple[str, frozenset[str]], ...] = ()
+    page_prefixes: tuple[str, ...] = ()
+
+    @classmethod
+    def parse(cls, data: dict[str, Any]) -> EventFilter:
+        fields: list[tuple[str, frozenset[str]]] = []
+        prefixes: list[str] = []
+        for key, value in sorted(data.items()):
+            if key not in FILTER_FIELDS:
+                raise FilterError(f"unknown filter {key!r}; use one of {', '.join(FILTER_FIELDS)}")
+            values = value if isinstance(value, list) else [value]
+            if not values or not all(isinstance(v, str) and 0 < len(v) <= 500 for v in values) or len(values) > 50:
+                raise FilterError(f"filter {key!r} takes a non-empty string or a list of them")
+            exact = frozenset(v for v in values if not (key == "page" and v.endswith("*")))
+            if key == "page":
+                prefixes += sorted(v[:-1] for v in values if v.endswith("*"))
+                if exact or not prefixes:
+                    fields.append((key, exact))
+            else:
+                fields.append((key, exact))
+        return cls(tuple(fields), tuple(prefixes))
+
+    def matches(self, e: LiveEvent) -> bool:
+        for key, values in self.fields:
+            value = getattr(e, key)
+            if value in values:
+                continue
+            if key == "page" and self.page_prefixes and e.page.startswith(self.page_prefixes):
+                continue
+            return False
+        if self.page_prefixes and not any(k == "page" for k, _ in self.fields):
+            return e.page.startswith(self.page_prefixes)
+        return True
+
+    def describe(self) -> dict[str, list[str]]:
+        out = {k: sorted(v) for k, v in self.fields}
+        if self.page_prefixes:
+            out["page"] = sorted(out.get("page", [])) + [p + "*" for p in self.page_prefixes]
+        return out
+
+
+ALL = EventFilter()
+
+
+def sse_frame(event: str, data: bytes, event_id: str | None = None) -> bytes:
+    head = f"id: {event_id}\n" if event_id is not None else ""
+    return f"{head}event: {event}\ndata: ".encode() + data + b"\n\n"
+
+
+class SSEChunk(SSEvent):
+    """Pre-serialised SSE bytes (one or more messages) for Falcon's ``resp.sse`` loop."""
+
+    __slots__ = ("chunk",)
+
+    def __init__(self, chunk: bytes) -> None:
+        super().__init__()
+        self.chunk = chunk
+
+    def serialize(self, handler: Any = None) -> bytes:
+        return self.chunk
+
+
+class Subscriber:
+    """One client. ``transport`` is ``sse`` (queue of bytes) or ``ws`` (queue of JSON texts)."""
+
+    def __init__(self, hub: LiveHub, site_id: str, flt: EventFilter, transport: str) -> None:
+        self.hub = hub
+        self.site_id = site_id
+        self.filter = flt
+        self.transport = transport
+        self.queue: deque[Any] = deque()
+        self.queued_bytes = 0
+        self.wake = asyncio.Event()
+        self.closed = False
+        self.dropped = False
+        self.waiting = False
+        self.last_take = time.monotonic()
+        self.task: asyncio.Task[Any] | None = None  # cancelled when dropped while stuck sending
+
+    def offer(self, item: Any, size: int) -> bool:
+        if self.closed:
+            return False
+        if len(self.queue) >= self.hub.max_queue or self.queued_bytes + size > self.hub.max_queue_bytes:
+            return False
+        self.queue.append(item)
+        self.queued_bytes += size
+        self.wake.set()
+        return True
+
+    def take(self) -> list[Any]:
+        items = list(self.queue)
+        self.queue.clear()
+        self.queued_bytes = 0
+        self.wake.clear()
+        self.last_take = time.monotonic()
+        return items
+
+    async def next_items(self) -> list[Any]:
+        """Wait for queued items; ``[]`` once the subscriber is closed."""
+        while not self.queue and not self.closed:
+            self.waiting = True
+            try:
+                await self.wake.wait()
+            finally:
+                self.waiting = False
+            self.wake.clear()
+        return [] if self.closed else self.take()
+
+    async def sse(self, initial: list[bytes]) -> AsyncIterator[SSEvent]:
+        self.task = asyncio.current_task()
+        try:
+            yield SSEChunk(b"".join(initial))
+            while True:
+                items = await self.next_items()
+                if not items:
+                    return
+                yield SSEChunk(b"".join(items))
+        finally:
+            self.hub.unsubscribe(self)
+
+
+class LiveHub:
+    def __init__(
+        self,
+        buffer: LiveBuffer,
+        feed: LiveFeed,
+        poll_ms: int = 50,
+        flush_ms: int = 250,
+        stats_ms: int = 1000,
+        stats_idle_ms: int = 5000,
+        ping_ms: int = 15000,
+        max_queue: int = 200,
+        max_queue_bytes: int = 4 * 1024 * 1024,
+        stall_ms: int = 30000,
+    ) -> None:
+        self.buffer = buffer
+        self.feed = feed
+        self.poll_ms, self.flush_ms, self.stats_ms = poll_ms, flush_ms, stats_ms
+        self.stats_idle_ms, self.ping_ms, self.stall_ms = stats_idle_ms, ping_ms, stall_ms
+        self.max_queue, self.max_queue_bytes = max_queue, max_queue_bytes
+        self.subscribers: dict[str, set[Subscriber]] = {}
+        self.unsent: dict[str, list[LiveEvent]] = {}
+        self.stats_sent: dict[str, tuple[int, int]] = {}  # site -> (time, buffer version)
+        self.dropped = 0
+        self._task: asyncio.Task[None] | None = None
+        self._last_flush = self._last_ping = self._last_expire = 0
+
+    # lifecycle -----------------------------------------------------------------------------
+    def start(self) -> None:
+        if self._task is None:
+            self.poll()  # catch up with what is already in the WAL before serving anyone
+            self._last_ping = self.now_ms()
+            self._task = asyncio.get_running_loop().create_task(self._run(), name="live-hub")
+
+    async def _run(self) -> None:
+        while True:
+            await asyncio.sleep(self.poll_ms / 1000)
+            try:
+                self.tick()
+            except Exception:
+                log.exception("live hub tick failed")
+
+    def stop(self) -> None:
+        if self._task is not None:
+            self._task.cancel()
+        self.feed.close()
+
+    # subscriptions -------------------------------------------------------------------------
+    def subscribe(self, site_id: str, flt: EventFilter, transport: str) -> Subscriber:
+        """A new subscriber; it gets its first ``stats_update`` from the caller, so the site's
+        next broadcast waits for the usual interval."""
+        sub = Subscriber(self, site_id, flt, transport)
+        self.subscribers.setdefault(site_id, set()).add(sub)
+        if site_id not in self.stats_sent:
+            live = self.buffer.sites.get(site_id)
+            self.stats_sent[site_id] = (self.now_ms(), live.version if live is not None else 0)
+        return sub
+
+    def unsubscribe(self, sub: Subscriber) -> None:
+        sub.closed = True
+        sub.wake.set()
+        subs = self.subscribers.get(sub.site_id)
+        if subs is not None:
+            subs.discard(sub)
+            if not subs:
+                del self.subscribers[sub.site_id]
+                self.unsent.pop(sub.site_id, None)
+                self.stats_sent.pop(sub.site_id, None)
+
+    def drop(self, sub: Subscriber, why: str) -> None:
+        """Disconnect a subscriber that cannot keep up; nobody else waits for it."""
+        if sub.closed:
+            return
+        self.dropped += 1
+        sub.dropped = True
+        CLIENTS_DROPPED.labels(transport=sub.transport).inc()
+        log.info("dropping a %s subscriber of site %s: %s", sub.transport, sub.site_id, why)
+        self.unsubscribe(sub)
+        sub.queue.clear()
+        if not sub.waiting and sub.task is not None and not sub.task.done():
+            sub.task.cancel(DROP_REASON)  # it is blocked writing to a client that does not read
+
+    # the beat -------------------------------------------------------------------------------
+    def now_ms(self) -> int:
+        return int(time.time() * 1000)
+
+    def poll(self) -> None:
+        items = self.feed.poll()
+        if not items:
+            return
+        now = self.now_ms()
+        for event in self.buffer.extend(items, now):
+            if event.site_id in self.subscribers:
+                self.unsent.setdefault(event.site_id, []).append(event)
+
+    def tick(self) -> None:
+        self.poll()
+        now = self.now_ms()
+        if now - self._last_expire >= 1000:
+            self._last_expire = now
+            self.buffer.expire(now)
+        if now - self._last_flush >= self.flush_ms:
+            self._last_flush = now
+            self.flush_events()
+            self.publish_stats(now)
+            self.check_stalls()
+        if now - self._last_ping >= self.ping_ms:
+            self._last_ping = now
+            self.ping(now)
+
+    def flush_events(self) -> None:
+        unsent, self.unsent = self.unsent, {}
+        for site_id, events in unsent.items():
+            subs = self.subscribers.get(site_id)
+            if not subs:
+                continue
+            shared: dict[tuple[str, EventFilter], tuple[Any, int] | None] = {}
+            for sub in list(subs):
+                key = (sub.transport, sub.filter)
+                if key not in shared:
+                    shared[key] = self._encode(sub.transport, (e for e in events if sub.filter.matches(e)))
+                item = shared[key]
+                if item is not None and not sub.offer(*item):
+                    self.drop(sub, "its queue is full")
+
+    @staticmethod
+    def _encode(transport: str, events: Iterable[LiveEvent]) -> tuple[Any, int] | None:
+        if transport == "sse":
+            chunk = b"".join(event_sse(e) for e in events)
+            return (chunk, len(chunk)) if chunk else None
+        texts = [e.message().decode() for e in events]
+        return (texts, sum(len(t) for t in texts)) if texts else None
+
+    def publish_stats(self, now: int) -> None:
+        for site_id, subs in list(self.subscribers.items()):
+            live = self.buffer.sites.get(site_id)
+            version = live.version if live is not None else 0
+            sent_at, sent_version = self.stats_sent.get(site_id, (0, -1))
+            if now - sent_at < self.stats_ms:
+                continue
+            if version == sent_version and now - sent_at < self.stats_idle_ms:
+                continue
+            self.stats_sent[site_id] = (now, version)
+            self.broadcast(subs, stats_message(self.buffer.stats(site_id, now)))
+
+    def broadcast(self, subs: Iterable[Subscriber], message: bytes, sse_event: str = "") -> None:
+        sse = sse_frame(sse_event or orjson.loads(message)["type"], message)
+        text = message.decode()
+        for sub in list(subs):
+            ok = sub.offer(sse, len(sse)) if sub.transport == "sse" else sub.offer([text], len(text))
+            if not ok:
+                self.drop(sub, "its queue is full")
+
+    def ping(self, now: int) -> None:
+        message = orjson.dumps({"type": "ping", "time": iso_ms(now)})
+        for subs in list(self.subscribers.values()):
+            self.broadcast(subs, message, "ping")
+
+    def check_stalls(self) -> None:
+        limit = time.monotonic() - self.stall_ms / 1000
+        for subs in list(self.subscribers.values()):
+            for sub in list(subs):
+                if sub.queue and sub.last_take < limit:
+                    self.drop(sub, f"it took nothing for {self.stall_ms / 1000:.0f} s")
+
+
+def event_sse(e: LiveEvent) -> bytes:
+    return sse_frame("event", e.message(), f"{e.key[0]}.{e.key[1]}.{e.key[2]}")
+
+
+def stats_message(stats: dict[str, Any]) -> bytes:
+    return orjson.dumps({"type": "stats_update", "stats": stats})
+
+
+class _DropFilter(logging.Filter):
+    """Keeps uvicorn from logging our deliberate cancellation of a stuck client as an app error."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        exc = record.exc_info[1] if record.exc_info else None
+        if isinstance(exc, asyncio.CancelledError) and DROP_REASON in exc.args:
+            return False
+        return True
+
+
+def quiet_drops() -> None:
+    logger = logging.getLogger("uvicorn.error")
+    if not any(isinstance(f, _DropFilter) for f in logger.filters):
+        logger.addFilter(_DropFilter())
+
+
+async def close_quietly(coro: Any, timeout: float = 2.0) -> None:
+    with contextlib.suppress(Exception, asyncio.TimeoutError):
+        await asyncio.wait_for(coro, timeout)
