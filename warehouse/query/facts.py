@@ -1,0 +1,162 @@
+# ruff: noqa: S608 -- SQL is composed from our own identifiers; every client value is a $param.
+"""The fact path: any ``Query`` answered from ``events``, ``sessions`` and ``event_props``.
+
+Definitions (SPEC §5; ``docs/api.md`` says the same in prose):
+
+* without a dimension, or by time / page / event / property: ``visitors`` = distinct visitors with
+  any event in the range (by page: with a pageview of it; by event: with that custom event),
+  ``views`` = pageview events in the range, ``events`` = custom events in the range, and ``visits``,
+  ``bounce_rate``, ``visit_duration`` are over the visits that *started* in the range (by page /
+  event / property value: the visits that had such an event);
+* by a visit attribute (source, country, entry page, …): every metric is over the visits that
+  started in the range with that attribute (views = their pageviews).
+
+Filters narrow what is counted and never change what a metric means (SPEC §10): an event filter
+keeps matching events and the visits that contain one; a visit-attribute filter keeps matching
+visits and their events.
+"""
+
+from __future__ import annotations
+
+from warehouse.query.model import PROP_PREFIX, Query
+from warehouse.query.sql import (
+    EVENT_COLUMNS,
+    SESSION_COLUMNS,
+    SQL,
+    Params,
+    bucket,
+    event_predicates,
+    final_select,
+    full_join,
+    has_event_filters,
+    has_session_filters,
+    session_predicates,
+    where,
+)
+
+
+def _event_keys(q: Query, p: Params, prefix: str) -> tuple[str, list[str], list[str]]:
+    """Joins, key expressions and type restrictions to group ``events e`` by the plain dimensions."""
+    joins = ""
+    exprs: list[str] = []
+    types: set[str] = set()
+    if any(d in SESSION_COLUMNS for d in q.plain_dimensions):
+        joins += f" JOIN sessions {prefix}s ON {prefix}s.session_id = e.session_id AND {prefix}s.site_id = e.site_id"
+    for i, d in enumerate(q.plain_dimensions):
+        if d in SESSION_COLUMNS:
+            exprs.append(f"{prefix}s.{d}")
+        elif d.startswith(PROP_PREFIX):
+            a = f"{prefix}p{i}"
+            joins += (
+                f" JOIN event_props {a} ON {a}.event_id = e.event_id AND {a}.site_id = e.site_id"
+                f" AND {a}.key = {p(d[len(PROP_PREFIX):])}"
+            )
+            exprs.append(f"{a}.value")
+        else:
+            exprs.append(f"e.{EVENT_COLUMNS[d]}")
+            types.add("e.type = 'event'" if d == "event" else "e.type = 'pageview'")
+    return joins, exprs, sorted(types)
+
+
+def _time_on_page(q: Query, p: Params) -> str:
+    """``top``: time on page of each pageview (``event_id``, ``top_ms``) of the site around the range.
+
+    Time on page of a pageview = the largest engagement the tracker reported for it (``page_exit``
+    / ``engagement`` events before the visit's next pageview), else the time until the visit's next
+    pageview; unknown (null) for a last pageview without engagement, which the average skips.
+    """
+    site, start, end = p(q.site_id), p(q.date_range.start), p(q.date_range.end)
+    return (
+        "tp0 AS (SELECT session_id, event_id, ts, type, engagement_ms,"
+        " sum(CASE WHEN type = 'pageview' THEN 1 ELSE 0 END) OVER (PARTITION BY session_id"
+        " ORDER BY ts, (type <> 'pageview'), event_id ROWS UNBOUNDED PRECEDING) AS seq"
+        f" FROM events WHERE site_id = {site} AND ts >= {start} - INTERVAL 1 DAY"
+        f" AND ts < {end} + INTERVAL 1 DAY),"
+        " tp1 AS (SELECT session_id, seq, arg_min(event_id, ts) FILTER (WHERE type = 'pageview') AS event_id,"
+        " min(ts) FILTER (WHERE type = 'pageview') AS view_ts,"
+        " max(engagement_ms) FILTER (WHERE type IN ('page_exit', 'engagement')) AS eng"
+        " FROM tp0 WHERE seq > 0 GROUP BY session_id, seq),"
+        " top AS (SELECT event_id, coalesce(eng, epoch_ms(lead(view_ts) OVER (PARTITION BY session_id"
+        " ORDER BY seq)) - epoch_ms(view_ts)) AS top_ms FROM tp1)"
+    )
+
+
+def fact_sql(q: Query) -> SQL:
+    """Answer ``q`` from the fact tables (handles every question the model allows)."""
+    p = Params()
+    site, start, end, tz = q.site_id, q.date_range.start, q.date_range.end, q.date_range.timezone
+    gran = q.granularity
+    dims = q.plain_dimensions
+    ctes: list[str] = []
+
+    if has_session_filters(q):
+        # Visits overlapping the range that match the visit filters: their events in range count.
+        ctes.append(
+            "fs AS (SELECT session_id FROM sessions s WHERE "
+            + where([f"s.site_id = {p(site)}", f"s.started_at < {p(end)}", f"s.ended_at >= {p(start)}",
+                     *session_predicates(q, p, "s")])
+            + ")"
+        )
+    ses_where = [f"s.site_id = {p(site)}", f"s.started_at >= {p(start)}", f"s.started_at < {p(end)}",
+                 *session_predicates(q, p, "s")]
+    if has_event_filters(q):
+        ses_where.append(
+            "s.session_id IN (SELECT e.session_id FROM events e WHERE "
+            + where([f"e.site_id = {p(site)}", f"e.ts >= {p(start)}", *event_predicates(q, p, "e")])
+            + ")"
+        )
+
+    if dims and all(d in SESSION_COLUMNS for d in dims):
+        # Every metric over the visits that started in the range with these attributes.
+        exprs = ([bucket(gran, "s.started_at", p, tz)] if gran else []) + [f"s.{d}" for d in dims]
+        sel = ", ".join(f"{e} AS k{i}" for i, e in enumerate(exprs))
+        ctes.append(
+            f"base AS (SELECT {sel}, count(DISTINCT s.visitor_key) AS visitors, count(*) AS visits,"
+            " sum(s.pageviews) AS views, sum(s.custom_events) AS events,"
+            " count(*) FILTER (WHERE s.is_bounce) AS bounces, sum(s.duration_ms) AS duration_ms,"
+            f" 0 AS top_ms, 0 AS top_n FROM sessions s WHERE {where(ses_where)} GROUP BY ALL)"
+        )
+        return final_select(q, ctes, p)
+
+    # Event metrics, grouped by event time and event-level values.
+    joins, exprs, types = _event_keys(q, p, "j")
+    if gran:
+        exprs.insert(0, bucket(gran, "e.ts", p, tz))
+    n = len(exprs)
+    sel = "".join(f"{e} AS k{i}, " for i, e in enumerate(exprs))
+    ev_where = [f"e.site_id = {p(site)}", f"e.ts >= {p(start)}", f"e.ts < {p(end)}",
+                *event_predicates(q, p, "e"), *types]
+    if has_session_filters(q):
+        ev_where.append("e.session_id IN (SELECT session_id FROM fs)")
+    top = "0 AS top_ms, 0 AS top_n"
+    if "time_on_page" in q.metrics:
+        ctes.append(_time_on_page(q, p))
+        joins += " LEFT JOIN top ON top.event_id = e.event_id"
+        top = "coalesce(sum(top.top_ms), 0) AS top_ms, count(top.top_ms) AS top_n"
+    ctes.append(
+        f"em AS (SELECT {sel}count(DISTINCT e.visitor_key) AS visitors,"
+        " count(*) FILTER (WHERE e.type = 'pageview') AS views,"
+        f" count(*) FILTER (WHERE e.type = 'event') AS events, {top}"
+        f" FROM events e{joins} WHERE {where(ev_where)}{' GROUP BY ALL' if n else ''})"
+    )
+
+    # Visit metrics: visits started in the range, grouped by start time and, for event-level
+    # values, by the values their events had.
+    s_exprs = [bucket(gran, "s.started_at", p, tz)] if gran else []
+    s_from = "sessions s"
+    if dims:
+        pjoins, pexprs, ptypes = _event_keys(q, p, "x")
+        pair_sel = ", ".join(f"{e} AS v{i}" for i, e in enumerate(pexprs))
+        pair_where = [f"e.site_id = {p(site)}", f"e.ts >= {p(start)}", *event_predicates(q, p, "e"), *ptypes]
+        ctes.append(f"pairs AS (SELECT DISTINCT e.session_id, {pair_sel} FROM events e{pjoins}"
+                    f" WHERE {where(pair_where)})")
+        s_from += " JOIN pairs pr ON pr.session_id = s.session_id"
+        s_exprs += [f"pr.v{i}" for i in range(len(pexprs))]
+    s_sel = "".join(f"{e} AS k{i}, " for i, e in enumerate(s_exprs))
+    ctes.append(
+        f"sm AS (SELECT {s_sel}count(*) AS visits, count(*) FILTER (WHERE s.is_bounce) AS bounces,"
+        f" coalesce(sum(s.duration_ms), 0) AS duration_ms FROM {s_from} WHERE {where(ses_where)}"
+        f"{' GROUP BY ALL' if n else ''})"
+    )
+    ctes.append(f"base AS ({full_join('em', 'sm', n)})")
+    return final_select(q, ctes, p)

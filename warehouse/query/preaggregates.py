@@ -1,0 +1,150 @@
+# ruff: noqa: S608 -- SQL is composed from our own identifiers; every client value is a $param.
+"""The pre-aggregate path: a ``Query`` answered from ``hourly_rollup``, ``hourly_props`` and the
+``daily_*`` visitor tables, when they hold exactly the answer.
+
+``coverage(q)`` says whether they do (and if not, why); ``preaggregate_sql(q)`` builds the SQL.
+The numbers must equal the fact path's (``facts.py``) to the last digit — a test asserts it on
+generated data — so this path only takes questions whose building blocks are sums of hourly rows
+or exact distinct counts over whole site-local days:
+
+* no filters;
+* no dimension, one visit attribute, ``page``, ``event`` or ``props:<name>``, optionally by time;
+* the range starts and ends on UTC hour boundaries, and the site's UTC offset is whole hours
+  (so every rollup hour lies inside one local day);
+* ``visitors`` needs hourly buckets (exact per hour) or whole local days (the ``daily_*`` tables);
+* by page / event only ``visitors``, ``views``, ``events``; by property only ``events``
+  (their hourly visit counts cannot be added up across hours).
+"""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime, timedelta
+
+from warehouse.query.model import PROP_PREFIX, Query
+from warehouse.query.sql import SESSION_COLUMNS, SQL, Params, bucket, date_bucket, final_select
+
+#: Visit attributes the ``daily_session_visitors`` table keeps (exact visitors by attribute).
+DAILY_SESSION_COLUMNS = SESSION_COLUMNS - {"browser_version", "os_version"}
+_EVENT_DIMS = {"page": ("page", "daily_page_visitors", "pathname"),
+               "event": ("event", "daily_event_visitors", "event_name")}
+_SESSION_METRICS = {"visitors", "visits", "views", "events", "bounce_rate", "visit_duration", "views_per_visit"}
+
+
+def _whole_hours(q: Query) -> bool:
+    r = q.date_range
+    if any(t.minute or t.second or t.microsecond for t in (r.start, r.end)):
+        return False
+    zone = r.zone
+    probes = [r.start, r.end]
+    for year in range(r.start.year, r.end.year + 1):
+        probes += [datetime(year, 1, 15, tzinfo=UTC), datetime(year, 7, 15, tzinfo=UTC)]
+    for t in probes:
+        offset = t.astimezone(zone).utcoffset() or timedelta(0)
+        if offset.total_seconds() % 3600:
+            return False
+    return True
+
+
+def _whole_local_days(q: Query) -> bool:
+    r = q.date_range
+    return all(t.astimezone(r.zone).time() == datetime.min.time() for t in (r.start, r.end))
+
+
+def coverage(q: Query) -> str | None:
+    """``None`` when the pre-aggregates answer ``q`` exactly, else the reason they do not."""
+    if q.filters:
+        return "filters need the fact tables"
+    dims = q.plain_dimensions
+    if len(dims) > 1:
+        return "more than one non-time dimension"
+    if not _whole_hours(q):
+        return "range or time zone not aligned to whole UTC hours"
+    metrics = set(q.metrics)
+    dim = dims[0] if dims else None
+    if dim is None or dim in SESSION_COLUMNS:
+        allowed = _SESSION_METRICS
+    elif dim in _EVENT_DIMS:
+        allowed = {"visitors", "views", "events"}
+    elif dim.startswith(PROP_PREFIX):
+        allowed = {"events"}
+    else:
+        return f"no pre-aggregate by {dim}"
+    if not metrics <= allowed:
+        return f"metrics {sorted(metrics - allowed)} by {dim or 'total'} need the fact tables"
+    if "visitors" in metrics and q.granularity != "hour":
+        if not _whole_local_days(q):
+            return "unique visitors over a range that is not whole site-local days"
+        if dim is not None and dim in SESSION_COLUMNS and dim not in DAILY_SESSION_COLUMNS:
+            return f"no daily visitor table by {dim}"
+    return None
+
+
+def preaggregate_sql(q: Query) -> SQL:
+    """SQL answering ``q`` from the pre-aggregates (call only when ``coverage(q)`` is ``None``)."""
+    p = Params()
+    r = q.date_range
+    site, tz, gran = q.site_id, r.timezone, q.granularity
+    dim = q.plain_dimensions[0] if q.plain_dimensions else None
+    keys = []
+    if gran:
+        keys.append(bucket(gran, "hour", p, tz))
+    ctes: list[str] = []
+    visitors_from_hours = gran == "hour"
+    if dim is not None and dim.startswith(PROP_PREFIX):
+        sel = "".join(f"{k} AS k{i}, " for i, k in enumerate([*keys, "value"]))
+        ctes.append(
+            f"base AS (SELECT {sel}0 AS visitors, 0 AS visits, 0 AS views, sum(events) AS events,"
+            " 0 AS bounces, 0 AS duration_ms, 0 AS top_ms, 0 AS top_n FROM hourly_props"
+            f" WHERE site_id = {p(site)} AND key = {p(dim[len(PROP_PREFIX):])}"
+            f" AND event_name IS NOT NULL AND hour >= {p(r.start)} AND hour < {p(r.end)} GROUP BY ALL)"
+        )
+        return final_select(q, ctes, p)
+
+    if dim is None:
+        dimension, value_col, daily, daily_col = "total", None, "daily_visitors", None
+    elif dim in _EVENT_DIMS:
+        dimension, daily, daily_col = _EVENT_DIMS[dim]
+        value_col = "value"
+    else:
+        dimension, value_col, daily, daily_col = dim, "value", "daily_session_visitors", dim
+    if value_col:
+        keys.append(value_col)
+    n = len(keys)
+    sel = "".join(f"{k} AS k{i}, " for i, k in enumerate(keys))
+    hourly_visitors = "sum(visitors)" if visitors_from_hours else "0"
+    page_like = dim in _EVENT_DIMS
+    ctes.append(
+        f"r AS (SELECT {sel}{hourly_visitors} AS visitors,"
+        f" {'0' if page_like else 'sum(visits)'} AS visits, sum(views) AS views, sum(events) AS events,"
+        " sum(bounces) AS bounces, sum(duration_ms) AS duration_ms"
+        f" FROM hourly_rollup WHERE site_id = {p(site)} AND dimension = {p(dimension)}"
+        f" AND hour >= {p(r.start)} AND hour < {p(r.end)}{' GROUP BY ALL' if n else ''})"
+    )
+    if "visitors" in q.metrics and not visitors_from_hours:
+        d0 = r.start.astimezone(r.zone).date()
+        d1 = r.end.astimezone(r.zone).date()
+        vkeys = ([date_bucket(gran, "local_date")] if gran else []) + ([daily_col] if daily_col else [])
+        vsel = "".join(f"{k} AS k{i}, " for i, k in enumerate(vkeys))
+        ctes.append(
+            f"v AS (SELECT {vsel}count(DISTINCT visitor_key) AS visitors FROM {daily}"
+            f" WHERE site_id = {p(site)} AND local_date >= {p(d0)} AND local_date < {p(d1)}"
+            f"{' GROUP BY ALL' if n else ''})"
+        )
+        rest = ("coalesce(v.visitors, 0) AS visitors, coalesce(r.visits, 0) AS visits,"
+                " coalesce(r.views, 0) AS views, coalesce(r.events, 0) AS events,"
+                " coalesce(r.bounces, 0) AS bounces, coalesce(r.duration_ms, 0) AS duration_ms,"
+                " 0 AS top_ms, 0 AS top_n")
+        if n:
+            on = " AND ".join(f"r.k{i} IS NOT DISTINCT FROM v.k{i}" for i in range(n))
+            kc = "".join(f"coalesce(r.k{i}, v.k{i}) AS k{i}, " for i in range(n))
+            ctes.append(f"base AS (SELECT {kc}{rest} FROM r FULL OUTER JOIN v ON {on})")
+        else:
+            ctes.append(f"base AS (SELECT {rest} FROM r, v)")
+    else:
+        kc = "".join(f"k{i}, " for i in range(n))
+        ctes.append(
+            f"base AS (SELECT {kc}coalesce(visitors, 0) AS visitors, coalesce(visits, 0) AS visits,"
+            " coalesce(views, 0) AS views, coalesce(events, 0) AS events, coalesce(bounces, 0) AS bounces,"
+            " coalesce(duration_ms, 0) AS duration_ms, 0 AS top_ms, 0 AS top_n FROM r)"
+        )
+    return final_select(q, ctes, p)

@@ -1,0 +1,167 @@
+"""Run a ``Query``: plan it, execute the SQL on the warehouse, shape the rows.
+
+``run`` (async, for API workers) and ``run_sync`` (tests, benchmarks, CLI) return an ``Answer``:
+one dict per row with the dimension values under their names (``time:day`` …) and the metrics,
+plus which path answered. Time buckets are rendered in the site's time zone; time-only queries get
+every bucket of the range, zeros where nothing happened. ``conversion_rate`` runs the query a
+second time without the goal filter (the visitors who could have converted).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, field, replace
+from datetime import UTC, date, datetime, timedelta
+from typing import Any, Protocol
+
+from warehouse.query.model import Query
+from warehouse.query.planner import Plan, plan
+from warehouse.query.sql import key_dimensions
+
+ROUNDING = {"bounce_rate": 1, "visit_duration": 1, "views_per_visit": 2, "time_on_page": 1, "conversion_rate": 2}
+INTEGER_METRICS = ("visitors", "visits", "views", "events")
+
+
+class Rows(Protocol):
+    columns: list[str]
+    rows: list[tuple[Any, ...]]
+
+
+class SyncWarehouse(Protocol):
+    def query_sync(self, sql: str, params: Any = None) -> Any: ...
+
+
+class AsyncWarehouse(Protocol):
+    async def query(self, sql: str, params: Any = None) -> Any: ...
+
+
+@dataclass
+class Answer:
+    """The rows of a query and how it was answered."""
+
+    query: Query
+    rows: list[dict[str, Any]] = field(default_factory=list)
+    path: str = ""
+    reason: str = ""
+
+
+def _plans(q: Query, force: str | None) -> list[Plan]:
+    plans = [plan(q, force)]
+    if "conversion_rate" in q.metrics:
+        total = replace(q.without_goal_filters(), metrics=("visitors",), order_by=(), limit=10_000, offset=0)
+        plans.append(plan(total, force))
+    return plans
+
+
+async def run(q: Query, warehouse: AsyncWarehouse, force: str | None = None) -> Answer:
+    """Answer ``q`` through an async warehouse (``WarehouseClient``)."""
+    plans = _plans(q, force)
+    results = [await warehouse.query(p.sql.text, p.sql.params) for p in plans]
+    return assemble(q, plans, results)
+
+
+def run_sync(q: Query, warehouse: SyncWarehouse, force: str | None = None) -> Answer:
+    """Answer ``q`` through a blocking warehouse (``LocalWarehouse`` or ``WarehouseClient``)."""
+    plans = _plans(q, force)
+    results = [warehouse.query_sync(p.sql.text, p.sql.params) for p in plans]
+    return assemble(q, plans, results)
+
+
+def run_with(q: Query, execute: Callable[[str, dict[str, Any]], Rows], force: str | None = None) -> Answer:
+    """Answer ``q`` with any ``execute(sql, params)`` returning ``.columns``/``.rows``."""
+    plans = _plans(q, force)
+    return assemble(q, plans, [execute(p.sql.text, p.sql.params) for p in plans])
+
+
+async def run_async_with(
+    q: Query, execute: Callable[[str, dict[str, Any]], Awaitable[Rows]], force: str | None = None
+) -> Answer:
+    plans = _plans(q, force)
+    return assemble(q, plans, [await execute(p.sql.text, p.sql.params) for p in plans])
+
+
+def assemble(q: Query, plans: list[Plan], results: list[Rows]) -> Answer:
+    """Shape raw result rows into an ``Answer`` (rounding, time rendering, gaps, conversions)."""
+    names = key_dimensions(q)
+    n = len(names)
+    main = results[0]
+    rows: list[dict[str, Any]] = []
+    for raw in main.rows:
+        row: dict[str, Any] = {}
+        for i, name in enumerate(names):
+            row[name] = raw[i]
+        for j, metric in enumerate(q.metrics):
+            row[metric] = raw[n + j]
+        rows.append(row)
+    if "conversion_rate" in q.metrics:
+        totals = {tuple(r[:n]): r[n] for r in results[1].rows}
+        for row in rows:
+            total = totals.get(tuple(row[k] for k in names), 0)
+            row["conversion_rate"] = 100.0 * row["conversion_rate"] / total if total else 0.0
+    if q.time_dimension and not q.plain_dimensions:
+        rows = _fill_gaps(q, rows)
+    for row in rows:
+        for metric in q.metrics:
+            value = row[metric]
+            if metric in INTEGER_METRICS:
+                row[metric] = int(value or 0)
+            else:
+                row[metric] = round(float(value or 0), ROUNDING[metric])
+        if q.time_dimension:
+            row[q.time_dimension] = render_bucket(row[q.time_dimension], q)
+    return Answer(q, rows, plans[0].path, plans[0].reason)
+
+
+def buckets(q: Query) -> list[Any]:
+    """Every time bucket of the range, as the SQL returns them (UTC hours or local dates)."""
+    r = q.date_range
+    gran = q.granularity
+    out: list[Any] = []
+    if gran == "hour":
+        t = r.start.astimezone(UTC).replace(minute=0, second=0, microsecond=0)
+        while t < r.end:
+            out.append(t)
+            t += timedelta(hours=1)
+        return out
+    first = r.start.astimezone(r.zone).date()
+    last = (r.end - timedelta(microseconds=1)).astimezone(r.zone).date()
+    if gran == "week":
+        first -= timedelta(days=first.weekday())
+    elif gran == "month":
+        first = first.replace(day=1)
+    d = first
+    while d <= last:
+        out.append(d)
+        if gran == "day":
+            d += timedelta(days=1)
+        elif gran == "week":
+            d += timedelta(days=7)
+        else:
+            d = date(d.year + d.month // 12, d.month % 12 + 1, 1)
+    return out
+
+
+def _norm(value: Any) -> Any:
+    if isinstance(value, datetime):
+        return value.astimezone(UTC)
+    return value
+
+
+def _fill_gaps(q: Query, rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    key = q.time_dimension
+    assert key is not None
+    by_bucket = {_norm(r[key]): r for r in rows}
+    out = []
+    for b in buckets(q):
+        row = by_bucket.get(_norm(b))
+        out.append(row if row is not None else {key: b, **{m: 0 for m in q.metrics}})
+    return out
+
+
+def render_bucket(value: Any, q: Query) -> str:
+    """A bucket as ISO 8601: an hour with the site's UTC offset, a day/week/month as its date."""
+    if isinstance(value, datetime):
+        return value.astimezone(q.date_range.zone).isoformat()
+    if isinstance(value, date):
+        return value.isoformat()
+    return str(value)
