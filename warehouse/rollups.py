@@ -1,0 +1,185 @@
+"""Pre-aggregates: recomputed from the fact tables for exactly the buckets a load touched.
+
+* ``hourly_rollup`` and ``hourly_props`` — per (site, UTC hour): every hour whose events or visits
+  changed is deleted and rebuilt from ``events`` / ``sessions`` / ``event_props``.
+* ``daily_visitors`` and the other ``daily_*`` tables — per (site, visitor, site-local date): the
+  rows of every visitor-day a load touched are deleted and rebuilt.
+
+Rebuilding from facts (instead of adding deltas) keeps the pre-aggregates equal to a rebuild from
+scratch whatever order the data arrived in, which is what makes loads idempotent. The callers
+provide two temporary tables on the same connection:
+
+* ``affected_hours(site_id, hour)``;
+* ``affected_days(site_id, visitor_key, local_date)``;
+
+plus ``site_tz(site_id, tz)`` naming each site's IANA time zone.
+"""
+
+from __future__ import annotations
+
+from datetime import datetime
+
+import duckdb
+
+from warehouse.tables import DAILY_SESSION_VISITORS, SESSION_DIMENSIONS
+
+# Identifiers below come from warehouse.tables, never from input; values are always parameters.
+_DIM_CASE = "\n".join(
+    f"        WHEN grouping({d}) = 0 THEN '{d}'" for d in SESSION_DIMENSIONS
+)
+_VALUE_CASE = "\n".join(
+    f"        WHEN grouping({d}) = 0 THEN {d}" for d in SESSION_DIMENSIONS
+)
+_SETS = ", ".join(f"(site_id, hour, {d})" for d in SESSION_DIMENSIONS)
+
+_HOURLY_SESSIONS_SQL = f"""
+INSERT INTO hourly_rollup
+SELECT site_id, hour,
+    CASE
+{_DIM_CASE}
+    END AS dimension,
+    CASE
+{_VALUE_CASE}
+    END AS value,
+    count(DISTINCT visitor_key), count(*), sum(pageviews), count(*) FILTER (WHERE is_bounce),
+    sum(duration_ms), sum(custom_events)
+FROM (
+    SELECT s.*, date_trunc('hour', s.started_at) AS hour
+    FROM sessions s SEMI JOIN affected_hours h
+        ON s.site_id = h.site_id AND date_trunc('hour', s.started_at) = h.hour
+    WHERE s.started_at >= $lo AND s.started_at < $hi
+)
+GROUP BY GROUPING SETS ({_SETS})
+"""  # noqa: S608
+
+_EVENTS_IN_HOURS = """
+    SELECT e.*, date_trunc('hour', e.ts) AS hour
+    FROM events e SEMI JOIN affected_hours h
+        ON e.site_id = h.site_id AND date_trunc('hour', e.ts) = h.hour
+    WHERE e.ts >= $lo AND e.ts < $hi
+"""
+
+_HOURLY_TOTAL_SQL = f"""
+INSERT INTO hourly_rollup
+WITH ev AS ({_EVENTS_IN_HOURS}),
+e AS (
+    SELECT site_id, hour, count(DISTINCT visitor_key) AS visitors,
+        count(*) FILTER (WHERE type = 'pageview') AS views,
+        count(*) FILTER (WHERE type = 'event') AS events
+    FROM ev GROUP BY site_id, hour
+),
+s AS (
+    SELECT s.site_id, date_trunc('hour', s.started_at) AS hour, count(*) AS visits,
+        count(*) FILTER (WHERE is_bounce) AS bounces, sum(duration_ms) AS duration_ms
+    FROM sessions s SEMI JOIN affected_hours h
+        ON s.site_id = h.site_id AND date_trunc('hour', s.started_at) = h.hour
+    WHERE s.started_at >= $lo AND s.started_at < $hi
+    GROUP BY ALL
+)
+SELECT coalesce(e.site_id, s.site_id), coalesce(e.hour, s.hour), 'total', '',
+    coalesce(e.visitors, 0), coalesce(s.visits, 0), coalesce(e.views, 0), coalesce(s.bounces, 0),
+    coalesce(s.duration_ms, 0), coalesce(e.events, 0)
+FROM e FULL OUTER JOIN s ON e.site_id = s.site_id AND e.hour = s.hour
+"""  # noqa: S608
+
+_HOURLY_EVENT_DIMS_SQL = f"""
+INSERT INTO hourly_rollup
+WITH ev AS ({_EVENTS_IN_HOURS})
+SELECT site_id, hour, 'page', pathname, count(DISTINCT visitor_key), count(DISTINCT session_id),
+    count(*), 0, 0, 0
+FROM ev WHERE type = 'pageview' GROUP BY site_id, hour, pathname
+UNION ALL
+SELECT site_id, hour, 'event', name, count(DISTINCT visitor_key), count(DISTINCT session_id),
+    0, 0, 0, count(*)
+FROM ev WHERE type = 'event' GROUP BY site_id, hour, name
+"""  # noqa: S608
+
+_HOURLY_PROPS_SQL = """
+INSERT INTO hourly_props
+SELECT p.site_id, date_trunc('hour', p.ts) AS hour, p.event_name, p.key, p.value, count(*),
+    count(DISTINCT p.visitor_key)
+FROM event_props p SEMI JOIN affected_hours h
+    ON p.site_id = h.site_id AND date_trunc('hour', p.ts) = h.hour
+WHERE p.ts >= $lo AND p.ts < $hi
+GROUP BY ALL
+"""
+
+# Events and visits of the affected visitor-days, with their site-local date.
+_DAY_EVENTS = """
+    SELECT e.*, timezone(z.tz, e.ts)::DATE AS local_date
+    FROM events e JOIN site_tz z ON e.site_id = z.site_id
+    WHERE e.ts >= $lo AND e.ts < $hi
+        AND (e.site_id, e.visitor_key, timezone(z.tz, e.ts)::DATE) IN
+            (SELECT (site_id, visitor_key, local_date) FROM affected_days)
+"""
+
+_DAILY_VISITORS_SQL = f"""
+INSERT INTO daily_visitors
+SELECT site_id, local_date, visitor_key, count(*) FILTER (WHERE type = 'pageview'), count(*)
+FROM ({_DAY_EVENTS}) GROUP BY site_id, local_date, visitor_key
+"""  # noqa: S608
+
+_DAILY_PAGES_SQL = f"""
+INSERT INTO daily_page_visitors
+SELECT site_id, local_date, pathname, visitor_key, count(*)
+FROM ({_DAY_EVENTS}) WHERE type = 'pageview' GROUP BY site_id, local_date, pathname, visitor_key
+"""  # noqa: S608
+
+_DAILY_EVENTS_SQL = f"""
+INSERT INTO daily_event_visitors
+SELECT site_id, local_date, name, visitor_key, count(*)
+FROM ({_DAY_EVENTS}) WHERE type = 'event' GROUP BY site_id, local_date, name, visitor_key
+"""  # noqa: S608
+
+_SESSION_DIM_COLUMNS = [
+    c.name for c in DAILY_SESSION_VISITORS.columns
+    if c.name not in ("site_id", "local_date", "visitor_key", "visits")
+]
+_DAILY_SESSIONS_SQL = f"""
+INSERT INTO daily_session_visitors
+SELECT site_id, local_date, visitor_key, {", ".join(_SESSION_DIM_COLUMNS)}, count(*)
+FROM (
+    SELECT s.*, timezone(z.tz, s.started_at)::DATE AS local_date
+    FROM sessions s JOIN site_tz z ON s.site_id = z.site_id
+    WHERE s.started_at >= $lo AND s.started_at < $hi
+        AND (s.site_id, s.visitor_key, timezone(z.tz, s.started_at)::DATE) IN
+            (SELECT (site_id, visitor_key, local_date) FROM affected_days)
+)
+GROUP BY ALL
+"""  # noqa: S608
+
+_HOURLY_TABLES = ("hourly_rollup", "hourly_props")
+_DAILY_TABLES = ("daily_visitors", "daily_session_visitors", "daily_page_visitors",
+                 "daily_event_visitors")
+
+
+def rebuild_hours(con: duckdb.DuckDBPyConnection, lo: datetime, hi: datetime) -> None:
+    """Rebuild ``hourly_rollup`` and ``hourly_props`` for the rows of ``affected_hours``.
+
+    ``lo`` / ``hi`` bound the affected hours (``lo`` ≤ every hour < ``hi``) so that scans of the
+    fact tables skip everything else.
+    """
+    for table in _HOURLY_TABLES:
+        con.execute(
+            f"DELETE FROM {table} t USING affected_hours h"  # noqa: S608
+            " WHERE t.site_id = h.site_id AND t.hour = h.hour"
+        )
+    params = {"lo": lo, "hi": hi}
+    for sql in (_HOURLY_TOTAL_SQL, _HOURLY_SESSIONS_SQL, _HOURLY_EVENT_DIMS_SQL, _HOURLY_PROPS_SQL):
+        con.execute(sql, params)
+
+
+def rebuild_days(con: duckdb.DuckDBPyConnection, lo: datetime, hi: datetime) -> None:
+    """Rebuild the ``daily_*`` tables for the visitor-days in ``affected_days``.
+
+    ``lo`` / ``hi`` must cover every UTC instant of those local days (a day's margin either side).
+    """
+    for table in _DAILY_TABLES:
+        con.execute(
+            f"DELETE FROM {table} t USING affected_days a"  # noqa: S608
+            " WHERE t.site_id = a.site_id AND t.visitor_key = a.visitor_key"
+            " AND t.local_date = a.local_date"
+        )
+    params = {"lo": lo, "hi": hi}
+    for sql in (_DAILY_VISITORS_SQL, _DAILY_PAGES_SQL, _DAILY_EVENTS_SQL, _DAILY_SESSIONS_SQL):
+        con.execute(sql, params)

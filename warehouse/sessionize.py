@@ -1,0 +1,121 @@
+"""Sessionization (SPEC §5) as pure polars frame-to-frame functions.
+
+A **visit** is a run of one visitor's events on one site, ordered by ``(ts, event_id)``, with no
+gap over 30 minutes: an event more than 30 minutes after the previous event of the same
+``(site_id, visitor_key)`` starts a new visit; exactly 30 minutes continues it. Events of every
+type take part (heartbeats keep a visit open while the page is read).
+
+Per visit (see ``warehouse.tables.SESSIONS`` for the column docs):
+
+* ``session_id`` — the ``event_id`` of the first event, so re-running gives the same ids;
+* ``entry_page`` / ``exit_page`` — path of the first / last pageview (first / last event when the
+  visit has no pageview);
+* ``engagement_ms`` — the final page's reported engagement: the largest ``engagement_ms`` of
+  ``page_exit`` / ``engagement`` events at or after the last pageview (0 when none);
+* ``duration_ms`` — time of the last activity event (``pageview``, ``event``, ``identify``) minus
+  the first event's time, plus ``engagement_ms``. Heartbeats and exits are not counted twice: the
+  time they carry is the engagement, their own timestamps do not stretch the duration;
+* ``is_bounce`` — exactly one pageview and no custom event. Engagement time does not matter;
+* referrer, source, UTM, device, browser, OS, country, language, screen — of the first event;
+* ``is_new`` — the visitor's first visit on the site: the first visit in the frame and the
+  visitor not among ``returning`` (visitors with an earlier visit already loaded).
+"""
+
+from __future__ import annotations
+
+from datetime import timedelta
+
+import polars as pl
+
+from warehouse.tables import ACQUISITION, CLIENT, SESSIONS
+
+VISIT_GAP = timedelta(minutes=30)
+ACTIVITY_TYPES = ("pageview", "event", "identify")
+ENGAGEMENT_TYPES = ("page_exit", "engagement")
+FIRST_EVENT_COLUMNS = ("hostname", *(c.name for c in ACQUISITION), *(c.name for c in CLIENT))
+
+#: Columns ``assign_sessions`` needs (the raw event columns minus custom properties).
+REQUIRED = ("event_id", "site_id", "ts", "type", "visitor_key", "pathname", "engagement_ms",
+            "user_id", *FIRST_EVENT_COLUMNS)
+
+
+def assign_sessions(events: pl.DataFrame) -> pl.DataFrame:
+    """The events sorted by ``(site_id, visitor_key, ts, event_id)`` with a ``session_id`` column.
+
+    ``events`` must hold every event of each visitor in the time span that matters (the loader
+    hands over an affected visitor's stored events around the new ones).
+    """
+    df = events.sort(["site_id", "visitor_key", "ts", "event_id"])
+    same_visitor = (pl.col("site_id") == pl.col("site_id").shift(1)) & (
+        pl.col("visitor_key") == pl.col("visitor_key").shift(1)
+    )
+    within_gap = (pl.col("ts") - pl.col("ts").shift(1)) <= VISIT_GAP
+    starts = ~(same_visitor & within_gap).fill_null(False)
+    return df.with_columns(
+        pl.when(starts).then(pl.col("event_id")).otherwise(None).forward_fill().alias("session_id")
+    )
+
+
+def summarize_sessions(
+    events: pl.DataFrame, returning: pl.DataFrame | None = None
+) -> pl.DataFrame:
+    """One row per visit from events carrying ``session_id`` (as ``assign_sessions`` returns them).
+
+    ``returning`` has columns ``site_id``, ``visitor_key``: visitors known to have visited before
+    the earliest event in ``events``. The result has exactly the columns of the ``sessions`` table.
+    """
+    is_pv = pl.col("type") == "pageview"
+    is_activity = pl.col("type").is_in(ACTIVITY_TYPES)
+    is_engagement = pl.col("type").is_in(ENGAGEMENT_TYPES)
+
+    # The first event of a visit is the row whose event_id is the session id (rows are sorted).
+    first = events.filter(pl.col("event_id") == pl.col("session_id")).select(
+        "session_id", "site_id", "visitor_key", pl.col("ts").alias("started_at"),
+        *FIRST_EVENT_COLUMNS,
+    )
+    last_pv_ts = pl.col("ts").filter(is_pv).last()
+    aggregates = events.group_by("session_id").agg(
+        pl.col("ts").last().alias("ended_at"),
+        is_pv.sum().cast(pl.Int32).alias("pageviews"),
+        (pl.col("type") == "event").sum().cast(pl.Int32).alias("custom_events"),
+        pl.len().cast(pl.Int32).alias("events"),
+        pl.coalesce(pl.col("pathname").filter(is_pv).first(), pl.col("pathname").first()).alias("entry_page"),
+        pl.coalesce(pl.col("pathname").filter(is_pv).last(), pl.col("pathname").last()).alias("exit_page"),
+        pl.coalesce(pl.col("ts").filter(is_activity).last(), pl.col("ts").first()).alias("_last_activity"),
+        pl.col("engagement_ms")
+        .filter(is_engagement & (pl.col("ts") >= pl.coalesce(last_pv_ts, pl.col("ts").first())))
+        .max()
+        .fill_null(0)
+        .cast(pl.Int64)
+        .alias("engagement_ms"),
+        pl.col("user_id").drop_nulls().last().alias("user_id"),
+    )
+    sessions = first.join(aggregates, on="session_id", how="inner").sort(
+        ["site_id", "visitor_key", "started_at", "session_id"]
+    )
+    first_in_frame = ~(
+        (pl.col("site_id") == pl.col("site_id").shift(1))
+        & (pl.col("visitor_key") == pl.col("visitor_key").shift(1))
+    ).fill_null(False)
+    if returning is not None and returning.height:
+        known = returning.select("site_id", "visitor_key").unique().with_columns(
+            pl.lit(True).alias("_returning")
+        )
+        sessions = sessions.join(known, on=["site_id", "visitor_key"], how="left")
+    else:
+        sessions = sessions.with_columns(pl.lit(None, pl.Boolean).alias("_returning"))
+    sessions = sessions.with_columns(
+        ((pl.col("_last_activity") - pl.col("started_at")).dt.total_milliseconds()
+         + pl.col("engagement_ms")).alias("duration_ms"),
+        ((pl.col("pageviews") == 1) & (pl.col("custom_events") == 0)).alias("is_bounce"),
+        (first_in_frame & pl.col("_returning").is_null()).alias("is_new"),
+    )
+    return sessions.select(SESSIONS.column_names)
+
+
+def sessionize(
+    events: pl.DataFrame, returning: pl.DataFrame | None = None
+) -> tuple[pl.DataFrame, pl.DataFrame]:
+    """Events with ``session_id`` and the visits they form: ``(events, sessions)``."""
+    with_ids = assign_sessions(events)
+    return with_ids, summarize_sessions(with_ids, returning)
