@@ -1,7 +1,15 @@
 """The warehouse process that ``littlestats serve`` runs beside the gunicorn workers.
 
-Exactly one runs per ``serve``. It seals WAL segments that crashed workers left behind and runs
-the scheduled jobs. It exits when its parent (``serve``) goes away.
+Exactly one runs per ``serve``, whatever the worker count, so there is exactly one scheduler and
+one writer of the DuckDB file. It:
+
+* owns the DuckDB file and answers read queries from the API workers over the Unix socket
+  ``settings.warehouse_socket`` (``warehouse.service``);
+* runs the scheduled jobs with APScheduler: seal + load every ``load_interval_seconds`` (an
+  accepted event is queryable within two intervals), retention once a day;
+* sweeps the WAL for segments that crashed workers left behind (as before).
+
+It exits when its parent (``serve``) goes away or on SIGTERM/SIGINT.
 """
 
 from __future__ import annotations
@@ -10,27 +18,75 @@ import logging
 import os
 import signal
 import threading
+from datetime import UTC, datetime, timedelta
+
+from apscheduler.schedulers.background import BackgroundScheduler
 
 from ingest.seal import seal_all
 from littlestats.config import Settings, load_settings
 
 log = logging.getLogger("littlestats.daemon")
 
+#: Retention runs this long after start, then daily.
+RETENTION_DELAY = timedelta(minutes=5)
+
+
+def _job(name: str, fn: object) -> object:
+    def run() -> None:
+        try:
+            fn()  # type: ignore[operator]
+        except Exception:
+            log.exception("scheduled job %s failed; it runs again at its next time", name)
+
+    return run
+
+
+def build_scheduler(warehouse: object, settings: Settings) -> BackgroundScheduler:
+    """The scheduled jobs: load every ``load_interval_seconds``, retention daily."""
+    from warehouse.service import Warehouse
+
+    assert isinstance(warehouse, Warehouse)
+    scheduler = BackgroundScheduler(timezone=UTC)
+    now = datetime.now(UTC)
+    scheduler.add_job(_job("load", warehouse.load), "interval", id="load",
+                      seconds=settings.load_interval_seconds, next_run_time=now,
+                      max_instances=1, coalesce=True)
+    scheduler.add_job(_job("retention", warehouse.retention), "interval", id="retention",
+                      hours=24, next_run_time=now + RETENTION_DELAY, max_instances=1,
+                      coalesce=True)
+    return scheduler
+
 
 def run(settings: Settings) -> None:
+    """Serve the warehouse and run the jobs until stopped."""
+    from warehouse.service import Warehouse, WarehouseSocketServer
+
     stop = threading.Event()
     parent = os.getppid()
     signal.signal(signal.SIGTERM, lambda *_: stop.set())
     signal.signal(signal.SIGINT, lambda *_: stop.set())
+    settings.ensure_dirs()
+    warehouse = Warehouse(settings)
+    server = WarehouseSocketServer(warehouse, settings.warehouse_socket)
+    server.serve_in_thread()
+    scheduler = build_scheduler(warehouse, settings)
+    scheduler.start()
+    log.info("warehouse serving on %s; loading every %ss", settings.warehouse_socket,
+             settings.load_interval_seconds)
     interval = max(1.0, settings.segment_seconds / 2)
-    while not stop.is_set():
-        try:
-            seal_all(settings.wal_dir, settings.raw_dir)
-        except Exception:
-            log.exception("sealing sweep failed")
-        if os.getppid() != parent:
-            break
-        stop.wait(interval)
+    try:
+        while not stop.is_set():
+            try:
+                seal_all(settings.wal_dir, settings.raw_dir)
+            except Exception:
+                log.exception("sealing sweep failed")
+            if os.getppid() != parent:
+                break
+            stop.wait(interval)
+    finally:
+        scheduler.shutdown(wait=True)
+        server.close()
+        warehouse.close()
 
 
 if __name__ == "__main__":

@@ -16,7 +16,7 @@ def connect(path: Path, read_only: bool = False, threads: int | None = None) -> 
     zone; site-local dates are computed explicitly with ``timezone(site_tz, ts)``.
     """
     path.parent.mkdir(parents=True, exist_ok=True)
-    config: dict[str, str | int | bool] = {}
+    config: dict[str, str | bool | int | float | list[str]] = {}
     if threads:
         config["threads"] = threads
     con = duckdb.connect(str(path), read_only=read_only, config=config)

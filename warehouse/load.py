@@ -185,10 +185,16 @@ def load_pending(
     end: date | None = None,
     progress: Callable[[int, int], None] | None = None,
     chunk_rows: int = CHUNK_ROWS,
+    files: list[RawFile] | None = None,
 ) -> LoadResult:
-    """Load every raw file not loaded yet; ``progress(done_rows, total_rows)`` after each chunk."""
+    """Load every raw file not loaded yet; ``progress(done_rows, total_rows)`` after each chunk.
+
+    ``files`` (default: every file under ``raw_dir`` dated ``start``..``end``) are the candidates.
+    """
     started = time.monotonic()
-    files = pending_files(con, discover_files(raw_dir, start, end))
+    if files is None:
+        files = discover_files(raw_dir, start, end)
+    files = pending_files(con, files)
     total = sum(f.rows for f in files)
     result = LoadResult()
     done = 0

@@ -17,7 +17,7 @@ plus ``site_tz(site_id, tz)`` naming each site's IANA time zone.
 
 from __future__ import annotations
 
-from datetime import datetime
+from datetime import datetime, timedelta
 
 import duckdb
 
@@ -183,3 +183,48 @@ def rebuild_days(con: duckdb.DuckDBPyConnection, lo: datetime, hi: datetime) -> 
     params = {"lo": lo, "hi": hi}
     for sql in (_DAILY_VISITORS_SQL, _DAILY_PAGES_SQL, _DAILY_EVENTS_SQL, _DAILY_SESSIONS_SQL):
         con.execute(sql, params)
+
+
+def reaggregate(
+    con: duckdb.DuckDBPyConnection, site_tz: dict[str, str], start: datetime, end: datetime
+) -> tuple[int, int]:
+    """Rebuild every pre-aggregate bucket with data in ``[start, end)`` from the facts.
+
+    Returns ``(hours, visitor_days)`` rebuilt. One transaction. Rollup rows whose facts are gone
+    (older than retention) are kept, not rebuilt.
+    """
+    con.begin()
+    try:
+        import polars as pl
+
+        tz = pl.DataFrame({"site_id": list(site_tz), "tz": list(site_tz.values())},
+                          schema={"site_id": pl.String, "tz": pl.String})
+        con.register("tz_in", tz.to_arrow())
+        con.execute("CREATE OR REPLACE TEMP TABLE site_tz AS SELECT * FROM tz_in")
+        con.execute(
+            "INSERT INTO site_tz SELECT DISTINCT site_id, 'UTC' FROM events"
+            " WHERE site_id NOT IN (SELECT site_id FROM site_tz)"
+        )
+        params = {"lo": start, "hi": end}
+        con.execute("""
+            CREATE OR REPLACE TEMP TABLE affected_hours AS
+            SELECT DISTINCT site_id, date_trunc('hour', ts) AS hour FROM events
+            WHERE ts >= $lo AND ts < $hi
+        """, params)
+        con.execute("""
+            CREATE OR REPLACE TEMP TABLE affected_days AS
+            SELECT DISTINCT e.site_id, e.visitor_key, timezone(z.tz, e.ts)::DATE AS local_date
+            FROM events e JOIN site_tz z ON e.site_id = z.site_id
+            WHERE e.ts >= $lo AND e.ts < $hi
+        """, params)
+        hours = con.execute("SELECT count(*) FROM affected_hours").fetchall()[0][0]
+        days = con.execute("SELECT count(*) FROM affected_days").fetchall()[0][0]
+        rebuild_hours(con, start - timedelta(hours=1), end + timedelta(hours=1))
+        rebuild_days(con, start - timedelta(days=2), end + timedelta(days=2))
+        con.commit()
+    except BaseException:
+        con.rollback()
+        raise
+    finally:
+        con.unregister("tz_in")
+    return int(hours), int(days)

@@ -1,0 +1,222 @@
+"""The warehouse owner: one process holds the DuckDB file, loads into it and answers queries.
+
+``Warehouse`` wraps the connection: loads, retention, re-aggregation and purges are serialised by
+one write lock and run on a dedicated cursor; every read query runs on a fresh cursor inside a
+``READ ONLY`` transaction, so it sees one committed snapshot (DuckDB MVCC) while a load runs.
+
+``WarehouseSocketServer`` serves the ``warehouse.protocol`` frames on ``settings.warehouse_socket``
+(mode 0600) with a thread per connection. ``jobs.daemon`` runs both inside ``littlestats serve``;
+the CLI uses ``Warehouse`` directly when no daemon is running.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import os
+import socketserver
+import threading
+from collections.abc import Callable
+from datetime import UTC, date, datetime, time, timedelta
+from pathlib import Path
+from typing import Any
+
+import orjson
+import pyarrow as pa
+
+from ingest.seal import seal_all
+from littlestats.config import Settings
+from littlestats.controlplane import ControlPlane
+from warehouse.database import connect
+from warehouse.load import LoadResult, discover_files, load_pending
+from warehouse.protocol import (
+    KIND_ARROW,
+    KIND_JSON,
+    WarehouseError,
+    decode_params,
+    error_frame,
+    frame,
+    json_frame,
+    read_frame,
+)
+from warehouse.retention import (
+    RetentionResult,
+    apply_retention,
+    is_expired,
+    purge_site_data,
+)
+from warehouse.rollups import reaggregate
+
+log = logging.getLogger("littlestats.warehouse")
+
+Progress = Callable[[int, int], None]
+
+
+class Warehouse:
+    """The DuckDB file opened for writing, with the jobs that change it."""
+
+    def __init__(self, settings: Settings, threads: int | None = None) -> None:
+        self.settings = settings
+        self.con = connect(settings.warehouse_db, threads=threads)
+        self.writer = self.con.cursor()
+        self.write_lock = threading.Lock()
+        self._cursor_lock = threading.Lock()
+
+    # Site settings come from the control plane at every job, so changes apply without restarts.
+    def _sites(self) -> tuple[dict[str, str], dict[str, int]]:
+        store = ControlPlane(self.settings.control_db)
+        try:
+            sites = store.list_sites()
+        finally:
+            store.close()
+        return {s.id: s.timezone for s in sites}, {s.id: s.retention_days for s in sites}
+
+    def load(
+        self, start: date | None = None, end: date | None = None, progress: Progress | None = None,
+        seal: bool = True,
+    ) -> LoadResult:
+        """Seal finished WAL segments, then load every raw file not loaded yet (exactly once).
+
+        ``start`` / ``end`` restrict the load to partitions of those UTC dates (backfill).
+        """
+        if seal:
+            seal_all(self.settings.wal_dir, self.settings.raw_dir)
+        tz, retention = self._sites()
+        now = datetime.now(UTC)
+
+        def wanted(hour: datetime, site_id: str) -> bool:
+            return not is_expired(hour, retention.get(site_id, 0), now)
+
+        with self.write_lock:
+            files = [f for f in discover_files(self.settings.raw_dir, start, end)
+                     if wanted(f.partition_hour, f.site_id)]
+            result = load_pending(self.writer, self.settings.raw_dir, tz, files=files,
+                                  progress=progress)
+        if result.files:
+            log.info("load: %s", result.summary())
+        return result
+
+    def reaggregate(self, start: date, end: date) -> tuple[int, int]:
+        """Rebuild the pre-aggregates of UTC dates ``start``..``end`` (inclusive) from the facts."""
+        tz, _ = self._sites()
+        lo = datetime.combine(start, time(), UTC)
+        hi = datetime.combine(end + timedelta(days=1), time(), UTC)
+        with self.write_lock:
+            return reaggregate(self.writer, tz, lo, hi)
+
+    def retention(self, now: datetime | None = None) -> RetentionResult:
+        """Apply every site's retention and the pre-aggregate retention."""
+        _, retention = self._sites()
+        with self.write_lock:
+            result = apply_retention(self.writer, self.settings.raw_dir, retention,
+                                     self.settings.rollup_retention_days, now)
+        log.info("retention: %s", result.summary())
+        return result
+
+    def purge_site(self, site_id: str) -> int:
+        """Remove everything of a deleted site (raw Parquet, facts, pre-aggregates)."""
+        with self.write_lock:
+            return purge_site_data(self.writer, self.settings.raw_dir, site_id)
+
+    def query_arrow(self, sql: str, params: Any = None) -> pa.Table:
+        """Run a read-only query on its own cursor and snapshot."""
+        with self._cursor_lock:
+            cur = self.con.cursor()
+        try:
+            cur.execute("BEGIN TRANSACTION READ ONLY")
+            try:
+                return cur.sql(sql, params=params).to_arrow_table()
+            finally:
+                cur.execute("ROLLBACK")
+        finally:
+            cur.close()
+
+    def checkpoint(self) -> None:
+        """Write the WAL into the database file."""
+        with self.write_lock:
+            self.writer.execute("CHECKPOINT")
+
+    def close(self) -> None:
+        """Close the database."""
+        with self.write_lock:
+            self.writer.close()
+            self.con.close()
+
+
+class _Handler(socketserver.BaseRequestHandler):
+    server: WarehouseSocketServer
+
+    def handle(self) -> None:
+        try:
+            kind, payload = read_frame(self.request)
+        except (ConnectionError, OSError):
+            return
+        try:
+            if kind != KIND_JSON:
+                raise WarehouseError("expected a JSON request")
+            answer = self.server.dispatch(orjson.loads(payload))
+        except Exception as exc:  # every failure goes back to the caller, never kills the server
+            answer = error_frame(exc)
+        with contextlib.suppress(OSError):
+            self.request.sendall(answer)
+
+
+class WarehouseSocketServer(socketserver.ThreadingMixIn, socketserver.UnixStreamServer):
+    """Answers ``warehouse.protocol`` requests on a Unix socket, one thread per connection."""
+
+    daemon_threads = True
+
+    def __init__(self, warehouse: Warehouse, path: Path) -> None:
+        self.warehouse = warehouse
+        path.parent.mkdir(parents=True, exist_ok=True)
+        with contextlib.suppress(FileNotFoundError):
+            path.unlink()
+        old = os.umask(0o177)
+        try:
+            super().__init__(str(path), _Handler)
+        finally:
+            os.umask(old)
+        self.path = path
+
+    def dispatch(self, request: dict[str, Any]) -> bytes:
+        """Run one request and return the answer frame."""
+        op = request.get("op")
+        wh = self.warehouse
+        if op == "query":
+            table = wh.query_arrow(request["sql"], decode_params(request.get("params")))
+            sink = pa.BufferOutputStream()
+            with pa.ipc.new_stream(sink, table.schema) as writer:
+                writer.write_table(table)
+            return frame(KIND_ARROW, sink.getvalue().to_pybytes())
+        if op == "ping":
+            return json_frame("pong")
+        if op == "load":
+            start = request.get("start")
+            end = request.get("end")
+            result = wh.load(date.fromisoformat(start) if start else None,
+                             date.fromisoformat(end) if end else None)
+            return json_frame({"summary": result.summary(), "new_events": result.new_events,
+                               "files": result.files})
+        if op == "reaggregate":
+            hours, days = wh.reaggregate(date.fromisoformat(request["start"]),
+                                         date.fromisoformat(request["end"]))
+            return json_frame({"summary": f"rebuilt {hours} hours and {days} visitor-days"})
+        if op == "retention":
+            return json_frame({"summary": wh.retention().summary()})
+        if op == "purge_site":
+            removed = wh.purge_site(str(request["site_id"]))
+            return json_frame({"summary": f"removed {removed} rows", "rows": removed})
+        raise WarehouseError(f"unknown operation {op!r}")
+
+    def serve_in_thread(self) -> threading.Thread:
+        """Serve until ``shutdown()`` in a daemon thread."""
+        thread = threading.Thread(target=self.serve_forever, name="warehouse-socket", daemon=True)
+        thread.start()
+        return thread
+
+    def close(self) -> None:
+        """Stop serving and remove the socket file."""
+        self.shutdown()
+        self.server_close()
+        with contextlib.suppress(FileNotFoundError):
+            self.path.unlink()
