@@ -53,6 +53,8 @@ class Settings:
     group_commit_ms: float = 2.0
     # Warehouse loads run this often inside `serve`.
     load_interval_seconds: float = 60.0
+    # Rows per load transaction when a backlog is loaded (bounds the loader's memory).
+    load_chunk_rows: int = 1_500_000
     # Default retention for new sites; pre-aggregates are kept this long (0 = forever).
     default_retention_days: int = 0
     rollup_retention_days: int = 0
