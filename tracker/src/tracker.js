@@ -1,0 +1,254 @@
+/*
+ * LittleStats tracker, readable source. `scripts/build-tracker` minifies it into tracker/tracker.js,
+ * which is what GET /tracker.js serves (committed, so running LittleStats needs no Node).
+ * What it sends and when: docs/tracker.md.
+ *
+ *   <script defer src="https://stats.example.com/tracker.js" data-site-id="DOMAIN_KEY"></script>
+ *
+ * Wire protocol (SPEC §3): batches {"siteId", "events": [...]} POSTed to {base}/api/v2/track/{site},
+ * each event with its own client time `ts`.
+ *
+ * Delivery: while the page is visible a batch goes by fetch(..., {keepalive: true}), so the server's
+ * answer (the visit cache) can be read; when the page is being hidden or unloaded it goes by
+ * navigator.sendBeacon, and by keepalive fetch if the browser refuses the beacon. A batch leaves the
+ * buffer before it is sent, so each event is sent once and only once.
+ */
+((w, d, nav, loc, hist) => {
+  var script = d.currentScript;
+  var noop = () => {};
+  var api = { track: noop, identify: noop, trackPageView: noop, destroy: noop };
+  var attr = (name) => script.getAttribute('data-' + name);
+  var flag = (name) => (name = attr(name)) != null && name != 'false';
+  var site = script && attr('site-id');
+
+  // A second copy of the snippet on the same page keeps the first one running.
+  if (!script || (w.littlestats || {}).destroy) return;
+  w.littlestats = api;
+  // The seed's global functions; never clobber a page's own `track` or `identify`.
+  ['track', 'identify'].forEach((k) => k in w || (w[k] = (a, b) => api[k](a, b)));
+
+  if (
+    !site ||
+    (flag('respect-dnt') && (nav.doNotTrack == 1 || nav.globalPrivacyControl)) ||
+    (!flag('allow-localhost') && /^(localhost|127\..*|\[::1\]|.*\.localhost|)$/.test(loc.hostname))
+  ) return;
+
+  // The API lives next to the script (so a path prefix behind a proxy works); data-host overrides.
+  var host = attr('host');
+  var endpoint = new URL('api/v2/track/' + site, host ? host.replace(/\/?$/, '/') : script.src);
+  var hashRouting = flag('hash');
+  var flushMs = +attr('flush-interval') || 1000;
+  var downloads = attr('file-downloads');
+  var outbound = flag('outbound-links');
+
+  // --- storage: localStorage when the browser lets us, memory when it does not ---------------
+  var store;
+  try {
+    (store = w.localStorage).setItem('ls_t', 1);
+  } catch (e) {
+    store = null;
+  }
+  var load = (key) => {
+    try {
+      return JSON.parse(store.getItem(key));
+    } catch (e) {}
+  };
+  var save = (key, value) => {
+    try {
+      store.setItem(key, JSON.stringify(value));
+    } catch (e) {}
+  };
+  // Without storage we send no visitorId: the server's daily-salted fallback key then keeps one
+  // visitor across page loads, where a new random id on every page would count each page anew.
+  var visitorId =
+    store && (load('ls_vid') || Array.from(crypto.getRandomValues(new Uint32Array(4)), (n) => n.toString(36)).join(''));
+  save('ls_vid', visitorId);
+
+  // The visit: {c: the server's cache answer, t: time of our last event, u: the visit's campaign}.
+  // It ends after 30 minutes without an event, as on the server (SPEC §5).
+  var memoryVisit = {};
+  var currentVisit = (now, v) => {
+    v = load('ls_visit') || memoryVisit;
+    return (memoryVisit = now - v.t < 18e5 ? v : {});
+  };
+
+  // --- the buffer and its delivery -------------------------------------------------------------
+  var queue = [];
+  var timer = 0;
+  var dead = 0;
+  var undo = [];
+
+  var send = (events, beacon) => {
+    var body = JSON.stringify({ siteId: site, events });
+    var half = events.length >> 1;
+    if (half && new Blob([body]).size > 6e4) {
+      // the server takes at most 64 KiB per request
+      send(events.slice(0, half), beacon);
+      send(events.slice(half), beacon);
+    } else if (!(beacon && nav.sendBeacon(endpoint, body))) {
+      // Cross-origin fetch sends no cookies by default, and the answer is readable (CORS *).
+      fetch(endpoint, { method: 'POST', body, keepalive: true })
+        .then((r) => r.json())
+        .then((answer, v) => {
+          if (answer.cache) {
+            (v = currentVisit(Date.now())).c = answer.cache;
+            save('ls_visit', v);
+          }
+        }, noop);
+    }
+  };
+
+  // Take the events out first: whatever is queued while this batch is on its way goes next time.
+  var flush = (beacon, events) => {
+    clearTimeout(timer);
+    timer = 0;
+    events = queue;
+    queue = [];
+    if (events[0]) send(events, beacon || d.hidden);
+  };
+
+  var here = () => (hashRouting ? loc.href : loc.href.replace(/#.*/, ''));
+
+  var push = (type, fields, url) => {
+    if (dead) return;
+    var ts = Date.now();
+    var visit = currentVisit(ts);
+    var u = new URL(url || here());
+    var params = u.searchParams;
+    var campaign = {};
+    var found;
+    var k;
+    for (k of params.keys()) if (/^utm_/.test(k)) found = campaign[k] = params.get(k);
+    // A campaign holds for the rest of the visit, so pageviews after an SPA navigation (or on the
+    // next page) and conversions stay credited to it (SPEC §10).
+    if (found) visit.u = campaign;
+    else for (k in visit.u) params.set(k, visit.u[k]);
+    visit.t = ts;
+    save('ls_visit', visit);
+    queue.push({
+      type,
+      url: u.href.slice(0, 2000),
+      referrer: d.referrer,
+      title: d.title,
+      screen: screen.width + 'x' + screen.height,
+      language: nav.language,
+      timezone: Intl.DateTimeFormat().resolvedOptions().timeZone,
+      visitorId,
+      cache: visit.c,
+      ts,
+      ...fields
+    });
+    if (queue.length > 9) flush();
+    else timer = timer || setTimeout(flush, flushMs);
+  };
+
+  // Custom properties: flat strings, finite numbers and booleans, as the server takes them.
+  // Over-long strings are cut and extra properties left out, rather than the event rejected.
+  var props = (data, out = {}, n = 0, k, v) => {
+    for (k in data) {
+      v = data[k];
+      if (typeof v == 'string') v = v.slice(0, 500);
+      else if (typeof v != 'boolean' && !Number.isFinite(v)) continue;
+      if (n++ < 30) out[k] = v;
+    }
+    return out;
+  };
+
+  var track = (name, data) => name && push('event', { name: '' + name, data: props(data) });
+
+  // --- time on page: visible time only ---------------------------------------------------------
+  var page; // the URL of the current page view
+  var lastView = 0;
+  var engaged = 0;
+  var visibleSince = 0;
+  var reported;
+
+  // Adds the visible time up to now; goes on counting while visible and not leaving.
+  var tick = (leaving, now = Date.now()) => {
+    if (visibleSince) engaged += now - visibleSince;
+    visibleSince = !leaving && !d.hidden && now;
+  };
+  // engagementTime is the page view's total visible time so far (not a delta): the last report of
+  // a page view is its time on page, and a report lost or sent twice cannot skew it.
+  var report = (type, leaving) => {
+    tick(leaving);
+    if (page && (type == 'page_exit' || engaged > reported)) {
+      push(type, { engagementTime: (reported = engaged) }, page);
+    }
+  };
+
+  var view = (manual, url = here(), now = Date.now()) => {
+    // A history update that keeps the URL is not a navigation, and the same URL twice within 2 s
+    // (a framework and the site both reporting one view) counts once.
+    if (url == page && (!manual || now - lastView < 2000)) return;
+    report('page_exit', 1);
+    page = url;
+    lastView = now;
+    engaged = 0;
+    reported = -1;
+    tick();
+    push('pageview');
+  };
+
+  // --- wiring ----------------------------------------------------------------------------------
+  var listen = (target, type, handler) => {
+    target.addEventListener(type, handler, true);
+    undo.push(() => target.removeEventListener(type, handler, true));
+  };
+  var navigated = () => dead || view();
+
+  listen(d, 'visibilitychange', () => {
+    if (d.hidden) {
+      report('engagement');
+      flush(1);
+    } else tick();
+  });
+  listen(w, 'pagehide', () => {
+    report('page_exit', 1);
+    flush(1);
+  });
+  // A page restored from the back/forward cache is the same page view: its clock resumes, no view.
+  listen(w, 'pageshow', (e) => e.persisted && tick());
+
+  if (downloads != null) {
+    downloads = (downloads && downloads != 'true' ? downloads :
+      'pdf,xlsx,docx,txt,rtf,csv,exe,key,pps,ppt,pptx,7z,pkg,rar,gz,zip,avi,mov,mp4,mpeg,wmv,midi,mp3,wav,wma,dmg'
+    ).split(/[\s,.]+/);
+  }
+  ['click', 'auxclick'].forEach((type) =>
+    listen(d, type, (e, a, ext) => {
+      a = e.target.closest?.('a[href]');
+      // `click` is the primary button, `auxclick` any other: count the middle one, not the right.
+      if (!a || e.button > 1 || !/^http/.test(a.protocol)) return;
+      ext = (a.pathname.match(/\.(\w+)$/) || [])[1];
+      if (downloads && downloads.includes(ext && ext.toLowerCase())) track('File Download', { url: a.href });
+      else if (outbound && a.host != loc.host) track('Outbound Link: Click', { url: a.href });
+      else return;
+      flush(1); // the page may be about to go away
+    })
+  );
+
+  api.track = track;
+  api.identify = (id, traits) => id != null && push('identify', { id: '' + id, data: props(traits) });
+  api.trackPageView = () => view(1);
+  api.destroy = () => {
+    flush();
+    dead = 1;
+    undo.forEach((f) => f());
+    undo = [];
+  };
+
+  view();
+  ['pushState', 'replaceState'].forEach((method, original, patched) => {
+    original = hist[method];
+    patched = hist[method] = function () {
+      var result = original.apply(this, arguments);
+      navigated();
+      return result;
+    };
+    // Restore only if nobody wrapped us since; otherwise `dead` makes our wrapper a pass-through.
+    undo.push(() => hist[method] == patched && (hist[method] = original));
+  });
+  listen(w, 'popstate', navigated);
+  if (hashRouting) listen(w, 'hashchange', navigated);
+})(window, document, navigator, location, history);
