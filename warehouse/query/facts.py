@@ -54,7 +54,12 @@ def _event_keys(q: Query, p: Params, prefix: str) -> tuple[str, list[str], list[
             exprs.append(f"{a}.value")
         else:
             exprs.append(f"e.{EVENT_COLUMNS[d]}")
-            types.add("e.type = 'event'" if d == "event" else "e.type = 'pageview'")
+            if d == "event":
+                types.add("e.type = 'event'")
+            elif not any(f.dimension in ("event", "goal") for f in q.filters):
+                # By page: pageviews — unless the question is about events (a goal, an event
+                # name), then the pages those events happened on.
+                types.add("e.type = 'pageview'")
     return joins, exprs, sorted(types)
 
 

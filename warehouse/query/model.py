@@ -107,6 +107,13 @@ class DateRange:
 
     def previous(self) -> DateRange:
         """The period of equal length right before this one (for ``change``)."""
+        zone = self.zone
+        lo, hi = self.start.astimezone(zone), self.end.astimezone(zone)
+        if lo.time() == time(0) and hi.time() == time(0):
+            # Whole local days: the same number of local days before (DST-proof).
+            days = (hi.date() - lo.date()).days
+            first = lo.date() - timedelta(days=days)
+            return DateRange(_local_midnight(first, zone), self.start, self.timezone, "previous")
         length = self.end - self.start
         return DateRange(self.start - length, self.start, self.timezone, "previous")
 

@@ -1,0 +1,305 @@
+"""The OpenAPI 3.1 document (``GET /api/v2/openapi.json``) and a readable page (``GET /api/v2/docs``).
+
+Built from the same tables the routes are (``api.routes``) and the same vocabulary the query model
+validates against (``warehouse.query.model``), so it cannot drift from what the server accepts.
+"""
+
+from __future__ import annotations
+
+import html
+from functools import lru_cache
+from typing import Any
+
+import falcon
+import falcon.asgi
+import orjson
+
+from littlestats import __version__
+from warehouse.query.model import DIMENSIONS, GRANULARITIES, METRICS, OPERATORS, PERIODS
+
+ERROR = {"$ref": "#/components/schemas/Error"}
+_STR_OR_NULL = {"type": ["string", "null"]}
+
+
+def _err(description: str) -> dict[str, Any]:
+    return {"description": description, "content": {"application/json": {"schema": ERROR}}}
+
+
+def _ok(schema: dict[str, Any], description: str = "OK") -> dict[str, Any]:
+    return {"description": description, "content": {"application/json": {"schema": schema}}}
+
+
+def _param(name: str, schema: dict[str, Any], description: str, where: str = "query",
+           required: bool = False, **extra: Any) -> dict[str, Any]:
+    return {"name": name, "in": where, "required": required or where == "path", "schema": schema,
+            "description": description, **extra}
+
+
+SITE_PARAM = _param("site", {"type": "string"}, "Site id or public domain key.", "path")
+COMMON_PARAMS = [
+    _param("period", {"type": "string", "enum": [p for p in PERIODS if p != "custom"]},
+           "Date range shortcut in the site's time zone (default 30d). Not with start/end."),
+    _param("start", {"type": "string"}, "Start: ISO date (site-local day) or datetime. Needs end."),
+    _param("end", {"type": "string"}, "End: ISO date (inclusive) or datetime (exclusive). Needs start."),
+    _param("date", {"type": "string", "format": "date"}, "Move 'today' to this date for period shortcuts."),
+    _param("filter", {"type": "array", "items": {"type": "string"}},
+           "Filters, all must hold: dim==a|b (is), dim!=a (is not), dim~a (contains), dim!~a (does not "
+           "contain); dim is a dimension, props:<name> or goal.", style="form", explode=True),
+    _param("metrics", {"type": "string"}, f"Comma-separated metrics: {', '.join(METRICS)}."),
+]
+PAGING_PARAMS = [
+    _param("limit", {"type": "integer", "minimum": 1, "maximum": 10000}, "Rows to return (default 100)."),
+    _param("offset", {"type": "integer", "minimum": 0, "maximum": 1000000}, "Rows to skip."),
+    _param("q", {"type": "string"}, "Only rows whose value contains this text (case-insensitive)."),
+]
+METRIC_PROPS = {
+    "visitors": {"type": "integer"}, "visits": {"type": "integer"}, "views": {"type": "integer"},
+    "events": {"type": "integer"}, "bounceRate": {"type": "number"}, "avgDuration": {"type": "number"},
+    "viewsPerVisit": {"type": "number"}, "conversionRate": {"type": "number"}, "timeOnPage": {"type": "number"},
+}
+PERIOD = {"type": "object", "required": ["start", "end", "timezone"],
+          "properties": {"start": {"type": "string"}, "end": {"type": "string"}, "timezone": {"type": "string"}}}
+SITE = {
+    "type": "object",
+    "required": ["id", "domainKey", "domain", "name", "timezone", "retentionDays", "allowedHostnames", "createdAt"],
+    "properties": {
+        "id": {"type": "string"}, "domainKey": {"type": "string", "description": "The id the tracker uses."},
+        "domain": {"type": "string"}, "name": {"type": "string"}, "timezone": {"type": "string"},
+        "retentionDays": {"type": "integer", "description": "Days of raw data kept; 0 = forever."},
+        "allowedHostnames": {"type": "array", "items": {"type": "string"}},
+        "respectDnt": {"type": "boolean"}, "excludedPaths": {"type": "array", "items": {"type": "string"}},
+        "createdAt": {"type": "string"},
+    },
+}
+SITE_INPUT = {
+    "type": "object",
+    "additionalProperties": False,
+    "properties": {
+        "domain": {"type": "string", "example": "example.com"}, "name": {"type": "string"},
+        "timezone": {"type": "string", "example": "Europe/Berlin"},
+        "retentionDays": {"type": "integer", "minimum": 0, "maximum": 36500},
+        "allowedHostnames": {"type": "array", "items": {"type": "string"}, "maxItems": 100},
+        "respectDnt": {"type": "boolean"},
+        "excludedPaths": {"type": "array", "items": {"type": "string"}, "maxItems": 100},
+        "excludedIps": {"type": "array", "items": {"type": "string"}, "maxItems": 100},
+    },
+}
+GOAL: dict[str, Any] = {"type": "object", "required": ["id", "kind", "value"],
+        "properties": {"id": {"type": "string"}, "kind": {"type": "string", "enum": ["event", "page"]},
+                       "value": {"type": "string"}, "createdAt": {"type": "string"}}}
+QUERY_BODY = {
+    "type": "object",
+    "additionalProperties": False,
+    "properties": {
+        "metrics": {"type": "array", "items": {"type": "string", "enum": list(METRICS)}},
+        "dimensions": {"type": "array", "items": {"type": "string"},
+                       "description": f"Up to one of time:{'|'.join(GRANULARITIES)} and up to three of "
+                                      f"{', '.join(DIMENSIONS)}, props:<name>."},
+        "filters": {"type": "array", "items": {"type": "array", "minItems": 3, "maxItems": 3},
+                    "description": f"[operator, dimension, [values]]; operators {', '.join(OPERATORS)}; "
+                                   "dimension 'goal' filters on a goal."},
+        "date_range": {"oneOf": [{"type": "string", "enum": [p for p in PERIODS if p != "custom"]},
+                                 {"type": "array", "items": {"type": "string"}, "minItems": 2, "maxItems": 2}]},
+        "date": {"type": "string", "format": "date"},
+        "order_by": {"type": "array", "items": {"type": "array", "minItems": 2, "maxItems": 2}},
+        "limit": {"type": "integer", "minimum": 1, "maximum": 10000},
+        "offset": {"type": "integer", "minimum": 0},
+        "q": {"type": "string"},
+    },
+}
+
+
+def _breakdown_schema(key: str, field: str) -> dict[str, Any]:
+    row = {"type": "object", "required": [field], "properties": {field: _STR_OR_NULL, **METRIC_PROPS}}
+    return {"type": "object", "required": ["siteId", "period", key],
+            "properties": {"siteId": {"type": "string"}, "period": PERIOD, key: {"type": "array", "items": row}}}
+
+
+def _op(summary: str, responses: dict[str, Any], params: list[dict[str, Any]] | None = None,
+        body: dict[str, Any] | None = None, tag: str = "stats", security: bool = True) -> dict[str, Any]:
+    op: dict[str, Any] = {"summary": summary, "tags": [tag], "parameters": params or [],
+                          "responses": {**responses, "400": _err("An invalid parameter (named in the message)."),
+                                        "default": _err("Error")}}
+    if security:
+        op["responses"]["401"] = _err("Missing or invalid token.")
+        op["security"] = [{"bearer": []}]
+    else:
+        op["security"] = []
+    if body is not None:
+        op["requestBody"] = {"required": True, "content": {"application/json": {"schema": body}}}
+    return op
+
+
+@lru_cache(maxsize=1)
+def openapi() -> dict[str, Any]:
+    """The OpenAPI 3.1 document of every endpoint."""
+    from api.routes import BREAKDOWNS
+
+    not_found = {"404": _err("No such site, or not yours.")}
+    unavailable = {"503": _err("The warehouse process is not available.")}
+    stats_params = [SITE_PARAM, *COMMON_PARAMS]
+    paths: dict[str, Any] = {
+        "/api/v2/sites": {
+            "get": _op("Your sites", {"200": _ok({"type": "object", "required": ["sites"],
+                                                   "properties": {"sites": {"type": "array", "items": SITE}}})},
+                       tag="sites"),
+            "post": _op("Create a site", {"201": _ok(SITE, "Created")}, body=SITE_INPUT, tag="sites"),
+        },
+        "/api/v2/sites/{site}": {
+            "get": _op("A site", {"200": _ok(SITE), **not_found}, [SITE_PARAM], tag="sites"),
+            "patch": _op("Change a site", {"200": _ok(SITE), **not_found}, [SITE_PARAM], body=SITE_INPUT, tag="sites"),
+            "delete": _op("Delete a site and all its data", {
+                "200": _ok({"type": "object", "properties": {"id": {"type": "string"}, "deleted": {"type": "boolean"},
+                                                             "dataPurged": {"type": "boolean"}}}),
+                **not_found, **unavailable}, [SITE_PARAM], tag="sites"),
+        },
+        "/api/v2/health/{site}": {
+            "get": _op("Site health", {"200": _ok({"type": "object", "required": ["status", "siteId"], "properties": {
+                "status": {"type": "string", "enum": ["healthy", "degraded"]}, "siteId": {"type": "string"},
+                "domainKey": {"type": "string"}, "warehouse": {"type": "string"},
+                "lastEventAt": _STR_OR_NULL, "events": {"type": "integer"}}}), **not_found}, [SITE_PARAM],
+                tag="sites"),
+        },
+        "/api/v2/sites/{site}/goals": {
+            "get": _op("Goals", {"200": _ok({"type": "object", "properties": {"goals": {"type": "array", "items": GOAL}}}),
+                                 **not_found}, [SITE_PARAM], tag="goals"),
+            "post": _op("Create a goal (custom event name or page path)", {"201": _ok(GOAL, "Created"), **not_found},
+                        [SITE_PARAM], body={"type": "object", "additionalProperties": False, "required": ["value"],
+                                            "properties": {"kind": {"type": "string", "enum": ["event", "page"]},
+                                                           "value": {"type": "string"}}}, tag="goals"),
+        },
+        "/api/v2/sites/{site}/goals/{goal}": {
+            "delete": _op("Delete a goal", {"200": _ok({"type": "object"}), **not_found},
+                          [SITE_PARAM, _param("goal", {"type": "string"}, "Goal id.", "path")], tag="goals"),
+        },
+        "/api/v2/sites/{site}/conversions": {
+            "get": _op("Conversions and conversion rate of every goal", {"200": _ok({"type": "object", "properties": {
+                "goals": {"type": "array", "items": {"type": "object", "properties": {
+                    **GOAL["properties"], "visitors": {"type": "integer"}, "conversions": {"type": "integer"},
+                    "conversionRate": {"type": "number"}}}}}}), **not_found, **unavailable}, stats_params, tag="goals"),
+        },
+        "/api/v2/sites/{site}/query": {
+            "post": _op("General query: metrics × dimensions × filters × date range", {"200": _ok({
+                "type": "object", "required": ["results", "meta"], "properties": {
+                    "results": {"type": "array", "items": {"type": "object", "properties": {
+                        "dimensions": {"type": "array"}, "metrics": {"type": "array"}}}},
+                    "meta": {"type": "object"}, "query": {"type": "object"}}}), **not_found, **unavailable},
+                [SITE_PARAM], body=QUERY_BODY),
+        },
+        "/api/v2/sites/{site}/stats": {
+            "get": _op("Aggregate stats with change vs the previous period", {"200": _ok({
+                "type": "object", "required": ["siteId", "period", "change"], "properties": {
+                    "siteId": {"type": "string"}, "period": PERIOD, **METRIC_PROPS,
+                    "change": {"type": "object", "additionalProperties": {"type": ["number", "null"]}},
+                    "previous": {"type": "object"}}}), **not_found, **unavailable}, stats_params),
+        },
+        "/api/v2/sites/{site}/timeseries": {
+            "get": _op("Time series, gaps filled with zeros, in the site's time zone", {"200": _ok({
+                "type": "object", "required": ["data"], "properties": {
+                    "siteId": {"type": "string"}, "granularity": {"type": "string"}, "period": PERIOD,
+                    "data": {"type": "array", "items": {"type": "object", "required": ["timestamp"], "properties": {
+                        "timestamp": {"type": "string"}, **METRIC_PROPS}}}}}), **not_found, **unavailable},
+                [*stats_params, _param("granularity", {"type": "string", "enum": list(GRANULARITIES)},
+                                       "Bucket size (default hour for today/yesterday/24h, else day).")]),
+        },
+        "/api/v2/sites/{site}/utm": {
+            "get": _op("Breakdown by a UTM parameter", {"200": _ok(_breakdown_schema("utm", "value")), **not_found,
+                                                        **unavailable},
+                       [*stats_params, *PAGING_PARAMS, _param("type", {"type": "string", "enum": [
+                           "utm_source", "utm_medium", "utm_campaign", "utm_term", "utm_content"]},
+                           "Which UTM parameter (default utm_source).")]),
+        },
+        "/api/v2/sites/{site}/events": {
+            "get": _op("Custom events: names with counts, and the raw list (newest first) with a cursor", {"200": _ok({
+                "type": "object", "required": ["events", "total", "nextCursor"], "properties": {
+                    "names": {"type": "array", "items": {"type": "object", "properties": {
+                        "name": _STR_OR_NULL, "events": {"type": "integer"}, "visitors": {"type": "integer"}}}},
+                    "events": {"type": "array", "items": {"type": "object"}}, "total": {"type": "integer"},
+                    "nextCursor": _STR_OR_NULL}}), **not_found, **unavailable},
+                [*stats_params, *PAGING_PARAMS, _param("cursor", {"type": "string"}, "nextCursor of the previous page.")]),
+        },
+        "/api/v2/sites/{site}/events/properties": {
+            "get": _op("Custom event properties: names, or one property's values", {"200": _ok({"type": "object"}),
+                                                                                    **not_found, **unavailable},
+                       [*stats_params, *PAGING_PARAMS,
+                        _param("property", {"type": "string"}, "Break down this property's values."),
+                        _param("event", {"type": "string"}, "Only events of this name.")]),
+        },
+        "/api/v2/track/{site}": {
+            "post": _op("Track one event or a batch (tracker → ingest; CORS open)", {
+                "200": _ok({"type": "object"}), "202": _ok({"type": "object"}), "404": _err("Unknown site."),
+                "413": _err("Body too large.")}, [SITE_PARAM], body={"type": "object"}, tag="ingest", security=False),
+        },
+        "/api/v2/stats/{site}": {
+            "get": _op("Current stats from the live buffer (last 5 minutes, this hour)", {
+                "200": _ok({"type": "object"}), **not_found}, [SITE_PARAM], tag="realtime"),
+        },
+        "/api/v2/realtime/{site}": {
+            "get": _op("Live events: WebSocket, or SSE with Accept: text/event-stream", {
+                "200": {"description": "text/event-stream of live events and stats updates"}, **not_found},
+                [SITE_PARAM, _param("token", {"type": "string"}, "A stream token (instead of the header).")],
+                tag="realtime"),
+        },
+        "/api/v2/realtime/{site}/token": {
+            "post": _op("A short-lived stream token for EventSource/WebSocket clients", {
+                "200": _ok({"type": "object"}), **not_found}, [SITE_PARAM], tag="realtime"),
+        },
+    }
+    for name, (_dim, key, field, _metrics) in BREAKDOWNS.items():
+        paths[f"/api/v2/sites/{{site}}/{name}"] = {"get": _op(
+            f"Breakdown: {name}", {"200": _ok(_breakdown_schema(key, field)), **not_found, **unavailable},
+            [*stats_params, *PAGING_PARAMS])}
+    return {
+        "openapi": "3.1.0",
+        "info": {"title": "LittleStats API", "version": __version__,
+                 "description": "Privacy-friendly web analytics. Every endpoint except tracking needs "
+                                "`Authorization: Bearer <token>` (except in --dev mode). Errors are "
+                                '`{"error": "..."}`. See docs/api.md.'},
+        "servers": [{"url": "/"}],
+        "paths": paths,
+        "components": {
+            "securitySchemes": {"bearer": {"type": "http", "scheme": "bearer"}},
+            "schemas": {"Error": {"type": "object", "required": ["error"],
+                                  "properties": {"error": {"type": "string"}}}},
+        },
+    }
+
+
+class OpenAPIResource:
+    async def on_get(self, req: falcon.asgi.Request, resp: falcon.asgi.Response) -> None:
+        resp.content_type = falcon.MEDIA_JSON
+        resp.data = orjson.dumps(openapi())
+
+
+class DocsPage:
+    """A plain HTML page listing every endpoint and its parameters (no JavaScript, no CDN)."""
+
+    async def on_get(self, req: falcon.asgi.Request, resp: falcon.asgi.Response) -> None:
+        resp.content_type = falcon.MEDIA_HTML
+        resp.text = render_docs()
+
+
+@lru_cache(maxsize=1)
+def render_docs() -> str:
+    doc = openapi()
+    e = html.escape
+    parts = [f"<!doctype html><html><head><meta charset='utf-8'><title>{e(doc['info']['title'])}</title>",
+             "<style>body{font:15px/1.5 system-ui,sans-serif;max-width:60em;margin:2em auto;padding:0 1em}"
+             "code{background:#f3f3f3;padding:0 .2em}h3{margin-bottom:.2em}table{border-collapse:collapse}"
+             "td,th{border-bottom:1px solid #ddd;padding:.2em .6em;text-align:left;vertical-align:top}</style>",
+             f"</head><body><h1>{e(doc['info']['title'])} {e(doc['info']['version'])}</h1>",
+             f"<p>{e(doc['info']['description'])}</p><p>Machine-readable: <a href='/api/v2/openapi.json'>"
+             "/api/v2/openapi.json</a>.</p>",
+             f"<h2>Metrics</h2><table>{''.join(f'<tr><td><code>{e(k)}</code></td><td>{e(v)}</td></tr>' for k, v in METRICS.items())}</table>",
+             f"<h2>Dimensions</h2><p>{', '.join(f'<code>{e(d)}</code>' for d in DIMENSIONS)}, "
+             "<code>props:&lt;name&gt;</code>, and <code>time:hour|day|week|month</code> in queries.</p>",
+             "<h2>Endpoints</h2>"]
+    for path, ops in doc["paths"].items():
+        for method, op in ops.items():
+            parts.append(f"<h3><code>{e(method.upper())} {e(path)}</code></h3><p>{e(op['summary'])}</p>")
+            if op["parameters"]:
+                rows = "".join(f"<tr><td><code>{e(p['name'])}</code></td><td>{e(p['in'])}</td>"
+                               f"<td>{e(p.get('description', ''))}</td></tr>" for p in op["parameters"])
+                parts.append(f"<table>{rows}</table>")
+    parts.append("</body></html>")
+    return "".join(parts)

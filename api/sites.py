@@ -1,0 +1,246 @@
+"""Sites, goals and site health: ``/api/v2/sites…``, ``/api/v2/health/{site}``.
+
+Shapes per SPEC §7: a site is ``Site.public()`` (``id``, ``domainKey``, ``domain``, ``name``,
+``timezone``, ``retentionDays``, ``allowedHostnames``, ``respectDnt``, ``excludedPaths``,
+``createdAt``). Deleting a site removes its data everywhere: the warehouse process purges its raw
+files, facts and pre-aggregates, then the control plane forgets it and its goals.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from dataclasses import replace
+from typing import Any
+
+import falcon
+import falcon.asgi
+import orjson
+
+from api.auth import authenticate, authorize
+from api.stats import sql_rows, warehouse
+from api.validation import validate_domain, validate_timezone
+from littlestats.controlplane import Site, SiteSettings
+from littlestats.http import json_response, read_body
+from warehouse.protocol import WarehouseError
+
+log = logging.getLogger(__name__)
+
+MAX_LIST = 100
+SITE_FIELDS = {"domain", "name", "timezone", "retentionDays", "allowedHostnames", "respectDnt",
+               "excludedPaths", "excludedIps"}
+
+
+async def json_body(req: falcon.asgi.Request) -> dict[str, Any]:
+    raw = await read_body(req, 64 * 1024)
+    try:
+        body = orjson.loads(raw or b"{}")
+    except orjson.JSONDecodeError:
+        raise falcon.HTTPBadRequest(description="invalid parameter 'body': not JSON") from None
+    if not isinstance(body, dict):
+        raise falcon.HTTPBadRequest(description="invalid parameter 'body': expected a JSON object")
+    return body
+
+
+def _bad(name: str, message: str) -> falcon.HTTPBadRequest:
+    return falcon.HTTPBadRequest(description=f"invalid parameter '{name}': {message}")
+
+
+def _string(body: dict[str, Any], name: str, max_len: int = 200) -> str | None:
+    value = body.get(name)
+    if value is None:
+        return None
+    if not isinstance(value, str) or not value.strip() or len(value) > max_len or "\x00" in value:
+        raise _bad(name, f"expected a non-empty string of at most {max_len} characters")
+    return value.strip()
+
+
+def _string_list(body: dict[str, Any], name: str) -> tuple[str, ...] | None:
+    value = body.get(name)
+    if value is None:
+        return None
+    if (not isinstance(value, list) or len(value) > MAX_LIST
+            or not all(isinstance(v, str) and 0 < len(v) <= 500 and "\x00" not in v for v in value)):
+        raise _bad(name, f"expected a list of at most {MAX_LIST} non-empty strings")
+    return tuple(value)
+
+
+def site_changes(body: dict[str, Any], creating: bool) -> dict[str, Any]:
+    """Validated column changes from a POST/PATCH body (400 naming the first bad field)."""
+    unknown = sorted(set(body) - SITE_FIELDS)
+    if unknown:
+        raise _bad(unknown[0], f"unknown field; known fields: {', '.join(sorted(SITE_FIELDS))}")
+    out: dict[str, Any] = {}
+    domain = _string(body, "domain", 253)
+    if domain is None and creating:
+        raise _bad("domain", "required, e.g. example.com")
+    if domain is not None:
+        try:
+            out["domain"] = validate_domain(domain)
+        except ValueError as exc:
+            raise _bad("domain", str(exc)) from None
+    name = _string(body, "name")
+    if name is not None:
+        out["name"] = name
+    tz = _string(body, "timezone", 64)
+    if tz is not None:
+        try:
+            out["timezone"] = validate_timezone(tz)
+        except ValueError as exc:
+            raise _bad("timezone", str(exc)) from None
+    if "retentionDays" in body:
+        days = body["retentionDays"]
+        if isinstance(days, bool) or not isinstance(days, int) or not 0 <= days <= 36_500:
+            raise _bad("retentionDays", "expected an integer between 0 (keep forever) and 36500")
+        out["retention_days"] = days
+    settings: dict[str, Any] = {}
+    for field_name, key in (("allowedHostnames", "allowed_hostnames"), ("excludedPaths", "excluded_paths"),
+                            ("excludedIps", "excluded_ips")):
+        values = _string_list(body, field_name)
+        if values is not None:
+            settings[key] = values
+    if "allowedHostnames" in settings:
+        try:
+            settings["allowed_hostnames"] = tuple(validate_domain(h) for h in settings["allowed_hostnames"])
+        except ValueError as exc:
+            raise _bad("allowedHostnames", str(exc)) from None
+    if "respectDnt" in body:
+        if not isinstance(body["respectDnt"], bool):
+            raise _bad("respectDnt", "expected true or false")
+        settings["respect_dnt"] = body["respectDnt"]
+    if settings:
+        out["_settings"] = settings
+    return out
+
+
+class SitesResource:
+    """``GET /api/v2/sites`` (the caller's sites) and ``POST /api/v2/sites`` (create one)."""
+
+    def __init__(self, services: Any) -> None:
+        self.services = services
+
+    async def on_get(self, req: falcon.asgi.Request, resp: falcon.asgi.Response) -> None:
+        principal = authenticate(req, self.services)
+        owner = None if principal.is_admin else principal.user_id
+        sites = self.services.control.list_sites(owner)
+        json_response(resp, {"sites": [s.public() for s in sites]})
+
+    async def on_post(self, req: falcon.asgi.Request, resp: falcon.asgi.Response) -> None:
+        principal = authenticate(req, self.services)
+        changes = site_changes(await json_body(req), creating=True)
+        settings = SiteSettings(**changes.pop("_settings", {}))
+        site = self.services.control.create_site(
+            changes["domain"],
+            name=changes.get("name"),
+            owner_id=principal.user_id,
+            timezone=changes.get("timezone", "UTC"),
+            retention_days=changes.get("retention_days", self.services.settings.default_retention_days),
+            settings=settings,
+        )
+        json_response(resp, site.public(), status=falcon.HTTP_201)
+
+
+class SiteResource:
+    """``GET/PATCH/DELETE /api/v2/sites/{site}`` (id or domain key)."""
+
+    def __init__(self, services: Any) -> None:
+        self.services = services
+
+    async def on_get(self, req: falcon.asgi.Request, resp: falcon.asgi.Response, site: str) -> None:
+        _, found = authorize(req, self.services, site)
+        json_response(resp, found.public())
+
+    async def on_patch(self, req: falcon.asgi.Request, resp: falcon.asgi.Response, site: str) -> None:
+        _, found = authorize(req, self.services, site)
+        changes = site_changes(await json_body(req), creating=False)
+        settings = changes.pop("_settings", None)
+        if settings:
+            changes["settings"] = replace(found.settings, **settings)
+        updated = self.services.control.update_site(found.id, **changes)
+        assert updated is not None
+        json_response(resp, updated.public())
+
+    async def on_delete(self, req: falcon.asgi.Request, resp: falcon.asgi.Response, site: str) -> None:
+        _, found = authorize(req, self.services, site)
+        purged = await purge(self.services, found)
+        self.services.control.delete_site(found.id)
+        json_response(resp, {"id": found.id, "deleted": True, "dataPurged": purged})
+
+
+async def purge(services: Any, site: Site) -> bool:
+    """Ask the warehouse process to remove the site's raw files, facts and pre-aggregates.
+
+    503 when it cannot: the site is then kept, so that the delete can be retried and no data is
+    left behind unowned.
+    """
+    try:
+        await asyncio.to_thread(warehouse(services).call, {"op": "purge_site", "site_id": site.id}, 300)
+    except (OSError, ConnectionError, TimeoutError) as exc:
+        raise falcon.HTTPServiceUnavailable(
+            description=f"the warehouse is not available to purge the site's data ({exc}); retry the delete"
+        ) from None
+    return True
+
+
+class GoalsResource:
+    """``GET/POST /api/v2/sites/{site}/goals``: goals are custom event names or page paths."""
+
+    def __init__(self, services: Any) -> None:
+        self.services = services
+
+    async def on_get(self, req: falcon.asgi.Request, resp: falcon.asgi.Response, site: str) -> None:
+        _, found = authorize(req, self.services, site)
+        json_response(resp, {"goals": [g.public() for g in self.services.control.list_goals(found.id)]})
+
+    async def on_post(self, req: falcon.asgi.Request, resp: falcon.asgi.Response, site: str) -> None:
+        _, found = authorize(req, self.services, site)
+        body = await json_body(req)
+        unknown = sorted(set(body) - {"kind", "value"})
+        if unknown:
+            raise _bad(unknown[0], "unknown field; known fields: kind, value")
+        kind = body.get("kind", "event")
+        if kind not in ("event", "page"):
+            raise _bad("kind", "expected 'event' (a custom event name) or 'page' (a path)")
+        value = _string(body, "value", 500)
+        if value is None:
+            raise _bad("value", "required: the event name or page path")
+        if kind == "page" and not value.startswith("/"):
+            raise _bad("value", "a page goal is a path starting with /")
+        if len(self.services.control.list_goals(found.id)) >= 100:
+            raise _bad("value", "a site has at most 100 goals")
+        goal = self.services.control.create_goal(found.id, kind, value)
+        json_response(resp, goal.public(), status=falcon.HTTP_201)
+
+
+class GoalResource:
+    """``DELETE /api/v2/sites/{site}/goals/{goal}``."""
+
+    def __init__(self, services: Any) -> None:
+        self.services = services
+
+    async def on_delete(self, req: falcon.asgi.Request, resp: falcon.asgi.Response, site: str, goal: str) -> None:
+        _, found = authorize(req, self.services, site)
+        if not self.services.control.delete_goal(found.id, goal):
+            raise falcon.HTTPNotFound(description=f"goal {goal!r} not found")
+        json_response(resp, {"id": goal, "deleted": True})
+
+
+class HealthResource:
+    """``GET /api/v2/health/{site}``: ``{status: "healthy", ...}`` when the site can be queried."""
+
+    def __init__(self, services: Any) -> None:
+        self.services = services
+
+    async def on_get(self, req: falcon.asgi.Request, resp: falcon.asgi.Response, site: str) -> None:
+        _, found = authorize(req, self.services, site)
+        body: dict[str, Any] = {"status": "healthy", "siteId": found.id, "domainKey": found.domain_key,
+                                "warehouse": "ok", "lastEventAt": None, "events": 0}
+        try:
+            rows = await sql_rows(self.services, "SELECT max(ts), count(*) FROM events WHERE site_id = $site",
+                                  {"site": found.id})
+            if rows and rows[0][0] is not None:
+                body["lastEventAt"] = rows[0][0].isoformat()
+                body["events"] = int(rows[0][1])
+        except (falcon.HTTPServiceUnavailable, WarehouseError):
+            body["status"], body["warehouse"] = "degraded", "unavailable"
+        json_response(resp, body)

@@ -1,0 +1,305 @@
+"""Stats resources: the general query endpoint and the named dashboard views over it.
+
+Each resource only authorises, parses the query string into one ``Query`` (``api.params``), runs
+it through ``warehouse.query`` and renders the answer; no metric is computed here.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import replace
+from typing import Any
+
+import falcon
+import falcon.asgi
+import orjson
+
+from api.auth import authorize
+from api.params import CAMEL, _one, bad_request, parse_metrics, query_from_params
+from littlestats.controlplane import Site
+from littlestats.http import json_response, read_body
+from warehouse.client import WarehouseClient
+from warehouse.query import eventlist
+from warehouse.query.model import (
+    GRANULARITIES,
+    Filter,
+    Query,
+    QueryError,
+    check_buckets,
+    parse_query,
+)
+from warehouse.query.runner import Answer, run
+
+log = logging.getLogger(__name__)
+
+SESSION_METRICS = ("visitors", "visits", "views", "bounce_rate", "visit_duration")
+STATS_METRICS = ("visitors", "visits", "views", "events", "bounce_rate", "visit_duration", "views_per_visit")
+# Percentage-point change for rates; relative change (%) for counts and durations.
+POINT_CHANGE = {"bounce_rate", "conversion_rate"}
+
+
+def warehouse(services: Any) -> WarehouseClient:
+    """The worker's warehouse client (one per worker, created on first use)."""
+    wh = services.extras.get("warehouse")
+    if wh is None:
+        wh = services.extras["warehouse"] = WarehouseClient(services.settings)
+    return wh  # type: ignore[no-any-return]
+
+
+def goals_of(services: Any, site: Site) -> list[tuple[str, str]]:
+    return [(g.kind, g.value) for g in services.control.list_goals(site.id)]
+
+
+async def execute(services: Any, q: Query) -> Answer:
+    """Run ``q`` on the warehouse; 503 when the warehouse process does not answer."""
+    try:
+        return await run(q, warehouse(services))
+    except (OSError, ConnectionError, TimeoutError) as exc:
+        raise falcon.HTTPServiceUnavailable(description=f"the warehouse is not available: {exc}") from None
+
+
+async def sql_rows(services: Any, text: str, params: dict[str, Any]) -> list[tuple[Any, ...]]:
+    try:
+        return (await warehouse(services).query(text, params)).rows
+    except (OSError, ConnectionError, TimeoutError) as exc:
+        raise falcon.HTTPServiceUnavailable(description=f"the warehouse is not available: {exc}") from None
+
+
+def period_of(q: Query) -> dict[str, str]:
+    r = q.date_range
+    return {"start": r.local_start().isoformat(), "end": r.local_end().isoformat(), "timezone": r.timezone}
+
+
+def camel_metrics(row: dict[str, Any], metrics: tuple[str, ...]) -> dict[str, Any]:
+    return {CAMEL[m]: row[m] for m in metrics}
+
+
+def change(now: Any, before: Any, metric: str) -> float | None:
+    if metric in POINT_CHANGE:
+        return round(float(now) - float(before), 1)
+    if not before:
+        return None
+    return round(100.0 * (float(now) - float(before)) / float(before), 1)
+
+
+class QueryResource:
+    """``POST /api/v2/sites/{site}/query``: the general query (Plausible Stats API v2 spirit)."""
+
+    def __init__(self, services: Any) -> None:
+        self.services = services
+
+    async def on_post(self, req: falcon.asgi.Request, resp: falcon.asgi.Response, site: str) -> None:
+        _, found = authorize(req, self.services, site)
+        raw = await read_body(req, 64 * 1024)
+        try:
+            body = orjson.loads(raw or b"{}")
+        except orjson.JSONDecodeError:
+            raise falcon.HTTPBadRequest(description="invalid parameter 'body': not JSON") from None
+        if not isinstance(body, dict):
+            raise falcon.HTTPBadRequest(description="invalid parameter 'body': expected a JSON object")
+        try:
+            q = parse_query(found.id, found.timezone, body, goals=goals_of(self.services, found))
+        except QueryError as exc:
+            raise bad_request(exc) from None
+        answer = await execute(self.services, q)
+        dims = [d for d in ([q.time_dimension] if q.time_dimension else []) + list(q.plain_dimensions)]
+        json_response(resp, {
+            "results": [
+                {"dimensions": [row[d] for d in dims], "metrics": [row[m] for m in q.metrics]}
+                for row in answer.rows
+            ],
+            "meta": {"path": answer.path, "reason": answer.reason, "period": period_of(q)},
+            "query": {"siteId": found.id, "metrics": list(q.metrics), "dimensions": dims,
+                      "filters": [[f.op, f.dimension, list(f.values)] for f in q.filters]},
+        })
+
+
+class StatsResource:
+    """``GET /api/v2/sites/{site}/stats``: aggregate numbers with change vs the previous period."""
+
+    def __init__(self, services: Any) -> None:
+        self.services = services
+
+    async def on_get(self, req: falcon.asgi.Request, resp: falcon.asgi.Response, site: str) -> None:
+        _, found = authorize(req, self.services, site)
+        metrics = parse_metrics(req, STATS_METRICS)
+        q = query_from_params(req, found, goals_of(self.services, found), metrics, [], paged=False)
+        now, before = await execute(self.services, q), await execute(self.services, q.with_range(q.date_range.previous()))
+        cur = now.rows[0] if now.rows else {m: 0 for m in q.metrics}
+        prev = before.rows[0] if before.rows else {m: 0 for m in q.metrics}
+        json_response(resp, {
+            "siteId": found.id,
+            "period": period_of(q),
+            **camel_metrics(cur, q.metrics),
+            "change": {CAMEL[m]: change(cur[m], prev[m], m) for m in q.metrics},
+            "previous": camel_metrics(prev, q.metrics),
+        })
+
+
+class TimeseriesResource:
+    """``GET /api/v2/sites/{site}/timeseries?granularity=hour|day|week|month``."""
+
+    def __init__(self, services: Any) -> None:
+        self.services = services
+
+    async def on_get(self, req: falcon.asgi.Request, resp: falcon.asgi.Response, site: str) -> None:
+        _, found = authorize(req, self.services, site)
+        metrics = parse_metrics(req, ("views", "visits", "visitors"))
+        granularity = _one(req, "granularity") or _one(req, "interval")
+        period = _one(req, "period")
+        if granularity is None:
+            granularity = "hour" if period in ("today", "yesterday", "24h") else "day"
+        if granularity not in GRANULARITIES:
+            raise falcon.HTTPBadRequest(
+                description=f"invalid parameter 'granularity': use one of {', '.join(GRANULARITIES)}"
+            )
+        q = query_from_params(req, found, goals_of(self.services, found), metrics, [], paged=False)
+        try:
+            check_buckets(q.date_range, granularity, "granularity")
+        except QueryError as exc:
+            raise bad_request(exc) from None
+        q = query_from_params(req, found, goals_of(self.services, found), metrics, [f"time:{granularity}"], paged=False)
+        answer = await execute(self.services, q)
+        key = f"time:{granularity}"
+        json_response(resp, {
+            "siteId": found.id,
+            "granularity": granularity,
+            "period": period_of(q),
+            "data": [{"timestamp": row[key], **camel_metrics(row, q.metrics)} for row in answer.rows],
+        })
+
+
+class BreakdownResource:
+    """A top-N list by one dimension: ``/referrers``, ``/pages``, ``/countries`` …"""
+
+    def __init__(self, services: Any, dimension: str | None, key: str, field: str,
+                 default_metrics: tuple[str, ...]) -> None:
+        self.services = services
+        self.dimension = dimension
+        self.key = key
+        self.field = field
+        self.default_metrics = default_metrics
+
+    def dimension_for(self, req: Any) -> str:
+        assert self.dimension is not None
+        return self.dimension
+
+    async def on_get(self, req: falcon.asgi.Request, resp: falcon.asgi.Response, site: str) -> None:
+        _, found = authorize(req, self.services, site)
+        dimension = self.dimension_for(req)
+        metrics = parse_metrics(req, self.default_metrics)
+        q = query_from_params(req, found, goals_of(self.services, found), metrics, [dimension])
+        answer = await execute(self.services, q)
+        json_response(resp, {
+            "siteId": found.id,
+            "period": period_of(q),
+            self.key: [{self.field: row[dimension], **camel_metrics(row, q.metrics)} for row in answer.rows],
+        })
+
+
+UTM_DIMENSIONS = ("utm_source", "utm_medium", "utm_campaign", "utm_term", "utm_content")
+
+
+class UtmResource(BreakdownResource):
+    """``/utm?type=utm_source|utm_medium|utm_campaign|utm_term|utm_content`` (default utm_source)."""
+
+    def dimension_for(self, req: Any) -> str:
+        raw = _one(req, "type") or "utm_source"
+        name = raw if raw.startswith("utm_") else f"utm_{raw}"
+        if name not in UTM_DIMENSIONS:
+            raise falcon.HTTPBadRequest(
+                description=f"invalid parameter 'type': use one of {', '.join(UTM_DIMENSIONS)}"
+            )
+        return name
+
+
+class EventsResource:
+    """``GET /api/v2/sites/{site}/events``: custom event names with counts and the raw list."""
+
+    def __init__(self, services: Any) -> None:
+        self.services = services
+
+    async def on_get(self, req: falcon.asgi.Request, resp: falcon.asgi.Response, site: str) -> None:
+        _, found = authorize(req, self.services, site)
+        goals = goals_of(self.services, found)
+        q = query_from_params(req, found, goals, ["visitors", "events"], ["event"])
+        size = q.limit if req.params.get("limit") is not None else 50
+        if size > 1000:
+            raise falcon.HTTPBadRequest(description="invalid parameter 'limit': at most 1000 events per page")
+        raw_cursor = _one(req, "cursor")
+        try:
+            cursor = eventlist.decode_cursor(raw_cursor) if raw_cursor else None
+        except QueryError as exc:
+            raise bad_request(exc) from None
+        names = await execute(self.services, q)
+        page = eventlist.event_list_sql(q, cursor, size)
+        total = eventlist.event_count_sql(q)
+        rows = await sql_rows(self.services, page.text, page.params)
+        count = await sql_rows(self.services, total.text, total.params)
+        items, next_cursor = eventlist.shape_page(rows, size, q.date_range.zone)
+        json_response(resp, {
+            "siteId": found.id,
+            "period": period_of(q),
+            "names": [{"name": r["event"], "events": r["events"], "visitors": r["visitors"]} for r in names.rows],
+            "events": items,
+            "total": int(count[0][0]) if count else 0,
+            "nextCursor": next_cursor,
+        })
+
+
+class EventPropertiesResource:
+    """``GET /api/v2/sites/{site}/events/properties[?property=plan][&event=Signup]``."""
+
+    def __init__(self, services: Any) -> None:
+        self.services = services
+
+    async def on_get(self, req: falcon.asgi.Request, resp: falcon.asgi.Response, site: str) -> None:
+        _, found = authorize(req, self.services, site)
+        goals = goals_of(self.services, found)
+        event, prop = _one(req, "event"), _one(req, "property")
+        extra = (f"event=={event.replace('|', chr(92) + '|')}",) if event else ()
+        if prop is None:
+            q = query_from_params(req, found, goals, ["events"], [], extra_filters=extra)
+            sql = eventlist.property_keys_sql(q, q.limit)
+            rows = await sql_rows(self.services, sql.text, sql.params)
+            json_response(resp, {"siteId": found.id, "period": period_of(q),
+                                 "properties": [{"property": k, "events": int(n)} for k, n in rows]})
+            return
+        metrics = parse_metrics(req, ("events", "visitors"))
+        try:
+            q = query_from_params(req, found, goals, metrics, [f"props:{prop}"], extra_filters=extra)
+        except falcon.HTTPBadRequest as exc:
+            if "dimensions" in (exc.description or ""):
+                raise falcon.HTTPBadRequest(description="invalid parameter 'property': not a property name") from None
+            raise
+        answer = await execute(self.services, q)
+        json_response(resp, {
+            "siteId": found.id,
+            "period": period_of(q),
+            "property": prop,
+            "values": [{"value": r[f"props:{prop}"], **camel_metrics(r, q.metrics)} for r in answer.rows],
+        })
+
+
+class ConversionsResource:
+    """``GET /api/v2/sites/{site}/conversions``: every goal's conversions and conversion rate."""
+
+    def __init__(self, services: Any) -> None:
+        self.services = services
+
+    async def on_get(self, req: falcon.asgi.Request, resp: falcon.asgi.Response, site: str) -> None:
+        _, found = authorize(req, self.services, site)
+        goals = self.services.control.list_goals(found.id)
+        pairs = [(g.kind, g.value) for g in goals]
+        base = query_from_params(req, found, pairs, ["visitors"], [], paged=False)
+        out = []
+        for g in goals:
+            goal = Filter("is", "goal", (f"{g.kind}:{g.value}",))
+            q = replace(base.without_goal_filters(), metrics=("visitors", "events", "views", "conversion_rate"),
+                        filters=(*base.without_goal_filters().filters, goal))
+            answer = await execute(self.services, q)
+            row = answer.rows[0] if answer.rows else {"visitors": 0, "events": 0, "views": 0, "conversion_rate": 0.0}
+            out.append({**g.public(), "visitors": row["visitors"],
+                        "conversions": row["events"] if g.kind == "event" else row["views"],
+                        "conversionRate": row["conversion_rate"]})
+        json_response(resp, {"siteId": found.id, "period": period_of(base), "goals": out})

@@ -1,0 +1,123 @@
+# ruff: noqa: S608 -- SQL is composed from our own identifiers; every client value is a $param.
+"""The raw list of custom events, newest first, with keyset paging (``{events, total, nextCursor}``).
+
+Uses the same filters as every other question (``warehouse.query.sql``), so ``?filter=…`` means
+the same here as on the dashboards.
+"""
+
+from __future__ import annotations
+
+import base64
+from datetime import datetime
+from typing import Any
+
+import orjson
+
+from warehouse.query.model import Query, QueryError
+from warehouse.query.sql import (
+    SQL,
+    Params,
+    event_predicates,
+    has_session_filters,
+    session_predicates,
+    where,
+)
+
+COLUMNS = ("event_id", "ts", "name", "pathname", "hostname", "session_id", "source", "country",
+           "device", "browser", "os")
+
+
+def encode_cursor(ts: datetime, event_id: str) -> str:
+    """An opaque cursor for the event after which the next page starts."""
+    return base64.urlsafe_b64encode(orjson.dumps([ts.isoformat(), event_id])).decode().rstrip("=")
+
+
+def decode_cursor(text: str) -> tuple[datetime, str]:
+    """The (ts, event_id) of a cursor; ``QueryError`` naming ``cursor`` when it is not one of ours."""
+    try:
+        raw = orjson.loads(base64.urlsafe_b64decode(text + "=" * (-len(text) % 4)))
+        ts, event_id = datetime.fromisoformat(raw[0]), str(raw[1])
+        if ts.tzinfo is None or len(event_id) > 100:
+            raise ValueError
+        return ts, event_id
+    except (ValueError, TypeError, IndexError, KeyError, orjson.JSONDecodeError):
+        raise QueryError("cursor", "not a cursor returned by this endpoint") from None
+
+
+def _filtered(q: Query, p: Params) -> tuple[str, str]:
+    """(WITH-prefix, WHERE) for the custom events of the range matching the filters of ``q``."""
+    r = q.date_range
+    parts = [f"e.site_id = {p(q.site_id)}", f"e.ts >= {p(r.start)}", f"e.ts < {p(r.end)}",
+             "e.type = 'event'", *event_predicates(q, p, "e")]
+    prefix = ""
+    if has_session_filters(q):
+        prefix = (
+            "WITH fs AS (SELECT session_id FROM sessions s WHERE "
+            + where([f"s.site_id = {p(q.site_id)}", f"s.started_at < {p(r.end)}",
+                     f"s.ended_at >= {p(r.start)}", *session_predicates(q, p, "s")])
+            + ") "
+        )
+        parts.append("e.session_id IN (SELECT session_id FROM fs)")
+    return prefix, where(parts)
+
+
+def event_list_sql(q: Query, cursor: tuple[datetime, str] | None, limit: int) -> SQL:
+    """One page of custom events (newest first) with their properties as ``props`` (key/value list)."""
+    p = Params()
+    prefix, cond = _filtered(q, p)
+    if cursor is not None:
+        ts, eid = p(cursor[0]), p(cursor[1])
+        cond += f" AND (e.ts < {ts} OR (e.ts = {ts} AND e.event_id < {eid}))"
+    cols = ", ".join(f"e.{c}" for c in COLUMNS)
+    text = (
+        f"{prefix}SELECT {cols}, (SELECT list({{'key': pr.key, 'value': pr.value}} ORDER BY pr.key)"
+        f" FROM event_props pr WHERE pr.site_id = e.site_id AND pr.event_id = e.event_id"
+        f" AND pr.ts = e.ts) AS props"
+        f" FROM events e WHERE {cond} ORDER BY e.ts DESC, e.event_id DESC LIMIT {int(limit) + 1}"
+    )
+    return SQL(text, p.values)
+
+
+def event_count_sql(q: Query) -> SQL:
+    """How many custom events match (the ``total`` of the list)."""
+    p = Params()
+    prefix, cond = _filtered(q, p)
+    return SQL(f"{prefix}SELECT count(*) FROM events e WHERE {cond}", p.values)
+
+
+def shape_page(rows: list[tuple[Any, ...]], limit: int, tz: Any) -> tuple[list[dict[str, Any]], str | None]:
+    """Rows of ``event_list_sql`` as API objects, and the cursor of the next page (or ``None``)."""
+    items = []
+    for row in rows[:limit]:
+        d = dict(zip((*COLUMNS, "props"), row, strict=True))
+        items.append({
+            "id": d["event_id"],
+            "timestamp": d["ts"].astimezone(tz).isoformat(),
+            "name": d["name"],
+            "page": d["pathname"],
+            "hostname": d["hostname"],
+            "visitId": d["session_id"],
+            "source": d["source"],
+            "country": d["country"],
+            "device": d["device"],
+            "browser": d["browser"],
+            "os": d["os"],
+            "props": {kv["key"]: kv["value"] for kv in (d["props"] or [])},
+        })
+    next_cursor = None
+    if len(rows) > limit and rows:
+        last = rows[limit - 1]
+        next_cursor = encode_cursor(last[1], last[0])
+    return items, next_cursor
+
+
+def property_keys_sql(q: Query, limit: int) -> SQL:
+    """Property names of the matching custom events, most used first (``key, events``)."""
+    p = Params()
+    prefix, cond = _filtered(q, p)
+    text = (
+        f"{prefix}SELECT pr.key, count(*) AS events FROM events e JOIN event_props pr"
+        " ON pr.site_id = e.site_id AND pr.event_id = e.event_id"
+        f" WHERE {cond} GROUP BY pr.key ORDER BY events DESC, pr.key LIMIT {int(limit)}"
+    )
+    return SQL(text, p.values)
