@@ -44,7 +44,7 @@
   // --- storage: localStorage when the browser lets us, memory when it does not ---------------
   var store;
   try {
-    (store = w.localStorage).setItem('ls_t', 1);
+    store = w.localStorage; // throws when the browser blocks storage
   } catch (e) {
     store = null;
   }
@@ -195,7 +195,13 @@
     target.addEventListener(type, handler, true);
     undo.push(() => target.removeEventListener(type, handler, true));
   };
-  var navigated = () => dead || view();
+  // An SPA changes the title (and may redirect) just after it changes the URL: the view is taken
+  // a moment later, once, for the URL it settled on.
+  var navTimer;
+  var navigated = () => {
+    clearTimeout(navTimer);
+    navTimer = setTimeout(view, 100);
+  };
 
   listen(d, 'visibilitychange', () => {
     if (d.hidden) {
@@ -204,6 +210,7 @@
     } else tick();
   });
   listen(w, 'pagehide', () => {
+    view(); // a navigation still waiting for its view
     report('page_exit', 1);
     flush(1);
   });
@@ -234,6 +241,7 @@
   api.destroy = () => {
     flush();
     dead = 1;
+    clearTimeout(navTimer);
     undo.forEach((f) => f());
     undo = [];
   };

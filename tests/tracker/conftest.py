@@ -1,0 +1,43 @@
+from __future__ import annotations
+
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+from playwright.sync_api import Browser
+
+from tests.server import LiveServer, add_site, running_server
+from tests.tracker.harness import CHROMIUM, Harness, PageServer, chromium
+
+
+@pytest.fixture(scope="session")
+def stats_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LiveServer]:
+    """One real `littlestats serve --dev` (two workers) for the tracker suite; each test has its
+    own site, so tests never see each other's events."""
+    data_dir = tmp_path_factory.mktemp("tracker") / "data"
+    data_dir.mkdir()
+    with running_server(data_dir, 2, "--dev", env={"LITTLESTATS_SEGMENT_SECONDS": "1"}) as srv:
+        yield srv
+
+
+@pytest.fixture(scope="session")
+def page_server() -> Iterator[PageServer]:
+    pages = PageServer()
+    yield pages
+    pages.close()
+
+
+@pytest.fixture(scope="session")
+def browser() -> Iterator[Browser]:
+    if not Path(CHROMIUM).exists():
+        pytest.fail("Debian's chromium is not installed: run scripts/test, or apt-get install chromium")
+    with chromium() as b:
+        yield b
+
+
+@pytest.fixture
+def harness(stats_server: LiveServer, page_server: PageServer, browser: Browser) -> Iterator[Harness]:
+    h = Harness(stats_server, page_server, browser, add_site(stats_server.data_dir))
+    yield h
+    h.close_contexts()
+    assert not h.page_errors, f"the page threw: {h.page_errors}"

@@ -1,0 +1,82 @@
+"""A classic multi-page site: full page loads, a campaign landing, a custom event, an identify."""
+
+from __future__ import annotations
+
+import time
+
+import pytest
+
+from tests.tracker.harness import Harness
+
+pytestmark = [pytest.mark.browser, pytest.mark.slow]
+
+
+def test_static_site_visit_lands_exactly_once_with_time_on_page(harness: Harness) -> None:
+    h = harness
+    home = h.add_page(
+        "/index.html", "Home", '<a id="about" href="/about.html">About us</a>', flush_interval="200"
+    )
+    h.add_page("/about.html", "About", "<p>About us</p>", flush_interval="200")
+    page = h.new_page()
+
+    t0 = time.monotonic()
+    page.goto(home + "?utm_source=newsletter&utm_medium=email&utm_campaign=spring")
+    page.wait_for_timeout(1200)  # time spent reading the home page
+    with page.expect_navigation():
+        page.click("#about")
+    t1 = time.monotonic()
+    page.evaluate("track('signup', {plan: 'pro', seats: 3, trial: true, nested: {x: 1}})")
+    page.evaluate("identify('user-42', {plan: 'pro', vip: true})")
+    page.wait_for_timeout(800)  # time spent on the about page
+    page.close(run_before_unload=True)
+
+    h.wait_for(lambda e: len(e.pageviews) == 2 and len(e.of_type("page_exit")) == 2
+               and len(e.of_type("identify")) == 1)
+    t2 = time.monotonic()
+    events = h.settle()
+
+    assert events.paths() == ["/index.html", "/about.html"]
+    assert [r["title"] for r in events.pageviews] == ["Home", "About"]
+    assert events.paths("page_exit") == ["/index.html", "/about.html"]
+    assert len(events.named("signup")) == 1
+    assert {r["type"] for r in events.rows} <= {"pageview", "page_exit", "engagement", "event", "identify"}
+    assert len(events.rows) == len(events.pageviews) + len(events.of_type("page_exit")) + len(
+        events.of_type("engagement")
+    ) + 2
+
+    # One visitor, known by the tracker's random id (no cookies), in a normal desktop browser.
+    assert len(events.visitor_keys()) == 1
+    assert {r["visitor_key_source"] for r in events.rows} == {"tracker"}
+    first = events.pageviews[0]
+    assert (first["browser"], first["device"], first["os"]) == ("Chrome", "desktop", "Linux")
+    assert first["screen"] == "1280x800"
+    assert first["language"] and first["timezone"]
+    assert first["hostname"] == "127.0.0.1"
+
+    # The landing page's campaign holds for the whole visit, including the conversion.
+    for row in events.rows:
+        assert (row["utm_source"], row["utm_medium"], row["utm_campaign"]) == (
+            "newsletter", "email", "spring"), row
+        assert row["source"] == "newsletter"
+
+    # Typed properties; the nested object is left out rather than failing the event.
+    signup = events.named("signup")[0]
+    assert signup["props_str"] == {"plan": "pro"}
+    assert signup["props_num"] == {"seats": 3.0}
+    assert signup["props_bool"] == {"trial": True}
+    assert signup["pathname"] == "/about.html"
+    ident = events.of_type("identify")[0]
+    assert ident["user_id"] == "user-42"
+    assert ident["props_str"] == {"plan": "pro"} and ident["props_bool"] == {"vip": True}
+
+    # Time on page is visible time: at least the time the test spent on each page, at most the
+    # wall time around it. Only the last report of a page view counts (it is cumulative).
+    def time_on(path: str) -> int:
+        reports = [r["engagement_ms"] for r in events.rows
+                   if r["type"] in ("page_exit", "engagement") and r["pathname"] == path]
+        assert reports == sorted(reports), "engagement reports are cumulative"
+        return int(reports[-1])
+
+    assert 1200 <= time_on("/index.html") <= (t1 - t0) * 1000 + 100
+    assert 800 <= time_on("/about.html") <= (t2 - t1) * 1000 + 100
+    assert all(r["engagement_ms"] is None for r in events.pageviews)
