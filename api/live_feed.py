@@ -9,13 +9,15 @@ extra copy of the event on the ingest path.
 To run on several machines, put a broker (Redis streams, NATS) behind the same ``LiveFeed``
 interface: ingest publishes the accepted events, each worker consumes them. Nothing else changes.
 
-Ordering: records are handed out sorted by ``(received_at, segment, index)`` and held back until
+Ordering: records are handed out sorted by ``received_at`` (then segment, index) and held back until
 no record that *caused* them can still be unseen. A pass that starts at time ``T`` (in ms) sees
 every record written before ``T``; a request accepted after an earlier request was acknowledged
 has ``received_at`` ≥ that earlier record's write time. So once a pass starting at ``T`` is done,
 every pending record with ``received_at < T`` can go out in key order: any record that precedes
 it causally has already been read. Hence a visitor's events arrive in the order they were
-accepted, whichever workers accepted them.
+accepted, whichever workers accepted them. (``received_at`` has millisecond resolution: two
+requests of one visitor within the same millisecond are ordered by the pass that first saw them,
+then by segment — exact unless both land in one pass; a browser's beacons are never that close.)
 """
 
 from __future__ import annotations
@@ -63,7 +65,10 @@ class WalTail:
         self.wal_dir = wal_dir
         self.tails: dict[str, _Tail] = {}
         self.done: set[str] = set()  # segments read to the end and closed, until they disappear
-        self.pending: list[tuple[Cursor, dict[str, Any]]] = []
+        # (received_at, pass seen, cursor, event): within one millisecond, what was read in an
+        # earlier pass was written earlier, so the pass number breaks ties before the segment id.
+        self.pending: list[tuple[int, int, Cursor, dict[str, Any]]] = []
+        self.passes = 0
         self.skip_ids = skip_ids or set()  # event ids already loaded from Parquet at start
         self.records = 0
         self.bad_records = 0
@@ -76,6 +81,7 @@ class WalTail:
 
     def poll(self) -> list[tuple[Cursor, dict[str, Any]]]:
         started = int(time.time() * 1000)
+        self.passes += 1
         self._scan()
         for tail in list(self.tails.values()):
             self._read(tail)
@@ -85,12 +91,12 @@ class WalTail:
                 self.done.add(tail.segment)
         if not self.pending:
             return []
-        self.pending.sort(key=lambda item: item[0])
+        self.pending.sort(key=lambda item: item[:3])
         cut = 0
-        while cut < len(self.pending) and self.pending[cut][0][0] < started:
+        while cut < len(self.pending) and self.pending[cut][0] < started:
             cut += 1
         ready, self.pending = self.pending[:cut], self.pending[cut:]
-        return ready
+        return [(cursor, raw) for _, _, cursor, raw in ready]
 
     def _scan(self, initial_end: bool = False) -> None:
         present: set[str] = set()
@@ -170,7 +176,8 @@ class WalTail:
         if self.skip_ids and raw.get("event_id") in self.skip_ids:
             return
         self.records += 1
-        self.pending.append(((int(raw["received_at"]), segment, index), raw))
+        received = int(raw["received_at"])
+        self.pending.append((received, self.passes, (received, segment, index), raw))
 
     def _corrupt(self, tail: _Tail) -> None:
         # A torn tail of a crashed writer was never acknowledged; stop reading this segment.

@@ -1,0 +1,120 @@
+"""Who may open the live feed: bearer tokens, stream tokens (valid, expired, forged, other site),
+and another owner's site, on a real server with authentication on."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from pathlib import Path
+
+import httpx
+import pytest
+from websockets.exceptions import InvalidStatus
+from websockets.sync.client import connect
+
+from api import stream_token
+from littlestats.controlplane import ControlPlane
+from tests.realtime.clients import SSEClient, post_event
+from tests.server import LiveServer, add_site, running_server
+
+pytestmark = pytest.mark.slow
+
+
+@pytest.fixture(scope="module")
+def secured(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[LiveServer, dict]]:
+    data_dir = tmp_path_factory.mktemp("auth") / "data"
+    data_dir.mkdir()
+    with running_server(data_dir, 2, env={"LITTLESTATS_SEGMENT_SECONDS": "1"}) as server:
+        admin = (data_dir / "admin-token").read_text().strip()
+        control = ControlPlane(data_dir / "control.sqlite3")
+        bob = control.create_user(email="bob@example.org", name="bob")
+        ctx = {
+            "admin": admin,
+            "site": add_site(data_dir, "admin-site.com"),
+            "bob": control.create_token(bob.id, "bob"),
+            "bob_site": control.create_site("bob.example.org", owner_id=bob.id).public(),
+            "secret": control.server_secret(stream_token.SECRET_NAME),
+        }
+        control.close()
+        yield server, ctx
+
+
+def bearer(token: str) -> dict[str, str]:
+    return {"Authorization": f"Bearer {token}"}
+
+
+def mint(server: LiveServer, site: str, token: str, **params: int) -> httpx.Response:
+    return httpx.post(f"{server.url}/api/v2/realtime/{site}/token", headers=bearer(token), params=params)
+
+
+def test_live_endpoints_need_a_token_when_auth_is_on(secured: tuple[LiveServer, dict]) -> None:
+    server, ctx = secured
+    key = ctx["site"]["domainKey"]
+    assert httpx.get(f"{server.url}/api/v2/stats/{key}").status_code == 401
+    r = httpx.get(f"{server.url}/api/v2/realtime/{key}", headers={"Accept": "text/event-stream"})
+    assert r.status_code == 401 and "token" in r.json()["error"]
+    assert httpx.post(f"{server.url}/api/v2/realtime/{key}/token").status_code == 401
+    with pytest.raises(InvalidStatus):
+        connect(f"ws://127.0.0.1:{server.port}/api/v2/realtime/{key}", open_timeout=10)
+    stats = httpx.get(f"{server.url}/api/v2/stats/{key}", headers=bearer(ctx["admin"]))
+    assert stats.status_code == 200 and stats.json()["siteId"] == ctx["site"]["id"]
+
+
+def test_another_owners_site_is_not_found(secured: tuple[LiveServer, dict]) -> None:
+    server, ctx = secured
+    key = ctx["site"]["domainKey"]
+    for r in (
+        httpx.get(f"{server.url}/api/v2/stats/{key}", headers=bearer(ctx["bob"])),
+        httpx.get(f"{server.url}/api/v2/realtime/{key}", headers=bearer(ctx["bob"])),
+        mint(server, key, ctx["bob"]),
+    ):
+        assert r.status_code == 404, r.text
+    own = ctx["bob_site"]["id"]
+    assert httpx.get(f"{server.url}/api/v2/stats/{own}", headers=bearer(ctx["bob"])).status_code == 200
+    assert mint(server, own, ctx["bob"]).status_code == 200
+
+
+def test_stream_token_opens_sse_and_websocket_for_its_site(secured: tuple[LiveServer, dict]) -> None:
+    server, ctx = secured
+    key = ctx["site"]["domainKey"]
+    minted = mint(server, key, ctx["admin"], ttl=120)
+    assert minted.status_code == 200, minted.text
+    body = minted.json()
+    assert body["siteId"] == ctx["site"]["id"] and 110 <= body["expiresIn"] <= 120
+    token = body["token"]
+    sse = SSEClient(f"{server.url}/api/v2/realtime/{key}?token={token}")  # no header: EventSource
+    assert sse.status == 200
+    sse.wait_for(lambda c: bool(c.of_type("stats_update")))
+    with connect(f"ws://127.0.0.1:{server.port}{body['url']}", open_timeout=10) as ws:
+        assert '"stats_update"' in ws.recv(timeout=10)
+    post_event(server.url, key, {"url": "https://admin-site.com/with-token", "visitorId": "t"})
+    sse.wait_for(lambda c: any(e["page"] == "/with-token" for e in c.events()))
+    r = httpx.get(f"{server.url}/api/v2/stats/{key}", params={"token": token})
+    assert r.status_code == 200
+    sse.close()
+
+
+def test_expired_forged_and_other_site_stream_tokens_are_refused(secured: tuple[LiveServer, dict]) -> None:
+    server, ctx = secured
+    site, other = ctx["site"], ctx["bob_site"]
+    expired, _ = stream_token.mint(ctx["secret"], site["id"], None, ttl=-1)
+    forged, _ = stream_token.mint(b"not the server secret" * 2, site["id"], None)
+    valid = mint(server, site["id"], ctx["admin"]).json()["token"]
+    body, _, mac = valid.partition(".")
+    tampered = f"{body[:-2]}AA.{mac}"
+
+    def get(site_ref: str, token: str) -> httpx.Response:
+        return httpx.get(f"{server.url}/api/v2/realtime/{site_ref}", params={"token": token})
+
+    r = get(site["domainKey"], expired)
+    assert r.status_code == 401 and "expired" in r.json()["error"]
+    for token in (forged, tampered, "garbage"):
+        assert get(site["id"], token).status_code == 401
+    r = get(other["id"], valid)
+    assert r.status_code == 403 and "another site" in r.json()["error"]
+    with pytest.raises(InvalidStatus):
+        connect(f"ws://127.0.0.1:{server.port}/api/v2/realtime/{other['id']}?token={valid}", open_timeout=10)
+
+
+def test_admin_token_file_exists(secured: tuple[LiveServer, dict]) -> None:
+    server, _ = secured
+    assert Path(server.data_dir / "admin-token").stat().st_mode & 0o077 == 0
