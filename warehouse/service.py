@@ -91,7 +91,7 @@ class Warehouse:
             files = [f for f in discover_files(self.settings.raw_dir, start, end)
                      if wanted(f.partition_hour, f.site_id)]
             result = load_pending(self.writer, self.settings.raw_dir, tz, files=files,
-                                  progress=progress)
+                                  progress=progress, chunk_rows=self.settings.load_chunk_rows)
         if result.files:
             log.info("load: %s", result.summary())
         return result
