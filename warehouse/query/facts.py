@@ -56,9 +56,10 @@ def _event_keys(q: Query, p: Params, prefix: str) -> tuple[str, list[str], list[
             exprs.append(f"e.{EVENT_COLUMNS[d]}")
             if d == "event":
                 types.add("e.type = 'event'")
-            elif not any(f.dimension in ("event", "goal") for f in q.filters):
-                # By page: pageviews — unless the question is about events (a goal, an event
-                # name), then the pages those events happened on.
+            elif not any(f.dimension in ("event", "goal") or f.dimension.startswith(PROP_PREFIX)
+                         for f in q.filters):
+                # By page: pageviews — unless the question is about custom events (a goal, an
+                # event name, a property), then the pages those events happened on.
                 types.add("e.type = 'pageview'")
     return joins, exprs, sorted(types)
 
