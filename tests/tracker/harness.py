@@ -278,5 +278,41 @@ def sent(page: Page) -> dict[str, int]:
     return dict(page.evaluate("window.__sent"))
 
 
+def dwell(page: Page, ms: int = 200) -> None:
+    """Stays on the current URL long enough for its view to be taken: the tracker takes an SPA
+    view once the URL has held for 100 ms, so redirect chains count once."""
+    page.wait_for_timeout(ms)
+
+
 def set_visibility(page: Page, state: str) -> None:
     page.evaluate("s => window.__setVisibility(s)", state)
+
+
+# A small single-page app: links are routed with history.pushState, back/forward re-render, and
+# each route sets its title after the URL changes (as React/Vue routers do).
+SPA_BODY = """
+<nav>
+  <a data-link id="home" href="/app/">Home</a>
+  <a data-link id="pricing" href="/app/pricing">Pricing</a>
+  <a data-link id="docs" href="/app/docs">Docs</a>
+  <a id="anchor" href="#section">Section</a>
+</nav>
+<main id="view"></main>
+<h2 id="section">Section</h2>
+<script>
+  function render() {
+    document.getElementById('view').textContent = location.pathname;
+    setTimeout(() => { document.title = 'App ' + location.pathname; }, 10);
+  }
+  document.addEventListener('click', (e) => {
+    const a = e.target.closest('a[data-link]');
+    if (!a) return;
+    e.preventDefault();
+    history.pushState({}, '', a.href);
+    render();
+  });
+  window.addEventListener('popstate', render);
+  window.go = (path) => { history.pushState({}, '', path); render(); };
+  render();
+</script>
+"""
