@@ -157,7 +157,7 @@ class LocalWarehouse:
         with self._lock:
             cur = self.con.cursor()
         try:
-            return QueryResult.from_arrow(cur.execute(sql, params).to_arrow_table())
+            return QueryResult.from_arrow(cur.sql(sql, params=params).to_arrow_table())
         except Exception as exc:
             raise WarehouseError(str(exc), type(exc).__name__) from exc
         finally:
