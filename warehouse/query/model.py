@@ -358,7 +358,7 @@ def parse_query(
     """
     if not isinstance(body, Mapping):
         raise QueryError("body", "expected a JSON object")
-    known = {"metrics", "dimensions", "filters", "date_range", "date", "order_by", "limit", "offset", "q", "site_id"}
+    known = {"metrics", "dimensions", "filters", "date_range", "date", "order_by", "limit", "offset", "q"}
     unknown = sorted(set(body) - known)
     if unknown:
         raise QueryError(unknown[0], f"unknown field; known fields: {', '.join(sorted(known))}")
@@ -367,7 +367,7 @@ def parse_query(
     if not metrics:
         raise QueryError("metrics", "ask for at least one metric")
     for m in metrics:
-        if m not in METRICS:
+        if not isinstance(m, str) or m not in METRICS:
             raise QueryError("metrics", f"unknown metric {m!r}; use some of {', '.join(METRICS)}")
     if len(set(metrics)) != len(metrics):
         raise QueryError("metrics", "a metric is listed twice")
