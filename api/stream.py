@@ -298,6 +298,9 @@ class LiveHub:
                 item = shared[key]
                 if item is not None and not sub.offer(*item):
                     self.drop(sub, "its queue is full")
+        for events in unsent.values():
+            for e in events:
+                e._message = None  # shared for this flush only; resumption re-serialises
 
     @staticmethod
     def _encode(transport: str, events: Iterable[LiveEvent]) -> tuple[Any, int] | None:
