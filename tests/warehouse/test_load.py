@@ -196,9 +196,9 @@ def raw_event(event_id: str, ts: datetime, **fields: object) -> dict:
     return base
 
 
-def write_events(raw: Path, name: str, *events: dict) -> None:
+def write_events(raw: Path, name: str, *events: dict, site_id: str = "s1") -> None:
     hour = datetime.fromtimestamp(events[0]["ts"] / 1000, UTC)
-    path = raw / "site_id=s1" / f"date={hour:%Y-%m-%d}" / f"hour={hour:%H}" / f"part-{name}.parquet"
+    path = raw / f"site_id={site_id}" / f"date={hour:%Y-%m-%d}" / f"hour={hour:%H}" / f"part-{name}.parquet"
     write_parquet_atomic(events_to_table(list(events)), path)
 
 

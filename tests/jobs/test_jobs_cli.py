@@ -1,0 +1,49 @@
+"""The warehouse jobs by hand, without a running server: load, backfill, reaggregate, retention."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import duckdb
+
+from tests.generator import TrafficSpec, generate
+from tests.server import cli
+from tests.warehouse.snapshot import assert_same, snapshot_file
+
+SPEC = TrafficSpec(visitors=60, days=2, seed=21, loads=1)
+
+
+def test_backfill_loads_only_its_dates_and_load_the_rest(data_dir: Path) -> None:
+    traffic = generate(SPEC)
+    traffic.write_raw(data_dir / "raw")
+    out = cli(data_dir, "backfill", "--from", "2026-03-01", "--to", "2026-03-01")
+    assert out.startswith("backfill: ") and "new events" in out
+    con = duckdb.connect(str(data_dir / "warehouse.duckdb"), read_only=True)
+    days = con.execute("SELECT DISTINCT partition_hour::DATE::VARCHAR FROM loaded_files").fetchall()
+    con.close()
+    assert days == [("2026-03-01",)]
+    cli(data_dir, "load")
+    con = duckdb.connect(str(data_dir / "warehouse.duckdb"), read_only=True)
+    assert con.execute("SELECT count(*) FROM events").fetchall()[0][0] == traffic.event_count
+    con.close()
+    assert "0 new events" in cli(data_dir, "load")
+
+
+def test_reaggregate_rebuilds_deleted_pre_aggregates(data_dir: Path) -> None:
+    generate(SPEC).write_raw(data_dir / "raw")
+    cli(data_dir, "load")
+    db = data_dir / "warehouse.duckdb"
+    expected = snapshot_file(db)
+    con = duckdb.connect(str(db))
+    for table in ("hourly_rollup", "hourly_props", "daily_visitors", "daily_session_visitors",
+                  "daily_page_visitors", "daily_event_visitors"):
+        con.execute(f"DELETE FROM {table}")  # noqa: S608
+    con.close()
+    out = cli(data_dir, "reaggregate", "--from", "2026-02-28", "--to", "2026-04-30")
+    assert out.startswith("reaggregate: rebuilt ")
+    assert_same(expected, snapshot_file(db))
+
+
+def test_retention_reports_what_it_removed(data_dir: Path) -> None:
+    out = cli(data_dir, "retention")
+    assert out.startswith("retention: 0 sites with retention")
