@@ -4,10 +4,10 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from playwright.sync_api import Browser
+from playwright.sync_api import Browser, Playwright, sync_playwright
 
 from tests.server import LiveServer, add_site, running_server
-from tests.tracker.harness import CHROMIUM, Harness, PageServer, chromium
+from tests.tracker.harness import CHROMIUM, Harness, PageServer, launch
 
 
 @pytest.fixture(scope="session")
@@ -28,11 +28,20 @@ def page_server() -> Iterator[PageServer]:
 
 
 @pytest.fixture(scope="session")
-def browser() -> Iterator[Browser]:
+def playwright() -> Iterator[Playwright]:
     if not Path(CHROMIUM).exists():
         pytest.fail("Debian's chromium is not installed: run scripts/test, or apt-get install chromium")
-    with chromium() as b:
-        yield b
+    with sync_playwright() as p:
+        yield p
+
+
+@pytest.fixture(scope="session")
+def browser(playwright: Playwright) -> Iterator[Browser]:
+    # Playwright turns the back/forward cache off by default; real browsers have it on, and the
+    # tracker must not count a restored page again.
+    b = launch(playwright, ignore_default_args=["--disable-back-forward-cache"])
+    yield b
+    b.close()
 
 
 @pytest.fixture

@@ -11,14 +11,13 @@ import html
 import http.server
 import threading
 import time
-from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import pyarrow.dataset as ds
-from playwright.sync_api import Browser, BrowserContext, Page
+from playwright.sync_api import Browser, BrowserContext, Page, Playwright
 
 from tests.server import LiveServer
 
@@ -257,20 +256,12 @@ class Harness:
         raise AssertionError("the write-ahead log never drained")
 
 
-@contextmanager
-def chromium(user_agent: str | None = DESKTOP_UA, **launch: Any) -> Iterator[Browser]:
+def launch(playwright: Playwright, user_agent: str | None = DESKTOP_UA, **options: Any) -> Browser:
     """Headless Chromium that says it is a normal desktop browser (``user_agent=None``: that it
     is headless). The flag, not only a context option, because a beacon sent while a page unloads
     leaves with the browser-wide user agent, not the page's override."""
-    from playwright.sync_api import sync_playwright
-
     args = CHROMIUM_ARGS + ([f"--user-agent={user_agent}"] if user_agent else [])
-    with sync_playwright() as p:
-        browser = p.chromium.launch(executable_path=CHROMIUM, args=args, **launch)
-        try:
-            yield browser
-        finally:
-            browser.close()
+    return playwright.chromium.launch(executable_path=CHROMIUM, args=args, **options)
 
 
 def sent(page: Page) -> dict[str, int]:
