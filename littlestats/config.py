@@ -49,12 +49,13 @@ class Settings:
     client_ts_window_hours: int = 24
     # Write-ahead log: segments are rotated (and then sealed into Parquet) this often.
     segment_seconds: float = 30.0
-    # Group commit: wait at most this long to gather more events per fsync.
-    group_commit_ms: float = 2.0
     # Warehouse loads run this often inside `serve`.
     load_interval_seconds: float = 60.0
     # Rows per load transaction when a backlog is loaded (bounds the loader's memory).
     load_chunk_rows: int = 1_500_000
+    # DuckDB limits for the warehouse process (it spills to disk beyond the memory limit).
+    warehouse_memory_limit: str = "2GB"
+    warehouse_threads: int = 0  # 0 = one per core
     # Default retention for new sites; pre-aggregates are kept this long (0 = forever).
     default_retention_days: int = 0
     rollup_retention_days: int = 0
