@@ -9,7 +9,9 @@ import duckdb
 from warehouse.tables import create_all
 
 
-def connect(path: Path, read_only: bool = False, threads: int | None = None) -> duckdb.DuckDBPyConnection:
+def connect(
+    path: Path, read_only: bool = False, threads: int | None = None, memory_limit: str | None = None
+) -> duckdb.DuckDBPyConnection:
     """Open (and, for writers, create the tables of) the warehouse database.
 
     Sessions are pinned to UTC so ``TIMESTAMPTZ`` values come back in UTC whatever the machine's
@@ -19,6 +21,8 @@ def connect(path: Path, read_only: bool = False, threads: int | None = None) -> 
     config: dict[str, str | bool | int | float | list[str]] = {}
     if threads:
         config["threads"] = threads
+    if memory_limit:
+        config["memory_limit"] = memory_limit
     con = duckdb.connect(str(path), read_only=read_only, config=config)
     con.execute("SET TimeZone = 'UTC'")
     if not read_only:

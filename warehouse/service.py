@@ -55,9 +55,10 @@ Progress = Callable[[int, int], None]
 class Warehouse:
     """The DuckDB file opened for writing, with the jobs that change it."""
 
-    def __init__(self, settings: Settings, threads: int | None = None) -> None:
+    def __init__(self, settings: Settings) -> None:
         self.settings = settings
-        self.con = connect(settings.warehouse_db, threads=threads)
+        self.con = connect(settings.warehouse_db, threads=settings.warehouse_threads or None,
+                           memory_limit=settings.warehouse_memory_limit or None)
         self.writer = self.con.cursor()
         self.write_lock = threading.Lock()
         self._cursor_lock = threading.Lock()
