@@ -95,11 +95,11 @@ def body_from_params(
         body["filters"] = [parse_filter_param(text) for text in [*_many(req, "filter"), *extra_filters]]
     except QueryError as exc:
         raise bad_request(exc) from None
+    for name in ("limit", "offset"):  # validated everywhere; they page only breakdowns
+        value = _one(req, name)
+        if value is not None:
+            body[name] = value
     if paged:
-        for name in ("limit", "offset"):
-            value = _one(req, name)
-            if value is not None:
-                body[name] = value
         q = _one(req, "q")
         if q:
             body["q"] = q
