@@ -1,0 +1,133 @@
+"""Warehouse load throughput and memory: sessionize + load vs a plain DuckDB Parquet import.
+
+For 1 M (and, without ``--quick``, 10 M) generated events over 30 days, each measured in a fresh
+process with 2 DuckDB and 2 polars threads:
+
+* **baseline** — ``INSERT INTO raw SELECT * FROM read_parquet('raw/**/*.parquet')``;
+* **load** — ``warehouse.load.load_pending``: dedup, sessionize, facts, every pre-aggregate.
+
+Reported: events/s and peak RSS of each, and their ratio. Then the steady state: the 1 M warehouse
+receives the next ~10,000 events (visits continuing, late events) and one scheduled load runs.
+
+Targets on 2 cores: 10 M events in under 2 minutes with peak RSS under 4 GB; 10 k steady-state
+load under 2 s. Usage: ``python -m bench --only warehouse [--quick]``.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+from bench.harness import BenchContext, Section
+
+THREADS = 2
+EVENTS_PER_VISITOR = 7.9  # what TrafficSpec's defaults produce on average
+STEADY_EVENTS = 10_000
+TZ = {"site-a": "UTC", "site-b": "Europe/Berlin"}
+
+
+def _prepare(root: Path, events: int, seed: int = 1) -> tuple[int, int]:
+    """Raw Parquet for ``events`` over 30 days, plus a held-back last slice of ~10 k events."""
+    import polars as pl
+
+    from tests.generator import Traffic, TrafficSpec, generate
+
+    loads = max(2, round(events / STEADY_EVENTS))
+    spec = TrafficSpec(visitors=int(events / EVENTS_PER_VISITOR), days=30, loads=loads, seed=seed,
+                       late_fraction=0.02, duplicate_fraction=0.0)
+    traffic = generate(spec)
+    last = traffic.spec.loads - 1
+    bulk = Traffic(spec, traffic.events.filter(pl.col("load") < last), traffic.duplicates.clear(),
+                   traffic.visits)
+    steady = Traffic(spec, traffic.events.filter(pl.col("load") == last), traffic.duplicates.clear(),
+                     traffic.visits)
+    bulk.write_raw(root / "raw")
+    steady.write_raw(root / "steady")
+    return bulk.event_count, steady.event_count
+
+
+def worker(mode: str, root: str) -> None:
+    """Run one measured step in this (fresh) process and print its timing as JSON."""
+    from warehouse.database import connect
+
+    base = Path(root)
+    started = time.monotonic()
+    if mode == "baseline":
+        import duckdb
+
+        con = duckdb.connect(str(base / "baseline.duckdb"), config={"threads": THREADS})
+        con.execute("CREATE TABLE raw AS SELECT * FROM read_parquet($p) LIMIT 0",
+                    {"p": str(base / "raw" / "**" / "*.parquet")})
+        con.execute("INSERT INTO raw SELECT * FROM read_parquet($p)",
+                    {"p": str(base / "raw" / "**" / "*.parquet")})
+        rows = con.execute("SELECT count(*) FROM raw").fetchall()[0][0]
+        con.close()
+    else:
+        from warehouse.load import load_pending
+
+        con = connect(base / "warehouse.duckdb", threads=THREADS, memory_limit="2GB")
+        if mode == "steady":
+            # the minute's new files arrive in the raw directory, then one load runs
+            for path in sorted((base / "steady").rglob("*.parquet")):
+                target = base / "raw" / path.relative_to(base / "steady")
+                target.parent.mkdir(parents=True, exist_ok=True)
+                path.rename(target)
+            started = time.monotonic()
+        result = load_pending(con, base / "raw", TZ)
+        rows = result.new_events
+        con.close()
+    print(json.dumps({"seconds": time.monotonic() - started, "rows": rows}))
+
+
+def _measure(mode: str, root: Path) -> dict[str, Any]:
+    env = {**os.environ, "POLARS_MAX_THREADS": str(THREADS)}
+    proc = subprocess.Popen(
+        [sys.executable, "-c", f"from bench.bench_warehouse import worker; worker({mode!r}, {str(root)!r})"],
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=env,
+    )
+    assert proc.stdout is not None and proc.stderr is not None
+    out = proc.stdout.read()
+    err = proc.stderr.read()
+    _, status, usage = os.wait4(proc.pid, 0)
+    proc.returncode = os.waitstatus_to_exitcode(status)
+    if proc.returncode != 0:
+        raise RuntimeError(f"{mode} failed:\n{err.decode()[-3000:]}")
+    data: dict[str, Any] = json.loads(out.decode().strip().splitlines()[-1])
+    data["peak_rss_mb"] = usage.ru_maxrss / 1024  # KiB on Linux
+    return data
+
+
+def run(ctx: BenchContext) -> Section:
+    """Measure the sizes for this run and return the report section."""
+    section = Section("Warehouse: sessionize + load vs plain Parquet import")
+    sizes = [1_000_000] if ctx.quick else [1_000_000, 10_000_000]
+    for size in sizes:
+        label = f"{size // 1_000_000} M"
+        root = ctx.fresh_dir(f"warehouse-{label.replace(' ', '')}")
+        t0 = time.monotonic()
+        bulk_events, steady_events = _prepare(root, size)
+        section.notes.append(f"{label}: generated and wrote {bulk_events:,} events "
+                             f"(+{steady_events:,} held back) in {time.monotonic() - t0:.0f} s")
+        base = _measure("baseline", root)
+        ours = _measure("load", root)
+        assert ours["rows"] == bulk_events == base["rows"], (ours, base, bulk_events)
+        big = size >= 10_000_000
+        section.add(f"{label} load throughput", ours["rows"] / ours["seconds"], "events/s",
+                    baseline=base["rows"] / base["seconds"],
+                    target="10 M in < 120 s" if big else "",
+                    met=ours["seconds"] < 120 if big else None)
+        section.add(f"{label} load time", ours["seconds"], "s", baseline=base["seconds"])
+        section.add(f"{label} peak RSS", ours["peak_rss_mb"], "MB", baseline=base["peak_rss_mb"],
+                    target="< 4096 MB" if big else "", met=ours["peak_rss_mb"] < 4096 if big else None)
+        if size == sizes[0]:
+            steady = _measure("steady", root)
+            section.add(f"steady-state load of {steady['rows']:,} new events (after {label})",
+                        steady["seconds"], "s", target="< 2 s", met=steady["seconds"] < 2)
+    section.notes.append(f"{THREADS} DuckDB threads, POLARS_MAX_THREADS={THREADS}, DuckDB memory_limit 2GB; "
+                         "each step in a fresh process, peak RSS from wait4()")
+    return section
