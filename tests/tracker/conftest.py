@@ -6,7 +6,8 @@ from pathlib import Path
 import pytest
 from playwright.sync_api import Browser, Playwright, sync_playwright
 
-from tests.server import LiveServer, add_site, running_server
+from littlestats.controlplane import ControlPlane
+from tests.server import LiveServer, running_server
 from tests.tracker.harness import CHROMIUM, Harness, PageServer, launch
 
 
@@ -44,9 +45,20 @@ def browser(playwright: Playwright) -> Iterator[Browser]:
     b.close()
 
 
+@pytest.fixture(scope="session")
+def control(stats_server: LiveServer) -> Iterator[ControlPlane]:
+    store = ControlPlane(stats_server.data_dir / "control.sqlite3")
+    yield store
+    store.close()
+
+
 @pytest.fixture
-def harness(stats_server: LiveServer, page_server: PageServer, browser: Browser) -> Iterator[Harness]:
-    h = Harness(stats_server, page_server, browser, add_site(stats_server.data_dir))
+def harness(
+    stats_server: LiveServer, page_server: PageServer, browser: Browser, control: ControlPlane
+) -> Iterator[Harness]:
+    # A site of its own per test (created in-process: the CLI would cost a Python start-up).
+    site = control.create_site("example.com", name="tracker test").public()
+    h = Harness(stats_server, page_server, browser, site)
     yield h
     h.close_contexts()
     assert not h.page_errors, f"the page threw: {h.page_errors}"

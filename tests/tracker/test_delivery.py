@@ -140,3 +140,40 @@ def test_destroy_flushes_then_stops_everything(harness: Harness) -> None:
     events = h.settle()
     assert [(r["type"], r["pathname"]) for r in events.rows] == [
         ("pageview", "/app/"), ("event", "/app/")]
+
+
+def test_visit_cache_follows_the_server_and_expires_after_30_idle_minutes(harness: Harness) -> None:
+    h = harness
+    url = h.add_page("/visit.html", "Visit", flush_interval="100")
+    page = h.new_page()
+    with page.expect_response(lambda r: "/api/v2/track/" in r.url) as first:
+        page.goto(url + "?utm_source=ads")
+    answer = first.value.json()["cache"]
+    page.wait_for_function("(JSON.parse(localStorage.ls_visit) || {}).c")
+    stored = page.evaluate("JSON.parse(localStorage.ls_visit)")
+    assert stored["c"] == answer
+    assert stored["u"] == {"utm_source": "ads"}
+
+    # The next batch carries the server's visit back, and the answer continues the same visit.
+    with page.expect_request(lambda r: "/api/v2/track/" in r.url) as second:
+        page.evaluate("track('again')")
+    sent_events = second.value.post_data_json["events"]
+    assert [e["cache"]["visitId"] for e in sent_events] == [answer["visitId"]]
+    assert sent_events[0]["url"].endswith("/visit.html?utm_source=ads")
+    page.wait_for_function(
+        "v => JSON.parse(localStorage.ls_visit).c.iat > v.iat", arg=answer)
+    assert page.evaluate("JSON.parse(localStorage.ls_visit).c.visitId") == answer["visitId"]
+
+    # Thirty idle minutes later (we age the stored visit), the next event starts a new visit:
+    # no cache sent, and the old campaign is gone.
+    page.evaluate("""() => {
+        const v = JSON.parse(localStorage.ls_visit);
+        v.t -= 31 * 60 * 1000;
+        localStorage.ls_visit = JSON.stringify(v);
+    }""")
+    with page.expect_request(lambda r: "/api/v2/track/" in r.url) as third:
+        page.evaluate("history.pushState({}, '', '/visit-2.html')")
+    (view,) = third.value.post_data_json["events"][-1:]
+    assert view["type"] == "pageview" and "cache" not in view
+    assert view["url"].endswith("/visit-2.html")
+    h.wait_for(lambda e: "/visit-2.html" in e.paths())

@@ -120,9 +120,10 @@
     var k;
     for (k of params.keys()) if (/^utm_/.test(k)) found = campaign[k] = params.get(k);
     // A campaign holds for the rest of the visit, so pageviews after an SPA navigation (or on the
-    // next page) and conversions stay credited to it (SPEC §10).
-    if (found) visit.u = campaign;
-    else for (k in visit.u) params.set(k, visit.u[k]);
+    // next page) and conversions stay credited to it (SPEC §10). Reports about a page already
+    // left (`url` given) never start one: that page may belong to a visit that has ended.
+    if (!found) for (k in visit.u) params.set(k, visit.u[k]);
+    else if (!url) visit.u = campaign;
     visit.t = ts;
     save('ls_visit', visit);
     queue.push({
