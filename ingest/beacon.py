@@ -158,42 +158,53 @@ def parse_props(data: Any, limits: Limits, what: str = "data") -> dict[str, str 
     return props
 
 
+# Optional string fields: wire name → (Beacon attribute, maximum length; 0 = max_string_length).
+STRING_FIELDS = (
+    ("website", "website", 200),
+    ("referrer", "referrer", 0),
+    ("title", "title", 0),
+    ("screen", "screen", 32),
+    ("language", "language", 35),
+    ("timezone", "timezone", 64),
+    ("userAgent", "user_agent", 1000),
+    ("visitorId", "visitor_id", 128),
+)
+
+
 def parse_event(raw: Any, limits: Limits, batch: bool) -> Beacon:
     if not isinstance(raw, dict):
         raise BeaconError("an event must be a JSON object")
     kind = raw.get("type", "pageview")
     if kind is None:
         kind = "pageview"
-    if kind not in EVENT_TYPES:
+    if not isinstance(kind, str) or kind not in EVENT_TYPES:
         raise BeaconError(f"'type' must be one of {', '.join(EVENT_TYPES)}")
     n = limits.max_string_length
     url = _string(raw, "url", n, required=kind != "identify") or "/"
-    name = _string(raw, "name", 200, required=kind == "event")
-    if kind == "event" and not (name or "").strip():
-        raise BeaconError("'name' must not be empty for a custom event")
-    user_id = _string(raw, "id", 256, required=kind == "identify")
-    engagement = _number(raw, "engagementTime")
-    if engagement is not None and not 0 <= engagement <= 86_400_000:
-        raise BeaconError("'engagementTime' must be between 0 and 86400000 ms")
-    ts = _number(raw, "ts")
+    beacon = Beacon(type=kind, url=url)
+    for key, attr, limit in STRING_FIELDS:
+        if key in raw:
+            setattr(beacon, attr, _string(raw, key, limit or n))
+    if kind == "event":
+        name = _string(raw, "name", 200, required=True)
+        if not (name or "").strip():
+            raise BeaconError("'name' must not be empty for a custom event")
+        beacon.name = name
+    if kind == "identify":
+        beacon.user_id = _string(raw, "id", 256, required=True)
+    if "engagementTime" in raw:
+        engagement = _number(raw, "engagementTime")
+        if engagement is not None:
+            if not 0 <= engagement <= 86_400_000:
+                raise BeaconError("'engagementTime' must be between 0 and 86400000 ms")
+            beacon.engagement_ms = int(engagement)
+    if "ts" in raw:
+        ts = _number(raw, "ts")
+        beacon.ts = int(ts) if ts is not None else None
     cache = raw.get("cache")
     if cache is not None and not isinstance(cache, dict):
         raise BeaconError("'cache' must be an object")
-    return Beacon(
-        type=kind,
-        url=url,
-        website=_string(raw, "website", 200),
-        referrer=_string(raw, "referrer", n),
-        title=_string(raw, "title", n),
-        screen=_string(raw, "screen", 32),
-        language=_string(raw, "language", 35),
-        timezone=_string(raw, "timezone", 64),
-        user_agent=_string(raw, "userAgent", 1000),
-        visitor_id=_string(raw, "visitorId", 128),
-        cache=cache,
-        name=name,
-        props=parse_props(raw.get("data"), limits),
-        user_id=user_id,
-        engagement_ms=int(engagement) if engagement is not None else None,
-        ts=int(ts) if ts is not None else None,
-    )
+    beacon.cache = cache
+    if "data" in raw:
+        beacon.props = parse_props(raw["data"], limits)
+    return beacon

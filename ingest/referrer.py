@@ -71,6 +71,7 @@ def is_own_host(host: str, page_host: str | None, site_domain: str) -> bool:
     return False
 
 
+@functools.lru_cache(maxsize=16384)
 def classify_referrer(
     referrer: str | None, page_host: str | None, site_domain: str, utm_source: str | None
 ) -> Referral:

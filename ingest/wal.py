@@ -1,8 +1,8 @@
 """Write-ahead log: the durable, per-worker append path.
 
 Every ingest worker appends to its own segment file — no locks between workers. A request's events
-are acknowledged only after the segment has been fsynced; one writer thread gathers the events of
-many concurrent requests into each fsync (group commit).
+are acknowledged only after the segment has been fsynced; the events of every request that is ready
+at the same moment share one fsync (group commit).
 
 Segment files live in ``wal/``:
 
@@ -19,15 +19,14 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import fcntl
+import itertools
 import os
-import queue
 import secrets
 import struct
 import threading
 import time
 import zlib
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass
 from pathlib import Path
 
 HEADER = struct.Struct("<II")
@@ -36,11 +35,14 @@ ACTIVE_SUFFIX = ".seg"
 CLOSED_SUFFIX = ".closed"
 
 
+_sequence = itertools.count()
+
+
 def new_segment_id(now: float | None = None) -> str:
-    """Segment ids sort by creation time and never collide across processes."""
+    """Segment ids sort by creation time (and, within a process, by sequence) and never collide."""
     now = time.time() if now is None else now
     stamp = time.strftime("%Y%m%dT%H%M%S", time.gmtime(now))
-    return f"{stamp}-{os.getpid()}-{secrets.token_hex(4)}"
+    return f"{stamp}-{os.getpid()}-{next(_sequence):06d}-{secrets.token_hex(3)}"
 
 
 def encode_record(payload: bytes) -> bytes:
@@ -81,132 +83,124 @@ def fsync_dir(path: Path) -> None:
         os.close(fd)
 
 
-@dataclass
-class _Pending:
-    payloads: list[bytes]
-    done: Callable[[BaseException | None], None]
-
-
 class SegmentWriter:
-    """Appends records to this process's active segment with group commit.
+    """Appends records to this process's active segment, fsynced before anyone is told.
 
-    ``append`` is thread-safe and returns at once; ``done`` is called from the writer thread once
-    the records are on disk (or with the exception that stopped them). ``on_rotate`` is called with
-    the path of each closed segment, e.g. to seal it into Parquet.
+    ``append_async`` is the request path: records queue in memory and one commit per event-loop
+    turn writes *everything* queued and fsyncs once (natural group commit: while one fsync runs,
+    the next requests gather). The commit runs on the event loop's own thread — no hand-off to a
+    writer thread, which under load costs more than the fsync itself; the price is that a very
+    slow disk stalls this worker's loop for the length of an fsync.
+
+    ``append`` is the synchronous equivalent. Segments rotate (rename to ``.closed``) after
+    ``segment_seconds`` and at each UTC hour; ``maybe_rotate`` is also called by a timer so an
+    idle worker's segment is sealed on time. ``on_rotate`` receives each closed segment's path.
     """
 
     def __init__(
         self,
         wal_dir: Path,
         segment_seconds: float = 30.0,
-        group_commit_ms: float = 2.0,
         on_rotate: Callable[[Path], None] | None = None,
     ) -> None:
         self.wal_dir = wal_dir
         self.segment_seconds = segment_seconds
-        self.group_commit = group_commit_ms / 1000.0
         self.on_rotate = on_rotate
-        self._queue: queue.SimpleQueue[_Pending | None] = queue.SimpleQueue()
+        self._lock = threading.Lock()
         self._fd: int | None = None
         self._path: Path | None = None
         self._opened_at = 0.0
         self._opened_hour = -1
-        self._bytes = 0
+        self._size = 0
         self._closed = False
+        self._last_closed: Path | None = None
+        self._pending: list[bytes] = []
+        self._waiters: list[asyncio.Future[None]] = []
+        self._commit_scheduled = False
         self.fsyncs = 0
         wal_dir.mkdir(parents=True, exist_ok=True)
-        self._thread = threading.Thread(target=self._run, name="wal-writer", daemon=True)
-        self._thread.start()
 
     # public API ------------------------------------------------------------------------------
-    def append(self, payloads: list[bytes], done: Callable[[BaseException | None], None]) -> None:
-        if self._closed:
-            done(RuntimeError("the write-ahead log is closed"))
-            return
-        self._queue.put(_Pending(payloads, done))
+    def append(self, payloads: list[bytes]) -> None:
+        """Append records and return once they are on disk."""
+        with self._lock:
+            self._write(payloads)
 
     async def append_async(self, payloads: list[bytes]) -> None:
-        """Append and wait until the records are durable."""
+        """Append records; resolves once they are on disk, sharing the fsync with other requests."""
+        if self._closed:
+            raise RuntimeError("the write-ahead log is closed")
         loop = asyncio.get_running_loop()
         fut: asyncio.Future[None] = loop.create_future()
-
-        def done(exc: BaseException | None) -> None:
-            loop.call_soon_threadsafe(_settle, fut, exc)
-
-        self.append(payloads, done)
+        self._pending.extend(payloads)
+        self._waiters.append(fut)
+        if not self._commit_scheduled:
+            self._commit_scheduled = True
+            # Runs after the callbacks already queued on this loop turn, so every request that
+            # is ready right now joins this commit.
+            loop.call_soon(self._commit_pending)
         await fut
 
+    def maybe_rotate(self) -> None:
+        """Rotate the active segment if it is old enough or its hour has ended."""
+        with self._lock:
+            self._maybe_rotate()
+
     def close(self) -> Path | None:
-        """Flush, stop the writer thread and close the active segment; return its closed path."""
-        if self._closed:
-            return None
-        self._closed = True
-        self._queue.put(None)
-        self._thread.join()
-        return self._last_closed
+        """Commit what is queued, close the active segment and return its closed path."""
+        with self._lock:
+            if self._closed:
+                return None
+            if self._pending:
+                self._commit_locked()
+            self._closed = True
+            self._rotate()
+            return self._last_closed
 
     @property
     def active_path(self) -> Path | None:
         return self._path
 
-    # writer thread ----------------------------------------------------------------------------
-    _last_closed: Path | None = None
+    # internals --------------------------------------------------------------------------------
+    def _commit_pending(self) -> None:
+        self._commit_scheduled = False
+        with self._lock:
+            self._commit_locked()
 
-    def _run(self) -> None:
-        timeout = max(0.05, min(1.0, self.segment_seconds / 4))
-        while True:
-            try:
-                first = self._queue.get(timeout=timeout)
-            except queue.Empty:
-                self._maybe_rotate()
-                continue
-            if first is None:
-                self._rotate()
-                return
-            batch = [first]
-            stop = False
-            deadline = time.monotonic() + self.group_commit
-            # Gather whatever else arrives within the group-commit window into this fsync.
-            while True:
-                try:
-                    item = self._queue.get_nowait()
-                except queue.Empty:
-                    remaining = deadline - time.monotonic()
-                    if remaining <= 0:
-                        break
-                    try:
-                        item = self._queue.get(timeout=remaining)
-                    except queue.Empty:
-                        break
-                if item is None:
-                    stop = True
-                    break
-                batch.append(item)
-            self._commit(batch)
-            if stop:
-                self._rotate()
-                return
-            self._maybe_rotate()
-
-    def _commit(self, batch: list[_Pending]) -> None:
+    def _commit_locked(self) -> None:
+        payloads, waiters = self._pending, self._waiters
+        self._pending, self._waiters = [], []
         error: BaseException | None = None
         try:
-            self._maybe_rotate()
-            if self._fd is None:
-                self._open()
-            assert self._fd is not None
-            data = b"".join(encode_record(p) for item in batch for p in item.payloads)
-            view = memoryview(data)
+            self._write(payloads)
+        except Exception as exc:  # the requests must hear about it, not hang
+            error = exc
+        for fut in waiters:
+            _settle(fut, error)
+
+    def _write(self, payloads: list[bytes]) -> None:
+        if not payloads:
+            return
+        self._maybe_rotate()
+        if self._fd is None:
+            self._open()
+        assert self._fd is not None
+        data = b"".join([encode_record(p) for p in payloads])
+        view = memoryview(data)
+        try:
             while view:
                 written = os.write(self._fd, view)
                 view = view[written:]
             os.fdatasync(self._fd)
-            self._bytes += len(data)
-            self.fsyncs += 1
-        except BaseException as exc:  # the requests must hear about it, not hang
-            error = exc
-        for item in batch:
-            item.done(error)
+        except OSError:
+            # A torn record would hide every later one from recovery: cut the segment back to
+            # its last committed size and start a fresh one for whatever comes next.
+            with contextlib.suppress(OSError):
+                os.ftruncate(self._fd, self._size)
+            self._rotate()
+            raise
+        self._size += len(data)
+        self.fsyncs += 1
 
     def _open(self) -> None:
         now = time.time()
@@ -215,9 +209,9 @@ class SegmentWriter:
         fcntl.flock(fd, fcntl.LOCK_EX)
         fsync_dir(self.wal_dir)
         self._fd, self._path = fd, path
+        self._size = 0
         self._opened_at = now
         self._opened_hour = int(now // 3600)
-        self._bytes = 0
 
     def _maybe_rotate(self) -> None:
         if self._fd is None:

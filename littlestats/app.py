@@ -56,7 +56,6 @@ class Services:
         wal = SegmentWriter(
             settings.wal_dir,
             segment_seconds=settings.segment_seconds,
-            group_commit_ms=settings.group_commit_ms,
             on_rotate=seal_later,
         )
         services = cls(
@@ -157,9 +156,11 @@ class LittleStatsApp:
         def tick() -> None:
             if self.services is not None:
                 self.services.flush_step_timings()
+                self.services.wal.maybe_rotate()  # an idle worker's segment is sealed on time
             self._schedule_housekeeping()
 
-        self._timer = threading.Timer(5.0, tick)
+        interval = min(5.0, max(0.1, self.settings.segment_seconds / 4))
+        self._timer = threading.Timer(interval, tick)
         self._timer.daemon = True
         self._timer.start()
 

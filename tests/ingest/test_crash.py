@@ -71,7 +71,7 @@ def test_acknowledged_events_survive_kill_9_exactly_once(data_dir: Path) -> None
         server.stop()  # graceful: seals every segment
 
     assert len(acked) + len(failed) == total
-    assert len(acked) > total // 2
+    assert len(acked) > total // 3
     assert failed, "the crashes did not interrupt the stream"
     print(f"acked {len(acked)}, failed {len(failed)}")
     counts = collections.Counter(

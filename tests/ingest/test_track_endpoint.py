@@ -185,7 +185,7 @@ def test_cors_preflight_and_beacon_content_types(env: tuple[LiveServer, dict[str
 
 def test_metrics_count_accepted_rejected_and_latency(env: tuple[LiveServer, dict[str, Any]]) -> None:
     server, site = env
-    for _ in range(4):
+    for _ in range(40):
         post(server, site["id"], {"url": "/metrics-check"})
     post(server, site["id"], b"{bad")
     text = httpx.get(server.url + "/metrics").text

@@ -2,10 +2,10 @@
 
 from __future__ import annotations
 
+import asyncio
 import os
 import subprocess
 import sys
-import threading
 import time
 from pathlib import Path
 
@@ -26,16 +26,7 @@ def event(i: int, site: str = "s1", ts: int = 1_700_000_000_000) -> dict:
 
 
 def append_sync(writer: SegmentWriter, payloads: list[bytes]) -> None:
-    done = threading.Event()
-    errors: list[BaseException | None] = []
-
-    def callback(exc: BaseException | None) -> None:
-        errors.append(exc)
-        done.set()
-
-    writer.append(payloads, callback)
-    assert done.wait(10)
-    assert errors == [None]
+    writer.append(payloads)
 
 
 def test_torn_tail_is_ignored(tmp_path: Path) -> None:
@@ -56,19 +47,40 @@ def test_corrupt_record_stops_the_read(tmp_path: Path) -> None:
     assert len(list(read_records(path))) == 1
 
 
-def test_group_commit_shares_fsyncs_between_concurrent_appends(tmp_path: Path) -> None:
-    writer = SegmentWriter(tmp_path / "wal", segment_seconds=60, group_commit_ms=5)
-    threads = [
-        threading.Thread(target=append_sync, args=(writer, [orjson.dumps(event(i))])) for i in range(200)
-    ]
-    for t in threads:
-        t.start()
-    for t in threads:
-        t.join()
+def test_group_commit_shares_fsyncs_between_concurrent_requests(tmp_path: Path) -> None:
+    writer = SegmentWriter(tmp_path / "wal", segment_seconds=60)
+
+    async def requests() -> None:
+        await asyncio.gather(*(writer.append_async([orjson.dumps(event(i))]) for i in range(200)))
+
+    asyncio.run(requests())
+    assert writer.fsyncs < 10  # requests ready together share one fsync
     closed = writer.close()
     assert closed is not None
     assert len(list(read_records(closed))) == 200
-    assert writer.fsyncs < 200
+
+
+def test_a_failed_write_leaves_no_torn_record_behind(tmp_path: Path) -> None:
+    # A file-size limit makes the kernel refuse the middle of a write (EFBIG), as a full disk would.
+    script = f"""
+import resource, signal, orjson, pathlib
+from ingest.wal import SegmentWriter
+signal.signal(signal.SIGXFSZ, signal.SIG_IGN)
+resource.setrlimit(resource.RLIMIT_FSIZE, (4096, 4096))
+w = SegmentWriter(pathlib.Path({str(tmp_path / "wal")!r}), segment_seconds=60)
+w.append([b'first'])
+try:
+    w.append([b'x' * 10_000])
+except OSError:
+    print('refused')
+w.append([b'second'])
+w.close()
+"""
+    out = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True,
+                         cwd=Path(__file__).parents[2], check=True)
+    assert out.stdout.strip() == "refused"
+    segments = sorted((tmp_path / "wal").iterdir())
+    assert [r for p in segments for r in read_records(p)] == [b"first", b"second"]
 
 
 def test_sealing_groups_by_site_and_hour_and_is_idempotent(tmp_path: Path) -> None:
@@ -108,14 +120,13 @@ def test_active_segment_of_a_live_writer_is_left_alone(tmp_path: Path) -> None:
 def test_segment_of_a_killed_writer_is_recovered(tmp_path: Path) -> None:
     wal, raw = tmp_path / "wal", tmp_path / "raw"
     script = (
-        "import sys, threading, orjson\n"
+        "import orjson\n"
         "from ingest.wal import SegmentWriter\n"
         f"w = SegmentWriter(__import__('pathlib').Path({str(wal)!r}), segment_seconds=600)\n"
-        "done = threading.Event()\n"
         "w.append([orjson.dumps({'event_id': 'k', 'site_id': 's', 'ts': 1700000000000, 'received_at': 1700000000000,"
         " 'type': 'pageview', 'visitor_key': 1, 'visitor_key_source': 'tracker', 'pathname': '/',"
-        " 'source': 'Direct / None', 'device': 'desktop', 'browser': 'x', 'os': 'y'})], lambda e: done.set())\n"
-        "done.wait(); print('acked', flush=True)\n"
+        " 'source': 'Direct / None', 'device': 'desktop', 'browser': 'x', 'os': 'y'})])\n"
+        "print('acked', flush=True)\n"
         "import time; time.sleep(600)\n"
     )
     proc = subprocess.Popen([sys.executable, "-c", script], stdout=subprocess.PIPE, cwd=Path(__file__).parents[2])
