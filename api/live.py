@@ -27,7 +27,7 @@ may be a buffered client time) falls inside it when it arrives. Hourly figures a
 from __future__ import annotations
 
 import heapq
-from collections import Counter, OrderedDict, deque
+from collections import OrderedDict, deque
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -157,14 +157,16 @@ class _Distinct:
     __slots__ = ("pairs", "visitors")
 
     def __init__(self) -> None:
-        self.pairs: Counter[tuple[str, int]] = Counter()
-        self.visitors: Counter[str] = Counter()
+        # Plain dicts with .get: Counter's __missing__ is Python code, and this is the hot path.
+        self.pairs: dict[tuple[str, int], int] = {}
+        self.visitors: dict[str, int] = {}
 
     def add(self, value: str, visitor: int) -> None:
         pair = (value, visitor)
-        self.pairs[pair] += 1
-        if self.pairs[pair] == 1:
-            self.visitors[value] += 1
+        n = self.pairs.get(pair, 0)
+        self.pairs[pair] = n + 1
+        if not n:
+            self.visitors[value] = self.visitors.get(value, 0) + 1
 
     def remove(self, value: str, visitor: int) -> None:
         pair = (value, visitor)
@@ -180,7 +182,7 @@ class _Distinct:
             del self.visitors[value]
 
 
-def _top(counts: Counter[str], n: int = TOP) -> list[tuple[str, int]]:
+def _top(counts: dict[str, int], n: int = TOP) -> list[tuple[str, int]]:
     return heapq.nlargest(n, counts.items(), key=lambda kv: (kv[1], kv[0]))
 
 
@@ -193,8 +195,8 @@ class SiteLive:
         self.events: deque[LiveEvent] = deque()
         self.active: deque[LiveEvent] = deque()
         self.recent: deque[LiveEvent] = deque()
-        self.active_visitors: Counter[int] = Counter()
-        self.page_views: Counter[str] = Counter()
+        self.active_visitors: dict[int, int] = {}
+        self.page_views: dict[str, int] = {}
         self.pages = _Distinct()
         self.sources = _Distinct()
         self.countries = _Distinct()
@@ -231,7 +233,7 @@ class SiteLive:
         if ts >= now - ACTIVE_MS:
             event.in_active = True
             self.active.append(event)
-            self.active_visitors[visitor] += 1
+            self.active_visitors[visitor] = self.active_visitors.get(visitor, 0) + 1
         if ts >= now - RECENT_MS:
             event.in_recent = True
             self.recent.append(event)
@@ -296,14 +298,22 @@ class SiteLive:
         return visit
 
     def _count_recent(self, e: LiveEvent, sign: int) -> None:
-        op = "add" if sign > 0 else "remove"
+        if sign > 0:
+            if e.type == "pageview":
+                self.page_views[e.page] = self.page_views.get(e.page, 0) + 1
+                self.pages.add(e.page, e.visitor)
+            self.sources.add(e.source, e.visitor)
+            self.countries.add(e.country or "", e.visitor)
+            return
         if e.type == "pageview":
-            self.page_views[e.page] += sign
-            if self.page_views[e.page] <= 0:
+            n = self.page_views[e.page] - 1
+            if n > 0:
+                self.page_views[e.page] = n
+            else:
                 del self.page_views[e.page]
-            getattr(self.pages, op)(e.page, e.visitor)
-        getattr(self.sources, op)(e.source, e.visitor)
-        getattr(self.countries, op)(e.country or "", e.visitor)
+            self.pages.remove(e.page, e.visitor)
+        self.sources.remove(e.source, e.visitor)
+        self.countries.remove(e.country or "", e.visitor)
 
     # expiry --------------------------------------------------------------------------------
     def expire(self, now: int) -> int:

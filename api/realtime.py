@@ -42,12 +42,26 @@ log = logging.getLogger(__name__)
 SSE_RETRY_MS = 3000
 
 
-def start_hub(services: Any) -> LiveHub:
-    """The worker's hub: the buffer is first filled from the last 90 minutes of Parquet, then the
-    WAL (the events not sealed yet), then followed live."""
+async def live_hub(services: Any) -> LiveHub:
+    """The worker's hub, started by the first real-time request (until then a worker does not
+    follow the WAL and pays nothing for real time)."""
     hub: LiveHub | None = services.extras.get("live_hub")
     if hub is not None:
         return hub
+    lock = services.extras.setdefault("live_hub_lock", asyncio.Lock())
+    async with lock:
+        hub = services.extras.get("live_hub")
+        if hub is None:
+            # Reading Parquet and the WAL's backlog takes a while: not on the event loop.
+            hub = await asyncio.to_thread(_build_hub, services)
+            hub.start()
+            services.extras["live_hub"] = hub
+    return hub
+
+
+def _build_hub(services: Any) -> LiveHub:
+    """A hub whose buffer holds the last 90 minutes: first from raw Parquet, then from the WAL
+    segments not sealed yet (skipping events found in both), then followed live."""
     buffer = LiveBuffer()
     now = int(time.time() * 1000)
     tail = WalTail(services.settings.wal_dir)
@@ -60,9 +74,8 @@ def start_hub(services: Any) -> LiveHub:
     buffer.extend(items, now)
     tail.skip_ids = ids
     hub = LiveHub(buffer, tail)
-    hub.start()
+    hub.poll()
     tail.skip_ids = set()
-    services.extras["live_hub"] = hub
     return hub
 
 
@@ -119,7 +132,7 @@ class StatsResource:
 
     async def on_get(self, req: falcon.asgi.Request, resp: falcon.asgi.Response, site: str) -> None:
         found = self.auth.site(req, site)
-        hub = start_hub(self.services)
+        hub = await live_hub(self.services)
         hub.poll()  # include what was accepted up to now
         resp.set_header("Cache-Control", "no-store")
         json_response(resp, hub.buffer.stats(found.id, hub.now_ms()))
@@ -174,7 +187,7 @@ class RealtimeResource:
     async def on_get(self, req: falcon.asgi.Request, resp: falcon.asgi.Response, site: str) -> None:
         found = self.auth.site(req, site)
         flt = _filter_from_query(req)
-        hub = start_hub(self.services)
+        hub = await live_hub(self.services)
         sub = hub.subscribe(found.id, flt, "sse")
         initial = self._initial(hub, sub, req.get_header("Last-Event-ID") or req.get_param("lastEventId"))
         resp.set_header("Cache-Control", "no-store")
@@ -185,7 +198,7 @@ class RealtimeResource:
     async def on_websocket(self, req: falcon.asgi.Request, ws: falcon.asgi.WebSocket, site: str) -> None:
         found = self.auth.site(req, site)  # an HTTPError here closes with 3000 + status (3401, 3403, 3404)
         flt = _filter_from_query(req)
-        hub = start_hub(self.services)
+        hub = await live_hub(self.services)
         await ws.accept()
         sub = hub.subscribe(found.id, flt, "ws")
         sender = asyncio.get_running_loop().create_task(self._send(ws, sub, self._initial(

@@ -204,7 +204,6 @@ class LiveHub:
     # lifecycle -----------------------------------------------------------------------------
     def start(self) -> None:
         if self._task is None:
-            self.poll()  # catch up with what is already in the WAL before serving anyone
             self._last_ping = self.now_ms()
             self._task = asyncio.get_running_loop().create_task(self._run(), name="live-hub")
 

@@ -105,7 +105,7 @@ class SSEClient(Collector):
 class WSClient(Collector):
     def __init__(self, url: str) -> None:
         super().__init__()
-        self.ws = connect(url, open_timeout=10)
+        self.ws = connect(url, open_timeout=10).__enter__()  # closed by close()
         self.thread = threading.Thread(target=self._run, daemon=True)
         self.thread.start()
 

@@ -1,0 +1,245 @@
+"""Real time under ingest load: event → client latency, concurrent SSE clients, ingest cost.
+
+One run, one two-worker server, ``SITES`` sites:
+
+1. ingest alone: ``wrk`` posts single beacons spread over the sites (no real-time request has been
+   made yet, so no worker follows the WAL) — the baseline;
+2. ingest with subscribers: a separate client process holds ``CLIENTS`` SSE streams spread over the
+   sites (dashboards, each watching one site) while the same ``wrk`` load runs again; a probe
+   posts a beacon to its own site every ``PROBE_MS`` and times how long after the server
+   acknowledged it the event arrives on an SSE stream (whichever worker serves it).
+
+Everything shares the machine's cores: server, ``wrk`` and the client process. The client
+process's CPU time is reported, since on 2 cores it is taken from the server.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import multiprocessing
+import os
+import re
+import resource
+import shutil
+import subprocess
+import time
+from pathlib import Path
+from typing import Any
+
+from bench.harness import BenchContext, Section
+from tests.server import LiveServer, add_site, free_port
+
+WORKERS = 2
+CONNECTIONS = 64
+SITES = 20
+PROBE_MS = 200
+
+UAS = [
+    "Mozilla/5.0 (Windows NT 10.0; Win64; x64) AppleWebKit/537.36 (KHTML, like Gecko) Chrome/120.0.0.0 Safari/537.36",
+    "Mozilla/5.0 (iPhone; CPU iPhone OS 17_1 like Mac OS X) AppleWebKit/605.1.15 (KHTML, like Gecko) Version/17.1 Mobile/15E148 Safari/604.1",
+    "Mozilla/5.0 (Macintosh; Intel Mac OS X 10.15; rv:121.0) Gecko/20100101 Firefox/121.0",
+    "Mozilla/5.0 (Linux; Android 14; Pixel 8) AppleWebKit/537.36 (KHTML, like Gecko) Chrome/120.0.6099.144 Mobile Safari/537.36",
+]
+
+LUA = r"""
+local sites = %(sites)s
+local uas = %(uas)s
+math.randomseed(os.time() + %(seed)d)
+request = function()
+  local v = math.random(1, 50000)
+  local site = sites[math.random(1, #sites)]
+  local body = string.format('{"type":"pageview","url":"https://example.com/page/%%d","referrer":"https://www.google.com/","visitorId":"v%%d","screen":"1920x1080","language":"en-US"}', v %% 200, v)
+  local headers = {}
+  headers["Content-Type"] = "text/plain"
+  headers["User-Agent"] = uas[math.random(1, #uas)]
+  return wrk.format("POST", "/api/v2/track/" .. site, headers, body)
+end
+done = function(summary, latency, requests)
+  io.write(string.format("JSON{\"requests\":%%d,\"duration_us\":%%d,\"errors\":%%d,\"non2xx\":%%d,\"p50_us\":%%d,\"p99_us\":%%d}\n",
+    summary.requests, summary.duration, summary.errors.connect + summary.errors.read + summary.errors.write + summary.errors.timeout,
+    summary.errors.status, latency:percentile(50), latency:percentile(99)))
+end
+"""
+
+
+def wrk(url: str, script: Path, seconds: float) -> dict[str, float]:
+    out = subprocess.run(
+        ["wrk", "-t2", f"-c{CONNECTIONS}", f"-d{seconds}s", "--timeout", "10s", "-s", str(script), url],
+        capture_output=True, text=True, check=True,
+    ).stdout
+    match = re.search(r"JSON(\{.*\})", out)
+    if not match:
+        raise RuntimeError(f"unexpected wrk output:\n{out}")
+    data: dict[str, float] = json.loads(match.group(1))
+    data["rps"] = data["requests"] / (data["duration_us"] / 1e6)
+    return data
+
+
+# --- the client process ------------------------------------------------------------------------
+
+
+async def _sse(port: int, site: str, stats: dict[str, Any], on_data: Any = None) -> None:
+    reader, writer = await asyncio.open_connection("127.0.0.1", port)
+    writer.write(f"GET /api/v2/realtime/{site} HTTP/1.1\r\nHost: bench\r\nAccept: text/event-stream\r\n\r\n".encode())
+    first = True
+    events = 0
+    try:
+        while True:
+            data = await reader.read(1 << 16)
+            if not data:
+                stats["closed"] += 1
+                return
+            if first and b"stats_update" in data:
+                first = False
+                stats["connected"] += 1
+            events += data.count(b"\nevent: event\n")
+            if on_data is not None:
+                on_data(data)
+    except (ConnectionError, asyncio.CancelledError):
+        return
+    finally:
+        stats["events"].append(events)
+        writer.close()
+
+
+async def _post(port: int, site: str, path: str) -> float:
+    reader, writer = await asyncio.open_connection("127.0.0.1", port)
+    body = json.dumps({"url": f"https://probe.example{path}", "visitorId": "probe"}).encode()
+    writer.write(f"POST /api/v2/track/{site} HTTP/1.1\r\nHost: bench\r\nUser-Agent: {UAS[0]}\r\n"
+                 f"Content-Type: text/plain\r\nContent-Length: {len(body)}\r\nConnection: close\r\n\r\n".encode() + body)
+    await reader.readline()
+    acked = time.monotonic()
+    await reader.read()
+    writer.close()
+    return acked
+
+
+async def _clients(port: int, sites: list[str], probe_site: str, clients: int, ready: Any,
+                   go: Any, stop: Any, out: Any) -> None:
+    stats: dict[str, Any] = {"connected": 0, "closed": 0, "events": []}
+    tasks = []
+    for i in range(clients):
+        tasks.append(asyncio.create_task(_sse(port, sites[i % len(sites)], stats)))
+        if i % 50 == 49:
+            await asyncio.sleep(0.05)  # do not flood the accept queue
+    seen: dict[str, float] = {}
+    pattern = re.compile(rb'"page":"(/probe/\d+)"')
+
+    def on_probe(data: bytes) -> None:
+        now = time.monotonic()
+        for m in pattern.finditer(data):
+            seen.setdefault(m.group(1).decode(), now)
+
+    probe_stats: dict[str, Any] = {"connected": 0, "closed": 0, "events": []}
+    tasks.append(asyncio.create_task(_sse(port, probe_site, probe_stats, on_probe)))
+    deadline = time.monotonic() + 60
+    while stats["connected"] < clients and time.monotonic() < deadline:
+        await asyncio.sleep(0.1)
+    ready.set()
+    while not go.is_set():
+        await asyncio.sleep(0.05)
+    acked: dict[str, float] = {}
+    n = 0
+    cpu_start = time.process_time()
+    while not stop.is_set():
+        path = f"/probe/{n}"
+        n += 1
+        try:
+            acked[path] = await _post(port, probe_site, path)
+        except OSError:
+            pass
+        await asyncio.sleep(PROBE_MS / 1000)
+    await asyncio.sleep(2)  # let the last probes arrive
+    cpu = time.process_time() - cpu_start
+    held = stats["connected"] - stats["closed"]
+    for t in tasks:
+        t.cancel()
+    await asyncio.gather(*tasks, return_exceptions=True)
+    latencies = sorted(seen[p] - acked[p] for p in acked if p in seen)
+    out.put({
+        "clients": clients, "connected": stats["connected"], "held": held,
+        "with_events": sum(1 for e in stats["events"] if e > 0),
+        "events": sum(stats["events"]), "probes": len(acked), "probes_seen": len(latencies),
+        "latencies": latencies, "cpu": cpu,
+    })
+
+
+def _client_process(port: int, sites: list[str], probe_site: str, clients: int, ready: Any, go: Any,
+                    stop: Any, out: Any) -> None:
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    resource.setrlimit(resource.RLIMIT_NOFILE, (min(hard, max(soft, clients + 256)), hard))
+    asyncio.run(_clients(port, sites, probe_site, clients, ready, go, stop, out))
+
+
+def _percentile(values: list[float], q: float) -> float:
+    if not values:
+        return float("nan")
+    return values[min(len(values) - 1, int(q * len(values)))]
+
+
+def run(ctx: BenchContext) -> Section:
+    if not shutil.which("wrk"):
+        raise RuntimeError("wrk is not installed; run scripts/test once (it installs it) or apt-get install wrk")
+    seconds = 5 if ctx.quick else 15
+    clients = 200 if ctx.quick else 1000
+    work = ctx.fresh_dir("realtime")
+    data_dir = work / "data"
+    data_dir.mkdir()
+    sites = [add_site(data_dir, f"site{i}.example")["id"] for i in range(SITES)]
+    probe_site = add_site(data_dir, "probe.example")["id"]
+    script = work / "beacons.lua"
+    script.write_text(LUA % {
+        "sites": "{" + ",".join(json.dumps(s) for s in sites) + "}",
+        "uas": "{" + ",".join(json.dumps(u) for u in UAS) + "}",
+        "seed": os.getpid(),
+    })
+    section = Section(
+        f"Real time: {WORKERS} workers, wrk -c{CONNECTIONS} single beacons over {SITES} sites, "
+        f"{clients} SSE clients, {seconds} s per phase"
+    )
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    resource.setrlimit(resource.RLIMIT_NOFILE, (min(hard, max(soft, clients * 2 + 512)), hard))
+
+    server = LiveServer(data_dir, free_port(), WORKERS, ("--dev",), env={"LITTLESTATS_LOG_LEVEL": "warning"})
+    server.start()
+    mp = multiprocessing.get_context("fork")
+    try:
+        wrk(server.url, script, 2)  # warm-up
+        alone = wrk(server.url, script, seconds)
+
+        ready, go, stop, out = mp.Event(), mp.Event(), mp.Event(), mp.Queue()
+        proc = mp.Process(target=_client_process,
+                          args=(server.port, sites, probe_site, clients, ready, go, stop, out))
+        proc.start()
+        ready.wait(90)
+        time.sleep(1)
+        go.set()
+        time.sleep(0.5)
+        loaded = wrk(server.url, script, seconds)
+        stop.set()
+        result = out.get(timeout=120)
+        proc.join(30)
+    finally:
+        server.stop()
+
+    lat = result["latencies"]
+    p50, p95 = _percentile(lat, 0.50), _percentile(lat, 0.95)
+    section.add("ingest alone (no real-time clients)", alone["rps"], "events/s")
+    section.add("ingest while clients are connected", loaded["rps"], "events/s", alone["rps"],
+                "≥ 0.90 × alone", loaded["rps"] >= 0.9 * alone["rps"])
+    section.add("ingest p99 latency with clients", loaded["p99_us"] / 1000, "ms", alone["p99_us"] / 1000)
+    section.add("accepted event → SSE client, p50", p50 * 1000, "ms")
+    section.add("accepted event → SSE client, p95", p95 * 1000, "ms", target="≤ 1,000 ms", met=p95 <= 1.0)
+    section.add("SSE clients held through the load", result["held"], "clients",
+                target=f"all {clients} (aim 1,000)", met=result["held"] >= clients)
+    section.add("clients that received events", result["with_events"], "clients")
+    section.add("events delivered to clients", result["events"], "events")
+    section.add("client process CPU during the loaded phase", result["cpu"], "s")
+    section.notes += [
+        f"probes: {result['probes_seen']} of {result['probes']} seen on the stream "
+        f"(one every {PROBE_MS} ms, latency from the server's acknowledgement to arrival)",
+        f"wrk errors alone/loaded: {alone['errors']}/{loaded['errors']}, non-2xx {alone['non2xx']}/{loaded['non2xx']}",
+        "server, wrk and the client process share the same cores",
+    ]
+    return section
