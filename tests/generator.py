@@ -120,7 +120,7 @@ class Traffic:
 
 
 def _write(events: pl.DataFrame, raw_dir: Path, tag: str) -> list[Path]:
-    paths = []
+    paths: list[Path] = []
     if events.height == 0:
         return paths
     keyed = events.with_columns(pl.col("ts").dt.truncate("1h").alias("_hour"))

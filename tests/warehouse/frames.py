@@ -21,7 +21,7 @@ DEFAULTS: dict[str, Any] = {
 def event(minute: float, event_id: str | None = None, **fields: Any) -> dict[str, Any]:
     """One raw event ``minute`` minutes after ``T0`` (fields not given take defaults or null)."""
     ts = T0 + timedelta(minutes=minute)
-    row = {c.name: None for c in COLUMNS if not c.name.startswith("props_")}
+    row: dict[str, Any] = {c.name: None for c in COLUMNS if not c.name.startswith("props_")}
     row.update(DEFAULTS)
     row.update(ts=ts, received_at=ts, event_id=event_id or f"e{minute:09.3f}-{fields.get('visitor_key', 1)}")
     row.update(fields)
