@@ -79,7 +79,7 @@ def test_tokens_are_stored_hashed(auth_server: AuthServer) -> None:
     assert auth_server.other_token.encode() not in db
 
 
-def test_dev_mode_needs_no_token(server) -> None:  # noqa: ANN001 -- the shared --dev fixture
+def test_dev_mode_needs_no_token(server) -> None:
     import httpx
 
     with httpx.Client(base_url=server.url) as c:

@@ -40,7 +40,9 @@ plausible_bodies = st.fixed_dictionaries({}, optional={
     "filters": st.lists(st.tuples(st.sampled_from([*OPERATORS, "eq"]), names,
                                   st.lists(st.text(max_size=10), max_size=3)).map(list), max_size=3) | json_values,
     "date_range": st.sampled_from([*PERIODS, "1d", ["2026-03-01", "2026-03-02"], ["2026-03-02", "2026-03-01"],
-                                   ["2026-03-01T10:00:00Z", "2026-03-01T12:00"], ["x", "y"]]) | json_values,
+                                   ["2026-03-01T10:00:00Z", "2026-03-01T12:00"], ["x", "y"]]) | json_values
+    | st.lists(st.dates().map(str) | st.datetimes().map(lambda d: d.isoformat()), min_size=2, max_size=2),
+    "date": st.dates().map(str) | json_values,
     "limit": st.integers(-5, 20000) | json_values,
     "q": st.text(max_size=5) | json_values,
     "order_by": st.lists(st.tuples(names, st.sampled_from(["asc", "desc", "up"])).map(list), max_size=2),

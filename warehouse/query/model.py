@@ -227,12 +227,23 @@ def _parse_day(text: str, param: str) -> date:
 
 
 def _parse_moment(text: str, zone: ZoneInfo, param: str, is_end: bool) -> datetime:
+    try:
+        return _parse_moment_unchecked(text, zone, param, is_end)
+    except (OverflowError, ValueError) as exc:
+        if isinstance(exc, QueryError):
+            raise
+        raise QueryError(param, f"{text!r} is out of range") from None
+
+
+def _parse_moment_unchecked(text: str, zone: ZoneInfo, param: str, is_end: bool) -> datetime:
     """A site-local date (whole day; an end date is inclusive) or an ISO datetime (UTC if it has
     an offset, else site-local; an end datetime is exclusive)."""
     if not isinstance(text, str) or not text or len(text) > 40:
         raise QueryError(param, "expected an ISO date or datetime")
     if len(text) == 10:
         day = _parse_day(text, param)
+        if not 1970 <= day.year <= 2998:
+            raise QueryError(param, "year must be between 1970 and 2998")
         if is_end:
             day += timedelta(days=1)
         return _local_midnight(day, zone)
@@ -281,6 +292,8 @@ def parse_date_range(
     zone = ZoneInfo(timezone)
     now = (now or datetime.now(UTC)).astimezone(zone)
     today = _parse_day(date, "date") if date else now.date()
+    if not 1971 <= today.year <= 2998:
+        raise QueryError("date", "year must be between 1971 and 2998")
     if start is not None or end is not None:
         if period not in (None, "", "custom"):
             raise QueryError("period", "use either period or start/end, not both")
