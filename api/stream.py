@@ -338,7 +338,9 @@ class LiveHub:
         limit = time.monotonic() - self.stall_ms / 1000
         for subs in list(self.subscribers.values()):
             for sub in list(subs):
-                if sub.queue and sub.last_take < limit:
+                if sub.task is not None and sub.task.done():
+                    self.unsubscribe(sub)  # its connection is gone; its stream was not closed
+                elif sub.queue and sub.last_take < limit:
                     self.drop(sub, f"it took nothing for {self.stall_ms / 1000:.0f} s")
 
 
