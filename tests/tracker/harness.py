@@ -19,7 +19,7 @@ from typing import Any
 import pyarrow.dataset as ds
 from playwright.sync_api import Browser, BrowserContext, Page, Playwright
 
-from tests.server import LiveServer
+from tests.server import LiveServer, cli
 
 CHROMIUM = "/usr/bin/chromium"
 # Without the background-networking flags Chromium tries to reach the internet and the closed
@@ -176,6 +176,10 @@ class Harness:
     def snippet(self, **attrs: str | bool) -> str:
         return snippet(self.server, self.site, **attrs)
 
+    @property
+    def warehouse(self) -> Warehouse:
+        return Warehouse(self.server, self.site["id"])
+
     def add_page(self, path: str, title: str, body: str = "", **attrs: str | bool) -> str:
         """Serves a page carrying the tracker at ``path``; returns its URL."""
         self.pages.pages[path] = page_html(title, body, self.snippet(**attrs))
@@ -254,6 +258,41 @@ class Harness:
                 return self.read()
             time.sleep(0.1)
         raise AssertionError("the write-ahead log never drained")
+
+
+class Warehouse:
+    """The running server's DuckDB warehouse: loaded with `littlestats load`, queried through the
+    warehouse process (which holds the file while the server runs)."""
+
+    def __init__(self, server: LiveServer, site_id: str) -> None:
+        from littlestats.config import load_settings
+        from warehouse.client import WarehouseClient
+
+        self.server = server
+        self.site_id = site_id
+        self.client = WarehouseClient(load_settings({"data_dir": server.data_dir}), timeout=120)
+
+    def load(self, timeout: float = 60.0) -> None:
+        deadline = time.monotonic() + timeout
+        while not self.client.available():  # it starts a few seconds after HTTP
+            if time.monotonic() > deadline:
+                raise AssertionError("the server's warehouse process never answered")
+            time.sleep(0.2)
+        cli(self.server.data_dir, "load")
+
+    def rows(self, table: str, order_by: str) -> list[dict[str, Any]]:
+        assert table.isidentifier() and order_by.replace(",", "").replace(" ", "").isidentifier()
+        sql = f"SELECT * FROM {table} WHERE site_id = ? ORDER BY {order_by}"  # noqa: S608 - fixed names
+        return self.client.query_sync(sql, [self.site_id]).dicts()
+
+    def sessions(self) -> list[dict[str, Any]]:
+        return self.rows("sessions", "started_at")
+
+    def events(self) -> list[dict[str, Any]]:
+        return self.rows("events", "ts, event_id")
+
+    def props(self) -> list[dict[str, Any]]:
+        return self.rows("event_props", "ts, key")
 
 
 def launch(playwright: Playwright, user_agent: str | None = DESKTOP_UA, **options: Any) -> Browser:

@@ -39,6 +39,12 @@ def test_tab_switch_reports_engagement_and_hidden_time_does_not_count(harness: H
     assert 800 + 600 <= exit_report["engagement_ms"] <= visible_ms * 1000 + 100
     assert exit_report["engagement_ms"] < 800 + 600 + 1200, "hidden time was counted"
 
+    # A one-page visit bounces, and its duration is the page's visible time.
+    h.warehouse.load()
+    (visit,) = h.warehouse.sessions()
+    assert (visit["pageviews"], visit["is_bounce"]) == (1, True)
+    assert visit["duration_ms"] == visit["engagement_ms"] == exit_report["engagement_ms"]
+
 
 def test_back_forward_cache_restore_is_not_a_new_view(harness: Harness) -> None:
     h = harness

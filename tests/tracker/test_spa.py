@@ -62,6 +62,16 @@ def test_spa_navigation_views_exits_and_campaign(harness: Harness) -> None:
     pricing_ms = exits[1]["engagement_ms"]
     assert 700 <= pricing_ms <= (t1 - t0) * 1000 + 150
 
+    # In the warehouse: one visit of five views, credited to the campaign, with its conversion.
+    wh = h.warehouse
+    wh.load()
+    (visit,) = wh.sessions()
+    assert (visit["entry_page"], visit["exit_page"]) == ("/app/", "/app/thanks")
+    assert (visit["pageviews"], visit["custom_events"], visit["is_bounce"]) == (5, 1, False)
+    assert (visit["source"], visit["utm_source"], visit["utm_campaign"]) == ("ads", "ads", "launch")
+    assert visit["engagement_ms"] == exits[-1]["engagement_ms"]
+    assert visit["device"] == "desktop" and visit["browser"] == "Chrome"
+
 
 def test_a_new_campaign_replaces_the_old_one_within_a_visit(harness: Harness) -> None:
     h = harness

@@ -80,3 +80,28 @@ def test_static_site_visit_lands_exactly_once_with_time_on_page(harness: Harness
     assert 1200 <= time_on("/index.html") <= (t1 - t0) * 1000 + 100
     assert 800 <= time_on("/about.html") <= (t2 - t1) * 1000 + 100
     assert all(r["engagement_ms"] is None for r in events.pageviews)
+
+    # The warehouse, after `littlestats load`: one visit with the right numbers.
+    wh = h.warehouse
+    wh.load()
+    (visit,) = wh.sessions()
+    assert (visit["entry_page"], visit["exit_page"]) == ("/index.html", "/about.html")
+    assert (visit["pageviews"], visit["custom_events"], visit["is_bounce"]) == (2, 1, False)
+    assert (visit["source"], visit["utm_campaign"]) == ("newsletter", "spring")
+    assert visit["user_id"] == "user-42"
+    assert visit["engagement_ms"] == time_on("/about.html")
+    # Duration: from the first view to the last action, plus the last page's visible time.
+    assert 1200 + 800 <= visit["duration_ms"] <= (t2 - t0) * 1000 + 100
+    loaded = wh.events()
+    assert [(e["type"], e["pathname"]) for e in loaded] == [
+        (r["type"], r["pathname"]) for r in events.rows]
+    assert {e["session_id"] for e in loaded} == {visit["session_id"]}
+    props = {(p["event_type"], p["key"]): (p["value_type"], p["string_value"], p["number_value"],
+                                            p["bool_value"]) for p in wh.props()}
+    assert props == {
+        ("event", "plan"): ("string", "pro", None, None),
+        ("event", "seats"): ("number", None, 3.0, None),
+        ("event", "trial"): ("boolean", None, None, True),
+        ("identify", "plan"): ("string", "pro", None, None),
+        ("identify", "vip"): ("boolean", None, None, True),
+    }
