@@ -133,7 +133,8 @@ class LittleStatsApp:
     def __init__(self, settings: Settings) -> None:
         self.settings = settings
         self.services: Services | None = None
-        self.falcon = falcon.asgi.App(middleware=[Lifecycle(self), PublicCORS()], cors_enable=False)
+        middleware: list[Any] = [Lifecycle(self), PublicCORS()]
+        self.falcon = falcon.asgi.App(middleware=middleware, cors_enable=False)
         self.falcon.set_error_serializer(error_serializer)
         self.falcon.add_error_handler(Exception, unexpected_error)
         self.falcon.req_options.strip_url_path_trailing_slash = True
