@@ -4,6 +4,7 @@ bot filter seeing through an un-disguised headless browser."""
 from __future__ import annotations
 
 from collections.abc import Iterator
+from pathlib import Path
 
 import pytest
 from playwright.sync_api import Browser, Page, Playwright
@@ -14,12 +15,14 @@ from tests.tracker.harness import (
     Harness,
     dwell,
     launch,
+    page_html,
     sent,
     set_visibility,
 )
 
 pytestmark = [pytest.mark.browser, pytest.mark.slow]
 
+TRACKER_DIR = Path(__file__).resolve().parents[2] / "tracker"
 DNT_ON = "Object.defineProperty(Navigator.prototype, 'doNotTrack', {get: () => '1'});"
 
 
@@ -129,3 +132,41 @@ def test_an_undisguised_headless_browser_is_not_counted(harness: Harness, headle
     assert (body["accepted"], body["dropped"]) == (0, 1)
     events = h.settle()
     assert events.rows == []
+
+
+def test_data_host_overrides_the_scripts_origin(harness: Harness) -> None:
+    h = harness
+    other_name = h.server.url.replace("127.0.0.1", "localhost")  # same server, another origin
+    url = h.add_page("/host.html", "Host", host=other_name, flush_interval="100")
+    page = h.new_page()
+    with page.expect_request(lambda r: "/api/v2/track/" in r.url) as request:
+        page.goto(url)
+    assert request.value.url == f"{other_name}/api/v2/track/{h.site['domainKey']}"
+    h.wait_for(lambda e: e.paths() == ["/host.html"])
+
+
+def test_the_api_is_found_next_to_the_script_behind_a_path_prefix(harness: Harness) -> None:
+    h = harness
+    # The site proxies the tracker under /stats/: its API calls go to /stats/api/v2/track/...
+    h.pages.pages["/stats/tracker.js"] = (TRACKER_DIR / "tracker.js").read_text()
+    h.pages.pages["/prefix.html"] = page_html("Prefix", "", (
+        f'<script src="/stats/tracker.js" data-site-id="{h.site["domainKey"]}" '
+        'data-allow-localhost data-flush-interval="100"></script>'))
+    page = h.new_page()
+    with page.expect_request(lambda r: "/api/v2/track/" in r.url) as request:
+        page.goto(h.pages.url + "/prefix.html")
+    assert request.value.url == f"{h.pages.url}/stats/api/v2/track/{h.site['domainKey']}"
+
+
+def test_a_second_snippet_on_the_page_is_ignored(harness: Harness) -> None:
+    h = harness
+    twice = h.snippet(flush_interval="100") + h.snippet(flush_interval="100")
+    h.pages.pages["/twice.html"] = page_html("Twice", "", twice)
+    page = h.new_page()
+    page.goto(h.pages.url + "/twice.html")
+    page.evaluate("track('once')")
+    page.close(run_before_unload=True)
+    h.wait_for(lambda e: len(e.of_type("page_exit")) == 1 and len(e.named("once")) == 1)
+    events = h.settle()
+    assert (len(events.pageviews), len(events.named("once")), len(events.of_type("page_exit"))) == (
+        1, 1, 1)
