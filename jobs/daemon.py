@@ -42,15 +42,20 @@ def _job(name: str, fn: object) -> object:
 
 
 def build_scheduler(warehouse: object, settings: Settings) -> BackgroundScheduler:
-    """The scheduled jobs: load every ``load_interval_seconds``, retention daily."""
+    """The scheduled jobs: load every ``load_interval_seconds``, full load hourly, retention daily."""
     from warehouse.service import Warehouse
 
     assert isinstance(warehouse, Warehouse)
     scheduler = BackgroundScheduler(timezone=UTC)
     now = datetime.now(UTC)
-    scheduler.add_job(_job("load", warehouse.load), "interval", id="load",
-                      seconds=settings.load_interval_seconds, next_run_time=now,
+    # Every interval: seal + load the recent partitions. Hourly (and at start): a full scan, which
+    # also picks up files restored into old partitions.
+    scheduler.add_job(_job("load", warehouse.scheduled_load), "interval", id="load",
+                      seconds=settings.load_interval_seconds,
+                      next_run_time=now + timedelta(seconds=settings.load_interval_seconds),
                       max_instances=1, coalesce=True)
+    scheduler.add_job(_job("full load", warehouse.load), "interval", id="full-load", hours=1,
+                      next_run_time=now, max_instances=1, coalesce=True)
     scheduler.add_job(_job("retention", warehouse.retention), "interval", id="retention",
                       hours=24, next_run_time=now + RETENTION_DELAY, max_instances=1,
                       coalesce=True)

@@ -107,7 +107,13 @@ def discover_files(
 
 def pending_files(con: duckdb.DuckDBPyConnection, files: Iterable[RawFile]) -> list[RawFile]:
     """The files not yet in the manifest, with their row counts, in partition order."""
-    loaded = {row[0] for row in con.execute("SELECT path FROM loaded_files").fetchall()}
+    files = list(files)
+    if not files:
+        return []
+    oldest = min(f.partition_hour for f in files)
+    loaded = {row[0] for row in con.execute(
+        "SELECT path FROM loaded_files WHERE partition_hour >= ?", [oldest]
+    ).fetchall()}
     pending = []
     for f in files:
         if f.rel in loaded:
@@ -138,12 +144,9 @@ def plan_chunks(files: list[RawFile], max_rows: int = CHUNK_ROWS) -> list[list[R
 
 
 def read_raw(files: list[RawFile]) -> pl.DataFrame:
-    """The raw events of ``files`` with a ``_file`` column, timestamps in µs UTC."""
-    frames = []
-    for f in files:
-        df = pl.read_parquet(f.path, hive_partitioning=False)
-        frames.append(df.with_columns(pl.lit(f.rel).alias("_file")))
-    df = pl.concat(frames, how="vertical_relaxed") if frames else pl.DataFrame()
+    """The raw events of ``files`` with a ``_file`` column (the path), timestamps in µs UTC."""
+    df = pl.read_parquet([f.path for f in files], hive_partitioning=False,
+                         include_file_paths="_file")
     return df.with_columns(
         pl.col("ts").cast(pl.Datetime("us", "UTC")),
         pl.col("received_at").cast(pl.Datetime("us", "UTC")),
@@ -351,5 +354,6 @@ def _record_manifest(
 ) -> None:
     counts = dict(new.group_by("_file").len().iter_rows()) if new.height else {}
     now = datetime.now(UTC)
-    rows = [(f.site_id, f.rel, f.partition_hour, f.rows, counts.get(f.rel, 0), now) for f in files]
+    rows = [(f.site_id, f.rel, f.partition_hour, f.rows, counts.get(str(f.path), 0), now)
+            for f in files]
     con.executemany("INSERT INTO loaded_files VALUES (?, ?, ?, ?, ?, ?)", rows)

@@ -24,23 +24,35 @@ import duckdb
 from warehouse.tables import DAILY_SESSION_VISITORS, SESSION_DIMENSIONS
 
 # Identifiers below come from warehouse.tables, never from input; values are always parameters.
-# Each visit becomes one row per session dimension (dimension, value) and one GROUP BY counts
-# them all; GROUPING SETS with distinct counts is far slower in DuckDB for this shape.
-_DIM_LIST = ", ".join(f"{{'dimension': '{d}', 'value': {d}::VARCHAR}}" for d in SESSION_DIMENSIONS)
-
-_HOURLY_SESSIONS_SQL = f"""
-INSERT INTO hourly_rollup
-SELECT site_id, hour, d.dimension, d.value,
-    count(DISTINCT visitor_key), count(*), sum(pageviews), count(*) FILTER (WHERE is_bounce),
-    sum(duration_ms), sum(custom_events)
-FROM (
-    SELECT s.site_id, s.visitor_key, s.pageviews, s.is_bounce, s.duration_ms, s.custom_events,
-        date_trunc('hour', s.started_at) AS hour, unnest([{_DIM_LIST}]) AS d
+# Distinct counts are done as two plain aggregations (first per visitor, then per value): DuckDB's
+# hash aggregates are much faster than count(DISTINCT ...) for these shapes.
+_SESSIONS_IN_HOURS = """
+    SELECT s.*, date_trunc('hour', s.started_at) AS hour
     FROM sessions s SEMI JOIN affected_hours h
         ON s.site_id = h.site_id AND date_trunc('hour', s.started_at) = h.hour
     WHERE s.started_at >= $lo AND s.started_at < $hi
+"""
+_PER_DIMENSION = "\n    UNION ALL\n".join(
+    f"    SELECT site_id, hour, '{d}' AS dimension, {d}::VARCHAR AS value, visitor_key, pageviews,"
+    f" is_bounce, duration_ms, custom_events FROM s"
+    for d in SESSION_DIMENSIONS
 )
-GROUP BY site_id, hour, d.dimension, d.value
+_HOURLY_SESSIONS_SQL = f"""
+INSERT INTO hourly_rollup
+WITH s AS MATERIALIZED ({_SESSIONS_IN_HOURS}),
+per_visitor AS (
+    SELECT site_id, hour, dimension, value, visitor_key, count(*) AS visits,
+        sum(pageviews) AS views, count(*) FILTER (WHERE is_bounce) AS bounces,
+        sum(duration_ms) AS duration_ms, sum(custom_events) AS events
+    FROM (
+{_PER_DIMENSION}
+    )
+    GROUP BY site_id, hour, dimension, value, visitor_key
+)
+SELECT site_id, hour, dimension, value, count(*), sum(visits), sum(views), sum(bounces),
+    sum(duration_ms), sum(events)
+FROM per_visitor
+GROUP BY site_id, hour, dimension, value
 """  # noqa: S608
 
 _EVENTS_IN_HOURS = """
@@ -52,20 +64,19 @@ _EVENTS_IN_HOURS = """
 
 _HOURLY_TOTAL_SQL = f"""
 INSERT INTO hourly_rollup
-WITH ev AS ({_EVENTS_IN_HOURS}),
-e AS (
-    SELECT site_id, hour, count(DISTINCT visitor_key) AS visitors,
-        count(*) FILTER (WHERE type = 'pageview') AS views,
+WITH per_visitor AS (
+    SELECT site_id, hour, visitor_key, count(*) FILTER (WHERE type = 'pageview') AS views,
         count(*) FILTER (WHERE type = 'event') AS events
-    FROM ev GROUP BY site_id, hour
+    FROM ({_EVENTS_IN_HOURS}) GROUP BY site_id, hour, visitor_key
+),
+e AS (
+    SELECT site_id, hour, count(*) AS visitors, sum(views) AS views, sum(events) AS events
+    FROM per_visitor GROUP BY site_id, hour
 ),
 s AS (
-    SELECT s.site_id, date_trunc('hour', s.started_at) AS hour, count(*) AS visits,
-        count(*) FILTER (WHERE is_bounce) AS bounces, sum(duration_ms) AS duration_ms
-    FROM sessions s SEMI JOIN affected_hours h
-        ON s.site_id = h.site_id AND date_trunc('hour', s.started_at) = h.hour
-    WHERE s.started_at >= $lo AND s.started_at < $hi
-    GROUP BY ALL
+    SELECT site_id, hour, count(*) AS visits, count(*) FILTER (WHERE is_bounce) AS bounces,
+        sum(duration_ms) AS duration_ms
+    FROM ({_SESSIONS_IN_HOURS}) GROUP BY site_id, hour
 )
 SELECT coalesce(e.site_id, s.site_id), coalesce(e.hour, s.hour), 'total', '',
     coalesce(e.visitors, 0), coalesce(s.visits, 0), coalesce(e.views, 0), coalesce(s.bounces, 0),
@@ -73,35 +84,50 @@ SELECT coalesce(e.site_id, s.site_id), coalesce(e.hour, s.hour), 'total', '',
 FROM e FULL OUTER JOIN s ON e.site_id = s.site_id AND e.hour = s.hour
 """  # noqa: S608
 
+# Pages and custom events: per visit, then per visitor, then per value — three plain aggregates.
 _HOURLY_EVENT_DIMS_SQL = f"""
 INSERT INTO hourly_rollup
-WITH ev AS ({_EVENTS_IN_HOURS})
-SELECT site_id, hour, 'page', pathname, count(DISTINCT visitor_key), count(DISTINCT session_id),
-    count(*), 0, 0, 0
-FROM ev WHERE type = 'pageview' GROUP BY site_id, hour, pathname
-UNION ALL
-SELECT site_id, hour, 'event', name, count(DISTINCT visitor_key), count(DISTINCT session_id),
-    0, 0, 0, count(*)
-FROM ev WHERE type = 'event' GROUP BY site_id, hour, name
+WITH per_visit AS (
+    SELECT site_id, hour, CASE WHEN type = 'pageview' THEN 'page' ELSE 'event' END AS dimension,
+        CASE WHEN type = 'pageview' THEN pathname ELSE name END AS value, visitor_key, session_id,
+        count(*) AS n
+    FROM ({_EVENTS_IN_HOURS}) WHERE type IN ('pageview', 'event')
+    GROUP BY ALL
+),
+per_visitor AS (
+    SELECT site_id, hour, dimension, value, visitor_key, count(*) AS visits, sum(n) AS n
+    FROM per_visit GROUP BY ALL
+)
+SELECT site_id, hour, dimension, value, count(*), sum(visits),
+    CASE WHEN dimension = 'page' THEN sum(n) ELSE 0 END, 0, 0,
+    CASE WHEN dimension = 'event' THEN sum(n) ELSE 0 END
+FROM per_visitor GROUP BY site_id, hour, dimension, value
 """  # noqa: S608
 
 _HOURLY_PROPS_SQL = """
 INSERT INTO hourly_props
-SELECT p.site_id, date_trunc('hour', p.ts) AS hour, p.event_name, p.key, p.value, count(*),
-    count(DISTINCT p.visitor_key)
-FROM event_props p SEMI JOIN affected_hours h
-    ON p.site_id = h.site_id AND date_trunc('hour', p.ts) = h.hour
-WHERE p.ts >= $lo AND p.ts < $hi
-GROUP BY ALL
+SELECT site_id, hour, event_name, key, value, sum(n), count(*)
+FROM (
+    SELECT p.site_id, date_trunc('hour', p.ts) AS hour, p.event_name, p.key, p.value,
+        p.visitor_key, count(*) AS n
+    FROM event_props p SEMI JOIN affected_hours h
+        ON p.site_id = h.site_id AND date_trunc('hour', p.ts) = h.hour
+    WHERE p.ts >= $lo AND p.ts < $hi
+    GROUP BY ALL
+)
+GROUP BY site_id, hour, event_name, key, value
 """
 
 # Events and visits of the affected visitor-days, with their site-local date.
 _DAY_EVENTS = """
-    SELECT e.*, timezone(z.tz, e.ts)::DATE AS local_date
-    FROM events e JOIN site_tz z ON e.site_id = z.site_id
-    WHERE e.ts >= $lo AND e.ts < $hi
-        AND (e.site_id, e.visitor_key, timezone(z.tz, e.ts)::DATE) IN
-            (SELECT (site_id, visitor_key, local_date) FROM affected_days)
+    SELECT * FROM (
+        SELECT e.*, timezone(z.tz, e.ts)::DATE AS local_date
+        FROM events e SEMI JOIN affected_visitors v
+            ON e.site_id = v.site_id AND e.visitor_key = v.visitor_key
+        JOIN site_tz z ON e.site_id = z.site_id
+        WHERE e.ts >= $lo AND e.ts < $hi
+    ) x SEMI JOIN affected_days a
+        ON x.site_id = a.site_id AND x.visitor_key = a.visitor_key AND x.local_date = a.local_date
 """
 
 _DAILY_VISITORS_SQL = f"""
@@ -130,11 +156,14 @@ _DAILY_SESSIONS_SQL = f"""
 INSERT INTO daily_session_visitors
 SELECT site_id, local_date, visitor_key, {", ".join(_SESSION_DIM_COLUMNS)}, count(*)
 FROM (
-    SELECT s.*, timezone(z.tz, s.started_at)::DATE AS local_date
-    FROM sessions s JOIN site_tz z ON s.site_id = z.site_id
-    WHERE s.started_at >= $lo AND s.started_at < $hi
-        AND (s.site_id, s.visitor_key, timezone(z.tz, s.started_at)::DATE) IN
-            (SELECT (site_id, visitor_key, local_date) FROM affected_days)
+    SELECT * FROM (
+        SELECT s.*, timezone(z.tz, s.started_at)::DATE AS local_date
+        FROM sessions s SEMI JOIN affected_visitors v
+            ON s.site_id = v.site_id AND s.visitor_key = v.visitor_key
+        JOIN site_tz z ON s.site_id = z.site_id
+        WHERE s.started_at >= $lo AND s.started_at < $hi
+    ) x SEMI JOIN affected_days a
+        ON x.site_id = a.site_id AND x.visitor_key = a.visitor_key AND x.local_date = a.local_date
 )
 GROUP BY ALL
 """  # noqa: S608
@@ -171,6 +200,10 @@ def rebuild_days(con: duckdb.DuckDBPyConnection, lo: datetime, hi: datetime) -> 
             " WHERE t.site_id = a.site_id AND t.visitor_key = a.visitor_key"
             " AND t.local_date = a.local_date"
         )
+    con.execute(
+        "CREATE OR REPLACE TEMP TABLE affected_visitors AS"
+        " SELECT DISTINCT site_id, visitor_key FROM affected_days"
+    )
     params = {"lo": lo, "hi": hi}
     for sql in (_DAILY_VISITORS_SQL, _DAILY_PAGES_SQL, _DAILY_EVENTS_SQL, _DAILY_SESSIONS_SQL):
         con.execute(sql, params)

@@ -74,12 +74,16 @@ class Warehouse:
 
     def load(
         self, start: date | None = None, end: date | None = None, progress: Progress | None = None,
-        seal: bool = True,
+        seal: bool = True, recent_days: int | None = None,
     ) -> LoadResult:
         """Seal finished WAL segments, then load every raw file not loaded yet (exactly once).
 
-        ``start`` / ``end`` restrict the load to partitions of those UTC dates (backfill).
+        ``start`` / ``end`` restrict the load to partitions of those UTC dates (backfill);
+        ``recent_days`` to the last few days' partitions (the scheduled load: events are accepted
+        at most 24 h late, so older partitions receive no new files).
         """
+        if recent_days is not None:
+            start = (datetime.now(UTC) - timedelta(days=recent_days)).date()
         if seal:
             seal_all(self.settings.wal_dir, self.settings.raw_dir)
         tz, retention = self._sites()
@@ -96,6 +100,10 @@ class Warehouse:
         if result.files:
             log.info("load: %s", result.summary())
         return result
+
+    def scheduled_load(self) -> LoadResult:
+        """The every-minute load: recent partitions only (a full scan runs hourly)."""
+        return self.load(recent_days=2)
 
     def reaggregate(self, start: date, end: date) -> tuple[int, int]:
         """Rebuild the pre-aggregates of UTC dates ``start``..``end`` (inclusive) from the facts."""

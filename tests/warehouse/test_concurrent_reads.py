@@ -9,7 +9,7 @@ import signal
 import subprocess
 import sys
 import time
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -93,7 +93,9 @@ def test_params_and_types_survive_the_socket(tmp_path: Path) -> None:
 @pytest.mark.slow
 def test_readers_in_several_processes_see_whole_loads(tmp_path: Path) -> None:
     data_dir = tmp_path / "data"
-    traffic = generate(TrafficSpec(visitors=400, days=3, loads=6, seed=3))
+    # recent traffic: the scheduled load scans the last days' partitions
+    start = datetime.now(UTC).replace(minute=0, second=0, microsecond=0) - timedelta(days=1)
+    traffic = generate(TrafficSpec(visitors=400, days=1, loads=6, seed=3, start=start))
     env = {**os.environ, "LITTLESTATS_DATA_DIR": str(data_dir), "LITTLESTATS_LOAD_INTERVAL_SECONDS": "0.5"}
     daemon = subprocess.Popen([sys.executable, "-m", "jobs.daemon"], env=env,
                               stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
