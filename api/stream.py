@@ -3,10 +3,13 @@
 One asyncio task per worker does everything on a fixed beat, never per event:
 
 * every ``poll_ms`` it takes the new events from the ``LiveFeed`` into the buffer;
-* every ``flush_ms`` it sends each subscriber the new events its filter accepts, as one chunk;
-  subscribers with the same filter and transport share one serialised chunk;
-* every ``stats_ms`` (at most; only when something changed or ``stats_idle_ms`` passed) it sends
-  one ``stats_update`` per site, computed once and shared by that site's subscribers;
+* it sends each subscriber the new events its filter accepts as one chunk, at most every
+  ``flush_ms`` per site (the first events after a quiet spell go at the next beat); subscribers
+  with the same filter and transport share one serialised chunk;
+* at most every ``stats_ms`` (only when something changed, or ``stats_idle_ms`` passed) it sends
+  one ``stats_update`` per site, computed once and shared by that site's subscribers, together
+  with the events when there are any — so a busy subscriber is woken and written to at most
+  twice a second;
 * every ``ping_ms`` it sends a ``ping`` (the SSE heartbeat).
 
 Subscribers have bounded queues. Ingest never waits for them: the hub only appends to queues, and
@@ -181,7 +184,7 @@ class LiveHub:
         buffer: LiveBuffer,
         feed: LiveFeed,
         poll_ms: int = 50,
-        flush_ms: int = 250,
+        flush_ms: int = 500,
         stats_ms: int = 1000,
         stats_idle_ms: int = 5000,
         ping_ms: int = 15000,
@@ -199,7 +202,8 @@ class LiveHub:
         self.stats_sent: dict[str, tuple[int, int]] = {}  # site -> (time, buffer version)
         self.dropped = 0
         self._task: asyncio.Task[None] | None = None
-        self._last_flush = self._last_ping = self._last_expire = 0
+        self.flushed: dict[str, int] = {}  # site -> when its events were last sent
+        self._last_ping = self._last_expire = self._last_stall_check = 0
 
     # lifecycle -----------------------------------------------------------------------------
     def start(self) -> None:
@@ -241,6 +245,7 @@ class LiveHub:
                 del self.subscribers[sub.site_id]
                 self.unsent.pop(sub.site_id, None)
                 self.stats_sent.pop(sub.site_id, None)
+                self.flushed.pop(sub.site_id, None)
 
     def drop(self, sub: Subscriber, why: str) -> None:
         """Disconnect a subscriber that cannot keep up; nobody else waits for it."""
@@ -274,32 +279,47 @@ class LiveHub:
         if now - self._last_expire >= 1000:
             self._last_expire = now
             self.buffer.expire(now)
-        if now - self._last_flush >= self.flush_ms:
-            self._last_flush = now
-            self.flush_events()
-            self.publish_stats(now)
+        for site_id, subs in list(self.subscribers.items()):
+            self.flush_site(site_id, subs, now)
+        if now - self._last_stall_check >= 1000:
+            self._last_stall_check = now
             self.check_stalls()
         if now - self._last_ping >= self.ping_ms:
             self._last_ping = now
             self.ping(now)
 
-    def flush_events(self) -> None:
-        unsent, self.unsent = self.unsent, {}
-        for site_id, events in unsent.items():
-            subs = self.subscribers.get(site_id)
-            if not subs:
-                continue
-            shared: dict[tuple[str, EventFilter], tuple[Any, int] | None] = {}
-            for sub in list(subs):
-                key = (sub.transport, sub.filter)
-                if key not in shared:
-                    shared[key] = self._encode(sub.transport, (e for e in events if sub.filter.matches(e)))
-                item = shared[key]
-                if item is not None and not sub.offer(*item):
-                    self.drop(sub, "its queue is full")
-        for events in unsent.values():
-            for e in events:
-                e._message = None  # shared for this flush only; resumption re-serialises
+    def flush_site(self, site_id: str, subs: set[Subscriber], now: int) -> None:
+        """Send a site's subscribers its new events (at most every ``flush_ms``: the first events
+        after a quiet spell go at once) and its stats (at most every ``stats_ms``), in one go, so
+        that each subscriber is woken — and written to — once."""
+        events = self.unsent.get(site_id)
+        flush_due = bool(events) and now - self.flushed.get(site_id, 0) >= self.flush_ms
+        live = self.buffer.sites.get(site_id)
+        version = live.version if live is not None else 0
+        sent_at, sent_version = self.stats_sent.get(site_id, (0, -1))
+        stats_due = now - sent_at >= self.stats_ms and (
+            version != sent_version or now - sent_at >= self.stats_idle_ms)
+        if stats_due and events and not flush_due:
+            stats_due = False  # it goes with the events, a moment later
+        if flush_due and events:
+            del self.unsent[site_id]
+            self.flushed[site_id] = now
+            self.flush_events(subs, events)
+        if stats_due:
+            self.stats_sent[site_id] = (now, version)
+            self.broadcast(subs, stats_message(self.buffer.stats(site_id, now)))
+
+    def flush_events(self, subs: set[Subscriber], events: list[LiveEvent]) -> None:
+        shared: dict[tuple[str, EventFilter], tuple[Any, int] | None] = {}
+        for sub in list(subs):
+            key = (sub.transport, sub.filter)
+            if key not in shared:
+                shared[key] = self._encode(sub.transport, (e for e in events if sub.filter.matches(e)))
+            item = shared[key]
+            if item is not None and not sub.offer(*item):
+                self.drop(sub, "its queue is full")
+        for e in events:
+            e._message = None  # shared for this flush only; resumption re-serialises
 
     @staticmethod
     def _encode(transport: str, events: Iterable[LiveEvent]) -> tuple[Any, int] | None:
@@ -308,18 +328,6 @@ class LiveHub:
             return (chunk, len(chunk)) if chunk else None
         texts = [e.message().decode() for e in events]
         return (texts, sum(len(t) for t in texts)) if texts else None
-
-    def publish_stats(self, now: int) -> None:
-        for site_id, subs in list(self.subscribers.items()):
-            live = self.buffer.sites.get(site_id)
-            version = live.version if live is not None else 0
-            sent_at, sent_version = self.stats_sent.get(site_id, (0, -1))
-            if now - sent_at < self.stats_ms:
-                continue
-            if version == sent_version and now - sent_at < self.stats_idle_ms:
-                continue
-            self.stats_sent[site_id] = (now, version)
-            self.broadcast(subs, stats_message(self.buffer.stats(site_id, now)))
 
     def broadcast(self, subs: Iterable[Subscriber], message: bytes, sse_event: str = "") -> None:
         sse = sse_frame(sse_event or orjson.loads(message)["type"], message)
