@@ -200,3 +200,29 @@ def test_a_visitor_with_a_fast_clock_is_still_counted(harness: Harness) -> None:
     with page.expect_response(lambda r: "/api/v2/track/" in r.url) as answer:
         page.goto(url)
     assert answer.value.json()["accepted"] == 1, answer.value.json()
+
+
+def test_oversized_properties_are_trimmed_and_big_batches_split(harness: Harness) -> None:
+    h = harness
+    url = h.add_page("/big.html", "Big", flush_interval="60000")
+    page = h.new_page()
+    page.goto(url)
+    page.evaluate("""() => {
+        const data = {long: 'é'.repeat(600), ['k'.repeat(70)]: 1, nested: {a: 1}, nan: NaN};
+        for (let i = 0; i < 40; i++) data['p' + i] = i;
+        track('wide', data);
+        // Eight more events of ~10 KB each: with the pageview, ten events over the request limit.
+        for (let i = 0; i < 8; i++) {
+            const fat = {};
+            for (let j = 0; j < 20; j++) fat['f' + j] = String(i).repeat(500);
+            track('fat', fat);
+        }
+    }""")
+    assert sent(page)["fetch"] > 1, "a batch over the request limit must be split"
+    page.close(run_before_unload=True)
+    h.wait_for(lambda e: len(e.named("fat")) == 8 and len(e.named("wide")) == 1)
+    events = h.settle()
+    (wide,) = events.named("wide")
+    assert wide["props_str"] == {"long": "é" * 500}
+    assert len(wide["props_num"]) == 29  # 30 properties at most; the long name was left out
+    assert all(len(r["props_str"]) == 20 for r in events.named("fat"))

@@ -38,7 +38,7 @@
   var endpoint = new URL('api/v2/track/' + site, host ? host.replace(/\/?$/, '/') : script.src);
   var hashRouting = flag('hash');
   var flushMs = +attr('flush-interval') || 1000;
-  var downloads = attr('file-downloads');
+  var downloadList = attr('file-downloads');
   var outbound = flag('outbound-links');
 
   // --- storage: localStorage when the browser lets us, memory when it does not ---------------
@@ -74,6 +74,7 @@
 
   // --- the buffer and its delivery -------------------------------------------------------------
   var queue = [];
+  var inflight = 0; // characters of keepalive requests on their way
   var timer = 0;
   var dead = 0;
   var undo = [];
@@ -81,20 +82,26 @@
   var send = (events, beacon) => {
     var body = JSON.stringify({ siteId: site, events });
     var half = events.length >> 1;
-    if (half && new Blob([body]).size > 6e4) {
-      // the server takes at most 64 KiB per request
+    if (half && body.length > 2e4) {
+      // The server takes at most 64 KiB per request: 20,000 characters are under 60 KB in UTF-8
+      // whatever they are (4-byte characters count as two).
       send(events.slice(0, half), beacon);
       send(events.slice(half), beacon);
     } else if (!(beacon && nav.sendBeacon(endpoint, body))) {
+      // keepalive lets a request outlive the page, within a 64 KiB budget for all such requests
+      // in flight; past it the browser would refuse the request, so a big burst goes without.
+      var keepalive = inflight + body.length < 2e4;
+      inflight += keepalive && body.length;
       // Cross-origin fetch sends no cookies by default, and the answer is readable (CORS *).
-      fetch(endpoint, { method: 'POST', body, keepalive: true })
+      fetch(endpoint, { method: 'POST', body, keepalive })
         .then((r) => r.json())
         .then((answer, v) => {
           if (answer.cache) {
             (v = currentVisit(Date.now())).c = answer.cache;
             save('ls_visit', v);
           }
-        }, noop);
+        }, noop)
+        .then(() => (inflight -= keepalive && body.length));
     }
   };
 
@@ -129,7 +136,7 @@
     queue.push({
       type,
       url: u.href.slice(0, 2000),
-      referrer: d.referrer,
+      referrer: d.referrer.slice(0, 2000),
       title: d.title,
       screen: screen.width + 'x' + screen.height,
       language: nav.language,
@@ -144,13 +151,14 @@
   };
 
   // Custom properties: flat strings, finite numbers and booleans, as the server takes them.
-  // Over-long strings are cut and extra properties left out, rather than the event rejected.
+  // Over-long strings are cut, and extra properties and over-long names left out, rather than the
+  // event rejected (the server's limits: 30 properties, names of 64, values of 500 characters).
   var props = (data, out = {}, n = 0, k, v) => {
     for (k in data) {
       v = data[k];
       if (typeof v == 'string') v = v.slice(0, 500);
       else if (typeof v != 'boolean' && !Number.isFinite(v)) continue;
-      if (n++ < 30) out[k] = v;
+      if (k.length < 65 && n++ < 30) out[k] = v;
     }
     return out;
   };
@@ -174,7 +182,7 @@
   var report = (type, leaving) => {
     tick(leaving);
     if (page && (type == 'page_exit' || engaged > reported)) {
-      push(type, { engagementTime: (reported = engaged) }, page);
+      push(type, { engagementTime: Math.min((reported = engaged), 864e5) }, page);
     }
   };
 
@@ -218,18 +226,23 @@
   // A page restored from the back/forward cache is the same page view: its clock resumes, no view.
   listen(w, 'pageshow', (e) => e.persisted && tick());
 
-  if (downloads != null) {
-    downloads = (downloads && downloads != 'true' ? downloads :
-      'pdf,xlsx,docx,txt,rtf,csv,exe,key,pps,ppt,pptx,7z,pkg,rar,gz,zip,avi,mov,mp4,mpeg,wmv,midi,mp3,wav,wma,dmg'
-    ).split(/[\s,.]+/);
-  }
+  // File extensions that make a link a download: the attribute's list, else Plausible's.
+  var downloads =
+    downloadList != null &&
+    RegExp(
+      '\\.(' +
+        (downloadList && downloadList != 'true'
+          ? (downloadList.match(/\w+/g) || []).join('|')
+          : 'pdf|xlsx?|docx?|txt|rtf|csv|exe|key|pp[st]x?|7z|pkg|rar|gz|zip|avi|mov|mp[34]|mpeg|wmv|midi|wav|wma|dmg') +
+        ')$',
+      'i'
+    );
   ['click', 'auxclick'].forEach((type) =>
-    listen(d, type, (e, a, ext) => {
+    listen(d, type, (e, a) => {
       a = e.target.closest?.('a[href]');
       // `click` is the primary button, `auxclick` any other: count the middle one, not the right.
       if (!a || e.button > 1 || !/^http/.test(a.protocol)) return;
-      ext = (a.pathname.match(/\.(\w+)$/) || [])[1];
-      if (downloads && downloads.includes(ext && ext.toLowerCase())) track('File Download', { url: a.href });
+      if (downloads && downloads.test(a.pathname)) track('File Download', { url: a.href });
       else if (outbound && a.host != loc.host) track('Outbound Link: Click', { url: a.href });
       else return;
       flush(1); // the page may be about to go away
