@@ -33,8 +33,7 @@ _SESSIONS_IN_HOURS = """
     WHERE s.started_at >= $lo AND s.started_at < $hi
 """
 _PER_DIMENSION = "\n    UNION ALL\n".join(
-    f"    SELECT site_id, hour, '{d}' AS dimension, {d}::VARCHAR AS value, visitor_key, pageviews,"
-    f" is_bounce, duration_ms, custom_events FROM s"
+    f"    SELECT site_id, hour, '{d}' AS dimension, {d}::VARCHAR AS value, visitor_key, pageviews, is_bounce, duration_ms, custom_events FROM s"  # noqa: S608
     for d in SESSION_DIMENSIONS
 )
 _HOURLY_SESSIONS_SQL = f"""
