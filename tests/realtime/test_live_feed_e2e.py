@@ -214,13 +214,22 @@ def _metric(server: LiveServer, name: str) -> float:
     return sum(float(line.rsplit(" ", 1)[1]) for line in text.splitlines() if line.startswith(name))
 
 
-def test_slow_client_is_dropped_while_ingest_and_other_clients_go_on(server: LiveServer, site: dict) -> None:
+UPGRADE = ("Upgrade: websocket\r\nConnection: Upgrade\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n"
+           "Sec-WebSocket-Version: 13\r\n")
+
+
+@pytest.mark.parametrize("transport", ["sse", "ws"])
+def test_slow_client_is_dropped_while_ingest_and_other_clients_go_on(
+    server: LiveServer, site: dict, transport: str
+) -> None:
     key = site["domainKey"]
     # A client that connects and then never reads, with a tiny receive window.
     stuck = socket.socket()
     stuck.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
     stuck.connect(("127.0.0.1", server.port))
-    stuck.sendall(f"GET /api/v2/realtime/{key} HTTP/1.1\r\nHost: x\r\nAccept: text/event-stream\r\n\r\n".encode())
+    extra = UPGRADE if transport == "ws" else "Accept: text/event-stream\r\n"
+    stuck.sendall(f"GET /api/v2/realtime/{key} HTTP/1.1\r\nHost: x\r\n{extra}\r\n".encode())
+    dropped = f'littlestats_realtime_clients_dropped_total{{transport="{transport}"}}'
     healthy = SSEClient(stream_url(server, key))
     healthy.wait_for(lambda c: bool(c.of_type("stats_update")))
 
@@ -235,12 +244,12 @@ def test_slow_client_is_dropped_while_ingest_and_other_clients_go_on(server: Liv
                                              for i in range(per_batch)]})
             latencies.append(time.perf_counter() - started)
             assert r.status_code == 200 and r.json()["accepted"] == per_batch
-            if b % 20 == 19 and _metric(server, "littlestats_realtime_clients_dropped_total") >= 1:
+            if b % 20 == 19 and _metric(server, dropped) >= 1:
                 break
     sent = (b + 1) * per_batch
     healthy.wait_for(lambda c: len(c.events()) >= sent, timeout=30)
     deadline = time.monotonic() + 40
-    while _metric(server, "littlestats_realtime_clients_dropped_total") < 1:
+    while _metric(server, dropped) < 1:
         assert time.monotonic() < deadline, "the stuck client was never dropped"
         time.sleep(0.5)
     # ingest never waited for the stuck client
