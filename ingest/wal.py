@@ -1,8 +1,8 @@
 """Write-ahead log: the durable, per-worker append path.
 
 Every ingest worker appends to its own segment file — no locks between workers. A request's events
-are acknowledged only after the segment has been fsynced; the events of every request that is ready
-at the same moment share one fsync (group commit).
+are acknowledged only after the segment has been fsynced; the events of every request that arrives
+while one fsync is in flight share the next one (group commit).
 
 Segment files live in ``wal/``:
 
@@ -27,6 +27,7 @@ import threading
 import time
 import zlib
 from collections.abc import Callable, Iterator
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 HEADER = struct.Struct("<II")
@@ -86,11 +87,11 @@ def fsync_dir(path: Path) -> None:
 class SegmentWriter:
     """Appends records to this process's active segment, fsynced before anyone is told.
 
-    ``append_async`` is the request path: records queue in memory and one commit per event-loop
-    turn writes *everything* queued and fsyncs once (natural group commit: while one fsync runs,
-    the next requests gather). The commit runs on the event loop's own thread — no hand-off to a
-    writer thread, which under load costs more than the fsync itself; the price is that a very
-    slow disk stalls this worker's loop for the length of an fsync.
+    ``append_async`` is the request path, a pipelined group commit: requests queue their records
+    in memory; the event loop writes everything queued to the segment (page cache, fast) and hands
+    the ``fdatasync`` to a dedicated thread. While that one fsync is in flight the loop keeps
+    serving requests, whose records form the next commit as soon as the fsync returns. So a slow
+    disk costs latency, not throughput, and there is one thread hand-off per fsync, not per request.
 
     ``append`` is the synchronous equivalent. Segments rotate (rename to ``.closed``) after
     ``segment_seconds`` and at each UTC hour; ``maybe_rotate`` is also called by a timer so an
@@ -106,17 +107,21 @@ class SegmentWriter:
         self.wal_dir = wal_dir
         self.segment_seconds = segment_seconds
         self.on_rotate = on_rotate
+        # Held while the segment file changes: a write, an fsync, a rotation.
         self._lock = threading.Lock()
         self._fd: int | None = None
         self._path: Path | None = None
         self._opened_at = 0.0
         self._opened_hour = -1
-        self._size = 0
+        self._size = 0  # bytes of the active segment known to be on disk
+        self._written = 0  # bytes written to it (more than _size while an fsync is pending)
         self._closed = False
         self._last_closed: Path | None = None
         self._pending: list[bytes] = []
         self._waiters: list[asyncio.Future[None]] = []
         self._commit_scheduled = False
+        self._syncing = False
+        self._syncer = ThreadPoolExecutor(max_workers=1, thread_name_prefix="wal-fsync")
         self.fsyncs = 0
         wal_dir.mkdir(parents=True, exist_ok=True)
 
@@ -124,7 +129,8 @@ class SegmentWriter:
     def append(self, payloads: list[bytes]) -> None:
         """Append records and return once they are on disk."""
         with self._lock:
-            self._write(payloads)
+            written = self._write(payloads)
+            self._sync(written)
 
     async def append_async(self, payloads: list[bytes]) -> None:
         """Append records; resolves once they are on disk, sharing the fsync with other requests."""
@@ -134,11 +140,11 @@ class SegmentWriter:
         fut: asyncio.Future[None] = loop.create_future()
         self._pending.extend(payloads)
         self._waiters.append(fut)
-        if not self._commit_scheduled:
+        if not self._commit_scheduled and not self._syncing:
             self._commit_scheduled = True
             # Runs after the callbacks already queued on this loop turn, so every request that
             # is ready right now joins this commit.
-            loop.call_soon(self._commit_pending)
+            loop.call_soon(self._start_commit, loop)
         await fut
 
     def maybe_rotate(self) -> None:
@@ -147,13 +153,21 @@ class SegmentWriter:
             self._maybe_rotate()
 
     def close(self) -> Path | None:
-        """Commit what is queued, close the active segment and return its closed path."""
+        """Write and fsync what is queued, close the active segment and return its closed path."""
+        self._syncer.shutdown(wait=True)  # lets an fsync in flight finish
         with self._lock:
             if self._closed:
                 return None
-            if self._pending:
-                self._commit_locked()
             self._closed = True
+            payloads, waiters = self._pending, self._waiters
+            self._pending, self._waiters = [], []
+            error: BaseException | None = None
+            try:
+                self._sync(self._write(payloads))
+            except OSError as exc:
+                error = exc
+            for fut in waiters:
+                fut.get_loop().call_soon_threadsafe(_settle, fut, error)
             self._rotate()
             return self._last_closed
 
@@ -161,26 +175,40 @@ class SegmentWriter:
     def active_path(self) -> Path | None:
         return self._path
 
-    # internals --------------------------------------------------------------------------------
-    def _commit_pending(self) -> None:
+    # the pipelined commit (event loop side) ---------------------------------------------------
+    def _start_commit(self, loop: asyncio.AbstractEventLoop) -> None:
         self._commit_scheduled = False
-        with self._lock:
-            self._commit_locked()
-
-    def _commit_locked(self) -> None:
+        if self._syncing or not self._pending or self._closed:
+            return
         payloads, waiters = self._pending, self._waiters
         self._pending, self._waiters = [], []
-        error: BaseException | None = None
         try:
-            self._write(payloads)
-        except Exception as exc:  # the requests must hear about it, not hang
-            error = exc
+            with self._lock:
+                written = self._write(payloads)
+        except OSError as exc:
+            for fut in waiters:
+                _settle(fut, exc)
+            return
+        self._syncing = True
+        future = loop.run_in_executor(self._syncer, self._sync_locked, written)
+        future.add_done_callback(lambda f: self._commit_done(f, waiters, loop))
+
+    def _commit_done(
+        self, f: asyncio.Future[None], waiters: list[asyncio.Future[None]], loop: asyncio.AbstractEventLoop
+    ) -> None:
+        self._syncing = False
+        error = None if f.cancelled() else f.exception()
         for fut in waiters:
             _settle(fut, error)
+        if self._pending and not self._commit_scheduled:
+            self._commit_scheduled = True
+            loop.call_soon(self._start_commit, loop)
 
-    def _write(self, payloads: list[bytes]) -> None:
+    # file operations (called with the lock held, or from _sync_locked) -----------------------
+    def _write(self, payloads: list[bytes]) -> int:
+        """Write records after the last synced byte; return the segment size to sync up to."""
         if not payloads:
-            return
+            return self._size
         self._maybe_rotate()
         if self._fd is None:
             self._open()
@@ -191,16 +219,35 @@ class SegmentWriter:
             while view:
                 written = os.write(self._fd, view)
                 view = view[written:]
+        except OSError:
+            self._abandon_tail()
+            raise
+        self._written = self._size + len(data)
+        return self._written
+
+    def _sync_locked(self, size: int) -> None:
+        with self._lock:
+            self._sync(size)
+
+    def _sync(self, size: int) -> None:
+        if self._fd is None or size == self._size:
+            return
+        try:
             os.fdatasync(self._fd)
         except OSError:
-            # A torn record would hide every later one from recovery: cut the segment back to
-            # its last committed size and start a fresh one for whatever comes next.
+            self._abandon_tail()
+            raise
+        self._size = size
+        self.fsyncs += 1
+
+    def _abandon_tail(self) -> None:
+        # A torn or unsynced record would hide every later one from recovery: cut the segment
+        # back to its last synced size and start a fresh one for whatever comes next.
+        if self._fd is not None:
             with contextlib.suppress(OSError):
                 os.ftruncate(self._fd, self._size)
-            self._rotate()
-            raise
-        self._size += len(data)
-        self.fsyncs += 1
+        self._written = self._size
+        self._rotate()
 
     def _open(self) -> None:
         now = time.time()
@@ -209,13 +256,13 @@ class SegmentWriter:
         fcntl.flock(fd, fcntl.LOCK_EX)
         fsync_dir(self.wal_dir)
         self._fd, self._path = fd, path
-        self._size = 0
+        self._size = self._written = 0
         self._opened_at = now
         self._opened_hour = int(now // 3600)
 
     def _maybe_rotate(self) -> None:
-        if self._fd is None:
-            return
+        if self._fd is None or self._written != self._size:
+            return  # an fsync is pending: the next write rotates instead
         now = time.time()
         if now - self._opened_at >= self.segment_seconds or int(now // 3600) != self._opened_hour:
             self._rotate()

@@ -21,6 +21,7 @@ from ingest.geo import CountryLookup
 from ingest.pipeline import Pipeline
 from ingest.resource import DailySalts, TrackResource
 from ingest.seal import seal_all, seal_segment
+from ingest.useragent import classify
 from ingest.wal import SegmentWriter
 from littlestats import metrics
 from littlestats.config import Settings
@@ -69,6 +70,8 @@ class Services:
         )
         # Segments left by crashed workers are sealed by whichever worker starts next.
         sealer.submit(_seal_orphans, settings)
+        # Compile the user-agent rules now, not on the first beacon (it takes a few hundred ms).
+        classify("Mozilla/5.0 (X11; Linux x86_64) AppleWebKit/537.36 (KHTML, like Gecko) Chrome/120.0 Safari/537.36")
         return services
 
     def stop(self) -> None:
@@ -142,7 +145,7 @@ class LittleStatsApp:
 
     def startup(self) -> None:
         if self.services is not None:
-            return
+            raise RuntimeError("the application is already started")
         self.services = Services.start(self.settings)
         self.add_routes(self.services)
         self._schedule_housekeeping()
