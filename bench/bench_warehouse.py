@@ -32,20 +32,29 @@ TZ = {"site-a": "UTC", "site-b": "Europe/Berlin"}
 
 
 def _prepare(root: Path, events: int, seed: int = 1) -> tuple[int, int]:
-    """Raw Parquet for ``events`` over 30 days, plus a held-back last slice of ~10 k events."""
+    """Raw Parquet for the first ``events`` events (by time) of 30 days of generated traffic, and
+    the next minute's ~10 k: the following events in time (visits continuing) plus 2 % late
+    events from the last 24 hours."""
     import polars as pl
 
     from tests.generator import Traffic, TrafficSpec, generate
 
-    loads = max(2, round(events / STEADY_EVENTS))
-    spec = TrafficSpec(visitors=int(events / EVENTS_PER_VISITOR), days=30, loads=loads, seed=seed,
-                       late_fraction=0.02, duplicate_fraction=0.0)
+    spec = TrafficSpec(visitors=int(1.1 * (events + STEADY_EVENTS) / EVENTS_PER_VISITOR), days=30,
+                       loads=1, seed=seed, late_fraction=0.0, duplicate_fraction=0.0)
     traffic = generate(spec)
-    last = traffic.spec.loads - 1
-    bulk = Traffic(spec, traffic.events.filter(pl.col("load") < last), traffic.duplicates.clear(),
-                   traffic.visits)
-    steady = Traffic(spec, traffic.events.filter(pl.col("load") == last), traffic.duplicates.clear(),
-                     traffic.visits)
+    ordered = traffic.events.sort("ts", "event_id").with_row_index("_i")
+    late_n = STEADY_EVENTS // 50
+    cut_ts = ordered["ts"][events - 1]
+    late = (ordered.head(events)
+            .filter(pl.col("ts") > cut_ts - pl.duration(hours=24))
+            .sample(late_n, seed=seed)["_i"])
+    in_steady = (pl.col("_i").is_in(late.implode())
+                 | ((pl.col("_i") >= events) & (pl.col("_i") < events + STEADY_EVENTS - late_n)))
+    bulk_events = ordered.filter((pl.col("_i") < events) & ~in_steady).drop("_i")
+    steady_events = ordered.filter(in_steady).drop("_i")
+    empty = traffic.duplicates.clear()
+    bulk = Traffic(spec, bulk_events, empty, traffic.visits)
+    steady = Traffic(spec, steady_events, empty, traffic.visits)
     bulk.write_raw(root / "raw")
     steady.write_raw(root / "steady")
     return bulk.event_count, steady.event_count
@@ -68,17 +77,23 @@ def worker(mode: str, root: str) -> None:
         rows = con.execute("SELECT count(*) FROM raw").fetchall()[0][0]
         con.close()
     else:
+        from datetime import date, timedelta
+
         from warehouse.load import load_pending
 
         con = connect(base / "warehouse.duckdb", threads=THREADS, memory_limit="2GB")
+        start = None
         if mode == "steady":
+            # like the scheduled load: only the recent days' partitions are scanned
+            days = {p.name for p in (base / "steady").glob("*/date=*")}
+            start = min(date.fromisoformat(d.split("=", 1)[1]) for d in days) - timedelta(days=1)
             # the minute's new files arrive in the raw directory, then one load runs
             for path in sorted((base / "steady").rglob("*.parquet")):
                 target = base / "raw" / path.relative_to(base / "steady")
                 target.parent.mkdir(parents=True, exist_ok=True)
                 path.rename(target)
             started = time.monotonic()
-        result = load_pending(con, base / "raw", TZ)
+        result = load_pending(con, base / "raw", TZ, start=start)
         rows = result.new_events
         con.close()
     print(json.dumps({"seconds": time.monotonic() - started, "rows": rows}))
