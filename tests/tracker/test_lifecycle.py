@@ -35,9 +35,9 @@ def test_tab_switch_reports_engagement_and_hidden_time_does_not_count(harness: H
     (hidden_report,) = events.of_type("engagement")
     assert 800 <= hidden_report["engagement_ms"] <= (t1 - t0) * 1000 + 100
     (exit_report,) = events.of_type("page_exit")
+    # At most the wall time the page was visible: had the 1.2 s hidden counted, this would fail.
     visible_ms = (t1 - t0) + (t3 - t2)
     assert 800 + 600 <= exit_report["engagement_ms"] <= visible_ms * 1000 + 100
-    assert exit_report["engagement_ms"] < 800 + 600 + 1200, "hidden time was counted"
 
     # A one-page visit bounces, and its duration is the page's visible time.
     h.warehouse.load()
