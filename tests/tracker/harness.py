@@ -32,6 +32,7 @@ CHROMIUM_ARGS = [
     "--disable-background-networking",
     "--disable-component-update",
     "--disable-sync",
+    "--disable-dev-shm-usage",  # containers often have a tiny /dev/shm
 ]
 # Ingest drops headless browsers as bots, so every context that should be counted says it is a
 # normal browser (`HeadlessChrome` is what the default user agent would say).
@@ -223,7 +224,7 @@ class Harness:
         rows.sort(key=lambda r: (r["ts"], r["event_id"]))
         return RawEvents(rows)
 
-    def wait_for(self, predicate: Callable[[RawEvents], bool], timeout: float = 20.0) -> RawEvents:
+    def wait_for(self, predicate: Callable[[RawEvents], bool], timeout: float = 30.0) -> RawEvents:
         """Polls the raw Parquet until ``predicate`` holds (segments are sealed every second)."""
         deadline = time.monotonic() + timeout
         while True:
@@ -235,7 +236,7 @@ class Harness:
                 raise AssertionError(f"raw events never matched; last seen: {summary}")
             time.sleep(0.2)
 
-    def settle(self, quiet: float = 0.6, timeout: float = 20.0) -> RawEvents:
+    def settle(self, quiet: float = 0.6, timeout: float = 30.0) -> RawEvents:
         """Closes the browser, waits until the server has sealed everything it acknowledged, and
         returns the final raw events: the moment to assert that something happened *exactly*
         once, or not at all.
