@@ -304,7 +304,10 @@ def _insert_props(con: duckdb.DuckDBPyConnection, new: pl.DataFrame) -> None:
     present = [k for k in _PROP_KINDS if k[0] in new.columns]
     if not present:
         return
-    con.register("new_raw", new.select(
+    with_props = new.filter(pl.any_horizontal(pl.col(k[0]).is_not_null() for k in present))
+    if with_props.height == 0:
+        return
+    con.register("new_raw", with_props.select(
         "site_id", "event_id", "ts", "visitor_key", "type", "name", *(k[0] for k in present)
     ).to_arrow())
     for column, kind, target in present:

@@ -36,9 +36,16 @@ _PER_DIMENSION = "\n    UNION ALL\n".join(
     f"    SELECT site_id, hour, '{d}' AS dimension, {d}::VARCHAR AS value, visitor_key, pageviews, is_bounce, duration_ms, custom_events FROM s"  # noqa: S608
     for d in SESSION_DIMENSIONS
 )
+_DIM_COLUMNS = ", ".join(f"s.{d}" for d in SESSION_DIMENSIONS)
 _HOURLY_SESSIONS_SQL = f"""
 INSERT INTO hourly_rollup
-WITH s AS MATERIALIZED ({_SESSIONS_IN_HOURS}),
+WITH s AS MATERIALIZED (
+    SELECT s.site_id, date_trunc('hour', s.started_at) AS hour, s.visitor_key, s.pageviews,
+        s.is_bounce, s.duration_ms, s.custom_events, {_DIM_COLUMNS}
+    FROM sessions s SEMI JOIN affected_hours h
+        ON s.site_id = h.site_id AND date_trunc('hour', s.started_at) = h.hour
+    WHERE s.started_at >= $lo AND s.started_at < $hi
+),
 per_visitor AS (
     SELECT site_id, hour, dimension, value, visitor_key, count(*) AS visits,
         sum(pageviews) AS views, count(*) FILTER (WHERE is_bounce) AS bounces,

@@ -40,7 +40,8 @@ REQUIRED = ("event_id", "site_id", "ts", "type", "visitor_key", "pathname", "eng
 
 
 def assign_sessions(events: pl.DataFrame) -> pl.DataFrame:
-    """The events sorted by ``(site_id, visitor_key, ts, event_id)`` with a ``session_id`` column.
+    """The events sorted by ``(site_id, visitor_key, ts, event_id)`` with a ``session_id`` column
+    (and ``_visit``, the visit's ordinal in the frame, which ``summarize_sessions`` groups by).
 
     ``events`` must hold every event of each visitor in the time span that matters (the loader
     hands over an affected visitor's stored events around the new ones).
@@ -51,9 +52,11 @@ def assign_sessions(events: pl.DataFrame) -> pl.DataFrame:
     )
     within_gap = (pl.col("ts") - pl.col("ts").shift(1)) <= VISIT_GAP
     starts = ~(same_visitor & within_gap).fill_null(False)
-    return df.with_columns(
-        pl.when(starts).then(pl.col("event_id")).otherwise(None).forward_fill().alias("session_id")
-    )
+    # _visit numbers the visits in order (cheap to group by); session_id is the first event's id
+    df = df.with_columns(starts.alias("_start"))
+    df = df.with_columns(pl.col("_start").cum_sum().cast(pl.UInt32).alias("_visit"))
+    first_ids = df.filter(pl.col("_start"))["event_id"]
+    return df.with_columns(first_ids.gather(df["_visit"] - 1).alias("session_id")).drop("_start")
 
 
 def summarize_sessions(
@@ -68,13 +71,17 @@ def summarize_sessions(
     is_activity = pl.col("type").is_in(ACTIVITY_TYPES)
     is_engagement = pl.col("type").is_in(ENGAGEMENT_TYPES)
 
+    if "_visit" not in events.columns:  # sorted events with session ids from elsewhere
+        events = events.sort(["site_id", "visitor_key", "ts", "event_id"]).with_columns(
+            pl.col("session_id").rle_id().cast(pl.UInt32).add(1).alias("_visit")
+        )
     # The first event of a visit is the row whose event_id is the session id (rows are sorted).
     first = events.filter(pl.col("event_id") == pl.col("session_id")).select(
-        "session_id", "site_id", "visitor_key", pl.col("ts").alias("started_at"),
+        "_visit", "session_id", "site_id", "visitor_key", pl.col("ts").alias("started_at"),
         *FIRST_EVENT_COLUMNS,
     )
     last_pv_ts = pl.col("ts").filter(is_pv).last()
-    aggregates = events.group_by("session_id").agg(
+    aggregates = events.group_by("_visit").agg(
         pl.col("ts").last().alias("ended_at"),
         is_pv.sum().cast(pl.Int32).alias("pageviews"),
         (pl.col("type") == "event").sum().cast(pl.Int32).alias("custom_events"),
@@ -90,9 +97,7 @@ def summarize_sessions(
         .alias("engagement_ms"),
         pl.col("user_id").drop_nulls().last().alias("user_id"),
     )
-    sessions = first.join(aggregates, on="session_id", how="inner").sort(
-        ["site_id", "visitor_key", "started_at", "session_id"]
-    )
+    sessions = first.join(aggregates, on="_visit", how="inner").sort("_visit")
     first_in_frame = ~(
         (pl.col("site_id") == pl.col("site_id").shift(1))
         & (pl.col("visitor_key") == pl.col("visitor_key").shift(1))
@@ -118,4 +123,4 @@ def sessionize(
 ) -> tuple[pl.DataFrame, pl.DataFrame]:
     """Events with ``session_id`` and the visits they form: ``(events, sessions)``."""
     with_ids = assign_sessions(events)
-    return with_ids, summarize_sessions(with_ids, returning)
+    return with_ids.drop("_visit"), summarize_sessions(with_ids, returning)
