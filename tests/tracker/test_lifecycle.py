@@ -7,7 +7,7 @@ import time
 
 import pytest
 
-from tests.tracker.harness import SPA_BODY, Harness, dwell, set_visibility
+from tests.tracker.harness import SPA_BODY, VISIBILITY_SCRIPT, Harness, dwell, set_visibility
 
 pytestmark = [pytest.mark.browser, pytest.mark.slow]
 
@@ -94,3 +94,42 @@ def test_same_url_twice_within_two_seconds_is_one_view(harness: Harness) -> None
     h.wait_for(lambda e: len(e.of_type("page_exit")) == 4)
     events = h.settle()
     assert events.paths() == ["/app/", "/app/", "/app/b", "/app/"]
+
+
+# The heartbeat runs every 10 minutes; the test takes hold of its callback instead of waiting.
+CATCH_HEARTBEAT = """
+const realSetInterval = window.setInterval, realClearTimeout = window.clearTimeout;
+window.setInterval = function (fn, ms) {
+  const id = realSetInterval.apply(this, arguments);
+  if (ms === 600000) { window.__beat = fn; window.__beatId = id; }
+  return id;
+};
+window.clearTimeout = function (id) {
+  if (id !== undefined && id === window.__beatId) window.__beatCleared = true;
+  return realClearTimeout.apply(this, arguments);
+};
+"""
+
+
+def test_heartbeat_reports_visible_time_while_the_page_is_read(harness: Harness) -> None:
+    h = harness
+    url = h.add_page("/beat.html", "Beat", flush_interval="100")
+    page = h.new_page(init_scripts=(CATCH_HEARTBEAT, VISIBILITY_SCRIPT))
+    page.goto(url)
+    dwell(page, 400)
+    page.evaluate("window.__beat()")  # ten minutes of reading later
+    h.wait_for(lambda e: len(e.of_type("engagement")) == 1)
+    set_visibility(page, "hidden")  # the tab switch reports too ...
+    page.evaluate("window.__beat()")  # ... but a hidden page has no heartbeat
+    set_visibility(page, "visible")
+    dwell(page, 300)
+    page.evaluate("window.__beat()")
+    h.wait_for(lambda e: len(e.of_type("engagement")) == 3)
+    page.evaluate("littlestats.destroy()")
+    assert page.evaluate("window.__beatCleared") is True
+    events = h.settle()
+
+    assert len(events.pageviews) == 1
+    reports = [r["engagement_ms"] for r in events.of_type("engagement")]
+    assert len(reports) == 3 and reports == sorted(reports) and reports[0] >= 400
+    assert reports[2] - reports[1] >= 300

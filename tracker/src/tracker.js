@@ -22,7 +22,7 @@
   var site = script && attr('site-id');
 
   // A second copy of the snippet on the same page keeps the first one running.
-  if (!script || (w.littlestats || {}).destroy) return;
+  if (!script || w.littlestats?.destroy) return;
   w.littlestats = api;
   // The seed's global functions; never clobber a page's own `track` or `identify`.
   ['track', 'identify'].forEach((k) => k in w || (w[k] = (a, b) => api[k](a, b)));
@@ -225,6 +225,9 @@
   });
   // A page restored from the back/forward cache is the same page view: its clock resumes, no view.
   listen(w, 'pageshow', (e) => e.persisted && tick());
+  // A heartbeat while the page is read: a visit stays open past 30 minutes on one page, and the
+  // time is known even if the exit report never arrives.
+  var heartbeat = setInterval(() => d.hidden || report('engagement'), 6e5);
 
   // File extensions that make a link a download: the attribute's list, else Plausible's.
   var downloads =
@@ -256,8 +259,8 @@
     flush();
     dead = 1;
     clearTimeout(navTimer);
+    clearTimeout(heartbeat); // one list of timers for both kinds (HTML spec)
     undo.forEach((f) => f());
-    undo = [];
   };
 
   view();
