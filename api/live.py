@@ -38,7 +38,9 @@ import orjson
 
 MINUTE_MS = 60_000
 HOUR_MS = 3_600_000
-# SPEC §5: a visit is a run of one visitor's events with no gap over 30 minutes.
+# SPEC §5: a visit is a run of one visitor's events with no gap over 30 minutes. The same value as
+# ``warehouse.sessionize.VISIT_GAP`` (a test holds them equal); not imported from there, because
+# that would load polars into every ingest worker.
 VISIT_GAP_MS = 30 * MINUTE_MS
 ACTIVE_MS = 5 * MINUTE_MS  # "active visitors"
 RECENT_MS = 30 * MINUTE_MS  # top pages / sources / countries "right now"

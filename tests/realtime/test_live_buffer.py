@@ -147,3 +147,11 @@ def test_event_messages_carry_no_visitor_key() -> None:
     assert b"123456789" not in event.message()
     assert set(event.public()) == {"type", "name", "page", "hostname", "source", "country", "device",
                                    "browser", "os", "ts", "time"}
+
+
+def test_the_live_visit_gap_is_the_warehouse_one() -> None:
+    # The live buffer does not import the warehouse (polars) into every worker; this keeps the
+    # two definitions of a visit's gap one and the same.
+    from warehouse.sessionize import VISIT_GAP
+
+    assert VISIT_GAP.total_seconds() * 1000 == VISIT_GAP_MS
