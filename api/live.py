@@ -211,25 +211,17 @@ class SiteLive:
     # feeding -------------------------------------------------------------------------------
     def add(self, raw: dict[str, Any], key: Cursor, now: int) -> LiveEvent:
         ts = int(raw["ts"])
-        etype = str(raw.get("type") or "pageview")
+        etype = intern(raw.get("type") or "pageview")
         visitor = int(raw["visitor_key"])
-        visit = self._sessionize(visitor, ts, etype, intern(raw.get("source") or DIRECT), now)
+        totals = self._hour(ts)
+        visit = self._sessionize(visitor, ts, etype, intern(raw.get("source") or DIRECT), now, totals)
         # Interned: every decoded record brings its own copies of the same few strings.
         name, hostname, country = raw.get("name"), raw.get("hostname"), raw.get("country")
-        event = LiveEvent(
-            key=key,
-            site_id=self.site_id,
-            ts=ts,
-            type=intern(etype),
-            name=intern(name) if name else None,
-            visitor=visitor,
-            page=intern(raw.get("pathname") or "/"),
-            hostname=intern(hostname) if hostname else None,
-            source=visit.source,
-            country=intern(country) if country else None,
-            device=intern(raw.get("device") or ""),
-            browser=intern(raw.get("browser") or ""),
-            os=intern(raw.get("os") or ""),
+        event = LiveEvent(  # positional: this runs for every event in every worker
+            key, self.site_id, ts, etype, intern(name) if name else None, visitor,
+            intern(raw.get("pathname") or "/"), intern(hostname) if hostname else None,
+            visit.source, intern(country) if country else None, intern(raw.get("device") or ""),
+            intern(raw.get("browser") or ""), intern(raw.get("os") or ""),
         )
         self.events.append(event)
         if ts >= now - ACTIVE_MS:
@@ -240,13 +232,18 @@ class SiteLive:
             event.in_recent = True
             self.recent.append(event)
             self._count_recent(event, +1)
-        sec = self.seconds.setdefault(ts // 1000, [0, 0])
         if etype == "pageview":
+            sec = self.seconds.get(ts // 1000)
+            if sec is None:
+                sec = self.seconds[ts // 1000] = [0, 0]
             sec[0] += 1
-            self._hour(ts).views += 1
+            totals.views += 1
         elif etype == "event":
+            sec = self.seconds.get(ts // 1000)
+            if sec is None:
+                sec = self.seconds[ts // 1000] = [0, 0]
             sec[1] += 1
-            self._hour(ts).customs += 1
+            totals.customs += 1
         self.version += 1
         return event
 
@@ -257,46 +254,57 @@ class SiteLive:
             totals = self.hours[hour] = HourTotals()
         return totals
 
-    def _sessionize(self, visitor: int, ts: int, etype: str, source: str, now: int) -> Visit:
-        state = self.visitors.get(visitor)
+    def _sessionize(self, visitor: int, ts: int, etype: str, source: str, now: int,
+                    totals: HourTotals) -> Visit:
+        """The visit `ts` belongs to, updating the hour counters (`totals`: the hour of `ts`)."""
+        visitors = self.visitors
+        state = visitors.get(visitor)
         if state is None:
-            state = self.visitors[visitor] = VisitorState(last_seen=now)
+            state = visitors[visitor] = VisitorState(now)
         else:
             state.last_seen = now
-            self.visitors.move_to_end(visitor)
+            visitors.move_to_end(visitor)
         hour = ts // HOUR_MS
         if hour not in state.hours:
             state.hours = tuple(sorted((*state.hours, hour)))[-2:]
-            self._hour(ts).visitors += 1
+            totals.visitors += 1
         visit = None
         for candidate in reversed(state.visits):
             if candidate.start - VISIT_GAP_MS <= ts <= candidate.last + VISIT_GAP_MS:
                 visit = candidate
                 break
+        start_totals = totals
         if visit is None:
-            visit = Visit(start=ts, last=ts, source=source)
-            state.visits.append(visit)
-            state.visits.sort(key=lambda v: v.start)
-            if len(state.visits) > 4:
-                del state.visits[0]
-            self._hour(ts).visits += 1
+            visit = Visit(ts, ts, source)
+            visits = state.visits
+            visits.append(visit)
+            if len(visits) > 1 and visits[-2].start > ts:
+                visits.sort(key=lambda v: v.start)
+            if len(visits) > 4:
+                del visits[0]
+            totals.visits += 1
             was_bounce = False
         else:
             was_bounce = visit.is_bounce
             if ts < visit.start:  # a late event moves the visit's start (and maybe its hour)
-                old, new = self._hour(visit.start), self._hour(ts)
-                if old is not new:
+                old = self._hour(visit.start)
+                if old is not totals:
                     old.visits -= 1
                     old.bounces -= was_bounce
-                    new.visits += 1
-                    new.bounces += was_bounce
+                    totals.visits += 1
+                    totals.bounces += was_bounce
                 visit.start, visit.source = ts, source
-            visit.last = max(visit.last, ts)
+            elif ts > visit.last:
+                visit.last = ts
+            if visit.start // HOUR_MS != hour:
+                start_totals = self._hour(visit.start)
         if etype == "pageview":
             visit.pageviews += 1
         elif etype == "event":
             visit.customs += 1
-        self._hour(visit.start).bounces += visit.is_bounce - was_bounce
+        is_bounce = visit.pageviews == 1 and visit.customs == 0
+        if is_bounce != was_bounce:
+            start_totals.bounces += is_bounce - was_bounce
         return visit
 
     def _count_recent(self, e: LiveEvent, sign: int) -> None:
