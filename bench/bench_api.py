@@ -1,0 +1,177 @@
+"""Query API latency: every dashboard panel, pre-aggregate path and fact path, vs a raw Parquet scan.
+
+Data: 1 M (``--quick``) or 10 M generated events over 30 days (``tests.generator``), loaded by the
+real loader into a DuckDB warehouse (kept in ``bench/results/work/api-<size>`` between runs). Each
+panel is one ``Query`` (the same the HTTP endpoint builds) run through ``warehouse.query`` on a
+read-only connection with 2 DuckDB threads, as the warehouse process runs it:
+
+* **planned** — whatever the planner picks (the pre-aggregates for every unfiltered panel);
+* **facts** — the same question forced onto the fact tables;
+* **filtered** — the panel with ``country==DE`` (facts, since filters need them);
+* **baseline** — a plain DuckDB scan of the raw Parquet answering the same question (distinct
+  visitors and pageviews by the panel's dimension over the range), measured in the same run.
+
+Reported: p50 and p95 per panel and path, with the baseline's p95 as the ratio's denominator.
+Targets on 2 cores: p95 < 50 ms for every unfiltered panel, < 300 ms with a filter.
+Usage: ``python -m bench --only api [--quick]``. Excludes HTTP and the worker→warehouse socket hop
+(~1 ms; see notes).
+"""
+
+from __future__ import annotations
+
+import statistics
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+from bench.harness import BenchContext, Section
+
+THREADS = 2
+SITE = "site-b"  # Europe/Berlin: site-local days are not UTC days
+TZ = {"site-a": "UTC", "site-b": "Europe/Berlin"}
+RANGE = ["2026-03-01", "2026-03-30"]
+SESSION = ["visitors", "visits", "views", "bounce_rate", "visit_duration"]
+
+#: panel → (dimensions, metrics, raw-Parquet column for the baseline or None)
+PANELS: dict[str, tuple[list[str], list[str], str | None]] = {
+    "stats": ([], ["visitors", "visits", "views", "events", "bounce_rate", "visit_duration", "views_per_visit"], None),
+    "timeseries (day)": (["time:day"], ["views", "visits", "visitors"], "day"),
+    "sources": (["source"], SESSION, "source"),
+    "referrers": (["referrer_domain"], SESSION, "referrer_domain"),
+    "pages": (["page"], ["visitors", "views"], "pathname"),
+    "entry-pages": (["entry_page"], SESSION, "pathname"),
+    "exit-pages": (["exit_page"], SESSION, "pathname"),
+    "countries": (["country"], SESSION, "country"),
+    "devices": (["device"], SESSION, "device"),
+    "browsers": (["browser"], SESSION, "browser"),
+    "os": (["os"], SESSION, "os"),
+    "utm": (["utm_source"], SESSION, "utm_source"),
+    "languages": (["language"], SESSION, "language"),
+    "screens": (["screen"], SESSION, "screen"),
+    "events": (["event"], ["visitors", "events"], "name"),
+}
+
+
+def _prepare(root: Path, events: int) -> None:
+    from bench.bench_warehouse import EVENTS_PER_VISITOR
+    from tests.generator import TrafficSpec, generate
+    from warehouse.database import connect
+    from warehouse.load import load_pending
+
+    spec = TrafficSpec(visitors=int(events / EVENTS_PER_VISITOR), days=30, loads=2, seed=7,
+                       late_fraction=0.0, duplicate_fraction=0.0, timezones=TZ)
+    generate(spec).write_raw(root / "raw")
+    con = connect(root / "warehouse.duckdb", threads=THREADS)
+    load_pending(con, root / "raw", TZ)
+    con.close()
+    (root / "ready").write_text("ok")
+
+
+def _timed(fn: Callable[[], Any], budget_s: float, min_n: int = 5, max_n: int = 40) -> list[float]:
+    fn()  # warm-up (file cache, DuckDB plan cache)
+    samples: list[float] = []
+    deadline = time.monotonic() + budget_s
+    while len(samples) < max_n and (len(samples) < min_n or time.monotonic() < deadline):
+        t = time.perf_counter()
+        fn()
+        samples.append((time.perf_counter() - t) * 1000)
+    return samples
+
+
+def _p(samples: list[float], q: float) -> float:
+    if len(samples) == 1:
+        return samples[0]
+    return statistics.quantiles(samples, n=100, method="inclusive")[int(q) - 1]
+
+
+def run(ctx: BenchContext) -> Section:
+    import duckdb
+
+    from warehouse.query.model import parse_query
+    from warehouse.query.runner import run_with
+
+    size = 1_000_000 if ctx.quick else 10_000_000
+    label = f"{size // 1_000_000} M"
+    section = Section(f"Query API: dashboard panels on {label} events / 30 days (p50/p95 ms)")
+    root = ctx.workdir / f"api-{label.replace(' ', '')}"
+    if not (root / "ready").exists():
+        root = ctx.fresh_dir(f"api-{label.replace(' ', '')}")
+        t0 = time.monotonic()
+        _prepare(root, size)
+        section.notes.append(f"generated and loaded {label} events in {time.monotonic() - t0:.0f} s")
+    con = duckdb.connect(str(root / "warehouse.duckdb"), read_only=True, config={"threads": THREADS})
+    con.execute("SET TimeZone = 'UTC'")
+    raw = duckdb.connect(config={"threads": THREADS})
+    raw.execute("SET TimeZone = 'UTC'")
+    events = con.execute("SELECT count(*) FROM events").fetchone()[0]  # type: ignore[index]
+    section.notes.append(f"{events:,} events in the warehouse; site {SITE} ({TZ[SITE]}), range {RANGE[0]}..{RANGE[1]}")
+
+    class Rows:
+        def __init__(self, columns: list[str], rows: list[tuple[Any, ...]]) -> None:
+            self.columns, self.rows = columns, rows
+
+    def execute(sql: str, params: dict[str, Any]) -> Rows:
+        cur = con.cursor()
+        try:
+            res = cur.execute(sql, params)
+            return Rows([c[0] for c in res.description], res.fetchall())
+        finally:
+            cur.close()
+
+    glob = str(root / "raw" / "**" / "*.parquet")
+
+    def baseline(column: str | None, filtered: bool) -> Callable[[], Any]:
+        q = parse_query(SITE, TZ[SITE], {"date_range": RANGE})
+        params = {"site": SITE, "lo": q.date_range.start, "hi": q.date_range.end, "tz": TZ[SITE], "glob": glob}
+        where = "site_id = $site AND ts >= $lo AND ts < $hi" + (" AND country = 'DE'" if filtered else "")
+        if column is None:
+            sql = (f"SELECT count(DISTINCT visitor_key), count(*) FILTER (WHERE type = 'pageview')"  # noqa: S608
+                   f" FROM read_parquet($glob) WHERE {where}")
+        else:
+            key = "CAST(timezone($tz, ts) AS DATE)" if column == "day" else column
+            sql = (f"SELECT {key} AS k, count(DISTINCT visitor_key) AS v,"  # noqa: S608
+                   f" count(*) FILTER (WHERE type = 'pageview') FROM read_parquet($glob) WHERE {where}"
+                   f" GROUP BY k ORDER BY v DESC LIMIT 100")
+        if column != "day":
+            params.pop("tz")
+        return lambda: raw.execute(sql, params).fetchall()
+
+    budget = 3.0 if ctx.quick else 6.0
+    for panel, (dims, metrics, column) in PANELS.items():
+        body = {"date_range": RANGE, "dimensions": dims, "metrics": metrics}
+        q = parse_query(SITE, TZ[SITE], body)
+        qf = parse_query(SITE, TZ[SITE], {**body, "filters": [["is", "country", ["DE"]]]})
+        stats = panel == "stats"
+
+        def ask(query: Any, force: str | None = None, two: bool = stats) -> Any:
+            a = run_with(query, execute, force)
+            if two:  # stats also asks for the previous period (change)
+                run_with(query.with_range(query.date_range.previous()), execute, force)
+            return a
+
+        path = run_with(q, execute).path
+        planned = _timed(lambda: ask(q), budget)  # noqa: B023 -- called right here
+        facts = _timed(lambda: ask(q, "facts"), budget)  # noqa: B023
+        filtered = _timed(lambda: ask(qf), budget)  # noqa: B023
+        base = _timed(baseline(column, False), budget)
+        base_f = _timed(baseline(column, True), budget)
+        k = 2 if stats else 1  # the baseline answers one period; stats asks two
+        print(f"  {panel}: {path} p95 {_p(planned, 95):.1f} ms, facts {_p(facts, 95):.1f} ms, "
+              f"filtered {_p(filtered, 95):.1f} ms, raw scan {_p(base, 95):.1f} ms", flush=True)
+        section.add(f"{panel}: {path} p50", _p(planned, 50), "ms")
+        section.add(f"{panel}: {path} p95", _p(planned, 95), "ms", baseline=k * _p(base, 95),
+                    target="< 50 ms", met=_p(planned, 95) < 50)
+        section.add(f"{panel}: facts p50", _p(facts, 50), "ms")
+        section.add(f"{panel}: facts p95", _p(facts, 95), "ms", baseline=k * _p(base, 95))
+        section.add(f"{panel}: country==DE (facts) p95", _p(filtered, 95), "ms", baseline=k * _p(base_f, 95),
+                    target="< 300 ms", met=_p(filtered, 95) < 300)
+    section.notes.append(
+        f"{THREADS} DuckDB threads, read-only connection, in-process engine (the API adds HTTP and one "
+        "Unix-socket round trip to the warehouse process). Baseline: a plain DuckDB scan of the raw "
+        "Parquet for distinct visitors + pageviews by the panel's dimension over the same range "
+        "(sessions metrics cannot be answered from raw events without sessionizing)."
+    )
+    con.close()
+    raw.close()
+    return section
