@@ -7,6 +7,7 @@ from pathlib import Path
 import duckdb
 import polars as pl
 
+from warehouse.database import connect
 from warehouse.tables import ALL_TABLES, LOADED_FILES
 
 #: Columns that legitimately differ between two runs over the same data.
@@ -25,7 +26,7 @@ def snapshot(con: duckdb.DuckDBPyConnection) -> dict[str, pl.DataFrame]:
 
 def snapshot_file(path: Path) -> dict[str, pl.DataFrame]:
     """``snapshot`` of a DuckDB file (opened read-only)."""
-    con = duckdb.connect(str(path), read_only=True)
+    con = connect(path, read_only=True)
     try:
         return snapshot(con)
     finally:
