@@ -177,7 +177,9 @@ class RealtimeResource:
         cursor = parse_cursor(cursor_text)
         live = hub.buffer.sites.get(sub.site_id)
         if cursor is not None and live is not None:
-            missed = [e for e in live.since(cursor) if sub.filter.matches(e)]
+            # Events polled but not flushed yet reach this subscriber with the next flush.
+            pending = {id(e) for e in hub.unsent.get(sub.site_id, ())}
+            missed = [e for e in live.since(cursor) if id(e) not in pending and sub.filter.matches(e)]
         if sub.transport == "sse":
             return [f"retry: {SSE_RETRY_MS}\n\n".encode(), sse_frame("stats_update", stats)] + [
                 event_sse(e) for e in missed
