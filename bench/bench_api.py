@@ -174,4 +174,59 @@ def run(ctx: BenchContext) -> Section:
     )
     con.close()
     raw.close()
+    _http(root, section, budget)
     return section
+
+
+#: named endpoint (path after /sites/:id/) per panel, for the HTTP measurement.
+ENDPOINTS = {"stats": "stats", "timeseries (day)": "timeseries?granularity=day", "sources": "sources",
+             "referrers": "referrers", "pages": "pages", "entry-pages": "entry-pages", "exit-pages": "exit-pages",
+             "countries": "countries", "devices": "devices", "browsers": "browsers", "os": "os", "utm": "utm",
+             "languages": "languages", "screens": "screens", "events": "events"}
+
+
+def _http(root: Path, section: Section, budget: float) -> None:
+    """The same panels through the real server: HTTP → worker → Unix socket → warehouse process."""
+    import sqlite3
+
+    import httpx
+
+    from littlestats.controlplane import ControlPlane
+    from tests.server import running_server
+
+    control = ControlPlane(root / "control.sqlite3")
+    for site_id, tz in TZ.items():
+        if control.get_site(site_id) is None:
+            made = control.create_site(f"{site_id}.example", timezone=tz)
+            db = sqlite3.connect(root / "control.sqlite3")
+            db.execute("UPDATE sites SET id = ? WHERE id = ?", (site_id, made.id))
+            db.commit()
+            db.close()
+    control.close()
+    with running_server(root, 2, env={"LITTLESTATS_LOAD_INTERVAL_SECONDS": "3600"}) as srv:
+        token = (root / "admin-token").read_text().strip()
+        with httpx.Client(base_url=srv.url, headers={"Authorization": f"Bearer {token}"}, timeout=60) as c:
+            deadline = time.monotonic() + 60
+            while c.get(f"/api/v2/health/{SITE}").json().get("warehouse") != "ok":
+                if time.monotonic() > deadline:
+                    raise RuntimeError("warehouse process did not start")
+                time.sleep(0.5)
+            dates = f"start={RANGE[0]}&end={RANGE[1]}"
+            for panel, endpoint in ENDPOINTS.items():
+                sep = "&" if "?" in endpoint else "?"
+                url = f"/api/v2/sites/{SITE}/{endpoint}{sep}{dates}"
+
+                def get(u: str) -> None:
+                    r = c.get(u)
+                    assert r.status_code == 200, r.text
+
+                plain = _timed(lambda: get(url), budget)  # noqa: B023 -- called right here
+                filtered = _timed(lambda: get(url + "&filter=country==DE"), budget)  # noqa: B023
+                print(f"  HTTP {panel}: p95 {_p(plain, 95):.1f} ms, filtered {_p(filtered, 95):.1f} ms", flush=True)
+                section.add(f"HTTP GET {endpoint.split('?')[0]} p50", _p(plain, 50), "ms")
+                section.add(f"HTTP GET {endpoint.split('?')[0]} p95", _p(plain, 95), "ms",
+                            target="< 50 ms", met=_p(plain, 95) < 50)
+                section.add(f"HTTP GET {endpoint.split('?')[0]} country==DE p95", _p(filtered, 95), "ms",
+                            target="< 300 ms", met=_p(filtered, 95) < 300)
+    section.notes.append("HTTP rows: `littlestats serve` with 2 workers on the same data, sequential requests "
+                         "from one client on loopback (includes JSON rendering and the socket hop).")

@@ -69,11 +69,26 @@ def event_list_sql(q: Query, cursor: tuple[datetime, str] | None, limit: int) ->
         ts, eid = p(cursor[0]), p(cursor[1])
         cond += f" AND (e.ts < {ts} OR (e.ts = {ts} AND e.event_id < {eid}))"
     cols = ", ".join(f"e.{c}" for c in COLUMNS)
+    # The page first, then the properties of just those events (within the page's time span, so
+    # zone maps skip the rest of event_props).
+    # Top-N on the sort keys only, then the other columns for just those rows (late
+    # materialization: reading every column of every matching event costs more than the sort).
+    site = p(q.site_id)
+    with_page = (
+        f"{prefix.rstrip() + ', ' if prefix else 'WITH '}keys AS (SELECT e.ts, e.event_id FROM events e"
+        f" WHERE {cond} ORDER BY e.ts DESC, e.event_id DESC LIMIT {int(limit) + 1}),"
+        f" page AS (SELECT {cols} FROM events e WHERE e.site_id = {site}"
+        " AND e.ts >= (SELECT min(ts) FROM keys) AND e.ts <= (SELECT max(ts) FROM keys)"
+        " AND e.event_id IN (SELECT event_id FROM keys)),"
+        " props AS (SELECT pr.event_id, list({'key': pr.key, 'value': pr.value} ORDER BY pr.key) AS props"
+        f" FROM event_props pr WHERE pr.site_id = {site}"
+        " AND pr.ts >= (SELECT min(ts) FROM page) AND pr.ts <= (SELECT max(ts) FROM page)"
+        " AND pr.event_id IN (SELECT event_id FROM page) GROUP BY pr.event_id)"
+    )
+    out_cols = ", ".join(f"page.{c}" for c in COLUMNS)
     text = (
-        f"{prefix}SELECT {cols}, (SELECT list({{'key': pr.key, 'value': pr.value}} ORDER BY pr.key)"
-        f" FROM event_props pr WHERE pr.site_id = e.site_id AND pr.event_id = e.event_id"
-        f" AND pr.ts = e.ts) AS props"
-        f" FROM events e WHERE {cond} ORDER BY e.ts DESC, e.event_id DESC LIMIT {int(limit) + 1}"
+        f"{with_page} SELECT {out_cols}, props.props FROM page LEFT JOIN props ON props.event_id = page.event_id"
+        " ORDER BY page.ts DESC, page.event_id DESC"
     )
     return SQL(text, p.values)
 
