@@ -61,6 +61,7 @@ class Envelope:
     events: list[Beacon | BeaconError]
     batch: bool
     site: str | None  # `siteId` of a batch
+    sent_at: int | None = None  # the client's clock when it sent the batch (epoch ms)
 
 
 def parse_body(body: bytes, limits: Limits) -> Envelope:
@@ -87,13 +88,14 @@ def parse_body(body: bytes, limits: Limits) -> Envelope:
         site = data.get("siteId")
         if site is not None and not isinstance(site, str):
             raise BeaconError("'siteId' must be a string")
+        sent_at = _number(data, "sentAt")
         parsed: list[Beacon | BeaconError] = []
         for i, raw in enumerate(events):
             try:
                 parsed.append(parse_event(raw, limits, batch=True))
             except BeaconError as exc:
                 parsed.append(BeaconError(f"events[{i}]: {exc}", exc.status))
-        return Envelope(parsed, batch=True, site=site)
+        return Envelope(parsed, batch=True, site=site, sent_at=int(sent_at) if sent_at is not None else None)
     return Envelope([parse_event(data, limits, batch=False)], batch=False, site=None)
 
 

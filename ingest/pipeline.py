@@ -26,7 +26,6 @@ from ingest.useragent import classify
 from littlestats.controlplane import Site
 
 UTM_FIELDS = ("utm_source", "utm_medium", "utm_campaign", "utm_term", "utm_content")
-FUTURE_SKEW_MS = 60_000
 TIMING_SAMPLE = 16
 
 
@@ -53,6 +52,8 @@ class RequestContext:
     received_ms: int
     salt_for: Callable[[date], bytes]
     client_ts_window_ms: int = 24 * 3600 * 1000
+    # receive time − the client's `sentAt`: how far the client's clock is behind ours.
+    clock_offset_ms: int = 0
 
 
 @dataclass(slots=True)
@@ -214,16 +215,22 @@ def put_visitor_key(d: Draft) -> Drop | None:
 
 
 def put_time(d: Draft) -> Drop | None:
+    """Event time: the client's ``ts`` corrected by the batch's clock offset, never in the future.
+
+    A buffered event keeps its real time. A client clock that runs fast or slow is corrected by
+    ``sentAt`` when the batch carries it; without it, a time ahead of ours is clamped to the
+    receive time (a fast clock must not lose the visitor's events).
+    """
     now = d.ctx.received_ms
     ts = d.beacon.ts
     if ts is None:
         ts = now
-    elif ts > now:
-        if ts - now > FUTURE_SKEW_MS:
-            raise BeaconError("'ts' is in the future")
-        ts = now  # small clock skew
-    elif now - ts > d.ctx.client_ts_window_ms:
-        raise BeaconError("'ts' is older than the accepted window for buffered events")
+    else:
+        ts += d.ctx.clock_offset_ms
+        if ts > now:
+            ts = now
+        elif now - ts > d.ctx.client_ts_window_ms:
+            raise BeaconError("'ts' is older than the accepted window for buffered events (24 h)")
     d.event["ts"] = ts
     d.event["received_at"] = now
     d.event["event_id"] = uuid7(ts)

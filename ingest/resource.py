@@ -124,6 +124,7 @@ class TrackResource:
             received_ms=now_ms,
             salt_for=self.salts,
             client_ts_window_ms=self.window_ms,
+            clock_offset_ms=now_ms - envelope.sent_at if envelope.sent_at is not None else 0,
         )
         payloads: list[bytes] = []
         accepted: list[dict[str, Any]] = []
