@@ -20,6 +20,7 @@ Because every derived row is recomputed from the facts, any split of the same fi
 
 from __future__ import annotations
 
+import os
 import time
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
@@ -28,7 +29,6 @@ from pathlib import Path
 
 import duckdb
 import polars as pl
-import pyarrow.parquet as pq
 
 from warehouse.rollups import rebuild_days, rebuild_hours
 from warehouse.sessionize import VISIT_GAP, sessionize
@@ -36,6 +36,8 @@ from warehouse.tables import EVENTS
 
 #: Rows per load transaction when many files are pending (bounds memory of a backfill).
 CHUNK_ROWS = 1_500_000
+#: Rows are estimated from file sizes (reading every footer costs more than the estimate is worth).
+BYTES_PER_ROW = 100
 
 _EVENT_COLUMNS = [c for c in EVENTS.column_names if c != "session_id"]
 _PROP_KINDS = (("props_str", "string", "string_value"), ("props_num", "number", "number_value"),
@@ -50,7 +52,12 @@ class RawFile:
     rel: str
     site_id: str
     partition_hour: datetime
-    rows: int = 0
+    size: int = 0
+
+    @property
+    def estimated_rows(self) -> int:
+        """Rows estimated from the file size (for chunking and progress only)."""
+        return max(1, self.size // BYTES_PER_ROW)
 
 
 @dataclass
@@ -83,30 +90,41 @@ class LoadResult:
                 f"{self.chunks} transactions, {self.seconds:.1f} s")
 
 
+def _subdirs(path: Path, prefix: str) -> list[tuple[str, Path]]:
+    try:
+        entries = [(e.name[len(prefix):], Path(e.path)) for e in os.scandir(path)
+                   if e.name.startswith(prefix) and e.is_dir()]
+    except FileNotFoundError:
+        return []
+    return sorted(entries)
+
+
 def discover_files(
     raw_dir: Path, start: date | None = None, end: date | None = None
 ) -> list[RawFile]:
     """Raw Parquet files under ``raw_dir`` (optionally only partitions dated ``start``..``end``)."""
     found: list[RawFile] = []
-    if not raw_dir.is_dir():
-        return found
-    for site_dir in sorted(raw_dir.glob("site_id=*")):
-        site_id = site_dir.name.split("=", 1)[1]
-        for date_dir in sorted(site_dir.glob("date=*")):
-            day = date.fromisoformat(date_dir.name.split("=", 1)[1])
+    for site_id, site_dir in _subdirs(raw_dir, "site_id="):
+        for day_text, date_dir in _subdirs(site_dir, "date="):
+            day = date.fromisoformat(day_text)
             if (start and day < start) or (end and day > end):
                 continue
-            for hour_dir in sorted(date_dir.glob("hour=*")):
-                hour = int(hour_dir.name.split("=", 1)[1])
-                when = datetime(day.year, day.month, day.day, hour, tzinfo=UTC)
-                for path in sorted(hour_dir.glob("part-*.parquet")):
-                    rel = str(path.relative_to(raw_dir))
-                    found.append(RawFile(path, rel, site_id, when))
+            for hour_text, hour_dir in _subdirs(date_dir, "hour="):
+                when = datetime(day.year, day.month, day.day, int(hour_text), tzinfo=UTC)
+                rel_dir = f"site_id={site_id}/date={day_text}/hour={hour_text}"
+                try:
+                    entries = list(os.scandir(hour_dir))
+                except FileNotFoundError:
+                    continue  # removed by retention meanwhile
+                for e in sorted(entries, key=lambda e: e.name):
+                    if e.name.startswith("part-") and e.name.endswith(".parquet"):
+                        found.append(RawFile(Path(e.path), f"{rel_dir}/{e.name}", site_id, when,
+                                             e.stat().st_size))
     return found
 
 
 def pending_files(con: duckdb.DuckDBPyConnection, files: Iterable[RawFile]) -> list[RawFile]:
-    """The files not yet in the manifest, with their row counts, in partition order."""
+    """The files not yet in the manifest, in partition order."""
     files = list(files)
     if not files:
         return []
@@ -114,30 +132,22 @@ def pending_files(con: duckdb.DuckDBPyConnection, files: Iterable[RawFile]) -> l
     loaded = {row[0] for row in con.execute(
         "SELECT path FROM loaded_files WHERE partition_hour >= ?", [oldest]
     ).fetchall()}
-    pending = []
-    for f in files:
-        if f.rel in loaded:
-            continue
-        try:
-            rows = pq.read_metadata(f.path).num_rows
-        except FileNotFoundError:
-            continue  # removed by retention meanwhile
-        pending.append(RawFile(f.path, f.rel, f.site_id, f.partition_hour, rows))
+    pending = [f for f in files if f.rel not in loaded]
     pending.sort(key=lambda f: (f.partition_hour, f.rel))
     return pending
 
 
 def plan_chunks(files: list[RawFile], max_rows: int = CHUNK_ROWS) -> list[list[RawFile]]:
-    """Consecutive groups of files of at most ``max_rows`` rows (a bigger file stands alone)."""
+    """Consecutive groups of files of about ``max_rows`` rows at most (a bigger file stands alone)."""
     chunks: list[list[RawFile]] = []
     current: list[RawFile] = []
     rows = 0
     for f in files:
-        if current and rows + f.rows > max_rows:
+        if current and rows + f.estimated_rows > max_rows:
             chunks.append(current)
             current, rows = [], 0
         current.append(f)
-        rows += f.rows
+        rows += f.estimated_rows
     if current:
         chunks.append(current)
     return chunks
@@ -158,8 +168,10 @@ def load_chunk(
 ) -> LoadResult:
     """Load ``files`` in one transaction (see the module docstring)."""
     result = LoadResult(files=len(files), chunks=1)
-    raw = read_raw(files).unique("event_id", keep="first", maintain_order=True)
-    result.rows = sum(f.rows for f in files)
+    raw = read_raw(files)
+    result.rows = raw.height
+    per_file = dict(raw.group_by("_file").len().iter_rows())
+    raw = raw.unique("event_id", keep="first", maintain_order=True)
     con.begin()
     try:
         new = _drop_loaded(con, raw)
@@ -168,13 +180,13 @@ def load_chunk(
         result.sites = set(new["site_id"].unique().to_list()) if new.height else set()
         if new.height:
             result.visits_written = _merge_events(con, new, site_tz)
-        _record_manifest(con, files, raw, new)
+        _record_manifest(con, files, per_file, new)
         con.commit()
     except BaseException:
         con.rollback()
         raise
     finally:
-        for name in ("incoming_ids", "new_raw", "affected_in", "combined_events", "new_sessions",
+        for name in ("manifest_in", "incoming_ids", "new_raw", "affected_in", "combined_events", "new_sessions",
                      "tz_in", "hours_in"):
             con.unregister(name)
     return result
@@ -190,7 +202,7 @@ def load_pending(
     chunk_rows: int = CHUNK_ROWS,
     files: list[RawFile] | None = None,
 ) -> LoadResult:
-    """Load every raw file not loaded yet; ``progress(done_rows, total_rows)`` after each chunk.
+    """Load every raw file not loaded yet; ``progress(done, total)`` (estimated rows) per chunk.
 
     ``files`` (default: every file under ``raw_dir`` dated ``start``..``end``) are the candidates.
     """
@@ -198,14 +210,14 @@ def load_pending(
     if files is None:
         files = discover_files(raw_dir, start, end)
     files = pending_files(con, files)
-    total = sum(f.rows for f in files)
+    total = sum(f.estimated_rows for f in files)
     result = LoadResult()
     done = 0
     if progress:
         progress(0, total)
     for chunk in plan_chunks(files, chunk_rows):
         result.add(load_chunk(con, chunk, site_tz))
-        done += sum(f.rows for f in chunk)
+        done += sum(f.estimated_rows for f in chunk)
         if progress:
             progress(done, total)
     result.seconds = time.monotonic() - started
@@ -353,10 +365,21 @@ def _rebuild_rollups(
 
 
 def _record_manifest(
-    con: duckdb.DuckDBPyConnection, files: list[RawFile], raw: pl.DataFrame, new: pl.DataFrame
+    con: duckdb.DuckDBPyConnection, files: list[RawFile], per_file: dict[str, int],
+    new: pl.DataFrame,
 ) -> None:
     counts = dict(new.group_by("_file").len().iter_rows()) if new.height else {}
-    now = datetime.now(UTC)
-    rows = [(f.site_id, f.rel, f.partition_hour, f.rows, counts.get(str(f.path), 0), now)
-            for f in files]
-    con.executemany("INSERT INTO loaded_files VALUES (?, ?, ?, ?, ?, ?)", rows)
+    manifest = pl.DataFrame(
+        {
+            "site_id": [f.site_id for f in files],
+            "path": [f.rel for f in files],
+            "partition_hour": [f.partition_hour for f in files],
+            "rows": [per_file.get(str(f.path), 0) for f in files],
+            "new_events": [counts.get(str(f.path), 0) for f in files],
+        },
+        schema={"site_id": pl.String, "path": pl.String,
+                "partition_hour": pl.Datetime("us", "UTC"), "rows": pl.Int64,
+                "new_events": pl.Int64},
+    ).with_columns(pl.lit(datetime.now(UTC)).dt.cast_time_unit("us").alias("loaded_at"))
+    con.register("manifest_in", manifest.to_arrow())
+    con.execute("INSERT INTO loaded_files SELECT * FROM manifest_in")

@@ -39,49 +39,72 @@ REQUIRED = ("event_id", "site_id", "ts", "type", "visitor_key", "pathname", "eng
             "user_id", *FIRST_EVENT_COLUMNS)
 
 
-def assign_sessions(events: pl.DataFrame) -> pl.DataFrame:
-    """The events sorted by ``(site_id, visitor_key, ts, event_id)`` with a ``session_id`` column
-    (and ``_visit``, the visit's ordinal in the frame, which ``summarize_sessions`` groups by).
+_ORDER = ["site_id", "visitor_key", "ts", "event_id"]
+_KEYS = ("site_id", "visitor_key", "ts", "event_id", "type", "pathname", "engagement_ms", "user_id")
 
-    ``events`` must hold every event of each visitor in the time span that matters (the loader
-    hands over an affected visitor's stored events around the new ones).
-    """
-    df = events.sort(["site_id", "visitor_key", "ts", "event_id"])
+
+def _ordered_keys(events: pl.DataFrame) -> pl.DataFrame:
+    """The columns visits depend on, sorted, with ``_row`` (input position), ``_start`` (first
+    event of a visit) and ``_visit`` (visit ordinal). Only these few columns are sorted; the
+    wide event rows are never reordered."""
+    keys = events.select(_KEYS).with_row_index("_row").sort(_ORDER)
     same_visitor = (pl.col("site_id") == pl.col("site_id").shift(1)) & (
         pl.col("visitor_key") == pl.col("visitor_key").shift(1)
     )
     within_gap = (pl.col("ts") - pl.col("ts").shift(1)) <= VISIT_GAP
-    starts = ~(same_visitor & within_gap).fill_null(False)
-    # _visit numbers the visits in order (cheap to group by); session_id is the first event's id
-    df = df.with_columns(starts.alias("_start"))
-    df = df.with_columns(pl.col("_start").cum_sum().cast(pl.UInt32).alias("_visit"))
-    first_ids = df.filter(pl.col("_start"))["event_id"]
-    return df.with_columns(first_ids.gather(df["_visit"] - 1).alias("session_id")).drop("_start")
+    keys = keys.with_columns((~(same_visitor & within_gap).fill_null(False)).alias("_start"))
+    keys = keys.with_columns(pl.col("_start").cum_sum().cast(pl.UInt32).alias("_visit"))
+    first_ids = keys.filter(pl.col("_start"))["event_id"]
+    return keys.with_columns(first_ids.gather(keys["_visit"] - 1).alias("session_id"))
+
+
+def _ids_in_input_order(keys: pl.DataFrame) -> pl.Series:
+    return keys.select("_row", "session_id").sort("_row")["session_id"]
+
+
+def assign_sessions(events: pl.DataFrame) -> pl.DataFrame:
+    """The events (in their input order) with a ``session_id`` column.
+
+    ``events`` must hold every event of each visitor in the time span that matters (the loader
+    hands over an affected visitor's stored events around the new ones).
+    """
+    return events.with_columns(_ids_in_input_order(_ordered_keys(events)))
 
 
 def summarize_sessions(
     events: pl.DataFrame, returning: pl.DataFrame | None = None
 ) -> pl.DataFrame:
-    """One row per visit from events carrying ``session_id`` (as ``assign_sessions`` returns them).
+    """One row per visit of ``events`` (as ``assign_sessions`` returns them).
 
     ``returning`` has columns ``site_id``, ``visitor_key``: visitors known to have visited before
     the earliest event in ``events``. The result has exactly the columns of the ``sessions`` table.
     """
+    return _summarize(events, _ordered_keys(events.drop("session_id", strict=False)), returning)
+
+
+def sessionize(
+    events: pl.DataFrame, returning: pl.DataFrame | None = None
+) -> tuple[pl.DataFrame, pl.DataFrame]:
+    """Events with ``session_id`` and the visits they form: ``(events, sessions)``."""
+    keys = _ordered_keys(events)
+    return events.with_columns(_ids_in_input_order(keys)), _summarize(events, keys, returning)
+
+
+def _summarize(
+    events: pl.DataFrame, keys: pl.DataFrame, returning: pl.DataFrame | None
+) -> pl.DataFrame:
     is_pv = pl.col("type") == "pageview"
     is_activity = pl.col("type").is_in(ACTIVITY_TYPES)
     is_engagement = pl.col("type").is_in(ENGAGEMENT_TYPES)
 
-    if "_visit" not in events.columns:  # sorted events with session ids from elsewhere
-        events = events.sort(["site_id", "visitor_key", "ts", "event_id"]).with_columns(
-            pl.col("session_id").rle_id().cast(pl.UInt32).add(1).alias("_visit")
-        )
-    # The first event of a visit is the row whose event_id is the session id (rows are sorted).
-    first = events.filter(pl.col("event_id") == pl.col("session_id")).select(
-        "_visit", "session_id", "site_id", "visitor_key", pl.col("ts").alias("started_at"),
-        *FIRST_EVENT_COLUMNS,
-    )
+    starts = keys.filter(pl.col("_start"))
+    first = pl.concat([
+        starts.select("_visit", "session_id", "site_id", "visitor_key",
+                      pl.col("ts").alias("started_at")),
+        events.select(FIRST_EVENT_COLUMNS).gather(starts["_row"]),
+    ], how="horizontal")
     last_pv_ts = pl.col("ts").filter(is_pv).last()
-    aggregates = events.group_by("_visit").agg(
+    aggregates = keys.group_by("_visit").agg(
         pl.col("ts").last().alias("ended_at"),
         is_pv.sum().cast(pl.Int32).alias("pageviews"),
         (pl.col("type") == "event").sum().cast(pl.Int32).alias("custom_events"),
@@ -98,10 +121,11 @@ def summarize_sessions(
         pl.col("user_id").drop_nulls().last().alias("user_id"),
     )
     sessions = first.join(aggregates, on="_visit", how="inner").sort("_visit")
-    first_in_frame = ~(
+    # the visitor's first visit in the frame (visits are in (site, visitor, time) order here)
+    sessions = sessions.with_columns((~(
         (pl.col("site_id") == pl.col("site_id").shift(1))
         & (pl.col("visitor_key") == pl.col("visitor_key").shift(1))
-    ).fill_null(False)
+    ).fill_null(False)).alias("_first_in_frame"))
     if returning is not None and returning.height:
         known = returning.select("site_id", "visitor_key").unique().with_columns(
             pl.lit(True).alias("_returning")
@@ -113,14 +137,6 @@ def summarize_sessions(
         ((pl.col("_last_activity") - pl.col("started_at")).dt.total_milliseconds()
          + pl.col("engagement_ms")).alias("duration_ms"),
         ((pl.col("pageviews") == 1) & (pl.col("custom_events") == 0)).alias("is_bounce"),
-        (first_in_frame & pl.col("_returning").is_null()).alias("is_new"),
+        (pl.col("_first_in_frame") & pl.col("_returning").is_null()).alias("is_new"),
     )
     return sessions.select(SESSIONS.column_names)
-
-
-def sessionize(
-    events: pl.DataFrame, returning: pl.DataFrame | None = None
-) -> tuple[pl.DataFrame, pl.DataFrame]:
-    """Events with ``session_id`` and the visits they form: ``(events, sessions)``."""
-    with_ids = assign_sessions(events)
-    return with_ids.drop("_visit"), summarize_sessions(with_ids, returning)
