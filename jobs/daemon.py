@@ -62,6 +62,21 @@ def build_scheduler(warehouse: object, settings: Settings) -> BackgroundSchedule
     return scheduler
 
 
+def _open_warehouse(settings: Settings, stop: threading.Event) -> object | None:
+    """Open the DuckDB file, waiting while another process (a CLI job) holds its lock."""
+    import duckdb
+
+    from warehouse.service import Warehouse
+
+    while not stop.is_set():
+        try:
+            return Warehouse(settings)
+        except duckdb.IOException as exc:
+            log.warning("warehouse database busy (%s); retrying", exc)
+            stop.wait(2.0)
+    return None
+
+
 def run(settings: Settings) -> None:
     """Serve the warehouse and run the jobs until stopped."""
     from warehouse.service import Warehouse, WarehouseSocketServer
@@ -71,7 +86,10 @@ def run(settings: Settings) -> None:
     signal.signal(signal.SIGTERM, lambda *_: stop.set())
     signal.signal(signal.SIGINT, lambda *_: stop.set())
     settings.ensure_dirs()
-    warehouse = Warehouse(settings)
+    warehouse = _open_warehouse(settings, stop)
+    if warehouse is None:
+        return
+    assert isinstance(warehouse, Warehouse)
     server = WarehouseSocketServer(warehouse, settings.warehouse_socket)
     server.serve_in_thread()
     scheduler = build_scheduler(warehouse, settings)
