@@ -175,6 +175,10 @@ class SegmentWriter:
     def active_path(self) -> Path | None:
         return self._path
 
+    @property
+    def closed(self) -> bool:
+        return self._closed
+
     # the pipelined commit (event loop side) ---------------------------------------------------
     def _start_commit(self, loop: asyncio.AbstractEventLoop) -> None:
         self._commit_scheduled = False

@@ -8,6 +8,7 @@ write-ahead-log segment, its own control-plane connection, its own caches.
 from __future__ import annotations
 
 import logging
+import os
 import threading
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
@@ -121,6 +122,26 @@ class Liveness:
         json_response(resp, {"status": "ok"})
 
 
+class Readiness:
+    """Ready when this worker can accept beacons: control plane readable, WAL writable."""
+
+    def __init__(self, services: Services) -> None:
+        self.services = services
+
+    async def on_get(self, req: falcon.asgi.Request, resp: falcon.asgi.Response) -> None:
+        problems = []
+        try:
+            self.services.control.list_sites(owner_id="")
+        except Exception as exc:
+            problems.append(f"control plane: {exc}")
+        if self.services.wal.closed:
+            problems.append("write-ahead log is closed")
+        if not os.access(self.services.settings.wal_dir, os.W_OK):
+            problems.append(f"{self.services.settings.wal_dir} is not writable")
+        status = falcon.HTTP_200 if not problems else falcon.HTTP_503
+        json_response(resp, {"status": "ready" if not problems else "not ready", "problems": problems}, status)
+
+
 class Metrics:
     def __init__(self, services: Services) -> None:
         self.services = services
@@ -171,6 +192,7 @@ class LittleStatsApp:
     def add_routes(self, services: Services) -> None:
         app = self.falcon
         app.add_route("/healthz", Liveness())
+        app.add_route("/readyz", Readiness(services))
         app.add_route("/metrics", Metrics(services))
         app.add_route(
             "/api/v2/track/{site}",

@@ -211,6 +211,13 @@ def test_metrics_count_accepted_rejected_and_latency(env: tuple[LiveServer, dict
     assert 'littlestats_ingest_step_seconds_total{step="put_referrer"}' in text
 
 
+def test_liveness_and_readiness(env: tuple[LiveServer, dict[str, Any]]) -> None:
+    server, _ = env
+    assert httpx.get(server.url + "/healthz").json() == {"status": "ok"}
+    ready = httpx.get(server.url + "/readyz")
+    assert ready.status_code == 200 and ready.json()["status"] == "ready"
+
+
 def test_fallback_visitor_key_without_tracker_id(env: tuple[LiveServer, dict[str, Any]]) -> None:
     server, site = env
     for _ in range(2):
