@@ -114,6 +114,8 @@ def _measure(mode: str, root: Path) -> dict[str, Any]:
         raise RuntimeError(f"{mode} failed:\n{err.decode()[-3000:]}")
     data: dict[str, Any] = json.loads(out.decode().strip().splitlines()[-1])
     data["peak_rss_mb"] = usage.ru_maxrss / 1024  # KiB on Linux
+    # CPU seconds of the whole process (all threads): robust to other load on a shared machine
+    data["cpu_seconds"] = usage.ru_utime + usage.ru_stime
     return data
 
 
@@ -137,12 +139,17 @@ def run(ctx: BenchContext) -> Section:
                     target="10 M in < 120 s" if big else "",
                     met=ours["seconds"] < 120 if big else None)
         section.add(f"{label} load time", ours["seconds"], "s", baseline=base["seconds"])
+        section.add(f"{label} load CPU time (process, all threads)", ours["cpu_seconds"], "s",
+                    baseline=base["cpu_seconds"])
         section.add(f"{label} peak RSS", ours["peak_rss_mb"], "MB", baseline=base["peak_rss_mb"],
                     target="< 4096 MB" if big else "", met=ours["peak_rss_mb"] < 4096 if big else None)
         if size == sizes[0]:
             steady = _measure("steady", root)
             section.add(f"steady-state load of {steady['rows']:,} new events (after {label})",
                         steady["seconds"], "s", target="< 2 s", met=steady["seconds"] < 2)
+            section.add("steady-state load CPU time (process, incl. start-up)",
+                        steady["cpu_seconds"], "s")
     section.notes.append(f"{THREADS} DuckDB threads, POLARS_MAX_THREADS={THREADS}, DuckDB memory_limit 2GB; "
-                         "each step in a fresh process, peak RSS from wait4()")
+                         "each step in a fresh process, peak RSS and CPU time from wait4(); "
+                         f"load average at the end {os.getloadavg()[0]:.1f} on {os.cpu_count()} cores")
     return section
