@@ -435,7 +435,8 @@ class SiteLive:
                 break
             if e.key > cursor:
                 found.append(e)
-        return reversed(found)
+        found.sort(key=lambda e: e.key)
+        return iter(found)
 
 
 class LiveBuffer:

@@ -71,12 +71,12 @@ def _build_hub(services: Any) -> LiveHub:
     except Exception:
         log.exception("could not load recent events from Parquet; the live buffer starts empty")
         items, ids = [], set()
-    buffer.extend(items, now)
     tail.skip_ids = ids
-    hub = LiveHub(buffer, tail)
-    hub.poll()
+    items += tail.poll()  # the two sources interleave: feed them in one order
     tail.skip_ids = set()
-    return hub
+    items.sort(key=lambda item: item[0])
+    buffer.extend(items, now)
+    return LiveHub(buffer, tail)
 
 
 class RealtimeAuth:
