@@ -24,6 +24,7 @@ from apscheduler.schedulers.background import BackgroundScheduler
 
 from ingest.seal import seal_all
 from littlestats.config import Settings, load_settings
+from littlestats.logs import configure as configure_logging
 
 log = logging.getLogger("littlestats.daemon")
 
@@ -114,5 +115,5 @@ def run(settings: Settings) -> None:
 
 if __name__ == "__main__":
     settings = load_settings()
-    logging.basicConfig(level=settings.log_level.upper(), format="%(asctime)s %(name)s %(levelname)s %(message)s")
+    configure_logging(settings.log_level, settings.log_format)
     run(settings)

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import importlib
-import logging
 import os
 import shutil
 import sys
@@ -17,6 +16,7 @@ import orjson
 from littlestats import __version__
 from littlestats.config import ConfigError, Settings, load_settings
 from littlestats.controlplane import ControlPlane
+from littlestats.logs import configure as configure_logging
 
 
 def data_dir_option(f: Callable[..., Any]) -> Callable[..., Any]:
@@ -62,7 +62,7 @@ def serve(data_dir: Path | None, host: str | None, port: int | None, workers: in
     os.environ["PROMETHEUS_MULTIPROC_DIR"] = str(settings.metrics_dir)
     from littlestats.server import serve as run_server
 
-    logging.basicConfig(level=settings.log_level.upper(), format="%(asctime)s %(name)s %(levelname)s %(message)s")
+    configure_logging(settings.log_level, settings.log_format)
     try:
         run_server(settings)
     except ConfigError as exc:

@@ -60,6 +60,7 @@ class Settings:
     default_retention_days: int = 0
     rollup_retention_days: int = 0
     log_level: str = "info"
+    log_format: str = "text"  # text | json (one JSON object per line)
 
     # Derived locations inside the data directory -------------------------------------------
     @property
@@ -197,5 +198,7 @@ def _validate(s: Settings) -> None:
         s.trusted_networks()
     except ValueError as exc:
         raise ConfigError(f"setting 'trusted_proxies': {exc}") from exc
+    if s.log_format not in ("text", "json"):
+        raise ConfigError("setting 'log_format' must be 'text' or 'json'")
     if s.geoip_mmdb and not Path(s.geoip_mmdb).is_file():
         raise ConfigError(f"setting 'geoip_mmdb': file {s.geoip_mmdb} does not exist")

@@ -21,6 +21,7 @@ from api.auth import ensure_admin_token
 from ingest.seal import seal_all
 from littlestats.app import create_app
 from littlestats.config import ConfigError, Settings
+from littlestats.logs import logging_config
 
 log = logging.getLogger(__name__)
 
@@ -50,6 +51,7 @@ class GunicornServer(BaseApplication):  # type: ignore[misc]
             "timeout": 60,
             "keepalive": 5,
             "loglevel": s.log_level,
+            "logconfig_dict": logging_config(s.log_level, s.log_format),
             "accesslog": None,
             "proc_name": "littlestats",
             **self.options,
