@@ -31,33 +31,55 @@ STEADY_EVENTS = 10_000
 TZ = {"site-a": "UTC", "site-b": "Europe/Berlin"}
 
 
+BATCH_EVENTS = 1_000_000
+
+
 def _prepare(root: Path, events: int, seed: int = 1) -> tuple[int, int]:
-    """Raw Parquet for the first ``events`` events (by time) of 30 days of generated traffic, and
-    the next minute's ~10 k: the following events in time (visits continuing) plus 2 % late
-    events from the last 24 hours."""
+    """Raw Parquet for ``events`` events over 30 days, and the next minute's ~10 k events.
+
+    Traffic is generated in batches of about 1 M events (distinct visitors, each batch over the
+    whole 30 days, written as its own part files), so generating 10 M stays within a few GB. From
+    the last batch, the ~10 k events following its bulk in time (visits continuing) plus 2 % late
+    events from its last 24 hours are held back for the steady-state load.
+    """
+    import gc
+
     import polars as pl
 
     from tests.generator import Traffic, TrafficSpec, generate
 
-    spec = TrafficSpec(visitors=int(1.1 * (events + STEADY_EVENTS) / EVENTS_PER_VISITOR), days=30,
-                       loads=1, seed=seed, late_fraction=0.0, duplicate_fraction=0.0)
-    traffic = generate(spec)
-    ordered = traffic.events.sort("ts", "event_id").with_row_index("_i")
-    late_n = STEADY_EVENTS // 50
-    cut_ts = ordered["ts"][events - 1]
-    late = (ordered.head(events)
-            .filter(pl.col("ts") > cut_ts - pl.duration(hours=24))
-            .sample(late_n, seed=seed)["_i"])
-    in_steady = (pl.col("_i").is_in(late.implode())
-                 | ((pl.col("_i") >= events) & (pl.col("_i") < events + STEADY_EVENTS - late_n)))
-    bulk_events = ordered.filter((pl.col("_i") < events) & ~in_steady).drop("_i")
-    steady_events = ordered.filter(in_steady).drop("_i")
-    empty = traffic.duplicates.clear()
-    bulk = Traffic(spec, bulk_events, empty, traffic.visits)
-    steady = Traffic(spec, steady_events, empty, traffic.visits)
-    bulk.write_raw(root / "raw")
-    steady.write_raw(root / "steady")
-    return bulk.event_count, steady.event_count
+    batches = max(1, round(events / BATCH_EVENTS))
+    per_batch = events // batches
+    bulk_total = steady_total = 0
+    for b in range(batches):
+        last = b == batches - 1
+        want = per_batch + (events - per_batch * batches if last else 0)
+        extra = STEADY_EVENTS if last else 0
+        spec = TrafficSpec(visitors=int(1.1 * (want + extra) / EVENTS_PER_VISITOR), days=30,
+                           loads=1, seed=seed + b, late_fraction=0.0, duplicate_fraction=0.0)
+        traffic = generate(spec)
+        ordered = traffic.events.sort("ts", "event_id").with_row_index("_i")
+        in_steady = pl.lit(False)
+        if last:
+            late_n = STEADY_EVENTS // 50
+            cut_ts = ordered["ts"][want - 1]
+            late = (ordered.head(want)
+                    .filter(pl.col("ts") > cut_ts - pl.duration(hours=24))
+                    .sample(late_n, seed=seed)["_i"])
+            in_steady = (pl.col("_i").is_in(late.implode())
+                         | ((pl.col("_i") >= want) & (pl.col("_i") < want + STEADY_EVENTS - late_n)))
+        empty = traffic.duplicates.clear()
+        bulk = Traffic(spec, ordered.filter((pl.col("_i") < want) & ~in_steady).drop("_i"), empty,
+                       traffic.visits)
+        bulk.write_raw(root / "raw")
+        bulk_total += bulk.event_count
+        if last:
+            steady = Traffic(spec, ordered.filter(in_steady).drop("_i"), empty, traffic.visits)
+            steady.write_raw(root / "steady")
+            steady_total = steady.event_count
+        del traffic, ordered, bulk
+        gc.collect()
+    return bulk_total, steady_total
 
 
 def worker(mode: str, root: str) -> None:

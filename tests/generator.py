@@ -112,10 +112,11 @@ class Traffic:
         """
         events = self.events if load is None else self.events.filter(pl.col("load") == load)
         dups = self.duplicates if load is None else self.duplicates.filter(pl.col("load") == load)
-        paths = _write(events, raw_dir, f"gen{'all' if load is None else load:>03}")
+        when = "all" if load is None else f"{load:03d}"
+        paths = _write(events, raw_dir, f"gen{self.spec.seed}-{when}")
         if dups.height:
             again = self.events.join(dups.select("event_id"), on="event_id", how="semi")
-            paths += _write(again, raw_dir, f"dup{'all' if load is None else load:>03}")
+            paths += _write(again, raw_dir, f"dup{self.spec.seed}-{when}")
         return paths
 
 
