@@ -52,7 +52,8 @@ class Table:
         lines = [f"### `{self.name}`", "", self.doc, "", "| column | type | meaning |",
                  "| --- | --- | --- |"]
         for c in self.columns:
-            lines.append(f"| `{c.name}` | `{c.type}` | {c.doc} |")
+            doc = c.doc.replace("|", "\\|")  # a literal bar inside a Markdown table cell
+            lines.append(f"| `{c.name}` | `{c.type}` | {doc} |")
         return "\n".join(lines)
 
 
