@@ -124,6 +124,11 @@ def fact_sql(q: Query) -> SQL:
         )
         return final_select(q, ctes, p)
 
+    # Only the halves the metrics need: event counts (em) and/or visit counts (sm).
+    need_events = bool(set(q.metrics) & {"visitors", "views", "events", "time_on_page", "conversion_rate",
+                                          "views_per_visit"})
+    need_visits = bool(set(q.metrics) & {"visits", "bounce_rate", "visit_duration", "views_per_visit"})
+
     # Event metrics, grouped by event time and event-level values.
     joins, exprs, types = _event_keys(q, p, "j")
     if gran:
@@ -139,6 +144,14 @@ def fact_sql(q: Query) -> SQL:
         ctes.append(_time_on_page(q, p))
         joins += " LEFT JOIN top ON top.event_id = e.event_id"
         top = "coalesce(sum(top.top_ms), 0) AS top_ms, count(top.top_ms) AS top_n"
+    if not need_visits:
+        ctes.append(
+            f"base AS (SELECT {sel}count(DISTINCT e.visitor_key) AS visitors, 0 AS visits,"
+            " count(*) FILTER (WHERE e.type = 'pageview') AS views,"
+            f" count(*) FILTER (WHERE e.type = 'event') AS events, 0 AS bounces, 0 AS duration_ms, {top}"
+            f" FROM events e{joins} WHERE {where(ev_where)}{' GROUP BY ALL' if n else ''})"
+        )
+        return final_select(q, ctes, p)
     ctes.append(
         f"em AS (SELECT {sel}count(DISTINCT e.visitor_key) AS visitors,"
         " count(*) FILTER (WHERE e.type = 'pageview') AS views,"
@@ -164,5 +177,10 @@ def fact_sql(q: Query) -> SQL:
         f" coalesce(sum(s.duration_ms), 0) AS duration_ms FROM {s_from} WHERE {where(ses_where)}"
         f"{' GROUP BY ALL' if n else ''})"
     )
+    if not need_events:
+        ctes.append(f"base AS (SELECT {''.join(f'k{i}, ' for i in range(n))}0 AS visitors, visits, 0 AS views,"
+                    " 0 AS events, bounces, duration_ms, 0 AS top_ms, 0 AS top_n FROM sm)")
+        ctes = [c for c in ctes if not c.startswith("em AS")]
+        return final_select(q, ctes, p)
     ctes.append(f"base AS ({full_join('em', 'sm', n)})")
     return final_select(q, ctes, p)

@@ -12,6 +12,7 @@ Every value a client sends is a named, bound parameter.
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -176,4 +177,5 @@ def final_select(q: Query, ctes: list[str], p: Params) -> SQL:
         f"WITH {', '.join(ctes)} SELECT {', '.join(cols)} FROM base"
         f" WHERE {' AND '.join(conditions)}{' ORDER BY ' + ', '.join(order) if order else ''}{paging}"
     )
-    return SQL(text, p.values)
+    used = set(re.findall(r"\$(p\d+)\b", text))  # parts of the SQL a path left out bind nothing
+    return SQL(text, {k: v for k, v in p.values.items() if k in used})
