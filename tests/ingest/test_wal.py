@@ -14,6 +14,7 @@ import pyarrow.parquet as pq
 
 from ingest.seal import seal_all, seal_segment
 from ingest.wal import SegmentWriter, encode_record, read_records
+from tests import aio
 
 
 def event(i: int, site: str = "s1", ts: int = 1_700_000_000_000) -> dict:
@@ -53,7 +54,7 @@ def test_group_commit_shares_fsyncs_between_concurrent_requests(tmp_path: Path) 
     async def requests() -> None:
         await asyncio.gather(*(writer.append_async([orjson.dumps(event(i))]) for i in range(200)))
 
-    asyncio.run(requests())
+    aio.run(requests())
     assert writer.fsyncs < 10  # requests ready together share one fsync
     closed = writer.close()
     assert closed is not None

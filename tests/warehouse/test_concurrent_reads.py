@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import asyncio
 import multiprocessing as mp
 import os
 import signal
@@ -16,6 +15,7 @@ from typing import Any
 import pytest
 
 from littlestats.config import load_settings
+from tests import aio
 from tests.generator import TrafficSpec, generate
 from warehouse.client import LocalWarehouse, QueryResult, WarehouseClient
 
@@ -39,7 +39,7 @@ def reader(data_dir: str, stop: Any, out: Any) -> None:
     while not stop.is_set():
         try:
             if queries % 2:
-                result = asyncio.run(client.query(INVARIANTS))
+                result = aio.run(client.query(INVARIANTS))
             else:
                 result = client.query_sync(INVARIANTS)
             events, session_events, pageviews, rollup_views, manifest = result.rows[0]
@@ -73,7 +73,7 @@ def test_params_and_types_survive_the_socket(tmp_path: Path) -> None:
         remote = client.query_sync(sql, [when, when.date(), "x"])
         assert remote.columns == ["t", "d", "s", "k"]
         assert remote.rows == [(datetime(2026, 3, 1, 13, tzinfo=UTC), when.date(), "x", 2**64 - 1)]
-        named = asyncio.run(client.query("SELECT $a + 1 AS n", {"a": 41}))
+        named = aio.run(client.query("SELECT $a + 1 AS n", {"a": 41}))
         assert named == QueryResult(["n"], [(42,)])
         with pytest.raises(Exception, match="does not exist"):
             client.query_sync("SELECT * FROM no_such_table")
