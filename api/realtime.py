@@ -222,8 +222,9 @@ class RealtimeResource:
             with contextlib.suppress(BaseException):
                 await sender
             if not ws.closed:
-                # 1013 "try again later": dropped for not keeping up.
-                await close_quietly(ws.close(1013 if sub.dropped else 1000))
+                # 1013 "try again later": dropped for not keeping up; 1001: the worker is stopping.
+                code = 1013 if sub.dropped else 1001 if hub.closing else 1000
+                await close_quietly(ws.close(code))
 
     def _on_message(self, sub: Subscriber, text: str) -> None:
         try:

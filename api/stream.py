@@ -21,6 +21,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import signal
 import time
 from collections import deque
 from collections.abc import AsyncIterator, Iterable
@@ -201,6 +202,7 @@ class LiveHub:
         self.unsent: dict[str, list[LiveEvent]] = {}
         self.stats_sent: dict[str, tuple[int, int]] = {}  # site -> (time, buffer version)
         self.dropped = 0
+        self.closing = False  # the worker is shutting down: end every stream
         self._task: asyncio.Task[None] | None = None
         self.flushed: dict[str, int] = {}  # site -> when its events were last sent
         self._last_ping = self._last_expire = self._last_stall_check = 0
@@ -210,6 +212,35 @@ class LiveHub:
         if self._task is None:
             self._last_ping = self.now_ms()
             self._task = asyncio.get_running_loop().create_task(self._run(), name="live-hub")
+            self._watch_exit_signals()
+
+    def _watch_exit_signals(self) -> None:
+        """End every stream when the worker is told to stop.
+
+        uvicorn waits for open responses before it shuts down, and a stream never ends by itself:
+        without this, gunicorn would wait out its graceful timeout and then kill the worker.
+        The server's own handlers stay in charge; this only notes the signal first.
+        """
+        for sig in (signal.SIGTERM, signal.SIGINT, signal.SIGQUIT):
+            previous = signal.getsignal(sig)
+            if not callable(previous):
+                continue
+
+            def note(signum: int, frame: Any, previous: Any = previous) -> None:
+                self.closing = True
+                previous(signum, frame)
+
+            try:
+                signal.signal(sig, note)
+            except ValueError:  # not the main thread (e.g. embedded in a test); nothing to do
+                return
+
+    def close_all(self) -> None:
+        for subs in list(self.subscribers.values()):
+            for sub in list(subs):
+                self.unsubscribe(sub)
+                if not sub.waiting and sub.task is not None and not sub.task.done():
+                    sub.task.cancel(DROP_REASON)
 
     async def _run(self) -> None:
         while True:
@@ -274,6 +305,9 @@ class LiveHub:
                 self.unsent.setdefault(event.site_id, []).append(event)
 
     def tick(self) -> None:
+        if self.closing:
+            self.close_all()
+            return
         self.poll()
         now = self.now_ms()
         if now - self._last_expire >= 1000:

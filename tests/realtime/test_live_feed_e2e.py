@@ -264,3 +264,15 @@ def test_slow_client_is_dropped_while_ingest_and_other_clients_go_on(
     post_event(server.url, key, {"url": "https://example.com/after-drop", "visitorId": "z"})
     healthy.wait_for(lambda c: c.events()[-1]["page"] == "/after-drop")
     healthy.close()
+
+
+def test_open_streams_do_not_hold_up_a_shutdown(server: LiveServer, site: dict) -> None:
+    key = site["domainKey"]
+    sse = SSEClient(stream_url(server, key))
+    ws = WSClient(ws_url(server, key))
+    for client in (sse, ws):
+        client.wait_for(lambda c: bool(c.of_type("stats_update")))
+    started = time.monotonic()
+    server.stop()
+    assert time.monotonic() - started < 10  # not gunicorn's 20 s graceful timeout
+    assert sse.closed.wait(5) and ws.closed.wait(5)
