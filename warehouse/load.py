@@ -35,9 +35,9 @@ from warehouse.sessionize import VISIT_GAP, sessionize
 from warehouse.tables import EVENTS
 
 #: Rows per load transaction when many files are pending (bounds memory of a backfill).
-CHUNK_ROWS = 1_500_000
+CHUNK_ROWS = 1_000_000
 #: Rows are estimated from file sizes (reading every footer costs more than the estimate is worth).
-BYTES_PER_ROW = 100
+BYTES_PER_ROW = 70
 
 _EVENT_COLUMNS = [c for c in EVENTS.column_names if c != "session_id"]
 _PROP_KINDS = (("props_str", "string", "string_value"), ("props_num", "number", "number_value"),

@@ -32,14 +32,20 @@ _SESSIONS_IN_HOURS = """
         ON s.site_id = h.site_id AND date_trunc('hour', s.started_at) = h.hour
     WHERE s.started_at >= $lo AND s.started_at < $hi
 """
-_PER_DIMENSION = "\n    UNION ALL\n".join(
-    f"    SELECT site_id, hour, '{d}' AS dimension, {d}::VARCHAR AS value, visitor_key, pageviews, is_bounce, duration_ms, custom_events FROM s"  # noqa: S608
-    for d in SESSION_DIMENSIONS
-)
+def _per_dimension(dimensions: tuple[str, ...]) -> str:
+    return "\n    UNION ALL\n".join(
+        f"    SELECT site_id, hour, '{d}' AS dimension, {d}::VARCHAR AS value, visitor_key, pageviews, is_bounce, duration_ms, custom_events FROM s"  # noqa: S608
+        for d in dimensions
+    )
+
+
 _DIM_COLUMNS = ", ".join(f"s.{d}" for d in SESSION_DIMENSIONS)
-_HOURLY_SESSIONS_SQL = f"""
+
+
+def _hourly_sessions_sql(dimensions: tuple[str, ...]) -> str:
+    return f"""
 INSERT INTO hourly_rollup
-WITH s AS MATERIALIZED (
+WITH s AS (
     SELECT s.site_id, date_trunc('hour', s.started_at) AS hour, s.visitor_key, s.pageviews,
         s.is_bounce, s.duration_ms, s.custom_events, {_DIM_COLUMNS}
     FROM sessions s SEMI JOIN affected_hours h
@@ -51,7 +57,7 @@ per_visitor AS (
         sum(pageviews) AS views, count(*) FILTER (WHERE is_bounce) AS bounces,
         sum(duration_ms) AS duration_ms, sum(custom_events) AS events
     FROM (
-{_PER_DIMENSION}
+{_per_dimension(dimensions)}
     )
     GROUP BY site_id, hour, dimension, value, visitor_key
 )
@@ -60,6 +66,12 @@ SELECT site_id, hour, dimension, value, count(*), sum(visits), sum(views), sum(b
 FROM per_visitor
 GROUP BY site_id, hour, dimension, value
 """  # noqa: S608
+
+
+# A few dimensions per statement keeps the aggregation's memory bounded on big loads.
+_HOURLY_SESSIONS_SQL = [
+    _hourly_sessions_sql(SESSION_DIMENSIONS[i:i + 6]) for i in range(0, len(SESSION_DIMENSIONS), 6)
+]
 
 _EVENTS_IN_HOURS = """
     SELECT e.*, date_trunc('hour', e.ts) AS hour
@@ -191,7 +203,7 @@ def rebuild_hours(con: duckdb.DuckDBPyConnection, lo: datetime, hi: datetime) ->
             " WHERE t.site_id = h.site_id AND t.hour = h.hour"
         )
     params = {"lo": lo, "hi": hi}
-    for sql in (_HOURLY_TOTAL_SQL, _HOURLY_SESSIONS_SQL, _HOURLY_EVENT_DIMS_SQL, _HOURLY_PROPS_SQL):
+    for sql in (_HOURLY_TOTAL_SQL, *_HOURLY_SESSIONS_SQL, _HOURLY_EVENT_DIMS_SQL, _HOURLY_PROPS_SQL):
         con.execute(sql, params)
 
 
