@@ -6,6 +6,7 @@ it through ``warehouse.query`` and renders the answer; no metric is computed her
 
 from __future__ import annotations
 
+import asyncio
 import logging
 from dataclasses import replace
 from typing import Any
@@ -124,7 +125,10 @@ class StatsResource:
         _, found = authorize(req, self.services, site)
         metrics = parse_metrics(req, STATS_METRICS)
         q = query_from_params(req, found, goals_of(self.services, found), metrics, [], paged=False)
-        now, before = await execute(self.services, q), await execute(self.services, q.with_range(q.date_range.previous()))
+        # Both periods at once: the warehouse process answers each request on its own cursor.
+        now, before = await asyncio.gather(
+            execute(self.services, q), execute(self.services, q.with_range(q.date_range.previous()))
+        )
         cur = now.rows[0] if now.rows else {m: 0 for m in q.metrics}
         prev = before.rows[0] if before.rows else {m: 0 for m in q.metrics}
         json_response(resp, {
@@ -231,11 +235,13 @@ class EventsResource:
             cursor = eventlist.decode_cursor(raw_cursor) if raw_cursor else None
         except QueryError as exc:
             raise bad_request(exc) from None
-        names = await execute(self.services, q)
         page = eventlist.event_list_sql(q, cursor, size)
         total = eventlist.event_count_sql(q)
-        rows = await sql_rows(self.services, page.text, page.params)
-        count = await sql_rows(self.services, total.text, total.params)
+        names, rows, count = await asyncio.gather(
+            execute(self.services, q),
+            sql_rows(self.services, page.text, page.params),
+            sql_rows(self.services, total.text, total.params),
+        )
         items, next_cursor = eventlist.shape_page(rows, size, q.date_range.zone)
         json_response(resp, {
             "siteId": found.id,
