@@ -35,7 +35,7 @@ from warehouse.sessionize import VISIT_GAP, sessionize
 from warehouse.tables import EVENTS
 
 #: Rows per load transaction when many files are pending (bounds memory of a backfill).
-CHUNK_ROWS = 1_000_000
+CHUNK_ROWS = 750_000
 #: Rows are estimated from file sizes (reading every footer costs more than the estimate is worth).
 BYTES_PER_ROW = 70
 
