@@ -118,7 +118,15 @@ def worker(mode: str, root: str) -> None:
         result = load_pending(con, base / "raw", TZ, start=start)
         rows = result.new_events
         con.close()
-    print(json.dumps({"seconds": time.monotonic() - started, "rows": rows}))
+    print(json.dumps({"seconds": time.monotonic() - started, "rows": rows, "peak_rss_mb": _vm_hwm_mb()}))
+
+
+def _vm_hwm_mb() -> float:
+    """This process's peak RSS since exec (wait4's ru_maxrss would include the forked parent)."""
+    for line in Path("/proc/self/status").read_text().splitlines():
+        if line.startswith("VmHWM:"):
+            return int(line.split()[1]) / 1024
+    return 0.0
 
 
 def _measure(mode: str, root: Path) -> dict[str, Any]:
@@ -135,7 +143,6 @@ def _measure(mode: str, root: Path) -> dict[str, Any]:
     if proc.returncode != 0:
         raise RuntimeError(f"{mode} failed:\n{err.decode()[-3000:]}")
     data: dict[str, Any] = json.loads(out.decode().strip().splitlines()[-1])
-    data["peak_rss_mb"] = usage.ru_maxrss / 1024  # KiB on Linux
     # CPU seconds of the whole process (all threads): robust to other load on a shared machine
     data["cpu_seconds"] = usage.ru_utime + usage.ru_stime
     return data
@@ -183,6 +190,6 @@ def run(ctx: BenchContext) -> Section:
             section.add("steady-state load CPU time (process, incl. start-up)",
                         steady["cpu_seconds"], "s")
     section.notes.append(f"{THREADS} DuckDB threads, POLARS_MAX_THREADS={THREADS}, DuckDB memory_limit 2GB; "
-                         "each step in a fresh process, peak RSS and CPU time from wait4(); "
+                         "each step in a fresh process, peak RSS = its VmHWM, CPU time from wait4(); "
                          f"load average at the end {os.getloadavg()[0]:.1f} on {os.cpu_count()} cores")
     return section
