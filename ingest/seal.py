@@ -9,6 +9,7 @@ same files and never duplicates an event. The segment is deleted only after ever
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
 from collections import defaultdict
@@ -66,33 +67,80 @@ def write_parquet_atomic(table: pa.Table, path: Path) -> None:
     fsync_dir(path.parent)
 
 
+SEAL_CHUNK = 20_000
+
+
 def seal_segment(path: Path, raw_dir: Path) -> SealResult | None:
-    """Seal one segment into Parquet and delete it. ``None`` if another process holds it."""
+    """Seal one segment into Parquet and delete it. ``None`` if another process holds it.
+
+    Records are streamed in chunks of ``SEAL_CHUNK``, each appended as row groups to the Parquet
+    file of its site and hour, so memory stays bounded whatever the segment's size.
+    """
     try:
         fd = os.open(path, os.O_RDONLY)
     except FileNotFoundError:
         return None
+    writers: dict[Path, tuple[Path, pq.ParquetWriter]] = {}
     try:
         if not try_lock(fd):
             return None  # a live writer or another sealer has it
         if not path.exists():
             return None  # sealed by someone else between our listing and our lock
         segment_id = path.name.rsplit(".", 1)[0]
-        events = [orjson.loads(p) for p in read_records(path)]
-        groups: dict[Path, list[dict]] = defaultdict(list)
-        for event in events:
-            groups[partition_dir(raw_dir, event["site_id"], event["ts"])].append(event)
+        count = 0
+        chunk: list[dict] = []
+        for payload in read_records(path):
+            chunk.append(orjson.loads(payload))
+            if len(chunk) >= SEAL_CHUNK:
+                _write_chunk(chunk, raw_dir, segment_id, writers)
+                count += len(chunk)
+                chunk = []
+        if chunk:
+            _write_chunk(chunk, raw_dir, segment_id, writers)
+            count += len(chunk)
         files = []
-        for directory, group in sorted(groups.items()):
-            group.sort(key=lambda e: (e["ts"], e["event_id"]))
-            target = directory / f"part-{segment_id}.parquet"
-            write_parquet_atomic(events_to_table(group), target)
+        for target, (tmp, writer) in sorted(writers.items()):
+            writer.close()
+            _fsync_file(tmp)
+            os.replace(tmp, target)
+            fsync_dir(target.parent)
             files.append(target)
+        writers.clear()
         os.unlink(path)
         fsync_dir(path.parent)
         if path.suffix == ACTIVE_SUFFIX:
-            log.info("recovered segment %s of a stopped worker: %d events", segment_id, len(events))
-        return SealResult(segment_id, len(events), tuple(files))
+            log.info("recovered segment %s of a stopped worker: %d events", segment_id, count)
+        return SealResult(segment_id, count, tuple(files))
+    finally:
+        for tmp, writer in writers.values():  # an error midway: leave no temporary files
+            with contextlib.suppress(Exception):
+                writer.close()
+            with contextlib.suppress(FileNotFoundError):
+                os.unlink(tmp)
+        os.close(fd)
+
+
+def _write_chunk(
+    chunk: list[dict], raw_dir: Path, segment_id: str,
+    writers: dict[Path, tuple[Path, pq.ParquetWriter]],
+) -> None:
+    groups: dict[Path, list[dict]] = defaultdict(list)
+    for event in chunk:
+        groups[partition_dir(raw_dir, event["site_id"], event["ts"])].append(event)
+    for directory, group in groups.items():
+        group.sort(key=lambda e: (e["ts"], e["event_id"]))
+        target = directory / f"part-{segment_id}.parquet"
+        if target not in writers:
+            directory.mkdir(parents=True, exist_ok=True)
+            tmp = target.with_name(f".{target.name}.tmp-{os.getpid()}")
+            writers[target] = (tmp, pq.ParquetWriter(tmp, RAW_EVENT_SCHEMA, compression="zstd"))
+        writers[target][1].write_table(events_to_table(group), row_group_size=128 * 1024)
+
+
+def _fsync_file(path: Path) -> None:
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        os.fsync(fd)
     finally:
         os.close(fd)
 

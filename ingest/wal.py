@@ -51,21 +51,19 @@ def encode_record(payload: bytes) -> bytes:
 
 
 def read_records(path: Path) -> Iterator[bytes]:
-    """Every intact record of a segment, stopping at the first torn or corrupt one."""
-    with open(path, "rb") as f:
-        data = f.read()
-    offset = 0
-    while offset + HEADER.size <= len(data):
-        length, crc = HEADER.unpack_from(data, offset)
-        start = offset + HEADER.size
-        end = start + length
-        if length > MAX_RECORD or end > len(data):
-            return
-        payload = data[start:end]
-        if zlib.crc32(payload) != crc:
-            return
-        yield payload
-        offset = end
+    """Every intact record of a segment, streamed, stopping at the first torn or corrupt one."""
+    with open(path, "rb", buffering=1 << 20) as f:
+        while True:
+            header = f.read(HEADER.size)
+            if len(header) < HEADER.size:
+                return
+            length, crc = HEADER.unpack(header)
+            if length > MAX_RECORD:
+                return
+            payload = f.read(length)
+            if len(payload) < length or zlib.crc32(payload) != crc:
+                return
+            yield payload
 
 
 def try_lock(fd: int) -> bool:
@@ -94,7 +92,7 @@ class SegmentWriter:
     disk costs latency, not throughput, and there is one thread hand-off per fsync, not per request.
 
     ``append`` is the synchronous equivalent. Segments rotate (rename to ``.closed``) after
-    ``segment_seconds`` and at each UTC hour; ``maybe_rotate`` is also called by a timer so an
+    ``segment_seconds``, at each UTC hour and past ``segment_max_bytes``; ``maybe_rotate`` is also called by a timer so an
     idle worker's segment is sealed on time. ``on_rotate`` receives each closed segment's path.
     """
 
@@ -103,9 +101,12 @@ class SegmentWriter:
         wal_dir: Path,
         segment_seconds: float = 30.0,
         on_rotate: Callable[[Path], None] | None = None,
+        segment_max_bytes: int = 32 * 1024 * 1024,
     ) -> None:
         self.wal_dir = wal_dir
         self.segment_seconds = segment_seconds
+        # Also rotate by size, so sealing a segment needs bounded memory whatever the traffic.
+        self.segment_max_bytes = segment_max_bytes
         self.on_rotate = on_rotate
         # Held while the segment file changes: a write, an fsync, a rotation.
         self._lock = threading.Lock()
@@ -268,7 +269,11 @@ class SegmentWriter:
         if self._fd is None or self._written != self._size:
             return  # an fsync is pending: the next write rotates instead
         now = time.time()
-        if now - self._opened_at >= self.segment_seconds or int(now // 3600) != self._opened_hour:
+        if (
+            now - self._opened_at >= self.segment_seconds
+            or int(now // 3600) != self._opened_hour
+            or self._size >= self.segment_max_bytes
+        ):
             self._rotate()
 
     def _rotate(self) -> None:

@@ -97,7 +97,7 @@ def run(settings: Settings) -> None:
     scheduler.start()
     log.info("warehouse serving on %s; loading every %ss", settings.warehouse_socket,
              settings.load_interval_seconds)
-    interval = max(1.0, settings.segment_seconds / 2)
+    interval = min(5.0, max(0.25, settings.segment_seconds / 2))  # seal rotated segments promptly
     try:
         while not stop.is_set():
             try:

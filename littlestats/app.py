@@ -50,16 +50,9 @@ class Services:
         settings.ensure_dirs()
         control = ControlPlane(settings.control_db)
         sealer = ThreadPoolExecutor(max_workers=1, thread_name_prefix="sealer")
-        raw_dir = settings.raw_dir
-
-        def seal_later(path: Path) -> None:
-            sealer.submit(_seal_one, path, raw_dir)
-
-        wal = SegmentWriter(
-            settings.wal_dir,
-            segment_seconds=settings.segment_seconds,
-            on_rotate=seal_later,
-        )
+        # Rotated segments are sealed by the warehouse process, not here: sealing is CPU work
+        # that would compete with requests for this worker's GIL.
+        wal = SegmentWriter(settings.wal_dir, segment_seconds=settings.segment_seconds)
         services = cls(
             settings=settings,
             control=control,

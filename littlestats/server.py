@@ -98,3 +98,8 @@ def serve(settings: Settings) -> None:
                 daemon.wait(timeout=30)
             except subprocess.TimeoutExpired:
                 daemon.kill()
+        # Workers sealed their own last segments; seal whatever the warehouse process had not
+        # reached yet, so a clean shutdown leaves the whole WAL in Parquet.
+        sealed = seal_all(settings.wal_dir, settings.raw_dir)
+        if sealed:
+            log.info("sealed %d segments at shutdown", len(sealed))
