@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import json
 import os
-import re
 import shutil
 import signal
 import subprocess
@@ -19,7 +18,7 @@ from pathlib import Path
 
 import httpx
 
-from bench.harness import BenchContext, Section
+from bench.harness import WRK_DONE_LUA, BenchContext, Section, run_wrk
 from tests.ingest.helpers import UA
 from tests.server import LiveServer, add_site, free_port
 
@@ -51,25 +50,11 @@ request = function()
   headers["User-Agent"] = uas[math.random(1, #uas)]
   return wrk.format("POST", "/api/v2/track/" .. site, headers, body)
 end
-done = function(summary, latency, requests)
-  io.write(string.format("JSON{\"requests\":%%d,\"duration_us\":%%d,\"errors\":%%d,\"non2xx\":%%d,\"p50_us\":%%d,\"p99_us\":%%d}\n",
-    summary.requests, summary.duration, summary.errors.connect + summary.errors.read + summary.errors.write + summary.errors.timeout,
-    summary.errors.status, latency:percentile(50), latency:percentile(99)))
-end
-"""
+""" + WRK_DONE_LUA
 
 
 def wrk(url: str, script: Path, seconds: float) -> dict[str, float]:
-    out = subprocess.run(
-        ["wrk", "-t2", f"-c{CONNECTIONS}", f"-d{seconds}s", "--timeout", "10s", "-s", str(script), url],
-        capture_output=True, text=True, check=True,
-    ).stdout
-    match = re.search(r"JSON(\{.*\})", out)
-    if not match:
-        raise RuntimeError(f"unexpected wrk output:\n{out}")
-    data = json.loads(match.group(1))
-    data["rps"] = data["requests"] / (data["duration_us"] / 1e6)
-    return data
+    return run_wrk(url, script, seconds, CONNECTIONS)
 
 
 def write_script(path: Path, site: str, batch: int) -> Path:

@@ -24,13 +24,12 @@ import os
 import re
 import resource
 import shutil
-import subprocess
 import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-from bench.harness import BenchContext, Section
+from bench.harness import WRK_DONE_LUA, BenchContext, Section, run_wrk
 from tests.server import LiveServer, add_site, free_port
 
 WORKERS = 2
@@ -58,12 +57,7 @@ request = function()
   headers["User-Agent"] = uas[math.random(1, #uas)]
   return wrk.format("POST", "/api/v2/track/" .. site, headers, body)
 end
-done = function(summary, latency, requests)
-  io.write(string.format("JSON{\"requests\":%%d,\"duration_us\":%%d,\"errors\":%%d,\"non2xx\":%%d,\"p50_us\":%%d,\"p99_us\":%%d}\n",
-    summary.requests, summary.duration, summary.errors.connect + summary.errors.read + summary.errors.write + summary.errors.timeout,
-    summary.errors.status, latency:percentile(50), latency:percentile(99)))
-end
-"""
+""" + WRK_DONE_LUA
 
 
 def worker_cpu(server: LiveServer) -> float:
@@ -88,16 +82,7 @@ def measured_wrk(server: LiveServer, script: Path, seconds: float) -> dict[str, 
 
 
 def wrk(url: str, script: Path, seconds: float) -> dict[str, float]:
-    out = subprocess.run(
-        ["wrk", "-t2", f"-c{CONNECTIONS}", f"-d{seconds}s", "--timeout", "10s", "-s", str(script), url],
-        capture_output=True, text=True, check=True,
-    ).stdout
-    match = re.search(r"JSON(\{.*\})", out)
-    if not match:
-        raise RuntimeError(f"unexpected wrk output:\n{out}")
-    data: dict[str, float] = json.loads(match.group(1))
-    data["rps"] = data["requests"] / (data["duration_us"] / 1e6)
-    return data
+    return run_wrk(url, script, seconds, CONNECTIONS)
 
 
 # --- the client process ------------------------------------------------------------------------

@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import json
+import re
 import shutil
+import subprocess
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -80,3 +83,28 @@ class Section:
             lines.append(f"| {r.name} | {r.value:,.1f} {r.unit} | {base} | {ratio} | {r.target} | {met} |")
         lines += [""] + [f"- {n}" for n in self.notes] + [f"\n_{self.seconds:.0f} s_", ""]
         return "\n".join(lines)
+
+
+# A wrk Lua ``done`` hook that prints the summary as one JSON line (``%%`` because the scripts that
+# embed it are %-formatted).
+WRK_DONE_LUA = r"""
+done = function(summary, latency, requests)
+  io.write(string.format("JSON{\"requests\":%%d,\"duration_us\":%%d,\"errors\":%%d,\"non2xx\":%%d,\"p50_us\":%%d,\"p99_us\":%%d}\n",
+    summary.requests, summary.duration, summary.errors.connect + summary.errors.read + summary.errors.write + summary.errors.timeout,
+    summary.errors.status, latency:percentile(50), latency:percentile(99)))
+end
+"""
+
+
+def run_wrk(url: str, script: Path, seconds: float, connections: int) -> dict[str, float]:
+    """Run wrk with a script ending in ``WRK_DONE_LUA``; its summary plus ``rps``."""
+    out = subprocess.run(
+        ["wrk", "-t2", f"-c{connections}", f"-d{seconds}s", "--timeout", "10s", "-s", str(script), url],
+        capture_output=True, text=True, check=True,
+    ).stdout
+    match = re.search(r"JSON(\{.*\})", out)
+    if not match:
+        raise RuntimeError(f"unexpected wrk output:\n{out}")
+    data: dict[str, float] = json.loads(match.group(1))
+    data["rps"] = data["requests"] / (data["duration_us"] / 1e6)
+    return data
