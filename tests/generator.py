@@ -315,16 +315,20 @@ def truth_visits(events: pl.DataFrame) -> pl.DataFrame:
         pl.len().cast(pl.Int32).alias("events"),
         pl.col("engagement_ms").filter(is_exit).sum().cast(pl.Int64).alias("engagement_ms"),
         pl.col("ts").filter(~is_exit).last().alias("_last"),
+        pl.col("ts").filter(is_pv).last().alias("_last_pv"),
         *(pl.col(c).first() for c in ("referrer", "referrer_domain", "source", "utm_source",
                                        "utm_medium", "utm_campaign", "utm_term", "utm_content",
                                        "country", "device", "browser", "browser_version", "os",
                                        "os_version", "screen", "language")),
     )
     return visits.with_columns(
-        ((pl.col("_last") - pl.col("started_at")).dt.total_milliseconds() + pl.col("engagement_ms")).alias("duration_ms"),
+        pl.max_horizontal(
+            (pl.col("_last") - pl.col("started_at")).dt.total_milliseconds(),
+            (pl.col("_last_pv") - pl.col("started_at")).dt.total_milliseconds() + pl.col("engagement_ms"),
+        ).alias("duration_ms"),
         ((pl.col("pageviews") == 1) & (pl.col("custom_events") == 0)).alias("is_bounce"),
         (pl.col("started_at") == pl.col("started_at").min().over("site_id", "visitor_key")).alias("is_new"),
-    ).drop("_last")
+    ).drop("_last", "_last_pv")
 
 
 def _cumsum_by_group(values: np.ndarray, starts: np.ndarray) -> np.ndarray:

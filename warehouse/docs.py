@@ -45,9 +45,10 @@ zone.
 * **Bounce**: a visit with exactly one pageview and no custom event. Engagement time is not
   considered (a single-page visit with a long read is still a bounce). **Bounce rate** = bounces /
   visits.
-* **Visit duration**: time of the visit's last `pageview`/`event`/`identify` minus its first
-  event's time, plus the final page's reported engagement (the largest `engagement_ms` of the
-  `page_exit`/`engagement` events after the last pageview; 0 when none was reported).
+* **Visit duration**: from the visit's first event to whichever ends later: its last
+  `pageview`/`event`/`identify`, or its last pageview plus the final page's reported engagement
+  (the largest `engagement_ms` of the `page_exit`/`engagement` events after the last pageview —
+  the page's total visible time, so a custom event on that page is not counted twice).
   **avgDuration** = sum of durations / visits, in seconds.
 * **Entry / exit page**: path of the visit's first / last pageview.
 * **Source, referrer, UTM, device, browser, OS, country, language, screen** of a visit: those of

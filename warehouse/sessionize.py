@@ -12,9 +12,11 @@ Per visit (see ``warehouse.tables.SESSIONS`` for the column docs):
   visit has no pageview);
 * ``engagement_ms`` — the final page's reported engagement: the largest ``engagement_ms`` of
   ``page_exit`` / ``engagement`` events at or after the last pageview (0 when none);
-* ``duration_ms`` — time of the last activity event (``pageview``, ``event``, ``identify``) minus
-  the first event's time, plus ``engagement_ms``. Heartbeats and exits are not counted twice: the
-  time they carry is the engagement, their own timestamps do not stretch the duration;
+* ``duration_ms`` — from the first event to whichever ends later: the last activity event
+  (``pageview``, ``event``, ``identify``) or the last pageview plus the final page's
+  ``engagement_ms``. The engagement is the page's total visible time since its pageview, so a
+  custom event on that page is not counted twice; heartbeats and exits do not stretch it by their
+  own timestamps;
 * ``is_bounce`` — exactly one pageview and no custom event. Engagement time does not matter;
 * referrer, source, UTM, device, browser, OS, country, language, screen — of the first event;
 * ``is_new`` — the visitor's first visit on the site: the first visit in the frame and the
@@ -112,6 +114,7 @@ def _summarize(
         pl.coalesce(pl.col("pathname").filter(is_pv).first(), pl.col("pathname").first()).alias("entry_page"),
         pl.coalesce(pl.col("pathname").filter(is_pv).last(), pl.col("pathname").last()).alias("exit_page"),
         pl.coalesce(pl.col("ts").filter(is_activity).last(), pl.col("ts").first()).alias("_last_activity"),
+        pl.coalesce(last_pv_ts, pl.col("ts").first()).alias("_last_pageview"),
         pl.col("engagement_ms")
         .filter(is_engagement & (pl.col("ts") >= pl.coalesce(last_pv_ts, pl.col("ts").first())))
         .max()
@@ -134,8 +137,11 @@ def _summarize(
     else:
         sessions = sessions.with_columns(pl.lit(None, pl.Boolean).alias("_returning"))
     sessions = sessions.with_columns(
-        ((pl.col("_last_activity") - pl.col("started_at")).dt.total_milliseconds()
-         + pl.col("engagement_ms")).alias("duration_ms"),
+        pl.max_horizontal(
+            (pl.col("_last_activity") - pl.col("started_at")).dt.total_milliseconds(),
+            (pl.col("_last_pageview") - pl.col("started_at")).dt.total_milliseconds()
+            + pl.col("engagement_ms"),
+        ).alias("duration_ms"),
         ((pl.col("pageviews") == 1) & (pl.col("custom_events") == 0)).alias("is_bounce"),
         (pl.col("_first_in_frame") & pl.col("_returning").is_null()).alias("is_new"),
     )

@@ -131,7 +131,7 @@ SESSIONS = Table(
         _c("custom_events", "INTEGER", "Number of custom (`event`) events.", False),
         _c("events", "INTEGER", "Number of events of any type.", False),
         _c("engagement_ms", "BIGINT", "Reported engagement of the final page: the largest `engagement_ms` of `page_exit`/`engagement` events after the last pageview; 0 when unknown.", False),
-        _c("duration_ms", "BIGINT", "Visit duration: time of the last pageview/custom/identify event − `started_at`, plus `engagement_ms`.", False),
+        _c("duration_ms", "BIGINT", "Visit duration: max(last pageview/custom/identify event, last pageview + `engagement_ms`) − `started_at`.", False),
         _c("is_bounce", "BOOLEAN", "Exactly one pageview and no custom event (engagement time is not considered).", False),
         _c("is_new", "BOOLEAN", "True for the visitor's first visit on this site (among loaded data).", False),
         *ACQUISITION,

@@ -4,12 +4,13 @@ Three visitors, four visits, written so that every number below can be checked b
 (site time zone UTC, all events in the last few hours):
 
 * A (Firefox/Linux, from Google): / → /pricing → Signup{plan: pro} → page_exit after 30 s
-  of engagement: 2 views, no bounce, duration 90 s + 30 s = 120 s.
+  of engagement on /pricing: 2 views, no bounce, duration 90 s (the later of the signup at 90 s
+  and the /pricing view at 60 s + its 30 s of engagement; the engagement is the page's total).
 * B (iPhone, DE, via ?utm_source=newsletter): one pageview of /: a bounce, 0 s.
 * C (Chrome/Windows, US, from news.example.org): /blog → /pricing a minute later (60 s), then
   after an hour a second, direct visit to /blog (a bounce, 0 s).
 
-Totals: 3 visitors, 4 visits, 6 views, 1 custom event, bounce rate 50 %, avg duration 45 s.
+Totals: 3 visitors, 4 visits, 6 views, 1 custom event, bounce rate 50 %, avg duration 37.5 s.
 """
 
 from __future__ import annotations
@@ -106,7 +107,7 @@ def test_stats(e2e: Setup) -> None:
     s = get(e2e, "stats")
     assert (s["visitors"], s["visits"], s["views"], s["events"]) == (3, 4, 6, 1)
     assert s["bounceRate"] == 50.0
-    assert s["avgDuration"] == 45.0
+    assert s["avgDuration"] == 37.5
     assert s["viewsPerVisit"] == 1.5
     assert s["change"]["visitors"] is None  # nothing in the previous period
 
@@ -151,7 +152,7 @@ def test_sources_referrers_and_utm(e2e: Setup) -> None:
     sources = rows(e2e, "sources", "sources", "source")
     assert {s: r["visits"] for s, r in sources.items()} == {
         "Google": 1, "newsletter": 1, "news.example.org": 1, "Direct / None": 1}
-    assert sources["Google"]["avgDuration"] == 120.0 and sources["Google"]["bounceRate"] == 0.0
+    assert sources["Google"]["avgDuration"] == 90.0 and sources["Google"]["bounceRate"] == 0.0
     referrers = rows(e2e, "referrers", "referrers", "referrer")
     assert referrers["google.com"]["visits"] == 1 and referrers["news.example.org"]["visitors"] == 1
     utm = rows(e2e, "utm", "utm", "value", type="utm_medium")

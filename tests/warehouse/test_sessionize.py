@@ -61,6 +61,17 @@ def test_duration_adds_the_final_pages_engagement() -> None:
     assert s["engagement_ms"].to_list() == [65_000]
 
 
+def test_custom_event_on_the_last_page_is_not_counted_twice() -> None:
+    s = visits(
+        event(0),
+        event(2, pathname="/a"),
+        event(3, type="event", name="Signup", pathname="/a"),
+        event(4, type="page_exit", pathname="/a", engagement_ms=90_000),
+    )
+    # the page was seen for 90 s from its pageview at 2 min; the signup at 3 min lies inside that
+    assert s["duration_ms"].to_list() == [2 * 60_000 + 90_000]
+
+
 def test_engagement_of_earlier_pages_is_not_the_final_pages() -> None:
     s = visits(event(0), event(1, type="page_exit", engagement_ms=40_000), event(3, pathname="/b"))
     assert s["engagement_ms"].to_list() == [0]
