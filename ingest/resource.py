@@ -47,6 +47,19 @@ def visit_cache(beacon: Beacon | None, now_ms: int) -> dict[str, Any]:
     return {"visitId": str(uuid.uuid4()), "iat": now_ms, "sessionStart": now_ms}
 
 
+# Below this, receive time − sentAt is mostly network transit, not a wrong clock: correcting by it
+# would shift each batch by its own transit time and reorder events across batches.
+CLOCK_SKEW_THRESHOLD_MS = 30_000
+
+
+def clock_offset(sent_at: int | None, now_ms: int) -> int:
+    """How far to move a batch's client times: the client clock's error, when it is clearly wrong."""
+    if sent_at is None:
+        return 0
+    offset = now_ms - sent_at
+    return offset if abs(offset) > CLOCK_SKEW_THRESHOLD_MS else 0
+
+
 class DailySalts:
     """Today's salt, fetched from the control plane once per day per process."""
 
@@ -124,7 +137,7 @@ class TrackResource:
             received_ms=now_ms,
             salt_for=self.salts,
             client_ts_window_ms=self.window_ms,
-            clock_offset_ms=now_ms - envelope.sent_at if envelope.sent_at is not None else 0,
+            clock_offset_ms=clock_offset(envelope.sent_at, now_ms),
         )
         payloads: list[bytes] = []
         accepted: list[dict[str, Any]] = []
