@@ -25,6 +25,20 @@ UA = {
 }
 
 
+# What each browser's user agent must become: (UA key, browser, OS, device class).
+UA_EXPECTED = [
+    ("edge", "Edge", "Windows", "desktop"),
+    ("opera", "Opera", "Windows", "desktop"),
+    ("samsung", "Samsung Internet", "Android", "mobile"),
+    ("iphone", "Mobile Safari", "iOS", "mobile"),
+    ("ipad", "Mobile Safari", "iOS", "tablet"),
+    ("android_phone", "Chrome", "Android", "mobile"),
+    ("android_tablet", "Chrome", "Android", "tablet"),
+    ("chromeos", "Chrome", "Chrome OS", "desktop"),
+    ("firefox_mac", "Firefox", "Mac OS X", "desktop"),
+]
+
+
 def raw_rows(data_dir: Path) -> list[dict[str, Any]]:
     raw = data_dir / "raw"
     if not raw.exists():

@@ -10,23 +10,10 @@ from ingest.geo import CountryLookup, client_ip
 from ingest.identity import fallback_visitor_key, tracker_visitor_key
 from ingest.referrer import DIRECT, classify_referrer
 from ingest.useragent import classify
-from tests.ingest.helpers import UA
+from tests.ingest.helpers import UA, UA_EXPECTED
 
 
-@pytest.mark.parametrize(
-    ("ua", "browser", "os", "device"),
-    [
-        ("edge", "Edge", "Windows", "desktop"),
-        ("opera", "Opera", "Windows", "desktop"),
-        ("samsung", "Samsung Internet", "Android", "mobile"),
-        ("iphone", "Mobile Safari", "iOS", "mobile"),
-        ("ipad", "Mobile Safari", "iOS", "tablet"),
-        ("android_phone", "Chrome", "Android", "mobile"),
-        ("android_tablet", "Chrome", "Android", "tablet"),
-        ("chromeos", "Chrome", "Chrome OS", "desktop"),
-        ("firefox_mac", "Firefox", "Mac OS X", "desktop"),
-    ],
-)
+@pytest.mark.parametrize(("ua", "browser", "os", "device"), UA_EXPECTED)
 def test_user_agents_are_classified_by_the_maintained_parser(ua: str, browser: str, os: str, device: str) -> None:
     info = classify(UA[ua])
     assert (info.verdict, info.browser, info.os, info.device) == ("human", browser, os, device)

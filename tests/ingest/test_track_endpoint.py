@@ -9,7 +9,7 @@ from typing import Any
 import httpx
 import pytest
 
-from tests.ingest.helpers import UA, raw_rows, wait_for_rows
+from tests.ingest.helpers import UA, UA_EXPECTED, raw_rows, wait_for_rows
 from tests.server import LiveServer, add_site, running_server
 
 pytestmark = pytest.mark.slow
@@ -71,19 +71,7 @@ def test_single_pageview_is_enriched(env: tuple[LiveServer, dict[str, Any]]) -> 
     assert "81.2.69.160" not in str(row)  # the IP is never stored
 
 
-@pytest.mark.parametrize(
-    ("ua", "browser", "os", "device"),
-    [
-        ("edge", "Edge", "Windows", "desktop"),
-        ("opera", "Opera", "Windows", "desktop"),
-        ("samsung", "Samsung Internet", "Android", "mobile"),
-        ("iphone", "Mobile Safari", "iOS", "mobile"),
-        ("ipad", "Mobile Safari", "iOS", "tablet"),
-        ("android_phone", "Chrome", "Android", "mobile"),
-        ("android_tablet", "Chrome", "Android", "tablet"),
-        ("chromeos", "Chrome", "Chrome OS", "desktop"),
-    ],
-)
+@pytest.mark.parametrize(("ua", "browser", "os", "device"), UA_EXPECTED)
 def test_user_agent_cases_land_right(env: tuple[LiveServer, dict[str, Any]], ua: str, browser: str, os: str, device: str) -> None:
     server, site = env
     marker = f"/ua-{ua}"
