@@ -155,8 +155,10 @@ def plan_chunks(files: list[RawFile], max_rows: int = CHUNK_ROWS) -> list[list[R
 
 def read_raw(files: list[RawFile]) -> pl.DataFrame:
     """The raw events of ``files`` with a ``_file`` column (the path), timestamps in µs UTC."""
+    # One contiguous chunk per column: frames read from thousands of small files otherwise keep
+    # a chunk per file, and gathers/joins over them cost an order of magnitude more.
     df = pl.read_parquet([f.path for f in files], hive_partitioning=False,
-                         include_file_paths="_file")
+                         include_file_paths="_file").rechunk()
     return df.with_columns(
         pl.col("ts").cast(pl.Datetime("us", "UTC")),
         pl.col("received_at").cast(pl.Datetime("us", "UTC")),
@@ -171,7 +173,7 @@ def load_chunk(
     raw = read_raw(files)
     result.rows = raw.height
     per_file = dict(raw.group_by("_file").len().iter_rows())
-    raw = raw.unique("event_id", keep="first", maintain_order=True)
+    raw = raw.filter(pl.col("event_id").is_first_distinct())
     con.begin()
     try:
         new = _drop_loaded(con, raw)
@@ -186,7 +188,7 @@ def load_chunk(
         con.rollback()
         raise
     finally:
-        for name in ("manifest_in", "incoming_ids", "new_raw", "affected_in", "combined_events", "new_sessions",
+        for name in ("manifest_in", "incoming_ids", "new_props", "affected_in", "combined_events", "new_sessions",
                      "tz_in", "hours_in"):
             con.unregister(name)
     return result
@@ -313,29 +315,47 @@ def _merge_events(con: duckdb.DuckDBPyConnection, new: pl.DataFrame, site_tz: di
 
 
 def _insert_props(con: duckdb.DuckDBPyConnection, new: pl.DataFrame) -> None:
-    present = [k for k in _PROP_KINDS if k[0] in new.columns]
-    if not present:
+    """One ``event_props`` row per (event, property): the maps exploded in polars, one INSERT."""
+    parts = []
+    for column, kind, target in _PROP_KINDS:
+        if column not in new.columns:
+            continue
+        dtype = new.schema[column]
+        value_type = dtype.value if isinstance(dtype, pl.Map) else pl.String  # type: ignore[attr-defined]
+        entries = pl.List(pl.Struct({"key": pl.String, "value": value_type}))
+        rows = (
+            new.lazy()
+            .select("site_id", "event_id", "ts", "visitor_key", pl.col("type").alias("event_type"),
+                    pl.col("name").alias("event_name"), pl.col(column).cast(entries).alias("_p"))
+            .filter(pl.col("_p").list.len() > 0)
+            .explode("_p")
+            .unnest("_p")
+        )
+        parts.append(rows.select(
+            "site_id", "event_id", "ts", "visitor_key", "event_type", "event_name", "key",
+            pl.lit(kind).alias("value_type"),
+            *(pl.col("value").alias(t) if t == target else pl.lit(None, d).alias(t)
+              for t, d in (("string_value", pl.String), ("number_value", pl.Float64),
+                           ("bool_value", pl.Boolean))),
+        ))
+    if not parts:
         return
-    with_props = new.filter(pl.any_horizontal(pl.col(k[0]).is_not_null() for k in present))
-    if with_props.height == 0:
+    props = pl.concat(parts).collect()
+    if props.height == 0:
         return
-    con.register("new_raw", with_props.select(
-        "site_id", "event_id", "ts", "visitor_key", "type", "name", *(k[0] for k in present)
-    ).to_arrow())
-    for column, kind, target in present:
-        text = "p.value" if kind == "string" else "CAST(p.value AS VARCHAR)"
-        if kind == "number":
-            # 3.0 reads as "3" in breakdowns, like the tracker sent it.
-            text = "regexp_replace(CAST(p.value AS VARCHAR), '\\.0$', '')"
-        values = {"string_value": "NULL", "number_value": "NULL", "bool_value": "NULL"}
-        values[target] = "p.value"
-        con.execute(f"""
-            INSERT INTO event_props
-            SELECT site_id, event_id, ts, visitor_key, type, name, p.key, '{kind}',
-                {values['string_value']}, {values['number_value']}, {values['bool_value']}, {text}
-            FROM (SELECT *, unnest(map_entries({column})) AS p FROM new_raw
-                  WHERE {column} IS NOT NULL)
-        """)  # noqa: S608 -- identifiers and literals from _PROP_KINDS
+    con.register("new_props", props.to_arrow())
+    # The text form is DuckDB's cast, so it reads the same as in SQL; 3.0 reads "3", as sent.
+    con.execute("""
+        INSERT INTO event_props
+        SELECT site_id, event_id, ts, visitor_key, event_type, event_name, key, value_type,
+            string_value, number_value, bool_value,
+            CASE value_type
+                WHEN 'string' THEN string_value
+                WHEN 'number' THEN regexp_replace(CAST(number_value AS VARCHAR), '\\.0$', '')
+                ELSE CAST(bool_value AS VARCHAR)
+            END
+        FROM new_props
+    """)
 
 
 def _rebuild_rollups(

@@ -95,9 +95,55 @@ def sessionize(
 def _summarize(
     events: pl.DataFrame, keys: pl.DataFrame, returning: pl.DataFrame | None
 ) -> pl.DataFrame:
+    # ``keys`` is sorted by visit, so every aggregate below is a plain first/last/sum/max over
+    # contiguous groups (polars' sorted fast path); filters are applied to rows before grouping,
+    # never inside an aggregation.
+    k = keys.lazy().with_columns(pl.col("_visit").set_sorted())
     is_pv = pl.col("type") == "pageview"
-    is_activity = pl.col("type").is_in(ACTIVITY_TYPES)
-    is_engagement = pl.col("type").is_in(ENGAGEMENT_TYPES)
+
+    def per_visit(rows: pl.LazyFrame, *aggs: pl.Expr) -> pl.LazyFrame:
+        return rows.group_by("_visit", maintain_order=True).agg(*aggs).with_columns(
+            pl.col("_visit").set_sorted())
+
+    totals = per_visit(
+        k,
+        pl.col("ts").first().alias("_first_ts"),
+        pl.col("ts").last().alias("ended_at"),
+        is_pv.sum().cast(pl.Int32).alias("pageviews"),
+        (pl.col("type") == "event").sum().cast(pl.Int32).alias("custom_events"),
+        pl.len().cast(pl.Int32).alias("events"),
+        pl.col("pathname").first().alias("_first_path"),
+        pl.col("pathname").last().alias("_last_path"),
+    )
+    pageviews = per_visit(
+        k.filter(is_pv),
+        pl.col("pathname").first().alias("_entry_pv"),
+        pl.col("pathname").last().alias("_exit_pv"),
+        pl.col("ts").last().alias("_last_pv_ts"),
+    )
+    activity = per_visit(k.filter(pl.col("type").is_in(ACTIVITY_TYPES)),
+                         pl.col("ts").last().alias("_last_activity_ts"))
+    users = per_visit(k.filter(pl.col("user_id").is_not_null()), pl.col("user_id").last())
+    visits = (
+        totals.join(pageviews, on="_visit", how="left")
+        .join(activity, on="_visit", how="left")
+        .join(users, on="_visit", how="left")
+        .with_columns(
+            pl.coalesce("_entry_pv", "_first_path").alias("entry_page"),
+            pl.coalesce("_exit_pv", "_last_path").alias("exit_page"),
+            pl.coalesce("_last_activity_ts", "_first_ts").alias("_last_activity"),
+            pl.coalesce("_last_pv_ts", "_first_ts").alias("_last_pageview"),
+        )
+    )
+    # the final page's engagement: reports at or after the visit's last pageview
+    engagement = per_visit(
+        k.filter(pl.col("type").is_in(ENGAGEMENT_TYPES))
+        .join(visits.select("_visit", "_last_pageview"), on="_visit", how="inner")
+        .filter(pl.col("ts") >= pl.col("_last_pageview")),
+        pl.col("engagement_ms").max().alias("_engagement"),
+    )
+    visits = visits.join(engagement, on="_visit", how="left").with_columns(
+        pl.col("_engagement").fill_null(0).cast(pl.Int64).alias("engagement_ms"))
 
     starts = keys.filter(pl.col("_start"))
     first = pl.concat([
@@ -105,25 +151,7 @@ def _summarize(
                       pl.col("ts").alias("started_at")),
         events.select(FIRST_EVENT_COLUMNS).gather(starts["_row"]),
     ], how="horizontal")
-    last_pv_ts = pl.col("ts").filter(is_pv).last()
-    aggregates = keys.group_by("_visit").agg(
-        pl.col("ts").last().alias("ended_at"),
-        is_pv.sum().cast(pl.Int32).alias("pageviews"),
-        (pl.col("type") == "event").sum().cast(pl.Int32).alias("custom_events"),
-        pl.len().cast(pl.Int32).alias("events"),
-        pl.coalesce(pl.col("pathname").filter(is_pv).first(), pl.col("pathname").first()).alias("entry_page"),
-        pl.coalesce(pl.col("pathname").filter(is_pv).last(), pl.col("pathname").last()).alias("exit_page"),
-        pl.coalesce(pl.col("ts").filter(is_activity).last(), pl.col("ts").first()).alias("_last_activity"),
-        pl.coalesce(last_pv_ts, pl.col("ts").first()).alias("_last_pageview"),
-        pl.col("engagement_ms")
-        .filter(is_engagement & (pl.col("ts") >= pl.coalesce(last_pv_ts, pl.col("ts").first())))
-        .max()
-        .fill_null(0)
-        .cast(pl.Int64)
-        .alias("engagement_ms"),
-        pl.col("user_id").drop_nulls().last().alias("user_id"),
-    )
-    sessions = first.join(aggregates, on="_visit", how="inner").sort("_visit")
+    sessions = first.join(visits.collect(), on="_visit", how="inner").sort("_visit")
     # the visitor's first visit in the frame (visits are in (site, visitor, time) order here)
     sessions = sessions.with_columns((~(
         (pl.col("site_id") == pl.col("site_id").shift(1))
