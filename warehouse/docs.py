@@ -39,8 +39,9 @@ zone.
   (exactly 30 minutes still continues it). Events of every type count for the gap, so heartbeats
   keep a visit open while a page is read. Visits span hours, days and loads; late events are placed
   in the right visit and the affected visits are recomputed.
-* **Visitors**: distinct `visitor_key` in the range — exact over any range (use the `daily_*`
-  tables; never add up hourly `visitors`).
+* **Visitors**: distinct `visitor_key` in the range — exact over any range of whole local days
+  (sum `daily_visitor_counts`, or count distinct in the `daily_*` visitor tables; never add up
+  hourly `visitors`).
 * **Visits**: visits that *started* in the range. **Views**: `pageview` events.
 * **Bounce**: a visit with exactly one pageview and no custom event. Engagement time is not
   considered (a single-page visit with a long read is still a bounce). **Bounce rate** = bounces /
@@ -60,11 +61,12 @@ zone.
 | question | table |
 | --- | --- |
 | views, visits, bounces, duration, custom events per hour / day / week / month | `hourly_rollup` with `dimension = 'total'` (sum the hours) |
-| unique visitors over any range, per day / week / month | `daily_visitors` (`count(DISTINCT visitor_key)`) |
+| unique visitors over any range, per day / week / month | `daily_visitor_counts` with `dimension = 'total'` (a sum: rows with `prev_date` null or before the range / bucket start), or `daily_visitors` (`count(DISTINCT visitor_key)`, slower) |
 | unique visitors within one hour (hourly time series) | `hourly_rollup.visitors` of that hour |
-| breakdown by source, referrer, UTM, country, device, browser, OS, language, screen, entry / exit page | `hourly_rollup` with that `dimension` (counts) + `daily_session_visitors` (visitors) |
-| breakdown by page | `hourly_rollup` with `dimension = 'page'` + `daily_page_visitors` |
-| custom events and goal conversions | `hourly_rollup` with `dimension = 'event'` + `daily_event_visitors` |
+| breakdown by source, referrer, UTM, country, device, browser, OS, language, screen, entry / exit page | `hourly_rollup` with that `dimension` (counts) + `daily_visitor_counts` with that `dimension` (visitors) |
+| breakdown by page | `hourly_rollup` with `dimension = 'page'` + `daily_visitor_counts` (same dimension) |
+| custom events and goal conversions | `hourly_rollup` with `dimension = 'event'` + `daily_visitor_counts` (same dimension) |
+| a breakdown under a visit-attribute filter (e.g. browsers of visitors from DE) | `daily_session_visitors` (`count(DISTINCT visitor_key)`) |
 | custom event properties | `hourly_props` (per hour), `event_props` (per event) |
 | anything else, filters across dimensions of different kinds | `sessions`, `events`, `event_props` |
 | what has been loaded | `loaded_files` |
@@ -102,8 +104,11 @@ WITH totals AS (
         AND hour < timezone('UTC', TIMESTAMP '2026-03-04 00:00')
 )
 SELECT
-    (SELECT count(DISTINCT visitor_key) FROM daily_visitors
-     WHERE site_id = 'site-a' AND local_date BETWEEN DATE '2026-03-01' AND DATE '2026-03-03') AS visitors,
+    -- each visitor counts once: on its first day in the range
+    (SELECT sum(visitors) FROM daily_visitor_counts
+     WHERE site_id = 'site-a' AND dimension = 'total'
+        AND local_date BETWEEN DATE '2026-03-01' AND DATE '2026-03-03'
+        AND (prev_date IS NULL OR prev_date < DATE '2026-03-01')) AS visitors,
     visits, views,
     round(100.0 * bounces / nullif(visits, 0), 1) AS bounce_rate,
     round(duration_ms / 1000.0 / nullif(visits, 0), 1) AS avg_duration_s
@@ -150,9 +155,11 @@ WITH counts AS (
         AND hour >= TIMESTAMPTZ '2026-03-01 00:00:00+00' AND hour < TIMESTAMPTZ '2026-04-01 00:00:00+00'
     GROUP BY source
 ), uniques AS (
-    SELECT source, count(DISTINCT visitor_key) AS visitors
-    FROM daily_session_visitors
-    WHERE site_id = 'site-a' AND local_date BETWEEN DATE '2026-03-01' AND DATE '2026-03-31'
+    SELECT value AS source, sum(visitors) AS visitors
+    FROM daily_visitor_counts
+    WHERE site_id = 'site-a' AND dimension = 'source'
+        AND local_date BETWEEN DATE '2026-03-01' AND DATE '2026-03-31'
+        AND (prev_date IS NULL OR prev_date < DATE '2026-03-01')
     GROUP BY source
 )
 SELECT c.source, u.visitors, c.visits, c.views, round(100.0 * c.bounces / c.visits, 1) AS bounce_rate

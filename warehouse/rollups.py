@@ -17,11 +17,20 @@ plus ``site_tz(site_id, tz)`` naming each site's IANA time zone.
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from datetime import datetime, timedelta
 
 import duckdb
+import polars as pl
 
-from warehouse.tables import DAILY_SESSION_VISITORS, SESSION_DIMENSIONS
+from warehouse.tables import (
+    DAILY_EVENT_VISITORS,
+    DAILY_PAGE_VISITORS,
+    DAILY_SESSION_VISITORS,
+    DAILY_VISITORS,
+    SESSION_DIMENSIONS,
+    Table,
+)
 
 # Identifiers below come from warehouse.tables, never from input; values are always parameters.
 # Distinct counts are done as two plain aggregations (first per visitor, then per value): DuckDB's
@@ -148,47 +157,61 @@ _DAY_EVENTS = """
         ON x.site_id = a.site_id AND x.visitor_key = a.visitor_key AND x.local_date = a.local_date
 """
 
-_DAILY_VISITORS_SQL = f"""
-INSERT INTO daily_visitors
-SELECT site_id, local_date, visitor_key, count(*) FILTER (WHERE type = 'pageview'), count(*)
-FROM ({_DAY_EVENTS}) GROUP BY site_id, local_date, visitor_key
-"""  # noqa: S608
-
-_DAILY_PAGES_SQL = f"""
-INSERT INTO daily_page_visitors
-SELECT site_id, local_date, pathname, visitor_key, count(*)
-FROM ({_DAY_EVENTS}) WHERE type = 'pageview' GROUP BY site_id, local_date, pathname, visitor_key
-"""  # noqa: S608
-
-_DAILY_EVENTS_SQL = f"""
-INSERT INTO daily_event_visitors
-SELECT site_id, local_date, name, visitor_key, count(*)
-FROM ({_DAY_EVENTS}) WHERE type = 'event' GROUP BY site_id, local_date, name, visitor_key
-"""  # noqa: S608
-
 _SESSION_DIM_COLUMNS = [
     c.name for c in DAILY_SESSION_VISITORS.columns
-    if c.name not in ("site_id", "local_date", "visitor_key", "visits")
+    if c.name not in ("site_id", "local_date", "visitor_key", "visits") and not c.name.startswith("prev_")
 ]
-_DAILY_SESSIONS_SQL = f"""
-INSERT INTO daily_session_visitors
-SELECT site_id, local_date, visitor_key, {", ".join(_SESSION_DIM_COLUMNS)}, count(*)
-FROM (
-    SELECT * FROM (
-        SELECT s.*, timezone(z.tz, s.started_at)::DATE AS local_date
-        FROM sessions s SEMI JOIN affected_visitors v
-            ON s.site_id = v.site_id AND s.visitor_key = v.visitor_key
-        JOIN site_tz z ON s.site_id = z.site_id
-        WHERE s.started_at >= $lo AND s.started_at < $hi
-    ) x SEMI JOIN affected_days a
-        ON x.site_id = a.site_id AND x.visitor_key = a.visitor_key AND x.local_date = a.local_date
+
+
+@dataclass(frozen=True)
+class _VisitorTable:
+    """A per-visitor daily table: how its rows are rebuilt from the facts, and the
+    ``(dimension, value column, prev column)`` triples it feeds into ``daily_visitor_counts``
+    (value column ``None``: the ``total`` dimension, value ``''``)."""
+
+    table: Table
+    rows_sql: str
+    dims: tuple[tuple[str, str | None, str], ...]
+
+    @property
+    def plain_columns(self) -> list[str]:
+        return [c for c in self.table.column_names if not c.startswith("prev_")]
+
+    @property
+    def value_columns(self) -> list[str]:
+        return [v for _, v, _ in self.dims if v is not None]
+
+
+_VISITOR_TABLES = (
+    _VisitorTable(DAILY_VISITORS, f"""
+        SELECT site_id, local_date, visitor_key, count(*) FILTER (WHERE type = 'pageview'), count(*)
+        FROM ({_DAY_EVENTS}) GROUP BY site_id, local_date, visitor_key
+    """, (("total", None, "prev_date"),)),  # noqa: S608
+    _VisitorTable(DAILY_PAGE_VISITORS, f"""
+        SELECT site_id, local_date, pathname, visitor_key, count(*)
+        FROM ({_DAY_EVENTS}) WHERE type = 'pageview' GROUP BY site_id, local_date, pathname, visitor_key
+    """, (("page", "pathname", "prev_date"),)),  # noqa: S608
+    _VisitorTable(DAILY_EVENT_VISITORS, f"""
+        SELECT site_id, local_date, name, visitor_key, count(*)
+        FROM ({_DAY_EVENTS}) WHERE type = 'event' GROUP BY site_id, local_date, name, visitor_key
+    """, (("event", "event_name", "prev_date"),)),  # noqa: S608
+    _VisitorTable(DAILY_SESSION_VISITORS, f"""
+        SELECT site_id, local_date, visitor_key, {", ".join(_SESSION_DIM_COLUMNS)}, count(*)
+        FROM (
+            SELECT * FROM (
+                SELECT s.*, timezone(z.tz, s.started_at)::DATE AS local_date
+                FROM sessions s SEMI JOIN affected_visitors v
+                    ON s.site_id = v.site_id AND s.visitor_key = v.visitor_key
+                JOIN site_tz z ON s.site_id = z.site_id
+                WHERE s.started_at >= $lo AND s.started_at < $hi
+            ) x SEMI JOIN affected_days a
+                ON x.site_id = a.site_id AND x.visitor_key = a.visitor_key AND x.local_date = a.local_date
+        )
+        GROUP BY ALL
+    """, tuple((d, d, f"prev_{d}") for d in _SESSION_DIM_COLUMNS)),  # noqa: S608
 )
-GROUP BY ALL
-"""  # noqa: S608
 
 _HOURLY_TABLES = ("hourly_rollup", "hourly_props")
-_DAILY_TABLES = ("daily_visitors", "daily_session_visitors", "daily_page_visitors",
-                 "daily_event_visitors")
 
 
 def rebuild_hours(con: duckdb.DuckDBPyConnection, lo: datetime, hi: datetime) -> None:
@@ -207,24 +230,143 @@ def rebuild_hours(con: duckdb.DuckDBPyConnection, lo: datetime, hi: datetime) ->
         con.execute(sql, params)
 
 
-def rebuild_days(con: duckdb.DuckDBPyConnection, lo: datetime, hi: datetime) -> None:
-    """Rebuild the ``daily_*`` tables for the visitor-days in ``affected_days``.
+def _contributions(spec: _VisitorTable, relation: str, sign: int) -> str:
+    """``(site_id, dimension, value, local_date, prev_date, n)`` rows that ``relation`` (rows of
+    ``spec.table`` with their prev columns) adds (``sign`` 1) or takes away (-1) in
+    ``daily_visitor_counts``. A row whose prev date is its own date repeats a (visitor, day, value)
+    already counted."""
+    empty = "''"
+    return " UNION ALL ".join(
+        f"SELECT site_id, '{dim}' AS dimension, {f'CAST({col} AS VARCHAR)' if col else empty} AS value,"  # noqa: S608
+        f" local_date, {prev} AS prev_date, {int(sign)} AS n FROM {relation}"
+        f" WHERE {prev} IS DISTINCT FROM local_date"
+        for dim, col, prev in spec.dims
+    )
 
-    ``lo`` / ``hi`` must cover every UTC instant of those local days (a day's margin either side).
-    """
-    for table in _DAILY_TABLES:
-        con.execute(
-            f"DELETE FROM {table} t USING affected_days a"  # noqa: S608
-            " WHERE t.site_id = a.site_id AND t.visitor_key = a.visitor_key"
-            " AND t.local_date = a.local_date"
+
+def with_prev_dates(fresh: pl.DataFrame, history: pl.DataFrame, spec: _VisitorTable) -> pl.DataFrame:
+    """``fresh`` with each prev column of ``spec``: the visitor's latest earlier date with the same
+    value in ``fresh`` ∪ ``history`` (null if none). When one visitor has several rows with the
+    same value on one day (the visit-attribute table), one of them (chosen deterministically) gets
+    a proper prev date and the others their own date, so the day counts once."""
+    values = spec.value_columns
+    keys = ["site_id", "visitor_key", "local_date", *values]
+    both = pl.concat(
+        [fresh.select(keys).with_row_index("row"),
+         history.select(keys).with_columns(pl.lit(None, pl.UInt32).alias("row")).select("row", *keys)],
+        how="vertical_relaxed",
+    )
+    # A visitor with one row has no earlier date for any value: only the others are sorted, on
+    # integers (the site and every value as its dictionary code).
+    many = both.filter(pl.len().over("site_id", "visitor_key") > 1)
+    codes = many.select(
+        "row", "visitor_key", "local_date",
+        pl.col("site_id").cast(pl.Categorical).to_physical().alias("s"),
+        *(pl.col(v).cast(pl.Categorical).to_physical().alias(f"c{i}") for i, v in enumerate(values)),
+        pl.struct(keys).hash(seed=0).alias("tie") if len(values) > 1 else pl.lit(0).alias("tie"),
+    )
+    out = fresh
+    for _, col, prev in spec.dims:
+        group = ["s", "visitor_key"] + ([f"c{values.index(col)}"] if col else [])
+        x = codes.select("row", "local_date", "tie", *group).sort(*group, "local_date", "tie")
+        same = pl.all_horizontal(pl.col(g).eq_missing(pl.col(g).shift(1)) for g in group)
+        x = (x.with_columns(pl.when(same).then(pl.col("local_date").shift(1)).alias(prev))
+             .filter(pl.col("row").is_not_null() & pl.col(prev).is_not_null()))
+        column = pl.Series(prev, [None] * fresh.height, dtype=pl.Date)
+        out = out.with_columns(column.scatter(x.get_column("row"), x.get_column(prev)))
+    return out.select(spec.table.column_names)
+
+
+def _contribution_frame(rows: pl.DataFrame, spec: _VisitorTable) -> pl.DataFrame:
+    """What ``rows`` (with prev dates) add to ``daily_visitor_counts``, like ``_contributions``."""
+    parts = []
+    for dim, col, prev in spec.dims:
+        counted = rows.filter(pl.col(prev).is_null() | (pl.col(prev) != pl.col("local_date")))
+        value = pl.col(col).cast(pl.String) if col else pl.lit("", pl.String)
+        parts.append(
+            counted.group_by("site_id", value.alias("value"), "local_date", pl.col(prev).alias("prev_date"))
+            .agg(pl.len().cast(pl.Int64).alias("n"))
+            .select("site_id", pl.lit(dim).alias("dimension"), "value", "local_date", "prev_date", "n")
         )
+    return pl.concat(parts)
+
+
+def rebuild_days(con: duckdb.DuckDBPyConnection, lo: datetime, hi: datetime) -> None:
+    """Rebuild the per-visitor ``daily_*`` tables for the visitor-days in ``affected_days`` and
+    bring ``daily_visitor_counts`` up to date with them.
+
+    For each affected visitor, every stored row from its first affected day on is re-derived:
+    rows of affected days from the facts, later rows kept, and all of them get fresh prev dates
+    (a changed day can change the prev date of the visitor's next day with the same value). The
+    counts are adjusted by the difference: minus what the old rows contributed, plus what the new
+    ones do. ``lo`` / ``hi`` must cover every UTC instant of those local days (a day's margin
+    either side).
+    """
     con.execute(
-        "CREATE OR REPLACE TEMP TABLE affected_visitors AS"
-        " SELECT DISTINCT site_id, visitor_key FROM affected_days"
+        "CREATE OR REPLACE TEMP TABLE affected_visitors AS SELECT site_id, visitor_key,"
+        " min(local_date) AS from_date FROM affected_days GROUP BY site_id, visitor_key"
+    )
+    con.execute(
+        "CREATE OR REPLACE TEMP TABLE count_delta (site_id VARCHAR, dimension VARCHAR, value VARCHAR,"
+        " local_date DATE, prev_date DATE, n BIGINT)"
     )
     params = {"lo": lo, "hi": hi}
-    for sql in (_DAILY_VISITORS_SQL, _DAILY_PAGES_SQL, _DAILY_EVENTS_SQL, _DAILY_SESSIONS_SQL):
-        con.execute(sql, params)
+    for spec in _VISITOR_TABLES:
+        name = spec.table.name
+        plain = ", ".join(f"i.{c}" for c in spec.plain_columns)
+        con.execute(
+            f"CREATE OR REPLACE TEMP TABLE impacted AS SELECT t.* FROM {name} t JOIN affected_visitors v"  # noqa: S608
+            " ON t.site_id = v.site_id AND t.visitor_key = v.visitor_key AND t.local_date >= v.from_date"
+        )
+        con.execute(f"INSERT INTO count_delta {_contributions(spec, 'impacted', -1)}")
+        con.execute(
+            f"DELETE FROM {name} t USING affected_visitors v"  # noqa: S608
+            " WHERE t.site_id = v.site_id AND t.visitor_key = v.visitor_key AND t.local_date >= v.from_date"
+        )
+        fresh = con.sql(
+            f"{spec.rows_sql} UNION ALL SELECT {plain} FROM impacted i ANTI JOIN affected_days a"  # noqa: S608
+            " ON i.site_id = a.site_id AND i.visitor_key = a.visitor_key AND i.local_date = a.local_date",
+            params=params,
+        ).pl()
+        if fresh.height == 0:
+            continue
+        fresh.columns = spec.plain_columns
+        history = con.sql(
+            f"SELECT t.site_id, t.visitor_key, t.local_date{''.join(', t.' + v for v in spec.value_columns)}"  # noqa: S608
+            f" FROM {name} t SEMI JOIN affected_visitors v ON t.site_id = v.site_id AND t.visitor_key = v.visitor_key"
+        ).pl()
+        fresh = with_prev_dates(fresh, history, spec)
+        con.register("fresh_in", fresh.to_arrow())
+        con.register("delta_in", _contribution_frame(fresh, spec).to_arrow())
+        try:
+            con.execute(f"INSERT INTO {name} SELECT * FROM fresh_in")  # noqa: S608
+            con.execute("INSERT INTO count_delta SELECT * FROM delta_in")
+        finally:
+            con.unregister("fresh_in")
+            con.unregister("delta_in")
+    _apply_count_delta(con)
+
+
+_COUNT_KEY = ("c.site_id = d.site_id AND c.dimension = d.dimension AND c.value IS NOT DISTINCT FROM d.value"
+              " AND c.local_date = d.local_date AND c.prev_date IS NOT DISTINCT FROM d.prev_date")
+
+
+def _apply_count_delta(con: duckdb.DuckDBPyConnection) -> None:
+    """Add ``count_delta`` to ``daily_visitor_counts`` (rows that reach zero go)."""
+    con.execute(
+        "CREATE OR REPLACE TEMP TABLE count_delta_sum AS SELECT site_id, dimension, value, local_date,"
+        " prev_date, sum(n) AS n FROM count_delta GROUP BY ALL HAVING sum(n) <> 0"
+    )
+    con.execute(f"""
+        CREATE OR REPLACE TEMP TABLE count_merged AS
+        SELECT site_id, dimension, value, local_date, prev_date, sum(n)::BIGINT AS visitors FROM (
+            SELECT c.site_id, c.dimension, c.value, c.local_date, c.prev_date, c.visitors AS n
+            FROM daily_visitor_counts c SEMI JOIN count_delta_sum d ON {_COUNT_KEY}
+            UNION ALL SELECT * FROM count_delta_sum
+        ) GROUP BY ALL HAVING sum(n) <> 0
+    """)  # noqa: S608
+    con.execute(f"DELETE FROM daily_visitor_counts c USING count_delta_sum d WHERE {_COUNT_KEY}")  # noqa: S608
+    con.execute("INSERT INTO daily_visitor_counts SELECT * FROM count_merged")
 
 
 def reaggregate(
@@ -237,8 +379,6 @@ def reaggregate(
     """
     con.begin()
     try:
-        import polars as pl
-
         tz = pl.DataFrame({"site_id": list(site_tz), "tz": list(site_tz.values())},
                           schema={"site_id": pl.String, "tz": pl.String})
         con.register("tz_in", tz.to_arrow())

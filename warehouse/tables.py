@@ -11,10 +11,13 @@ Which table answers what:
 * ``hourly_rollup`` — counts (views, visits, bounces, duration, custom events) per UTC hour and per
   breakdown dimension value; sum rows over any range. Its ``visitors`` column is exact only *within*
   one hour: never add it up across hours.
-* ``daily_visitors`` — one row per (site, site-local date, visitor): exact unique visitors over any
-  range of days = ``count(DISTINCT visitor_key)``.
-* ``daily_session_visitors`` / ``daily_page_visitors`` / ``daily_event_visitors`` — the same for
-  breakdowns and filters (by session attributes, by page, by custom event name).
+* ``daily_visitor_counts`` — exact unique visitors over any range of whole site-local days as a
+  *sum*: per (site, dimension value, day, the visitors' previous active day) how many visitors;
+  a visitor counts in ``[d0, d1)`` on its first day there (``prev_date`` null or before ``d0``).
+* ``daily_visitors`` — one row per (site, site-local date, visitor) with its previous active date;
+  ``daily_session_visitors`` / ``daily_page_visitors`` / ``daily_event_visitors`` — the same by
+  visit attributes, page, custom event name. The loader's state for ``daily_visitor_counts``
+  (``count(DISTINCT visitor_key)`` over them gives the same numbers, slower).
 * ``hourly_props`` — custom event property breakdowns per UTC hour.
 * ``loaded_files`` — the manifest of raw Parquet files already loaded (exactly-once).
 """
@@ -209,16 +212,20 @@ HOURLY_PROPS = Table(
 
 LOCAL_DATE = _c("local_date", "DATE", "Calendar date in the site's time zone.", False)
 
+PREV_DATE = _c("prev_date", "DATE", "The visitor's previous date in this table (with the same "
+               "value); null on its first.")
+
 DAILY_VISITORS = Table(
     "daily_visitors",
     "One row per visitor with any event on a site-local date. Exact unique visitors over any "
-    "range of days: `count(DISTINCT visitor_key)`.",
+    "range of days: `count(DISTINCT visitor_key)` (or, faster, `daily_visitor_counts`).",
     (
         SITE,
         LOCAL_DATE,
         VISITOR,
         _c("pageviews", "BIGINT", "The visitor's pageviews that day.", False),
         _c("events", "BIGINT", "The visitor's events of any type that day.", False),
+        PREV_DATE,
     ),
 )
 
@@ -235,6 +242,12 @@ DAILY_SESSION_VISITORS = Table(
         _c("entry_page", "VARCHAR", "Entry page."),
         _c("exit_page", "VARCHAR", "Exit page."),
         _c("visits", "BIGINT", "Visits with these attributes.", False),
+        *(_c(f"prev_{c}", "DATE", f"The visitor's previous date with a visit of this `{c}`; null on "
+             "its first; this row's own date when another row of the visitor that day has the same "
+             "value (the day counts once).")
+          for c in (*(a.name for a in ACQUISITION),
+                    *(c.name for c in CLIENT if c.name not in ("browser_version", "os_version")),
+                    "entry_page", "exit_page")),
     ),
 )
 
@@ -247,6 +260,7 @@ DAILY_PAGE_VISITORS = Table(
         _c("pathname", "VARCHAR", "Path of the page.", False),
         VISITOR,
         _c("pageviews", "BIGINT", "The visitor's views of the page that day.", False),
+        PREV_DATE,
     ),
 )
 
@@ -260,6 +274,27 @@ DAILY_EVENT_VISITORS = Table(
         _c("event_name", "VARCHAR", "Custom event name.", False),
         VISITOR,
         _c("events", "BIGINT", "The visitor's events of that name that day.", False),
+        PREV_DATE,
+    ),
+)
+
+DAILY_VISITOR_COUNTS = Table(
+    "daily_visitor_counts",
+    "Exact unique visitors over any range of whole site-local days, as a sum. Per (site, dimension "
+    "value, date, previous date): how many visitors were active that date with that value and last "
+    "before on the previous date (rows of the `daily_*` visitor tables, counted). A visitor counts "
+    "in `[d0, d1)` once, on its first date there: `sum(visitors) WHERE local_date >= d0 AND "
+    "local_date < d1 AND (prev_date IS NULL OR prev_date < d0)`; per day every row of the date "
+    "counts; per week / month use the bucket's start (or `d0` if later) instead of `d0`. "
+    "Maintained from the differences of each load.",
+    (
+        SITE,
+        _c("dimension", "VARCHAR", "`total` (any event), `page` (a pageview of it), `event` (a custom "
+           "event of that name) or a visit attribute (a visit started that day with it).", False),
+        _c("value", "VARCHAR", "Value of the dimension (`''` for `total`; null when unknown)."),
+        LOCAL_DATE,
+        _c("prev_date", "DATE", "The visitors' previous date with this value (null: none)."),
+        _c("visitors", "BIGINT", "How many visitors.", False),
     ),
 )
 
@@ -278,7 +313,8 @@ LOADED_FILES = Table(
 
 FACT_TABLES = (EVENTS, SESSIONS, EVENT_PROPS)
 ROLLUP_TABLES = (HOURLY_ROLLUP, HOURLY_PROPS)
-DAILY_TABLES = (DAILY_VISITORS, DAILY_SESSION_VISITORS, DAILY_PAGE_VISITORS, DAILY_EVENT_VISITORS)
+DAILY_TABLES = (DAILY_VISITORS, DAILY_SESSION_VISITORS, DAILY_PAGE_VISITORS, DAILY_EVENT_VISITORS,
+                DAILY_VISITOR_COUNTS)
 ALL_TABLES = (*FACT_TABLES, *ROLLUP_TABLES, *DAILY_TABLES, LOADED_FILES)
 
 SCHEMA_VERSION = 1

@@ -1,6 +1,6 @@
 # ruff: noqa: S608 -- SQL is composed from our own identifiers; every client value is a $param.
-"""The pre-aggregate path: a ``Query`` answered from ``hourly_rollup``, ``hourly_props`` and the
-``daily_*`` visitor tables, when they hold exactly the answer.
+"""The pre-aggregate path: a ``Query`` answered from ``hourly_rollup``, ``hourly_props`` and
+``daily_visitor_counts``, when they hold exactly the answer.
 
 ``coverage(q)`` says whether they do (and if not, why); ``preaggregate_sql(q)`` builds the SQL.
 The numbers must equal the fact path's (``facts.py``) to the last digit — a test asserts it on
@@ -11,7 +11,8 @@ or exact distinct counts over whole site-local days:
 * no dimension, one visit attribute, ``page``, ``event`` or ``props:<name>``, optionally by time;
 * the range starts and ends on UTC hour boundaries, and the site's UTC offset is whole hours
   (so every rollup hour lies inside one local day);
-* ``visitors`` needs hourly buckets (exact per hour) or whole local days (the ``daily_*`` tables);
+* ``visitors`` needs hourly buckets (exact per hour) or whole local days (``daily_visitor_counts``:
+  a visitor counts on its first day in the range or bucket, so the distinct count is a sum);
 * by page / event only ``visitors``, ``views``, ``events``; by property only ``events``
   (their hourly visit counts cannot be added up across hours).
 """
@@ -23,10 +24,9 @@ from datetime import UTC, datetime, timedelta
 from warehouse.query.model import PROP_PREFIX, Query
 from warehouse.query.sql import SESSION_COLUMNS, SQL, Params, bucket, date_bucket, final_select
 
-#: Visit attributes the ``daily_session_visitors`` table keeps (exact visitors by attribute).
+#: Visit attributes ``daily_visitor_counts`` holds (exact visitors by attribute).
 DAILY_SESSION_COLUMNS = SESSION_COLUMNS - {"browser_version", "os_version"}
-_EVENT_DIMS = {"page": ("page", "daily_page_visitors", "pathname"),
-               "event": ("event", "daily_event_visitors", "event_name")}
+_EVENT_DIMS = ("page", "event")
 _SESSION_METRICS = {"visitors", "visits", "views", "events", "bounce_rate", "visit_duration", "views_per_visit"}
 
 
@@ -100,13 +100,8 @@ def preaggregate_sql(q: Query) -> SQL:
         )
         return final_select(q, ctes, p)
 
-    if dim is None:
-        dimension, value_col, daily, daily_col = "total", None, "daily_visitors", None
-    elif dim in _EVENT_DIMS:
-        dimension, daily, daily_col = _EVENT_DIMS[dim]
-        value_col = "value"
-    else:
-        dimension, value_col, daily, daily_col = dim, "value", "daily_session_visitors", dim
+    dimension = dim or "total"
+    value_col = "value" if dim else None
     if value_col:
         keys.append(value_col)
     n = len(keys)
@@ -121,14 +116,18 @@ def preaggregate_sql(q: Query) -> SQL:
         f" AND hour >= {p(r.start)} AND hour < {p(r.end)}{' GROUP BY ALL' if n else ''})"
     )
     if "visitors" in q.metrics and not visitors_from_hours:
-        d0 = r.start.astimezone(r.zone).date()
-        d1 = r.end.astimezone(r.zone).date()
-        vkeys = ([date_bucket(gran, "local_date")] if gran else []) + ([daily_col] if daily_col else [])
+        # Each visitor counts once per bucket: on its first day there (no earlier day with the
+        # same value since the bucket's start, or the range's if later).
+        d0 = p(r.start.astimezone(r.zone).date())
+        d1 = p(r.end.astimezone(r.zone).date())
+        vkeys = ([date_bucket(gran, "local_date")] if gran else []) + (["value"] if value_col else [])
+        since = d0 if gran is None else f"greatest({date_bucket(gran, 'local_date')}, {d0})"
+        first = "" if gran == "day" else f" AND (prev_date IS NULL OR prev_date < {since})"
         vsel = "".join(f"{k} AS k{i}, " for i, k in enumerate(vkeys))
         ctes.append(
-            f"v AS (SELECT {vsel}count(DISTINCT visitor_key) AS visitors FROM {daily}"
-            f" WHERE site_id = {p(site)} AND local_date >= {p(d0)} AND local_date < {p(d1)}"
-            f"{' GROUP BY ALL' if n else ''})"
+            f"v AS (SELECT {vsel}sum(visitors) AS visitors FROM daily_visitor_counts"
+            f" WHERE site_id = {p(site)} AND dimension = {p(dimension)} AND local_date >= {d0}"
+            f" AND local_date < {d1}{first}{' GROUP BY ALL' if n else ''})"
         )
         rest = ("coalesce(v.visitors, 0) AS visitors, coalesce(r.visits, 0) AS visits,"
                 " coalesce(r.views, 0) AS views, coalesce(r.events, 0) AS events,"
