@@ -18,7 +18,8 @@ How visits are laid out (SPEC §5):
   minutes after the previous visit's last event; events inside a visit are at most 30 minutes
   apart (some exactly 30:00, the boundary that still continues a visit);
 * a visit is 1+ pageviews with custom events in between, optionally ended by a ``page_exit``
-  carrying the final page's engagement time (``engagement_ms``);
+  carrying the final page's engagement time (``engagement_ms``) — sometimes over 30 minutes after
+  the previous event (a page left open in a background tab), still part of the visit;
 * only the first event of a visit carries the referrer, source and UTM tags (later pageviews have an
   own-domain referrer, hence ``Direct / None``), so "of the first event" is tested;
 * a share of visits is started shortly before a site-local midnight, so they cross it;
@@ -80,6 +81,9 @@ class TrafficSpec:
     pageviews_per_visit: float = 2.5
     custom_event_rate: float = 0.3
     page_exit_rate: float = 0.7
+    #: share of page_exits sent over 30 minutes after the previous event (a page left open in a
+    #: background tab): they still belong to their visit
+    long_exit_rate: float = 0.05
     midnight_rate: float = 0.05
     #: site time zones: a visit "crosses midnight" in this zone
     timezones: dict[str, str] = field(default_factory=lambda: {"site-a": "UTC", "site-b": "Europe/Berlin"})
@@ -196,6 +200,9 @@ def generate(spec: TrafficSpec) -> Traffic:
     gaps[e_pos == 0] = 0
     engagement = np.where(e_is_exit, rng.integers(1000, 20 * MINUTE_MS, size=n_events), 0)
     gaps = np.where(e_is_exit, engagement, gaps)
+    # pages left open in a background tab: the exit comes long after, with the visible time only
+    long_exit = e_is_exit & (rng.random(n_events) < spec.long_exit_rate)
+    gaps = np.where(long_exit, GAP_MS + 1 + rng.exponential(GAP_MS, size=n_events).astype(np.int64), gaps)
     offset_in_visit = _cumsum_by_group(gaps, e_pos == 0)
     visit_len = offset_in_visit[np.cumsum(n_ev) - 1]
 

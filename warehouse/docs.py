@@ -37,7 +37,9 @@ zone.
 
 * **Visit (session)**: a run of one visitor's events on one site with no gap over 30 minutes
   (exactly 30 minutes still continues it). Events of every type count for the gap, so heartbeats
-  keep a visit open while a page is read. Visits span hours, days and loads; late events are placed
+  keep a visit open while a page is read; an engagement report (`page_exit`, `engagement`) never
+  starts a visit — sent after a page stayed open in the background for over 30 minutes, it still
+  belongs to that page's visit. Visits span hours, days and loads; late events are placed
   in the right visit and the affected visits are recomputed.
 * **Visitors**: distinct `visitor_key` in the range — exact over any range of whole local days
   (sum `daily_visitor_counts`, or count distinct in the `daily_*` visitor tables; never add up

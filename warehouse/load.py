@@ -8,7 +8,9 @@ A load:
    either the whole chunk or nothing, and the next run picks up where it stopped;
 3. drops events whose ``event_id`` is already loaded (a re-sealed segment, a duplicate file);
 4. finds the visitors the new events belong to and, for each, the time window the new events
-   can influence: their span widened to every stored visit within 30 minutes of it. The stored
+   can influence: their span widened to every stored visit within 30 minutes of it (and, when the
+   visitor's earliest new event is an engagement report, to their latest earlier visit, which that
+   report belongs to however long ago it began). The stored
    events of that window are read back, sessionized together with the new ones
    (``warehouse.sessionize``), and the window's events and visits are replaced. This is how a
    visit continues across loads and how late or out-of-order events land in the right visit;
@@ -31,7 +33,7 @@ import duckdb
 import polars as pl
 
 from warehouse.rollups import rebuild_days, rebuild_hours
-from warehouse.sessionize import VISIT_GAP, sessionize
+from warehouse.sessionize import ENGAGEMENT_TYPES, VISIT_GAP, sessionize
 from warehouse.tables import EVENTS
 
 #: Rows per load transaction when many files are pending (bounds memory of a backfill).
@@ -252,19 +254,39 @@ def _drop_loaded(con: duckdb.DuckDBPyConnection, raw: pl.DataFrame) -> pl.DataFr
 
 def _merge_events(con: duckdb.DuckDBPyConnection, new: pl.DataFrame, site_tz: dict[str, str]) -> int:
     """Insert ``new`` events, re-sessionize the affected windows, rebuild touched rollups."""
+    is_engagement = pl.col("type").is_in(ENGAGEMENT_TYPES)
     affected = new.group_by("site_id", "visitor_key").agg(
-        pl.col("ts").min().alias("min_ts"), pl.col("ts").max().alias("max_ts")
+        pl.col("ts").min().alias("min_ts"), pl.col("ts").max().alias("max_ts"),
+        # an engagement report first: it belongs to the visitor's previous visit, however old
+        (pl.when(is_engagement).then(pl.col("ts")).min() <= pl.col("ts").min())
+        .fill_null(False).alias("engagement_first"),
     )
     con.register("affected_in", affected.to_arrow())
     gap = f"INTERVAL {int(VISIT_GAP.total_seconds())} SECOND"
     con.execute(f"""
         CREATE OR REPLACE TEMP TABLE windows AS
+        WITH previous AS (
+            SELECT a.site_id, a.visitor_key, max(s.started_at) AS started_at
+            FROM affected_in a JOIN sessions s
+                ON s.site_id = a.site_id AND s.visitor_key = a.visitor_key AND s.started_at <= a.min_ts
+            WHERE a.engagement_first
+            GROUP BY a.site_id, a.visitor_key
+        ),
+        touching AS (
+            SELECT s.site_id, s.visitor_key, s.started_at, s.ended_at
+            FROM affected_in a JOIN sessions s
+                ON s.site_id = a.site_id AND s.visitor_key = a.visitor_key
+                AND s.ended_at >= a.min_ts - {gap} AND s.started_at <= a.max_ts + {gap}
+            UNION ALL
+            SELECT s.site_id, s.visitor_key, s.started_at, s.ended_at
+            FROM previous p JOIN sessions s
+                ON s.site_id = p.site_id AND s.visitor_key = p.visitor_key AND s.started_at = p.started_at
+        )
         SELECT a.site_id, a.visitor_key,
-            least(a.min_ts, coalesce(min(s.started_at), a.min_ts)) AS ws,
-            greatest(a.max_ts, coalesce(max(s.ended_at), a.max_ts)) AS we
-        FROM affected_in a LEFT JOIN sessions s
-            ON s.site_id = a.site_id AND s.visitor_key = a.visitor_key
-            AND s.ended_at >= a.min_ts - {gap} AND s.started_at <= a.max_ts + {gap}
+            least(a.min_ts, coalesce(min(t.started_at), a.min_ts)) AS ws,
+            greatest(a.max_ts, coalesce(max(t.ended_at), a.max_ts)) AS we
+        FROM affected_in a LEFT JOIN touching t
+            ON t.site_id = a.site_id AND t.visitor_key = a.visitor_key
         GROUP BY a.site_id, a.visitor_key, a.min_ts, a.max_ts
     """)  # noqa: S608 -- the interval is our constant
     lo, hi = con.execute("SELECT min(ws), max(we) FROM windows").fetchall()[0]

@@ -3,7 +3,10 @@
 A **visit** is a run of one visitor's events on one site, ordered by ``(ts, event_id)``, with no
 gap over 30 minutes: an event more than 30 minutes after the previous event of the same
 ``(site_id, visitor_key)`` starts a new visit; exactly 30 minutes continues it. Events of every
-type take part (heartbeats keep a visit open while the page is read).
+type take part (heartbeats keep a visit open while the page is read), except that an engagement
+report (``page_exit``, ``engagement``) never starts a visit: sent after a page stayed open for over
+30 minutes, it still belongs to the visit of that page (as in Plausible, where engagement events
+cannot create a session). Only a visitor's very first event can start a visit with one.
 
 Per visit (see ``warehouse.tables.SESSIONS`` for the column docs):
 
@@ -54,7 +57,10 @@ def _ordered_keys(events: pl.DataFrame) -> pl.DataFrame:
         pl.col("visitor_key") == pl.col("visitor_key").shift(1)
     )
     within_gap = (pl.col("ts") - pl.col("ts").shift(1)) <= VISIT_GAP
-    keys = keys.with_columns((~(same_visitor & within_gap).fill_null(False)).alias("_start"))
+    # An engagement report never starts a visit: it belongs to the visit it reports on, however
+    # long the page stayed open before it was sent.
+    continues = same_visitor & (within_gap | pl.col("type").is_in(ENGAGEMENT_TYPES))
+    keys = keys.with_columns((~continues.fill_null(False)).alias("_start"))
     keys = keys.with_columns(pl.col("_start").cum_sum().cast(pl.UInt32).alias("_visit"))
     first_ids = keys.filter(pl.col("_start"))["event_id"]
     return keys.with_columns(first_ids.gather(keys["_visit"] - 1).alias("session_id"))
