@@ -1,8 +1,11 @@
 """Enrichment: a validated beacon becomes a raw event, or is dropped with a typed reason.
 
-Reading ``STEPS`` is reading the design (after Plausible's ingestion pipeline). Each step either
-enriches the event in place or returns a ``Drop``. Dropped events are answered 2xx (a bot must not
-learn it was spotted) and counted by reason in the metrics.
+Reading the step lists is reading the design (after Plausible's ingestion pipeline). Each step
+either enriches the event in place or returns a ``Drop``. Dropped events are answered 2xx (a bot
+must not learn it was spotted) and counted by reason in the metrics.
+
+``REQUEST_STEPS`` look only at the request (its headers and IP), so they run once per request and
+every event of a batch shares what they found; ``EVENT_STEPS`` run for each event.
 """
 
 from __future__ import annotations
@@ -10,10 +13,9 @@ from __future__ import annotations
 import enum
 import functools
 import ipaddress
-import os
 import time
-from collections.abc import Callable
-from dataclasses import dataclass, field
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
 from datetime import UTC, date, datetime
 from typing import Any
 from urllib.parse import parse_qs, urlsplit
@@ -21,6 +23,7 @@ from urllib.parse import parse_qs, urlsplit
 from ingest.beacon import Beacon, BeaconError
 from ingest.geo import CountryLookup
 from ingest.identity import fallback_visitor_key, tracker_visitor_key
+from ingest.ids import uuid7
 from ingest.referrer import classify_referrer, strip_www
 from ingest.useragent import classify
 from littlestats.controlplane import Site
@@ -48,77 +51,82 @@ class RequestContext:
     site: Site
     ip: str | None
     user_agent: str
-    headers: dict[str, str]
+    headers: Mapping[str, str]
     received_ms: int
     salt_for: Callable[[date], bytes]
     client_ts_window_ms: int = 24 * 3600 * 1000
     # receive time − the client's `sentAt`: how far the client's clock is behind ours.
     clock_offset_ms: int = 0
+    # What REQUEST_STEPS found: the fields every event of the request starts from, or the drop
+    # that applies to all of them (set by the first Pipeline.run of the request).
+    shared: dict[str, Any] | Drop | None = None
 
 
-@dataclass(slots=True)
-class Draft:
-    beacon: Beacon
-    ctx: RequestContext
-    event: dict[str, Any] = field(default_factory=dict)
+Event = dict[str, Any]
+RequestStep = Callable[[RequestContext, Event], "Drop | None"]
+EventStep = Callable[[Beacon, RequestContext, Event], "Drop | None"]
 
 
-Step = Callable[[Draft], Drop | None]
+# --- request steps: once per request -------------------------------------------------------
 
 
-def uuid7(ms: int) -> str:
-    """A time-ordered UUID (RFC 9562 version 7): 48-bit ms timestamp, 74 random bits."""
-    rand = int.from_bytes(os.urandom(10), "big")
-    value = (
-        (ms & 0xFFFF_FFFF_FFFF) << 80
-        | 0x7 << 76
-        | (rand >> 68 & 0xFFF) << 64
-        | 0b10 << 62
-        | (rand & 0x3FFF_FFFF_FFFF_FFFF)
-    )
-    h = f"{value:032x}"
-    return f"{h[:8]}-{h[8:12]}-{h[12:16]}-{h[16:20]}-{h[20:]}"
-
-
-# --- steps --------------------------------------------------------------------------------------
-
-
-def drop_prefetch(d: Draft) -> Drop | None:
-    h = d.ctx.headers
+def drop_prefetch(ctx: RequestContext, event: Event) -> Drop | None:
+    h = ctx.headers
     if "prefetch" in (h.get("purpose", "") + h.get("sec-purpose", "") + h.get("x-moz", "")).lower():
         return Drop.PREFETCH
     return None
 
 
-def drop_bots(d: Draft) -> Drop | None:
-    info = classify(d.beacon.user_agent or d.ctx.user_agent)
-    if info.verdict == "bot":
-        return Drop.BOT
-    if info.verdict == "headless":
-        return Drop.HEADLESS
-    e = d.event
-    e["browser"], e["browser_version"] = info.browser, info.browser_version
-    e["os"], e["os_version"], e["device"] = info.os, info.os_version, info.device
-    return None
-
-
-def drop_do_not_track(d: Draft) -> Drop | None:
-    if d.ctx.site.settings.respect_dnt:
-        h = d.ctx.headers
+def drop_do_not_track(ctx: RequestContext, event: Event) -> Drop | None:
+    if ctx.site.settings.respect_dnt:
+        h = ctx.headers
         if h.get("dnt") == "1" or h.get("sec-gpc") == "1":
             return Drop.DO_NOT_TRACK
     return None
 
 
-def drop_excluded_ip(d: Draft) -> Drop | None:
-    excluded = d.ctx.site.settings.excluded_ips
-    if excluded and d.ctx.ip:
+def drop_excluded_ip(ctx: RequestContext, event: Event) -> Drop | None:
+    excluded = ctx.site.settings.excluded_ips
+    if excluded and ctx.ip:
         try:
-            addr = ipaddress.ip_address(d.ctx.ip)
+            addr = ipaddress.ip_address(ctx.ip)
             if any(addr in ipaddress.ip_network(n, strict=False) for n in excluded):
                 return Drop.EXCLUDED_IP
         except ValueError:
             pass
+    return None
+
+
+def put_geolocation(ctx: RequestContext, event: Event, lookup: CountryLookup, country_header: str) -> Drop | None:
+    country = None
+    if country_header:
+        value = ctx.headers.get(country_header.lower(), "").strip().upper()
+        if len(value) == 2 and value.isalpha() and value not in ("XX", "T1"):
+            country = value
+    event["country"] = country or lookup.country(ctx.ip)
+    return None
+
+
+# --- event steps: once per event ------------------------------------------------------------
+
+
+@functools.lru_cache(maxsize=8192)
+def user_agent_fields(user_agent: str) -> Event | Drop:
+    """The browser, OS and device fields of a user agent, or why it is not counted."""
+    info = classify(user_agent)
+    if info.verdict == "bot":
+        return Drop.BOT
+    if info.verdict == "headless":
+        return Drop.HEADLESS
+    return {"browser": info.browser, "browser_version": info.browser_version,
+            "os": info.os, "os_version": info.os_version, "device": info.device}
+
+
+def drop_bots(beacon: Beacon, ctx: RequestContext, event: Event) -> Drop | None:
+    fields = user_agent_fields(beacon.user_agent or ctx.user_agent)
+    if isinstance(fields, Drop):
+        return fields
+    event.update(fields)
     return None
 
 
@@ -139,24 +147,24 @@ def split_url(url: str) -> tuple[str | None, str, str | None]:
 
 
 @functools.lru_cache(maxsize=16384)
-def utm_tags(query: str | None) -> tuple[str | None, ...]:
-    """The UTM fields of a query string, in ``UTM_FIELDS`` order."""
+def utm_tags(query: str | None) -> dict[str, str | None]:
+    """The UTM fields of a query string (shared and cached: never modify the result)."""
     values = parse_qs(query, keep_blank_values=False) if query else {}
-    return tuple((values[k][0][:500] if k in values else None) for k in UTM_FIELDS)
+    return {k: (values[k][0][:500] if k in values else None) for k in UTM_FIELDS}
 
 
-def put_url(d: Draft) -> Drop | None:
-    host, path, query = split_url(d.beacon.url)
-    settings = d.ctx.site.settings
+def put_url(beacon: Beacon, ctx: RequestContext, event: Event) -> Drop | None:
+    host, path, query = split_url(beacon.url)
+    settings = ctx.site.settings
     if host and settings.allowed_hostnames:
         allowed = {strip_www(h.lower()) for h in settings.allowed_hostnames}
         if strip_www(host) not in allowed and not any(
             a.startswith("*.") and host.endswith(a[1:]) for a in allowed
         ):
             return Drop.HOSTNAME_NOT_ALLOWED
-    if any(_path_matches(path, pattern) for pattern in settings.excluded_paths):
+    if settings.excluded_paths and any(_path_matches(path, p) for p in settings.excluded_paths):
         return Drop.EXCLUDED_PATH
-    d.event.update(hostname=host, pathname=path, query=query)
+    event["hostname"], event["pathname"], event["query"] = host, path, query
     return None
 
 
@@ -166,92 +174,79 @@ def _path_matches(path: str, pattern: str) -> bool:
     return path == pattern
 
 
-def put_utm(d: Draft) -> Drop | None:
-    d.event.update(zip(UTM_FIELDS, utm_tags(d.event.get("query")), strict=True))
+def put_utm(beacon: Beacon, ctx: RequestContext, event: Event) -> Drop | None:
+    event.update(utm_tags(event["query"]))
     return None
 
 
-def put_referrer(d: Draft) -> Drop | None:
-    referral = classify_referrer(
-        d.beacon.referrer, d.event.get("hostname"), d.ctx.site.domain, d.event.get("utm_source")
-    )
-    d.event.update(
-        referrer=referral.referrer, referrer_domain=referral.domain, source=referral.source
-    )
+def put_referrer(beacon: Beacon, ctx: RequestContext, event: Event) -> Drop | None:
+    referral = classify_referrer(beacon.referrer, event["hostname"], ctx.site.domain, event["utm_source"])
+    event["referrer"], event["referrer_domain"], event["source"] = referral.referrer, referral.domain, referral.source
     return None
 
 
-def put_geolocation(d: Draft, lookup: CountryLookup, country_header: str) -> Drop | None:
-    country = None
-    if country_header:
-        value = d.ctx.headers.get(country_header.lower(), "").strip().upper()
-        if len(value) == 2 and value.isalpha() and value not in ("XX", "T1"):
-            country = value
-    d.event["country"] = country or lookup.country(d.ctx.ip)
-    return None
-
-
-def put_props(d: Draft) -> Drop | None:
-    props = d.beacon.props
+def put_props(beacon: Beacon, ctx: RequestContext, event: Event) -> Drop | None:
+    props = beacon.props
+    if not props:
+        event["props_str"] = event["props_num"] = event["props_bool"] = None
+        return None
     strings = {k: v for k, v in props.items() if isinstance(v, str)}
     numbers = {k: v for k, v in props.items() if isinstance(v, float)}
     bools = {k: v for k, v in props.items() if isinstance(v, bool)}
-    d.event.update(props_str=strings or None, props_num=numbers or None, props_bool=bools or None)
+    event["props_str"], event["props_num"], event["props_bool"] = strings or None, numbers or None, bools or None
     return None
 
 
-def put_visitor_key(d: Draft) -> Drop | None:
-    site = d.ctx.site
-    if d.beacon.visitor_id:
-        d.event["visitor_key"] = tracker_visitor_key(site.secret, d.beacon.visitor_id)
-        d.event["visitor_key_source"] = "tracker"
+def put_visitor_key(beacon: Beacon, ctx: RequestContext, event: Event) -> Drop | None:
+    site = ctx.site
+    if beacon.visitor_id:
+        event["visitor_key"] = tracker_visitor_key(site.secret, beacon.visitor_id)
+        event["visitor_key_source"] = "tracker"
     else:
-        day = datetime.fromtimestamp(d.ctx.received_ms / 1000, tz=UTC).date()
-        d.event["visitor_key"] = fallback_visitor_key(
-            d.ctx.salt_for(day), site.id, d.ctx.ip or "", d.beacon.user_agent or d.ctx.user_agent
+        day = datetime.fromtimestamp(ctx.received_ms / 1000, tz=UTC).date()
+        event["visitor_key"] = fallback_visitor_key(
+            ctx.salt_for(day), site.id, ctx.ip or "", beacon.user_agent or ctx.user_agent
         )
-        d.event["visitor_key_source"] = "fallback"
+        event["visitor_key_source"] = "fallback"
     return None
 
 
-def put_time(d: Draft) -> Drop | None:
+def put_time(beacon: Beacon, ctx: RequestContext, event: Event) -> Drop | None:
     """Event time: the client's ``ts`` corrected by the batch's clock offset, never in the future.
 
     A buffered event keeps its real time. A client clock that runs fast or slow is corrected by
     ``sentAt`` when the batch carries it; without it, a time ahead of ours is clamped to the
     receive time (a fast clock must not lose the visitor's events).
     """
-    now = d.ctx.received_ms
-    ts = d.beacon.ts
+    now = ctx.received_ms
+    ts = beacon.ts
     if ts is None:
         ts = now
     else:
-        ts += d.ctx.clock_offset_ms
+        ts += ctx.clock_offset_ms
         if ts > now:
             ts = now
-        elif now - ts > d.ctx.client_ts_window_ms:
+        elif now - ts > ctx.client_ts_window_ms:
             raise BeaconError("'ts' is older than the accepted window for buffered events (24 h)")
-    d.event["ts"] = ts
-    d.event["received_at"] = now
-    d.event["event_id"] = uuid7(ts)
+    event["ts"] = ts
+    event["received_at"] = now
+    event["event_id"] = uuid7(ts)
     return None
 
 
-def put_fields(d: Draft) -> Drop | None:
-    b = d.beacon
-    d.event.update(
-        site_id=d.ctx.site.id,
-        type=b.type,
-        name=b.name if b.type == "event" else None,
-        title=b.title,
-        screen=b.screen,
-        language=b.language,
-        timezone=b.timezone,
-        engagement_ms=b.engagement_ms if b.type in ("page_exit", "engagement") else None,
-        user_id=b.user_id if b.type == "identify" else None,
-    )
-    if b.type == "identify" and not d.event.get("pathname"):
-        d.event["pathname"] = "/"
+def put_fields(beacon: Beacon, ctx: RequestContext, event: Event) -> Drop | None:
+    kind = beacon.type
+    event["site_id"] = ctx.site.id
+    event["type"] = kind
+    event["name"] = beacon.name if kind == "event" else None
+    event["title"] = beacon.title
+    event["screen"] = beacon.screen
+    event["language"] = beacon.language
+    event["timezone"] = beacon.timezone
+    event["engagement_ms"] = beacon.engagement_ms if kind in ("page_exit", "engagement") else None
+    event["user_id"] = beacon.user_id if kind == "identify" else None
+    if kind == "identify" and not event["pathname"]:
+        event["pathname"] = "/"
     return None
 
 
@@ -259,40 +254,62 @@ class Pipeline:
     """The ordered enrichment steps, with per-step timing and drop counts for the metrics."""
 
     def __init__(self, countries: CountryLookup, country_header: str = "") -> None:
-        self.steps: list[tuple[str, Step]] = [
+        self.request_steps: list[tuple[str, RequestStep]] = [
             ("drop_prefetch", drop_prefetch),
-            ("drop_bots", drop_bots),  # also puts browser, OS and device
             ("drop_do_not_track", drop_do_not_track),
             ("drop_excluded_ip", drop_excluded_ip),
+            ("put_geolocation", lambda ctx, e: put_geolocation(ctx, e, countries, country_header)),
+        ]
+        self.event_steps: list[tuple[str, EventStep]] = [
+            ("drop_bots", drop_bots),  # also puts browser, OS and device
             ("put_url", put_url),  # drops hostnames not allowed and excluded paths
             ("put_utm", put_utm),
             ("put_referrer", put_referrer),
-            ("put_geolocation", lambda d: put_geolocation(d, countries, country_header)),
             ("put_props", put_props),
             ("put_visitor_key", put_visitor_key),
             ("put_time", put_time),  # raises BeaconError for a `ts` out of range
             ("put_fields", put_fields),
         ]
-        self.step_seconds: dict[str, float] = {name: 0.0 for name, _ in self.steps}
+        self.step_seconds: dict[str, float] = {
+            name: 0.0 for name, _ in [*self.request_steps, *self.event_steps]
+        }
+        self._event_steps = [step for _, step in self.event_steps]
         self._runs = 0
 
-    def run(self, beacon: Beacon, ctx: RequestContext) -> dict[str, Any] | Drop:
-        draft = Draft(beacon, ctx)
+    def run(self, beacon: Beacon, ctx: RequestContext) -> Event | Drop:
+        shared = ctx.shared
+        if shared is None:
+            shared = ctx.shared = self._run_request_steps(ctx)
+        if isinstance(shared, Drop):
+            return shared
+        event = shared.copy()
         self._runs += 1
         if self._runs % TIMING_SAMPLE != 1:
-            for _, step in self.steps:
-                outcome = step(draft)
+            for step in self._event_steps:
+                outcome = step(beacon, ctx, event)
                 if outcome is not None:
                     return outcome
-            return draft.event
-        # One run in TIMING_SAMPLE is timed step by step (scaled up), so the metrics show where
+            return event
+        # One event in TIMING_SAMPLE is timed step by step (scaled up), so the metrics show where
         # time goes without taxing every event.
         clock = time.perf_counter
         timings = self.step_seconds
-        for name, step in self.steps:
+        for name, step in self.event_steps:
             started = clock()
-            outcome = step(draft)
+            outcome = step(beacon, ctx, event)
             timings[name] += (clock() - started) * TIMING_SAMPLE
             if outcome is not None:
                 return outcome
-        return draft.event
+        return event
+
+    def _run_request_steps(self, ctx: RequestContext) -> Event | Drop:
+        event: Event = {}
+        clock = time.perf_counter
+        timings = self.step_seconds
+        for name, step in self.request_steps:
+            started = clock()
+            outcome = step(ctx, event)
+            timings[name] += clock() - started
+            if outcome is not None:
+                return outcome
+        return event

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import time
-import uuid
 from datetime import date
 from typing import Any
 
@@ -13,6 +12,7 @@ import orjson
 
 from ingest.beacon import Beacon, BeaconError, Limits, parse_body
 from ingest.geo import client_ip
+from ingest.ids import uuid4
 from ingest.pipeline import Drop, Pipeline, RequestContext
 from ingest.wal import SegmentWriter
 from littlestats import metrics
@@ -44,7 +44,7 @@ def visit_cache(beacon: Beacon | None, now_ms: int) -> dict[str, Any]:
                 "iat": now_ms,
                 "sessionStart": start if isinstance(start, (int, float)) else iat,
             }
-    return {"visitId": str(uuid.uuid4()), "iat": now_ms, "sessionStart": now_ms}
+    return {"visitId": uuid4(), "iat": now_ms, "sessionStart": now_ms}
 
 
 # Below this, receive time − sentAt is mostly network transit, not a wrong clock: correcting by it
@@ -128,7 +128,7 @@ class TrackResource:
             raise falcon.HTTPBadRequest(description="'siteId' does not match the site in the URL")
 
         now_ms = int(time.time() * 1000)
-        headers = {k.lower(): v for k, v in req.headers.items()}
+        headers = req.headers  # names already lower-case under ASGI
         ctx = RequestContext(
             site=site,
             ip=client_ip(req.remote_addr, headers.get("x-forwarded-for"), self.trusted),

@@ -1,8 +1,8 @@
 """Write-ahead log: the durable, per-worker append path.
 
 Every ingest worker appends to its own segment file — no locks between workers. A request's events
-are acknowledged only after the segment has been fsynced; the events of every request that arrives
-while one fsync is in flight share the next one (group commit).
+are acknowledged only once they are on disk; the requests that arrive together share one durable
+write (group commit).
 
 Segment files live in ``wal/``:
 
@@ -27,13 +27,16 @@ import threading
 import time
 import zlib
 from collections.abc import Callable, Iterator
-from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 HEADER = struct.Struct("<II")
 MAX_RECORD = 16 * 1024 * 1024
 ACTIVE_SUFFIX = ".seg"
 CLOSED_SUFFIX = ".closed"
+# Group commit pacing (see SegmentWriter): at most one durable write per worker this often, and
+# never so often that the event loop spends more than this share of its time waiting for the disk.
+COMMIT_INTERVAL = 0.002
+DISK_SHARE = 0.2
 
 
 _sequence = itertools.count()
@@ -83,17 +86,20 @@ def fsync_dir(path: Path) -> None:
 
 
 class SegmentWriter:
-    """Appends records to this process's active segment, fsynced before anyone is told.
+    """Appends records to this process's active segment; nobody is told before they are on disk.
 
-    ``append_async`` is the request path, a pipelined group commit: requests queue their records
-    in memory; the event loop writes everything queued to the segment (page cache, fast) and hands
-    the ``fdatasync`` to a dedicated thread. While that one fsync is in flight the loop keeps
-    serving requests, whose records form the next commit as soon as the fsync returns. So a slow
-    disk costs latency, not throughput, and there is one thread hand-off per fsync, not per request.
+    ``append_async`` is the request path, a paced group commit on the event loop: requests queue
+    their records and await one future; a commit writes everything queued with one ``O_DSYNC``
+    write (it returns once the data is on disk) and settles the whole group. Commits start at most
+    every ``commit_interval`` seconds, and never more often than keeps the loop waiting for the disk
+    ``DISK_SHARE`` of its time at most: under load each durable write carries many requests,
+    while a request arriving at an idle worker commits at once. There is no thread hand-off: with
+    one, every commit cost a few GIL transfers and wake-ups, more CPU than the write itself.
 
     ``append`` is the synchronous equivalent. Segments rotate (rename to ``.closed``) after
-    ``segment_seconds``, at each UTC hour and past ``segment_max_bytes``; ``maybe_rotate`` is also called by a timer so an
-    idle worker's segment is sealed on time. ``on_rotate`` receives each closed segment's path.
+    ``segment_seconds``, at each UTC hour and past ``segment_max_bytes``; ``maybe_rotate`` is also
+    called by a timer so an idle worker's segment is sealed on time. ``on_rotate`` receives each
+    closed segment's path.
     """
 
     def __init__(
@@ -102,50 +108,57 @@ class SegmentWriter:
         segment_seconds: float = 30.0,
         on_rotate: Callable[[Path], None] | None = None,
         segment_max_bytes: int = 32 * 1024 * 1024,
+        commit_interval: float = COMMIT_INTERVAL,
     ) -> None:
         self.wal_dir = wal_dir
         self.segment_seconds = segment_seconds
         # Also rotate by size, so sealing a segment needs bounded memory whatever the traffic.
         self.segment_max_bytes = segment_max_bytes
+        self.commit_interval = commit_interval
         self.on_rotate = on_rotate
-        # Held while the segment file changes: a write, an fsync, a rotation.
+        # Held while the segment file changes: a write, a rotation (the housekeeping timer rotates
+        # from its own thread).
         self._lock = threading.Lock()
         self._fd: int | None = None
         self._path: Path | None = None
         self._opened_at = 0.0
         self._opened_hour = -1
-        self._size = 0  # bytes of the active segment known to be on disk
-        self._written = 0  # bytes written to it (more than _size while an fsync is pending)
+        self._size = 0  # bytes of the active segment on disk
         self._closed = False
         self._last_closed: Path | None = None
+        # The next group commit (event loop side).
         self._pending: list[bytes] = []
         self._waiters: list[asyncio.Future[None]] = []
-        self._commit_scheduled = False
-        self._syncing = False
-        self._syncer = ThreadPoolExecutor(max_workers=1, thread_name_prefix="wal-fsync")
-        self.fsyncs = 0
+        self._commit_loop: asyncio.AbstractEventLoop | None = None  # set while one is scheduled
+        self._next_commit_at = 0.0  # loop.time() before which no commit starts
+        self.fsyncs = 0  # durable writes
         wal_dir.mkdir(parents=True, exist_ok=True)
 
     # public API ------------------------------------------------------------------------------
     def append(self, payloads: list[bytes]) -> None:
         """Append records and return once they are on disk."""
         with self._lock:
-            written = self._write(payloads)
-            self._sync(written)
+            if self._closed:
+                raise RuntimeError("the write-ahead log is closed")
+            self._write(payloads)
 
     async def append_async(self, payloads: list[bytes]) -> None:
-        """Append records; resolves once they are on disk, sharing the fsync with other requests."""
+        """Append records; resolves once they are on disk, sharing the write with other requests."""
         if self._closed:
             raise RuntimeError("the write-ahead log is closed")
         loop = asyncio.get_running_loop()
         fut: asyncio.Future[None] = loop.create_future()
         self._pending.extend(payloads)
         self._waiters.append(fut)
-        if not self._commit_scheduled and not self._syncing:
-            self._commit_scheduled = True
-            # Runs after the callbacks already queued on this loop turn, so every request that
-            # is ready right now joins this commit.
-            loop.call_soon(self._start_commit, loop)
+        if self._commit_loop is not loop:
+            self._commit_loop = loop
+            wait = self._next_commit_at - loop.time()
+            if wait > 0:
+                loop.call_later(wait, self._commit)
+            else:
+                # After the callbacks already queued on this loop turn, so every request that is
+                # ready right now joins this commit.
+                loop.call_soon(self._commit)
         await fut
 
     def maybe_rotate(self) -> None:
@@ -154,8 +167,7 @@ class SegmentWriter:
             self._maybe_rotate()
 
     def close(self) -> Path | None:
-        """Write and fsync what is queued, close the active segment and return its closed path."""
-        self._syncer.shutdown(wait=True)  # lets an fsync in flight finish
+        """Commit what is queued, close the active segment and return its closed path."""
         with self._lock:
             if self._closed:
                 return None
@@ -164,11 +176,10 @@ class SegmentWriter:
             self._pending, self._waiters = [], []
             error: BaseException | None = None
             try:
-                self._sync(self._write(payloads))
+                self._write(payloads)
             except OSError as exc:
                 error = exc
-            for fut in waiters:
-                fut.get_loop().call_soon_threadsafe(_settle, fut, error)
+            _settle_group(waiters, error)
             self._rotate()
             return self._last_closed
 
@@ -180,40 +191,32 @@ class SegmentWriter:
     def closed(self) -> bool:
         return self._closed
 
-    # the pipelined commit (event loop side) ---------------------------------------------------
-    def _start_commit(self, loop: asyncio.AbstractEventLoop) -> None:
-        self._commit_scheduled = False
-        if self._syncing or not self._pending or self._closed:
-            return
+    # the group commit (event loop side) -------------------------------------------------------
+    def _commit(self) -> None:
+        loop, self._commit_loop = self._commit_loop, None
         payloads, waiters = self._pending, self._waiters
         self._pending, self._waiters = [], []
+        if not waiters:
+            return  # close() took them
+        started = time.monotonic()
+        error: BaseException | None = None
         try:
             with self._lock:
-                written = self._write(payloads)
-        except OSError as exc:
-            for fut in waiters:
-                _settle(fut, exc)
-            return
-        self._syncing = True
-        future = loop.run_in_executor(self._syncer, self._sync_locked, written)
-        future.add_done_callback(lambda f: self._commit_done(f, waiters, loop))
+                if self._closed:
+                    raise RuntimeError("the write-ahead log is closed")
+                self._write(payloads)
+        except Exception as exc:  # every waiter hears of it
+            error = exc
+        took = time.monotonic() - started
+        if loop is not None:
+            self._next_commit_at = loop.time() - took + max(self.commit_interval, took / DISK_SHARE)
+        _settle_all(waiters, error)
 
-    def _commit_done(
-        self, f: asyncio.Future[None], waiters: list[asyncio.Future[None]], loop: asyncio.AbstractEventLoop
-    ) -> None:
-        self._syncing = False
-        error = None if f.cancelled() else f.exception()
-        for fut in waiters:
-            _settle(fut, error)
-        if self._pending and not self._commit_scheduled:
-            self._commit_scheduled = True
-            loop.call_soon(self._start_commit, loop)
-
-    # file operations (called with the lock held, or from _sync_locked) -----------------------
-    def _write(self, payloads: list[bytes]) -> int:
-        """Write records after the last synced byte; return the segment size to sync up to."""
+    # file operations (called with the lock held) ----------------------------------------------
+    def _write(self, payloads: list[bytes]) -> None:
+        """Write records after the last durable byte; returns once they are on disk (O_DSYNC)."""
         if not payloads:
-            return self._size
+            return
         self._maybe_rotate()
         if self._fd is None:
             self._open()
@@ -227,47 +230,32 @@ class SegmentWriter:
         except OSError:
             self._abandon_tail()
             raise
-        self._written = self._size + len(data)
-        return self._written
-
-    def _sync_locked(self, size: int) -> None:
-        with self._lock:
-            self._sync(size)
-
-    def _sync(self, size: int) -> None:
-        if self._fd is None or size == self._size:
-            return
-        try:
-            os.fdatasync(self._fd)
-        except OSError:
-            self._abandon_tail()
-            raise
-        self._size = size
+        self._size += len(data)
         self.fsyncs += 1
 
     def _abandon_tail(self) -> None:
-        # A torn or unsynced record would hide every later one from recovery: cut the segment
-        # back to its last synced size and start a fresh one for whatever comes next.
+        # A torn record would hide every later one from recovery: cut the segment back to its
+        # last complete size and start a fresh one for whatever comes next.
         if self._fd is not None:
             with contextlib.suppress(OSError):
                 os.ftruncate(self._fd, self._size)
-        self._written = self._size
         self._rotate()
 
     def _open(self) -> None:
         now = time.time()
         path = self.wal_dir / (new_segment_id(now) + ACTIVE_SUFFIX)
-        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_APPEND | os.O_EXCL, 0o640)
+        # O_DSYNC: every write returns only once its data (and the size that finds it) is on disk.
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_APPEND | os.O_EXCL | os.O_DSYNC, 0o640)
         fcntl.flock(fd, fcntl.LOCK_EX)
         fsync_dir(self.wal_dir)
         self._fd, self._path = fd, path
-        self._size = self._written = 0
+        self._size = 0
         self._opened_at = now
         self._opened_hour = int(now // 3600)
 
     def _maybe_rotate(self) -> None:
-        if self._fd is None or self._written != self._size:
-            return  # an fsync is pending: the next write rotates instead
+        if self._fd is None:
+            return
         now = time.time()
         if (
             now - self._opened_at >= self.segment_seconds
@@ -290,13 +278,24 @@ class SegmentWriter:
                 self.on_rotate(closed)
 
 
-def _settle(fut: asyncio.Future[None], exc: BaseException | None) -> None:
-    if fut.done():
-        return
-    if exc is None:
-        fut.set_result(None)
-    else:
-        fut.set_exception(exc)
+def _settle_group(waiters: list[asyncio.Future[None]], error: BaseException | None) -> None:
+    """Settle futures from any thread: one thread-safe call per event loop."""
+    by_loop: dict[asyncio.AbstractEventLoop, list[asyncio.Future[None]]] = {}
+    for fut in waiters:
+        by_loop.setdefault(fut.get_loop(), []).append(fut)
+    for loop, futures in by_loop.items():
+        with contextlib.suppress(RuntimeError):  # that loop has been closed: nobody waits
+            loop.call_soon_threadsafe(_settle_all, futures, error)
+
+
+def _settle_all(futures: list[asyncio.Future[None]], error: BaseException | None) -> None:
+    for fut in futures:
+        if fut.done():
+            continue
+        if error is None:
+            fut.set_result(None)
+        else:
+            fut.set_exception(error)
 
 
 def sealable_segments(wal_dir: Path) -> list[Path]:
