@@ -256,23 +256,41 @@ def with_prev_dates(fresh: pl.DataFrame, history: pl.DataFrame, spec: _VisitorTa
          history.select(keys).with_columns(pl.lit(None, pl.UInt32).alias("row")).select("row", *keys)],
         how="vertical_relaxed",
     )
-    # A visitor with one row has no earlier date for any value: only the others are sorted, on
-    # integers (the site and every value as its dictionary code).
+    # A visitor with one row has no earlier date for any value: only the others are sorted, each
+    # (visitor, value, date) packed into one integer (visitor number, value dictionary code, days
+    # since 1970). Rows of one visitor and day (same key) keep a deterministic order: their hash.
     many = both.filter(pl.len().over("site_id", "visitor_key") > 1)
     codes = many.select(
-        "row", "visitor_key", "local_date",
-        pl.col("site_id").cast(pl.Categorical).to_physical().alias("s"),
-        *(pl.col(v).cast(pl.Categorical).to_physical().alias(f"c{i}") for i, v in enumerate(values)),
-        pl.struct(keys).hash(seed=0).alias("tie") if len(values) > 1 else pl.lit(0).alias("tie"),
+        "row", "local_date",
+        pl.struct("site_id", "visitor_key").rank("dense").cast(pl.UInt64).alias("v"),
+        pl.col("local_date").cast(pl.Int32).alias("d"),
+        *((pl.col(v).cast(pl.Categorical).to_physical().cast(pl.UInt64) + 1).fill_null(0).alias(f"c{i}")
+          for i, v in enumerate(values)),
+        pl.lit(0, pl.UInt64).alias("tie"),
     )
+    if len(values) > 1:
+        shared = codes.select(pl.len().over("v", "d") > 1).to_series()
+        ties = many.filter(shared).select(pl.struct(keys).hash(seed=0).alias("tie"))
+        codes = pl.concat([codes.filter(~shared),
+                           codes.filter(shared).drop("tie").with_columns(ties.get_column("tie"))])
+    ranges = codes.select(pl.col("d").min().alias("lo"), pl.col("d").max().alias("hi"),
+                          *(pl.col(f"c{i}").max().alias(f"c{i}") for i in range(len(values)))).row(0)
+    packable = codes.height < 2**27 and (codes.height == 0 or (
+        ranges[0] >= 0 and ranges[1] < 2**16 and all(c < 2**20 for c in ranges[2:])))
     out = fresh
     for _, col, prev in spec.dims:
-        group = ["s", "visitor_key"] + ([f"c{values.index(col)}"] if col else [])
-        x = codes.select("row", "local_date", "tie", *group).sort(*group, "local_date", "tie")
-        same = pl.all_horizontal(pl.col(g).eq_missing(pl.col(g).shift(1)) for g in group)
+        c = f"c{values.index(col)}" if col else None
+        if packable:
+            key = pl.col("v") * 2**36 + (pl.col(c) * 2**16 if c else 0) + pl.col("d").cast(pl.UInt64)
+            x = codes.select("row", "local_date", "tie", key.alias("k")).sort("k", "tie")
+            same = (pl.col("k") // 2**16) == (pl.col("k") // 2**16).shift(1)
+        else:
+            group = ["v"] + ([c] if c else [])
+            x = codes.select("row", "local_date", "tie", *group).sort(*group, "local_date", "tie")
+            same = pl.all_horizontal(pl.col(g) == pl.col(g).shift(1) for g in group)
         x = (x.with_columns(pl.when(same).then(pl.col("local_date").shift(1)).alias(prev))
              .filter(pl.col("row").is_not_null() & pl.col(prev).is_not_null()))
-        column = pl.Series(prev, [None] * fresh.height, dtype=pl.Date)
+        column = pl.repeat(None, fresh.height, dtype=pl.Date, eager=True).alias(prev)
         out = out.with_columns(column.scatter(x.get_column("row"), x.get_column(prev)))
     return out.select(spec.table.column_names)
 

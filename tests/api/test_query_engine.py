@@ -156,6 +156,43 @@ def test_daily_visitors_equal_truth_and_range_uniques_are_not_sums(
     assert total < sum(r["visitors"] for r in rows)  # returning visitors are counted once
 
 
+def test_visitor_counts_equal_distinct_counts_over_every_range_and_bucket(warehouse: duckdb.DuckDBPyConnection) -> None:
+    """``daily_visitor_counts`` (visitors as a sum over first days) equals count(DISTINCT) over the
+    per-visitor daily tables for every range of whole days, every dimension and value, and every
+    week / month bucket clipped to the range."""
+    from warehouse.query.preaggregates import DAILY_SESSION_COLUMNS
+
+    sources = {"total": ("daily_visitors", "''"), "page": ("daily_page_visitors", "pathname"),
+               "event": ("daily_event_visitors", "event_name"),
+               **{d: ("daily_session_visitors", d) for d in sorted(DAILY_SESSION_COLUMNS)}}
+    days = [d for (d,) in warehouse.execute("SELECT DISTINCT local_date FROM daily_visitors ORDER BY 1").fetchall()]
+    assert len(days) >= 4
+    pairs = [(a, b) for i, a in enumerate(days) for b in days[i + 1:]] + [(days[0], days[-1] + (days[1] - days[0]))]
+    for dim, (table, col) in sources.items():
+        for d0, d1 in pairs:
+            summed = warehouse.execute(
+                "SELECT site_id, value, sum(visitors) FROM daily_visitor_counts WHERE dimension = $dim"
+                " AND local_date >= $d0 AND local_date < $d1 AND (prev_date IS NULL OR prev_date < $d0)"
+                " GROUP BY ALL ORDER BY ALL", {"dim": dim, "d0": d0, "d1": d1}).fetchall()
+            distinct = warehouse.execute(
+                f"SELECT site_id, CAST({col} AS VARCHAR), count(DISTINCT visitor_key) FROM {table}"  # noqa: S608
+                " WHERE local_date >= $d0 AND local_date < $d1 GROUP BY ALL ORDER BY ALL",
+                {"d0": d0, "d1": d1}).fetchall()
+            assert summed == distinct, (dim, d0, d1)
+        for gran in ("week", "month"):
+            d0, d1 = days[1], days[-1]
+            bucket = f"CAST(date_trunc('{gran}', local_date) AS DATE)"
+            summed = warehouse.execute(
+                f"SELECT site_id, {bucket}, value, sum(visitors) FROM daily_visitor_counts WHERE dimension = $dim"  # noqa: S608
+                f" AND local_date >= $d0 AND local_date < $d1 AND (prev_date IS NULL OR prev_date < greatest({bucket}, $d0))"
+                " GROUP BY ALL ORDER BY ALL", {"dim": dim, "d0": d0, "d1": d1}).fetchall()
+            distinct = warehouse.execute(
+                f"SELECT site_id, {bucket}, CAST({col} AS VARCHAR), count(DISTINCT visitor_key) FROM {table}"  # noqa: S608
+                " WHERE local_date >= $d0 AND local_date < $d1 GROUP BY ALL ORDER BY ALL",
+                {"d0": d0, "d1": d1}).fetchall()
+            assert summed == distinct, (dim, gran)
+
+
 @pytest.mark.parametrize("site", sorted(SPEC.timezones))
 def test_source_breakdown_equals_truth(warehouse: duckdb.DuckDBPyConnection, traffic: Traffic, site: str) -> None:
     v = _truth_visits(traffic, site)
