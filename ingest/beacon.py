@@ -185,8 +185,12 @@ def parse_event(raw: Any, limits: Limits, batch: bool) -> Beacon:
     url = _string(raw, "url", n, required=kind != "identify") or "/"
     beacon = Beacon(type=kind, url=url)
     for key, attr, limit in STRING_FIELDS:
-        if key in raw:
-            setattr(beacon, attr, _string(raw, key, limit or n))
+        value = raw.get(key)
+        if value is None:
+            continue
+        if type(value) is not str or len(value) > (limit or n) or "\x00" in value:
+            _string(raw, key, limit or n)  # raises the error that names the problem
+        setattr(beacon, attr, value)
     if kind == "event":
         name = _string(raw, "name", 200, required=True)
         if not (name or "").strip():

@@ -17,6 +17,7 @@ from typing import Any
 
 from gunicorn.app.base import BaseApplication
 
+from api import live_service
 from api.auth import ensure_admin_token
 from ingest.seal import seal_all
 from littlestats.app import create_app
@@ -81,17 +82,29 @@ def prepare(settings: Settings) -> None:
         )
 
 
+# The warehouse process's work (sealing, loading, rollups) is background work with minutes of
+# slack (loads are promised within two minutes); requests are not. It runs at a lower CPU priority
+# so that, when the cores are busy, ingest and queries get them first.
+WAREHOUSE_NICENESS = 10
+
+
+def _background_priority() -> None:
+    os.nice(WAREHOUSE_NICENESS)
+
+
 def start_daemon(settings: Settings) -> subprocess.Popen[bytes]:
     env = {**os.environ, **settings.to_env()}
-    return subprocess.Popen([sys.executable, "-m", "jobs.daemon"], env=env)
+    return subprocess.Popen([sys.executable, "-m", "jobs.daemon"], env=env, preexec_fn=_background_priority)
 
 
 def serve(settings: Settings) -> None:
     prepare(settings)
     daemon = start_daemon(settings)
+    live = live_service.spawn(settings)  # real time: one WAL follower for every worker
     try:
         GunicornServer(settings).run()
     finally:
+        live_service.terminate(live)
         if daemon.poll() is None:
             daemon.send_signal(signal.SIGTERM)
             try:

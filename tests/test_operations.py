@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -53,3 +54,14 @@ def test_json_logs_are_one_object_per_line(data_dir: Path) -> None:
     records = [json.loads(line) for line in lines]
     assert {"ts", "level", "logger", "pid", "message"} <= set(records[0])
     assert any(r["logger"].startswith("gunicorn") for r in records)
+
+
+@pytest.mark.slow
+def test_warehouse_process_runs_at_background_priority(data_dir: Path) -> None:
+    with running_server(data_dir, 1, "--dev") as server:
+        assert server.proc is not None
+        children = Path(f"/proc/{server.proc.pid}/task/{server.proc.pid}/children").read_text().split()
+        daemons = [int(pid) for pid in children if b"jobs.daemon" in Path(f"/proc/{pid}/cmdline").read_bytes()]
+        workers = [int(pid) for pid in children if int(pid) not in daemons]
+        assert daemons and workers
+        assert os.getpriority(os.PRIO_PROCESS, daemons[0]) == os.getpriority(os.PRIO_PROCESS, workers[0]) + 10

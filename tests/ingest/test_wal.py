@@ -61,6 +61,59 @@ def test_group_commit_shares_fsyncs_between_concurrent_requests(tmp_path: Path) 
     assert len(list(read_records(closed))) == 200
 
 
+def test_a_request_at_an_idle_writer_commits_at_once_and_busy_commits_are_paced(tmp_path: Path) -> None:
+    writer = SegmentWriter(tmp_path / "wal", segment_seconds=60, commit_interval=0.5)
+
+    async def timed_append(i: int) -> float:
+        started = time.monotonic()
+        await writer.append_async([orjson.dumps(event(i))])
+        return time.monotonic() - started
+
+    async def requests() -> tuple[float, float]:
+        first = await timed_append(0)  # nothing committed lately: no wait
+        second = await timed_append(1)  # right after a commit: waits for the interval
+        return first, second
+
+    first, second = aio.run(requests())
+    assert first < 0.25
+    assert 0.3 < second < 2
+    assert writer.fsyncs == 2
+    closed = writer.close()
+    assert closed is not None and len(list(read_records(closed))) == 2
+
+
+def test_every_acknowledged_async_append_survives_kill_9(tmp_path: Path) -> None:
+    # Concurrent requests append and print their number once acknowledged; the process is killed
+    # mid-stream. Every number printed is in the segment, once.
+    wal = tmp_path / "wal"
+    script = f"""
+import asyncio, pathlib, sys
+from ingest.wal import SegmentWriter
+w = SegmentWriter(pathlib.Path({str(wal)!r}), segment_seconds=600)
+async def client(c):
+    for n in range(c, 10**9, 16):
+        await w.append_async([b'%d' % n])
+        sys.stdout.write(f'{{n}}\\n')
+        sys.stdout.flush()
+async def main():
+    await asyncio.gather(*(client(c) for c in range(16)))
+asyncio.run(main())
+"""
+    proc = subprocess.Popen([sys.executable, "-c", script], stdout=subprocess.PIPE, cwd=Path(__file__).parents[2])
+    assert proc.stdout is not None
+    acked: list[int] = []
+    while len(acked) < 2000:
+        line = proc.stdout.readline()
+        assert line, "the writer process ended early"
+        acked.append(int(line))
+    proc.kill()
+    acked += [int(line) for line in proc.stdout.read().split()]
+    proc.wait()
+    written = [int(r) for p in sorted(wal.iterdir()) for r in read_records(p)]
+    assert len(written) == len(set(written))
+    assert set(acked) <= set(written)
+
+
 def test_a_failed_write_leaves_no_torn_record_behind(tmp_path: Path) -> None:
     # A file-size limit makes the kernel refuse the middle of a write (EFBIG), as a full disk would.
     script = f"""
