@@ -230,16 +230,16 @@ def rebuild_hours(con: duckdb.DuckDBPyConnection, lo: datetime, hi: datetime) ->
         con.execute(sql, params)
 
 
-def _contributions(spec: _VisitorTable, relation: str, sign: int) -> str:
+def _contributions(spec: _VisitorTable, relation: str, sign: int, where: str = "true") -> str:
     """``(site_id, dimension, value, local_date, prev_date, n)`` rows that ``relation`` (rows of
     ``spec.table`` with their prev columns) adds (``sign`` 1) or takes away (-1) in
-    ``daily_visitor_counts``. A row whose prev date is its own date repeats a (visitor, day, value)
-    already counted."""
+    ``daily_visitor_counts`` (only rows matching ``where``). A row whose prev date is its own date
+    repeats a (visitor, day, value) already counted."""
     empty = "''"
     return " UNION ALL ".join(
         f"SELECT site_id, '{dim}' AS dimension, {f'CAST({col} AS VARCHAR)' if col else empty} AS value,"  # noqa: S608
         f" local_date, {prev} AS prev_date, {int(sign)} AS n FROM {relation}"
-        f" WHERE {prev} IS DISTINCT FROM local_date"
+        f" WHERE {where} AND {prev} IS DISTINCT FROM local_date"
         for dim, col, prev in spec.dims
     )
 
@@ -328,30 +328,38 @@ def rebuild_days(con: duckdb.DuckDBPyConnection, lo: datetime, hi: datetime) -> 
         "CREATE OR REPLACE TEMP TABLE count_delta (site_id VARCHAR, dimension VARCHAR, value VARCHAR,"
         " local_date DATE, prev_date DATE, n BIGINT)"
     )
+    first = con.execute("SELECT min(from_date) FROM affected_visitors").fetchall()[0][0]
+    if first is None:
+        return
     params = {"lo": lo, "hi": hi}
     for spec in _VISITOR_TABLES:
         name = spec.table.name
         plain = ", ".join(f"i.{c}" for c in spec.plain_columns)
+        # Every stored row of the affected visitors (one scan): from the first affected day on
+        # they are replaced, before it they are the history the new prev dates come from.
         con.execute(
-            f"CREATE OR REPLACE TEMP TABLE impacted AS SELECT t.* FROM {name} t JOIN affected_visitors v"  # noqa: S608
-            " ON t.site_id = v.site_id AND t.visitor_key = v.visitor_key AND t.local_date >= v.from_date"
+            f"CREATE OR REPLACE TEMP TABLE visitor_rows AS SELECT t.*, t.local_date >= v.from_date AS impacted"  # noqa: S608
+            f" FROM {name} t JOIN affected_visitors v ON t.site_id = v.site_id AND t.visitor_key = v.visitor_key"
         )
-        con.execute(f"INSERT INTO count_delta {_contributions(spec, 'impacted', -1)}")
+        con.execute(f"INSERT INTO count_delta {_contributions(spec, 'visitor_rows', -1, 'impacted')}")
         con.execute(
             f"DELETE FROM {name} t USING affected_visitors v"  # noqa: S608
             " WHERE t.site_id = v.site_id AND t.visitor_key = v.visitor_key AND t.local_date >= v.from_date"
+            " AND t.local_date >= $first",  # lets the scan skip older row groups
+            {"first": first},
         )
         fresh = con.sql(
-            f"{spec.rows_sql} UNION ALL SELECT {plain} FROM impacted i ANTI JOIN affected_days a"  # noqa: S608
-            " ON i.site_id = a.site_id AND i.visitor_key = a.visitor_key AND i.local_date = a.local_date",
+            f"{spec.rows_sql} UNION ALL SELECT {plain} FROM visitor_rows i ANTI JOIN affected_days a"  # noqa: S608
+            " ON i.site_id = a.site_id AND i.visitor_key = a.visitor_key AND i.local_date = a.local_date"
+            " WHERE i.impacted",
             params=params,
         ).pl()
         if fresh.height == 0:
             continue
         fresh.columns = spec.plain_columns
         history = con.sql(
-            f"SELECT t.site_id, t.visitor_key, t.local_date{''.join(', t.' + v for v in spec.value_columns)}"  # noqa: S608
-            f" FROM {name} t SEMI JOIN affected_visitors v ON t.site_id = v.site_id AND t.visitor_key = v.visitor_key"
+            f"SELECT site_id, visitor_key, local_date{''.join(', ' + v for v in spec.value_columns)}"  # noqa: S608
+            " FROM visitor_rows WHERE NOT impacted"
         ).pl()
         fresh = with_prev_dates(fresh, history, spec)
         con.register("fresh_in", fresh.to_arrow())
@@ -375,15 +383,21 @@ def _apply_count_delta(con: duckdb.DuckDBPyConnection) -> None:
         "CREATE OR REPLACE TEMP TABLE count_delta_sum AS SELECT site_id, dimension, value, local_date,"
         " prev_date, sum(n) AS n FROM count_delta GROUP BY ALL HAVING sum(n) <> 0"
     )
+    first = con.execute("SELECT min(local_date) FROM count_delta_sum").fetchall()[0][0]
+    if first is None:
+        return
+    # ``local_date >= $first`` lets the scans skip older row groups.
     con.execute(f"""
         CREATE OR REPLACE TEMP TABLE count_merged AS
         SELECT site_id, dimension, value, local_date, prev_date, sum(n)::BIGINT AS visitors FROM (
             SELECT c.site_id, c.dimension, c.value, c.local_date, c.prev_date, c.visitors AS n
             FROM daily_visitor_counts c SEMI JOIN count_delta_sum d ON {_COUNT_KEY}
+            WHERE c.local_date >= $first
             UNION ALL SELECT * FROM count_delta_sum
         ) GROUP BY ALL HAVING sum(n) <> 0
-    """)  # noqa: S608
-    con.execute(f"DELETE FROM daily_visitor_counts c USING count_delta_sum d WHERE {_COUNT_KEY}")  # noqa: S608
+    """, {"first": first})  # noqa: S608
+    con.execute(f"DELETE FROM daily_visitor_counts c USING count_delta_sum d WHERE {_COUNT_KEY}"  # noqa: S608
+                " AND c.local_date >= $first", {"first": first})
     con.execute("INSERT INTO daily_visitor_counts SELECT * FROM count_merged")
 
 
