@@ -73,8 +73,18 @@ def parse_cursor(text: str | None) -> Cursor | None:
         return None
 
 
+_ISO_SECONDS: dict[int, str] = {}
+
+
 def iso_ms(ms: int) -> str:
-    return datetime.fromtimestamp(ms / 1000, UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
+    """``2026-11-25T12:43:46.511Z``; the second's text is cached (this runs for every event)."""
+    second, millis = divmod(ms, 1000)
+    text = _ISO_SECONDS.get(second)
+    if text is None:
+        if len(_ISO_SECONDS) > 4096:
+            _ISO_SECONDS.clear()
+        text = _ISO_SECONDS[second] = datetime.fromtimestamp(second, UTC).strftime("%Y-%m-%dT%H:%M:%S")
+    return f"{text}.{millis:03d}Z"
 
 
 @dataclass(slots=True)
@@ -122,6 +132,10 @@ class LiveEvent:
                 {"type": "event", "id": cursor_text(self.key), "event": self.public()}
             )
         return self._message
+
+    def sse(self) -> bytes:
+        """The ``event`` message as an SSE frame, with its cursor as the frame's ``id``."""
+        return b"id: %s\nevent: event\ndata: %s\n\n" % (cursor_text(self.key).encode(), self.message())
 
 
 @dataclass(slots=True)

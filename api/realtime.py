@@ -1,9 +1,10 @@
 """Real time (SPEC §8): ``/api/v2/stats/{site}``, ``/api/v2/realtime/{site}`` (SSE and WebSocket)
 and ``POST /api/v2/realtime/{site}/token`` (a stream token for ``?token=``).
 
-Each worker runs one ``LiveHub`` over its own ``LiveBuffer``, fed from every worker's WAL segments
-(``api.live_feed.WalTail``), so a client sees every accepted event whichever worker serves it.
-See docs/realtime.md.
+Under ``littlestats serve``, one live service per machine (``api.live_service``) follows every
+worker's WAL segments, keeps the buffer and serialises each message once; each worker's
+``EdgeHub`` (``api.live_edge``) relays it to its own clients, so a client sees every accepted event
+whichever worker serves it. See docs/realtime.md.
 """
 
 from __future__ import annotations
@@ -12,6 +13,7 @@ import asyncio
 import contextlib
 import logging
 import time
+from collections.abc import Iterator
 from typing import Any
 
 import falcon
@@ -20,8 +22,8 @@ import orjson
 
 from api import stream_token
 from api.auth import Principal, authorize
-from api.live import LiveBuffer, parse_cursor
-from api.live_feed import WalTail, backfill_from_parquet
+from api.live_edge import EdgeHub, LiveServiceUnavailable
+from api.live_service import build_hub, socket_path
 from api.stream import (
     ALL,
     EventFilter,
@@ -29,54 +31,45 @@ from api.stream import (
     LiveHub,
     Subscriber,
     close_quietly,
-    event_sse,
     quiet_drops,
-    sse_frame,
-    stats_message,
 )
 from littlestats.controlplane import Site
 from littlestats.http import json_response
 
 log = logging.getLogger(__name__)
 
-SSE_RETRY_MS = 3000
 
-
-async def live_hub(services: Any) -> LiveHub:
-    """The worker's hub, started by the first real-time request (until then a worker does not
-    follow the WAL and pays nothing for real time)."""
-    hub: LiveHub | None = services.extras.get("live_hub")
-    if hub is not None:
+async def live_hub(services: Any) -> LiveHub | EdgeHub:
+    """The worker's hub, made by the first real-time request (until then a worker pays nothing
+    for real time): a connection to the live service when ``serve`` runs one, else (the app
+    served some other way) its own ``LiveHub`` following the WAL in this process."""
+    hub: LiveHub | EdgeHub | None = services.extras.get("live_hub")
+    if hub is not None and not (isinstance(hub, EdgeHub) and hub.broken):
         return hub
     lock = services.extras.setdefault("live_hub_lock", asyncio.Lock())
     async with lock:
         hub = services.extras.get("live_hub")
-        if hub is None:
-            # Reading Parquet and the WAL's backlog takes a while: not on the event loop.
-            hub = await asyncio.to_thread(_build_hub, services)
-            hub.start()
+        if hub is None or (isinstance(hub, EdgeHub) and hub.broken):
+            path = socket_path(services.settings)
+            if path.exists():
+                try:
+                    hub = await EdgeHub.connect(path)
+                except LiveServiceUnavailable as exc:
+                    raise falcon.HTTPServiceUnavailable(description=str(exc)) from None
+            else:
+                # Reading Parquet and the WAL's backlog takes a while: not on the event loop.
+                hub = await asyncio.to_thread(build_hub, services.settings)
+                hub.start()
             services.extras["live_hub"] = hub
     return hub
 
 
-def _build_hub(services: Any) -> LiveHub:
-    """A hub whose buffer holds the last 90 minutes: first from raw Parquet, then from the WAL
-    segments not sealed yet (skipping events found in both), then followed live."""
-    buffer = LiveBuffer()
-    now = int(time.time() * 1000)
-    tail = WalTail(services.settings.wal_dir)
-    tail.open_segments()  # open every segment first, so one sealed meanwhile is read from Parquet
+@contextlib.contextmanager
+def _service_errors() -> Iterator[None]:
     try:
-        items, ids = backfill_from_parquet(services.settings.raw_dir, now)
-    except Exception:
-        log.exception("could not load recent events from Parquet; the live buffer starts empty")
-        items, ids = [], set()
-    tail.skip_ids = ids
-    items += tail.poll()  # the two sources interleave: feed them in one order
-    tail.skip_ids = set()
-    items.sort(key=lambda item: item[0])
-    buffer.extend(items, now)
-    return LiveHub(buffer, tail)
+        yield
+    except LiveServiceUnavailable as exc:
+        raise falcon.HTTPServiceUnavailable(description=str(exc)) from None
 
 
 class RealtimeAuth:
@@ -133,9 +126,11 @@ class StatsResource:
     async def on_get(self, req: falcon.asgi.Request, resp: falcon.asgi.Response, site: str) -> None:
         found = self.auth.site(req, site)
         hub = await live_hub(self.services)
-        hub.poll()  # include what was accepted up to now
+        with _service_errors():
+            data = await hub.stats_json(found.id)
         resp.set_header("Cache-Control", "no-store")
-        json_response(resp, hub.buffer.stats(found.id, hub.now_ms()))
+        resp.content_type = falcon.MEDIA_JSON
+        resp.data = data
 
 
 class StreamTokenResource:
@@ -168,30 +163,13 @@ class RealtimeResource:
         self.services = services
         self.auth = auth
 
-    def _initial(self, hub: LiveHub, sub: Subscriber, cursor_text: str | None) -> list[Any]:
-        """A first ``stats_update`` and, when resuming, the events missed since the cursor."""
-        now = hub.now_ms()
-        hub.poll()
-        stats = stats_message(hub.buffer.stats(sub.site_id, now))
-        missed = []
-        cursor = parse_cursor(cursor_text)
-        live = hub.buffer.sites.get(sub.site_id)
-        if cursor is not None and live is not None:
-            # Events polled but not flushed yet reach this subscriber with the next flush.
-            pending = {id(e) for e in hub.unsent.get(sub.site_id, ())}
-            missed = [e for e in live.since(cursor) if id(e) not in pending and sub.filter.matches(e)]
-        if sub.transport == "sse":
-            return [f"retry: {SSE_RETRY_MS}\n\n".encode(), sse_frame("stats_update", stats)] + [
-                event_sse(e) for e in missed
-            ]
-        return [stats.decode()] + [e.message().decode() for e in missed]
-
     async def on_get(self, req: falcon.asgi.Request, resp: falcon.asgi.Response, site: str) -> None:
         found = self.auth.site(req, site)
         flt = _filter_from_query(req)
         hub = await live_hub(self.services)
         sub = hub.subscribe(found.id, flt, "sse")
-        initial = self._initial(hub, sub, req.get_header("Last-Event-ID") or req.get_param("lastEventId"))
+        with _service_errors():
+            initial = await hub.open(sub, req.get_header("Last-Event-ID") or req.get_param("lastEventId"))
         resp.set_header("Cache-Control", "no-store")
         resp.set_header("X-Accel-Buffering", "no")  # nginx: do not buffer the stream
         resp.content_type = "text/event-stream"
@@ -201,10 +179,11 @@ class RealtimeResource:
         found = self.auth.site(req, site)  # an HTTPError here closes with 3000 + status (3401, 3403, 3404)
         flt = _filter_from_query(req)
         hub = await live_hub(self.services)
-        await ws.accept()
         sub = hub.subscribe(found.id, flt, "ws")
-        sender = asyncio.get_running_loop().create_task(self._send(ws, sub, self._initial(
-            hub, sub, req.get_param("lastEventId"))))
+        with _service_errors():
+            initial = await hub.open(sub, req.get_param("lastEventId"))
+        await ws.accept()
+        sender = asyncio.get_running_loop().create_task(self._send(ws, sub, initial))
         sub.task = sender
         try:
             while not sub.closed:
@@ -213,7 +192,7 @@ class RealtimeResource:
                 if receive not in done:
                     receive.cancel()
                     break
-                self._on_message(sub, receive.result())
+                self._on_message(hub, sub, receive.result())
         except (falcon.WebSocketDisconnected, asyncio.CancelledError):
             pass
         finally:
@@ -226,7 +205,7 @@ class RealtimeResource:
                 code = 1013 if sub.dropped else 1001 if hub.closing else 1000
                 await close_quietly(ws.close(code))
 
-    def _on_message(self, sub: Subscriber, text: str) -> None:
+    def _on_message(self, hub: LiveHub | EdgeHub, sub: Subscriber, text: str) -> None:
         try:
             message = orjson.loads(text)
             kind = message.get("type") if isinstance(message, dict) else None
@@ -241,7 +220,7 @@ class RealtimeResource:
             try:
                 if not isinstance(raw, dict):
                     raise FilterError("'filter' must be an object such as {\"page\": \"/pricing\"}")
-                sub.filter = EventFilter.parse(raw) if raw else ALL
+                hub.refilter(sub, EventFilter.parse(raw) if raw else ALL)
                 reply = {"type": "filter", "filter": sub.filter.describe()}
             except FilterError as exc:
                 reply = {"type": "error", "error": str(exc)}

@@ -32,12 +32,13 @@ import orjson
 from falcon.asgi import SSEvent
 from prometheus_client import Counter
 
-from api.live import LiveBuffer, LiveEvent, iso_ms
+from api.live import LiveBuffer, LiveEvent, iso_ms, parse_cursor
 from api.live_feed import LiveFeed
 
 log = logging.getLogger(__name__)
 
 DROP_REASON = "littlestats: slow real-time client dropped"
+SSE_RETRY_MS = 3000
 
 CLIENTS_DROPPED = Counter(
     "littlestats_realtime_clients_dropped_total",
@@ -123,7 +124,7 @@ class SSEChunk(SSEvent):
 class Subscriber:
     """One client. ``transport`` is ``sse`` (queue of bytes) or ``ws`` (queue of JSON texts)."""
 
-    def __init__(self, hub: LiveHub, site_id: str, flt: EventFilter, transport: str) -> None:
+    def __init__(self, hub: Fanout, site_id: str, flt: EventFilter, transport: str) -> None:
         self.hub = hub
         self.site_id = site_id
         self.filter = flt
@@ -179,40 +180,16 @@ class Subscriber:
             self.hub.unsubscribe(self)
 
 
-class LiveHub:
-    def __init__(
-        self,
-        buffer: LiveBuffer,
-        feed: LiveFeed,
-        poll_ms: int = 50,
-        flush_ms: int = 500,
-        stats_ms: int = 1000,
-        stats_idle_ms: int = 5000,
-        ping_ms: int = 15000,
-        max_queue: int = 200,
-        max_queue_bytes: int = 4 * 1024 * 1024,
-        stall_ms: int = 30000,
-    ) -> None:
-        self.buffer = buffer
-        self.feed = feed
-        self.poll_ms, self.flush_ms, self.stats_ms = poll_ms, flush_ms, stats_ms
-        self.stats_idle_ms, self.ping_ms, self.stall_ms = stats_idle_ms, ping_ms, stall_ms
-        self.max_queue, self.max_queue_bytes = max_queue, max_queue_bytes
+class Fanout:
+    """A set of subscribers per site with bounded queues: what a worker's hub (``LiveHub`` in
+    process, or ``api.live_edge.EdgeHub`` fed by the live service) does for its clients."""
+
+    def __init__(self, max_queue: int = 200, max_queue_bytes: int = 4 * 1024 * 1024,
+                 stall_ms: int = 30000) -> None:
+        self.max_queue, self.max_queue_bytes, self.stall_ms = max_queue, max_queue_bytes, stall_ms
         self.subscribers: dict[str, set[Subscriber]] = {}
-        self.unsent: dict[str, list[LiveEvent]] = {}
-        self.stats_sent: dict[str, tuple[int, int]] = {}  # site -> (time, buffer version)
         self.dropped = 0
         self.closing = False  # the worker is shutting down: end every stream
-        self._task: asyncio.Task[None] | None = None
-        self.flushed: dict[str, int] = {}  # site -> when its events were last sent
-        self._last_ping = self._last_expire = self._last_stall_check = 0
-
-    # lifecycle -----------------------------------------------------------------------------
-    def start(self) -> None:
-        if self._task is None:
-            self._last_ping = self.now_ms()
-            self._task = asyncio.get_running_loop().create_task(self._run(), name="live-hub")
-            self._watch_exit_signals()
 
     def _watch_exit_signals(self) -> None:
         """End every stream when the worker is told to stop.
@@ -242,6 +219,87 @@ class LiveHub:
                 if not sub.waiting and sub.task is not None and not sub.task.done():
                     sub.task.cancel(DROP_REASON)
 
+    def now_ms(self) -> int:
+        return int(time.time() * 1000)
+
+    def attach(self, sub: Subscriber) -> Subscriber:
+        self.subscribers.setdefault(sub.site_id, set()).add(sub)
+        return sub
+
+    def unsubscribe(self, sub: Subscriber) -> None:
+        sub.closed = True
+        sub.wake.set()
+        subs = self.subscribers.get(sub.site_id)
+        if subs is not None:
+            subs.discard(sub)
+            if not subs:
+                del self.subscribers[sub.site_id]
+                self.forget_site(sub.site_id)
+
+    def forget_site(self, site_id: str) -> None:
+        """The site's last subscriber left."""
+
+    def drop(self, sub: Subscriber, why: str) -> None:
+        """Disconnect a subscriber that cannot keep up; nobody else waits for it."""
+        if sub.closed:
+            return
+        self.dropped += 1
+        sub.dropped = True
+        CLIENTS_DROPPED.labels(transport=sub.transport).inc()
+        log.info("dropping a %s subscriber of site %s: %s", sub.transport, sub.site_id, why)
+        self.unsubscribe(sub)
+        sub.queue.clear()
+        if not sub.waiting and sub.task is not None and not sub.task.done():
+            sub.task.cancel(DROP_REASON)  # it is blocked writing to a client that does not read
+
+    def deliver(self, subs: Iterable[Subscriber], item: Any, size: int) -> None:
+        for sub in list(subs):
+            if not sub.offer(item, size):
+                self.drop(sub, "its queue is full")
+
+    def check_stalls(self) -> None:
+        limit = time.monotonic() - self.stall_ms / 1000
+        for subs in list(self.subscribers.values()):
+            for sub in list(subs):
+                if sub.task is not None and sub.task.done():
+                    self.unsubscribe(sub)  # its connection is gone; its stream was not closed
+                elif sub.queue and sub.last_take < limit:
+                    self.drop(sub, f"it took nothing for {self.stall_ms / 1000:.0f} s")
+
+
+class LiveHub(Fanout):
+    def __init__(
+        self,
+        buffer: LiveBuffer,
+        feed: LiveFeed,
+        poll_ms: int = 50,
+        flush_ms: int = 500,
+        stats_ms: int = 1000,
+        stats_idle_ms: int = 5000,
+        ping_ms: int = 15000,
+        max_queue: int = 200,
+        max_queue_bytes: int = 4 * 1024 * 1024,
+        stall_ms: int = 30000,
+    ) -> None:
+        super().__init__(max_queue, max_queue_bytes, stall_ms)
+        self.buffer = buffer
+        self.feed = feed
+        self.poll_ms, self.flush_ms, self.stats_ms = poll_ms, flush_ms, stats_ms
+        self.stats_idle_ms, self.ping_ms = stats_idle_ms, ping_ms
+        self.unsent: dict[str, list[LiveEvent]] = {}
+        self.stats_sent: dict[str, tuple[int, int]] = {}  # site -> (time, buffer version)
+        self._task: asyncio.Task[None] | None = None
+        self.flushed: dict[str, int] = {}  # site -> when its events were last sent
+        self._last_ping = self._last_expire = self._last_stall_check = 0
+
+    # lifecycle -----------------------------------------------------------------------------
+    def start(self, watch_signals: bool = True) -> None:
+        if self._task is None:
+            self._last_ping = self.now_ms()
+            self._task = asyncio.get_running_loop().create_task(self._run(), name="live-hub")
+            if watch_signals:
+                self._watch_exit_signals()
+
     async def _run(self) -> None:
         while True:
             await asyncio.sleep(self.poll_ms / 1000)
@@ -257,44 +315,51 @@ class LiveHub:
 
     # subscriptions -------------------------------------------------------------------------
     def subscribe(self, site_id: str, flt: EventFilter, transport: str) -> Subscriber:
-        """A new subscriber; it gets its first ``stats_update`` from the caller, so the site's
-        next broadcast waits for the usual interval."""
-        sub = Subscriber(self, site_id, flt, transport)
-        self.subscribers.setdefault(site_id, set()).add(sub)
-        if site_id not in self.stats_sent:
-            live = self.buffer.sites.get(site_id)
-            self.stats_sent[site_id] = (self.now_ms(), live.version if live is not None else 0)
-        return sub
+        """A new subscriber; ``open`` gives it its first messages."""
+        return self.attach(Subscriber(self, site_id, flt, transport))
 
-    def unsubscribe(self, sub: Subscriber) -> None:
-        sub.closed = True
-        sub.wake.set()
-        subs = self.subscribers.get(sub.site_id)
-        if subs is not None:
-            subs.discard(sub)
-            if not subs:
-                del self.subscribers[sub.site_id]
-                self.unsent.pop(sub.site_id, None)
-                self.stats_sent.pop(sub.site_id, None)
-                self.flushed.pop(sub.site_id, None)
+    def attach(self, sub: Subscriber) -> Subscriber:
+        """Its first ``stats_update`` comes from ``initial``, so the site's next broadcast waits
+        for the usual interval."""
+        if sub.site_id not in self.stats_sent:
+            live = self.buffer.sites.get(sub.site_id)
+            self.stats_sent[sub.site_id] = (self.now_ms(), live.version if live is not None else 0)
+        return super().attach(sub)
 
-    def drop(self, sub: Subscriber, why: str) -> None:
-        """Disconnect a subscriber that cannot keep up; nobody else waits for it."""
-        if sub.closed:
-            return
-        self.dropped += 1
-        sub.dropped = True
-        CLIENTS_DROPPED.labels(transport=sub.transport).inc()
-        log.info("dropping a %s subscriber of site %s: %s", sub.transport, sub.site_id, why)
-        self.unsubscribe(sub)
-        sub.queue.clear()
-        if not sub.waiting and sub.task is not None and not sub.task.done():
-            sub.task.cancel(DROP_REASON)  # it is blocked writing to a client that does not read
+    def forget_site(self, site_id: str) -> None:
+        self.unsent.pop(site_id, None)
+        self.stats_sent.pop(site_id, None)
+        self.flushed.pop(site_id, None)
+
+    def initial(self, site_id: str, flt: EventFilter, transport: str, cursor_text: str | None) -> list[Any]:
+        """A subscriber's first messages: a ``stats_update`` and, when it resumes, the events it
+        missed since the cursor (``retry`` first on SSE). Events polled but not flushed yet reach
+        it with the next flush."""
+        self.poll()
+        stats = stats_message(self.buffer.stats(site_id, self.now_ms()))
+        missed: list[LiveEvent] = []
+        cursor = parse_cursor(cursor_text)
+        live = self.buffer.sites.get(site_id)
+        if cursor is not None and live is not None:
+            pending = {id(e) for e in self.unsent.get(site_id, ())}
+            missed = [e for e in live.since(cursor) if id(e) not in pending and flt.matches(e)]
+        if transport == "sse":
+            return [f"retry: {SSE_RETRY_MS}\n\n".encode(), sse_frame("stats_update", stats)] + [
+                event_sse(e) for e in missed
+            ]
+        return [stats.decode()] + [e.message().decode() for e in missed]
+
+    async def open(self, sub: Subscriber, cursor_text: str | None) -> list[Any]:
+        return self.initial(sub.site_id, sub.filter, sub.transport, cursor_text)
+
+    def refilter(self, sub: Subscriber, flt: EventFilter) -> None:
+        sub.filter = flt
+
+    async def stats_json(self, site_id: str) -> bytes:
+        self.poll()  # include what was accepted up to now
+        return orjson.dumps(self.buffer.stats(site_id, self.now_ms()))
 
     # the beat -------------------------------------------------------------------------------
-    def now_ms(self) -> int:
-        return int(time.time() * 1000)
-
     def poll(self) -> None:
         items = self.feed.poll()
         if not items:
@@ -376,18 +441,9 @@ class LiveHub:
         for subs in list(self.subscribers.values()):
             self.broadcast(subs, message, "ping")
 
-    def check_stalls(self) -> None:
-        limit = time.monotonic() - self.stall_ms / 1000
-        for subs in list(self.subscribers.values()):
-            for sub in list(subs):
-                if sub.task is not None and sub.task.done():
-                    self.unsubscribe(sub)  # its connection is gone; its stream was not closed
-                elif sub.queue and sub.last_take < limit:
-                    self.drop(sub, f"it took nothing for {self.stall_ms / 1000:.0f} s")
-
 
 def event_sse(e: LiveEvent) -> bytes:
-    return sse_frame("event", e.message(), f"{e.key[0]}.{e.key[1]}.{e.key[2]}")
+    return e.sse()
 
 
 def stats_message(stats: dict[str, Any]) -> bytes:

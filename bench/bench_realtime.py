@@ -24,10 +24,11 @@ import os
 import re
 import resource
 import shutil
+import subprocess
 import time
 from collections.abc import Iterator
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 from bench.harness import WRK_DONE_LUA, BenchContext, Section, run_wrk
 from tests.server import LiveServer, add_site, free_port
@@ -60,10 +61,25 @@ end
 """ + WRK_DONE_LUA
 
 
+def serving_pids(server: LiveServer) -> list[int]:
+    """The gunicorn workers and the live service (what serves ingest and real time; not the
+    master, not the warehouse process)."""
+    assert server.proc is not None
+    out = subprocess.run(["pgrep", "-s", str(os.getpgid(server.proc.pid))], capture_output=True, text=True)
+    pids = list(server.worker_pids())
+    for pid in map(int, out.stdout.split()):
+        try:
+            if b"api.live_service" in Path(f"/proc/{pid}/cmdline").read_bytes():
+                pids.append(pid)
+        except FileNotFoundError:
+            continue
+    return pids
+
+
 def worker_cpu(server: LiveServer) -> float:
-    """CPU seconds (user + system) used so far by the server's workers."""
+    """CPU seconds (user + system) used so far by the server's workers and its live service."""
     total = 0.0
-    for pid in server.worker_pids():
+    for pid in serving_pids(server):
         try:
             fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
         except FileNotFoundError:
@@ -88,28 +104,53 @@ def wrk(url: str, script: Path, seconds: float) -> dict[str, float]:
 # --- the client process ------------------------------------------------------------------------
 
 
+class _SSEProtocol(asyncio.Protocol):
+    """One SSE client: reads everything the server sends, counts ``event`` messages.
+
+    A protocol, not a ``StreamReader`` task, so that the client process (which shares the cores
+    with the server, like ``wrk``) spends its time reading, not switching tasks."""
+
+    def __init__(self, request: bytes, stats: dict[str, Any], on_data: Any) -> None:
+        self.request = request
+        self.stats = stats
+        self.on_data = on_data
+        self.first = True
+        self.events = 0
+        self.done: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        self.transport: asyncio.Transport | None = None
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        self.transport = cast(asyncio.Transport, transport)  # uvloop's is not a subclass
+        self.transport.write(self.request)
+
+    def data_received(self, data: bytes) -> None:
+        if self.first and b"stats_update" in data:
+            self.first = False
+            self.stats["connected"] += 1
+        self.events += data.count(b"\nevent: event\n")
+        if self.on_data is not None:
+            self.on_data(data)
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        if not self.done.done():
+            self.stats["closed"] += 1
+            self.done.set_result(None)
+
+
 async def _sse(port: int, site: str, stats: dict[str, Any], on_data: Any = None) -> None:
-    reader, writer = await asyncio.open_connection("127.0.0.1", port)
-    writer.write(f"GET /api/v2/realtime/{site} HTTP/1.1\r\nHost: bench\r\nAccept: text/event-stream\r\n\r\n".encode())
-    first = True
-    events = 0
+    request = f"GET /api/v2/realtime/{site} HTTP/1.1\r\nHost: bench\r\nAccept: text/event-stream\r\n\r\n".encode()
+    loop = asyncio.get_running_loop()
+    protocol = _SSEProtocol(request, stats, on_data)
     try:
-        while True:
-            data = await reader.read(1 << 16)
-            if not data:
-                stats["closed"] += 1
-                return
-            if first and b"stats_update" in data:
-                first = False
-                stats["connected"] += 1
-            events += data.count(b"\nevent: event\n")
-            if on_data is not None:
-                on_data(data)
+        await loop.create_connection(lambda: protocol, "127.0.0.1", port)
+        await protocol.done
     except (ConnectionError, asyncio.CancelledError):
-        return
+        pass
     finally:
-        stats["events"].append(events)
-        writer.close()
+        stats["events"].append(protocol.events)
+        if protocol.transport is not None and not protocol.done.done():
+            protocol.done.set_result(None)  # cancelled: not a close by the server
+            protocol.transport.close()
 
 
 async def _post(port: int, site: str, path: str) -> float:
@@ -178,7 +219,9 @@ def _client_process(port: int, sites: list[str], probe_site: str, clients: int, 
                     stop: Any, out: Any) -> None:
     soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
     resource.setrlimit(resource.RLIMIT_NOFILE, (min(hard, max(soft, clients + 256)), hard))
-    asyncio.run(_clients(port, sites, probe_site, clients, ready, go, stop, out))
+    import uvloop  # the server's event loop too (uvicorn); the stdlib loop would cost ~2x the CPU
+
+    uvloop.run(_clients(port, sites, probe_site, clients, ready, go, stop, out))
 
 
 def _percentile(values: list[float], q: float) -> float:

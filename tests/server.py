@@ -83,7 +83,8 @@ class LiveServer:
         return self.log_path.read_text(errors="replace") if self.log_path else ""
 
     def worker_pids(self) -> list[int]:
-        """PIDs of the gunicorn workers (children of the master running in our session)."""
+        """PIDs of the gunicorn workers (children of the master running in our session; not the
+        warehouse process nor the live service)."""
         assert self.proc is not None
         out = subprocess.run(["pgrep", "-s", str(os.getpgid(self.proc.pid))], capture_output=True, text=True)
         pids = []
@@ -92,7 +93,7 @@ class LiveServer:
                 cmdline = Path(f"/proc/{pid}/cmdline").read_bytes()
             except FileNotFoundError:
                 continue
-            if pid != self.proc.pid and b"jobs.daemon" not in cmdline:
+            if pid != self.proc.pid and b"jobs.daemon" not in cmdline and b"api.live_service" not in cmdline:
                 pids.append(pid)
         return pids
 

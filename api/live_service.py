@@ -1,0 +1,274 @@
+"""The live service: one process per machine follows the WAL, keeps the ``LiveBuffer`` and
+serialises every message once; the gunicorn workers relay its ready-made chunks to their clients.
+
+``littlestats serve`` starts it beside the workers (``spawn``). It listens on ``run/live.sock``
+and does nothing until a worker connects; then it loads the recent past (``build_hub``) and runs a
+``LiveHub`` whose subscribers are *groups*: one per worker, site, filter and transport
+(``GroupProxy``). Each flush is one frame per group, written to that worker's connection; the
+worker (``api.live_edge.EdgeHub``) hands the same bytes to every client in the group. So each
+event is read, decoded, counted and serialised once per machine, whatever the number of workers,
+and the workers' event loops (ingest) carry neither the buffer nor its garbage collection.
+
+Frames, both ways: ``<u32 header length><u32 body length><header: JSON object><body>``.
+
+worker → service: ``{"op": "open", "r", "g", "new", "site", "filter", "transport", "cursor"}``
+(a subscriber's first messages; ``new`` also subscribes group ``g``), ``{"op": "sub", "g", ...}``,
+``{"op": "unsub", "g"}``, ``{"op": "stats", "r", "site"}``.
+service → worker: ``{"g": gid}`` + a group's chunk (SSE bytes; for WebSocket groups ``"l"`` gives
+the byte lengths of its texts), ``{"r": rid, "l": [...]}`` + a reply.
+
+Across machines, a broker-backed ``LiveFeed`` replaces the ``WalTail`` inside this service; the
+workers do not change.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import gc
+import logging
+import os
+import signal
+import struct
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+import orjson
+
+from api.live import LiveBuffer
+from api.live_feed import WalTail, backfill_from_parquet
+from api.stream import EventFilter, LiveHub, Subscriber
+from littlestats.config import Settings
+
+log = logging.getLogger(__name__)
+
+FRAME = struct.Struct("<II")
+SOCKET_NAME = "live.sock"
+# A worker whose connection has this much unread is stuck; drop it (its clients reconnect).
+MAX_WORKER_BACKLOG = 64 * 1024 * 1024
+
+
+def socket_path(settings: Settings) -> Path:
+    return settings.run_dir / SOCKET_NAME
+
+
+def frame(header: dict[str, Any], body: bytes = b"") -> bytes:
+    head = orjson.dumps(header)
+    return FRAME.pack(len(head), len(body)) + head + body
+
+
+async def read_frame(reader: asyncio.StreamReader) -> tuple[dict[str, Any], bytes]:
+    head_len, body_len = FRAME.unpack(await reader.readexactly(FRAME.size))
+    data = await reader.readexactly(head_len + body_len)
+    return orjson.loads(data[:head_len]), data[head_len:]
+
+
+def pack_items(transport: str, items: list[Any]) -> tuple[list[int], bytes]:
+    """Items for one subscriber as one body: SSE bytes joined; WebSocket texts with their lengths."""
+    if transport == "sse":
+        return [], b"".join(items)
+    encoded = [t.encode() for t in items]
+    return [len(b) for b in encoded], b"".join(encoded)
+
+
+def unpack_texts(lengths: list[int], body: bytes) -> list[str]:
+    texts, pos = [], 0
+    for n in lengths:
+        texts.append(body[pos:pos + n].decode())
+        pos += n
+    return texts
+
+
+def build_hub(settings: Settings) -> LiveHub:
+    """A hub whose buffer holds the last 90 minutes: first from raw Parquet, then from the WAL
+    segments not sealed yet (skipping events found in both), then followed live."""
+    buffer = LiveBuffer()
+    now = int(time.time() * 1000)
+    tail = WalTail(settings.wal_dir)
+    tail.open_segments()  # open every segment first, so one sealed meanwhile is read from Parquet
+    try:
+        items, ids = backfill_from_parquet(settings.raw_dir, now)
+    except Exception:
+        log.exception("could not load recent events from Parquet; the live buffer starts empty")
+        items, ids = [], set()
+    tail.skip_ids = ids
+    items += tail.poll()  # the two sources interleave: feed them in one order
+    tail.skip_ids = set()
+    items.sort(key=lambda item: item[0])
+    buffer.extend(items, now)
+    return LiveHub(buffer, tail)
+
+
+class GroupProxy(Subscriber):
+    """A worker's subscribers of one site, filter and transport, as one subscriber of the hub."""
+
+    def __init__(self, hub: LiveHub, conn: WorkerConnection, gid: int, site_id: str,
+                 flt: EventFilter, transport: str) -> None:
+        super().__init__(hub, site_id, flt, transport)
+        self.conn = conn
+        self.gid = gid
+
+    def offer(self, item: Any, size: int) -> bool:
+        if self.closed:
+            return False
+        if self.transport == "sse":
+            self.conn.send({"g": self.gid}, item)
+        else:
+            lengths, body = pack_items("ws", item)
+            self.conn.send({"g": self.gid, "l": lengths}, body)
+        return True
+
+
+class WorkerConnection:
+    def __init__(self, service: LiveService, reader: asyncio.StreamReader,
+                 writer: asyncio.StreamWriter) -> None:
+        self.service = service
+        self.reader = reader
+        self.writer = writer
+        self.groups: dict[int, GroupProxy] = {}
+        self.closed = False
+
+    def send(self, header: dict[str, Any], body: bytes = b"") -> None:
+        if self.closed:
+            return
+        self.writer.write(frame(header, body))
+        if self.writer.transport.get_write_buffer_size() > MAX_WORKER_BACKLOG:
+            log.warning("a worker does not read its live feed; disconnecting it")
+            self.close()
+
+    def close(self) -> None:
+        if self.closed:
+            return
+        self.closed = True
+        hub = self.service.hub
+        for proxy in self.groups.values():
+            if hub is not None:
+                hub.unsubscribe(proxy)
+        self.groups.clear()
+        self.writer.close()
+
+    async def serve(self) -> None:
+        try:
+            while True:
+                header, _ = await read_frame(self.reader)
+                await self.handle(header)
+        except (asyncio.IncompleteReadError, ConnectionError):
+            pass
+        except Exception:
+            log.exception("live service: bad request from a worker")
+        finally:
+            self.close()
+
+    async def handle(self, req: dict[str, Any]) -> None:
+        hub = await self.service.get_hub()
+        op = req.get("op")
+        if op in ("open", "sub") and (op == "sub" or req.get("new")):
+            proxy = GroupProxy(hub, self, int(req["g"]), str(req["site"]),
+                               EventFilter.parse(req["filter"]), str(req["transport"]))
+            self.groups[proxy.gid] = proxy
+            hub.attach(proxy)
+        if op == "open":
+            items = hub.initial(str(req["site"]), EventFilter.parse(req["filter"]),
+                                str(req["transport"]), req.get("cursor"))
+            lengths, body = pack_items(str(req["transport"]), items)
+            self.send({"r": req["r"], "l": lengths}, body)
+        elif op == "unsub":
+            gone = self.groups.pop(int(req["g"]), None)
+            if gone is not None:
+                hub.unsubscribe(gone)
+        elif op == "stats":
+            self.send({"r": req["r"]}, await hub.stats_json(str(req["site"])))
+
+
+class LiveService:
+    def __init__(self, settings: Settings) -> None:
+        self.settings = settings
+        self.hub: LiveHub | None = None
+        self._lock = asyncio.Lock()
+        self.connections: set[WorkerConnection] = set()
+
+    async def get_hub(self) -> LiveHub:
+        """Built on the first request, so an unused live service costs nothing."""
+        if self.hub is None:
+            async with self._lock:
+                if self.hub is None:
+                    hub = await asyncio.to_thread(build_hub, self.settings)
+                    # The buffer is long-lived and free of cycles: freeze what the backfill made
+                    # and collect young objects rarely, so the collector does not keep walking it.
+                    gc.collect()
+                    gc.freeze()
+                    gc.set_threshold(50_000, 20, 100)
+                    hub.start(watch_signals=False)
+                    self.hub = hub
+        return self.hub
+
+    async def on_connect(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        conn = WorkerConnection(self, reader, writer)
+        self.connections.add(conn)
+        try:
+            await conn.serve()
+        finally:
+            self.connections.discard(conn)
+
+    async def run(self) -> None:
+        path = socket_path(self.settings)
+        self.settings.ensure_dirs()
+        with contextlib.suppress(FileNotFoundError):
+            path.unlink()  # left by a service that did not stop cleanly
+        stop = asyncio.Event()
+        loop = asyncio.get_running_loop()
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            loop.add_signal_handler(sig, stop.set)
+        server = await asyncio.start_unix_server(self.on_connect, path=str(path))
+        log.info("live service on %s", path)
+        parent = os.getppid()
+        try:
+            while not stop.is_set():
+                with contextlib.suppress(asyncio.TimeoutError):
+                    await asyncio.wait_for(stop.wait(), 1.0)
+                if os.getppid() != parent:
+                    break  # ``serve`` is gone
+        finally:
+            server.close()
+            for conn in list(self.connections):
+                conn.close()
+            if self.hub is not None:
+                self.hub.stop()
+            with contextlib.suppress(FileNotFoundError):
+                path.unlink()
+
+
+def spawn(settings: Settings) -> subprocess.Popen[bytes]:
+    """Start the live service (``littlestats serve`` does, beside the warehouse process)."""
+    env = {**os.environ, **settings.to_env()}
+    return subprocess.Popen([sys.executable, "-m", "api.live_service"], env=env)
+
+
+def terminate(proc: subprocess.Popen[bytes]) -> None:
+    if proc.poll() is None:
+        proc.send_signal(signal.SIGTERM)
+        try:
+            proc.wait(timeout=10)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+
+
+def main() -> None:
+    from littlestats.config import load_settings
+    from littlestats.logs import configure as configure_logging
+
+    settings = load_settings()
+    configure_logging(settings.log_level, settings.log_format)
+    try:
+        import uvloop
+    except ImportError:
+        asyncio.run(LiveService(settings).run())
+    else:
+        uvloop.run(LiveService(settings).run())
+
+
+if __name__ == "__main__":
+    main()

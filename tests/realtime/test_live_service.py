@@ -1,0 +1,105 @@
+"""The live service and its workers' ``EdgeHub``s over a real Unix socket, fed by a real WAL
+segment: each event is serialised once, and every subscriber of a group gets the same bytes."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import time
+from pathlib import Path
+
+import orjson
+
+from api.live_edge import EdgeHub
+from api.live_service import LiveService, socket_path
+from api.stream import ALL, EventFilter, Subscriber
+from ingest.wal import encode_record
+from littlestats.config import Settings
+
+
+def record(n: int, etype: str = "pageview", visitor: int = 1) -> bytes:
+    now = int(time.time() * 1000)
+    return encode_record(orjson.dumps({
+        "event_id": f"e{n}", "site_id": "s1", "ts": now, "received_at": now, "type": etype,
+        "name": "signup" if etype == "event" else None, "visitor_key": visitor,
+        "pathname": f"/p/{n}", "hostname": "example.com", "source": "Google", "country": "DE",
+        "device": "desktop", "browser": "Firefox", "os": "Linux",
+    }))
+
+
+async def until(check, timeout: float = 5.0) -> None:  # type: ignore[no-untyped-def]
+    deadline = time.monotonic() + timeout
+    while not check():
+        assert time.monotonic() < deadline, "timed out"
+        await asyncio.sleep(0.02)
+
+
+def events_in(sub: Subscriber) -> list[dict]:
+    found = []
+    for item in sub.queue:
+        texts = item if isinstance(item, list) else [
+            line[6:] for line in item.decode().split("\n") if line.startswith("data: ")]
+        found += [m["event"] for m in map(orjson.loads, texts) if m["type"] == "event"]
+    return found
+
+
+def test_two_workers_share_one_follower_and_one_serialisation(tmp_path: Path) -> None:
+    asyncio.run(_two_workers(tmp_path))
+
+
+async def _two_workers(tmp_path: Path) -> None:
+    settings = Settings(data_dir=tmp_path / "data")
+    settings.ensure_dirs()
+    service = LiveService(settings)
+    running = asyncio.get_running_loop().create_task(service.run())
+    segment = settings.wal_dir / "20261125T000000-1-000000-aaaaaa.seg"
+    segment.write_bytes(b"")
+    try:
+        await until(socket_path(settings).exists)
+        one = await EdgeHub.connect(socket_path(settings))
+        two = await EdgeHub.connect(socket_path(settings))
+        a, b = one.subscribe("s1", ALL, "sse"), one.subscribe("s1", ALL, "sse")
+        ws = two.subscribe("s1", EventFilter.parse({"type": "event"}), "ws")
+        for edge, sub in ((one, a), (one, b), (two, ws)):
+            first = await edge.open(sub, None)
+            assert b"stats_update" in first[0] if sub.transport == "sse" else '"stats_update"' in first[0]
+        assert len(one.groups) == 1 and len(two.groups) == 1  # a and b are one group
+        assert service.hub is not None and sum(len(s) for s in service.hub.subscribers.values()) == 2
+
+        with segment.open("ab") as f:
+            f.write(record(1) + record(2, "event") + record(3))
+        await until(lambda: len(events_in(a)) == 3 and len(events_in(ws)) == 1)
+        assert [e["page"] for e in events_in(a)] == ["/p/1", "/p/2", "/p/3"]
+        assert events_in(ws)[0]["name"] == "signup"
+        # one serialisation, handed as is to every subscriber of the group
+        assert all(x is y for x, y in zip(a.queue, b.queue, strict=True))
+        assert events_in(a) == events_in(b)
+
+        # a WebSocket filter change moves the subscriber to another group
+        two.refilter(ws, ALL)
+        ws.take()
+        with segment.open("ab") as f:
+            f.write(record(4))
+        await until(lambda: len(events_in(ws)) == 1)
+        assert events_in(ws)[0]["page"] == "/p/4"
+
+        # the last subscriber of a group leaving unsubscribes the group from the service
+        one.unsubscribe(a)
+        one.unsubscribe(b)
+        await until(lambda: sum(len(s) for s in service.hub.subscribers.values()) == 1)  # type: ignore[union-attr]
+
+        # stats come from the one buffer
+        stats = orjson.loads(await two.stats_json("s1"))
+        assert stats["hour"]["views"] == 3 and stats["hour"]["events"] == 1
+
+        # the service going away ends the workers' streams (their clients reconnect)
+        running.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await running
+        await until(lambda: two.broken and ws.closed)
+        one.stop()
+        two.stop()
+    finally:
+        running.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await running
