@@ -107,15 +107,17 @@ class TrackResource:
 
     async def on_post(self, req: falcon.asgi.Request, resp: falcon.asgi.Response, site: str) -> None:
         started = time.perf_counter()
+        accepted = 0
         try:
-            await self._track(req, resp, site)
+            accepted = await self._track(req, resp, site)
         except falcon.HTTPError as exc:
             metrics.EVENTS_REJECTED.labels(status=str(exc.status_code)).inc()
             raise
         finally:
-            metrics.REQUEST_LATENCY.observe(time.perf_counter() - started)
+            metrics.TRACK.record(accepted, time.perf_counter() - started)
 
-    async def _track(self, req: falcon.asgi.Request, resp: falcon.asgi.Response, site_ref: str) -> None:
+    async def _track(self, req: falcon.asgi.Request, resp: falcon.asgi.Response, site_ref: str) -> int:
+        """Answer the request; the number of events made durable."""
         body = await read_body(req, self.settings.max_body_bytes)
         site = self.sites.get(site_ref)
         if site is None:
@@ -168,7 +170,6 @@ class TrackResource:
             raise falcon.HTTPBadRequest(description=rejected[0]["error"])
         if payloads:
             await self.wal.append_async(payloads)
-            metrics.EVENTS_ACCEPTED.inc(len(payloads))
             if self.on_accept is not None:
                 self.on_accept(accepted)
         if rejected:
@@ -184,6 +185,7 @@ class TrackResource:
         else:
             status = falcon.HTTP_200 if payloads else falcon.HTTP_202
             json_response(resp, {"success": True, "cache": cache}, status)
+        return len(payloads)
 
 
 def _names(site: Site, ref: str) -> bool:

@@ -73,9 +73,11 @@ class Services:
         self.sealer.shutdown(wait=True)
         if closed is not None:
             _seal_one(closed, self.settings.raw_dir)
-        self.flush_step_timings()
+        self.flush_metrics()
 
-    def flush_step_timings(self) -> None:
+    def flush_metrics(self) -> None:
+        """Add what this worker counted in plain numbers to the shared metrics."""
+        metrics.TRACK.flush()
         timings = self.pipeline.step_seconds
         for step, seconds in list(timings.items()):
             if seconds:
@@ -140,7 +142,7 @@ class Metrics:
         self.services = services
 
     async def on_get(self, req: falcon.asgi.Request, resp: falcon.asgi.Response) -> None:
-        self.services.flush_step_timings()
+        self.services.flush_metrics()
         resp.data, resp.content_type = metrics.render()
 
 
@@ -173,7 +175,7 @@ class LittleStatsApp:
     def _schedule_housekeeping(self) -> None:
         def tick() -> None:
             if self.services is not None:
-                self.services.flush_step_timings()
+                self.services.flush_metrics()
                 self.services.wal.maybe_rotate()  # an idle worker's segment is sealed on time
             self._schedule_housekeeping()
 
