@@ -19,7 +19,7 @@ def _store(data_dir: Path | None) -> ControlPlane:
 
 @click.group("token")
 def token() -> None:
-    """Create API tokens (shown once, stored hashed)."""
+    """Create, list and revoke API tokens (shown once, stored hashed)."""
 
 
 @token.command("create")
@@ -35,6 +35,32 @@ def token_create(email: str | None, name: str, admin: bool, data_dir: Path | Non
     else:
         user = store.find_admin() or store.create_user(email="admin@localhost", name="admin", is_admin=True)
     click.echo(store.create_token(user.id, name=name))
+
+
+@token.command("list")
+@click.option("--user", "email", default=None, help="Only the tokens of the user with this email.")
+@data_dir_option
+def token_list(email: str | None, data_dir: Path | None) -> None:
+    """Print the tokens as JSON (ids, owners and labels; never the tokens themselves)."""
+    store = _store(data_dir)
+    user_id = None
+    if email:
+        user = store.find_user_by_email(email)
+        if user is None:
+            raise click.BadParameter(f"no user with email {email!r}", param_hint="--user")
+        user_id = user.id
+    emails = {u.id: u.email for u in store.list_users()}
+    echo_json({"tokens": [{**t.public(), "userEmail": emails.get(t.user_id)} for t in store.list_tokens(user_id)]})
+
+
+@token.command("revoke")
+@click.argument("token_id")
+@data_dir_option
+def token_revoke(token_id: str, data_dir: Path | None) -> None:
+    """Revoke the token with id TOKEN_ID (see `token list`): it stops working at once."""
+    if not _store(data_dir).delete_token(token_id):
+        raise click.BadParameter(f"no token with id {token_id!r}", param_hint="TOKEN_ID")
+    echo_json({"id": token_id, "revoked": True})
 
 
 @click.group("users")

@@ -57,6 +57,9 @@ METRIC_PROPS = {
     "events": {"type": "integer"}, "bounceRate": {"type": "number"}, "avgDuration": {"type": "number"},
     "viewsPerVisit": {"type": "number"}, "conversionRate": {"type": "number"}, "timeOnPage": {"type": "number"},
 }
+TOKEN: dict[str, Any] = {"type": "object", "required": ["id", "userId", "name", "createdAt"], "properties": {
+    "id": {"type": "string"}, "userId": {"type": "string"}, "name": {"type": "string"},
+    "createdAt": {"type": "string"}}}
 PERIOD = {"type": "object", "required": ["start", "end", "timezone"],
           "properties": {"start": {"type": "string"}, "end": {"type": "string"}, "timezone": {"type": "string"}}}
 SITE = {
@@ -177,6 +180,23 @@ def openapi() -> dict[str, Any]:
                 "goals": {"type": "array", "items": {"type": "object", "properties": {
                     **GOAL["properties"], "visitors": {"type": "integer"}, "conversions": {"type": "integer"},
                     "conversionRate": {"type": "number"}}}}}}), **not_found, **unavailable}, stats_params, tag="goals"),
+        },
+        "/api/v2/tokens": {
+            "get": _op("Your API tokens (an admin's: every token); never the tokens themselves", {"200": _ok({
+                "type": "object", "required": ["tokens"], "properties": {"tokens": {"type": "array", "items": TOKEN}}})},
+                tag="tokens"),
+            "post": _op("Create an API token for yourself; the answer's `token` is the only time it is shown",
+                        {"201": _ok({**TOKEN, "required": [*TOKEN["required"], "token"],
+                                     "properties": {**TOKEN["properties"], "token": {"type": "string"}}}, "Created"),
+                         "403": _err("Dev mode without a token: nobody to own it.")},
+                        body={"type": "object", "additionalProperties": False,
+                              "properties": {"name": {"type": "string", "maxLength": 200}}}, tag="tokens"),
+        },
+        "/api/v2/tokens/{token}": {
+            "delete": _op("Revoke a token (it stops working at once)", {
+                "200": _ok({"type": "object", "properties": {"id": {"type": "string"}, "revoked": {"type": "boolean"}}}),
+                "404": _err("No such token, or not yours.")},
+                [_param("token", {"type": "string"}, "Token id (from GET /api/v2/tokens).", "path")], tag="tokens"),
         },
         "/api/v2/sites/{site}/query": {
             "post": _op("General query: metrics × dimensions × filters × date range", {"200": _ok({

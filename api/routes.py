@@ -6,7 +6,7 @@ from typing import Any
 
 import falcon.asgi
 
-from api import docs, sites, stats
+from api import docs, sites, stats, tokens
 
 SESSION = stats.SESSION_METRICS
 
@@ -44,6 +44,9 @@ ROUTES: list[tuple[str, str]] = [
     ("POST", "/api/v2/sites/{site}/goals"),
     ("DELETE", "/api/v2/sites/{site}/goals/{goal}"),
     ("GET", "/api/v2/sites/{site}/conversions"),
+    ("GET", "/api/v2/tokens"),
+    ("POST", "/api/v2/tokens"),
+    ("DELETE", "/api/v2/tokens/{token}"),
 ]
 
 
@@ -64,5 +67,7 @@ def add_routes(app: falcon.asgi.App, services: Any) -> None:
     app.add_route("/api/v2/sites/{site}/events", stats.EventsResource(services))
     app.add_route("/api/v2/sites/{site}/events/properties", stats.EventPropertiesResource(services))
     app.add_route("/api/v2/sites/{site}/conversions", stats.ConversionsResource(services))
+    app.add_route("/api/v2/tokens", tokens.TokensResource(services))
+    app.add_route("/api/v2/tokens/{token}", tokens.TokenResource(services))
     app.add_route("/api/v2/openapi.json", docs.OpenAPIResource())
     app.add_route("/api/v2/docs", docs.DocsPage())

@@ -134,6 +134,19 @@ class Site:
 
 
 @dataclass(frozen=True)
+class Token:
+    """An API token's metadata (the token itself is never stored, only its hash)."""
+
+    id: str
+    user_id: str
+    name: str
+    created_at: str
+
+    def public(self) -> dict[str, Any]:
+        return {"id": self.id, "userId": self.user_id, "name": self.name, "createdAt": self.created_at}
+
+
+@dataclass(frozen=True)
 class User:
     id: str
     email: str | None
@@ -331,6 +344,33 @@ class ControlPlane:
                 (new_id(), user_id, name, hash_token(token), _now()),
             )
         return token
+
+    def _token(self, row: Any) -> Token:
+        return Token(row["id"], row["user_id"], row["name"], row["created_at"])
+
+    def list_tokens(self, user_id: str | None = None) -> list[Token]:
+        """Every token (of ``user_id`` only, when given), oldest first."""
+        sql = "SELECT id, user_id, name, created_at FROM tokens"
+        args: tuple[str, ...] = ()
+        if user_id is not None:
+            sql, args = sql + " WHERE user_id = ?", (user_id,)
+        return [self._token(r) for r in self._conn().execute(sql + " ORDER BY created_at, id", args).fetchall()]
+
+    def get_token(self, token_id: str) -> Token | None:
+        row = self._conn().execute(
+            "SELECT id, user_id, name, created_at FROM tokens WHERE id = ?", (token_id,)).fetchone()
+        return self._token(row) if row else None
+
+    def find_token(self, token: str) -> Token | None:
+        """The metadata of a plain-text token, if it is valid."""
+        row = self._conn().execute(
+            "SELECT id, user_id, name, created_at FROM tokens WHERE token_hash = ?", (hash_token(token),)).fetchone()
+        return self._token(row) if row else None
+
+    def delete_token(self, token_id: str) -> bool:
+        """Revoke a token: it stops working for every request from now on."""
+        with self._tx() as db:
+            return db.execute("DELETE FROM tokens WHERE id = ?", (token_id,)).rowcount > 0
 
     def user_for_token(self, token: str) -> User | None:
         row = (

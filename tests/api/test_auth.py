@@ -9,6 +9,7 @@ import pytest
 
 from api.routes import ROUTES
 from tests.api.conftest import AuthServer
+from tests.server import cli
 
 pytestmark = pytest.mark.slow
 
@@ -86,3 +87,54 @@ def test_dev_mode_needs_no_token(server) -> None:
         created = c.post("/api/v2/sites", json={"domain": "test.com", "name": "Test Site"})
         assert created.status_code == 201
         assert c.get("/api/v2/sites").json()["sites"][0]["domain"] == "test.com"
+
+
+def test_tokens_are_listed_created_and_revoked_per_owner(auth_server: AuthServer) -> None:
+    with auth_server.client(auth_server.other_token) as c:
+        created = c.post("/api/v2/tokens", json={"name": "ci"})
+        assert created.status_code == 201
+        new = created.json()
+        assert new["token"].startswith("ls_") and new["name"] == "ci"
+        mine = c.get("/api/v2/tokens").json()["tokens"]
+        assert new["id"] in {t["id"] for t in mine}
+        assert {t["userId"] for t in mine} == {new["userId"]}  # only the caller's own tokens
+        assert all("token" not in t for t in mine)
+    with auth_server.client(auth_server.admin_token) as c:
+        every = c.get("/api/v2/tokens").json()["tokens"]
+        assert new["id"] in {t["id"] for t in every}
+        admin_ids = [t["id"] for t in every if t["userId"] != new["userId"]]
+        assert admin_ids
+    with auth_server.client(auth_server.other_token) as c:
+        for token_id in admin_ids:  # someone else's token: 404, and it keeps working
+            r = c.delete(f"/api/v2/tokens/{token_id}")
+            assert r.status_code == 404 and r.json()["error"]
+        assert c.delete("/api/v2/tokens/doesnotexist").status_code == 404
+    with auth_server.client(new["token"]) as c:
+        assert c.get("/api/v2/sites").status_code == 200
+        r = c.delete(f"/api/v2/tokens/{new['id']}")
+        assert r.status_code == 200 and r.json() == {"id": new["id"], "revoked": True}
+        assert c.get("/api/v2/sites").status_code == 401  # revoked: stops working at once
+    with auth_server.client(auth_server.admin_token) as c:
+        assert c.get("/api/v2/sites").status_code == 200
+
+
+def test_token_body_is_validated(auth_server: AuthServer) -> None:
+    with auth_server.client(auth_server.other_token) as c:
+        bodies: list[object] = [{"name": 3}, {"name": "x" * 201}, {"owner": "me"}, []]
+        for body in bodies:
+            r = c.post("/api/v2/tokens", json=body)
+            assert r.status_code == 400 and r.json()["error"], body
+
+
+def test_token_cli_lists_and_revokes(auth_server: AuthServer) -> None:
+    import json
+
+    data_dir = auth_server.server.data_dir
+    plain = cli(data_dir, "token", "create", "--user", "cli@example.com", "--name", "temp").strip()
+    listed = json.loads(cli(data_dir, "token", "list", "--user", "cli@example.com"))["tokens"]
+    assert [t["name"] for t in listed] == ["temp"] and listed[0]["userEmail"] == "cli@example.com"
+    assert plain not in json.dumps(listed)
+    with auth_server.client(plain) as c:
+        assert c.get("/api/v2/sites").status_code == 200
+        assert json.loads(cli(data_dir, "token", "revoke", listed[0]["id"]))["revoked"] is True
+        assert c.get("/api/v2/sites").status_code == 401
