@@ -173,6 +173,11 @@ def test_events_goals_and_conversions(e2e: Setup) -> None:
     assert ev["names"] == [{"name": "Signup", "events": 1, "visitors": 1}]
     assert ev["total"] == 1 and ev["nextCursor"] is None
     assert ev["events"][0]["props"] == {"plan": "pro"} and ev["events"][0]["page"] == "/pricing"
+    # a visit-attribute filter keeps the events of matching visits (list, total and property keys)
+    firefox = get(e2e, "events", filter="browser==Firefox")
+    assert firefox["total"] == 1 and [e["name"] for e in firefox["events"]] == ["Signup"]
+    chrome = get(e2e, "events", filter="browser==Chrome")
+    assert chrome["total"] == 0 and chrome["events"] == [] and chrome["names"] == []
     props = get(e2e, "events/properties", property="plan")
     assert props["values"] == [{"value": "pro", "events": 1, "visitors": 1}]
     conv = get(e2e, "conversions")["goals"]

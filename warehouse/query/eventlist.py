@@ -44,27 +44,30 @@ def decode_cursor(text: str) -> tuple[datetime, str]:
         raise QueryError("cursor", "not a cursor returned by this endpoint") from None
 
 
-def _filtered(q: Query, p: Params) -> tuple[str, str]:
-    """(WITH-prefix, WHERE) for the custom events of the range matching the filters of ``q``."""
+def _filtered(q: Query, p: Params) -> tuple[str, str, str]:
+    """(WITH-prefix, `` FROM events e`` with its joins, WHERE) for the custom events of the range
+    matching the filters of ``q``."""
     r = q.date_range
     parts = [f"e.site_id = {p(q.site_id)}", f"e.ts >= {p(r.start)}", f"e.ts < {p(r.end)}",
              "e.type = 'event'", *event_predicates(q, p, "e")]
     prefix = ""
+    source = " FROM events e"
     if has_session_filters(q):
         prefix = (
-            "WITH fs AS (SELECT session_id FROM sessions s WHERE "
+            "WITH fs AS (SELECT s.visitor_key, s.started_at, s.ended_at FROM sessions s WHERE "
             + where([f"s.site_id = {p(q.site_id)}", f"s.started_at < {p(r.end)}",
                      f"s.ended_at >= {p(r.start)}", *session_predicates(q, p, "s")])
             + ") "
         )
-        parts.append("e.session_id IN (SELECT session_id FROM fs)")
-    return prefix, where(parts)
+        # A visit's events: its visitor's events from its start to its end (as in facts.py).
+        source += " JOIN fs ON fs.visitor_key = e.visitor_key AND e.ts >= fs.started_at AND e.ts <= fs.ended_at"
+    return prefix, source, where(parts)
 
 
 def event_list_sql(q: Query, cursor: tuple[datetime, str] | None, limit: int) -> SQL:
     """One page of custom events (newest first) with their properties as ``props`` (key/value list)."""
     p = Params()
-    prefix, cond = _filtered(q, p)
+    prefix, source, cond = _filtered(q, p)
     if cursor is not None:
         ts, eid = p(cursor[0]), p(cursor[1])
         cond += f" AND (e.ts < {ts} OR (e.ts = {ts} AND e.event_id < {eid}))"
@@ -75,7 +78,7 @@ def event_list_sql(q: Query, cursor: tuple[datetime, str] | None, limit: int) ->
     # materialization: reading every column of every matching event costs more than the sort).
     site = p(q.site_id)
     with_page = (
-        f"{prefix.rstrip() + ', ' if prefix else 'WITH '}keys AS (SELECT e.ts, e.event_id FROM events e"
+        f"{prefix.rstrip() + ', ' if prefix else 'WITH '}keys AS (SELECT e.ts, e.event_id{source}"
         f" WHERE {cond} ORDER BY e.ts DESC, e.event_id DESC LIMIT {int(limit) + 1}),"
         f" page AS (SELECT {cols} FROM events e WHERE e.site_id = {site}"
         " AND e.ts >= (SELECT min(ts) FROM keys) AND e.ts <= (SELECT max(ts) FROM keys)"
@@ -96,8 +99,8 @@ def event_list_sql(q: Query, cursor: tuple[datetime, str] | None, limit: int) ->
 def event_count_sql(q: Query) -> SQL:
     """How many custom events match (the ``total`` of the list)."""
     p = Params()
-    prefix, cond = _filtered(q, p)
-    return SQL(f"{prefix}SELECT count(*) FROM events e WHERE {cond}", p.values)
+    prefix, source, cond = _filtered(q, p)
+    return SQL(f"{prefix}SELECT count(*){source} WHERE {cond}", p.values)
 
 
 def shape_page(rows: list[tuple[Any, ...]], limit: int, tz: Any) -> tuple[list[dict[str, Any]], str | None]:
@@ -129,9 +132,9 @@ def shape_page(rows: list[tuple[Any, ...]], limit: int, tz: Any) -> tuple[list[d
 def property_keys_sql(q: Query, limit: int) -> SQL:
     """Property names of the matching custom events, most used first (``key, events``)."""
     p = Params()
-    prefix, cond = _filtered(q, p)
+    prefix, source, cond = _filtered(q, p)
     text = (
-        f"{prefix}SELECT pr.key, count(*) AS events FROM events e JOIN event_props pr"
+        f"{prefix}SELECT pr.key, count(*) AS events{source} JOIN event_props pr"
         " ON pr.site_id = e.site_id AND pr.event_id = e.event_id"
         f" WHERE {cond} GROUP BY pr.key ORDER BY events DESC, pr.key LIMIT {int(limit)}"
     )

@@ -98,7 +98,7 @@ def fact_sql(q: Query) -> SQL:
     if has_session_filters(q):
         # Visits overlapping the range that match the visit filters: their events in range count.
         ctes.append(
-            "fs AS (SELECT session_id FROM sessions s WHERE "
+            "fs AS (SELECT s.visitor_key, s.started_at, s.ended_at FROM sessions s WHERE "
             + where([f"s.site_id = {p(site)}", f"s.started_at < {p(end)}", f"s.ended_at >= {p(start)}",
                      *session_predicates(q, p, "s")])
             + ")"
@@ -138,7 +138,10 @@ def fact_sql(q: Query) -> SQL:
     ev_where = [f"e.site_id = {p(site)}", f"e.ts >= {p(start)}", f"e.ts < {p(end)}",
                 *event_predicates(q, p, "e"), *types]
     if has_session_filters(q):
-        ev_where.append("e.session_id IN (SELECT session_id FROM fs)")
+        # A visit's events are exactly its visitor's events from its start to its end (one
+        # visitor's visits never overlap): a join on integers and times, cheaper than on ids.
+        joins += (" JOIN fs ON fs.visitor_key = e.visitor_key AND e.ts >= fs.started_at"
+                  " AND e.ts <= fs.ended_at")
     top = "0 AS top_ms, 0 AS top_n"
     if "time_on_page" in q.metrics:
         ctes.append(_time_on_page(q, p))
