@@ -114,7 +114,7 @@ def fact_sql(q: Query) -> SQL:
 
     if dims and all(d in SESSION_COLUMNS for d in dims):
         # Every metric over the visits that started in the range with these attributes.
-        exprs = ([bucket(gran, "s.started_at", p, tz)] if gran else []) + [f"s.{d}" for d in dims]
+        exprs = ([bucket(gran, "s.started_at", p, tz, q.date_range)] if gran else []) + [f"s.{d}" for d in dims]
         sel = ", ".join(f"{e} AS k{i}" for i, e in enumerate(exprs))
         ctes.append(
             f"base AS (SELECT {sel}, count(DISTINCT s.visitor_key) AS visitors, count(*) AS visits,"
@@ -132,7 +132,7 @@ def fact_sql(q: Query) -> SQL:
     # Event metrics, grouped by event time and event-level values.
     joins, exprs, types = _event_keys(q, p, "j")
     if gran:
-        exprs.insert(0, bucket(gran, "e.ts", p, tz))
+        exprs.insert(0, bucket(gran, "e.ts", p, tz, q.date_range))
     n = len(exprs)
     sel = "".join(f"{e} AS k{i}, " for i, e in enumerate(exprs))
     ev_where = [f"e.site_id = {p(site)}", f"e.ts >= {p(start)}", f"e.ts < {p(end)}",
@@ -164,7 +164,7 @@ def fact_sql(q: Query) -> SQL:
 
     # Visit metrics: visits started in the range, grouped by start time and, for event-level
     # values, by the values their events had.
-    s_exprs = [bucket(gran, "s.started_at", p, tz)] if gran else []
+    s_exprs = [bucket(gran, "s.started_at", p, tz, q.date_range)] if gran else []
     s_from = "sessions s"
     if dims:
         pjoins, pexprs, ptypes = _event_keys(q, p, "x")

@@ -87,7 +87,7 @@ def preaggregate_sql(q: Query) -> SQL:
     dim = q.plain_dimensions[0] if q.plain_dimensions else None
     keys = []
     if gran:
-        keys.append(bucket(gran, "hour", p, tz))
+        keys.append(bucket(gran, "hour", p, tz, r))
     ctes: list[str] = []
     visitors_from_hours = gran == "hour"
     if dim is not None and dim.startswith(PROP_PREFIX):
