@@ -168,34 +168,36 @@ class HourTotals:
 
 
 class _Distinct:
-    """Distinct visitors per dimension value inside a sliding window (counts of (value, visitor))."""
+    """Distinct visitors per dimension value inside a sliding window: per value, how many of the
+    window's events each visitor has (one dict per value, no key tuple to build per event)."""
 
-    __slots__ = ("pairs", "visitors")
+    __slots__ = ("by_value",)
 
     def __init__(self) -> None:
-        # Plain dicts with .get: Counter's __missing__ is Python code, and this is the hot path.
-        self.pairs: dict[tuple[str, int], int] = {}
-        self.visitors: dict[str, int] = {}
+        self.by_value: dict[str, dict[int, int]] = {}
 
     def add(self, value: str, visitor: int) -> None:
-        pair = (value, visitor)
-        n = self.pairs.get(pair, 0)
-        self.pairs[pair] = n + 1
-        if not n:
-            self.visitors[value] = self.visitors.get(value, 0) + 1
+        seen = self.by_value.get(value)
+        if seen is None:
+            self.by_value[value] = {visitor: 1}
+        else:
+            seen[visitor] = seen.get(visitor, 0) + 1
 
     def remove(self, value: str, visitor: int) -> None:
-        pair = (value, visitor)
-        left = self.pairs[pair] - 1
+        seen = self.by_value[value]
+        left = seen[visitor] - 1
         if left > 0:
-            self.pairs[pair] = left
+            seen[visitor] = left
             return
-        del self.pairs[pair]
-        n = self.visitors[value] - 1
-        if n > 0:
-            self.visitors[value] = n
-        else:
-            del self.visitors[value]
+        del seen[visitor]
+        if not seen:
+            del self.by_value[value]
+
+    def visitors(self, value: str) -> int:
+        return len(self.by_value.get(value, ()))
+
+    def counts(self) -> dict[str, int]:
+        return {value: len(seen) for value, seen in self.by_value.items()}
 
 
 def _top(counts: dict[str, int], n: int = TOP) -> list[tuple[str, int]]:
@@ -423,12 +425,12 @@ class SiteLive:
             },
             "lastMinute": {"views": views_min, "events": customs_min},
             "topPages": [
-                {"page": page, "visitors": self.pages.visitors[page], "views": views}
+                {"page": page, "visitors": self.pages.visitors(page), "views": views}
                 for page, views in _top(self.page_views)
             ],
-            "topSources": [{"source": s, "visitors": n} for s, n in _top(self.sources.visitors)],
+            "topSources": [{"source": s, "visitors": n} for s, n in _top(self.sources.counts())],
             "topCountries": [
-                {"country": c or None, "visitors": n} for c, n in _top(self.countries.visitors)
+                {"country": c or None, "visitors": n} for c, n in _top(self.countries.counts())
             ],
             "buffer": {
                 "events": len(self.events),

@@ -22,6 +22,7 @@ then by segment — exact unless both land in one pass; a browser's beacons are 
 
 from __future__ import annotations
 
+import bisect
 import logging
 import os
 import time
@@ -91,10 +92,9 @@ class WalTail:
                 self.done.add(tail.segment)
         if not self.pending:
             return []
-        self.pending.sort(key=lambda item: item[:3])
-        cut = 0
-        while cut < len(self.pending) and self.pending[cut][0] < started:
-            cut += 1
+        # Plain tuple order: cursors are unique, so the comparison never reaches the event.
+        self.pending.sort()
+        cut = bisect.bisect_left(self.pending, (started,))
         ready, self.pending = self.pending[:cut], self.pending[cut:]
         return [(cursor, raw) for _, _, cursor, raw in ready]
 

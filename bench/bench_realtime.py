@@ -11,7 +11,9 @@ One run, ``SITES`` sites, two-worker servers; the two phases alternate on fresh 
    acknowledged it the event arrives on an SSE stream (whichever worker serves it).
 
 Everything shares the machine's cores: server, ``wrk`` and the client process. The client
-process's CPU time is reported, since on 2 cores it is taken from the server.
+process's CPU time is reported, since on 2 cores it is taken from the server. "Worker CPU"
+counts the gunicorn workers and the live service (``api.live_service``), which does the real-time
+work once per machine.
 """
 
 from __future__ import annotations
