@@ -1,5 +1,6 @@
 # ruff: noqa: S608 -- SQL is composed from our own identifiers; every client value is a $param.
-"""The raw list of custom events, newest first, with keyset paging (``{events, total, nextCursor}``).
+"""The raw list of custom events, newest first, with keyset paging (``{events, total, nextCursor}``;
+the total is the engine's ``events`` metric).
 
 Uses the same filters as every other question (``warehouse.query.sql``), so ``?filter=…`` means
 the same here as on the dashboards.
@@ -94,13 +95,6 @@ def event_list_sql(q: Query, cursor: tuple[datetime, str] | None, limit: int) ->
         " ORDER BY page.ts DESC, page.event_id DESC"
     )
     return SQL(text, p.values)
-
-
-def event_count_sql(q: Query) -> SQL:
-    """How many custom events match (the ``total`` of the list)."""
-    p = Params()
-    prefix, source, cond = _filtered(q, p)
-    return SQL(f"{prefix}SELECT count(*){source} WHERE {cond}", p.values)
 
 
 def shape_page(rows: list[tuple[Any, ...]], limit: int, tz: Any) -> tuple[list[dict[str, Any]], str | None]:
