@@ -33,10 +33,9 @@ HEADER = struct.Struct("<II")
 MAX_RECORD = 16 * 1024 * 1024
 ACTIVE_SUFFIX = ".seg"
 CLOSED_SUFFIX = ".closed"
-# Group commit pacing (see SegmentWriter): at most one durable write per worker this often, and
-# never so often that the event loop spends more than this share of its time waiting for the disk.
+# Group commit pacing (see SegmentWriter): the event loop serves requests at least this long
+# between two durable writes.
 COMMIT_INTERVAL = 0.002
-DISK_SHARE = 0.2
 
 
 _sequence = itertools.count()
@@ -90,11 +89,11 @@ class SegmentWriter:
 
     ``append_async`` is the request path, a paced group commit on the event loop: requests queue
     their records and await one future; a commit writes everything queued with one ``O_DSYNC``
-    write (it returns once the data is on disk) and settles the whole group. Commits start at most
-    every ``commit_interval`` seconds, and never more often than keeps the loop waiting for the disk
-    ``DISK_SHARE`` of its time at most: under load each durable write carries many requests,
-    while a request arriving at an idle worker commits at once. There is no thread hand-off: with
-    one, every commit cost a few GIL transfers and wake-ups, more CPU than the write itself.
+    write (it returns once the data is on disk) and settles the whole group. A commit starts no
+    sooner than ``commit_interval`` seconds after the previous one ended: under load each durable
+    write carries every request of the last few milliseconds, while a request arriving at an idle
+    worker commits at once. There is no thread hand-off: with one, every commit cost a few GIL
+    transfers and wake-ups, more CPU than the write itself.
 
     ``append`` is the synchronous equivalent. Segments rotate (rename to ``.closed``) after
     ``segment_seconds``, at each UTC hour and past ``segment_max_bytes``; ``maybe_rotate`` is also
@@ -198,7 +197,6 @@ class SegmentWriter:
         self._pending, self._waiters = [], []
         if not waiters:
             return  # close() took them
-        started = time.monotonic()
         error: BaseException | None = None
         try:
             with self._lock:
@@ -207,9 +205,8 @@ class SegmentWriter:
                 self._write(payloads)
         except Exception as exc:  # every waiter hears of it
             error = exc
-        took = time.monotonic() - started
         if loop is not None:
-            self._next_commit_at = loop.time() - took + max(self.commit_interval, took / DISK_SHARE)
+            self._next_commit_at = loop.time() + self.commit_interval
         _settle_all(waiters, error)
 
     # file operations (called with the lock held) ----------------------------------------------
