@@ -41,9 +41,9 @@ _SESSIONS_IN_HOURS = """
         ON s.site_id = h.site_id AND date_trunc('hour', s.started_at) = h.hour
     WHERE s.started_at >= $lo AND s.started_at < $hi
 """
-def _per_dimension(dimensions: tuple[str, ...]) -> str:
+def _per_dimension(dimensions: tuple[str, ...], relation: str = "s") -> str:
     return "\n    UNION ALL\n".join(
-        f"    SELECT site_id, hour, '{d}' AS dimension, {d}::VARCHAR AS value, visitor_key, pageviews, is_bounce, duration_ms, custom_events FROM s"  # noqa: S608
+        f"    SELECT site_id, hour, '{d}' AS dimension, {d}::VARCHAR AS value, visitor_key, pageviews, is_bounce, duration_ms, custom_events FROM {relation}"  # noqa: S608
         for d in dimensions
     )
 
@@ -52,6 +52,10 @@ _DIM_COLUMNS = ", ".join(f"s.{d}" for d in SESSION_DIMENSIONS)
 
 
 def _hourly_sessions_sql(dimensions: tuple[str, ...]) -> str:
+    # Unique visitors per hour and value without a per-visitor aggregate over every row: a visitor
+    # with one visit in an hour (nearly all: two visits need a 30-minute gap) counts once for each
+    # of that visit's values, so those visits are summed directly; only the visits of visitors with
+    # several in one hour go through the per-visitor step.
     return f"""
 INSERT INTO hourly_rollup
 WITH s AS (
@@ -61,18 +65,33 @@ WITH s AS (
         ON s.site_id = h.site_id AND date_trunc('hour', s.started_at) = h.hour
     WHERE s.started_at >= $lo AND s.started_at < $hi
 ),
+several AS (
+    SELECT site_id, hour, visitor_key FROM s GROUP BY ALL HAVING count(*) > 1
+),
+single_visit AS (SELECT * FROM s ANTI JOIN several USING (site_id, hour, visitor_key)),
+several_visits AS (SELECT * FROM s SEMI JOIN several USING (site_id, hour, visitor_key)),
 per_visitor AS (
     SELECT site_id, hour, dimension, value, visitor_key, count(*) AS visits,
         sum(pageviews) AS views, count(*) FILTER (WHERE is_bounce) AS bounces,
         sum(duration_ms) AS duration_ms, sum(custom_events) AS events
     FROM (
-{_per_dimension(dimensions)}
+{_per_dimension(dimensions, "several_visits")}
     )
     GROUP BY site_id, hour, dimension, value, visitor_key
+),
+rows AS (
+    SELECT site_id, hour, dimension, value, 1 AS visitors, 1 AS visits, pageviews AS views,
+        CASE WHEN is_bounce THEN 1 ELSE 0 END AS bounces, duration_ms, custom_events AS events
+    FROM (
+{_per_dimension(dimensions, "single_visit")}
+    )
+    UNION ALL
+    SELECT site_id, hour, dimension, value, 1, visits, views, bounces, duration_ms, events
+    FROM per_visitor
 )
-SELECT site_id, hour, dimension, value, count(*), sum(visits), sum(views), sum(bounces),
+SELECT site_id, hour, dimension, value, sum(visitors), sum(visits), sum(views), sum(bounces),
     sum(duration_ms), sum(events)
-FROM per_visitor
+FROM rows
 GROUP BY site_id, hour, dimension, value
 """  # noqa: S608
 
@@ -273,6 +292,7 @@ def with_prev_dates(fresh: pl.DataFrame, history: pl.DataFrame, spec: _VisitorTa
         ties = many.filter(shared).select(pl.struct(keys).hash(seed=0).alias("tie"))
         codes = pl.concat([codes.filter(~shared),
                            codes.filter(shared).drop("tie").with_columns(ties.get_column("tie"))])
+        codes = codes.sort("tie", maintain_order=True)  # then stable sorts keep tied rows in this order
     ranges = codes.select(pl.col("d").min().alias("lo"), pl.col("d").max().alias("hi"),
                           *(pl.col(f"c{i}").max().alias(f"c{i}") for i in range(len(values)))).row(0)
     packable = codes.height < 2**27 and (codes.height == 0 or (
@@ -282,11 +302,11 @@ def with_prev_dates(fresh: pl.DataFrame, history: pl.DataFrame, spec: _VisitorTa
         c = f"c{values.index(col)}" if col else None
         if packable:
             key = pl.col("v") * 2**36 + (pl.col(c) * 2**16 if c else 0) + pl.col("d").cast(pl.UInt64)
-            x = codes.select("row", "local_date", "tie", key.alias("k")).sort("k", "tie")
+            x = codes.select("row", "local_date", key.alias("k")).sort("k", maintain_order=True)
             same = (pl.col("k") // 2**16) == (pl.col("k") // 2**16).shift(1)
         else:
             group = ["v"] + ([c] if c else [])
-            x = codes.select("row", "local_date", "tie", *group).sort(*group, "local_date", "tie")
+            x = codes.select("row", "local_date", *group).sort(*group, "local_date", maintain_order=True)
             same = pl.all_horizontal(pl.col(g) == pl.col(g).shift(1) for g in group)
         x = (x.with_columns(pl.when(same).then(pl.col("local_date").shift(1)).alias(prev))
              .filter(pl.col("row").is_not_null() & pl.col(prev).is_not_null()))
