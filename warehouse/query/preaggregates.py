@@ -125,7 +125,7 @@ def preaggregate_sql(q: Query) -> SQL:
         first = "" if gran == "day" else f" AND (prev_date IS NULL OR prev_date < {since})"
         vsel = "".join(f"{k} AS k{i}, " for i, k in enumerate(vkeys))
         ctes.append(
-            f"v AS (SELECT {vsel}sum(visitors) AS visitors FROM daily_visitor_counts"
+            f"v AS (SELECT {vsel}CAST(sum(visitors) AS BIGINT) AS visitors FROM daily_visitor_counts"
             f" WHERE site_id = {p(site)} AND dimension = {p(dimension)} AND local_date >= {d0}"
             f" AND local_date < {d1}{first}{' GROUP BY ALL' if n else ''})"
         )

@@ -97,7 +97,8 @@ def assemble(q: Query, plans: list[Plan], results: list[Rows]) -> Answer:
         totals = {tuple(r[:n]): r[n] for r in results[1].rows}
         for row in rows:
             total = totals.get(tuple(row[k] for k in names), 0)
-            row["conversion_rate"] = 100.0 * row["conversion_rate"] / total if total else 0.0
+            # (sums may come back as Decimal: HUGEINT crosses the warehouse socket as decimal128)
+            row["conversion_rate"] = 100.0 * float(row["conversion_rate"]) / float(total) if total else 0.0
     if q.time_dimension and not q.plain_dimensions:
         rows = _fill_gaps(q, rows)
     for row in rows:
