@@ -75,7 +75,8 @@ def _prepare(root: Path, events: int, seed: int = 1) -> tuple[int, int]:
         bulk_total += bulk.event_count
         if last:
             steady = Traffic(spec, ordered.filter(in_steady).drop("_i"), empty, traffic.visits)
-            steady.write_raw(root / "steady")
+            # its own file names: moved into raw/ later, they must not replace loaded files
+            steady.write_raw(root / "steady", label="steady")
             steady_total = steady.event_count
         del traffic, ordered, bulk
         gc.collect()

@@ -109,14 +109,16 @@ class Traffic:
     def event_count(self) -> int:
         return self.events.height
 
-    def write_raw(self, raw_dir: Path, load: int | None = None) -> list[Path]:
+    def write_raw(self, raw_dir: Path, load: int | None = None, label: str = "all") -> list[Path]:
         """Write the events arriving with ``load`` (all when ``None``) as raw hourly Parquet files.
 
-        Files follow the ingest layout and are written with ``ingest.seal.write_parquet_atomic``.
+        Files follow the ingest layout and are written with ``ingest.seal.write_parquet_atomic``;
+        their names carry the seed and the load (or ``label`` when ``load`` is ``None``), so
+        different writes into one partition never replace each other's files.
         """
         events = self.events if load is None else self.events.filter(pl.col("load") == load)
         dups = self.duplicates if load is None else self.duplicates.filter(pl.col("load") == load)
-        when = "all" if load is None else f"{load:03d}"
+        when = label if load is None else f"{load:03d}"
         paths = _write(events, raw_dir, f"gen{self.spec.seed}-{when}")
         if dups.height:
             again = self.events.join(dups.select("event_id"), on="event_id", how="semi")
