@@ -18,7 +18,7 @@ plus ``site_tz(site_id, tz)`` naming each site's IANA time zone.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from datetime import datetime, timedelta
+from datetime import date, datetime, timedelta
 
 import duckdb
 import polars as pl
@@ -421,6 +421,20 @@ def _apply_count_delta(con: duckdb.DuckDBPyConnection) -> None:
     con.execute("INSERT INTO daily_visitor_counts SELECT * FROM count_merged")
 
 
+def _recount(con: duckdb.DuckDBPyConnection, since: date) -> None:
+    """Rebuild ``daily_visitor_counts`` from the per-visitor daily tables for every date from
+    ``since`` on (later dates too: a rebuilt day changes its visitors' later prev dates)."""
+    parts = " UNION ALL ".join(
+        _contributions(spec, spec.table.name, 1, "local_date >= $since") for spec in _VISITOR_TABLES
+    )
+    con.execute("DELETE FROM daily_visitor_counts WHERE local_date >= $since", {"since": since})
+    con.execute(
+        "INSERT INTO daily_visitor_counts SELECT site_id, dimension, value, local_date, prev_date,"  # noqa: S608
+        f" sum(n)::BIGINT FROM ({parts}) GROUP BY ALL HAVING sum(n) <> 0",
+        {"since": since},
+    )
+
+
 def reaggregate(
     con: duckdb.DuckDBPyConnection, site_tz: dict[str, str], start: datetime, end: datetime
 ) -> tuple[int, int]:
@@ -455,6 +469,9 @@ def reaggregate(
         days = con.execute("SELECT count(*) FROM affected_days").fetchall()[0][0]
         rebuild_hours(con, start - timedelta(hours=1), end + timedelta(hours=1))
         rebuild_days(con, start - timedelta(days=2), end + timedelta(days=2))
+        # The counts were adjusted by differences, which assumes they matched the per-visitor
+        # rows; a re-aggregation must not trust that (it exists to repair), so recount them.
+        _recount(con, (start - timedelta(days=2)).date())
         con.commit()
     except BaseException:
         con.rollback()
