@@ -50,9 +50,15 @@ def _via_daemon(client: Any, request: dict[str, Any], label: str) -> str:
 
 
 def _local(settings: Any) -> Any:
-    from warehouse.service import Warehouse
+    import click
 
-    return Warehouse(settings)
+    from warehouse.service import Warehouse
+    from warehouse.tables import SchemaError
+
+    try:
+        return Warehouse(settings)
+    except SchemaError as exc:
+        raise click.ClickException(str(exc)) from exc
 
 
 def _run_load(data_dir: Path | None, start: date | None, end: date | None, label: str) -> None:

@@ -46,6 +46,7 @@ from warehouse.retention import (
     purge_site_data,
 )
 from warehouse.rollups import reaggregate
+from warehouse.tables import recreate_stale_preaggregates
 
 log = logging.getLogger("littlestats.warehouse")
 
@@ -62,6 +63,19 @@ class Warehouse:
         self.writer = self.con.cursor()
         self.write_lock = threading.Lock()
         self._cursor_lock = threading.Lock()
+        self._upgrade_preaggregates()
+
+    def _upgrade_preaggregates(self) -> None:
+        """Rebuild, from the facts, pre-aggregates written by an earlier version's schema."""
+        stale = recreate_stale_preaggregates(self.writer)
+        if not stale:
+            return
+        first, last = self.writer.execute("SELECT min(ts), max(ts) FROM events").fetchall()[0]
+        log.warning("pre-aggregates %s were written by an earlier version: rebuilding them from the"
+                    " facts (%s .. %s)", ", ".join(stale), first, last)
+        if first is not None:
+            hours, days = self.reaggregate(first.astimezone(UTC).date(), last.astimezone(UTC).date())
+            log.warning("pre-aggregates rebuilt: %s hours, %s visitor-days", f"{hours:,}", f"{days:,}")
 
     # Site settings come from the control plane at every job, so changes apply without restarts.
     def _sites(self) -> tuple[dict[str, str], dict[str, int]]:

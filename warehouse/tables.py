@@ -317,10 +317,46 @@ DAILY_TABLES = (DAILY_VISITORS, DAILY_SESSION_VISITORS, DAILY_PAGE_VISITORS, DAI
                 DAILY_VISITOR_COUNTS)
 ALL_TABLES = (*FACT_TABLES, *ROLLUP_TABLES, *DAILY_TABLES, LOADED_FILES)
 
-SCHEMA_VERSION = 1
+PREAGGREGATE_TABLES = (*ROLLUP_TABLES, *DAILY_TABLES)
+
+
+class SchemaError(RuntimeError):
+    """The warehouse file's fact tables do not have the columns this version declares."""
 
 
 def create_all(con: object) -> None:
     """Create every table that does not exist yet (``con`` is a DuckDB connection)."""
     for table in ALL_TABLES:
         con.execute(table.ddl())  # type: ignore[attr-defined]
+
+
+def _columns(con: object, name: str) -> tuple[str, ...]:
+    rows = con.execute(  # type: ignore[attr-defined]
+        "SELECT column_name FROM information_schema.columns WHERE table_schema = 'main'"
+        " AND table_name = ? ORDER BY ordinal_position", [name],
+    ).fetchall()
+    return tuple(r[0] for r in rows)
+
+
+def recreate_stale_preaggregates(con: object) -> list[str]:
+    """Bring a warehouse written by an earlier version up to date.
+
+    Pre-aggregate tables whose columns differ from the declarations are dropped and created
+    empty (they are derived data: the caller rebuilds them from the facts) and their names are
+    returned. Fact tables and the manifest cannot be re-derived here: a mismatch there raises
+    ``SchemaError`` saying what to do.
+    """
+    for table in (*FACT_TABLES, LOADED_FILES):
+        found = _columns(con, table.name)
+        if found and found != table.column_names:
+            raise SchemaError(
+                f"warehouse table {table.name} has columns {', '.join(found)}, but this version"
+                f" expects {', '.join(table.column_names)}. Move warehouse.duckdb aside and run"
+                " `littlestats backfill --from <first date> --to <last date>` to rebuild it from"
+                " the raw Parquet files."
+            )
+    stale = [t for t in PREAGGREGATE_TABLES if _columns(con, t.name) != t.column_names]
+    for table in stale:
+        con.execute(f"DROP TABLE IF EXISTS {table.name}")  # type: ignore[attr-defined]  # noqa: S608
+        con.execute(table.ddl())  # type: ignore[attr-defined]
+    return [t.name for t in stale]

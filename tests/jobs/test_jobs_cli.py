@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import subprocess
+import sys
 from pathlib import Path
 
 import duckdb
@@ -47,3 +49,30 @@ def test_reaggregate_rebuilds_deleted_pre_aggregates(data_dir: Path) -> None:
 def test_retention_reports_what_it_removed(data_dir: Path) -> None:
     out = cli(data_dir, "retention")
     assert out.startswith("retention: 0 sites with retention")
+
+
+def test_preaggregates_of_an_earlier_schema_are_rebuilt_on_open(data_dir: Path) -> None:
+    generate(SPEC).write_raw(data_dir / "raw")
+    cli(data_dir, "load")
+    db = data_dir / "warehouse.duckdb"
+    expected = snapshot_file(db)
+    con = duckdb.connect(str(db))
+    # what a warehouse of the previous version looks like: no prev dates, no counts table
+    con.execute("ALTER TABLE daily_visitors DROP COLUMN prev_date")
+    con.execute("DROP TABLE daily_visitor_counts")
+    con.close()
+    cli(data_dir, "load")  # opens the warehouse: the pre-aggregates are rebuilt from the facts
+    assert_same(expected, snapshot_file(db))
+
+
+def test_fact_tables_of_another_schema_are_refused_with_what_to_do(data_dir: Path) -> None:
+    generate(SPEC).write_raw(data_dir / "raw")
+    cli(data_dir, "load")
+    con = duckdb.connect(str(data_dir / "warehouse.duckdb"))
+    con.execute("ALTER TABLE sessions DROP COLUMN user_id")
+    con.close()
+    run = subprocess.run([sys.executable, "-m", "littlestats", "load", "--data-dir", str(data_dir)],
+                         capture_output=True, text=True, timeout=120)
+    assert run.returncode == 1
+    assert "warehouse table sessions has columns" in run.stderr and "littlestats backfill" in run.stderr
+    assert "Traceback" not in run.stderr
