@@ -357,6 +357,6 @@ def recreate_stale_preaggregates(con: object) -> list[str]:
             )
     stale = [t for t in PREAGGREGATE_TABLES if _columns(con, t.name) != t.column_names]
     for table in stale:
-        con.execute(f"DROP TABLE IF EXISTS {table.name}")  # type: ignore[attr-defined]  # noqa: S608
+        con.execute(f"DROP TABLE IF EXISTS {table.name}")  # type: ignore[attr-defined]
         con.execute(table.ddl())  # type: ignore[attr-defined]
     return [t.name for t in stale]
