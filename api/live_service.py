@@ -247,15 +247,6 @@ def spawn(settings: Settings) -> subprocess.Popen[bytes]:
     return subprocess.Popen([sys.executable, "-m", "api.live_service"], env=env)
 
 
-def terminate(proc: subprocess.Popen[bytes]) -> None:
-    if proc.poll() is None:
-        proc.send_signal(signal.SIGTERM)
-        try:
-            proc.wait(timeout=10)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-
-
 def main() -> None:
     from littlestats.config import load_settings
     from littlestats.logs import configure as configure_logging

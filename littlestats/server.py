@@ -97,6 +97,16 @@ def start_daemon(settings: Settings) -> subprocess.Popen[bytes]:
     return subprocess.Popen([sys.executable, "-m", "jobs.daemon"], env=env, preexec_fn=_background_priority)
 
 
+def stop_child(proc: subprocess.Popen[bytes], timeout: float) -> None:
+    """SIGTERM a child process, and SIGKILL it if it has not exited within ``timeout`` seconds."""
+    if proc.poll() is None:
+        proc.send_signal(signal.SIGTERM)
+        try:
+            proc.wait(timeout=timeout)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+
+
 def serve(settings: Settings) -> None:
     prepare(settings)
     daemon = start_daemon(settings)
@@ -104,13 +114,8 @@ def serve(settings: Settings) -> None:
     try:
         GunicornServer(settings).run()
     finally:
-        live_service.terminate(live)
-        if daemon.poll() is None:
-            daemon.send_signal(signal.SIGTERM)
-            try:
-                daemon.wait(timeout=30)
-            except subprocess.TimeoutExpired:
-                daemon.kill()
+        stop_child(live, timeout=10)
+        stop_child(daemon, timeout=30)  # lets a load in progress commit
         # Workers sealed their own last segments; seal whatever the warehouse process had not
         # reached yet, so a clean shutdown leaves the whole WAL in Parquet.
         sealed = seal_all(settings.wal_dir, settings.raw_dir)

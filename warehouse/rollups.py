@@ -164,17 +164,22 @@ FROM (
 GROUP BY site_id, hour, event_name, key, value
 """
 
-# Events and visits of the affected visitor-days, with their site-local date.
-_DAY_EVENTS = """
+def _day_rows(table: str, ts: str) -> str:
+    """Rows of ``events`` or ``sessions`` (time column ``ts``) on the affected visitor-days, with
+    their site-local date."""
+    return f"""
     SELECT * FROM (
-        SELECT e.*, timezone(z.tz, e.ts)::DATE AS local_date
-        FROM events e SEMI JOIN affected_visitors v
-            ON e.site_id = v.site_id AND e.visitor_key = v.visitor_key
-        JOIN site_tz z ON e.site_id = z.site_id
-        WHERE e.ts >= $lo AND e.ts < $hi
+        SELECT t.*, timezone(z.tz, t.{ts})::DATE AS local_date
+        FROM {table} t SEMI JOIN affected_visitors v
+            ON t.site_id = v.site_id AND t.visitor_key = v.visitor_key
+        JOIN site_tz z ON t.site_id = z.site_id
+        WHERE t.{ts} >= $lo AND t.{ts} < $hi
     ) x SEMI JOIN affected_days a
         ON x.site_id = a.site_id AND x.visitor_key = a.visitor_key AND x.local_date = a.local_date
-"""
+"""  # noqa: S608
+
+
+_DAY_EVENTS = _day_rows("events", "ts")
 
 _SESSION_DIM_COLUMNS = [
     c.name for c in DAILY_SESSION_VISITORS.columns
@@ -216,16 +221,7 @@ _VISITOR_TABLES = (
     """, (("event", "event_name", "prev_date"),)),  # noqa: S608
     _VisitorTable(DAILY_SESSION_VISITORS, f"""
         SELECT site_id, local_date, visitor_key, {", ".join(_SESSION_DIM_COLUMNS)}, count(*)
-        FROM (
-            SELECT * FROM (
-                SELECT s.*, timezone(z.tz, s.started_at)::DATE AS local_date
-                FROM sessions s SEMI JOIN affected_visitors v
-                    ON s.site_id = v.site_id AND s.visitor_key = v.visitor_key
-                JOIN site_tz z ON s.site_id = z.site_id
-                WHERE s.started_at >= $lo AND s.started_at < $hi
-            ) x SEMI JOIN affected_days a
-                ON x.site_id = a.site_id AND x.visitor_key = a.visitor_key AND x.local_date = a.local_date
-        )
+        FROM ({_day_rows("sessions", "started_at")})
         GROUP BY ALL
     """, tuple((d, d, f"prev_{d}") for d in _SESSION_DIM_COLUMNS)),  # noqa: S608
 )

@@ -5,6 +5,7 @@ from __future__ import annotations
 import subprocess
 import sys
 from pathlib import Path
+from typing import Any
 
 import duckdb
 
@@ -31,12 +32,17 @@ def test_backfill_loads_only_its_dates_and_load_the_rest(data_dir: Path) -> None
     assert "0 new events" in cli(data_dir, "load")
 
 
-def test_reaggregate_rebuilds_deleted_pre_aggregates(data_dir: Path) -> None:
+def _loaded(data_dir: Path) -> tuple[Path, Any, duckdb.DuckDBPyConnection]:
+    """Generated traffic loaded by the CLI: the database, a snapshot of its tables, and a writable
+    connection to alter it with (close it before the next command)."""
     generate(SPEC).write_raw(data_dir / "raw")
     cli(data_dir, "load")
     db = data_dir / "warehouse.duckdb"
-    expected = snapshot_file(db)
-    con = duckdb.connect(str(db))
+    return db, snapshot_file(db), duckdb.connect(str(db))
+
+
+def test_reaggregate_rebuilds_deleted_pre_aggregates(data_dir: Path) -> None:
+    db, expected, con = _loaded(data_dir)
     for table in ("hourly_rollup", "hourly_props", "daily_visitors", "daily_session_visitors",
                   "daily_page_visitors", "daily_event_visitors"):
         con.execute(f"DELETE FROM {table}")  # noqa: S608
@@ -52,11 +58,7 @@ def test_retention_reports_what_it_removed(data_dir: Path) -> None:
 
 
 def test_preaggregates_of_an_earlier_schema_are_rebuilt_on_open(data_dir: Path) -> None:
-    generate(SPEC).write_raw(data_dir / "raw")
-    cli(data_dir, "load")
-    db = data_dir / "warehouse.duckdb"
-    expected = snapshot_file(db)
-    con = duckdb.connect(str(db))
+    db, expected, con = _loaded(data_dir)
     # what a warehouse of the previous version looks like: no prev dates, no counts table
     con.execute("ALTER TABLE daily_visitors DROP COLUMN prev_date")
     con.execute("DROP TABLE daily_visitor_counts")
@@ -66,9 +68,7 @@ def test_preaggregates_of_an_earlier_schema_are_rebuilt_on_open(data_dir: Path) 
 
 
 def test_fact_tables_of_another_schema_are_refused_with_what_to_do(data_dir: Path) -> None:
-    generate(SPEC).write_raw(data_dir / "raw")
-    cli(data_dir, "load")
-    con = duckdb.connect(str(data_dir / "warehouse.duckdb"))
+    _, _, con = _loaded(data_dir)
     con.execute("ALTER TABLE sessions DROP COLUMN user_id")
     con.close()
     run = subprocess.run([sys.executable, "-m", "littlestats", "load", "--data-dir", str(data_dir)],
