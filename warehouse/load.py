@@ -8,9 +8,10 @@ A load:
    either the whole chunk or nothing, and the next run picks up where it stopped;
 3. drops events whose ``event_id`` is already loaded (a re-sealed segment, a duplicate file);
 4. finds the visitors the new events belong to and, for each, the time window the new events
-   can influence: their span widened to every stored visit within 30 minutes of it (and, when the
-   visitor's earliest new event is an engagement report, to their latest earlier visit, which that
-   report belongs to however long ago it began). The stored
+   can influence: their span widened to every stored visit within 30 minutes of it, to the
+   visitor's next stored visit (it may begin with an engagement report that belongs to the new
+   events' visit) and, when the visitor's earliest new event is an engagement report, to their
+   latest earlier visit, which that report belongs to however long ago it began. The stored
    events of that window are read back, sessionized together with the new ones
    (``warehouse.sessionize``), and the window's events and visits are replaced. This is how a
    visit continues across loads and how late or out-of-order events land in the right visit;
@@ -272,6 +273,14 @@ def _merge_events(con: duckdb.DuckDBPyConnection, new: pl.DataFrame, site_tz: di
             WHERE a.engagement_first
             GROUP BY a.site_id, a.visitor_key
         ),
+        following AS (
+            -- an engagement report stored before its page's events arrived began a visit of its
+            -- own; it must join the new events' visit, however far after them it was sent
+            SELECT a.site_id, a.visitor_key, min(s.started_at) AS started_at
+            FROM affected_in a JOIN sessions s
+                ON s.site_id = a.site_id AND s.visitor_key = a.visitor_key AND s.started_at > a.max_ts
+            GROUP BY a.site_id, a.visitor_key
+        ),
         touching AS (
             SELECT s.site_id, s.visitor_key, s.started_at, s.ended_at
             FROM affected_in a JOIN sessions s
@@ -279,7 +288,7 @@ def _merge_events(con: duckdb.DuckDBPyConnection, new: pl.DataFrame, site_tz: di
                 AND s.ended_at >= a.min_ts - {gap} AND s.started_at <= a.max_ts + {gap}
             UNION ALL
             SELECT s.site_id, s.visitor_key, s.started_at, s.ended_at
-            FROM previous p JOIN sessions s
+            FROM (SELECT * FROM previous UNION ALL SELECT * FROM following) p JOIN sessions s
                 ON s.site_id = p.site_id AND s.visitor_key = p.visitor_key AND s.started_at = p.started_at
         )
         SELECT a.site_id, a.visitor_key,
