@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import itertools
 from collections.abc import Iterator
-from datetime import UTC, datetime
+from datetime import UTC, date, datetime, timedelta
 from typing import Any
 
 import duckdb
@@ -101,15 +101,89 @@ def test_preaggregates_and_facts_agree(warehouse: duckdb.DuckDBPyConnection, sit
         assert f == p
 
 
-@pytest.mark.parametrize("body", [
-    {"metrics": ["visits", "bounce_rate"], "dimensions": ["page"]},
-    {"metrics": ["visitors"], "filters": [["is", "country", ["DE"]]]},
-    {"metrics": ["visitors"], "date_range": ["2026-03-01T00:30:00Z", "2026-03-02T00:00:00Z"]},
-    {"metrics": ["time_on_page"], "dimensions": ["page"]},
+@pytest.mark.parametrize(("body", "path"), [
+    ({"metrics": ["visits", "bounce_rate"], "dimensions": ["page"]}, "facts"),
+    ({"metrics": ["visitors"], "filters": [["is", "country", ["DE"]]]}, "visits"),
+    ({"metrics": ["visitors"], "dimensions": ["page"], "filters": [["is", "country", ["DE"]]]}, "facts"),
+    ({"metrics": ["visitors"], "filters": [["is", "country", ["DE"]], ["is", "page", ["/"]]]}, "facts"),
+    ({"metrics": ["visitors"], "date_range": ["2026-03-01T00:30:00Z", "2026-03-02T00:00:00Z"]}, "facts"),
+    ({"metrics": ["time_on_page"], "dimensions": ["page"]}, "facts"),
 ])
-def test_planner_falls_back_to_facts_when_preaggregates_do_not_cover(body: dict[str, Any]) -> None:
+def test_planner_falls_back_when_preaggregates_do_not_cover(body: dict[str, Any], path: str) -> None:
     q = parse_query("site-a", "UTC", {"date_range": RANGE, **body}, goals=GOALS, now=NOW)
-    assert plan(q).path == "facts"
+    assert plan(q).path == path
+
+
+VISIT_FILTERS = [
+    [["is_not", "country", ["XX"]]],  # every visit, so every straddling visit counts
+    [["is", "country", ["DE"]]],
+    [["is_not", "device", ["mobile"]], ["contains", "source", ["o"]]],
+]
+#: whole local days, and edges cut through the middle of the day (visits straddle them)
+VISIT_RANGES = [RANGE, ["2026-03-01T12:37:00Z", "2026-03-03T02:11:00Z"], ["2026-03-02T14:07:00Z", "2026-03-02T14:37:00Z"]]
+VISIT_BODIES = [
+    {"metrics": ALL},
+    {"metrics": ["visitors", "views"]},
+    {"metrics": ["visits", "bounce_rate"]},
+    *({"metrics": ALL, "dimensions": [f"time:{g}"]} for g in ("hour", "day", "week", "month")),
+]
+
+
+@pytest.mark.parametrize("site", sorted(SPEC.timezones))
+@pytest.mark.parametrize("date_range", VISIT_RANGES, ids=["days", "cut", "30min"])
+@pytest.mark.parametrize("filters", VISIT_FILTERS, ids=["any-country", "country", "device-source"])
+@pytest.mark.parametrize("body", VISIT_BODIES, ids=lambda b: "-".join(b.get("dimensions", b["metrics"][:2])))
+def test_visit_path_and_facts_agree(warehouse: duckdb.DuckDBPyConnection, site: str, date_range: list[str],
+                                    filters: list[Any], body: dict[str, Any]) -> None:
+    """Under visit-attribute filters, totals and time series come from the visit rows, with only
+    the visits that straddle a bucket boundary or a range edge counted event by event: the numbers
+    equal the fact path's (which joins every event of the range to the matching visits)."""
+    body = {**body, "date_range": date_range, "filters": filters}
+    visits = ask(warehouse, site, body)
+    assert visits.path == "visits", visits.reason
+    facts = ask(warehouse, site, body, force="facts")
+    assert facts.path == "facts"
+    assert visits.rows == facts.rows
+
+
+@pytest.mark.parametrize("site", sorted(SPEC.timezones))
+def test_the_agreement_data_has_visits_straddling_every_kind_of_boundary(
+    warehouse: duckdb.DuckDBPyConnection, site: str
+) -> None:
+    """The visit-path agreement test is only as good as its data: visits that cross a local
+    midnight (in the site's zone), and visits that straddle each edge of the cut range."""
+    tz = SPEC.timezones[site]
+    midnight = warehouse.execute(
+        "SELECT count(*) FROM sessions WHERE site_id = $s"
+        " AND CAST(timezone($tz, started_at) AS DATE) <> CAST(timezone($tz, ended_at) AS DATE)",
+        {"s": site, "tz": tz}).fetchone()
+    assert midnight is not None and midnight[0] > 0
+    for edge in (*VISIT_RANGES[1], *VISIT_RANGES[2]):
+        crossing = warehouse.execute(
+            "SELECT count(*) FROM sessions WHERE site_id = $s AND started_at < $t AND ended_at >= $t",
+            {"s": site, "t": datetime.fromisoformat(edge)}).fetchone()
+        assert crossing is not None and crossing[0] > 0, edge
+
+
+@pytest.mark.parametrize("site", sorted(SPEC.timezones))
+def test_visit_filtered_time_series_equals_truth(warehouse: duckdb.DuckDBPyConnection, traffic: Traffic, site: str) -> None:
+    """country==DE by local day: a visit crossing midnight counts its views, and its visitor, on
+    each day it had an event, and its visit on the day it started."""
+    zone = SPEC.timezones[site]
+    de = traffic.visits.filter((pl.col("site_id") == site) & (pl.col("country") == "DE"))
+    e = _truth_events(traffic, site).join(de.select("visit_id"), on="visit_id", how="semi")
+    day = pl.col("ts").dt.convert_time_zone(zone).dt.date().alias("day")
+    views = dict(e.filter(pl.col("type") == "pageview").group_by(day).len().iter_rows())
+    visitors = dict(e.group_by(day).agg(pl.col("visitor_key").n_unique()).iter_rows())
+    v = _truth_visits(traffic, site).join(de.select("visit_id"), on="visit_id", how="semi")
+    visits = dict(v.group_by(pl.col("started_at").dt.convert_time_zone(zone).dt.date()).len().iter_rows())
+    answer = ask(warehouse, site, {"metrics": ["visitors", "visits", "views"], "dimensions": ["time:day"],
+                                   "date_range": RANGE, "filters": [["is", "country", ["DE"]]]})
+    assert answer.path == "visits"
+    days = [date(2026, 3, 1) + timedelta(days=i) for i in range(4)]
+    assert {*views, *visitors, *visits} <= set(days)
+    assert [(r["time:day"], r["visitors"], r["visits"], r["views"]) for r in answer.rows] == [
+        (d.isoformat(), visitors.get(d, 0), visits.get(d, 0), views.get(d, 0)) for d in days]
 
 
 def _truth_visits(traffic: Traffic, site: str) -> pl.DataFrame:
@@ -244,3 +318,43 @@ def test_filters_and_breakdowns_of_every_kind_answer(warehouse: duckdb.DuckDBPyC
     for body in bodies:
         rows = ask(warehouse, "site-b", {"date_range": RANGE, **body}).rows
         assert rows
+
+
+@pytest.mark.parametrize("site", sorted(SPEC.timezones))
+@pytest.mark.parametrize("date_range", [RANGE, VISIT_RANGES[1]], ids=["days", "cut"])
+@pytest.mark.parametrize("filters", [[], *VISIT_FILTERS, [["is", "country", ["DE"]], ["is", "event", ["Signup"]]]],
+                         ids=["none", "any-country", "country", "device-source", "country-event"])
+def test_event_list_pages_through_the_matching_custom_events(
+    warehouse: duckdb.DuckDBPyConnection, traffic: Traffic, site: str, date_range: list[str], filters: list[Any]
+) -> None:
+    """The raw list, page by page with the cursor, is every custom event of the matching visits in
+    the range, newest first — also when a visit filter bounds what it reads by the newest visits."""
+    from warehouse.query import eventlist
+
+    q = parse_query(site, SPEC.timezones[site], {"date_range": date_range, "filters": filters}, goals=GOALS, now=NOW)
+    seen: list[str] = []
+    cursor = None
+    while True:
+        sql = eventlist.event_list_sql(q, cursor, 3)
+        items, next_cursor = eventlist.shape_page(warehouse.execute(sql.text, sql.params).fetchall(), 3,
+                                                  q.date_range.zone)
+        seen += [i["id"] for i in items]
+        if next_cursor is None:
+            break
+        cursor = eventlist.decode_cursor(next_cursor)
+    visits = traffic.visits.filter(pl.col("site_id") == site)
+    for f in filters:
+        column = pl.col(f[1])
+        if f[1] == "country":
+            visits = visits.filter(column.is_in(f[2]) if f[0] == "is" else column.is_null() | ~column.is_in(f[2]))
+        elif f[1] == "device":
+            visits = visits.filter(~column.is_in(f[2]))
+        elif f[1] == "source":
+            visits = visits.filter(column.str.contains(f[2][0]))
+    e = traffic.events.filter((pl.col("type") == "event") & (pl.col("ts") >= q.date_range.start)
+                              & (pl.col("ts") < q.date_range.end))
+    if any(f[1] == "event" for f in filters):
+        e = e.filter(pl.col("name") == "Signup")
+    e = e.join(visits.select("visit_id"), on="visit_id", how="semi").sort(["ts", "event_id"], descending=True)
+    assert len(seen) > (1 if len(filters) == 2 and filters[1][1] == "event" else 3)  # several pages
+    assert seen == e["event_id"].to_list()

@@ -19,6 +19,7 @@ from warehouse.query.sql import (
     SQL,
     Params,
     event_predicates,
+    has_event_filters,
     has_session_filters,
     session_predicates,
     where,
@@ -45,11 +46,13 @@ def decode_cursor(text: str) -> tuple[datetime, str]:
         raise QueryError("cursor", "not a cursor returned by this endpoint") from None
 
 
-def _filtered(q: Query, p: Params) -> tuple[str, str, str]:
+def _filtered(q: Query, p: Params, since: str | None = None) -> tuple[str, str, str]:
     """(WITH-prefix, `` FROM events e`` with its joins, WHERE) for the custom events of the range
-    matching the filters of ``q``."""
+    matching the filters of ``q``; ``since``, an SQL time, narrows both the events and the visits
+    joined to them."""
     r = q.date_range
-    parts = [f"e.site_id = {p(q.site_id)}", f"e.ts >= {p(r.start)}", f"e.ts < {p(r.end)}",
+    lo = p(r.start) if since is None else since
+    parts = [f"e.site_id = {p(q.site_id)}", f"e.ts >= {lo}", f"e.ts < {p(r.end)}",
              "e.type = 'event'", *event_predicates(q, p, "e")]
     prefix = ""
     source = " FROM events e"
@@ -57,7 +60,7 @@ def _filtered(q: Query, p: Params) -> tuple[str, str, str]:
         prefix = (
             "WITH fs AS (SELECT s.visitor_key, s.started_at, s.ended_at FROM sessions s WHERE "
             + where([f"s.site_id = {p(q.site_id)}", f"s.started_at < {p(r.end)}",
-                     f"s.ended_at >= {p(r.start)}", *session_predicates(q, p, "s")])
+                     f"s.ended_at >= {lo}", *session_predicates(q, p, "s")])
             + ") "
         )
         # A visit's events: its visitor's events from its start to its end (as in facts.py).
@@ -65,10 +68,32 @@ def _filtered(q: Query, p: Params) -> tuple[str, str, str]:
     return prefix, source, where(parts)
 
 
+def _since(q: Query, p: Params, cursor: tuple[datetime, str] | None, n: int) -> str | None:
+    """Under visit-attribute filters only: a time at or after which the page's ``n`` events lie.
+
+    The newest ``n`` matching visits with a custom event that lie wholly inside the range (and
+    before the cursor) hold at least ``n`` qualifying events, all at or after the earliest of their
+    starts; so the page is among the events from then on, and only those (and the visits around
+    them) are read instead of the whole range. Fewer such visits: the range's start. With an
+    event-level filter a visit's custom events need not match, so there is no such bound."""
+    if not has_session_filters(q) or has_event_filters(q):
+        return None
+    r = q.date_range
+    upper = r.end if cursor is None else min(r.end, cursor[0])
+    visits = where([f"s.site_id = {p(q.site_id)}", "s.custom_events > 0", f"s.started_at >= {p(r.start)}",
+                    f"s.ended_at < {p(upper)}", *session_predicates(q, p, "s")])
+    return (f"coalesce((SELECT CASE WHEN count(*) >= {int(n)} THEN min(started_at) END FROM"
+            f" (SELECT s.started_at FROM sessions s WHERE {visits} ORDER BY s.started_at DESC LIMIT {int(n)})),"
+            f" {p(r.start)})")
+
+
 def event_list_sql(q: Query, cursor: tuple[datetime, str] | None, limit: int) -> SQL:
     """One page of custom events (newest first) with their properties as ``props`` (key/value list)."""
     p = Params()
-    prefix, source, cond = _filtered(q, p)
+    since = _since(q, p, cursor, int(limit) + 1)
+    prefix, source, cond = _filtered(q, p, "(SELECT t FROM since)" if since else None)
+    if since:
+        prefix = f"WITH since AS (SELECT {since} AS t), " + prefix.removeprefix("WITH ")
     if cursor is not None:
         ts, eid = p(cursor[0]), p(cursor[1])
         cond += f" AND (e.ts < {ts} OR (e.ts = {ts} AND e.event_id < {eid}))"

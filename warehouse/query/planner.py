@@ -1,4 +1,5 @@
-"""The table decider: pre-aggregates when they hold exactly the answer, fact tables otherwise."""
+"""The table decider: pre-aggregates when they hold exactly the answer; else the visit rows when a
+visit-attribute filter narrows a total or time series; else the fact tables."""
 
 from __future__ import annotations
 
@@ -8,27 +9,34 @@ from warehouse.query.facts import fact_sql
 from warehouse.query.model import Query
 from warehouse.query.preaggregates import coverage, preaggregate_sql
 from warehouse.query.sql import SQL
+from warehouse.query.visits import coverage as visit_coverage
+from warehouse.query.visits import visit_sql
 
-PATHS = ("preaggregate", "facts")
+PATHS = ("preaggregate", "visits", "facts")
 
 
 @dataclass(frozen=True)
 class Plan:
     """Which tables answer a query, the SQL, and why that path was taken."""
 
-    path: str  # "preaggregate" | "facts"
+    path: str  # "preaggregate" | "visits" | "facts"
     sql: SQL
     reason: str
 
 
 def plan(q: Query, force: str | None = None) -> Plan:
-    """Plan ``q``; ``force`` (``"facts"`` or ``"preaggregate"``) pins the path, for tests and
-    benchmarks. Forcing the pre-aggregates for a question they do not cover is a ``ValueError``."""
+    """Plan ``q``; ``force`` (one of ``PATHS``) pins the path, for tests and benchmarks. Forcing a
+    path that does not cover the question is a ``ValueError``."""
     if force not in (None, *PATHS):
         raise ValueError(f"unknown path {force!r}")
     gap = coverage(q)
-    if force == "facts" or (force is None and gap is not None):
-        return Plan("facts", fact_sql(q), gap or "forced")
-    if gap is not None:
-        raise ValueError(f"the pre-aggregates do not cover this query: {gap}")
-    return Plan("preaggregate", preaggregate_sql(q), "covered by pre-aggregates")
+    if force == "preaggregate" or (force is None and gap is None):
+        if gap is not None:
+            raise ValueError(f"the pre-aggregates do not cover this query: {gap}")
+        return Plan("preaggregate", preaggregate_sql(q), "covered by pre-aggregates")
+    visit_gap = visit_coverage(q)
+    if force == "visits" or (force is None and visit_gap is None):
+        if visit_gap is not None:
+            raise ValueError(f"the visit path does not cover this query: {visit_gap}")
+        return Plan("visits", visit_sql(q), "visit-attribute filter: matching visits, boundary visits' events")
+    return Plan("facts", fact_sql(q), gap or "forced")
