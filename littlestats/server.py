@@ -47,7 +47,7 @@ class GunicornServer(BaseApplication):  # type: ignore[misc]
         config = {
             "bind": [f"[{s.host}]:{s.port}" if ":" in s.host else f"{s.host}:{s.port}"],
             "workers": s.workers,
-            "worker_class": "uvicorn_worker.UvicornWorker",
+            "worker_class": "littlestats.worker.Worker",
             "graceful_timeout": 20,
             "timeout": 60,
             "keepalive": 5,
