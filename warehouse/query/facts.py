@@ -95,14 +95,6 @@ def fact_sql(q: Query) -> SQL:
     dims = q.plain_dimensions
     ctes: list[str] = []
 
-    if has_session_filters(q):
-        # Visits overlapping the range that match the visit filters: their events in range count.
-        ctes.append(
-            "fs AS (SELECT s.visitor_key, s.started_at, s.ended_at FROM sessions s WHERE "
-            + where([f"s.site_id = {p(site)}", f"s.started_at < {p(end)}", f"s.ended_at >= {p(start)}",
-                     *session_predicates(q, p, "s")])
-            + ")"
-        )
     ses_where = [f"s.site_id = {p(site)}", f"s.started_at >= {p(start)}", f"s.started_at < {p(end)}",
                  *session_predicates(q, p, "s")]
     if has_event_filters(q):
@@ -138,8 +130,18 @@ def fact_sql(q: Query) -> SQL:
     ev_where = [f"e.site_id = {p(site)}", f"e.ts >= {p(start)}", f"e.ts < {p(end)}",
                 *event_predicates(q, p, "e"), *types]
     if has_session_filters(q):
+        # Visits overlapping the range that match the visit filters: their events in range count.
         # A visit's events are exactly its visitor's events from its start to its end (one
         # visitor's visits never overlap): a join on integers and times, cheaper than on ids.
+        # When only pageviews (or custom events) are counted, visits without any cannot add a
+        # row, so they stay out of the join (fewer visitors pass its filter on the events).
+        having = {"e.type = 'pageview'": "s.pageviews > 0", "e.type = 'event'": "s.custom_events > 0"}
+        ctes.insert(0,
+            "fs AS (SELECT s.visitor_key, s.started_at, s.ended_at FROM sessions s WHERE "
+            + where([f"s.site_id = {p(site)}", f"s.started_at < {p(end)}", f"s.ended_at >= {p(start)}",
+                     *session_predicates(q, p, "s"), *(having[t] for t in types if t in having)])
+            + ")"
+        )
         joins += (" JOIN fs ON fs.visitor_key = e.visitor_key AND e.ts >= fs.started_at"
                   " AND e.ts <= fs.ended_at")
     top = "0 AS top_ms, 0 AS top_n"
