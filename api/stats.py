@@ -236,7 +236,13 @@ class EventsResource:
         except QueryError as exc:
             raise bad_request(exc) from None
         page = eventlist.event_list_sql(q, cursor, size)
-        names, rows = await asyncio.gather(execute(self.services, q), sql_rows(self.services, page.text, page.params))
+
+        async def page_with_props() -> tuple[list[tuple[Any, ...]], list[tuple[Any, ...]]]:
+            rows = await sql_rows(self.services, page.text, page.params)
+            props = eventlist.props_sql(found.id, rows[:size])
+            return rows, (await sql_rows(self.services, props.text, props.params) if props else [])
+
+        names, (rows, props) = await asyncio.gather(execute(self.services, q), page_with_props())
         # The total is the engine's ``events`` metric under the same filters: the sum over the
         # names when they are all listed (every custom event has one name group), else asked.
         if q.offset == 0 and q.search is None and len(names.rows) < q.limit:
@@ -245,7 +251,7 @@ class EventsResource:
             totals = replace(q, metrics=("events",), dimensions=(), order_by=(), offset=0, search=None)
             answer = await execute(self.services, totals)
             total = int(answer.rows[0]["events"]) if answer.rows else 0
-        items, next_cursor = eventlist.shape_page(rows, size, q.date_range.zone)
+        items, next_cursor = eventlist.shape_page(rows, props, size, q.date_range.zone)
         json_response(resp, {
             "siteId": found.id,
             "period": period_of(q),

@@ -336,8 +336,10 @@ def test_event_list_pages_through_the_matching_custom_events(
     cursor = None
     while True:
         sql = eventlist.event_list_sql(q, cursor, 3)
-        items, next_cursor = eventlist.shape_page(warehouse.execute(sql.text, sql.params).fetchall(), 3,
-                                                  q.date_range.zone)
+        rows = warehouse.execute(sql.text, sql.params).fetchall()
+        props = eventlist.props_sql(site, rows[:3])
+        items, next_cursor = eventlist.shape_page(
+            rows, warehouse.execute(props.text, props.params).fetchall() if props else [], 3, q.date_range.zone)
         seen += [i["id"] for i in items]
         if next_cursor is None:
             break

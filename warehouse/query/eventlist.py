@@ -88,7 +88,8 @@ def _since(q: Query, p: Params, cursor: tuple[datetime, str] | None, n: int) -> 
 
 
 def event_list_sql(q: Query, cursor: tuple[datetime, str] | None, limit: int) -> SQL:
-    """One page of custom events (newest first) with their properties as ``props`` (key/value list)."""
+    """One page of custom events (newest first), ``limit + 1`` rows of ``COLUMNS`` (the extra row says
+    there is a next page); their properties come from ``props_sql``."""
     p = Params()
     since = _since(q, p, cursor, int(limit) + 1)
     prefix, source, cond = _filtered(q, p, "(SELECT t FROM since)" if since else None)
@@ -98,35 +99,44 @@ def event_list_sql(q: Query, cursor: tuple[datetime, str] | None, limit: int) ->
         ts, eid = p(cursor[0]), p(cursor[1])
         cond += f" AND (e.ts < {ts} OR (e.ts = {ts} AND e.event_id < {eid}))"
     cols = ", ".join(f"e.{c}" for c in COLUMNS)
-    # The page first, then the properties of just those events (within the page's time span, so
-    # zone maps skip the rest of event_props).
     # Top-N on the sort keys only, then the other columns for just those rows (late
     # materialization: reading every column of every matching event costs more than the sort).
     site = p(q.site_id)
-    with_page = (
-        f"{prefix.rstrip() + ', ' if prefix else 'WITH '}keys AS (SELECT e.ts, e.event_id{source}"
-        f" WHERE {cond} ORDER BY e.ts DESC, e.event_id DESC LIMIT {int(limit) + 1}),"
-        f" page AS (SELECT {cols} FROM events e WHERE e.site_id = {site}"
-        " AND e.ts >= (SELECT min(ts) FROM keys) AND e.ts <= (SELECT max(ts) FROM keys)"
-        " AND e.event_id IN (SELECT event_id FROM keys)),"
-        " props AS (SELECT pr.event_id, list({'key': pr.key, 'value': pr.value} ORDER BY pr.key) AS props"
-        f" FROM event_props pr WHERE pr.site_id = {site}"
-        " AND pr.ts >= (SELECT min(ts) FROM page) AND pr.ts <= (SELECT max(ts) FROM page)"
-        " AND pr.event_id IN (SELECT event_id FROM page) GROUP BY pr.event_id)"
-    )
-    out_cols = ", ".join(f"page.{c}" for c in COLUMNS)
     text = (
-        f"{with_page} SELECT {out_cols}, props.props FROM page LEFT JOIN props ON props.event_id = page.event_id"
-        " ORDER BY page.ts DESC, page.event_id DESC"
+        f"{prefix.rstrip() + ', ' if prefix else 'WITH '}keys AS (SELECT e.ts, e.event_id{source}"
+        f" WHERE {cond} ORDER BY e.ts DESC, e.event_id DESC LIMIT {int(limit) + 1})"
+        f" SELECT {cols} FROM events e WHERE e.site_id = {site}"
+        " AND e.ts >= (SELECT min(ts) FROM keys) AND e.ts <= (SELECT max(ts) FROM keys)"
+        " AND e.event_id IN (SELECT event_id FROM keys) ORDER BY e.ts DESC, e.event_id DESC"
     )
     return SQL(text, p.values)
 
 
-def shape_page(rows: list[tuple[Any, ...]], limit: int, tz: Any) -> tuple[list[dict[str, Any]], str | None]:
-    """Rows of ``event_list_sql`` as API objects, and the cursor of the next page (or ``None``)."""
+def props_sql(site_id: str, rows: list[tuple[Any, ...]]) -> SQL | None:
+    """The properties (``event_id, props`` as a key/value list) of a page of ``event_list_sql``
+    rows; ``None`` for an empty page. A statement of its own so the page's time span reaches the
+    scan as constants, and zone maps skip the rest of ``event_props``."""
+    if not rows:
+        return None
+    ids = [r[0] for r in rows]
+    times = [r[1] for r in rows]
+    return SQL(
+        "SELECT pr.event_id, list({'key': pr.key, 'value': pr.value} ORDER BY pr.key) AS props"
+        " FROM event_props pr WHERE pr.site_id = $site AND pr.ts >= $lo AND pr.ts <= $hi"
+        " AND list_contains($ids, pr.event_id) GROUP BY pr.event_id",
+        {"site": site_id, "lo": min(times), "hi": max(times), "ids": ids},
+    )
+
+
+def shape_page(
+    rows: list[tuple[Any, ...]], props: list[tuple[Any, ...]], limit: int, tz: Any
+) -> tuple[list[dict[str, Any]], str | None]:
+    """Rows of ``event_list_sql`` and of ``props_sql`` as API objects, and the cursor of the next
+    page (or ``None``)."""
+    by_event = {event_id: kvs for event_id, kvs in props}
     items = []
     for row in rows[:limit]:
-        d = dict(zip((*COLUMNS, "props"), row, strict=True))
+        d = dict(zip(COLUMNS, row, strict=True))
         items.append({
             "id": d["event_id"],
             "timestamp": d["ts"].astimezone(tz).isoformat(),
@@ -139,7 +149,7 @@ def shape_page(rows: list[tuple[Any, ...]], limit: int, tz: Any) -> tuple[list[d
             "device": d["device"],
             "browser": d["browser"],
             "os": d["os"],
-            "props": {kv["key"]: kv["value"] for kv in (d["props"] or [])},
+            "props": {kv["key"]: kv["value"] for kv in (by_event.get(d["event_id"]) or [])},
         })
     next_cursor = None
     if len(rows) > limit and rows:
