@@ -6,6 +6,7 @@ paths, ...) is the enrichment pipeline's business, not this module's.
 
 from __future__ import annotations
 
+import functools
 import math
 from dataclasses import dataclass, field
 from typing import Any
@@ -30,6 +31,11 @@ class Limits:
     max_prop_key_length: int = 64
     max_prop_value_length: int = 500
     max_string_length: int = 2000
+
+    @functools.cached_property
+    def string_fields(self) -> tuple[tuple[str, int], ...]:
+        """(wire name, maximum length) of each optional string field, in ``Beacon``'s order."""
+        return tuple((key, limit or self.max_string_length) for key, _, limit in STRING_FIELDS)
 
 
 @dataclass(slots=True)
@@ -161,6 +167,7 @@ def parse_props(data: Any, limits: Limits, what: str = "data") -> dict[str, str 
 
 
 # Optional string fields: wire name → (Beacon attribute, maximum length; 0 = max_string_length).
+# In Beacon's field order: they follow `type` and `url`.
 STRING_FIELDS = (
     ("website", "website", 200),
     ("referrer", "referrer", 0),
@@ -171,32 +178,37 @@ STRING_FIELDS = (
     ("userAgent", "user_agent", 1000),
     ("visitorId", "visitor_id", 128),
 )
+_KNOWN_TYPES = frozenset(EVENT_TYPES)
 
 
 def parse_event(raw: Any, limits: Limits, batch: bool) -> Beacon:
-    if not isinstance(raw, dict):
+    # On the request path for every event: one pass over the optional strings, the common case
+    # (absent, or a short clean string) checked inline; `_string` only words the error.
+    if type(raw) is not dict:
         raise BeaconError("an event must be a JSON object")
-    kind = raw.get("type", "pageview")
+    kind = raw.get("type")
     if kind is None:
         kind = "pageview"
-    if not isinstance(kind, str) or kind not in EVENT_TYPES:
+    elif type(kind) is not str or kind not in _KNOWN_TYPES:
         raise BeaconError(f"'type' must be one of {', '.join(EVENT_TYPES)}")
     n = limits.max_string_length
-    url = _string(raw, "url", n, required=kind != "identify") or "/"
-    beacon = Beacon(type=kind, url=url)
-    for key, attr, limit in STRING_FIELDS:
+    url = raw.get("url")
+    if type(url) is not str or len(url) > n or "\x00" in url:
+        url = _string(raw, "url", n, required=kind != "identify")
+    strings: list[str | None] = []
+    for key, limit in limits.string_fields:
         value = raw.get(key)
-        if value is None:
-            continue
-        if type(value) is not str or len(value) > (limit or n) or "\x00" in value:
-            _string(raw, key, limit or n)  # raises the error that names the problem
-        setattr(beacon, attr, value)
+        if value is not None and (type(value) is not str or len(value) > limit or "\x00" in value):
+            _string(raw, key, limit)  # raises the error that names the problem
+        strings.append(value)
+    website, referrer, title, screen, language, timezone, user_agent, visitor_id = strings
+    beacon = Beacon(kind, url or "/", website, referrer, title, screen, language, timezone, user_agent, visitor_id)
     if kind == "event":
         name = _string(raw, "name", 200, required=True)
         if not (name or "").strip():
             raise BeaconError("'name' must not be empty for a custom event")
         beacon.name = name
-    if kind == "identify":
+    elif kind == "identify":
         beacon.user_id = _string(raw, "id", 256, required=True)
     if "engagementTime" in raw:
         engagement = _number(raw, "engagementTime")
@@ -208,9 +220,10 @@ def parse_event(raw: Any, limits: Limits, batch: bool) -> Beacon:
         ts = _number(raw, "ts")
         beacon.ts = int(ts) if ts is not None else None
     cache = raw.get("cache")
-    if cache is not None and not isinstance(cache, dict):
-        raise BeaconError("'cache' must be an object")
-    beacon.cache = cache
+    if cache is not None:
+        if type(cache) is not dict:
+            raise BeaconError("'cache' must be an object")
+        beacon.cache = cache
     if "data" in raw:
         beacon.props = parse_props(raw["data"], limits)
     return beacon

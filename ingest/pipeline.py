@@ -60,6 +60,9 @@ class RequestContext:
     # What REQUEST_STEPS found: the fields every event of the request starts from, or the drop
     # that applies to all of them (set by the first Pipeline.run of the request).
     shared: dict[str, Any] | Drop | None = None
+    # Why the request's own user agent is not counted (bot, headless), if it is not; its browser,
+    # OS and device fields are in `shared` otherwise (set by `read_user_agent`).
+    user_agent_drop: Drop | None = None
 
 
 Event = dict[str, Any]
@@ -107,6 +110,19 @@ def put_geolocation(ctx: RequestContext, event: Event, lookup: CountryLookup, co
     return None
 
 
+def read_user_agent(ctx: RequestContext, event: Event) -> Drop | None:
+    """The request's browser, OS and device, for every event that does not name its own user agent.
+
+    Never drops here: an event with its own ``userAgent`` is judged by that one (``drop_bots``).
+    """
+    fields = user_agent_fields(ctx.user_agent)
+    if isinstance(fields, Drop):
+        ctx.user_agent_drop = fields
+    else:
+        event.update(fields)
+    return None
+
+
 # --- event steps: once per event ------------------------------------------------------------
 
 
@@ -123,7 +139,9 @@ def user_agent_fields(user_agent: str) -> Event | Drop:
 
 
 def drop_bots(beacon: Beacon, ctx: RequestContext, event: Event) -> Drop | None:
-    fields = user_agent_fields(beacon.user_agent or ctx.user_agent)
+    if not beacon.user_agent:  # the request's user agent, read once per request
+        return ctx.user_agent_drop
+    fields = user_agent_fields(beacon.user_agent)
     if isinstance(fields, Drop):
         return fields
     event.update(fields)
@@ -259,9 +277,10 @@ class Pipeline:
             ("drop_do_not_track", drop_do_not_track),
             ("drop_excluded_ip", drop_excluded_ip),
             ("put_geolocation", lambda ctx, e: put_geolocation(ctx, e, countries, country_header)),
+            ("read_user_agent", read_user_agent),
         ]
         self.event_steps: list[tuple[str, EventStep]] = [
-            ("drop_bots", drop_bots),  # also puts browser, OS and device
+            ("drop_bots", drop_bots),  # an event's own user agent: puts browser, OS and device
             ("put_url", put_url),  # drops hostnames not allowed and excluded paths
             ("put_utm", put_utm),
             ("put_referrer", put_referrer),

@@ -7,6 +7,7 @@ write-ahead-log segment, its own control-plane connection, its own caches.
 
 from __future__ import annotations
 
+import gc
 import logging
 import os
 import threading
@@ -165,6 +166,13 @@ class LittleStatsApp:
         self.services = Services.start(self.settings)
         self.add_routes(self.services)
         self._schedule_housekeeping()
+        # What start-up built (parser rules, routes, modules) lives as long as the worker: keep it
+        # out of the cyclic collector's scans. A request's garbage is freed by reference counting,
+        # so the young generation is collected every 10,000 allocations rather than 700; the
+        # collector was ~10 % of a busy ingest worker's CPU.
+        gc.collect()
+        gc.freeze()
+        gc.set_threshold(10_000, 10, 10)
 
     def shutdown(self) -> None:
         if self._timer is not None:

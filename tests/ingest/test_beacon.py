@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import orjson
 import pytest
 
 from ingest.beacon import Beacon, BeaconError, Limits, parse_body
@@ -69,3 +70,13 @@ def test_properties_keep_their_types() -> None:
     assert isinstance(beacon, Beacon)
     assert beacon.props == {"s": "x", "n": 2.0, "f": 1.5, "b": False}
     assert isinstance(beacon.props["b"], bool)
+
+
+def test_every_optional_string_lands_in_its_own_field() -> None:
+    from ingest.beacon import STRING_FIELDS
+
+    raw = {wire: f"value of {wire}" for wire, _, _ in STRING_FIELDS}
+    beacon = parse_body(orjson.dumps({"url": "/p", **raw}), LIMITS).events[0]
+    assert isinstance(beacon, Beacon) and beacon.url == "/p"
+    for wire, attr, _ in STRING_FIELDS:
+        assert getattr(beacon, attr) == f"value of {wire}"
