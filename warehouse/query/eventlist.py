@@ -99,15 +99,19 @@ def event_list_sql(q: Query, cursor: tuple[datetime, str] | None, limit: int) ->
         ts, eid = p(cursor[0]), p(cursor[1])
         cond += f" AND (e.ts < {ts} OR (e.ts = {ts} AND e.event_id < {eid}))"
     cols = ", ".join(f"e.{c}" for c in COLUMNS)
-    # Top-N on the sort keys only, then the other columns for just those rows (late
-    # materialization: reading every column of every matching event costs more than the sort).
+    order = f" ORDER BY e.ts DESC, e.event_id DESC LIMIT {int(limit) + 1}"
+    if not q.filters:
+        # A plain top-N: DuckDB narrows the scan to the newest events as it goes and reads the
+        # other columns of only the rows it keeps.
+        return SQL(f"SELECT {cols}{source} WHERE {cond}{order}", p.values)
+    # Filtered (joins, predicates the scan cannot narrow by): top-N on the sort keys only, then the
+    # other columns for just those rows; reading every column of every match costs more.
     site = p(q.site_id)
     text = (
         f"{prefix.rstrip() + ', ' if prefix else 'WITH '}keys AS (SELECT e.ts, e.event_id{source}"
-        f" WHERE {cond} ORDER BY e.ts DESC, e.event_id DESC LIMIT {int(limit) + 1})"
-        f" SELECT {cols} FROM events e WHERE e.site_id = {site}"
+        f" WHERE {cond}{order}) SELECT {cols} FROM events e WHERE e.site_id = {site}"
         " AND e.ts >= (SELECT min(ts) FROM keys) AND e.ts <= (SELECT max(ts) FROM keys)"
-        " AND e.event_id IN (SELECT event_id FROM keys) ORDER BY e.ts DESC, e.event_id DESC"
+        f" AND e.event_id IN (SELECT event_id FROM keys){order}"
     )
     return SQL(text, p.values)
 
