@@ -56,6 +56,9 @@ class Settings:
     # DuckDB limits for the warehouse process (it spills to disk beyond the memory limit).
     warehouse_memory_limit: str = "2GB"
     warehouse_threads: int = 0  # 0 = one per core
+    # DuckDB writes its write-ahead log into the database file once the log is this big. Rarer
+    # checkpoints rewrite the busy row groups (recent hours and days) once for many loads.
+    warehouse_checkpoint_threshold: str = "256MB"
     # Default retention for new sites; pre-aggregates are kept this long (0 = forever).
     default_retention_days: int = 0
     rollup_retention_days: int = 0

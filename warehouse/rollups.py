@@ -23,6 +23,8 @@ from datetime import date, datetime, timedelta
 import duckdb
 import polars as pl
 
+from warehouse.query.model import DateRange
+from warehouse.query.sql import Params, bucket
 from warehouse.tables import (
     DAILY_EVENT_VISITORS,
     DAILY_PAGE_VISITORS,
@@ -164,12 +166,12 @@ FROM (
 GROUP BY site_id, hour, event_name, key, value
 """
 
-def _day_rows(table: str, ts: str) -> str:
-    """Rows of ``events`` or ``sessions`` (time column ``ts``) on the affected visitor-days, with
-    their site-local date."""
+def _day_rows(table: str, ts: str, columns: str = "t.*") -> str:
+    """``columns`` of the ``events`` or ``sessions`` rows (time column ``ts``) on the affected
+    visitor-days, with their site-local date (``{local_date}`` stands for its expression)."""
     return f"""
     SELECT * FROM (
-        SELECT t.*, timezone(z.tz, t.{ts})::DATE AS local_date
+        SELECT {columns}, {{local_date}} AS local_date
         FROM {table} t SEMI JOIN affected_visitors v
             ON t.site_id = v.site_id AND t.visitor_key = v.visitor_key
         JOIN site_tz z ON t.site_id = z.site_id
@@ -179,7 +181,20 @@ def _day_rows(table: str, ts: str) -> str:
 """  # noqa: S608
 
 
-_DAY_EVENTS = _day_rows("events", "ts")
+# The events of the affected visitor-days are read once (``day_events``) for the three tables
+# built from events.
+_DAY_EVENTS_SQL = "CREATE OR REPLACE TEMP TABLE day_events AS" + _day_rows(
+    "events", "ts", "t.site_id, t.visitor_key, t.type, t.pathname, t.name")
+
+
+def _local_date(ts: str, zones: list[str], lo: datetime, hi: datetime, p: Params) -> str:
+    """The site-local date of ``ts`` (a row joined with ``site_tz z``) between ``lo`` and ``hi``:
+    offset arithmetic per zone (``warehouse.query.sql.bucket``), far cheaper than ``timezone()``."""
+    days = {zone: bucket("day", ts, p, zone, DateRange(lo, hi, zone)) for zone in zones}
+    if len(days) == 1:
+        return next(iter(days.values()))
+    return "CASE z.tz " + " ".join(f"WHEN {p(zone)} THEN {day}" for zone, day in days.items()) + " END"
+
 
 _SESSION_DIM_COLUMNS = [
     c.name for c in DAILY_SESSION_VISITORS.columns
@@ -207,18 +222,18 @@ class _VisitorTable:
 
 
 _VISITOR_TABLES = (
-    _VisitorTable(DAILY_VISITORS, f"""
+    _VisitorTable(DAILY_VISITORS, """
         SELECT site_id, local_date, visitor_key, count(*) FILTER (WHERE type = 'pageview'), count(*)
-        FROM ({_DAY_EVENTS}) GROUP BY site_id, local_date, visitor_key
-    """, (("total", None, "prev_date"),)),  # noqa: S608
-    _VisitorTable(DAILY_PAGE_VISITORS, f"""
+        FROM day_events GROUP BY site_id, local_date, visitor_key
+    """, (("total", None, "prev_date"),)),
+    _VisitorTable(DAILY_PAGE_VISITORS, """
         SELECT site_id, local_date, pathname, visitor_key, count(*)
-        FROM ({_DAY_EVENTS}) WHERE type = 'pageview' GROUP BY site_id, local_date, pathname, visitor_key
-    """, (("page", "pathname", "prev_date"),)),  # noqa: S608
-    _VisitorTable(DAILY_EVENT_VISITORS, f"""
+        FROM day_events WHERE type = 'pageview' GROUP BY site_id, local_date, pathname, visitor_key
+    """, (("page", "pathname", "prev_date"),)),
+    _VisitorTable(DAILY_EVENT_VISITORS, """
         SELECT site_id, local_date, name, visitor_key, count(*)
-        FROM ({_DAY_EVENTS}) WHERE type = 'event' GROUP BY site_id, local_date, name, visitor_key
-    """, (("event", "event_name", "prev_date"),)),  # noqa: S608
+        FROM day_events WHERE type = 'event' GROUP BY site_id, local_date, name, visitor_key
+    """, (("event", "event_name", "prev_date"),)),
     _VisitorTable(DAILY_SESSION_VISITORS, f"""
         SELECT site_id, local_date, visitor_key, {", ".join(_SESSION_DIM_COLUMNS)}, count(*)
         FROM ({_day_rows("sessions", "started_at")})
@@ -257,6 +272,12 @@ def _contributions(spec: _VisitorTable, relation: str, sign: int, where: str = "
         f" WHERE {where} AND {prev} IS DISTINCT FROM local_date"
         for dim, col, prev in spec.dims
     )
+
+
+def _add_to_count_delta(spec: _VisitorTable, relation: str, sign: int, where: str = "true") -> str:
+    """``INSERT INTO count_delta`` of ``_contributions``, summed per row of the counts."""
+    return ("INSERT INTO count_delta SELECT site_id, dimension, value, local_date, prev_date, sum(n)"  # noqa: S608
+            f" FROM ({_contributions(spec, relation, sign, where)}) GROUP BY ALL")
 
 
 def with_prev_dates(fresh: pl.DataFrame, history: pl.DataFrame, spec: _VisitorTable) -> pl.DataFrame:
@@ -311,20 +332,6 @@ def with_prev_dates(fresh: pl.DataFrame, history: pl.DataFrame, spec: _VisitorTa
     return out.select(spec.table.column_names)
 
 
-def _contribution_frame(rows: pl.DataFrame, spec: _VisitorTable) -> pl.DataFrame:
-    """What ``rows`` (with prev dates) add to ``daily_visitor_counts``, like ``_contributions``."""
-    parts = []
-    for dim, col, prev in spec.dims:
-        counted = rows.filter(pl.col(prev).is_null() | (pl.col(prev) != pl.col("local_date")))
-        value = pl.col(col).cast(pl.String) if col else pl.lit("", pl.String)
-        parts.append(
-            counted.group_by("site_id", value.alias("value"), "local_date", pl.col(prev).alias("prev_date"))
-            .agg(pl.len().cast(pl.Int64).alias("n"))
-            .select("site_id", pl.lit(dim).alias("dimension"), "value", "local_date", "prev_date", "n")
-        )
-    return pl.concat(parts)
-
-
 def rebuild_days(con: duckdb.DuckDBPyConnection, lo: datetime, hi: datetime) -> None:
     """Rebuild the per-visitor ``daily_*`` tables for the visitor-days in ``affected_days`` and
     bring ``daily_visitor_counts`` up to date with them.
@@ -347,9 +354,19 @@ def rebuild_days(con: duckdb.DuckDBPyConnection, lo: datetime, hi: datetime) -> 
     first = con.execute("SELECT min(from_date) FROM affected_visitors").fetchall()[0][0]
     if first is None:
         return
-    params = {"lo": lo, "hi": hi}
+    zones = [row[0] for row in con.execute(
+        "SELECT DISTINCT z.tz FROM site_tz z SEMI JOIN affected_visitors v ON z.site_id = v.site_id"
+    ).fetchall()]
+    p = Params()
+    local_event_date = _local_date("t.ts", zones, lo, hi, p)
+    con.execute(_DAY_EVENTS_SQL.replace("{local_date}", local_event_date), {"lo": lo, "hi": hi, **p.values})
+    p = Params()
+    local_session_date = _local_date("t.started_at", zones, lo, hi, p)
+    session_params = {"lo": lo, "hi": hi, **p.values}
     for spec in _VISITOR_TABLES:
         name = spec.table.name
+        rows_sql = spec.rows_sql.replace("{local_date}", local_session_date)
+        params = session_params if rows_sql != spec.rows_sql else None
         plain = ", ".join(f"i.{c}" for c in spec.plain_columns)
         # Every stored row of the affected visitors (one scan): from the first affected day on
         # they are replaced, before it they are the history the new prev dates come from.
@@ -357,7 +374,7 @@ def rebuild_days(con: duckdb.DuckDBPyConnection, lo: datetime, hi: datetime) -> 
             f"CREATE OR REPLACE TEMP TABLE visitor_rows AS SELECT t.*, t.local_date >= v.from_date AS impacted"  # noqa: S608
             f" FROM {name} t JOIN affected_visitors v ON t.site_id = v.site_id AND t.visitor_key = v.visitor_key"
         )
-        con.execute(f"INSERT INTO count_delta {_contributions(spec, 'visitor_rows', -1, 'impacted')}")
+        con.execute(_add_to_count_delta(spec, "visitor_rows", -1, "impacted"))
         con.execute(
             f"DELETE FROM {name} t USING affected_visitors v"  # noqa: S608
             " WHERE t.site_id = v.site_id AND t.visitor_key = v.visitor_key AND t.local_date >= v.from_date"
@@ -365,7 +382,7 @@ def rebuild_days(con: duckdb.DuckDBPyConnection, lo: datetime, hi: datetime) -> 
             {"first": first},
         )
         fresh = con.sql(
-            f"{spec.rows_sql} UNION ALL SELECT {plain} FROM visitor_rows i ANTI JOIN affected_days a"  # noqa: S608
+            f"{rows_sql} UNION ALL SELECT {plain} FROM visitor_rows i ANTI JOIN affected_days a"  # noqa: S608
             " ON i.site_id = a.site_id AND i.visitor_key = a.visitor_key AND i.local_date = a.local_date"
             " WHERE i.impacted",
             params=params,
@@ -379,13 +396,11 @@ def rebuild_days(con: duckdb.DuckDBPyConnection, lo: datetime, hi: datetime) -> 
         ).pl()
         fresh = with_prev_dates(fresh, history, spec)
         con.register("fresh_in", fresh.to_arrow())
-        con.register("delta_in", _contribution_frame(fresh, spec).to_arrow())
         try:
             con.execute(f"INSERT INTO {name} SELECT * FROM fresh_in")  # noqa: S608
-            con.execute("INSERT INTO count_delta SELECT * FROM delta_in")
+            con.execute(_add_to_count_delta(spec, "fresh_in", 1))
         finally:
             con.unregister("fresh_in")
-            con.unregister("delta_in")
     _apply_count_delta(con)
 
 

@@ -59,7 +59,8 @@ class Warehouse:
     def __init__(self, settings: Settings) -> None:
         self.settings = settings
         self.con = connect(settings.warehouse_db, threads=settings.warehouse_threads or None,
-                           memory_limit=settings.warehouse_memory_limit or None)
+                           memory_limit=settings.warehouse_memory_limit or None,
+                           checkpoint_threshold=settings.warehouse_checkpoint_threshold or None)
         self.writer = self.con.cursor()
         self.write_lock = threading.Lock()
         self._cursor_lock = threading.Lock()

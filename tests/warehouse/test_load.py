@@ -260,3 +260,24 @@ def test_visitor_days_follow_the_site_time_zone(tmp_path: Path) -> None:
     write_events(tmp_path / "raw", "1", raw_event("a", T))
     load_pending(con, tmp_path / "raw", {"s1": "Europe/Berlin"})
     assert con.execute("SELECT local_date::VARCHAR FROM daily_visitors").fetchall() == [("2026-05-02",)]
+
+
+def test_visitor_days_across_daylight_saving_changes_in_several_zones(tmp_path: Path) -> None:
+    # One load, two sites in zones that change their offset on different days inside it: each
+    # event's day is the local day DuckDB's own time-zone conversion gives.
+    zones = {"s1": "Europe/Berlin", "s2": "America/New_York"}
+    moments = [datetime(2026, 3, 7, 23, 30, tzinfo=UTC) + timedelta(hours=h) for h in range(0, 24 * 24, 5)]
+    for site, zone in zones.items():
+        for i, ts in enumerate(moments):
+            # a new visitor every event: every event is its own visitor-day
+            write_events(tmp_path / "raw", f"{site}-{i}",
+                         raw_event(f"{site}-{i}", ts, site_id=site, visitor_key=1000 + i), site_id=site)
+    con = connect(tmp_path / "w.duckdb")
+    load_pending(con, tmp_path / "raw", zones)
+    got = con.execute("SELECT site_id, visitor_key, local_date FROM daily_visitors ORDER BY ALL").fetchall()
+    want = con.execute(
+        "SELECT e.site_id, e.visitor_key, timezone(z.tz, e.ts)::DATE FROM events e"
+        " JOIN (SELECT unnest($sites) AS site_id, unnest($zones) AS tz) z USING (site_id) ORDER BY ALL",
+        {"sites": list(zones), "zones": list(zones.values())},
+    ).fetchall()
+    assert got == want and len(got) == 2 * len(moments)
