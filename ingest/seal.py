@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import contextlib
 import logging
+import operator
 import os
 from collections import defaultdict
 from dataclasses import dataclass
@@ -27,6 +28,7 @@ from ingest.wal import ACTIVE_SUFFIX, fsync_dir, read_records, sealable_segments
 log = logging.getLogger(__name__)
 
 TS_COLUMNS = ("ts", "received_at")
+MS_PER_HOUR = 3_600_000
 
 
 @dataclass(frozen=True)
@@ -41,17 +43,37 @@ def partition_dir(raw_dir: Path, site_id: str, ts_ms: int) -> Path:
     return raw_dir / f"site_id={site_id}" / f"date={when:%Y-%m-%d}" / f"hour={when:%H}"
 
 
-def events_to_table(events: list[dict]) -> pa.Table:
-    """Decoded WAL events (timestamps as epoch ms) as a table of the raw event schema."""
-    columns = {name: [e.get(name) for e in events] for name in COLUMN_NAMES}
+# An event's values in the schema's column order. Taken from each record as soon as it is decoded,
+# while its dict is in the CPU cache: pulling one column at a time out of 20,000 dicts missed the
+# cache on nearly every lookup, and cost ten times the decoding.
+_row_of = operator.itemgetter(*COLUMN_NAMES)
+_SITE, _TS, _EVENT_ID = (COLUMN_NAMES.index(name) for name in ("site_id", "ts", "event_id"))
+_sort_key = operator.itemgetter(_TS, _EVENT_ID)
+
+
+def event_row(event: dict) -> tuple:
+    """A decoded WAL event as a row of the raw event schema (a column it lacks is null)."""
+    try:
+        return _row_of(event)
+    except KeyError:
+        return tuple(event.get(name) for name in COLUMN_NAMES)
+
+
+def rows_to_table(rows: list[tuple]) -> pa.Table:
+    """Rows (``event_row``, timestamps as epoch ms) as a table of the raw event schema."""
+    columns = list(zip(*rows, strict=True)) if rows else [() for _ in COLUMN_NAMES]
     arrays = []
-    for field in RAW_EVENT_SCHEMA:
-        values = columns[field.name]
+    for field, values in zip(RAW_EVENT_SCHEMA, columns, strict=True):
         if field.name in TS_COLUMNS:
             arrays.append(pa.array(values, type=pa.int64()).cast(field.type))
         else:
             arrays.append(pa.array(values, type=field.type))
     return pa.Table.from_arrays(arrays, schema=RAW_EVENT_SCHEMA)
+
+
+def events_to_table(events: list[dict]) -> pa.Table:
+    """Decoded WAL events (timestamps as epoch ms) as a table of the raw event schema."""
+    return rows_to_table([event_row(e) for e in events])
 
 
 def write_parquet_atomic(table: pa.Table, path: Path) -> None:
@@ -88,9 +110,9 @@ def seal_segment(path: Path, raw_dir: Path) -> SealResult | None:
             return None  # sealed by someone else between our listing and our lock
         segment_id = path.name.rsplit(".", 1)[0]
         count = 0
-        chunk: list[dict] = []
+        chunk: list[tuple] = []
         for payload in read_records(path):
-            chunk.append(orjson.loads(payload))
+            chunk.append(event_row(orjson.loads(payload)))
             if len(chunk) >= SEAL_CHUNK:
                 _write_chunk(chunk, raw_dir, segment_id, writers)
                 count += len(chunk)
@@ -121,20 +143,23 @@ def seal_segment(path: Path, raw_dir: Path) -> SealResult | None:
 
 
 def _write_chunk(
-    chunk: list[dict], raw_dir: Path, segment_id: str,
+    chunk: list[tuple], raw_dir: Path, segment_id: str,
     writers: dict[Path, tuple[Path, pq.ParquetWriter]],
 ) -> None:
-    groups: dict[Path, list[dict]] = defaultdict(list)
-    for event in chunk:
-        groups[partition_dir(raw_dir, event["site_id"], event["ts"])].append(event)
-    for directory, group in groups.items():
-        group.sort(key=lambda e: (e["ts"], e["event_id"]))
+    # Grouped by site and UTC hour number first: building the partition's path for every event
+    # cost more than decoding it.
+    groups: dict[tuple[str, int], list[tuple]] = defaultdict(list)
+    for row in chunk:
+        groups[(row[_SITE], row[_TS] // MS_PER_HOUR)].append(row)
+    for (site_id, hour), group in groups.items():
+        directory = partition_dir(raw_dir, site_id, hour * MS_PER_HOUR)
+        group.sort(key=_sort_key)
         target = directory / f"part-{segment_id}.parquet"
         if target not in writers:
             directory.mkdir(parents=True, exist_ok=True)
             tmp = target.with_name(f".{target.name}.tmp-{os.getpid()}")
             writers[target] = (tmp, pq.ParquetWriter(tmp, RAW_EVENT_SCHEMA, compression="zstd"))
-        writers[target][1].write_table(events_to_table(group), row_group_size=128 * 1024)
+        writers[target][1].write_table(rows_to_table(group), row_group_size=128 * 1024)
 
 
 def _fsync_file(path: Path) -> None:
