@@ -31,6 +31,7 @@ from api.stream import (
     LiveHub,
     Subscriber,
     close_quietly,
+    limit_websocket_buffer,
     quiet_drops,
 )
 from littlestats.controlplane import Site
@@ -183,6 +184,7 @@ class RealtimeResource:
         with _service_errors():
             initial = await hub.open(sub, req.get_param("lastEventId"))
         await ws.accept()
+        limit_websocket_buffer(asyncio.current_task())
         sender = asyncio.get_running_loop().create_task(self._send(ws, sub, initial))
         sub.task = sender
         try:

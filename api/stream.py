@@ -22,6 +22,7 @@ import asyncio
 import contextlib
 import logging
 import signal
+import socket
 import time
 from collections import deque
 from collections.abc import AsyncIterator, Iterable
@@ -39,6 +40,14 @@ log = logging.getLogger(__name__)
 
 DROP_REASON = "littlestats: slow real-time client dropped"
 SSE_RETRY_MS = 3000
+# Kernel send buffer of a real-time connection: a few flushes of a busy site. (Left to itself the
+# kernel grows it to megabytes per connection, and a client that stopped reading would be noticed
+# only once those were full.)
+SSE_SEND_BUFFER = 64 * 1024
+# At most this many ``event`` messages per subscriber per flush (and per resumption): when a site
+# is busier, the newest ones go, after one ``skipped`` message that counts the others. A dashboard
+# cannot show more than a few dozen events a second; the stats stay exact.
+MAX_EVENTS_PER_FLUSH = 20
 
 CLIENTS_DROPPED = Counter(
     "littlestats_realtime_clients_dropped_total",
@@ -122,7 +131,14 @@ class SSEChunk(SSEvent):
 
 
 class Subscriber:
-    """One client. ``transport`` is ``sse`` (queue of bytes) or ``ws`` (queue of JSON texts)."""
+    """One client. ``transport`` is ``sse`` (queue of bytes) or ``ws`` (queue of JSON texts).
+
+    An SSE subscriber served by uvicorn is written *directly*: once its first chunk is out, what
+    the hub offers it goes straight to its connection's transport (HTTP chunk framing done here,
+    once per group and flush), with no queue, no task wake-up and no ASGI message per write; its
+    response task only waits for the stream to end. Its queue is then the transport's buffer.
+    Anything else (WebSocket, another server) takes its items from the queue in its own task.
+    """
 
     def __init__(self, hub: Fanout, site_id: str, flt: EventFilter, transport: str) -> None:
         self.hub = hub
@@ -137,16 +153,31 @@ class Subscriber:
         self.waiting = False
         self.last_take = time.monotonic()
         self.task: asyncio.Task[Any] | None = None  # cancelled when dropped while stuck sending
+        self.direct: Any = None  # the connection's transport, once written directly
+        self.chunked = True
 
     def offer(self, item: Any, size: int) -> bool:
         if self.closed:
             return False
+        if self.direct is not None:
+            if self.direct.is_closing():
+                return True  # gone; the hub's beat unsubscribes it
+            if self.direct.get_write_buffer_size() + size > self.hub.max_queue_bytes:
+                return False
+            self.direct.write(self.hub.http_chunk(item) if self.chunked else item)
+            return True
         if len(self.queue) >= self.hub.max_queue or self.queued_bytes + size > self.hub.max_queue_bytes:
             return False
         self.queue.append(item)
         self.queued_bytes += size
         self.wake.set()
         return True
+
+    def pending(self) -> bool:
+        """Something is waiting for the client to read it."""
+        if self.direct is not None:
+            return bool(self.direct.get_write_buffer_size())
+        return bool(self.queue)
 
     def take(self) -> list[Any]:
         items = list(self.queue)
@@ -167,10 +198,28 @@ class Subscriber:
             self.wake.clear()
         return [] if self.closed else self.take()
 
+    def go_direct(self, transport: Any, chunked: bool) -> None:
+        """From now on, write offers straight to ``transport`` (what is queued first)."""
+        limit_send_buffer(transport)
+        self.chunked = chunked
+        queued = self.take()
+        self.direct = transport
+        if queued:
+            self.offer(b"".join(queued), sum(map(len, queued)))
+
     async def sse(self, initial: list[bytes]) -> AsyncIterator[SSEvent]:
         self.task = asyncio.current_task()
         try:
             yield SSEChunk(b"".join(initial))
+            # The response's head and first chunk are written: the connection is ours to write.
+            found = asgi_connection(self.task)
+            if found is not None and not self.closed:
+                self.go_direct(*found)
+                self.waiting = True
+                while not self.closed:
+                    await self.wake.wait()
+                    self.wake.clear()
+                return
             while True:
                 items = await self.next_items()
                 if not items:
@@ -178,6 +227,48 @@ class Subscriber:
                 yield SSEChunk(b"".join(items))
         finally:
             self.hub.unsubscribe(self)
+
+
+def _served_by(task: asyncio.Task[Any] | None) -> tuple[Any, Any] | None:
+    """The object whose method ``task`` runs (uvicorn's per-request cycle, or its WebSocket
+    protocol) and that object's connection transport; ``None`` when there is none."""
+    coro = task.get_coro() if task is not None else None
+    frame = getattr(coro, "cr_frame", None)
+    owner = frame.f_locals.get("self") if frame is not None else None
+    transport = getattr(owner, "transport", None)
+    transport = getattr(transport, "_transport", transport)  # littlestats.worker's wrapper
+    if transport is None or not hasattr(transport, "get_write_buffer_size"):
+        return None
+    return owner, transport
+
+
+def asgi_connection(task: asyncio.Task[Any] | None) -> tuple[Any, bool] | None:
+    """The transport of the HTTP connection whose response ``task`` (uvicorn's, running our ASGI
+    app) is streaming, and whether the response body is chunked; ``None`` under another server.
+
+    uvicorn runs each request as a task of ``RequestResponseCycle.run_asgi``, and that cycle holds
+    the connection's transport (possibly wrapped by ``littlestats.worker``, which passes streamed
+    writes through unchanged)."""
+    found = _served_by(task)
+    if found is None:
+        return None
+    cycle, transport = found
+    if type(cycle).__name__ != "RequestResponseCycle" or getattr(cycle, "response_complete", True):
+        return None
+    return transport, bool(getattr(cycle, "chunked_encoding", False))
+
+
+def limit_send_buffer(transport: Any) -> None:
+    """Hold the kernel's send buffer for this connection to ``SSE_SEND_BUFFER``."""
+    with contextlib.suppress(OSError, AttributeError):
+        transport.get_extra_info("socket").setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, SSE_SEND_BUFFER)
+
+
+def limit_websocket_buffer(task: asyncio.Task[Any] | None) -> None:
+    """The same for a WebSocket served by uvicorn (``task`` runs its protocol's ``run_asgi``)."""
+    found = _served_by(task)
+    if found is not None:
+        limit_send_buffer(found[1])
 
 
 class Fanout:
@@ -190,6 +281,16 @@ class Fanout:
         self.subscribers: dict[str, set[Subscriber]] = {}
         self.dropped = 0
         self.closing = False  # the worker is shutting down: end every stream
+        self._chunk_of: tuple[bytes, bytes] = (b"", b"")
+
+    def http_chunk(self, item: bytes) -> bytes:
+        """``item`` in HTTP/1.1 chunked framing, framed once for all the subscribers it is
+        offered to in a row (a group's flush)."""
+        source, framed = self._chunk_of
+        if source is not item:
+            framed = b"%x\r\n%s\r\n" % (len(item), item)
+            self._chunk_of = (item, framed)
+        return framed
 
     def _watch_exit_signals(self) -> None:
         """End every stream when the worker is told to stop.
@@ -249,7 +350,9 @@ class Fanout:
         log.info("dropping a %s subscriber of site %s: %s", sub.transport, sub.site_id, why)
         self.unsubscribe(sub)
         sub.queue.clear()
-        if not sub.waiting and sub.task is not None and not sub.task.done():
+        if sub.direct is not None:
+            sub.direct.abort()  # what it has not read is dropped with the connection
+        elif not sub.waiting and sub.task is not None and not sub.task.done():
             sub.task.cancel(DROP_REASON)  # it is blocked writing to a client that does not read
 
     def deliver(self, subs: Iterable[Subscriber], item: Any, size: int) -> None:
@@ -258,12 +361,16 @@ class Fanout:
                 self.drop(sub, "its queue is full")
 
     def check_stalls(self) -> None:
-        limit = time.monotonic() - self.stall_ms / 1000
+        now = time.monotonic()
+        limit = now - self.stall_ms / 1000
         for subs in list(self.subscribers.values()):
             for sub in list(subs):
-                if sub.task is not None and sub.task.done():
+                if (sub.task is not None and sub.task.done()) or (
+                        sub.direct is not None and sub.direct.is_closing()):
                     self.unsubscribe(sub)  # its connection is gone; its stream was not closed
-                elif sub.queue and sub.last_take < limit:
+                elif not sub.pending():
+                    sub.last_take = now  # it has read everything so far
+                elif sub.last_take < limit:
                     self.drop(sub, f"it took nothing for {self.stall_ms / 1000:.0f} s")
 
 
@@ -280,11 +387,13 @@ class LiveHub(Fanout):
         max_queue: int = 200,
         max_queue_bytes: int = 4 * 1024 * 1024,
         stall_ms: int = 30000,
+        max_events: int = MAX_EVENTS_PER_FLUSH,
     ) -> None:
         super().__init__(max_queue, max_queue_bytes, stall_ms)
         self.buffer = buffer
         self.feed = feed
         self.poll_ms, self.flush_ms, self.stats_ms = poll_ms, flush_ms, stats_ms
+        self.max_events = max_events
         self.stats_idle_ms, self.ping_ms = stats_idle_ms, ping_ms
         self.unsent: dict[str, list[LiveEvent]] = {}
         self.stats_sent: dict[str, tuple[int, int]] = {}  # site -> (time, buffer version)
@@ -343,11 +452,18 @@ class LiveHub(Fanout):
         if cursor is not None and live is not None:
             pending = {id(e) for e in self.unsent.get(site_id, ())}
             missed = [e for e in live.since(cursor) if id(e) not in pending and flt.matches(e)]
+        skipped, missed = self.newest(missed)
+        head = [("stats_update", stats)] + ([("skipped", skipped_message(skipped))] if skipped else [])
         if transport == "sse":
-            return [f"retry: {SSE_RETRY_MS}\n\n".encode(), sse_frame("stats_update", stats)] + [
+            return [f"retry: {SSE_RETRY_MS}\n\n".encode()] + [sse_frame(t, m) for t, m in head] + [
                 event_sse(e) for e in missed
             ]
-        return [stats.decode()] + [e.message().decode() for e in missed]
+        return [m.decode() for _, m in head] + [e.message().decode() for e in missed]
+
+    def newest(self, events: list[LiveEvent]) -> tuple[int, list[LiveEvent]]:
+        """At most ``max_events`` of them, the newest, and how many were left out."""
+        skipped = len(events) - self.max_events
+        return (skipped, events[skipped:]) if skipped > 0 else (0, events)
 
     async def open(self, sub: Subscriber, cursor_text: str | None) -> list[Any]:
         return self.initial(sub.site_id, sub.filter, sub.transport, cursor_text)
@@ -406,27 +522,36 @@ class LiveHub(Fanout):
             self.flush_events(subs, events)
         if stats_due:
             self.stats_sent[site_id] = (now, version)
-            self.broadcast(subs, stats_message(self.buffer.stats(site_id, now)))
+            self.broadcast(subs, stats_message(self.buffer.stats(site_id, now)), "stats_update")
 
     def flush_events(self, subs: set[Subscriber], events: list[LiveEvent]) -> None:
         shared: dict[tuple[str, EventFilter], tuple[Any, int] | None] = {}
         for sub in list(subs):
             key = (sub.transport, sub.filter)
             if key not in shared:
-                shared[key] = self._encode(sub.transport, (e for e in events if sub.filter.matches(e)))
+                shared[key] = self._encode(sub.transport, [e for e in events if sub.filter.matches(e)])
             item = shared[key]
             if item is not None and not sub.offer(*item):
                 self.drop(sub, "its queue is full")
         for e in events:
             e._message = None  # shared for this flush only; resumption re-serialises
 
-    @staticmethod
-    def _encode(transport: str, events: Iterable[LiveEvent]) -> tuple[Any, int] | None:
+    def _encode(self, transport: str, events: list[LiveEvent]) -> tuple[Any, int] | None:
+        """One subscriber's share of a flush, serialised once for everyone with its filter: at
+        most ``max_events`` events, the newest, after a ``skipped`` message when some were left
+        out."""
+        if not events:
+            return None
+        skipped, events = self.newest(events)
         if transport == "sse":
             chunk = b"".join(event_sse(e) for e in events)
-            return (chunk, len(chunk)) if chunk else None
+            if skipped:
+                chunk = sse_frame("skipped", skipped_message(skipped)) + chunk
+            return chunk, len(chunk)
         texts = [e.message().decode() for e in events]
-        return (texts, sum(len(t) for t in texts)) if texts else None
+        if skipped:
+            texts.insert(0, skipped_message(skipped).decode())
+        return texts, sum(len(t) for t in texts)
 
     def broadcast(self, subs: Iterable[Subscriber], message: bytes, sse_event: str = "") -> None:
         sse = sse_frame(sse_event or orjson.loads(message)["type"], message)
@@ -448,6 +573,11 @@ def event_sse(e: LiveEvent) -> bytes:
 
 def stats_message(stats: dict[str, Any]) -> bytes:
     return orjson.dumps({"type": "stats_update", "stats": stats})
+
+
+def skipped_message(count: int) -> bytes:
+    """Said before the newest events of a flush when ``count`` older ones were left out."""
+    return orjson.dumps({"type": "skipped", "count": count})
 
 
 class _DropFilter(logging.Filter):

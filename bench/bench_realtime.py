@@ -1,7 +1,9 @@
 """Real time under ingest load: event → client latency, concurrent SSE clients, ingest cost.
 
-One run, ``SITES`` sites, two-worker servers; the two phases alternate on fresh servers
-(twice, once with ``--quick``) and the figures are their means:
+One run, ``SITES`` sites, two-worker servers; the two phases alternate on fresh servers, each
+on a fresh copy of the same data directory (the sites, no events: so neither phase inherits the
+other's WAL, Parquet files or warehouse load), ``ROUNDS`` times in the order A B, B A, A B … (once
+with ``--quick``), and the figures are their means:
 
 1. ingest alone: ``wrk`` posts single beacons spread over the sites (no real-time request is
    made, so no worker follows the WAL) — the baseline;
@@ -13,7 +15,9 @@ One run, ``SITES`` sites, two-worker servers; the two phases alternate on fresh 
 Everything shares the machine's cores: server, ``wrk`` and the client process. The client
 process's CPU time is reported, since on 2 cores it is taken from the server. "Worker CPU"
 counts the gunicorn workers and the live service (``api.live_service``), which does the real-time
-work once per machine.
+work once per machine. Each phase also reports the CPU that neither the server nor ``wrk`` nor the
+client process used (other jobs on a shared machine, interrupts): a round where it differs much
+between the phases compares unequal conditions.
 """
 
 from __future__ import annotations
@@ -39,6 +43,7 @@ WORKERS = 2
 CONNECTIONS = 64
 SITES = 20
 PROBE_MS = 200
+ROUNDS = 3
 
 UAS = [
     "Mozilla/5.0 (Windows NT 10.0; Win64; x64) AppleWebKit/537.36 (KHTML, like Gecko) Chrome/120.0.0.0 Safari/537.36",
@@ -90,12 +95,41 @@ def worker_cpu(server: LiveServer) -> float:
     return total
 
 
-def measured_wrk(server: LiveServer, script: Path, seconds: float) -> dict[str, float]:
+def process_cpu(pids: list[int]) -> float:
+    """CPU seconds (user + system) used so far by these processes."""
+    total = 0.0
+    for pid in pids:
+        try:
+            fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+        except FileNotFoundError:
+            continue
+        total += (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+    return total
+
+
+def machine_busy() -> float:
+    """CPU seconds the whole machine has been busy (all cores; not idle, not waiting for I/O)."""
+    fields = [int(x) for x in Path("/proc/stat").read_text().split("\n", 1)[0].split()[1:]]
+    return (sum(fields[:8]) - fields[3] - fields[4]) / os.sysconf("SC_CLK_TCK")
+
+
+def measured_wrk(server: LiveServer, script: Path, seconds: float, client_pid: int | None = None) -> dict[str, float]:
     """``wrk`` figures plus the workers' CPU milliseconds per accepted event (a figure that the
-    other processes on a shared machine disturb much less than throughput)."""
-    before = worker_cpu(server)
+    other processes on a shared machine disturb much less than throughput), and the share of the
+    machine that neither the server, ``wrk`` nor the client process used."""
+    assert server.proc is not None
+    out = subprocess.run(["pgrep", "-s", str(os.getpgid(server.proc.pid))], capture_output=True, text=True)
+    ours = [int(p) for p in out.stdout.split()] + ([client_pid] if client_pid else [])
+    before, ours_before, busy_before = worker_cpu(server), process_cpu(ours), machine_busy()
+    wrk_before = resource.getrusage(resource.RUSAGE_CHILDREN)
+    started = time.monotonic()
     result = wrk(server.url, script, seconds)
+    elapsed = time.monotonic() - started
+    wrk_after = resource.getrusage(resource.RUSAGE_CHILDREN)
+    wrk_cpu = wrk_after.ru_utime + wrk_after.ru_stime - wrk_before.ru_utime - wrk_before.ru_stime
     result["cpu_ms_per_event"] = (worker_cpu(server) - before) * 1000 / max(1, result["requests"])
+    others = machine_busy() - busy_before - (process_cpu(ours) - ours_before) - wrk_cpu
+    result["others_cores"] = max(0.0, others) / elapsed
     return result
 
 
@@ -270,17 +304,24 @@ def run(ctx: BenchContext) -> Section:
     resource.setrlimit(resource.RLIMIT_NOFILE, (min(hard, max(soft, clients * 2 + 512)), hard))
 
     mp = multiprocessing.get_context("fork")
-    rounds = 1 if ctx.quick else 2
+    rounds = 1 if ctx.quick else ROUNDS
     alone_runs: list[dict[str, float]] = []
     loaded_runs: list[dict[str, float]] = []
     results: list[dict[str, Any]] = []
-    for _ in range(rounds):
-        # The phases alternate on fresh servers, so a change in the machine's background load
-        # (the cores are shared) hits both alike.
-        with _server(data_dir) as server:
+
+    def phase_dir(n: int) -> Path:
+        """A fresh copy of the sites-only data directory: every phase starts from the same state."""
+        copy = work / f"data-{n}"
+        shutil.copytree(data_dir, copy)
+        return copy
+
+    def alone_phase(n: int) -> None:
+        with _server(phase_dir(n)) as server:
             wrk(server.url, script, 2)  # warm-up: the UA parser, the first segment
             alone_runs.append(measured_wrk(server, script, seconds))
-        with _server(data_dir) as server:
+
+    def loaded_phase(n: int) -> None:
+        with _server(phase_dir(n)) as server:
             wrk(server.url, script, 2)
             ready, go, stop, out = mp.Event(), mp.Event(), mp.Event(), mp.Queue()
             proc = mp.Process(target=_client_process,
@@ -290,10 +331,17 @@ def run(ctx: BenchContext) -> Section:
             time.sleep(1)
             go.set()
             time.sleep(0.5)
-            loaded_runs.append(measured_wrk(server, script, seconds))
+            loaded_runs.append(measured_wrk(server, script, seconds, proc.pid))
             stop.set()
             results.append(out.get(timeout=120))
             proc.join(30)
+
+    for n in range(rounds):
+        # The phases alternate on fresh servers, in the order A B, B A, ..., so a drift in the
+        # machine's background load (the cores are shared) hits both alike.
+        first, second = (alone_phase, loaded_phase) if n % 2 == 0 else (loaded_phase, alone_phase)
+        first(2 * n)
+        second(2 * n + 1)
     alone = _mean(alone_runs)
     loaded = _mean(loaded_runs)
     result = {
@@ -306,8 +354,11 @@ def run(ctx: BenchContext) -> Section:
         "probes_seen": sum(r["probes_seen"] for r in results),
     }
     section.notes.append(
-        "ingest events/s per round, alone / with clients: "
-        + ", ".join(f"{a['rps']:,.0f} / {b['rps']:,.0f}" for a, b in zip(alone_runs, loaded_runs, strict=True))
+        "ingest events/s per round, alone / with clients (ratio; cores busy outside the server, wrk "
+        "and the clients, e.g. other jobs or interrupts, alone / with clients): "
+        + ", ".join(f"{a['rps']:,.0f} / {b['rps']:,.0f} ({b['rps'] / a['rps']:.2f}; "
+                    f"{a['others_cores']:.2f} / {b['others_cores']:.2f})"
+                    for a, b in zip(alone_runs, loaded_runs, strict=True))
     )
 
     lat = result["latencies"]

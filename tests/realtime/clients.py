@@ -48,6 +48,10 @@ class Collector:
     def events(self) -> list[dict[str, Any]]:
         return [m["event"] | {"id": m["id"]} for m in self.of_type("event")]
 
+    def accounted(self) -> int:
+        """Events received plus those a busy flush counted in a ``skipped`` message instead."""
+        return len(self.of_type("event")) + sum(m["count"] for m in self.of_type("skipped"))
+
     def wait_for(self, check: Callable[[Collector], bool], timeout: float = 10) -> None:
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:

@@ -12,7 +12,7 @@ import orjson
 
 from api.live_edge import EdgeHub
 from api.live_service import LiveService, socket_path
-from api.stream import ALL, EventFilter, Subscriber
+from api.stream import ALL, MAX_EVENTS_PER_FLUSH, EventFilter, Subscriber
 from ingest.wal import encode_record
 from littlestats.config import Settings
 
@@ -99,6 +99,62 @@ async def _two_workers(tmp_path: Path) -> None:
         await until(lambda: two.broken and ws.closed)
         one.stop()
         two.stop()
+    finally:
+        running.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await running
+
+
+def messages_in(sub: Subscriber) -> list[dict]:
+    found: list[dict] = []
+    for item in sub.queue:
+        texts = item if isinstance(item, list) else [
+            line[6:] for line in item.decode().split("\n") if line.startswith("data: ")]
+        found += list(map(orjson.loads, texts))
+    return found
+
+
+def test_a_busy_flush_sends_the_newest_events_and_counts_the_others(tmp_path: Path) -> None:
+    asyncio.run(_busy_flush(tmp_path))
+
+
+async def _busy_flush(tmp_path: Path) -> None:
+    settings = Settings(data_dir=tmp_path / "data")
+    settings.ensure_dirs()
+    service = LiveService(settings)
+    running = asyncio.get_running_loop().create_task(service.run())
+    segment = settings.wal_dir / "20261125T000000-1-000000-aaaaaa.seg"
+    segment.write_bytes(b"")
+    try:
+        await until(socket_path(settings).exists)
+        edge = await EdgeHub.connect(socket_path(settings))
+        sse, ws = edge.subscribe("s1", ALL, "sse"), edge.subscribe("s1", ALL, "ws")
+        for sub in (sse, ws):
+            await edge.open(sub, None)
+        busy = MAX_EVENTS_PER_FLUSH + 30
+        with segment.open("ab") as f:
+            f.write(b"".join(record(n, visitor=n) for n in range(busy)))
+        for sub in (sse, ws):
+            await until(lambda sub=sub: len(events_in(sub)) == MAX_EVENTS_PER_FLUSH)
+            messages = messages_in(sub)
+            # one flush: "skipped" first, then the newest events in order
+            assert messages[0] == {"type": "skipped", "count": 30}
+            assert [m["event"]["page"] for m in messages[1:] if m["type"] == "event"] == [
+                f"/p/{n}" for n in range(30, busy)]
+        # the stats count every event
+        stats = orjson.loads(await edge.stats_json("s1"))
+        assert stats["hour"]["views"] == busy and stats["hour"]["visitors"] == busy
+
+        # resuming gives at most as many, with the same count of the others
+        first = messages_in(sse)[1]["id"]
+        late = edge.subscribe("s1", ALL, "sse")
+        initial = b"".join(await edge.open(late, None))
+        assert b"event: skipped" not in initial
+        old = edge.subscribe("s1", ALL, "sse")
+        initial = b"".join(await edge.open(old, "0.x.0"))
+        assert b'{"type":"skipped","count":30}' in initial and initial.count(b"event: event") == MAX_EVENTS_PER_FLUSH
+        assert first.encode() in initial
+        edge.stop()
     finally:
         running.cancel()
         with contextlib.suppress(asyncio.CancelledError):
