@@ -267,7 +267,7 @@ def test_visitor_days_across_daylight_saving_changes_in_several_zones(tmp_path: 
     # event's day is the local day DuckDB's own time-zone conversion gives.
     zones = {"s1": "Europe/Berlin", "s2": "America/New_York"}
     moments = [datetime(2026, 3, 7, 23, 30, tzinfo=UTC) + timedelta(hours=h) for h in range(0, 24 * 24, 5)]
-    for site, zone in zones.items():
+    for site in zones:
         for i, ts in enumerate(moments):
             # a new visitor every event: every event is its own visitor-day
             write_events(tmp_path / "raw", f"{site}-{i}",
