@@ -77,6 +77,36 @@ def rss_mb(pids: list[int]) -> tuple[float, float]:
     return current, peak
 
 
+def session_cpu_seconds(leader: int) -> float:
+    """CPU time used so far by every process of a server's session (master, workers, helpers)."""
+    pids = subprocess.run(["pgrep", "-s", str(os.getpgid(leader))], capture_output=True, text=True).stdout
+    total = 0
+    for pid in pids.split():
+        try:
+            fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+        except FileNotFoundError:
+            continue
+        total += int(fields[11]) + int(fields[12])  # utime + stime, in clock ticks
+    return total / os.sysconf("SC_CLK_TCK")
+
+
+def wait_until_idle(leader: int, timeout: float = 30.0) -> None:
+    """Wait until a just-started server has finished starting up.
+
+    ``littlestats serve`` answers ``/healthz`` as soon as its workers do, while the warehouse
+    process is still importing its libraries and running its start-up load (~2 s of CPU): measured
+    right away, that start-up would be counted against the first run and not the baseline's.
+    """
+    deadline = time.monotonic() + timeout
+    used = session_cpu_seconds(leader)
+    while time.monotonic() < deadline:
+        time.sleep(0.5)
+        now = session_cpu_seconds(leader)
+        if now - used < 0.05:
+            return
+        used = now
+
+
 def start_trivial(port: int) -> subprocess.Popen[bytes]:
     proc = subprocess.Popen([sys.executable, "-m", "bench.trivial", str(port), str(WORKERS)],
                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
@@ -102,6 +132,7 @@ def run(ctx: BenchContext) -> Section:
     trivial_port = free_port()
     trivial = start_trivial(trivial_port)
     try:
+        wait_until_idle(trivial.pid)
         single_script = write_script(work / "single.lua", site, 0)
         batch_script = write_script(work / "batch.lua", site, 50)
         wrk(f"http://127.0.0.1:{trivial_port}", single_script, 2)  # warm-up
@@ -114,6 +145,8 @@ def run(ctx: BenchContext) -> Section:
     server = LiveServer(data_dir, free_port(), WORKERS, env={"LITTLESTATS_LOG_LEVEL": "warning"})
     server.start()
     try:
+        assert server.proc is not None
+        wait_until_idle(server.proc.pid)
         url = server.url
         wrk(url, single_script, 2)  # warm-up: caches, first segment
         single = wrk(url, single_script, seconds)
