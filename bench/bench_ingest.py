@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import os
+import resource
 import shutil
 import signal
 import subprocess
@@ -77,17 +78,48 @@ def rss_mb(pids: list[int]) -> tuple[float, float]:
     return current, peak
 
 
-def session_cpu_seconds(leader: int) -> float:
-    """CPU time used so far by every process of a server's session (master, workers, helpers)."""
-    pids = subprocess.run(["pgrep", "-s", str(os.getpgid(leader))], capture_output=True, text=True).stdout
-    total = 0
-    for pid in pids.split():
+def session_pids(leader: int) -> list[int]:
+    """Every process of a server's session (master, workers, helpers)."""
+    out = subprocess.run(["pgrep", "-s", str(os.getpgid(leader))], capture_output=True, text=True).stdout
+    return [int(pid) for pid in out.split()]
+
+
+def cpu_seconds(pids: list[int]) -> dict[int, float]:
+    """CPU time (user + system) each still-running process has used so far."""
+    used = {}
+    for pid in pids:
         try:
             fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
         except FileNotFoundError:
             continue
-        total += int(fields[11]) + int(fields[12])  # utime + stime, in clock ticks
-    return total / os.sysconf("SC_CLK_TCK")
+        used[pid] = (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+    return used
+
+
+def session_cpu_seconds(leader: int) -> float:
+    return sum(cpu_seconds(session_pids(leader)).values())
+
+
+def measured_wrk(url: str, script: Path, seconds: float, leader: int, workers: list[int]) -> dict[str, float]:
+    """A wrk run plus the CPU each side used per request: the server's workers, its other
+    processes (gunicorn master, warehouse process, live service), and wrk itself."""
+    pids = session_pids(leader)
+    before, children = cpu_seconds(pids), resource.getrusage(resource.RUSAGE_CHILDREN)
+    result = wrk(url, script, seconds)
+    after, children_after = cpu_seconds(pids), resource.getrusage(resource.RUSAGE_CHILDREN)
+    used = {pid: after[pid] - before[pid] for pid in after if pid in before}
+    per_request = 1e6 / max(result["requests"], 1)
+    result["cpu_workers_us"] = sum(t for pid, t in used.items() if pid in workers) * per_request
+    result["cpu_other_us"] = sum(t for pid, t in used.items() if pid not in workers) * per_request
+    wrk_seconds = (children_after.ru_utime + children_after.ru_stime) - (children.ru_utime + children.ru_stime)
+    result["cpu_wrk_us"] = wrk_seconds * per_request
+    return result
+
+
+def cpu_note(name: str, run: dict[str, float]) -> str:
+    total = run["cpu_workers_us"] + run["cpu_other_us"] + run["cpu_wrk_us"]
+    return (f"CPU per request, {name}: workers {run['cpu_workers_us']:.0f} µs, other server processes "
+            f"{run['cpu_other_us']:.0f} µs, wrk {run['cpu_wrk_us']:.0f} µs (total {total:.0f} µs)")
 
 
 def wait_until_idle(leader: int, timeout: float = 30.0) -> None:
@@ -136,8 +168,11 @@ def run(ctx: BenchContext) -> Section:
         single_script = write_script(work / "single.lua", site, 0)
         batch_script = write_script(work / "batch.lua", site, 50)
         wrk(f"http://127.0.0.1:{trivial_port}", single_script, 2)  # warm-up
-        base_single = wrk(f"http://127.0.0.1:{trivial_port}", single_script, seconds)
-        base_batch = wrk(f"http://127.0.0.1:{trivial_port}", batch_script, seconds)
+        base_workers = [pid for pid in session_pids(trivial.pid) if pid != trivial.pid]
+        base_single = measured_wrk(f"http://127.0.0.1:{trivial_port}", single_script, seconds,
+                                   trivial.pid, base_workers)
+        base_batch = measured_wrk(f"http://127.0.0.1:{trivial_port}", batch_script, seconds,
+                                  trivial.pid, base_workers)
     finally:
         os.killpg(trivial.pid, signal.SIGTERM)
         trivial.wait()
@@ -149,9 +184,9 @@ def run(ctx: BenchContext) -> Section:
         wait_until_idle(server.proc.pid)
         url = server.url
         wrk(url, single_script, 2)  # warm-up: caches, first segment
-        single = wrk(url, single_script, seconds)
-        batch = wrk(url, batch_script, seconds)
         workers = server.worker_pids()
+        single = measured_wrk(url, single_script, seconds, server.proc.pid, workers)
+        batch = measured_wrk(url, batch_script, seconds, server.proc.pid, workers)
         rss, peak = rss_mb(workers)
     finally:
         server.stop()
@@ -169,4 +204,7 @@ def run(ctx: BenchContext) -> Section:
     errors = sum(r["errors"] + r["non2xx"] for r in (single, batch))
     section.notes.append(f"socket errors + non-2xx answers during LittleStats runs: {errors}")
     section.notes.append("baseline = Falcon ASGI endpoint answering 204 on the same gunicorn settings (bench/trivial.py)")
+    for name, run in (("single beacon, trivial", base_single), ("single beacon, LittleStats", single),
+                      ("batch of 50, trivial", base_batch), ("batch of 50, LittleStats", batch)):
+        section.notes.append(cpu_note(name, run))
     return section
