@@ -3,7 +3,7 @@
 One run, ``SITES`` sites, two-worker servers; the two phases alternate on fresh servers, each
 on a fresh copy of the same data directory (the sites, no events: so neither phase inherits the
 other's WAL, Parquet files or warehouse load), ``ROUNDS`` times in the order A B, B A, A B … (once
-with ``--quick``), and the figures are their means:
+with ``--quick``), after one unmeasured warm-up phase, and the figures are their means:
 
 1. ingest alone: ``wrk`` posts single beacons spread over the sites (no real-time request is
    made, so no worker follows the WAL) — the baseline;
@@ -336,6 +336,10 @@ def run(ctx: BenchContext) -> Section:
             results.append(out.get(timeout=120))
             proc.join(30)
 
+    # A first server of the run starts on a cold machine (page cache, CPU caches, the interpreter's
+    # files): one unmeasured phase first, so that neither kind of phase gets the cold slot.
+    with _server(phase_dir(2 * rounds)) as server:
+        wrk(server.url, script, 5)
     for n in range(rounds):
         # The phases alternate on fresh servers, in the order A B, B A, ..., so a drift in the
         # machine's background load (the cores are shared) hits both alike.
