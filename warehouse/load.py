@@ -26,7 +26,6 @@ from __future__ import annotations
 import os
 import time
 from collections.abc import Callable, Iterable
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from datetime import UTC, date, datetime, timedelta
 from pathlib import Path
@@ -170,14 +169,11 @@ def read_raw(files: list[RawFile]) -> pl.DataFrame:
 
 
 def load_chunk(
-    con: duckdb.DuckDBPyConnection, files: list[RawFile], site_tz: dict[str, str],
-    raw: pl.DataFrame | None = None,
+    con: duckdb.DuckDBPyConnection, files: list[RawFile], site_tz: dict[str, str]
 ) -> LoadResult:
-    """Load ``files`` in one transaction (see the module docstring); ``raw`` is their rows if
-    already read (``read_raw``)."""
+    """Load ``files`` in one transaction (see the module docstring)."""
     result = LoadResult(files=len(files), chunks=1)
-    if raw is None:
-        raw = read_raw(files)
+    raw = read_raw(files)
     result.rows = raw.height
     per_file = dict(raw.group_by("_file").len().iter_rows())
     raw = raw.filter(pl.col("event_id").is_first_distinct())
@@ -224,20 +220,11 @@ def load_pending(
     done = 0
     if progress:
         progress(0, total)
-    chunks = plan_chunks(files, chunk_rows)
-    # The next chunk's files are read while this one is loaded: reading is polars' work and
-    # releases the GIL, and the load's DuckDB statements leave a core idle much of the time.
-    with ThreadPoolExecutor(max_workers=1, thread_name_prefix="read-raw") as reader:
-        upcoming = reader.submit(read_raw, chunks[0]) if chunks else None
-        for i, chunk in enumerate(chunks):
-            assert upcoming is not None
-            raw = upcoming.result()
-            upcoming = reader.submit(read_raw, chunks[i + 1]) if i + 1 < len(chunks) else None
-            result.add(load_chunk(con, chunk, site_tz, raw))
-            del raw
-            done += sum(f.estimated_rows for f in chunk)
-            if progress:
-                progress(done, total)
+    for chunk in plan_chunks(files, chunk_rows):
+        result.add(load_chunk(con, chunk, site_tz))
+        done += sum(f.estimated_rows for f in chunk)
+        if progress:
+            progress(done, total)
     result.seconds = time.monotonic() - started
     return result
 
