@@ -36,6 +36,7 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any, cast
 
+from bench.bench_ingest import wait_until_idle
 from bench.harness import WRK_DONE_LUA, BenchContext, Section, run_wrk
 from tests.server import LiveServer, add_site, free_port
 
@@ -270,6 +271,8 @@ def _percentile(values: list[float], q: float) -> float:
 def _server(data_dir: Path) -> Iterator[LiveServer]:
     server = LiveServer(data_dir, free_port(), WORKERS, ("--dev",), env={"LITTLESTATS_LOG_LEVEL": "warning"})
     server.start()
+    assert server.proc is not None
+    wait_until_idle(server.proc.pid)  # the warehouse process's start-up is no phase's cost
     try:
         yield server
     finally:
