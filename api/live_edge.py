@@ -3,8 +3,9 @@
 The worker keeps its own subscribers, their bounded queues and the slow-client rules
 (``api.stream.Fanout``); everything else — the buffer, stats, serialisation — happens once, in
 the live service. Subscribers with the same site, filter and transport form a *group*, which the
-service sees as one subscriber: each flush arrives as one frame per group, and its bytes are
-queued as they are for every subscriber of the group. A worker does no work per event.
+service sees as one subscriber: each flush arrives as one frame per group, and its bytes go as
+they are to every subscriber of the group (written straight to each SSE connection, queued for
+WebSocket senders; see ``api.stream.Subscriber``). A worker does no work per event.
 """
 
 from __future__ import annotations

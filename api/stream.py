@@ -4,16 +4,18 @@ One asyncio task per worker does everything on a fixed beat, never per event:
 
 * every ``poll_ms`` it takes the new events from the ``LiveFeed`` into the buffer;
 * it sends each subscriber the new events its filter accepts as one chunk, at most every
-  ``flush_ms`` per site (the first events after a quiet spell go at the next beat); subscribers
-  with the same filter and transport share one serialised chunk;
+  ``flush_ms`` per site (the first events after a quiet spell go at the next beat), at most
+  ``max_events`` of them (the newest, after a ``skipped`` count of the others); subscribers with
+  the same filter and transport share one serialised chunk;
 * at most every ``stats_ms`` (only when something changed, or ``stats_idle_ms`` passed) it sends
   one ``stats_update`` per site, computed once and shared by that site's subscribers, together
   with the events when there are any — so a busy subscriber is woken and written to at most
   twice a second;
 * every ``ping_ms`` it sends a ``ping`` (the SSE heartbeat).
 
-Subscribers have bounded queues. Ingest never waits for them: the hub only appends to queues, and
-a subscriber whose queue is full, or who has not taken anything for ``stall_ms``, is dropped.
+Subscribers have bounded queues (for an SSE connection written directly, its transport's buffer).
+Ingest never waits for them: the hub only appends to queues or hands bytes to transports, and a
+subscriber whose queue is full, or has not been empty for ``stall_ms``, is dropped.
 """
 
 from __future__ import annotations
