@@ -86,14 +86,7 @@ def serving_pids(server: LiveServer) -> list[int]:
 
 def worker_cpu(server: LiveServer) -> float:
     """CPU seconds (user + system) used so far by the server's workers and its live service."""
-    total = 0.0
-    for pid in serving_pids(server):
-        try:
-            fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-        except FileNotFoundError:
-            continue
-        total += (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
-    return total
+    return process_cpu(serving_pids(server))
 
 
 def process_cpu(pids: list[int]) -> float:

@@ -6,6 +6,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import time
+from collections.abc import AsyncIterator
 from pathlib import Path
 
 import orjson
@@ -34,20 +35,10 @@ async def until(check, timeout: float = 5.0) -> None:  # type: ignore[no-untyped
         await asyncio.sleep(0.02)
 
 
-def events_in(sub: Subscriber) -> list[dict]:
-    found = []
-    for item in sub.queue:
-        texts = item if isinstance(item, list) else [
-            line[6:] for line in item.decode().split("\n") if line.startswith("data: ")]
-        found += [m["event"] for m in map(orjson.loads, texts) if m["type"] == "event"]
-    return found
-
-
-def test_two_workers_share_one_follower_and_one_serialisation(tmp_path: Path) -> None:
-    asyncio.run(_two_workers(tmp_path))
-
-
-async def _two_workers(tmp_path: Path) -> None:
+@contextlib.asynccontextmanager
+async def live_service(tmp_path: Path) -> AsyncIterator[tuple[LiveService, asyncio.Task[None], Path, Path]]:
+    """A running live service following an empty WAL segment: ``(service, its task, the
+    segment, its socket)``."""
     settings = Settings(data_dir=tmp_path / "data")
     settings.ensure_dirs()
     service = LiveService(settings)
@@ -56,8 +47,34 @@ async def _two_workers(tmp_path: Path) -> None:
     segment.write_bytes(b"")
     try:
         await until(socket_path(settings).exists)
-        one = await EdgeHub.connect(socket_path(settings))
-        two = await EdgeHub.connect(socket_path(settings))
+        yield service, running, segment, socket_path(settings)
+    finally:
+        running.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await running
+
+
+def messages_in(sub: Subscriber) -> list[dict]:
+    found: list[dict] = []
+    for item in sub.queue:
+        texts = item if isinstance(item, list) else [
+            line[6:] for line in item.decode().split("\n") if line.startswith("data: ")]
+        found += list(map(orjson.loads, texts))
+    return found
+
+
+def events_in(sub: Subscriber) -> list[dict]:
+    return [m["event"] for m in messages_in(sub) if m["type"] == "event"]
+
+
+def test_two_workers_share_one_follower_and_one_serialisation(tmp_path: Path) -> None:
+    asyncio.run(_two_workers(tmp_path))
+
+
+async def _two_workers(tmp_path: Path) -> None:
+    async with live_service(tmp_path) as (service, running, segment, sock):
+        one = await EdgeHub.connect(sock)
+        two = await EdgeHub.connect(sock)
         a, b = one.subscribe("s1", ALL, "sse"), one.subscribe("s1", ALL, "sse")
         ws = two.subscribe("s1", EventFilter.parse({"type": "event"}), "ws")
         for edge, sub in ((one, a), (one, b), (two, ws)):
@@ -99,19 +116,8 @@ async def _two_workers(tmp_path: Path) -> None:
         await until(lambda: two.broken and ws.closed)
         one.stop()
         two.stop()
-    finally:
-        running.cancel()
-        with contextlib.suppress(asyncio.CancelledError):
-            await running
 
 
-def messages_in(sub: Subscriber) -> list[dict]:
-    found: list[dict] = []
-    for item in sub.queue:
-        texts = item if isinstance(item, list) else [
-            line[6:] for line in item.decode().split("\n") if line.startswith("data: ")]
-        found += list(map(orjson.loads, texts))
-    return found
 
 
 def test_a_busy_flush_sends_the_newest_events_and_counts_the_others(tmp_path: Path) -> None:
@@ -119,15 +125,8 @@ def test_a_busy_flush_sends_the_newest_events_and_counts_the_others(tmp_path: Pa
 
 
 async def _busy_flush(tmp_path: Path) -> None:
-    settings = Settings(data_dir=tmp_path / "data")
-    settings.ensure_dirs()
-    service = LiveService(settings)
-    running = asyncio.get_running_loop().create_task(service.run())
-    segment = settings.wal_dir / "20261125T000000-1-000000-aaaaaa.seg"
-    segment.write_bytes(b"")
-    try:
-        await until(socket_path(settings).exists)
-        edge = await EdgeHub.connect(socket_path(settings))
+    async with live_service(tmp_path) as (_, _, segment, sock):
+        edge = await EdgeHub.connect(sock)
         sse, ws = edge.subscribe("s1", ALL, "sse"), edge.subscribe("s1", ALL, "ws")
         for sub in (sse, ws):
             await edge.open(sub, None)
@@ -155,7 +154,3 @@ async def _busy_flush(tmp_path: Path) -> None:
         assert b'{"type":"skipped","count":30}' in initial and initial.count(b"event: event") == MAX_EVENTS_PER_FLUSH
         assert first.encode() in initial
         edge.stop()
-    finally:
-        running.cancel()
-        with contextlib.suppress(asyncio.CancelledError):
-            await running
