@@ -18,6 +18,17 @@ from typing import Any
 import httpx
 
 
+def _end_with_parent() -> None:
+    """In the child before exec: SIGTERM when the test process dies, however it dies (a CI
+    timeout, kill -9), so a server in its own session is never left running and skewing later
+    runs. Linux only; elsewhere a no-op."""
+    if sys.platform.startswith("linux"):
+        import ctypes
+
+        pr_set_pdeathsig = 1
+        ctypes.CDLL(None, use_errno=True).prctl(pr_set_pdeathsig, signal.SIGTERM)
+
+
 def free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
@@ -66,6 +77,7 @@ class LiveServer:
             stderr=subprocess.STDOUT,
             env={**os.environ, **self.env},
             start_new_session=True,
+            preexec_fn=_end_with_parent,  # only a prctl() call: safe between fork and exec
         )
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
