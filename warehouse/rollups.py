@@ -166,12 +166,13 @@ FROM (
 GROUP BY site_id, hour, event_name, key, value
 """
 
-def _day_rows(table: str, ts: str, columns: str = "t.*") -> str:
+def _day_rows(table: str, ts: str, columns: str, local_date: str) -> str:
     """``columns`` of the ``events`` or ``sessions`` rows (time column ``ts``) on the affected
-    visitor-days, with their site-local date (``{local_date}`` stands for its expression)."""
+    visitor-days, with their site-local date (``local_date``, an expression over ``t`` and
+    ``site_tz z``)."""
     return f"""
     SELECT * FROM (
-        SELECT {columns}, {{local_date}} AS local_date
+        SELECT {columns}, {local_date} AS local_date
         FROM {table} t SEMI JOIN affected_visitors v
             ON t.site_id = v.site_id AND t.visitor_key = v.visitor_key
         JOIN site_tz z ON t.site_id = z.site_id
@@ -179,12 +180,6 @@ def _day_rows(table: str, ts: str, columns: str = "t.*") -> str:
     ) x SEMI JOIN affected_days a
         ON x.site_id = a.site_id AND x.visitor_key = a.visitor_key AND x.local_date = a.local_date
 """  # noqa: S608
-
-
-# The events of the affected visitor-days are read once (``day_events``) for the three tables
-# built from events.
-_DAY_EVENTS_SQL = "CREATE OR REPLACE TEMP TABLE day_events AS" + _day_rows(
-    "events", "ts", "t.site_id, t.visitor_key, t.type, t.pathname, t.name")
 
 
 def _local_date(ts: str, zones: list[str], lo: datetime, hi: datetime, p: Params) -> str:
@@ -236,8 +231,7 @@ _VISITOR_TABLES = (
     """, (("event", "event_name", "prev_date"),)),
     _VisitorTable(DAILY_SESSION_VISITORS, f"""
         SELECT site_id, local_date, visitor_key, {", ".join(_SESSION_DIM_COLUMNS)}, count(*)
-        FROM ({_day_rows("sessions", "started_at")})
-        GROUP BY ALL
+        FROM day_sessions GROUP BY ALL
     """, tuple((d, d, f"prev_{d}") for d in _SESSION_DIM_COLUMNS)),  # noqa: S608
 )
 
@@ -357,16 +351,18 @@ def rebuild_days(con: duckdb.DuckDBPyConnection, lo: datetime, hi: datetime) -> 
     zones = [row[0] for row in con.execute(
         "SELECT DISTINCT z.tz FROM site_tz z SEMI JOIN affected_visitors v ON z.site_id = v.site_id"
     ).fetchall()]
-    p = Params()
-    local_event_date = _local_date("t.ts", zones, lo, hi, p)
-    con.execute(_DAY_EVENTS_SQL.replace("{local_date}", local_event_date), {"lo": lo, "hi": hi, **p.values})
-    p = Params()
-    local_session_date = _local_date("t.started_at", zones, lo, hi, p)
-    session_params = {"lo": lo, "hi": hi, **p.values}
+    # The rows of the affected visitor-days, read once: events for three tables, visits for one.
+    for temp, table, ts, columns in (
+        ("day_events", "events", "ts", "t.site_id, t.visitor_key, t.type, t.pathname, t.name"),
+        ("day_sessions", "sessions", "started_at",
+         ", ".join(f"t.{c}" for c in ("site_id", "visitor_key", *_SESSION_DIM_COLUMNS))),
+    ):
+        p = Params()
+        local_date = _local_date(f"t.{ts}", zones, lo, hi, p)
+        con.execute(f"CREATE OR REPLACE TEMP TABLE {temp} AS {_day_rows(table, ts, columns, local_date)}",
+                    {"lo": lo, "hi": hi, **p.values})
     for spec in _VISITOR_TABLES:
         name = spec.table.name
-        rows_sql = spec.rows_sql.replace("{local_date}", local_session_date)
-        params = session_params if rows_sql != spec.rows_sql else None
         plain = ", ".join(f"i.{c}" for c in spec.plain_columns)
         # Every stored row of the affected visitors (one scan): from the first affected day on
         # they are replaced, before it they are the history the new prev dates come from.
@@ -382,10 +378,9 @@ def rebuild_days(con: duckdb.DuckDBPyConnection, lo: datetime, hi: datetime) -> 
             {"first": first},
         )
         fresh = con.sql(
-            f"{rows_sql} UNION ALL SELECT {plain} FROM visitor_rows i ANTI JOIN affected_days a"  # noqa: S608
+            f"{spec.rows_sql} UNION ALL SELECT {plain} FROM visitor_rows i ANTI JOIN affected_days a"  # noqa: S608
             " ON i.site_id = a.site_id AND i.visitor_key = a.visitor_key AND i.local_date = a.local_date"
             " WHERE i.impacted",
-            params=params,
         ).pl()
         if fresh.height == 0:
             continue
