@@ -256,7 +256,10 @@ def openapi() -> dict[str, Any]:
         },
         "/api/v2/realtime/{site}": {
             "get": _op("Live events: WebSocket, or SSE with Accept: text/event-stream", {
-                "200": {"description": "text/event-stream of live events and stats updates"}, **not_found},
+                "200": {"description": "text/event-stream of `stats_update`, `event`, `skipped` (how many "
+                               "events a busy flush left out: at most 20 `event` messages go per flush) and "
+                               "`ping` messages; the same messages over a WebSocket (see docs/realtime.md)"},
+                **not_found},
                 [SITE_PARAM, _param("token", {"type": "string"}, "A stream token (instead of the header).")],
                 tag="realtime"),
         },
