@@ -348,7 +348,7 @@ def _int(value: Any, param: str, lo: int, hi: int) -> int:
         raise QueryError(param, "expected an integer")
     try:
         n = int(value)
-    except (TypeError, ValueError):
+    except (TypeError, ValueError, OverflowError):  # OverflowError: infinity
         raise QueryError(param, f"expected an integer, got {value!r}") from None
     if not lo <= n <= hi:
         raise QueryError(param, f"must be between {lo} and {hi}")
