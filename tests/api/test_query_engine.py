@@ -104,7 +104,12 @@ def test_preaggregates_and_facts_agree(warehouse: duckdb.DuckDBPyConnection, sit
 @pytest.mark.parametrize(("body", "path"), [
     ({"metrics": ["visits", "bounce_rate"], "dimensions": ["page"]}, "facts"),
     ({"metrics": ["visitors"], "filters": [["is", "country", ["DE"]]]}, "visits"),
-    ({"metrics": ["visitors"], "dimensions": ["page"], "filters": [["is", "country", ["DE"]]]}, "facts"),
+    ({"metrics": ["visitors"], "dimensions": ["page"], "filters": [["is", "country", ["DE"]]]}, "visits"),
+    ({"metrics": ["visitors", "visits"], "dimensions": ["page"], "filters": [["is", "country", ["DE"]]]}, "facts"),
+    ({"metrics": ["visitors"], "dimensions": ["page"], "filters": [["is", "country", ["DE"]]],
+      "date_range": ["2026-03-01T00:30:00Z", "2026-03-02T00:00:00Z"]}, "facts"),
+    ({"metrics": ["visitors"], "dimensions": ["time:day", "page"], "filters": [["is", "country", ["DE"]]]}, "facts"),
+    ({"metrics": ["visitors", "events"], "dimensions": ["event"], "filters": [["is", "country", ["DE"]]]}, "facts"),
     ({"metrics": ["visitors"], "filters": [["is", "country", ["DE"]], ["is", "page", ["/"]]]}, "facts"),
     ({"metrics": ["visitors"], "date_range": ["2026-03-01T00:30:00Z", "2026-03-02T00:00:00Z"]}, "facts"),
     ({"metrics": ["time_on_page"], "dimensions": ["page"]}, "facts"),
@@ -144,6 +149,47 @@ def test_visit_path_and_facts_agree(warehouse: duckdb.DuckDBPyConnection, site: 
     facts = ask(warehouse, site, body, force="facts")
     assert facts.path == "facts"
     assert visits.rows == facts.rows
+
+
+BREAKDOWN_BODIES = [
+    {"metrics": ["visitors", "views"], "dimensions": ["page"]},
+    {"metrics": ["views"], "dimensions": ["page"], "q": "page/1", "limit": 3},
+    {"metrics": ["views", "visitors"], "dimensions": ["page"], "order_by": [["views", "asc"]], "limit": 2,
+     "offset": 1},
+]
+
+
+@pytest.mark.parametrize("site", sorted(SPEC.timezones))
+@pytest.mark.parametrize("date_range", [RANGE, ["2026-03-02", "2026-03-03"], "7d"], ids=["4d", "2d", "7d"])
+@pytest.mark.parametrize("filters", VISIT_FILTERS, ids=["any-country", "country", "device-source"])
+@pytest.mark.parametrize("body", BREAKDOWN_BODIES, ids=lambda b: "-".join([*b["dimensions"], *b["metrics"]]))
+def test_visitor_days_breakdown_and_facts_agree(warehouse: duckdb.DuckDBPyConnection, site: str,
+                                                date_range: Any, filters: list[Any], body: dict[str, Any]) -> None:
+    """By page under visit-attribute filters over whole days, whole visitors come from
+    ``daily_page_visitors`` and mixed visitors' events are joined to their matching visits: the
+    numbers equal the fact path's (which joins every event of the range)."""
+    body = {**body, "date_range": date_range, "filters": filters}
+    days = ask(warehouse, site, body)
+    assert days.path == "visits", days.reason
+    assert "whole visitors" in days.reason
+    facts = ask(warehouse, site, body, force="facts")
+    assert facts.rows, "the question should have an answer"
+    assert days.rows == facts.rows
+
+
+@pytest.mark.parametrize("site", sorted(SPEC.timezones))
+def test_the_breakdown_agreement_data_has_whole_and_mixed_visitors(
+    warehouse: duckdb.DuckDBPyConnection, site: str
+) -> None:
+    """Both parts of the page breakdown from the daily table are exercised: under device-source some visitors
+    have matching and non-matching visits in the range (mixed), others only matching ones."""
+    rows = warehouse.execute(
+        "SELECT count(*) FILTER (WHERE m AND n), count(*) FILTER (WHERE m AND NOT n) FROM ("
+        " SELECT visitor_key, bool_or(ok) AS m, bool_or(NOT ok) AS n FROM ("
+        "  SELECT visitor_key, coalesce(device <> 'mobile', true) AND coalesce(contains(lower(source), 'o'), false) AS ok"
+        "  FROM sessions WHERE site_id = $s AND pageviews > 0) GROUP BY visitor_key)",
+        {"s": site}).fetchone()
+    assert rows is not None and rows[0] > 0 and rows[1] > 0, rows
 
 
 @pytest.mark.parametrize("site", sorted(SPEC.timezones))

@@ -1,5 +1,6 @@
-"""The table decider: pre-aggregates when they hold exactly the answer; else the visit rows when a
-visit-attribute filter narrows a total or time series; else the fact tables."""
+"""The table decider: pre-aggregates when they hold exactly the answer; else, under visit-attribute
+filters, the visit rows (a total or time series) or the daily visitor tables (a breakdown by page or
+event over whole days); else the fact tables."""
 
 from __future__ import annotations
 
@@ -9,6 +10,8 @@ from warehouse.query.facts import fact_sql
 from warehouse.query.model import Query
 from warehouse.query.preaggregates import coverage, preaggregate_sql
 from warehouse.query.sql import SQL
+from warehouse.query.visitor_days import coverage as visitor_days_coverage
+from warehouse.query.visitor_days import visitor_days_sql
 from warehouse.query.visits import coverage as visit_coverage
 from warehouse.query.visits import visit_sql
 
@@ -35,8 +38,12 @@ def plan(q: Query, force: str | None = None) -> Plan:
             raise ValueError(f"the pre-aggregates do not cover this query: {gap}")
         return Plan("preaggregate", preaggregate_sql(q), "covered by pre-aggregates")
     visit_gap = visit_coverage(q)
-    if force == "visits" or (force is None and visit_gap is None):
-        if visit_gap is not None:
-            raise ValueError(f"the visit path does not cover this query: {visit_gap}")
-        return Plan("visits", visit_sql(q), "visit-attribute filter: matching visits, boundary visits' events")
+    days_gap = visitor_days_coverage(q)
+    if force == "visits" or (force is None and (visit_gap is None or days_gap is None)):
+        if visit_gap is None:
+            return Plan("visits", visit_sql(q), "visit-attribute filter: matching visits, boundary visits' events")
+        if days_gap is None:
+            return Plan("visits", visitor_days_sql(q),
+                        "visit-attribute filter by page or event: whole visitors' days, mixed visitors' events")
+        raise ValueError(f"the visit path does not cover this query: {visit_gap}; {days_gap}")
     return Plan("facts", fact_sql(q), gap or "forced")
