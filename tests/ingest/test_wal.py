@@ -12,7 +12,7 @@ from pathlib import Path
 import orjson
 import pyarrow.parquet as pq
 
-from ingest.seal import seal_all, seal_segment
+from ingest.seal import events_to_table, payloads_to_table, seal_all, seal_segment
 from ingest.wal import SegmentWriter, encode_record, read_records
 from tests import aio
 
@@ -160,6 +160,31 @@ def test_sealing_groups_by_site_and_hour_and_is_idempotent(tmp_path: Path) -> No
     assert again is not None and set(again.files) == set(first)
     assert {p: pq.read_table(p).to_pylist() for p in again.files} == first
     assert sum(len(rows) for rows in first.values()) == 3
+
+
+def test_columnar_read_of_records_matches_the_row_by_row_conversion() -> None:
+    events = [event(i) for i in range(6)]
+    events[1].update(title="caf\u00e9 \"quoted\" \n\u2028 \":{ not a property", props_num=None,
+                     props_str={"plan": "pro", "empty": ""}, props_bool={"ok": True})
+    events[2].update(props_num=None, visitor_key=2**64 - 1, engagement_ms=1500, query="a=1&b=2")
+    events[3].pop("props_num")  # a column a record lacks is null
+    payloads = [orjson.dumps(e) for e in events]
+    table = payloads_to_table(payloads)
+    assert table.equals(events_to_table(events))
+    assert table.column("props_str").to_pylist()[1] == [("plan", "pro"), ("empty", "")]
+
+
+def test_a_record_the_columnar_reader_refuses_is_sealed_row_by_row(tmp_path: Path) -> None:
+    wal, raw = tmp_path / "wal", tmp_path / "raw"
+    writer = SegmentWriter(wal, segment_seconds=60)
+    odd = {**event(1), "engagement_ms": 1500.0}  # a float where the column holds integers
+    append_sync(writer, [orjson.dumps(event(0)), orjson.dumps(odd)])
+    closed = writer.close()
+    assert closed is not None
+    result = seal_segment(closed, raw)
+    assert result is not None and result.events == 2
+    rows = pq.read_table(result.files[0]).to_pylist()
+    assert [r["engagement_ms"] for r in rows] == [None, 1500]
 
 
 def test_active_segment_of_a_live_writer_is_left_alone(tmp_path: Path) -> None:
