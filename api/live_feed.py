@@ -137,47 +137,52 @@ class WalTail:
                 return
 
     def _read(self, tail: _Tail, keep: bool = True) -> None:
+        """Read the segment's new complete records; ``keep``: decode them into ``pending``.
+
+        Every accepted event of the machine passes here once: one loop with local names, each
+        record checked and decoded in place (no copy of it)."""
+        header_size, unpack, crc32, loads = HEADER.size, HEADER.unpack_from, zlib.crc32, orjson.loads
+        pending, passes, segment, skip_ids = self.pending, self.passes, tail.segment, self.skip_ids
         while True:
             chunk = os.pread(tail.fd, READ_CHUNK, tail.offset + len(tail.buffer))
             if not chunk:
                 return
-            data = tail.buffer + chunk
-            pos = 0
-            while pos + HEADER.size <= len(data):
-                length, crc = HEADER.unpack_from(data, pos)
-                end = pos + HEADER.size + length
-                if length > MAX_RECORD:
-                    self._corrupt(tail)
-                    return
-                if end > len(data):
-                    break  # incomplete: the writer is still writing it
-                payload = data[pos + HEADER.size : end]
-                if zlib.crc32(payload) != crc:
-                    if tail.finished:
+            data = tail.buffer + chunk if tail.buffer else chunk
+            size, pos, index = len(data), 0, tail.index
+            with memoryview(data) as view:
+                while pos + header_size <= size:
+                    length, crc = unpack(data, pos)
+                    if length > MAX_RECORD:
                         self._corrupt(tail)
                         return
-                    break  # may still be in flight; read it again next pass
-                pos = end
-                index = tail.index
-                tail.index += 1
-                if keep:
-                    self._accept(tail.segment, index, payload)
+                    end = pos + header_size + length
+                    if end > size:
+                        break  # incomplete: the writer is still writing it
+                    payload = view[pos + header_size : end]
+                    if crc32(payload) != crc:
+                        if tail.finished:
+                            self._corrupt(tail)
+                            return
+                        break  # may still be in flight; read it again next pass
+                    pos = end
+                    tail.index = index = index + 1
+                    if not keep:
+                        continue
+                    try:
+                        raw = loads(payload)
+                    except orjson.JSONDecodeError:
+                        self.bad_records += 1
+                        continue
+                    if skip_ids and raw.get("event_id") in skip_ids:
+                        continue
+                    self.records += 1
+                    received = int(raw["received_at"])
+                    # (received_at, pass seen, cursor, event): see ``pending``.
+                    pending.append((received, passes, (received, segment, index - 1), raw))
             tail.offset += pos
             tail.buffer = data[pos:]
             if len(chunk) < READ_CHUNK:
                 return
-
-    def _accept(self, segment: str, index: int, payload: bytes) -> None:
-        try:
-            raw = orjson.loads(payload)
-        except orjson.JSONDecodeError:
-            self.bad_records += 1
-            return
-        if self.skip_ids and raw.get("event_id") in self.skip_ids:
-            return
-        self.records += 1
-        received = int(raw["received_at"])
-        self.pending.append((received, self.passes, (received, segment, index), raw))
 
     def _corrupt(self, tail: _Tail) -> None:
         # A torn tail of a crashed writer was never acknowledged; stop reading this segment.

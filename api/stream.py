@@ -483,9 +483,15 @@ class LiveHub(Fanout):
         if not items:
             return
         now = self.now_ms()
+        subscribed, unsent = self.subscribers, self.unsent
         for event in self.buffer.extend(items, now):
-            if event.site_id in self.subscribers:
-                self.unsent.setdefault(event.site_id, []).append(event)
+            site_id = event.site_id
+            if site_id in subscribed:
+                waiting = unsent.get(site_id)
+                if waiting is None:
+                    unsent[site_id] = [event]
+                else:
+                    waiting.append(event)
 
     def tick(self) -> None:
         if self.closing:
@@ -528,23 +534,28 @@ class LiveHub(Fanout):
 
     def flush_events(self, subs: set[Subscriber], events: list[LiveEvent]) -> None:
         shared: dict[tuple[str, EventFilter], tuple[Any, int] | None] = {}
+        sent: list[LiveEvent] = []
         for sub in list(subs):
             key = (sub.transport, sub.filter)
             if key not in shared:
-                shared[key] = self._encode(sub.transport, [e for e in events if sub.filter.matches(e)])
+                flt = sub.filter
+                accepted = events if flt == ALL else [e for e in events if flt.matches(e)]
+                shared[key] = self._encode(sub.transport, accepted, sent)
             item = shared[key]
             if item is not None and not sub.offer(*item):
                 self.drop(sub, "its queue is full")
-        for e in events:
+        for e in sent:
             e._message = None  # shared for this flush only; resumption re-serialises
 
-    def _encode(self, transport: str, events: list[LiveEvent]) -> tuple[Any, int] | None:
+    def _encode(self, transport: str, events: list[LiveEvent],
+                sent: list[LiveEvent]) -> tuple[Any, int] | None:
         """One subscriber's share of a flush, serialised once for everyone with its filter: at
         most ``max_events`` events, the newest, after a ``skipped`` message when some were left
-        out."""
+        out. The events serialised are added to ``sent``."""
         if not events:
             return None
         skipped, events = self.newest(events)
+        sent += events
         if transport == "sse":
             chunk = b"".join(event_sse(e) for e in events)
             if skipped:
