@@ -14,7 +14,7 @@ from ingest.beacon import Beacon, BeaconError, Limits, parse_body
 from ingest.geo import client_ip
 from ingest.ids import uuid4
 from ingest.pipeline import Drop, Pipeline, RequestContext
-from ingest.wal import SegmentWriter
+from ingest.wal import SegmentWriter, add_record
 from littlestats import metrics
 from littlestats.config import Settings
 from littlestats.controlplane import ControlPlane, Site, SiteCache
@@ -141,8 +141,10 @@ class TrackResource:
             client_ts_window_ms=self.window_ms,
             clock_offset_ms=clock_offset(envelope.sent_at, now_ms),
         )
-        payloads: list[bytes] = []
-        accepted: list[dict[str, Any]] = []
+        records = bytearray()  # the accepted events, encoded for the WAL (`add_record`)
+        count = 0
+        # Kept only for a listener: holding every event dict until the commit costs memory.
+        accepted: list[dict[str, Any]] | None = [] if self.on_accept is not None else None
         rejected: list[dict[str, Any]] = []
         dropped = 0
         last_beacon: Beacon | None = None
@@ -163,13 +165,15 @@ class TrackResource:
                 metrics.EVENTS_DROPPED.labels(reason=outcome.value).inc()
                 dropped += 1
                 continue
-            accepted.append(outcome)
-            payloads.append(orjson.dumps(outcome))
+            add_record(records, orjson.dumps(outcome))
+            count += 1
+            if accepted is not None:
+                accepted.append(outcome)
 
         if not envelope.batch and rejected:
             raise falcon.HTTPBadRequest(description=rejected[0]["error"])
-        if payloads:
-            await self.wal.append_async(payloads)
+        if count:
+            await self.wal.commit_async(records)
             if self.on_accept is not None:
                 self.on_accept(accepted)
         if rejected:
@@ -179,13 +183,13 @@ class TrackResource:
         if envelope.batch:
             json_response(
                 resp,
-                {"success": True, "accepted": len(payloads), "dropped": dropped,
+                {"success": True, "accepted": count, "dropped": dropped,
                  "rejected": rejected, "cache": cache},
             )
         else:
-            status = falcon.HTTP_200 if payloads else falcon.HTTP_202
+            status = falcon.HTTP_200 if count else falcon.HTTP_202
             json_response(resp, {"success": True, "cache": cache}, status)
-        return len(payloads)
+        return count
 
 
 def _names(site: Site, ref: str) -> bool:
