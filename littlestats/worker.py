@@ -12,6 +12,12 @@ writes it together with the body's first chunk, so such a response leaves in one
 else changes: bodiless answers (204, 304, ``HEAD``) and chunked or streamed ones (SSE) are written
 exactly as before, and a response whose body never comes (the app failed after starting it) ends
 with the connection closed, as uvicorn already does.
+
+It also hands the app its connection through the ASGI scope: ``scope["extensions"]
+["littlestats.transport"]`` is a ``Connection`` (HTTP requests and WebSockets), so that the
+real-time stream (``api.stream``) can write a streamed body straight to the socket and bound its
+send buffer. This module is the only place that knows uvicorn's internals; without the extension
+(another server) the app uses the plain ASGI ``send``.
 """
 
 from __future__ import annotations
@@ -20,7 +26,33 @@ import asyncio
 from typing import Any
 
 from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol, RequestResponseCycle
+from uvicorn.protocols.websockets.websockets_sansio_impl import WebSocketsSansIOProtocol
 from uvicorn_worker import UvicornWorker
+
+TRANSPORT_EXTENSION = "littlestats.transport"
+
+
+class Connection:
+    """``scope["extensions"]["littlestats.transport"]``: the connection a request came on."""
+
+    __slots__ = ("transport", "_cycle")
+
+    def __init__(self, transport: asyncio.Transport, cycle: RequestResponseCycle | None = None) -> None:
+        self.transport = transport  # the socket's own transport: writes go out as they are
+        self._cycle = cycle
+
+    def streaming_body(self) -> bool | None:
+        """Whether the response body is chunked, once the response's head has been written and
+        while its body is still streaming (the app may then write body bytes to ``transport``
+        itself, framed accordingly); ``None`` otherwise, and for a WebSocket."""
+        cycle = self._cycle
+        if cycle is None or not cycle.response_started or cycle.response_complete or cycle.disconnected:
+            return None
+        return bool(cycle.chunked_encoding)
+
+
+def _with_connection(scope: Any, connection: Connection) -> None:
+    scope.setdefault("extensions", {})[TRANSPORT_EXTENSION] = connection
 
 
 class _HeadHoldingTransport:
@@ -59,8 +91,18 @@ class _HeadHoldingTransport:
 class CoalescingHttpToolsProtocol(HttpToolsProtocol):
     def _start_asgi_task(self, cycle: RequestResponseCycle, app: Any) -> None:
         cycle.transport = _HeadHoldingTransport(self.transport, cycle)  # type: ignore[assignment]
+        _with_connection(cycle.scope, Connection(self.transport, cycle))
         super()._start_asgi_task(cycle, app)
 
 
+class ConnectionWebSocketProtocol(WebSocketsSansIOProtocol):
+    """uvicorn's WebSocket protocol (the one ``ws="auto"`` picks), with the connection in the scope."""
+
+    async def run_asgi(self) -> None:
+        _with_connection(self.scope, Connection(self.transport))
+        await super().run_asgi()
+
+
 class Worker(UvicornWorker):  # type: ignore[misc]
-    CONFIG_KWARGS = {**UvicornWorker.CONFIG_KWARGS, "http": CoalescingHttpToolsProtocol}
+    CONFIG_KWARGS = {**UvicornWorker.CONFIG_KWARGS, "http": CoalescingHttpToolsProtocol,
+                     "ws": ConnectionWebSocketProtocol}
