@@ -174,7 +174,7 @@ class RealtimeResource:
         resp.set_header("Cache-Control", "no-store")
         resp.set_header("X-Accel-Buffering", "no")  # nginx: do not buffer the stream
         resp.content_type = "text/event-stream"
-        resp.sse = sub.sse(initial)
+        resp.sse = sub.sse(initial, req.scope)
 
     async def on_websocket(self, req: falcon.asgi.Request, ws: falcon.asgi.WebSocket, site: str) -> None:
         found = self.auth.site(req, site)  # an HTTPError here closes with 3000 + status (3401, 3403, 3404)
@@ -184,7 +184,7 @@ class RealtimeResource:
         with _service_errors():
             initial = await hub.open(sub, req.get_param("lastEventId"))
         await ws.accept()
-        limit_websocket_buffer(asyncio.current_task())
+        limit_websocket_buffer(req.scope)
         sender = asyncio.get_running_loop().create_task(self._send(ws, sub, initial))
         sub.task = sender
         try:

@@ -135,7 +135,8 @@ class SSEChunk(SSEvent):
 class Subscriber:
     """One client. ``transport`` is ``sse`` (queue of bytes) or ``ws`` (queue of JSON texts).
 
-    An SSE subscriber served by uvicorn is written *directly*: once its first chunk is out, what
+    An SSE subscriber whose server hands the app its connection (``littlestats.worker``, through
+    the ``littlestats.transport`` scope extension) is written *directly*: once its first chunk is out, what
     the hub offers it goes straight to its connection's transport (HTTP chunk framing done here,
     once per group and flush), with no queue, no task wake-up and no ASGI message per write; its
     response task only waits for the stream to end. Its queue is then the transport's buffer.
@@ -209,14 +210,17 @@ class Subscriber:
         if queued:
             self.offer(b"".join(queued), sum(map(len, queued)))
 
-    async def sse(self, initial: list[bytes]) -> AsyncIterator[SSEvent]:
+    async def sse(self, initial: list[bytes], scope: dict[str, Any] | None = None) -> AsyncIterator[SSEvent]:
+        """The stream's body for Falcon's ``resp.sse``; ``scope``: the request's ASGI scope, whose
+        ``littlestats.transport`` extension (see ``connection``) lets it write directly."""
         self.task = asyncio.current_task()
         try:
             yield SSEChunk(b"".join(initial))
             # The response's head and first chunk are written: the connection is ours to write.
-            found = asgi_connection(self.task)
-            if found is not None and not self.closed:
-                self.go_direct(*found)
+            found = connection(scope)
+            chunked = found.streaming_body() if found is not None else None
+            if chunked is not None and not self.closed:
+                self.go_direct(found.transport, chunked)
                 self.waiting = True
                 while not self.closed:
                     await self.wake.wait()
@@ -231,33 +235,17 @@ class Subscriber:
             self.hub.unsubscribe(self)
 
 
-def _served_by(task: asyncio.Task[Any] | None) -> tuple[Any, Any] | None:
-    """The object whose method ``task`` runs (uvicorn's per-request cycle, or its WebSocket
-    protocol) and that object's connection transport; ``None`` when there is none."""
-    coro = task.get_coro() if task is not None else None
-    frame = getattr(coro, "cr_frame", None)
-    owner = frame.f_locals.get("self") if frame is not None else None
-    transport = getattr(owner, "transport", None)
-    transport = getattr(transport, "_transport", transport)  # littlestats.worker's wrapper
-    if transport is None or not hasattr(transport, "get_write_buffer_size"):
-        return None
-    return owner, transport
+# The ASGI scope extension through which ``littlestats.worker`` (the worker ``serve`` runs) hands
+# the app its connection; the same name as ``littlestats.worker.TRANSPORT_EXTENSION``.
+TRANSPORT_EXTENSION = "littlestats.transport"
 
 
-def asgi_connection(task: asyncio.Task[Any] | None) -> tuple[Any, bool] | None:
-    """The transport of the HTTP connection whose response ``task`` (uvicorn's, running our ASGI
-    app) is streaming, and whether the response body is chunked; ``None`` under another server.
-
-    uvicorn runs each request as a task of ``RequestResponseCycle.run_asgi``, and that cycle holds
-    the connection's transport (possibly wrapped by ``littlestats.worker``, which passes streamed
-    writes through unchanged)."""
-    found = _served_by(task)
-    if found is None:
-        return None
-    cycle, transport = found
-    if type(cycle).__name__ != "RequestResponseCycle" or getattr(cycle, "response_complete", True):
-        return None
-    return transport, bool(getattr(cycle, "chunked_encoding", False))
+def connection(scope: dict[str, Any] | None) -> Any:
+    """The request's connection from the ``littlestats.transport`` extension: ``.transport`` (the
+    socket's asyncio transport) and ``.streaming_body()`` (``None``, or whether the response
+    body, already started and still streaming, is chunked). ``None`` under another ASGI server:
+    the stream then goes through the ASGI ``send`` as usual."""
+    return ((scope or {}).get("extensions") or {}).get(TRANSPORT_EXTENSION)
 
 
 def limit_send_buffer(transport: Any) -> None:
@@ -266,11 +254,11 @@ def limit_send_buffer(transport: Any) -> None:
         transport.get_extra_info("socket").setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, SSE_SEND_BUFFER)
 
 
-def limit_websocket_buffer(task: asyncio.Task[Any] | None) -> None:
-    """The same for a WebSocket served by uvicorn (``task`` runs its protocol's ``run_asgi``)."""
-    found = _served_by(task)
+def limit_websocket_buffer(scope: dict[str, Any]) -> None:
+    """The same for a WebSocket (when the server hands the app its connection)."""
+    found = connection(scope)
     if found is not None:
-        limit_send_buffer(found[1])
+        limit_send_buffer(found.transport)
 
 
 class Fanout:

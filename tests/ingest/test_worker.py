@@ -14,7 +14,8 @@ import pytest
 from uvicorn.config import Config
 from uvicorn.server import ServerState
 
-from littlestats.worker import CoalescingHttpToolsProtocol
+from api import stream
+from littlestats.worker import TRANSPORT_EXTENSION, CoalescingHttpToolsProtocol
 
 
 class RecordingTransport(asyncio.Transport):
@@ -105,3 +106,28 @@ def test_head_requests_and_streams_get_their_head_before_the_body(method: bytes)
     assert transport.writes[0].startswith(b"HTTP/1.1 200") and transport.writes[0].endswith(b"\r\n\r\n")
     if method == b"GET":
         assert transport.writes[1:] == [b"9\r\ndata: 1\n\n\r\n", b"9\r\ndata: 1\n\n\r\n", b"0\r\n\r\n"]
+
+
+def test_the_app_gets_the_connection_and_may_write_a_streamed_body_itself() -> None:
+    """The ``littlestats.transport`` extension (what ``api.stream`` writes SSE clients through)."""
+    seen: list[Any] = []
+
+    async def app(scope: dict[str, Any], receive: Any, send: Any) -> None:
+        conn = scope["extensions"][TRANSPORT_EXTENSION]
+        await receive()
+        seen.append(conn.streaming_body())  # nothing started yet
+        await send({"type": "http.response.start", "status": 200,
+                    "headers": [(b"content-type", b"text/event-stream")]})
+        await send({"type": "http.response.body", "body": b"data: 1\n\n", "more_body": True})
+        seen.append(conn.streaming_body())  # chunked, streaming
+        conn.transport.write(b"9\r\ndata: 2\n\n\r\n")  # the app's own chunk, straight to the socket
+        await send({"type": "http.response.body", "body": b""})
+        seen.append(conn.streaming_body())  # complete
+
+    transport = asyncio.run(exchange(app, b"GET /stream HTTP/1.1\r\nHost: a\r\n\r\n"))
+    assert seen == [None, True, None]
+    assert transport.writes[1:] == [b"9\r\ndata: 1\n\n\r\n", b"9\r\ndata: 2\n\n\r\n", b"0\r\n\r\n"]
+
+
+def test_the_extension_is_the_one_the_stream_looks_for() -> None:
+    assert TRANSPORT_EXTENSION == stream.TRANSPORT_EXTENSION

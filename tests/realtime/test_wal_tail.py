@@ -104,3 +104,20 @@ def test_records_are_released_in_acceptance_order_across_segments(tmp_path: Path
     assert [key[1] for key, _ in items] == ["20260101T000000-2-bbbb", "20260101T000000-1-aaaa"]
     assert [raw["n"] for *_, raw in tail.pending] == [9]
     tail.close()
+
+
+def test_each_record_keeps_its_index_in_the_segment_even_when_one_cannot_be_decoded(tmp_path: Path) -> None:
+    wal = tmp_path / "wal"
+    wal.mkdir()
+    path = wal / "20260101T000000-1-aaaa.seg"
+    with open(path, "wb") as f:
+        f.write(encode_record(orjson.dumps(event(1, received=1))) + encode_record(b"{not json")
+                + encode_record(orjson.dumps(event(2, received=2))))
+    tail = WalTail(wal)
+    items = tail.poll()
+    assert [(key[2], raw["n"]) for key, raw in items] == [(0, 1), (2, 2)]
+    assert tail.bad_records == 1
+    with open(path, "ab") as f:
+        f.write(encode_record(orjson.dumps(event(3, received=3))))
+    assert [(key[2], raw["n"]) for key, raw in tail.poll()] == [(3, 3)]
+    tail.close()
