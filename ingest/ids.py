@@ -34,11 +34,17 @@ os.register_at_fork(after_in_child=_forget_pool)
 _VARIANT = {c: "89ab"[int(c, 16) & 3] for c in "0123456789abcdef"}  # RFC 9562 variant 0b10xx
 
 
+_last_ms, _last_prefix = -1, ""  # the timestamp part of the last UUIDv7: most ids share it
+
+
 def uuid7(ms: int) -> str:
     """A time-ordered UUID (RFC 9562 version 7): 48-bit ms timestamp, 74 random bits."""
-    t = f"{ms & 0xFFFF_FFFF_FFFF:012x}"
+    global _last_ms, _last_prefix
+    if ms != _last_ms:
+        t = f"{ms & 0xFFFF_FFFF_FFFF:012x}"
+        _last_ms, _last_prefix = ms, f"{t[:8]}-{t[8:]}-7"
     r = _random_hex(19)
-    return f"{t[:8]}-{t[8:]}-7{r[:3]}-{_VARIANT[r[3]]}{r[4:7]}-{r[7:19]}"
+    return f"{_last_prefix}{r[:3]}-{_VARIANT[r[3]]}{r[4:7]}-{r[7:19]}"
 
 
 def uuid4() -> str:
