@@ -72,9 +72,13 @@ end
 def serving_pids(server: LiveServer) -> list[int]:
     """The gunicorn workers and the live service (what serves ingest and real time; not the
     master, not the warehouse process)."""
+    return list(server.worker_pids()) + live_service_pids(server)
+
+
+def live_service_pids(server: LiveServer) -> list[int]:
     assert server.proc is not None
     out = subprocess.run(["pgrep", "-s", str(os.getpgid(server.proc.pid))], capture_output=True, text=True)
-    pids = list(server.worker_pids())
+    pids = []
     for pid in map(int, out.stdout.split()):
         try:
             if b"api.live_service" in Path(f"/proc/{pid}/cmdline").read_bytes():
@@ -114,7 +118,9 @@ def measured_wrk(server: LiveServer, script: Path, seconds: float, client_pid: i
     assert server.proc is not None
     out = subprocess.run(["pgrep", "-s", str(os.getpgid(server.proc.pid))], capture_output=True, text=True)
     ours = [int(p) for p in out.stdout.split()] + ([client_pid] if client_pid else [])
+    live = live_service_pids(server)
     before, ours_before, busy_before = worker_cpu(server), process_cpu(ours), machine_busy()
+    live_before = process_cpu(live)
     wrk_before = resource.getrusage(resource.RUSAGE_CHILDREN)
     started = time.monotonic()
     result = wrk(server.url, script, seconds)
@@ -122,6 +128,7 @@ def measured_wrk(server: LiveServer, script: Path, seconds: float, client_pid: i
     wrk_after = resource.getrusage(resource.RUSAGE_CHILDREN)
     wrk_cpu = wrk_after.ru_utime + wrk_after.ru_stime - wrk_before.ru_utime - wrk_before.ru_stime
     result["cpu_ms_per_event"] = (worker_cpu(server) - before) * 1000 / max(1, result["requests"])
+    result["live_ms_per_event"] = (process_cpu(live) - live_before) * 1000 / max(1, result["requests"])
     others = machine_busy() - busy_before - (process_cpu(ours) - ours_before) - wrk_cpu
     result["others_cores"] = max(0.0, others) / elapsed
     return result
@@ -360,6 +367,12 @@ def run(ctx: BenchContext) -> Section:
                     f"{a['others_cores']:.2f} / {b['others_cores']:.2f})"
                     for a, b in zip(alone_runs, loaded_runs, strict=True))
     )
+    section.notes.append(
+        "server CPU per event per round, alone / with clients (of which the live service): "
+        + ", ".join(f"{a['cpu_ms_per_event'] * 1000:.0f} / {b['cpu_ms_per_event'] * 1000:.0f} µs "
+                    f"({b['live_ms_per_event'] * 1000:.0f})"
+                    for a, b in zip(alone_runs, loaded_runs, strict=True))
+    )
 
     lat = result["latencies"]
     p50, p95 = _percentile(lat, 0.50), _percentile(lat, 0.95)
@@ -369,6 +382,7 @@ def run(ctx: BenchContext) -> Section:
     section.add("worker CPU per accepted event, with clients", loaded["cpu_ms_per_event"] * 1000, "µs",
                 alone["cpu_ms_per_event"] * 1000, "≤ 1.10 × alone",
                 loaded["cpu_ms_per_event"] <= 1.1 * alone["cpu_ms_per_event"])
+    section.add("of which the live service (once per machine)", loaded["live_ms_per_event"] * 1000, "µs")
     section.add("ingest p99 latency with clients (mean of rounds)", loaded["p99_us"] / 1000, "ms",
                 alone["p99_us"] / 1000)
     section.add("accepted event → SSE client, p50", p50 * 1000, "ms")
