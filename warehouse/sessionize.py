@@ -14,7 +14,9 @@ Per visit (see ``warehouse.tables.SESSIONS`` for the column docs):
 * ``entry_page`` / ``exit_page`` — path of the first / last pageview (first / last event when the
   visit has no pageview);
 * ``engagement_ms`` — the final page's reported engagement: the largest ``engagement_ms`` of
-  ``page_exit`` / ``engagement`` events at or after the last pageview (0 when none);
+  ``page_exit`` / ``engagement`` events after the last pageview (0 when none). A report in the
+  same millisecond as the last pageview is the previous page's: the tracker sends a page's exit
+  just before the next page's view, often within one millisecond;
 * ``duration_ms`` — from the first event to whichever ends later: the last activity event
   (``pageview``, ``event``, ``identify``) or the last pageview plus the final page's
   ``engagement_ms``. The engagement is the page's total visible time since its pageview, so a
@@ -143,11 +145,12 @@ def _summarize(
             pl.coalesce("_last_pv_ts", "_first_ts").alias("_last_pageview"),
         )
     )
-    # the final page's engagement: reports at or after the visit's last pageview
+    # the final page's engagement: reports after the visit's last pageview (one in the same
+    # millisecond is the exit of the page before it); without a pageview, every report
     engagement = per_visit(
         k.filter(pl.col("type").is_in(ENGAGEMENT_TYPES))
-        .join(visits.select("_visit", "_last_pageview"), on="_visit", how="inner")
-        .filter(pl.col("ts") >= pl.col("_last_pageview")),
+        .join(visits.select("_visit", "_last_pageview", "_last_pv_ts"), on="_visit", how="inner")
+        .filter((pl.col("ts") > pl.col("_last_pageview")) | pl.col("_last_pv_ts").is_null()),
         pl.col("engagement_ms").max().alias("_engagement"),
     )
     visits = visits.join(engagement, on="_visit", how="left").with_columns(

@@ -78,6 +78,22 @@ def test_engagement_of_earlier_pages_is_not_the_final_pages() -> None:
     assert s["duration_ms"].to_list() == [3 * 60_000]
 
 
+def test_an_exit_in_the_same_millisecond_as_the_last_pageview_is_the_previous_pages() -> None:
+    # The tracker sends the page it leaves an exit just before the next page's view; both often
+    # carry the same millisecond, and the exit's event id may sort either way.
+    for exit_id in ("a-exit", "z-exit"):
+        s = visits(event(0, "e0"), event(2, exit_id, type="page_exit", engagement_ms=311),
+                   event(2, "m-view", pathname="/b"),
+                   event(4, "e4", type="page_exit", pathname="/b", engagement_ms=132))
+        assert s["engagement_ms"].to_list() == [132]
+        assert s["duration_ms"].to_list() == [2 * 60_000 + 132]
+
+
+def test_a_visit_of_engagement_reports_only_keeps_their_engagement() -> None:
+    s = visits(event(0, type="engagement", engagement_ms=5_000))
+    assert s["engagement_ms"].to_list() == [5_000]
+
+
 def test_single_pageview_without_custom_event_is_a_bounce() -> None:
     s = visits(event(0), event(1, type="page_exit", engagement_ms=90_000))
     assert s["is_bounce"].to_list() == [True]
