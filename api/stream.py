@@ -37,6 +37,7 @@ from prometheus_client import Counter
 
 from api.live import LiveBuffer, LiveEvent, iso_ms, parse_cursor
 from api.live_feed import LiveFeed
+from littlestats.worker import TRANSPORT_EXTENSION, Connection
 
 log = logging.getLogger(__name__)
 
@@ -219,7 +220,7 @@ class Subscriber:
             # The response's head and first chunk are written: the connection is ours to write.
             found = connection(scope)
             chunked = found.streaming_body() if found is not None else None
-            if chunked is not None and not self.closed:
+            if found is not None and chunked is not None and not self.closed:
                 self.go_direct(found.transport, chunked)
                 self.waiting = True
                 while not self.closed:
@@ -235,16 +236,10 @@ class Subscriber:
             self.hub.unsubscribe(self)
 
 
-# The ASGI scope extension through which ``littlestats.worker`` (the worker ``serve`` runs) hands
-# the app its connection; the same name as ``littlestats.worker.TRANSPORT_EXTENSION``.
-TRANSPORT_EXTENSION = "littlestats.transport"
-
-
-def connection(scope: dict[str, Any] | None) -> Any:
-    """The request's connection from the ``littlestats.transport`` extension: ``.transport`` (the
-    socket's asyncio transport) and ``.streaming_body()`` (``None``, or whether the response
-    body, already started and still streaming, is chunked). ``None`` under another ASGI server:
-    the stream then goes through the ASGI ``send`` as usual."""
+def connection(scope: dict[str, Any] | None) -> Connection | None:
+    """The request's connection from the ``littlestats.transport`` scope extension (see
+    ``littlestats.worker.Connection``); ``None`` under another ASGI server: the stream then goes
+    through the ASGI ``send`` as usual."""
     return ((scope or {}).get("extensions") or {}).get(TRANSPORT_EXTENSION)
 
 
