@@ -1,6 +1,6 @@
 """The table decider: pre-aggregates when they hold exactly the answer; else, under visit-attribute
-filters, the visit rows (a total or time series) or the daily visitor tables (a breakdown by page or
-event over whole days); else the fact tables."""
+filters, the visit rows (a total or time series) or the daily page visitors (a breakdown by page over
+whole days); else the fact tables."""
 
 from __future__ import annotations
 
@@ -44,6 +44,6 @@ def plan(q: Query, force: str | None = None) -> Plan:
             return Plan("visits", visit_sql(q), "visit-attribute filter: matching visits, boundary visits' events")
         if days_gap is None:
             return Plan("visits", visitor_days_sql(q),
-                        "visit-attribute filter by page or event: whole visitors' days, mixed visitors' events")
+                        "visit-attribute filter by page: whole visitors' days, mixed visitors' pageviews")
         raise ValueError(f"the visit path does not cover this query: {visit_gap}; {days_gap}")
     return Plan("facts", fact_sql(q), gap or "forced")
