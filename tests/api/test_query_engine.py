@@ -406,3 +406,37 @@ def test_event_list_pages_through_the_matching_custom_events(
     e = e.join(visits.select("visit_id"), on="visit_id", how="semi").sort(["ts", "event_id"], descending=True)
     assert len(seen) > (1 if len(filters) == 2 and filters[1][1] == "event" else 3)  # several pages
     assert seen == e["event_id"].to_list()
+
+
+def test_an_exit_in_the_same_millisecond_as_a_pageview_is_the_previous_pages_time(tmp_path: Any) -> None:
+    """The tracker sends the page it leaves an exit just before the next page's view, often in the
+    same millisecond: time on page gives that exit to the page left, as sessionize does for the
+    final page's engagement, whichever way the event ids sort."""
+    from ingest.seal import events_to_table, write_parquet_atomic
+    from tests.warehouse.frames import T0, event
+
+    def raw(e: dict[str, Any]) -> dict[str, Any]:
+        ms = int(e["ts"].timestamp() * 1000)
+        return {**e, "ts": ms, "received_at": ms, "props_str": None, "props_num": None, "props_bool": None}
+
+    for exit_id in ("a-exit", "z-exit"):
+        events = [event(0, "e0"), event(2, exit_id, type="page_exit", engagement_ms=90_000),
+                  event(2, "m-view", pathname="/b"),
+                  event(4, "e4", type="page_exit", pathname="/b", engagement_ms=7_000)]
+        root = tmp_path / exit_id
+        hour = T0
+        write_parquet_atomic(events_to_table([raw(e) for e in events]),
+                             root / "raw" / "site_id=s1" / f"date={hour:%Y-%m-%d}" / f"hour={hour:%H}" / "part-1.parquet")
+        con = connect(root / "warehouse.duckdb")
+        load_pending(con, root / "raw", {"s1": "UTC"})
+        q = parse_query("s1", "UTC", {"date_range": ["2026-03-01", "2026-03-01"], "metrics": ["time_on_page"],
+                                      "dimensions": ["page"]}, now=NOW)
+
+        def execute(sql: str, params: dict[str, Any], con: duckdb.DuckDBPyConnection = con) -> Rows:
+            res = con.execute(sql, params)
+            return Rows([c[0] for c in res.description], res.fetchall())
+
+        answer = run_with(q, execute)
+        con.close()
+        by_page = {row["page"]: row["time_on_page"] for row in answer.rows}
+        assert by_page == {"/": 90.0, "/b": 7.0}, exit_id

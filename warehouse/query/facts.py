@@ -69,13 +69,15 @@ def _time_on_page(q: Query, p: Params) -> str:
 
     Time on page of a pageview = the largest engagement the tracker reported for it (``page_exit``
     / ``engagement`` events before the visit's next pageview), else the time until the visit's next
-    pageview; unknown (null) for a last pageview without engagement, which the average skips.
+    pageview; unknown (null) for a last pageview without engagement, which the average skips. A
+    report in the same millisecond as the next pageview is still the page's: the tracker sends a
+    page's exit just before the next page's view (``warehouse.sessionize`` decides the same way).
     """
     site, start, end = p(q.site_id), p(q.date_range.start), p(q.date_range.end)
     return (
         "tp0 AS (SELECT session_id, event_id, ts, type, engagement_ms,"
         " sum(CASE WHEN type = 'pageview' THEN 1 ELSE 0 END) OVER (PARTITION BY session_id"
-        " ORDER BY ts, (type <> 'pageview'), event_id ROWS UNBOUNDED PRECEDING) AS seq"
+        " ORDER BY ts, (type = 'pageview'), event_id ROWS UNBOUNDED PRECEDING) AS seq"
         f" FROM events WHERE site_id = {site} AND ts >= {start} - INTERVAL 1 DAY"
         f" AND ts < {end} + INTERVAL 1 DAY),"
         " tp1 AS (SELECT session_id, seq, arg_min(event_id, ts) FILTER (WHERE type = 'pageview') AS event_id,"
