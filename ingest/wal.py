@@ -48,9 +48,6 @@ def new_segment_id(now: float | None = None) -> str:
     return f"{stamp}-{os.getpid()}-{next(_sequence):06d}-{secrets.token_hex(3)}"
 
 
-def encode_record(payload: bytes) -> bytes:
-    return HEADER.pack(len(payload), zlib.crc32(payload)) + payload
-
 
 _pack_header = HEADER.pack
 _crc32 = zlib.crc32
@@ -68,7 +65,13 @@ def add_record(records: bytearray, payload: bytes) -> None:
     records += payload
 
 
+def encode_record(payload: bytes) -> bytes:
+    """One record as it is stored: header (length, CRC-32), then the payload."""
+    return bytes(encode_records([payload]))
+
+
 def encode_records(payloads: list[bytes]) -> bytearray:
+    """Records as they are stored, one after another (``add_record`` for each)."""
     records = bytearray()
     for payload in payloads:
         add_record(records, payload)
@@ -110,7 +113,7 @@ def fsync_dir(path: Path) -> None:
 class SegmentWriter:
     """Appends records to this process's active segment; nobody is told before they are on disk.
 
-    ``append_async`` is the request path, a paced group commit on the event loop: requests queue
+    ``commit_async`` (a request's records, built with ``add_record``) is the request path, a paced group commit on the event loop: requests queue
     their records and await one future; a commit writes everything queued with one ``O_DSYNC``
     write (it returns once the data is on disk) and settles the whole group. A commit starts no
     sooner than ``commit_interval`` seconds after the previous one ended: under load each durable
