@@ -113,8 +113,8 @@ def fsync_dir(path: Path) -> None:
 class SegmentWriter:
     """Appends records to this process's active segment; nobody is told before they are on disk.
 
-    ``commit_async`` (a request's records, built with ``add_record``) is the request path, a paced group commit on the event loop: requests queue
-    their records and await one future; a commit writes everything queued with one ``O_DSYNC``
+    ``commit_async`` (a request's records, built with ``add_record``) is the request path, a paced
+    group commit on the event loop: requests queue their records and await one future; a commit writes everything queued with one ``O_DSYNC``
     write (it returns once the data is on disk) and settles the whole group. A commit starts no
     sooner than ``commit_interval`` seconds after the previous one ended: under load each durable
     write carries every request of the last few milliseconds, while a request arriving at an idle
