@@ -485,7 +485,7 @@ class LiveBuffer:
         event = live.add(raw, key, now)
         self.visitor_count += len(live.visitors) - known
         if self.visitor_count > self.max_visitors:
-            self._evict_visitor(now)
+            self._evict_visitors(now)
         self.order.append(event)
         self.size += 1
         if len(live.events) > self.max_events_per_site:
@@ -496,12 +496,18 @@ class LiveBuffer:
                 self._evicted(self.sites[oldest.site_id].evict_oldest(now))
         return event
 
-    def _evict_visitor(self, now: int) -> None:
-        """Forget the least recently seen visitor of the site that tracks the most visitors."""
-        largest = max(self.sites.values(), key=lambda live: len(live.visitors))
-        largest.visitors.popitem(last=False)
-        largest.capped_at = now
-        self.visitor_count -= 1
+    def _evict_visitors(self, now: int) -> None:
+        """Forget the least recently seen visitors of the site that tracks the most visitors,
+        down to 1 % under the cap: the largest site is looked for once per batch, not once per
+        event while the cap holds."""
+        target = self.max_visitors - self.max_visitors // 100
+        while self.visitor_count > target:
+            largest = max(self.sites.values(), key=lambda live: len(live.visitors))
+            n = min(self.visitor_count - target, max(1, len(largest.visitors) // 10))
+            for _ in range(n):
+                largest.visitors.popitem(last=False)
+            largest.capped_at = now
+            self.visitor_count -= n
 
     def _evicted(self, e: LiveEvent | None) -> None:
         if e is not None:

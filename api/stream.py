@@ -507,15 +507,21 @@ class LiveHub(Fanout):
             version != sent_version or now - sent_at >= self.stats_idle_ms)
         if stats_due and events and not flush_due:
             stats_due = False  # it goes with the events, a moment later
+        stats = None
+        if stats_due:
+            self.stats_sent[site_id] = (now, version)
+            stats = stats_message(self.buffer.stats(site_id, now))
         if flush_due and events:
             del self.unsent[site_id]
             self.flushed[site_id] = now
-            self.flush_events(subs, events)
-        if stats_due:
-            self.stats_sent[site_id] = (now, version)
-            self.broadcast(subs, stats_message(self.buffer.stats(site_id, now)), "stats_update")
+            self.flush_events(subs, events, stats)
+        elif stats is not None:
+            self.broadcast(subs, stats, "stats_update")
 
-    def flush_events(self, subs: set[Subscriber], events: list[LiveEvent]) -> None:
+    def flush_events(self, subs: set[Subscriber], events: list[LiveEvent],
+                     stats: bytes | None = None) -> None:
+        """The events to each subscriber (what its filter accepts), then ``stats`` when given:
+        one item per subscriber, so one write to each client."""
         shared: dict[tuple[str, EventFilter], tuple[Any, int] | None] = {}
         sent: list[LiveEvent] = []
         for sub in list(subs):
@@ -523,19 +529,20 @@ class LiveHub(Fanout):
             if key not in shared:
                 flt = sub.filter
                 accepted = events if flt == ALL else [e for e in events if flt.matches(e)]
-                shared[key] = self._encode(sub.transport, accepted, sent)
+                shared[key] = self._encode(sub.transport, accepted, sent, stats)
             item = shared[key]
             if item is not None and not sub.offer(*item):
                 self.drop(sub, "its queue is full")
         for e in sent:
             e._message = None  # shared for this flush only; resumption re-serialises
 
-    def _encode(self, transport: str, events: list[LiveEvent],
-                sent: list[LiveEvent]) -> tuple[Any, int] | None:
-        """One subscriber's share of a flush, serialised once for everyone with its filter: at
-        most ``max_events`` events, the newest, after a ``skipped`` message when some were left
-        out. The events serialised are added to ``sent``."""
-        if not events:
+    def _encode(self, transport: str, events: list[LiveEvent], sent: list[LiveEvent],
+                stats: bytes | None = None) -> tuple[Any, int] | None:
+        """One subscriber's share of a flush, serialised once for everyone with its filter and
+        transport: at most ``max_events`` events, the newest, after a ``skipped`` message when
+        some were left out, then the ``stats_update`` when there is one. The events serialised
+        are added to ``sent``."""
+        if not events and stats is None:
             return None
         skipped, events = self.newest(events)
         sent += events
@@ -543,10 +550,14 @@ class LiveHub(Fanout):
             chunk = b"".join(event_sse(e) for e in events)
             if skipped:
                 chunk = sse_frame("skipped", skipped_message(skipped)) + chunk
+            if stats is not None:
+                chunk += sse_frame("stats_update", stats)
             return chunk, len(chunk)
         texts = [e.message().decode() for e in events]
         if skipped:
             texts.insert(0, skipped_message(skipped).decode())
+        if stats is not None:
+            texts.append(stats.decode())
         return texts, sum(len(t) for t in texts)
 
     def broadcast(self, subs: Iterable[Subscriber], message: bytes, sse_event: str = "") -> None:

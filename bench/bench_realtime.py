@@ -30,6 +30,7 @@ import os
 import re
 import resource
 import shutil
+import statistics
 import subprocess
 import time
 from collections.abc import Iterator
@@ -44,7 +45,10 @@ WORKERS = 2
 CONNECTIONS = 64
 SITES = 20
 PROBE_MS = 200
-ROUNDS = 3
+# Rounds of (alone, with clients), in the order A B, B A, ...: the per-round ratio of a loaded
+# 2-core machine spreads by ±10 % from round to round with the same code, so one or two rounds
+# cannot tell a change from noise; the report gives the median and the range of the rounds.
+ROUNDS = 5
 
 UAS = [
     "Mozilla/5.0 (Windows NT 10.0; Win64; x64) AppleWebKit/537.36 (KHTML, like Gecko) Chrome/120.0.0.0 Safari/537.36",
@@ -153,6 +157,7 @@ class _SSEProtocol(asyncio.Protocol):
         self.on_data = on_data
         self.first = True
         self.events = 0
+        self.updates = 0  # stats_update messages
         self.done: asyncio.Future[None] = asyncio.get_running_loop().create_future()
         self.transport: asyncio.Transport | None = None
 
@@ -165,6 +170,7 @@ class _SSEProtocol(asyncio.Protocol):
             self.first = False
             self.stats["connected"] += 1
         self.events += data.count(b"\nevent: event\n")
+        self.updates += data.count(b"\nevent: stats_update\n")
         if self.on_data is not None:
             self.on_data(data)
 
@@ -185,6 +191,7 @@ async def _sse(port: int, site: str, stats: dict[str, Any], on_data: Any = None)
         pass
     finally:
         stats["events"].append(protocol.events)
+        stats["updates"].append(protocol.updates)
         if protocol.transport is not None and not protocol.done.done():
             protocol.done.set_result(None)  # cancelled: not a close by the server
             protocol.transport.close()
@@ -204,7 +211,7 @@ async def _post(port: int, site: str, path: str) -> float:
 
 async def _clients(port: int, sites: list[str], probe_site: str, clients: int, ready: Any,
                    go: Any, stop: Any, out: Any) -> None:
-    stats: dict[str, Any] = {"connected": 0, "closed": 0, "events": []}
+    stats: dict[str, Any] = {"connected": 0, "closed": 0, "events": [], "updates": []}
     tasks = []
     for i in range(clients):
         tasks.append(asyncio.create_task(_sse(port, sites[i % len(sites)], stats)))
@@ -218,7 +225,7 @@ async def _clients(port: int, sites: list[str], probe_site: str, clients: int, r
         for m in pattern.finditer(data):
             seen.setdefault(m.group(1).decode(), now)
 
-    probe_stats: dict[str, Any] = {"connected": 0, "closed": 0, "events": []}
+    probe_stats: dict[str, Any] = {"connected": 0, "closed": 0, "events": [], "updates": []}
     tasks.append(asyncio.create_task(_sse(port, probe_site, probe_stats, on_probe)))
     deadline = time.monotonic() + 60
     while stats["connected"] < clients and time.monotonic() < deadline:
@@ -247,7 +254,9 @@ async def _clients(port: int, sites: list[str], probe_site: str, clients: int, r
     out.put({
         "clients": clients, "connected": stats["connected"], "held": held,
         "with_events": sum(1 for e in stats["events"] if e > 0),
-        "events": sum(stats["events"]), "probes": len(acked), "probes_seen": len(latencies),
+        "events": sum(stats["events"]), "updates": sum(stats["updates"]),
+        "with_updates": sum(1 for u in stats["updates"] if u > 1),
+        "probes": len(acked), "probes_seen": len(latencies),
         "latencies": latencies, "cpu": cpu,
     })
 
@@ -351,11 +360,15 @@ def run(ctx: BenchContext) -> Section:
         second(2 * n + 1)
     alone = _mean(alone_runs)
     loaded = _mean(loaded_runs)
+    ratios = [b["rps"] / a["rps"] for a, b in zip(alone_runs, loaded_runs, strict=True)]
+    ratio = statistics.median(ratios)
     result = {
         "latencies": sorted(x for r in results for x in r["latencies"]),
         "held": min(r["held"] for r in results),
         "with_events": min(r["with_events"] for r in results),
+        "with_updates": min(r["with_updates"] for r in results),
         "events": sum(r["events"] for r in results),
+        "updates": sum(r["updates"] for r in results),
         "cpu": sum(r["cpu"] for r in results),
         "probes": sum(r["probes"] for r in results),
         "probes_seen": sum(r["probes_seen"] for r in results),
@@ -373,12 +386,20 @@ def run(ctx: BenchContext) -> Section:
                     f"({b['live_ms_per_event'] * 1000:.0f})"
                     for a, b in zip(alone_runs, loaded_runs, strict=True))
     )
+    section.notes.append(
+        f"ratio with clients / alone over the {len(ratios)} rounds: median {ratio:.2f}, range "
+        f"{min(ratios):.2f}–{max(ratios):.2f}; of the means {loaded['rps'] / alone['rps']:.2f}"
+    )
 
     lat = result["latencies"]
     p50, p95 = _percentile(lat, 0.50), _percentile(lat, 0.95)
     section.add("ingest alone (no real-time clients)", alone["rps"], "events/s")
-    section.add("ingest while clients are connected", loaded["rps"], "events/s", alone["rps"],
-                "≥ 0.90 × alone", loaded["rps"] >= 0.9 * alone["rps"])
+    section.add("ingest while clients are connected (mean of rounds)", loaded["rps"], "events/s",
+                alone["rps"])
+    section.add(f"ingest with clients, % of alone: median of {len(ratios)} rounds", ratio * 100, "%",
+                target="≥ 90 %", met=ratio >= 0.9)
+    section.add("ingest with clients, % of alone: lowest round", min(ratios) * 100, "%")
+    section.add("ingest with clients, % of alone: highest round", max(ratios) * 100, "%")
     section.add("worker CPU per accepted event, with clients", loaded["cpu_ms_per_event"] * 1000, "µs",
                 alone["cpu_ms_per_event"] * 1000, "≤ 1.10 × alone",
                 loaded["cpu_ms_per_event"] <= 1.1 * alone["cpu_ms_per_event"])
@@ -389,8 +410,11 @@ def run(ctx: BenchContext) -> Section:
     section.add("accepted event → SSE client, p95", p95 * 1000, "ms", target="≤ 1,000 ms", met=p95 <= 1.0)
     section.add("SSE clients held through the load", result["held"], "clients",
                 target=f"all {clients} (aim 1,000)", met=result["held"] >= clients)
-    section.add("clients that received events", result["with_events"], "clients")
-    section.add("events delivered to clients (all rounds)", result["events"], "events")
+    section.add("clients that received events (fewest in a round)", result["with_events"], "clients")
+    section.add("clients that received stats updates after the first (fewest in a round)",
+                result["with_updates"], "clients")
+    section.add("event messages delivered to clients (all rounds)", result["events"], "messages")
+    section.add("stats_update messages delivered to clients (all rounds)", result["updates"], "messages")
     section.add("client process CPU during the loaded phases", result["cpu"], "s")
     section.notes += [
         f"probes: {result['probes_seen']} of {result['probes']} seen on the stream "

@@ -129,6 +129,25 @@ def test_memory_caps_evict_the_oldest_events_and_say_so() -> None:
     assert buf.stats("small", T0 + 200)["buffer"]["complete"] is True
 
 
+def test_the_visitor_cap_forgets_the_least_recently_seen_of_the_largest_site_in_batches() -> None:
+    buf = LiveBuffer(max_visitors=200)
+    f = Feeder(buf)
+    for i in range(150):
+        f.add(i, T0 + i, site="big")
+    for i in range(50):
+        f.add(1000 + i, T0 + 200 + i, site="small")
+    assert buf.visitor_count == 200 and buf.stats("big", T0 + 300)["buffer"]["complete"] is True
+    f.add(0, T0 + 300, site="big")  # seen again: now the most recent of its site
+    f.add(2000, T0 + 301, site="small")  # visitor 201: over the cap
+    # Down to 1 % under the cap (198) in one go, from the largest site, least recently seen first.
+    assert buf.visitor_count == len(buf.sites["big"].visitors) + len(buf.sites["small"].visitors) == 198
+    assert len(buf.sites["small"].visitors) == 51
+    big = buf.sites["big"].visitors
+    assert 0 in big and 1 not in big and 2 not in big and 3 not in big and 4 in big
+    assert buf.stats("big", T0 + 400)["buffer"]["complete"] is False
+    assert buf.stats("big", T0 + 400)["hour"]["visitors"] == 150  # the hour's counts stay exact
+
+
 def test_resume_returns_the_events_after_a_cursor() -> None:
     buf = LiveBuffer()
     f = Feeder(buf)
