@@ -4,8 +4,9 @@ serialises every message once; the gunicorn workers relay its ready-made chunks 
 ``littlestats serve`` starts it beside the workers (``spawn``). It listens on ``run/live.sock``
 and does nothing until a worker connects; then it loads the recent past (``build_hub``) and runs a
 ``LiveHub`` whose subscribers are *groups*: one per worker, site, filter and transport
-(``GroupProxy``). Each flush is one frame per group, written to that worker's connection; the
-worker (``api.live_edge.EdgeHub``) hands the same bytes to every client in the group. So each
+(``GroupProxy``). Each flush is one frame per group; the frames a beat of the hub makes for one
+worker go out in one write once the beat is over (``WorkerConnection.send``), and the worker
+(``api.live_edge.EdgeHub``) hands the same bytes to every client in the group. So each
 event is read, decoded, counted and serialised once per machine, whatever the number of workers,
 and the workers' event loops (ingest) carry neither the buffer nor its garbage collection.
 
@@ -16,6 +17,9 @@ worker → service: ``{"op": "open", "r", "g", "new", "site", "filter", "transpo
 ``{"op": "unsub", "g"}``, ``{"op": "stats", "r", "site"}``.
 service → worker: ``{"g": gid}`` + a group's chunk (SSE bytes; for WebSocket groups ``"l"`` gives
 the byte lengths of its texts), ``{"r": rid, "l": [...]}`` + a reply.
+
+The service runs at a lower CPU priority than the workers (``LIVE_NICENESS``): the live feed
+comes after durable ingest.
 
 Across machines, a broker-backed ``LiveFeed`` replaces the ``WalTail`` inside this service; the
 workers do not change.

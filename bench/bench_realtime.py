@@ -3,7 +3,8 @@
 One run, ``SITES`` sites, two-worker servers; the two phases alternate on fresh servers, each
 on a fresh copy of the same data directory (the sites, no events: so neither phase inherits the
 other's WAL, Parquet files or warehouse load), ``ROUNDS`` times in the order A B, B A, A B … (once
-with ``--quick``), after one unmeasured warm-up phase, and the figures are their means:
+with ``--quick``), after one unmeasured warm-up phase; the figures are their means, and the
+ratio judged against the target is the median of the rounds' ratios, reported with its range:
 
 1. ingest alone: ``wrk`` posts single beacons spread over the sites (no real-time request is
    made, so no worker follows the WAL) — the baseline;
@@ -46,7 +47,7 @@ CONNECTIONS = 64
 SITES = 20
 PROBE_MS = 200
 # Rounds of (alone, with clients), in the order A B, B A, ...: the per-round ratio of a loaded
-# 2-core machine spreads by ±10 % from round to round with the same code, so one or two rounds
+# 2-core machine spreads by ±15 % from round to round with the same code, so one or two rounds
 # cannot tell a change from noise; the report gives the median and the range of the rounds.
 ROUNDS = 5
 
