@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import time
+from collections.abc import Callable
 from datetime import date
 from typing import Any
 
@@ -19,6 +20,7 @@ from littlestats import metrics
 from littlestats.config import Settings
 from littlestats.controlplane import ControlPlane, Site, SiteCache
 from littlestats.http import json_response, read_body
+from littlestats.worker import TRANSPORT_EXTENSION, Connection
 
 VISIT_IDLE_MS = 30 * 60 * 1000
 
@@ -107,17 +109,21 @@ class TrackResource:
 
     async def on_post(self, req: falcon.asgi.Request, resp: falcon.asgi.Response, site: str) -> None:
         started = time.perf_counter()
-        accepted = 0
+        accepted: int | None = 0
         try:
-            accepted = await self._track(req, resp, site)
+            accepted = await self._track(req, resp, site, started)
         except falcon.HTTPError as exc:
             metrics.EVENTS_REJECTED.labels(status=str(exc.status_code)).inc()
             raise
         finally:
-            metrics.TRACK.record(accepted, time.perf_counter() - started)
+            if accepted is not None:  # None: counted once the held answer is released
+                metrics.TRACK.record(accepted, time.perf_counter() - started)
 
-    async def _track(self, req: falcon.asgi.Request, resp: falcon.asgi.Response, site_ref: str) -> int:
-        """Answer the request; the number of events made durable."""
+    async def _track(
+        self, req: falcon.asgi.Request, resp: falcon.asgi.Response, site_ref: str, started: float
+    ) -> int | None:
+        """Answer the request; the number of events made durable, or ``None`` when the answer is
+        held until they are (the commit's callback then counts them)."""
         body = await read_body(req, self.settings.max_body_bytes)
         site = self.sites.get(site_ref)
         if site is None:
@@ -172,10 +178,19 @@ class TrackResource:
 
         if not envelope.batch and rejected:
             raise falcon.HTTPBadRequest(description=rejected[0]["error"])
+        held = False
         if count:
-            await self.wal.commit_async(records)
-            if self.on_accept is not None:
-                self.on_accept(accepted)
+            connection = transport_of(req)
+            release = connection.hold_response() if connection is not None else None
+            if release is not None:
+                # Answered without waiting: the worker holds the answer back until the commit is
+                # on disk (or closes the connection without it if the write fails).
+                self.wal.commit_soon(records, self._on_durable(release, count, accepted, started))
+                held = True
+            else:
+                await self.wal.commit_async(records)
+                if self.on_accept is not None:
+                    self.on_accept(accepted)
         if rejected:
             metrics.EVENTS_REJECTED.labels(status="400").inc(len(rejected))
 
@@ -189,7 +204,31 @@ class TrackResource:
         else:
             status = falcon.HTTP_200 if count else falcon.HTTP_202
             json_response(resp, {"success": True, "cache": cache}, status)
-        return count
+        return None if held else count
+
+    def _on_durable(
+        self,
+        release: Callable[[BaseException | None], None],
+        count: int,
+        accepted: list[dict[str, Any]] | None,
+        started: float,
+    ) -> Callable[[BaseException | None], None]:
+        """What the group commit calls for a held answer: send it (or drop the connection), then
+        count the request as ``on_post`` does for one that waited."""
+        on_accept = self.on_accept
+
+        def on_durable(error: BaseException | None) -> None:
+            release(error)
+            metrics.TRACK.record(count if error is None else 0, time.perf_counter() - started)
+            if error is None and on_accept is not None:
+                on_accept(accepted)
+
+        return on_durable
+
+
+def transport_of(req: falcon.asgi.Request) -> Connection | None:
+    extensions = req.scope.get("extensions")
+    return extensions.get(TRANSPORT_EXTENSION) if extensions is not None else None
 
 
 def _names(site: Site, ref: str) -> bool:

@@ -20,6 +20,7 @@ import asyncio
 import contextlib
 import fcntl
 import itertools
+import logging
 import os
 import secrets
 import struct
@@ -27,7 +28,10 @@ import threading
 import time
 import zlib
 from collections.abc import Callable, Iterator
+from functools import partial
 from pathlib import Path
+
+log = logging.getLogger(__name__)
 
 HEADER = struct.Struct("<II")
 MAX_RECORD = 16 * 1024 * 1024
@@ -113,13 +117,15 @@ def fsync_dir(path: Path) -> None:
 class SegmentWriter:
     """Appends records to this process's active segment; nobody is told before they are on disk.
 
-    ``commit_async`` (a request's records, built with ``add_record``) is the request path, a paced
-    group commit on the event loop: requests queue their records and await one future; a commit writes everything queued with one ``O_DSYNC``
-    write (it returns once the data is on disk) and settles the whole group. A commit starts no
-    sooner than ``commit_interval`` seconds after the previous one ended: under load each durable
-    write carries every request of the last few milliseconds, while a request arriving at an idle
-    worker commits at once. There is no thread hand-off: with one, every commit cost a few GIL
-    transfers and wake-ups, more CPU than the write itself.
+    ``commit_soon`` (a request's records, built with ``add_record``, and a callback) is the request
+    path, a paced group commit on the event loop: requests queue their records and go on; a commit
+    writes everything queued with one ``O_DSYNC`` write (it returns once the data is on disk) and
+    then calls every queued callback (the beacon endpoint's releases the request's held answer, see
+    ``littlestats.worker``). ``commit_async`` is the same for a caller that awaits. A commit starts
+    no sooner than ``commit_interval`` seconds after the previous one ended: under load each
+    durable write carries every request of the last few milliseconds, while a request arriving at
+    an idle worker commits at once. There is no thread hand-off: with one, every commit cost a few
+    GIL transfers and wake-ups, about what it saved by not blocking the loop.
 
     ``append`` is the synchronous equivalent. Segments rotate (rename to ``.closed``) after
     ``segment_seconds``, at each UTC hour and past ``segment_max_bytes``; ``maybe_rotate`` is also
@@ -153,7 +159,7 @@ class SegmentWriter:
         self._last_closed: Path | None = None
         # The next group commit (event loop side): each request's encoded records.
         self._pending: list[bytes | bytearray] = []
-        self._waiters: list[asyncio.Future[None]] = []
+        self._waiters: list[Callable[[BaseException | None], None]] = []
         self._commit_loop: asyncio.AbstractEventLoop | None = None  # set while one is scheduled
         self._next_commit_at = 0.0  # loop.time() before which no commit starts
         self.fsyncs = 0  # durable writes
@@ -174,12 +180,19 @@ class SegmentWriter:
     async def commit_async(self, records: bytes | bytearray) -> None:
         """Append encoded records (``add_record``); resolves once they are on disk, sharing the
         write with other requests."""
+        fut: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        self.commit_soon(records, partial(_settle_future, fut))
+        await fut
+
+    def commit_soon(self, records: bytes | bytearray, on_durable: Callable[[BaseException | None], None]) -> None:
+        """Queue encoded records for the next group commit, from the event loop; ``on_durable`` is
+        called on the loop once they are on disk (with ``None``), or with the error that kept
+        them off it. Nothing waits: the caller goes on at once."""
         if self._closed:
             raise RuntimeError("the write-ahead log is closed")
-        loop = asyncio.get_running_loop()
-        fut: asyncio.Future[None] = loop.create_future()
         self._pending.append(records)
-        self._waiters.append(fut)
+        self._waiters.append(on_durable)
+        loop = asyncio.get_running_loop()
         if self._commit_loop is not loop:
             self._commit_loop = loop
             wait = self._next_commit_at - loop.time()
@@ -189,7 +202,6 @@ class SegmentWriter:
                 # After the callbacks already queued on this loop turn, so every request that is
                 # ready right now joins this commit.
                 loop.call_soon(self._commit)
-        await fut
 
     def maybe_rotate(self) -> None:
         """Rotate the active segment if it is old enough or its hour has ended."""
@@ -202,14 +214,14 @@ class SegmentWriter:
             if self._closed:
                 return None
             self._closed = True
-            chunks, waiters = self._pending, self._waiters
-            self._pending, self._waiters = [], []
+            chunks, waiters, loop = self._pending, self._waiters, self._commit_loop
+            self._pending, self._waiters, self._commit_loop = [], [], None
             error: BaseException | None = None
             try:
                 self._write(chunks)
             except OSError as exc:
                 error = exc
-            _settle_group(waiters, error)
+            _settle_on(loop, waiters, error)
             self._rotate()
             return self._last_closed
 
@@ -307,24 +319,41 @@ class SegmentWriter:
                 self.on_rotate(closed)
 
 
-def _settle_group(waiters: list[asyncio.Future[None]], error: BaseException | None) -> None:
-    """Settle futures from any thread: one thread-safe call per event loop."""
-    by_loop: dict[asyncio.AbstractEventLoop, list[asyncio.Future[None]]] = {}
-    for fut in waiters:
-        by_loop.setdefault(fut.get_loop(), []).append(fut)
-    for loop, futures in by_loop.items():
+def _settle_on(
+    loop: asyncio.AbstractEventLoop | None,
+    callbacks: list[Callable[[BaseException | None], None]],
+    error: BaseException | None,
+) -> None:
+    """Run the callbacks on their event loop: at once when that is this thread's, else through a
+    thread-safe call."""
+    if not callbacks:
+        return
+    try:
+        running = asyncio.get_running_loop()
+    except RuntimeError:
+        running = None
+    if loop is None or loop is running:
+        _settle_all(callbacks, error)
+    else:
         with contextlib.suppress(RuntimeError):  # that loop has been closed: nobody waits
-            loop.call_soon_threadsafe(_settle_all, futures, error)
+            loop.call_soon_threadsafe(_settle_all, callbacks, error)
 
 
-def _settle_all(futures: list[asyncio.Future[None]], error: BaseException | None) -> None:
-    for fut in futures:
-        if fut.done():
-            continue
-        if error is None:
-            fut.set_result(None)
-        else:
-            fut.set_exception(error)
+def _settle_all(callbacks: list[Callable[[BaseException | None], None]], error: BaseException | None) -> None:
+    for callback in callbacks:
+        try:
+            callback(error)
+        except Exception:  # one failing listener must not keep the others waiting
+            log.exception("a commit listener failed")
+
+
+def _settle_future(fut: asyncio.Future[None], error: BaseException | None) -> None:
+    if fut.done():
+        return
+    if error is None:
+        fut.set_result(None)
+    else:
+        fut.set_exception(error)
 
 
 def sealable_segments(wal_dir: Path) -> list[Path]:

@@ -1,4 +1,5 @@
-"""The gunicorn worker class ``littlestats serve`` runs: uvicorn's, with one fewer write per response.
+"""The gunicorn worker class ``littlestats serve`` runs: uvicorn's, with one fewer write per response
+and answers that can be held back until the app releases them.
 
 uvicorn (httptools) writes a response's status line and headers to the socket as soon as the app
 sends ``http.response.start``, and the body with a second write when ``http.response.body``
@@ -18,11 +19,19 @@ It also hands the app its connection through the ASGI scope: ``scope["extensions
 real-time stream (``api.stream``) can write a streamed body straight to the socket and bound its
 send buffer. This module is the only place that knows uvicorn's internals; without the extension
 (another server) the app uses the plain ASGI ``send``.
+
+``Connection.hold_response`` lets a request finish at once while its answer stays in the worker
+until the app calls ``release``: the beacon endpoint answers this way, releasing a group of
+answers when their group commit is on disk, so a beacon's coroutine never suspends to wait for
+the disk. Everything written on the connection meanwhile (a pipelined request's answer, a close)
+waits behind the held answer, in order; ``release(error)`` closes the connection unanswered.
 """
 
 from __future__ import annotations
 
 import asyncio
+from collections import deque
+from collections.abc import Callable
 from typing import Any
 
 from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol, RequestResponseCycle
@@ -35,11 +44,17 @@ TRANSPORT_EXTENSION = "littlestats.transport"
 class Connection:
     """``scope["extensions"]["littlestats.transport"]``: the connection a request came on."""
 
-    __slots__ = ("transport", "_cycle")
+    __slots__ = ("transport", "_cycle", "_protocol")
 
-    def __init__(self, transport: asyncio.Transport, cycle: RequestResponseCycle | None = None) -> None:
+    def __init__(
+        self,
+        transport: asyncio.Transport,
+        cycle: RequestResponseCycle | None = None,
+        protocol: CoalescingHttpToolsProtocol | None = None,
+    ) -> None:
         self.transport = transport  # the socket's own transport: writes go out as they are
         self._cycle = cycle
+        self._protocol = protocol
 
     def streaming_body(self) -> bool | None:
         """Whether the response body is chunked, once the response's head has been written and
@@ -48,7 +63,20 @@ class Connection:
         cycle = self._cycle
         if cycle is None or not cycle.response_started or cycle.response_complete or cycle.disconnected:
             return None
+        if self._protocol is not None and self._protocol.holding:
+            return None  # a held answer is ahead of it on this connection: write through ASGI
         return bool(cycle.chunked_encoding)
+
+    def hold_response(self) -> Callable[[BaseException | None], None] | None:
+        """Keep this request's answer in the worker until the returned ``release`` is called.
+
+        From now on what the request writes (and whatever follows it on the connection) stays in
+        memory; ``release(None)`` sends it, ``release(error)`` closes the connection without it.
+        The app can finish the request at once, without waiting. ``None`` where the connection
+        cannot hold (a WebSocket).
+        """
+        protocol = self._protocol
+        return protocol.hold() if protocol is not None else None
 
 
 def _with_connection(scope: Any, connection: Connection) -> None:
@@ -56,12 +84,13 @@ def _with_connection(scope: Any, connection: Connection) -> None:
 
 
 class _HeadHoldingTransport:
-    """The cycle's view of the connection: holds the response head until the body's first write."""
+    """The cycle's view of the connection: holds the response head until the body's first write,
+    and writes through the protocol (which holds the connection's output while an answer waits)."""
 
-    __slots__ = ("_transport", "_cycle", "_head", "_head_seen")
+    __slots__ = ("_protocol", "_cycle", "_head", "_head_seen")
 
-    def __init__(self, transport: asyncio.Transport, cycle: RequestResponseCycle) -> None:
-        self._transport = transport
+    def __init__(self, protocol: CoalescingHttpToolsProtocol, cycle: RequestResponseCycle) -> None:
+        self._protocol = protocol
         self._cycle = cycle
         self._head: bytes | None = None
         self._head_seen = False
@@ -82,17 +111,94 @@ class _HeadHoldingTransport:
             ):
                 self._head = data
                 return
-        self._transport.write(data)
+        self._protocol.write(data)
 
-    def __getattr__(self, name: str) -> Any:  # close, is_closing, get_extra_info, ...
-        return getattr(self._transport, name)
+    def close(self) -> None:
+        self._protocol.close_when_sent()
+
+    def __getattr__(self, name: str) -> Any:  # is_closing, get_extra_info, ...
+        return getattr(self._protocol.transport, name)
+
+
+class _Held:
+    """An answer waiting for ``release``: the bytes written on the connection since it began."""
+
+    __slots__ = ("data", "released", "error")
+
+    def __init__(self) -> None:
+        self.data = bytearray()
+        self.released = False
+        self.error: BaseException | None = None
 
 
 class CoalescingHttpToolsProtocol(HttpToolsProtocol):
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self._held: deque[_Held] = deque()  # answers held back, oldest first
+        self._close_when_sent = False
+
     def _start_asgi_task(self, cycle: RequestResponseCycle, app: Any) -> None:
-        cycle.transport = _HeadHoldingTransport(self.transport, cycle)  # type: ignore[assignment]
-        _with_connection(cycle.scope, Connection(self.transport, cycle))
+        cycle.transport = _HeadHoldingTransport(self, cycle)  # type: ignore[assignment]
+        _with_connection(cycle.scope, Connection(self.transport, cycle, self))
         super()._start_asgi_task(cycle, app)
+
+    # answers held back (Connection.hold_response) ---------------------------------------------
+    @property
+    def holding(self) -> bool:
+        return bool(self._held)
+
+    def write(self, data: bytes) -> None:
+        if self._held:
+            self._held[-1].data += data
+        else:
+            self.transport.write(data)
+
+    def hold(self) -> Callable[[BaseException | None], None]:
+        held = _Held()
+        self._held.append(held)
+
+        def release(error: BaseException | None) -> None:
+            held.released, held.error = True, error
+            self._send_released()
+
+        return release
+
+    def _send_released(self) -> None:
+        # In order: an answer leaves only after every answer held before it on this connection.
+        held, transport = self._held, self.transport
+        while held and held[0].released:
+            first = held.popleft()
+            if transport.is_closing():
+                continue
+            if first.error is not None:
+                # Not answered: the client sees the connection end, as it would after a crash.
+                held.clear()
+                transport.close()
+                return
+            if first.data:
+                transport.write(first.data)
+        if not held and self._close_when_sent and not transport.is_closing():
+            transport.close()
+
+    def close_when_sent(self) -> None:
+        if self._held:
+            self._close_when_sent = True
+        else:
+            self.transport.close()
+
+    def shutdown(self) -> None:
+        if self._held:
+            self._close_when_sent = True  # graceful: once the held answers are out
+        else:
+            super().shutdown()
+
+    def timeout_keep_alive_handler(self) -> None:
+        if self._held:  # an answer is still waiting: the connection is not idle
+            self.timeout_keep_alive_task = self.loop.call_later(
+                self.timeout_keep_alive, self.timeout_keep_alive_handler
+            )
+        else:
+            super().timeout_keep_alive_handler()
 
 
 class ConnectionWebSocketProtocol(WebSocketsSansIOProtocol):

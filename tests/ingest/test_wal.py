@@ -82,6 +82,40 @@ def test_a_request_at_an_idle_writer_commits_at_once_and_busy_commits_are_paced(
     assert closed is not None and len(list(read_records(closed))) == 2
 
 
+def test_commit_soon_calls_back_once_the_records_are_on_disk(tmp_path: Path) -> None:
+    writer = SegmentWriter(tmp_path / "wal", segment_seconds=60)
+    calls: list[tuple[BaseException | None, int]] = []
+
+    def on_durable(error: BaseException | None) -> None:
+        assert writer.active_path is not None
+        calls.append((error, len(list(read_records(writer.active_path)))))
+
+    async def requests() -> None:
+        for i in range(3):
+            writer.commit_soon(encode_record(orjson.dumps(event(i))), on_durable)
+        assert calls == []  # nothing waits, nothing is written yet
+        await asyncio.sleep(0.05)
+
+    aio.run(requests())
+    assert calls == [(None, 3)] * 3 and writer.fsyncs == 1  # one write for all three
+    writer.close()
+
+
+def test_commit_soon_reports_a_failed_write(tmp_path: Path) -> None:
+    writer = SegmentWriter(tmp_path / "wal", segment_seconds=60)
+    errors: list[BaseException | None] = []
+
+    (tmp_path / "wal").rmdir()
+    (tmp_path / "wal").write_text("")  # no segment can be created in it
+
+    async def request() -> None:
+        writer.commit_soon(encode_record(b"{}"), errors.append)
+        await asyncio.sleep(0.05)
+
+    aio.run(request())
+    assert len(errors) == 1 and isinstance(errors[0], OSError)
+
+
 def test_every_acknowledged_async_append_survives_kill_9(tmp_path: Path) -> None:
     # Concurrent requests append and print their number once acknowledged; the process is killed
     # mid-stream. Every number printed is in the segment, once.

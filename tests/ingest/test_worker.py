@@ -131,3 +131,121 @@ def test_the_app_gets_the_connection_and_may_write_a_streamed_body_itself() -> N
 
 def test_the_extension_is_the_one_the_stream_looks_for() -> None:
     assert TRANSPORT_EXTENSION == stream.TRANSPORT_EXTENSION
+
+
+# Held answers: the beacon endpoint answers at once but its answer leaves only after the commit.
+
+
+def holding_app(releases: list[Any], body: bytes = b'{"success":true}') -> Any:
+    """Holds its answer (``Connection.hold_response``) and finishes; ``releases`` gets the release."""
+
+    async def app(scope: dict[str, Any], receive: Any, send: Any) -> None:
+        await receive()
+        releases.append(scope["extensions"][TRANSPORT_EXTENSION].hold_response())
+        await send({"type": "http.response.start", "status": 200,
+                    "headers": [(b"content-length", str(len(body)).encode())]})
+        await send({"type": "http.response.body", "body": body})
+
+    return app
+
+
+async def connect(app: Any) -> tuple[CoalescingHttpToolsProtocol, RecordingTransport]:
+    config = Config(app=app, http=CoalescingHttpToolsProtocol, log_config=None, access_log=False)
+    config.load()
+    protocol = CoalescingHttpToolsProtocol(config, ServerState(), app_state={})
+    transport = RecordingTransport()
+    protocol.connection_made(transport)
+    return protocol, transport
+
+
+async def settle(protocol: CoalescingHttpToolsProtocol) -> None:
+    for _ in range(20):
+        await asyncio.sleep(0)
+    for task in list(protocol.server_state.tasks):
+        await task
+
+
+def test_a_held_answer_leaves_only_when_released_and_the_request_ends_before() -> None:
+    releases: list[Any] = []
+
+    async def run() -> None:
+        protocol, transport = await connect(holding_app(releases))
+        protocol.data_received(POST)
+        await settle(protocol)
+        assert protocol.cycle is not None and protocol.cycle.response_complete  # the app is done
+        assert transport.writes == []  # ... but nothing has left
+        releases[0](None)
+        assert len(transport.writes) == 1 and transport.writes[0].startswith(b"HTTP/1.1 200")
+        assert transport.writes[0].endswith(b'{"success":true}') and not transport.closed
+
+    asyncio.run(run())
+
+
+def test_a_failed_commit_closes_the_connection_without_the_answer() -> None:
+    releases: list[Any] = []
+
+    async def run() -> None:
+        protocol, transport = await connect(holding_app(releases))
+        protocol.data_received(POST)
+        await settle(protocol)
+        releases[0](OSError("disk full"))
+        assert transport.writes == [] and transport.closed
+
+    asyncio.run(run())
+
+
+def test_answers_on_one_connection_leave_in_order() -> None:
+    # Two pipelined requests: the second (not held itself) must not overtake the first.
+    releases: list[Any] = []
+    held = holding_app(releases)
+
+    async def app(scope: dict[str, Any], receive: Any, send: Any) -> None:
+        if scope["method"] == "POST":
+            await held(scope, receive, send)
+            return
+        await receive()
+        await send({"type": "http.response.start", "status": 204, "headers": []})
+        await send({"type": "http.response.body", "body": b""})
+
+    async def run() -> None:
+        protocol, transport = await connect(app)
+        protocol.data_received(POST + b"GET /healthz HTTP/1.1\r\nHost: a\r\n\r\n")
+        await settle(protocol)
+        await settle(protocol)
+        assert transport.writes == []
+        releases[0](None)
+        sent = b"".join(transport.writes)
+        assert sent.startswith(b"HTTP/1.1 200") and sent.index(b"HTTP/1.1 204") > sent.index(b'{"success"')
+
+    asyncio.run(run())
+
+
+def test_a_connection_to_close_after_a_held_answer_closes_once_it_is_sent() -> None:
+    releases: list[Any] = []
+
+    async def run() -> None:
+        protocol, transport = await connect(holding_app(releases))
+        protocol.data_received(POST.replace(b"Host: a\r\n", b"Host: a\r\nConnection: close\r\n"))
+        await settle(protocol)
+        assert not transport.closed and transport.writes == []
+        protocol.shutdown()  # a graceful shutdown waits for it too
+        assert not transport.closed
+        releases[0](None)
+        assert len(transport.writes) == 1 and transport.closed
+
+    asyncio.run(run())
+
+
+def test_a_stream_behind_a_held_answer_is_not_written_directly() -> None:
+    releases: list[Any] = []
+
+    async def run() -> None:
+        protocol, transport = await connect(holding_app(releases))
+        protocol.data_received(POST)
+        await settle(protocol)
+        assert protocol.cycle is not None
+        conn: Any = protocol.cycle.scope["extensions"][TRANSPORT_EXTENSION]  # type: ignore[typeddict-item]
+        assert conn.streaming_body() is None
+        releases[0](None)
+
+    asyncio.run(run())
