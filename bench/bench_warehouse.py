@@ -6,6 +6,10 @@ process with 2 DuckDB and 2 polars threads:
 * **baseline** — ``INSERT INTO raw SELECT * FROM read_parquet('raw/**/*.parquet')``;
 * **load** — ``warehouse.load.load_pending``: dedup, sessionize, facts, every pre-aggregate.
 
+Both read the same raw files: the generated parts merged into one file per site and hour, the
+layout the warehouse process leaves behind once an hour has closed (``warehouse.compact``; the
+compaction's own time is reported in the notes).
+
 Reported: events/s and peak RSS of each, and their ratio. Then the steady state: in one process,
 like the running warehouse, the 1 M warehouse loads one minute's ~10,000 events (not measured),
 then the next minute's ~10,000 (visits continuing, late events) in one measured scheduled load.
@@ -147,6 +151,28 @@ def worker(mode: str, root: str) -> None:
     print(json.dumps({"seconds": time.monotonic() - started, "rows": rows, "peak_rss_mb": _vm_hwm_mb()}))
 
 
+def _compact(root: Path) -> str:
+    """Merge the generated part files into one file per site and hour, as the warehouse process
+    does once an hour has closed (``warehouse.compact``): the raw layout a backlog of closed hours
+    has. Nothing is loaded yet, so the merged files stay pending."""
+    from warehouse.compact import compact_raw
+    from warehouse.database import connect
+
+    scratch = root / "compact.duckdb"
+    con = connect(scratch)  # an empty manifest: every file is pending
+    before = sum(1 for _ in (root / "raw").rglob("*.parquet"))
+    started, cpu = time.monotonic(), time.process_time()
+    result = compact_raw(con, root / "raw")
+    seconds, cpu = time.monotonic() - started, time.process_time() - cpu
+    con.close()
+    for path in root.glob("compact.duckdb*"):
+        path.unlink()
+    after = sum(1 for _ in (root / "raw").rglob("*.parquet"))
+    return (f"raw parts compacted per site and hour before the runs (not measured as load): "
+            f"{before:,} files → {after:,} in {seconds:.1f} s ({cpu:.1f} s CPU, "
+            f"{result.rows / max(seconds, 1e-9):,.0f} rows/s)")
+
+
 def _vm_hwm_mb() -> float:
     """This process's peak RSS since exec (wait4's ru_maxrss would include the forked parent)."""
     for line in Path("/proc/self/status").read_text().splitlines():
@@ -195,6 +221,10 @@ def run(ctx: BenchContext) -> Section:
             marker.write_text(json.dumps({"size": size, "bulk": bulk_events, "steady": steady_events}))
             section.notes.append(f"{label}: generated and wrote {bulk_events:,} events "
                                  f"(+{steady_events:,} held back) in {time.monotonic() - t0:.0f} s")
+        if not prepared.get("compacted"):
+            section.notes.append(f"{label}: {_compact(root)}")
+            marker.write_text(json.dumps({"size": size, "bulk": bulk_events, "steady": steady_events,
+                                          "compacted": True}))
         base = _measure("baseline", root)
         ours = _measure("load", root)
         assert ours["rows"] == bulk_events == base["rows"], (ours, base, bulk_events)

@@ -52,7 +52,7 @@ class Settings:
     # Warehouse loads run this often inside `serve`.
     load_interval_seconds: float = 60.0
     # Rows per load transaction when a backlog is loaded (bounds the loader's memory).
-    load_chunk_rows: int = 750_000
+    load_chunk_rows: int = 1_000_000
     # DuckDB limits for the warehouse process (it spills to disk beyond the memory limit).
     warehouse_memory_limit: str = "2GB"
     warehouse_threads: int = 0  # 0 = one per core

@@ -22,7 +22,11 @@ For analysts: everything LittleStats knows lives in open formats you can query w
 * **Raw events** — Parquet files under `<data dir>/raw/`, Hive-partitioned:
   `raw/site_id=<id>/date=YYYY-MM-DD/hour=HH/part-<segment>.parquet` (UTC date and hour of `ts`,
   zstd). New files appear about every 30 seconds; late events (client time up to 24 h old) appear
-  as new files in older hour partitions. Files are never modified once written.
+  as new files in older hour partitions. Once an hour has been closed for two hours and loaded, its
+  files are merged into one, `part-hourly.parquet` (ordered by `ts`, one row per `event_id`); a
+  late event's file beside it is merged in at the next load. For the instant between writing the
+  merged file and deleting its parts both can be seen: count `DISTINCT event_id` when exactness
+  matters.
 * **Warehouse** — one DuckDB database, `<data dir>/warehouse.duckdb`, loaded from the raw files
   every minute by `littlestats serve` (or `littlestats load`). While `serve` runs it holds the file
   for writing; stop it (or copy the file) to open it with the `duckdb` CLI, or query through the

@@ -27,6 +27,7 @@ import pyarrow as pa
 from ingest.seal import seal_all
 from littlestats.config import Settings
 from littlestats.controlplane import ControlPlane
+from warehouse.compact import compact_raw
 from warehouse.database import connect
 from warehouse.load import LoadResult, discover_files, load_pending
 from warehouse.protocol import (
@@ -91,7 +92,8 @@ class Warehouse:
         self, start: date | None = None, end: date | None = None, progress: Progress | None = None,
         seal: bool = True, recent_days: int | None = None,
     ) -> LoadResult:
-        """Seal finished WAL segments, then load every raw file not loaded yet (exactly once).
+        """Seal finished WAL segments, load every raw file not loaded yet (exactly once), then
+        merge the loaded part files of closed hours into one file per hour (``warehouse.compact``).
 
         ``start`` / ``end`` restrict the load to partitions of those UTC dates (backfill);
         ``recent_days`` to the last few days' partitions (the scheduled load: events are accepted
@@ -112,8 +114,11 @@ class Warehouse:
                      if wanted(f.partition_hour, f.site_id)]
             result = load_pending(self.writer, self.settings.raw_dir, tz, files=files,
                                   progress=progress, chunk_rows=self.settings.load_chunk_rows)
+            compacted = compact_raw(self.writer, self.settings.raw_dir, files=files)
         if result.files:
             log.info("load: %s", result.summary())
+        if compacted.hours or compacted.skipped_mixed:
+            log.info("raw compaction: %s", compacted.summary())
         return result
 
     def scheduled_load(self) -> LoadResult:
