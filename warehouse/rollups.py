@@ -286,24 +286,30 @@ def with_prev_dates(fresh: pl.DataFrame, history: pl.DataFrame, spec: _VisitorTa
          history.select(keys).with_columns(pl.lit(None, pl.UInt32).alias("row")).select("row", *keys)],
         how="vertical_relaxed",
     )
-    # A visitor with one row has no earlier date for any value: only the others are sorted, each
-    # (visitor, value, date) packed into one integer (visitor number, value dictionary code, days
-    # since 1970). Rows of one visitor and day (same key) keep a deterministic order: their hash.
-    many = both.filter(pl.len().over("site_id", "visitor_key") > 1)
+    # Rows sorted by visitor (its 64-bit key first: polars rarely compares the site strings) and
+    # date; ``v`` numbers the visitors. A visitor with one row has no earlier date for any value:
+    # only the others are kept, each (visitor, value, date) then packed into one integer (visitor
+    # number, value dictionary code, days since 1970) per value column and sorted.
+    both = both.sort("visitor_key", "site_id", "local_date")
+    new_visitor = ((pl.col("visitor_key") != pl.col("visitor_key").shift(1))
+                   | (pl.col("site_id") != pl.col("site_id").shift(1))).fill_null(True)
+    both = both.with_columns(new_visitor.cum_sum().cast(pl.UInt64).alias("v"))
+    many = both.filter((pl.col("v") == pl.col("v").shift(1)) | (pl.col("v") == pl.col("v").shift(-1)))
     codes = many.select(
-        "row", "local_date",
-        pl.struct("site_id", "visitor_key").rank("dense").cast(pl.UInt64).alias("v"),
+        "row", "local_date", "v",
         pl.col("local_date").cast(pl.Int32).alias("d"),
         *((pl.col(v).cast(pl.Categorical).to_physical().cast(pl.UInt64) + 1).fill_null(0).alias(f"c{i}")
           for i, v in enumerate(values)),
-        pl.lit(0, pl.UInt64).alias("tie"),
     )
     if len(values) > 1:
-        shared = codes.select(pl.len().over("v", "d") > 1).to_series()
-        ties = many.filter(shared).select(pl.struct(keys).hash(seed=0).alias("tie"))
-        codes = pl.concat([codes.filter(~shared),
-                           codes.filter(shared).drop("tie").with_columns(ties.get_column("tie"))])
-        codes = codes.sort("tie", maintain_order=True)  # then stable sorts keep tied rows in this order
+        # Rows of one visitor and day (same key) keep a deterministic order: their hash. They are
+        # neighbours here, and the stable sorts below keep them in this order.
+        same_day = (pl.col("v") == pl.col("v").shift(1)) & (pl.col("d") == pl.col("d").shift(1))
+        shared = codes.select(same_day.fill_null(False) | same_day.shift(-1).fill_null(False)).to_series()
+        if shared.any():
+            ties = pl.repeat(0, many.height, dtype=pl.UInt64, eager=True).scatter(
+                shared.arg_true(), many.filter(shared).select(pl.struct(keys).hash(seed=0)).to_series())
+            codes = codes.with_columns(ties.alias("tie")).sort("v", "d", "tie").drop("tie")
     ranges = codes.select(pl.col("d").min().alias("lo"), pl.col("d").max().alias("hi"),
                           *(pl.col(f"c{i}").max().alias(f"c{i}") for i in range(len(values)))).row(0)
     packable = codes.height < 2**27 and (codes.height == 0 or (
