@@ -168,6 +168,8 @@ def _compact(root: Path) -> str:
     for path in root.glob("compact.duckdb*"):
         path.unlink()
     after = sum(1 for _ in (root / "raw").rglob("*.parquet"))
+    if not result.hours:
+        return f"raw files already one per site and hour ({after:,} files)"
     return (f"raw parts compacted per site and hour before the runs (not measured as load): "
             f"{before:,} files → {after:,} in {seconds:.1f} s ({cpu:.1f} s CPU, "
             f"{result.rows / max(seconds, 1e-9):,.0f} rows/s)")
