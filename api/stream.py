@@ -37,7 +37,7 @@ from prometheus_client import Counter
 
 from api.live import LiveBuffer, LiveEvent, iso_ms, parse_cursor
 from api.live_feed import LiveFeed
-from littlestats.worker import TRANSPORT_EXTENSION, Connection
+from littlestats.worker import connection_of
 
 log = logging.getLogger(__name__)
 
@@ -213,12 +213,12 @@ class Subscriber:
 
     async def sse(self, initial: list[bytes], scope: dict[str, Any] | None = None) -> AsyncIterator[SSEvent]:
         """The stream's body for Falcon's ``resp.sse``; ``scope``: the request's ASGI scope, whose
-        ``littlestats.transport`` extension (see ``connection``) lets it write directly."""
+        ``littlestats.transport`` extension (see ``littlestats.worker.connection_of``) lets it write directly."""
         self.task = asyncio.current_task()
         try:
             yield SSEChunk(b"".join(initial))
             # The response's head and first chunk are written: the connection is ours to write.
-            found = connection(scope)
+            found = connection_of(scope)
             chunked = found.streaming_body() if found is not None else None
             if found is not None and chunked is not None and not self.closed:
                 self.go_direct(found.transport, chunked)
@@ -236,13 +236,6 @@ class Subscriber:
             self.hub.unsubscribe(self)
 
 
-def connection(scope: dict[str, Any] | None) -> Connection | None:
-    """The request's connection from the ``littlestats.transport`` scope extension (see
-    ``littlestats.worker.Connection``); ``None`` under another ASGI server: the stream then goes
-    through the ASGI ``send`` as usual."""
-    return ((scope or {}).get("extensions") or {}).get(TRANSPORT_EXTENSION)
-
-
 def limit_send_buffer(transport: Any) -> None:
     """Hold the kernel's send buffer for this connection to ``SSE_SEND_BUFFER``."""
     with contextlib.suppress(OSError, AttributeError):
@@ -251,7 +244,7 @@ def limit_send_buffer(transport: Any) -> None:
 
 def limit_websocket_buffer(scope: dict[str, Any]) -> None:
     """The same for a WebSocket (when the server hands the app its connection)."""
-    found = connection(scope)
+    found = connection_of(scope)
     if found is not None:
         limit_send_buffer(found.transport)
 

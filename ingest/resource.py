@@ -20,7 +20,7 @@ from littlestats import metrics
 from littlestats.config import Settings
 from littlestats.controlplane import ControlPlane, Site, SiteCache
 from littlestats.http import json_response, read_body
-from littlestats.worker import TRANSPORT_EXTENSION, Connection
+from littlestats.worker import connection_of
 
 VISIT_IDLE_MS = 30 * 60 * 1000
 
@@ -180,7 +180,7 @@ class TrackResource:
             raise falcon.HTTPBadRequest(description=rejected[0]["error"])
         held = False
         if count:
-            connection = transport_of(req)
+            connection = connection_of(req.scope)
             release = connection.hold_response() if connection is not None else None
             if release is not None:
                 # Answered without waiting: the worker holds the answer back until the commit is
@@ -224,11 +224,6 @@ class TrackResource:
                 on_accept(accepted)
 
         return on_durable
-
-
-def transport_of(req: falcon.asgi.Request) -> Connection | None:
-    extensions = req.scope.get("extensions")
-    return extensions.get(TRANSPORT_EXTENSION) if extensions is not None else None
 
 
 def _names(site: Site, ref: str) -> bool:

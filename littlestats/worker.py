@@ -83,6 +83,12 @@ def _with_connection(scope: Any, connection: Connection) -> None:
     scope.setdefault("extensions", {})[TRANSPORT_EXTENSION] = connection
 
 
+def connection_of(scope: dict[str, Any] | None) -> Connection | None:
+    """The request's connection from its ASGI scope; ``None`` under another ASGI server, where the
+    app goes through the plain ASGI ``send``."""
+    return ((scope or {}).get("extensions") or {}).get(TRANSPORT_EXTENSION)
+
+
 class _HeadHoldingTransport:
     """The cycle's view of the connection: holds the response head until the body's first write,
     and writes through the protocol (which holds the connection's output while an answer waits)."""

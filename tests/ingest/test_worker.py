@@ -130,7 +130,8 @@ def test_the_app_gets_the_connection_and_may_write_a_streamed_body_itself() -> N
 
 
 def test_the_extension_is_the_one_the_stream_looks_for() -> None:
-    assert TRANSPORT_EXTENSION == stream.TRANSPORT_EXTENSION
+    conn = object()
+    assert stream.connection_of({"extensions": {TRANSPORT_EXTENSION: conn}}) is conn
 
 
 # Held answers: the beacon endpoint answers at once but its answer leaves only after the commit.

@@ -9,7 +9,8 @@ from typing import Any
 
 from api.live import LiveBuffer
 from api.live_feed import WalTail
-from api.stream import ALL, TRANSPORT_EXTENSION, LiveHub
+from api.stream import ALL, LiveHub
+from littlestats.worker import TRANSPORT_EXTENSION
 
 
 class Transport:
