@@ -29,7 +29,7 @@ from __future__ import annotations
 import heapq
 from collections import OrderedDict, deque
 from collections.abc import Iterable, Iterator
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from sys import intern
 from typing import Any
@@ -146,16 +146,13 @@ class Visit:
     pageviews: int = 0
     customs: int = 0
 
-    @property
-    def is_bounce(self) -> bool:
-        return self.pageviews == 1 and self.customs == 0
-
 
 @dataclass(slots=True)
 class VisitorState:
     last_seen: int
-    visits: list[Visit] = field(default_factory=list)
-    hours: tuple[int, ...] = ()  # the (at most 2 latest) UTC hours it was counted in
+    visits: list[Visit]
+    hour: int  # the latest UTC hour it was counted in
+    prev_hour: int = -1  # the one before (-1: none)
 
 
 @dataclass(slots=True)
@@ -168,30 +165,29 @@ class HourTotals:
 
 
 class _Distinct:
-    """Distinct visitors per dimension value inside a sliding window: per value, how many of the
-    window's events each visitor has (one dict per value, no key tuple to build per event)."""
+    """Distinct visitors per dimension value inside a sliding window: per value, each visitor's
+    latest event in the window (its cursor, the very object the event holds). An event leaving
+    the window (they leave in the order they came) removes its visitor from the value only if it
+    was that visitor's latest with it: one dictionary store per event coming in, no count."""
 
     __slots__ = ("by_value",)
 
     def __init__(self) -> None:
-        self.by_value: dict[str, dict[int, int]] = {}
+        self.by_value: dict[str, dict[int, Cursor]] = {}
 
-    def add(self, value: str, visitor: int) -> None:
+    def add(self, value: str, visitor: int, key: Cursor) -> None:
         seen = self.by_value.get(value)
         if seen is None:
-            self.by_value[value] = {visitor: 1}
+            self.by_value[value] = {visitor: key}
         else:
-            seen[visitor] = seen.get(visitor, 0) + 1
+            seen[visitor] = key
 
-    def remove(self, value: str, visitor: int) -> None:
+    def remove(self, value: str, visitor: int, key: Cursor) -> None:
         seen = self.by_value[value]
-        left = seen[visitor] - 1
-        if left > 0:
-            seen[visitor] = left
-            return
-        del seen[visitor]
-        if not seen:
-            del self.by_value[value]
+        if seen.get(visitor) is key:
+            del seen[visitor]
+            if not seen:
+                del self.by_value[value]
 
     def visitors(self, value: str) -> int:
         return len(self.by_value.get(value, ()))
@@ -213,7 +209,7 @@ class SiteLive:
         self.events: deque[LiveEvent] = deque()
         self.active: deque[LiveEvent] = deque()
         self.recent: deque[LiveEvent] = deque()
-        self.active_visitors: dict[int, int] = {}
+        self.active_visitors: dict[int, Cursor] = {}  # visitor -> its latest event's cursor
         self.page_views: dict[str, int] = {}
         self.pages = _Distinct()
         self.sources = _Distinct()
@@ -226,28 +222,52 @@ class SiteLive:
 
     # feeding -------------------------------------------------------------------------------
     def add(self, raw: dict[str, Any], key: Cursor, now: int) -> LiveEvent:
-        ts = int(raw["ts"])
-        etype = intern(raw.get("type") or "pageview")
-        visitor = int(raw["visitor_key"])
-        totals = self._hour(ts)
-        visit = self._sessionize(visitor, ts, etype, intern(raw.get("source") or DIRECT), now, totals)
+        """Count one event in. This runs for every event of the machine: plain dictionary and
+        attribute operations, no helper objects (see docs/realtime.md, "Cost")."""
+        ts: int = raw["ts"]
+        get = raw.get
+        etype = intern(get("type") or "pageview")
+        visitor: int = raw["visitor_key"]
+        hour = ts // HOUR_MS
+        totals = self.hours.get(hour)
+        if totals is None:
+            totals = self.hours[hour] = HourTotals()
+        source = self._sessionize(visitor, ts, hour, etype, intern(get("source") or DIRECT), now, totals)
         # Interned: every decoded record brings its own copies of the same few strings.
-        name, hostname, country = raw.get("name"), raw.get("hostname"), raw.get("country")
-        event = LiveEvent(  # positional: this runs for every event in every worker
-            key, self.site_id, ts, etype, intern(name) if name else None, visitor,
-            intern(raw.get("pathname") or "/"), intern(hostname) if hostname else None,
-            visit.source, intern(country) if country else None, intern(raw.get("device") or ""),
-            intern(raw.get("browser") or ""), intern(raw.get("os") or ""),
+        name, hostname, country = get("name"), get("hostname"), get("country")
+        page = intern(get("pathname") or "/")
+        event = LiveEvent(  # positional: this runs for every event
+            key, self.site_id, ts, etype, intern(name) if name else None, visitor, page,
+            intern(hostname) if hostname else None, source, intern(country) if country else None,
+            intern(get("device") or ""), intern(get("browser") or ""), intern(get("os") or ""),
         )
         self.events.append(event)
         if ts >= now - ACTIVE_MS:
             event.in_active = True
             self.active.append(event)
-            self.active_visitors[visitor] = self.active_visitors.get(visitor, 0) + 1
+            self.active_visitors[visitor] = key  # its latest event in the window
         if ts >= now - RECENT_MS:
             event.in_recent = True
             self.recent.append(event)
-            self._count_recent(event, +1)
+            if etype == "pageview":
+                views = self.page_views
+                views[page] = views.get(page, 0) + 1
+                seen = self.pages.by_value.get(page)
+                if seen is None:
+                    self.pages.by_value[page] = {visitor: key}
+                else:
+                    seen[visitor] = key
+            seen = self.sources.by_value.get(source)
+            if seen is None:
+                self.sources.by_value[source] = {visitor: key}
+            else:
+                seen[visitor] = key
+            country = event.country or ""
+            seen = self.countries.by_value.get(country)
+            if seen is None:
+                self.countries.by_value[country] = {visitor: key}
+            else:
+                seen[visitor] = key
         if etype == "pageview":
             sec = self.seconds.get(ts // 1000)
             if sec is None:
@@ -270,20 +290,27 @@ class SiteLive:
             totals = self.hours[hour] = HourTotals()
         return totals
 
-    def _sessionize(self, visitor: int, ts: int, etype: str, source: str, now: int,
-                    totals: HourTotals) -> Visit:
-        """The visit `ts` belongs to, updating the hour counters (`totals`: the hour of `ts`)."""
+    def _sessionize(self, visitor: int, ts: int, hour: int, etype: str, source: str, now: int,
+                    totals: HourTotals) -> str:
+        """Count `ts` in its visit and hour (`totals`: the hour of `ts`); the visit's source."""
+        pageview, custom = etype == "pageview", etype == "event"
         visitors = self.visitors
         state = visitors.get(visitor)
-        if state is None:
-            state = visitors[visitor] = VisitorState(now)
-        else:
-            state.last_seen = now
-            visitors.move_to_end(visitor)
-        hour = ts // HOUR_MS
-        if hour not in state.hours:
-            state.hours = tuple(sorted((*state.hours, hour)))[-2:]
+        if state is None:  # a new visitor: a new visit (the common case of a busy site)
+            visitors[visitor] = VisitorState(now, [Visit(ts, ts, source, int(pageview), int(custom))], hour)
             totals.visitors += 1
+            totals.visits += 1
+            if pageview and not custom:
+                totals.bounces += 1
+            return source
+        state.last_seen = now
+        visitors.move_to_end(visitor)
+        if hour != state.hour and hour != state.prev_hour:
+            totals.visitors += 1
+            if hour > state.hour:  # keep the two latest
+                state.prev_hour, state.hour = state.hour, hour
+            elif hour > state.prev_hour:
+                state.prev_hour = hour
         visit = None
         for candidate in reversed(state.visits):
             if candidate.start - VISIT_GAP_MS <= ts <= candidate.last + VISIT_GAP_MS:
@@ -301,7 +328,7 @@ class SiteLive:
             totals.visits += 1
             was_bounce = False
         else:
-            was_bounce = visit.is_bounce
+            was_bounce = visit.pageviews == 1 and visit.customs == 0
             if ts < visit.start:  # a late event moves the visit's start (and maybe its hour)
                 old = self._hour(visit.start)
                 if old is not totals:
@@ -314,32 +341,29 @@ class SiteLive:
                 visit.last = ts
             if visit.start // HOUR_MS != hour:
                 start_totals = self._hour(visit.start)
-        if etype == "pageview":
+        if pageview:
             visit.pageviews += 1
-        elif etype == "event":
+        elif custom:
             visit.customs += 1
         is_bounce = visit.pageviews == 1 and visit.customs == 0
         if is_bounce != was_bounce:
             start_totals.bounces += is_bounce - was_bounce
-        return visit
+        return visit.source
 
-    def _count_recent(self, e: LiveEvent, sign: int) -> None:
-        if sign > 0:
-            if e.type == "pageview":
-                self.page_views[e.page] = self.page_views.get(e.page, 0) + 1
-                self.pages.add(e.page, e.visitor)
-            self.sources.add(e.source, e.visitor)
-            self.countries.add(e.country or "", e.visitor)
-            return
+    def _leave_recent(self, e: LiveEvent) -> None:
+        """`e` leaves the 30-minute window (events leave in the order they came)."""
+        e.in_recent = False
+        visitor, key = e.visitor, e.key
         if e.type == "pageview":
-            n = self.page_views[e.page] - 1
+            page = e.page
+            n = self.page_views[page] - 1
             if n > 0:
-                self.page_views[e.page] = n
+                self.page_views[page] = n
             else:
-                del self.page_views[e.page]
-            self.pages.remove(e.page, e.visitor)
-        self.sources.remove(e.source, e.visitor)
-        self.countries.remove(e.country or "", e.visitor)
+                del self.page_views[page]
+            self.pages.remove(page, visitor, key)
+        self.sources.remove(e.source, visitor, key)
+        self.countries.remove(e.country or "", visitor, key)
 
     # expiry --------------------------------------------------------------------------------
     def expire(self, now: int) -> int:
@@ -350,9 +374,7 @@ class SiteLive:
             self._leave_active(e)
             changed = True
         while self.recent and self.recent[0].key[0] < now - RECENT_MS:
-            e = self.recent.popleft()
-            e.in_recent = False
-            self._count_recent(e, -1)
+            self._leave_recent(self.recent.popleft())
             changed = True
         dropped = 0
         while self.events and self.events[0].key[0] < now - EVENTS_MS:
@@ -375,10 +397,7 @@ class SiteLive:
 
     def _leave_active(self, e: LiveEvent) -> None:
         e.in_active = False
-        n = self.active_visitors[e.visitor] - 1
-        if n > 0:
-            self.active_visitors[e.visitor] = n
-        else:
+        if self.active_visitors.get(e.visitor) is e.key:  # its latest event in the window
             del self.active_visitors[e.visitor]
 
     def evict_oldest(self, now: int) -> LiveEvent | None:
@@ -391,10 +410,9 @@ class SiteLive:
             self.active.popleft()
             self._leave_active(e)
         if e.in_recent and self.recent and self.recent[0] is e:
-            self.recent.popleft()
-            e.in_recent = False
-            self._count_recent(e, -1)
-        self.capped_at = max(self.capped_at, e.key[0])
+            self._leave_recent(self.recent.popleft())
+        if e.key[0] > self.capped_at:
+            self.capped_at = e.key[0]
         self.version += 1
         return e
 
@@ -480,7 +498,7 @@ class LiveBuffer:
         return live
 
     def add(self, raw: dict[str, Any], key: Cursor, now: int) -> LiveEvent:
-        live = self.site(str(raw["site_id"]))
+        live = self.sites.get(raw["site_id"]) or self.site(str(raw["site_id"]))
         known = len(live.visitors)
         event = live.add(raw, key, now)
         self.visitor_count += len(live.visitors) - known

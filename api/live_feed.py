@@ -152,6 +152,12 @@ class WalTail:
             with memoryview(data) as view:
                 while pos + header_size <= size:
                     length, crc = unpack(data, pos)
+                    if length == 0:
+                        # The zero-filled space ahead of an active segment's writer (ingest.wal):
+                        # records are written over it in place, so read from here again next pass.
+                        tail.offset += pos
+                        tail.buffer = b""
+                        return
                     if length > MAX_RECORD:
                         self._corrupt(tail)
                         return
@@ -163,7 +169,11 @@ class WalTail:
                         if tail.finished:
                             self._corrupt(tail)
                             return
-                        break  # may still be in flight; read it again next pass
+                        # May still be in flight (written over zeros in place): read it again
+                        # next pass, from the file, not from what this pass buffered.
+                        tail.offset += pos
+                        tail.buffer = b""
+                        return
                     pos = end
                     tail.index = index = index + 1
                     if not keep:
@@ -176,7 +186,7 @@ class WalTail:
                     if skip_ids and raw.get("event_id") in skip_ids:
                         continue
                     self.records += 1
-                    received = int(raw["received_at"])
+                    received = raw["received_at"]
                     # (received_at, pass seen, cursor, event): see ``pending``.
                     pending.append((received, passes, (received, segment, index - 1), raw))
             tail.offset += pos
