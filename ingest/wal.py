@@ -12,6 +12,13 @@ Segment files live in ``wal/``:
 A ``.seg`` whose lock can be taken belongs to a dead process (``kill -9``) and is sealed like a
 closed one. Records are ``<u32 length><u32 crc32><payload>``; a torn record at the tail of a crashed
 segment was never acknowledged and is ignored.
+
+An active segment is zero-filled ahead of its records (``ZERO_FILL`` bytes at a time, each fill a
+durable write) and records overwrite the zeros in place: a durable write that does not change the
+file's size needs no journal commit, which halves what each group commit costs (measured on ext4:
+~150 against ~290 µs a write, ~45 against ~85 µs of CPU). So a reader of an active or crashed
+segment stops at a zero length (a payload is never empty): nothing has been written there yet. A
+rotated segment is cut back to its records.
 """
 
 from __future__ import annotations
@@ -40,6 +47,10 @@ CLOSED_SUFFIX = ".closed"
 # Group commit pacing (see SegmentWriter): the event loop serves requests at least this long
 # between two durable writes.
 COMMIT_INTERVAL = 0.002
+# How far ahead of its records an active segment is zero-filled, in one durable write (~2.5 ms
+# for 1 MiB here; a segment of single beacons grows ~1.5 MB/s a worker at full load).
+ZERO_FILL = 1 << 20
+_ZEROS = bytes(ZERO_FILL)
 
 
 _sequence = itertools.count()
@@ -83,14 +94,15 @@ def encode_records(payloads: list[bytes]) -> bytearray:
 
 
 def read_records(path: Path) -> Iterator[bytes]:
-    """Every intact record of a segment, streamed, stopping at the first torn or corrupt one."""
+    """Every intact record of a segment, streamed, stopping at the first torn or corrupt one, and at
+    the zero-filled space after the last record of an active (or crashed) segment."""
     with open(path, "rb", buffering=1 << 20) as f:
         while True:
             header = f.read(HEADER.size)
             if len(header) < HEADER.size:
                 return
             length, crc = HEADER.unpack(header)
-            if length > MAX_RECORD:
+            if length == 0 or length > MAX_RECORD:
                 return
             payload = f.read(length)
             if len(payload) < length or zlib.crc32(payload) != crc:
@@ -154,7 +166,8 @@ class SegmentWriter:
         self._path: Path | None = None
         self._opened_at = 0.0
         self._opened_hour = -1
-        self._size = 0  # bytes of the active segment on disk
+        self._size = 0  # bytes of records in the active segment, on disk
+        self._filled = 0  # bytes of the active segment on disk: records, then zeros
         self._closed = False
         self._last_closed: Path | None = None
         # The next group commit (event loop side): each request's encoded records.
@@ -254,43 +267,59 @@ class SegmentWriter:
 
     # file operations (called with the lock held) ----------------------------------------------
     def _write(self, chunks: list[bytes | bytearray]) -> None:
-        """Write encoded records after the last durable byte; returns once they are on disk
-        (O_DSYNC)."""
+        """Write encoded records after the last durable byte, over the zero fill; returns once
+        they are on disk (O_DSYNC)."""
         data = chunks[0] if len(chunks) == 1 else b"".join(chunks)
         if not data:  # also no chunks at all
             return
         self._maybe_rotate()
         if self._fd is None:
             self._open()
-        assert self._fd is not None
-        view = memoryview(data)
+        fd = self._fd
+        assert fd is not None
+        view, offset = memoryview(data), self._size
         try:
+            if offset + len(data) > self._filled:
+                self._zero_fill(offset + len(data))
             while view:
-                written = os.write(self._fd, view)
-                view = view[written:]
+                written = os.pwrite(fd, view, offset)
+                view, offset = view[written:], offset + written
         except OSError:
             self._abandon_tail()
             raise
-        self._size += len(data)
+        self._size = offset
         self.fsyncs += 1
+
+    def _zero_fill(self, end: int) -> None:
+        """Extend the segment with durable zeros past ``end``, ``ZERO_FILL`` bytes at a time.
+
+        If the disk refuses (full, or a file-size limit), the records are written past the zeros
+        all the same: a write that extends the file is durable too, only dearer, and may still fit.
+        """
+        assert self._fd is not None
+        target = (end // ZERO_FILL + 1) * ZERO_FILL
+        offset = self._filled
+        try:
+            while offset < target:
+                offset += os.pwrite(self._fd, memoryview(_ZEROS)[: min(ZERO_FILL, target - offset)], offset)
+        except OSError:
+            pass
+        self._filled = offset
 
     def _abandon_tail(self) -> None:
         # A torn record would hide every later one from recovery: cut the segment back to its
         # last complete size and start a fresh one for whatever comes next.
-        if self._fd is not None:
-            with contextlib.suppress(OSError):
-                os.ftruncate(self._fd, self._size)
-        self._rotate()
+        self._rotate()  # cuts the segment back to its last complete record
 
     def _open(self) -> None:
         now = time.time()
         path = self.wal_dir / (new_segment_id(now) + ACTIVE_SUFFIX)
         # O_DSYNC: every write returns only once its data (and the size that finds it) is on disk.
-        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_APPEND | os.O_EXCL | os.O_DSYNC, 0o640)
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_DSYNC, 0o640)
         fcntl.flock(fd, fcntl.LOCK_EX)
         fsync_dir(self.wal_dir)
         self._fd, self._path = fd, path
-        self._size = 0
+        self._size = self._filled = 0
         self._opened_at = now
         self._opened_hour = int(now // 3600)
 
@@ -309,6 +338,8 @@ class SegmentWriter:
         if self._fd is None or self._path is None:
             return
         closed = self._path.with_suffix(CLOSED_SUFFIX)
+        with contextlib.suppress(OSError):  # without it, readers still stop at the zeros
+            os.ftruncate(self._fd, self._size)
         os.rename(self._path, closed)
         fsync_dir(self.wal_dir)
         os.close(self._fd)  # releases the flock

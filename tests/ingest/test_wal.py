@@ -13,7 +13,7 @@ import orjson
 import pyarrow.parquet as pq
 
 from ingest.seal import events_to_table, payloads_to_table, seal_all, seal_segment
-from ingest.wal import SegmentWriter, encode_record, read_records
+from ingest.wal import ZERO_FILL, SegmentWriter, encode_record, read_records
 from tests import aio
 
 
@@ -251,3 +251,49 @@ def test_segment_of_a_killed_writer_is_recovered(tmp_path: Path) -> None:
     results = seal_all(wal, raw)
     assert [r.events for r in results] == [1]
     assert os.listdir(wal) == []
+
+
+def test_an_active_segment_is_zero_filled_ahead_and_cut_back_when_rotated(tmp_path: Path) -> None:
+    writer = SegmentWriter(tmp_path / "wal", segment_seconds=60)
+    payloads = [orjson.dumps(event(i)) for i in range(3)]
+    writer.append(payloads[:2])
+    active = writer.active_path
+    assert active is not None
+    records = b"".join(encode_record(p) for p in payloads[:2])
+    # Records are written over durable zeros (no size change, no journal commit per write); a
+    # reader of the active segment (or of a crashed writer's) stops at the zeros.
+    assert active.stat().st_size == ZERO_FILL
+    assert active.read_bytes()[: len(records) + 8] == records + bytes(8)
+    assert list(read_records(active)) == payloads[:2]
+    writer.append(payloads[2:])
+    assert list(read_records(active)) == payloads
+    closed = writer.close()
+    assert closed is not None
+    assert closed.read_bytes() == b"".join(encode_record(p) for p in payloads)
+
+
+def test_a_write_past_the_zero_fill_extends_it(tmp_path: Path) -> None:
+    writer = SegmentWriter(tmp_path / "wal", segment_seconds=60)
+    big = [b'"' + b"x" * 300_000 + b'"' for _ in range(5)]  # 1.5 MB: past the first fill
+    writer.append(big[:1])
+    writer.append(big[1:])
+    active = writer.active_path
+    assert active is not None
+    assert active.stat().st_size == 2 * ZERO_FILL
+    assert list(read_records(active)) == big
+
+
+def test_the_live_feed_reads_records_written_over_the_zeros(tmp_path: Path) -> None:
+    from api.live_feed import WalTail
+
+    writer = SegmentWriter(tmp_path / "wal", segment_seconds=60)
+    tail = WalTail(tmp_path / "wal")
+    now = int(time.time() * 1000) - 1000
+    writer.append([orjson.dumps(event(0, ts=now))])
+    assert [raw["event_id"] for _, raw in tail.poll()] == ["e000000"]
+    assert tail.poll() == []  # nothing past the zeros yet: read from there again next pass
+    writer.append([orjson.dumps(event(i, ts=now)) for i in (1, 2)])
+    assert [raw["event_id"] for _, raw in tail.poll()] == ["e000001", "e000002"]
+    assert tail.bad_records == 0
+    tail.close()
+    writer.close()
