@@ -16,7 +16,7 @@ from ingest.seal import events_to_table, write_parquet_atomic
 from tests.generator import Traffic, TrafficSpec, generate, visits_per_day_truth
 from tests.warehouse.snapshot import assert_same, snapshot
 from warehouse.database import connect
-from warehouse.load import discover_files, load_pending, plan_chunks
+from warehouse.load import discover_files, load_pending, number_text, plan_chunks
 
 SPEC = TrafficSpec(visitors=150, days=3, loads=4, seed=7)
 
@@ -281,3 +281,19 @@ def test_visitor_days_across_daylight_saving_changes_in_several_zones(tmp_path: 
         {"sites": list(zones), "zones": list(zones.values())},
     ).fetchall()
     assert got == want and len(got) == 2 * len(moments)
+
+
+@settings(max_examples=100, deadline=None)
+@given(st.lists(st.one_of(st.floats(allow_nan=False, allow_infinity=False),
+                          st.integers(-(2**60), 2**60).map(float),
+                          st.sampled_from([0.0, -0.0, 1.0, -1.0, 1e15, -1e15, 1e15 + 2, 1e16, 2.0**53])),
+                min_size=1, max_size=50))
+def test_number_property_text_is_the_cast_without_a_trailing_zero(values: list[float]) -> None:
+    con = duckdb.connect()
+    con.execute("CREATE TABLE v (x DOUBLE)")
+    con.executemany("INSERT INTO v VALUES (?)", [[v] for v in values])
+    rows = con.execute(
+        f"SELECT x, {number_text('x')}, regexp_replace(CAST(x AS VARCHAR), '\\.0$', '') FROM v"  # noqa: S608
+    ).fetchall()
+    assert [(x, want) for x, _, want in rows] == [(x, got) for x, got, _ in rows]
+    assert con.execute(f"SELECT {number_text('3.0::DOUBLE')}, {number_text('2.5::DOUBLE')}").fetchall() == [("3", "2.5")]
