@@ -1,24 +1,29 @@
 """Real time under ingest load: event → client latency, concurrent SSE clients, ingest cost.
 
-One run, ``SITES`` sites, two-worker servers; the two phases alternate on fresh servers, each
-on a fresh copy of the same data directory (the sites, no events: so neither phase inherits the
-other's WAL, Parquet files or warehouse load), ``ROUNDS`` times in the order A B, B A, A B … (once
-with ``--quick``), after one unmeasured warm-up phase; the figures are their means, and the
-ratio judged against the target is the median of the rounds' ratios, reported with its range:
+One server (two workers, ``SITES`` sites), measured in alternating windows, so that both
+conditions are measured on the same processes and the ratio carries no server-to-server spread:
 
-1. ingest alone: ``wrk`` posts single beacons spread over the sites (no real-time request is
-   made, so no worker follows the WAL) — the baseline;
-2. ingest with subscribers, on a fresh server: a separate client process holds ``CLIENTS`` SSE streams spread over the
-   sites (dashboards, each watching one site) while the same ``wrk`` load runs again; a probe
-   posts a beacon to its own site every ``PROBE_MS`` and times how long after the server
-   acknowledged it the event arrives on an SSE stream (whichever worker serves it).
+A. ingest alone: ``wrk`` posts single beacons spread over the sites, no real-time client is
+   connected and the live service is paused (``SIGSTOP``): no real-time work at all, as on a
+   server whose real time was never used (the service follows nothing until a first request);
+B. ingest with subscribers: the live service is resumed and catches up on what it missed
+   (unmeasured), then a separate client process connects ``CLIENTS`` SSE streams spread over the
+   sites (dashboards, each watching one site) and the same ``wrk`` load runs again; a probe posts
+   a beacon to its own site every ``PROBE_MS`` and times how long after the server acknowledged
+   it the event arrives on an SSE stream (whichever worker serves it). The clients disconnect
+   after the window.
+
+After an unmeasured warm-up (ingest, then a first real-time request, which starts the live
+service's buffer), the windows run ``ROUNDS`` times in the order A B, B A, A B …; the ratio
+judged against the target is the median of the rounds' ratios (B over the A beside it),
+reported with its range, and the throughputs are the means.
 
 Everything shares the machine's cores: server, ``wrk`` and the client process. The client
 process's CPU time is reported, since on 2 cores it is taken from the server. "Worker CPU"
 counts the gunicorn workers and the live service (``api.live_service``), which does the real-time
-work once per machine. Each phase also reports the CPU that neither the server nor ``wrk`` nor the
-client process used (other jobs on a shared machine, interrupts): a round where it differs much
-between the phases compares unequal conditions.
+work once per machine. Each window also reports the CPU that neither the server nor ``wrk`` nor
+the client process used (other jobs on a shared machine, interrupts): a round where it differs
+much between the windows compares unequal conditions.
 """
 
 from __future__ import annotations
@@ -31,12 +36,15 @@ import os
 import re
 import resource
 import shutil
+import signal
 import statistics
 import subprocess
 import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any, cast
+
+import httpx
 
 from bench.bench_ingest import wait_until_idle
 from bench.harness import WRK_DONE_LUA, BenchContext, Section, run_wrk
@@ -46,10 +54,9 @@ WORKERS = 2
 CONNECTIONS = 64
 SITES = 20
 PROBE_MS = 200
-# Rounds of (alone, with clients), in the order A B, B A, ...: the per-round ratio of a loaded
-# 2-core machine spreads by ±15 % from round to round with the same code, so one or two rounds
-# cannot tell a change from noise; the report gives the median and the range of the rounds.
-ROUNDS = 5
+# Rounds of (alone, with clients) windows on one server, in the order A B, B A, ...: the report
+# gives the median and the range of the rounds' ratios.
+ROUNDS = 6
 
 UAS = [
     "Mozilla/5.0 (Windows NT 10.0; Win64; x64) AppleWebKit/537.36 (KHTML, like Gecko) Chrome/120.0.0.0 Safari/537.36",
@@ -282,11 +289,30 @@ def _server(data_dir: Path) -> Iterator[LiveServer]:
     server = LiveServer(data_dir, free_port(), WORKERS, ("--dev",), env={"LITTLESTATS_LOG_LEVEL": "warning"})
     server.start()
     assert server.proc is not None
-    wait_until_idle(server.proc.pid)  # the warehouse process's start-up is no phase's cost
+    wait_until_idle(server.proc.pid)  # the warehouse process's start-up is no window's cost
     try:
         yield server
     finally:
+        _signal(live_service_pids(server), signal.SIGCONT)  # a paused service would not stop
         server.stop()
+
+
+def _signal(pids: list[int], sig: int) -> None:
+    for pid in pids:
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(pid, sig)
+
+
+def _settle(pids: list[int], timeout: float = 60.0) -> None:
+    """Wait until these processes stop using CPU (the live service has caught up)."""
+    deadline = time.monotonic() + timeout
+    used = process_cpu(pids)
+    while time.monotonic() < deadline:
+        time.sleep(0.5)
+        now = process_cpu(pids)
+        if now - used < 0.02:
+            return
+        used = now
 
 
 def _mean(runs: list[dict[str, float]]) -> dict[str, float]:
@@ -309,33 +335,41 @@ def run(ctx: BenchContext) -> Section:
         "uas": "{" + ",".join(json.dumps(u) for u in UAS) + "}",
         "seed": os.getpid(),
     })
+    rounds = 1 if ctx.quick else ROUNDS
     section = Section(
         f"Real time: {WORKERS} workers, wrk -c{CONNECTIONS} single beacons over {SITES} sites, "
-        f"{clients} SSE clients, {seconds} s per phase"
+        f"{clients} SSE clients, {seconds} s per window, {rounds} rounds of (alone, with clients) on one server"
     )
     soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
     resource.setrlimit(resource.RLIMIT_NOFILE, (min(hard, max(soft, clients * 2 + 512)), hard))
 
     mp = multiprocessing.get_context("fork")
-    rounds = 1 if ctx.quick else ROUNDS
     alone_runs: list[dict[str, float]] = []
     loaded_runs: list[dict[str, float]] = []
     results: list[dict[str, Any]] = []
 
-    def phase_dir(n: int) -> Path:
-        """A fresh copy of the sites-only data directory: every phase starts from the same state."""
-        copy = work / f"data-{n}"
-        shutil.copytree(data_dir, copy)
-        return copy
+    with _server(data_dir) as server:
+        # Warm-up, unmeasured: ingest (the UA parser, the first segments), then a first real-time
+        # request, which starts the live service's buffer (its back-fill, its imports).
+        wrk(server.url, script, 5)
+        httpx.get(f"{server.url}/api/v2/stats/{sites[0]}", timeout=60).raise_for_status()
+        live = live_service_pids(server)
+        if not live:
+            raise RuntimeError("the server runs no live service")
+        _settle(live)
+        wait_until_idle(server.proc.pid)  # type: ignore[union-attr]
 
-    def alone_phase(n: int) -> None:
-        with _server(phase_dir(n)) as server:
-            wrk(server.url, script, 2)  # warm-up: the UA parser, the first segment
-            alone_runs.append(measured_wrk(server, script, seconds))
+        def alone_window() -> None:
+            # No client, and the live service paused: no real-time work at all. It keeps its
+            # buffer and its open WAL files, and reads what it missed once resumed.
+            _signal(live, signal.SIGSTOP)
+            try:
+                alone_runs.append(measured_wrk(server, script, seconds))
+            finally:
+                _signal(live, signal.SIGCONT)
 
-    def loaded_phase(n: int) -> None:
-        with _server(phase_dir(n)) as server:
-            wrk(server.url, script, 2)
+        def loaded_window() -> None:
+            _settle(live)  # caught up on the alone window's events: not this window's work
             ready, go, stop, out = mp.Event(), mp.Event(), mp.Event(), mp.Queue()
             proc = mp.Process(target=_client_process,
                               args=(server.port, sites, probe_site, clients, ready, go, stop, out))
@@ -348,17 +382,14 @@ def run(ctx: BenchContext) -> Section:
             stop.set()
             results.append(out.get(timeout=120))
             proc.join(30)
+            _settle(live)  # the clients' departures
 
-    # A first server of the run starts on a cold machine (page cache, CPU caches, the interpreter's
-    # files): one unmeasured phase first, so that neither kind of phase gets the cold slot.
-    with _server(phase_dir(2 * rounds)) as server:
-        wrk(server.url, script, 5)
-    for n in range(rounds):
-        # The phases alternate on fresh servers, in the order A B, B A, ..., so a drift in the
-        # machine's background load (the cores are shared) hits both alike.
-        first, second = (alone_phase, loaded_phase) if n % 2 == 0 else (loaded_phase, alone_phase)
-        first(2 * n)
-        second(2 * n + 1)
+        for n in range(rounds):
+            # A B, B A, ...: a drift in the machine's background load (the cores are shared)
+            # hits both conditions alike.
+            first, second = (alone_window, loaded_window) if n % 2 == 0 else (loaded_window, alone_window)
+            first()
+            second()
     alone = _mean(alone_runs)
     loaded = _mean(loaded_runs)
     ratios = [b["rps"] / a["rps"] for a, b in zip(alone_runs, loaded_runs, strict=True)]
@@ -383,9 +414,14 @@ def run(ctx: BenchContext) -> Section:
     )
     section.notes.append(
         "server CPU per event per round, alone / with clients (of which the live service): "
-        + ", ".join(f"{a['cpu_ms_per_event'] * 1000:.0f} / {b['cpu_ms_per_event'] * 1000:.0f} µs "
-                    f"({b['live_ms_per_event'] * 1000:.0f})"
+        + ", ".join(f"{a['cpu_ms_per_event'] * 1000:.0f} ({a['live_ms_per_event'] * 1000:.0f}) / "
+                    f"{b['cpu_ms_per_event'] * 1000:.0f} ({b['live_ms_per_event'] * 1000:.0f}) µs"
                     for a, b in zip(alone_runs, loaded_runs, strict=True))
+    )
+    section.notes.append(
+        "accepted event → SSE client per round, p50 / p95: "
+        + ", ".join(f"{_percentile(r['latencies'], 0.5):.2f} / {_percentile(r['latencies'], 0.95):.2f} s"
+                    for r in results)
     )
     section.notes.append(
         f"ratio with clients / alone over the {len(ratios)} rounds: median {ratio:.2f}, range "
