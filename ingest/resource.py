@@ -137,9 +137,10 @@ class TrackResource:
 
         now_ms = int(time.time() * 1000)
         headers = req.headers  # names already lower-case under ASGI
+        peer = req.scope.get("client")  # Falcon's remote_addr, without parsing forwarding headers
         ctx = RequestContext(
             site=site,
-            ip=client_ip(req.remote_addr, headers.get("x-forwarded-for"), self.trusted),
+            ip=client_ip(peer[0] if peer else "127.0.0.1", headers.get("x-forwarded-for"), self.trusted),
             user_agent=headers.get("user-agent", ""),
             headers=headers,
             received_ms=now_ms,
