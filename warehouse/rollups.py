@@ -206,9 +206,16 @@ _VISITOR_TABLES = (
         SELECT site_id, local_date, name, visitor_key, count(*)
         FROM day_events WHERE type = 'event' GROUP BY site_id, local_date, name, visitor_key
     """, (("event", "event_name", "prev_date"),)),
+    # Nearly every visitor-day has one visit: only the others are grouped on every attribute.
     _VisitorTable(DAILY_SESSION_VISITORS, f"""
+        WITH several AS (
+            SELECT site_id, local_date, visitor_key FROM day_sessions GROUP BY ALL HAVING count(*) > 1
+        )
+        SELECT site_id, local_date, visitor_key, {", ".join(_SESSION_DIM_COLUMNS)}, 1
+        FROM day_sessions ANTI JOIN several USING (site_id, local_date, visitor_key)
+        UNION ALL
         SELECT site_id, local_date, visitor_key, {", ".join(_SESSION_DIM_COLUMNS)}, count(*)
-        FROM day_sessions GROUP BY ALL
+        FROM day_sessions SEMI JOIN several USING (site_id, local_date, visitor_key) GROUP BY ALL
     """, tuple((d, d, f"prev_{d}") for d in _SESSION_DIM_COLUMNS)),  # noqa: S608
 )
 
