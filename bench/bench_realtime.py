@@ -23,7 +23,8 @@ process's CPU time is reported, since on 2 cores it is taken from the server. "W
 counts the gunicorn workers and the live service (``api.live_service``), which does the real-time
 work once per machine. Each window also reports the CPU that neither the server nor ``wrk`` nor
 the client process used (other jobs on a shared machine, interrupts): a round where it differs
-much between the windows compares unequal conditions.
+much between the windows compares unequal conditions; and how the two workers shared their CPU
+and the connections.
 """
 
 from __future__ import annotations
@@ -39,6 +40,7 @@ import shutil
 import signal
 import statistics
 import subprocess
+import threading
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -133,10 +135,23 @@ def measured_wrk(server: LiveServer, script: Path, seconds: float, client_pid: i
     live = live_service_pids(server)
     before, ours_before, busy_before = worker_cpu(server), process_cpu(ours), machine_busy()
     live_before = process_cpu(live)
+    workers = server.worker_pids()
+    workers_before = [process_cpu([pid]) for pid in workers]
+    # Half-way through, each worker's open connections (the 64 of wrk and the SSE clients are
+    # shared out by the kernel's accept wake-ups): an uneven split loads one worker more.
+    sockets: list[int] = []
+    counter = threading.Timer(seconds / 2, lambda: sockets.extend(socket_count(pid) for pid in workers))
+    counter.start()
     wrk_before = resource.getrusage(resource.RUSAGE_CHILDREN)
     started = time.monotonic()
     result = wrk(server.url, script, seconds)
     elapsed = time.monotonic() - started
+    counter.join()
+    used = [process_cpu([pid]) - b for pid, b in zip(workers, workers_before, strict=True)]
+    busier = used.index(max(used))
+    result["worker_cpu_share"] = used[busier] / max(sum(used), 1e-9)
+    result["sockets_busier"] = sockets[busier] if len(sockets) == len(used) else 0
+    result["sockets_other"] = sum(sockets) - result["sockets_busier"]
     wrk_after = resource.getrusage(resource.RUSAGE_CHILDREN)
     wrk_cpu = wrk_after.ru_utime + wrk_after.ru_stime - wrk_before.ru_utime - wrk_before.ru_stime
     result["cpu_ms_per_event"] = (worker_cpu(server) - before) * 1000 / max(1, result["requests"])
@@ -144,6 +159,19 @@ def measured_wrk(server: LiveServer, script: Path, seconds: float, client_pid: i
     others = machine_busy() - busy_before - (process_cpu(ours) - ours_before) - wrk_cpu
     result["others_cores"] = max(0.0, others) / elapsed
     return result
+
+
+def socket_count(pid: int) -> int:
+    """Open sockets of a process (its connections, plus its listening and live-service sockets)."""
+    try:
+        fds = os.listdir(f"/proc/{pid}/fd")
+    except FileNotFoundError:
+        return 0
+    count = 0
+    for fd in fds:
+        with contextlib.suppress(OSError):
+            count += os.readlink(f"/proc/{pid}/fd/{fd}").startswith("socket:")
+    return count
 
 
 def wrk(url: str, script: Path, seconds: float) -> dict[str, float]:
@@ -416,6 +444,13 @@ def run(ctx: BenchContext) -> Section:
         "server CPU per event per round, alone / with clients (of which the live service): "
         + ", ".join(f"{a['cpu_ms_per_event'] * 1000:.0f} ({a['live_ms_per_event'] * 1000:.0f}) / "
                     f"{b['cpu_ms_per_event'] * 1000:.0f} ({b['live_ms_per_event'] * 1000:.0f}) µs"
+                    for a, b in zip(alone_runs, loaded_runs, strict=True))
+    )
+    section.notes.append(
+        "the busier worker's share of the two workers' CPU per round, alone / with clients (open "
+        "sockets half-way through the window, the busier worker's / the other's): "
+        + ", ".join(f"{a['worker_cpu_share'] * 100:.0f} % ({a['sockets_busier']:.0f}/{a['sockets_other']:.0f}) / "
+                    f"{b['worker_cpu_share'] * 100:.0f} % ({b['sockets_busier']:.0f}/{b['sockets_other']:.0f})"
                     for a, b in zip(alone_runs, loaded_runs, strict=True))
     )
     section.notes.append(
