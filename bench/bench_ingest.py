@@ -28,7 +28,7 @@ from pathlib import Path
 
 import httpx
 
-from bench.harness import WRK_DONE_LUA, BenchContext, Section, run_wrk
+from bench.harness import WRK_DONE_LUA, BenchContext, Section, run_wrk, wait_while_busy
 from tests.ingest.helpers import UA
 from tests.server import LiveServer, add_site, free_port
 
@@ -150,14 +150,7 @@ def wait_until_idle(leader: int, timeout: float = 30.0) -> None:
     process is still importing its libraries and running its start-up load (~2 s of CPU): measured
     right away, that start-up would be counted against the first run and not the baseline's.
     """
-    deadline = time.monotonic() + timeout
-    used = session_cpu_seconds(leader)
-    while time.monotonic() < deadline:
-        time.sleep(0.5)
-        now = session_cpu_seconds(leader)
-        if now - used < 0.05:
-            return
-        used = now
+    wait_while_busy(lambda: session_cpu_seconds(leader), 0.05, timeout)
 
 
 def start_trivial(port: int) -> subprocess.Popen[bytes]:

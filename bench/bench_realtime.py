@@ -49,7 +49,7 @@ from typing import Any, cast
 import httpx
 
 from bench.bench_ingest import wait_until_idle
-from bench.harness import WRK_DONE_LUA, BenchContext, Section, run_wrk
+from bench.harness import WRK_DONE_LUA, BenchContext, Section, run_wrk, wait_while_busy
 from tests.server import LiveServer, add_site, free_port
 
 WORKERS = 2
@@ -333,14 +333,7 @@ def _signal(pids: list[int], sig: int) -> None:
 
 def _settle(pids: list[int], timeout: float = 60.0) -> None:
     """Wait until these processes stop using CPU (the live service has caught up)."""
-    deadline = time.monotonic() + timeout
-    used = process_cpu(pids)
-    while time.monotonic() < deadline:
-        time.sleep(0.5)
-        now = process_cpu(pids)
-        if now - used < 0.02:
-            return
-        used = now
+    wait_while_busy(lambda: process_cpu(pids), 0.02, timeout)
 
 
 def _mean(runs: list[dict[str, float]]) -> dict[str, float]:

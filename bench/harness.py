@@ -6,6 +6,8 @@ import json
 import re
 import shutil
 import subprocess
+import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -94,6 +96,19 @@ done = function(summary, latency, requests)
     summary.errors.status, latency:percentile(50), latency:percentile(99)))
 end
 """
+
+
+def wait_while_busy(cpu_seconds: Callable[[], float], below: float, timeout: float) -> None:
+    """Return once ``cpu_seconds()`` (CPU used so far by what is watched) grows by less than
+    ``below`` seconds in half a second, or after ``timeout`` seconds."""
+    deadline = time.monotonic() + timeout
+    used = cpu_seconds()
+    while time.monotonic() < deadline:
+        time.sleep(0.5)
+        now = cpu_seconds()
+        if now - used < below:
+            return
+        used = now
 
 
 def run_wrk(url: str, script: Path, seconds: float, connections: int) -> dict[str, float]:
