@@ -229,9 +229,7 @@ class SiteLive:
         etype = intern(get("type") or "pageview")
         visitor: int = raw["visitor_key"]
         hour = ts // HOUR_MS
-        totals = self.hours.get(hour)
-        if totals is None:
-            totals = self.hours[hour] = HourTotals()
+        totals = self._hour(ts)
         source = self._sessionize(visitor, ts, hour, etype, intern(get("source") or DIRECT), now, totals)
         # Interned: every decoded record brings its own copies of the same few strings.
         name, hostname, country = get("name"), get("hostname"), get("country")
@@ -252,22 +250,9 @@ class SiteLive:
             if etype == "pageview":
                 views = self.page_views
                 views[page] = views.get(page, 0) + 1
-                seen = self.pages.by_value.get(page)
-                if seen is None:
-                    self.pages.by_value[page] = {visitor: key}
-                else:
-                    seen[visitor] = key
-            seen = self.sources.by_value.get(source)
-            if seen is None:
-                self.sources.by_value[source] = {visitor: key}
-            else:
-                seen[visitor] = key
-            country = event.country or ""
-            seen = self.countries.by_value.get(country)
-            if seen is None:
-                self.countries.by_value[country] = {visitor: key}
-            else:
-                seen[visitor] = key
+                self.pages.add(page, visitor, key)
+            self.sources.add(source, visitor, key)
+            self.countries.add(event.country or "", visitor, key)
         if etype == "pageview":
             sec = self.seconds.get(ts // 1000)
             if sec is None:
@@ -300,7 +285,7 @@ class SiteLive:
             visitors[visitor] = VisitorState(now, [Visit(ts, ts, source, int(pageview), int(custom))], hour)
             totals.visitors += 1
             totals.visits += 1
-            if pageview and not custom:
+            if pageview:  # one pageview and no custom event: a bounce so far
                 totals.bounces += 1
             return source
         state.last_seen = now
