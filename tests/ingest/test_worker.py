@@ -45,11 +45,7 @@ class RecordingTransport(asyncio.Transport):
 
 
 async def exchange(app: Any, request: bytes) -> RecordingTransport:
-    config = Config(app=app, http=CoalescingHttpToolsProtocol, log_config=None, access_log=False)
-    config.load()
-    protocol = CoalescingHttpToolsProtocol(config, ServerState(), app_state={})
-    transport = RecordingTransport()
-    protocol.connection_made(transport)
+    protocol, transport = await connect(app)
     protocol.data_received(request)
     for _ in range(50):
         await asyncio.sleep(0)
@@ -166,13 +162,19 @@ async def settle(protocol: CoalescingHttpToolsProtocol) -> None:
         await task
 
 
-def test_a_held_answer_leaves_only_when_released_and_the_request_ends_before() -> None:
+async def post_held(request: bytes = POST) -> tuple[CoalescingHttpToolsProtocol, RecordingTransport, list[Any]]:
+    """A connection to ``holding_app`` that has received ``request`` and run it: its answer is held
+    until ``releases[0]`` is called."""
     releases: list[Any] = []
+    protocol, transport = await connect(holding_app(releases))
+    protocol.data_received(request)
+    await settle(protocol)
+    return protocol, transport, releases
 
+
+def test_a_held_answer_leaves_only_when_released_and_the_request_ends_before() -> None:
     async def run() -> None:
-        protocol, transport = await connect(holding_app(releases))
-        protocol.data_received(POST)
-        await settle(protocol)
+        protocol, transport, releases = await post_held()
         assert protocol.cycle is not None and protocol.cycle.response_complete  # the app is done
         assert transport.writes == []  # ... but nothing has left
         releases[0](None)
@@ -183,12 +185,8 @@ def test_a_held_answer_leaves_only_when_released_and_the_request_ends_before() -
 
 
 def test_a_failed_commit_closes_the_connection_without_the_answer() -> None:
-    releases: list[Any] = []
-
     async def run() -> None:
-        protocol, transport = await connect(holding_app(releases))
-        protocol.data_received(POST)
-        await settle(protocol)
+        _, transport, releases = await post_held()
         releases[0](OSError("disk full"))
         assert transport.writes == [] and transport.closed
 
@@ -222,12 +220,9 @@ def test_answers_on_one_connection_leave_in_order() -> None:
 
 
 def test_a_connection_to_close_after_a_held_answer_closes_once_it_is_sent() -> None:
-    releases: list[Any] = []
-
     async def run() -> None:
-        protocol, transport = await connect(holding_app(releases))
-        protocol.data_received(POST.replace(b"Host: a\r\n", b"Host: a\r\nConnection: close\r\n"))
-        await settle(protocol)
+        protocol, transport, releases = await post_held(
+            POST.replace(b"Host: a\r\n", b"Host: a\r\nConnection: close\r\n"))
         assert not transport.closed and transport.writes == []
         protocol.shutdown()  # a graceful shutdown waits for it too
         assert not transport.closed
@@ -238,12 +233,8 @@ def test_a_connection_to_close_after_a_held_answer_closes_once_it_is_sent() -> N
 
 
 def test_a_stream_behind_a_held_answer_is_not_written_directly() -> None:
-    releases: list[Any] = []
-
     async def run() -> None:
-        protocol, transport = await connect(holding_app(releases))
-        protocol.data_received(POST)
-        await settle(protocol)
+        protocol, _, releases = await post_held()
         assert protocol.cycle is not None
         conn: Any = protocol.cycle.scope["extensions"][TRANSPORT_EXTENSION]  # type: ignore[typeddict-item]
         assert conn.streaming_body() is None
