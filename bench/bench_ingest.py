@@ -28,7 +28,15 @@ from pathlib import Path
 
 import httpx
 
-from bench.harness import WRK_DONE_LUA, BenchContext, Section, run_wrk, wait_while_busy
+from bench.harness import (
+    WRK_DONE_LUA,
+    BenchContext,
+    Section,
+    in_turn,
+    mean_of,
+    run_wrk,
+    wait_while_busy,
+)
 from tests.ingest.helpers import UA
 from tests.server import LiveServer, add_site, free_port
 
@@ -229,8 +237,7 @@ def run(ctx: BenchContext) -> Section:
     batch: dict[str, float] = {}
     for n in range(rounds):
         with_batch = batch_script if n == 0 else None  # the batch runs go with the first round
-        # A B, B A, ...: a drift in the machine's background load hits both alike.
-        for kind in ("trivial", "ours") if n % 2 == 0 else ("ours", "trivial"):
+        for kind in in_turn(n, "trivial", "ours"):
             if kind == "trivial":
                 runs = trivial_phase(single_script, seconds, with_batch, batch_seconds)
                 base_runs.append(runs["single"])
@@ -247,7 +254,7 @@ def run(ctx: BenchContext) -> Section:
 
     ratios = [b["rps"] / a["rps"] for a, b in zip(base_runs, ours_runs, strict=True)]
     ratio = statistics.median(ratios)
-    base_single, single = _mean(base_runs), _mean(ours_runs)
+    base_single, single = mean_of(base_runs), mean_of(ours_runs)
     rss = max(m["rss"] for m in memory)
     peak = max(m["peak"] for m in memory)
 
@@ -287,10 +294,6 @@ def run(ctx: BenchContext) -> Section:
                       ("batch of 50, trivial", base_batch), ("batch of 50, LittleStats", batch)):
         section.notes.append(cpu_note(name, run))
     return section
-
-
-def _mean(runs: list[dict[str, float]]) -> dict[str, float]:
-    return {key: statistics.fmean(r[key] for r in runs) for key in runs[0]}
 
 
 def _cpu_total(run: dict[str, float]) -> float:

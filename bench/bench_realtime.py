@@ -49,7 +49,15 @@ from typing import Any, cast
 import httpx
 
 from bench.bench_ingest import wait_until_idle
-from bench.harness import WRK_DONE_LUA, BenchContext, Section, run_wrk, wait_while_busy
+from bench.harness import (
+    WRK_DONE_LUA,
+    BenchContext,
+    Section,
+    in_turn,
+    mean_of,
+    run_wrk,
+    wait_while_busy,
+)
 from tests.server import LiveServer, add_site, free_port
 
 WORKERS = 2
@@ -336,10 +344,6 @@ def _settle(pids: list[int], timeout: float = 60.0) -> None:
     wait_while_busy(lambda: process_cpu(pids), 0.02, timeout)
 
 
-def _mean(runs: list[dict[str, float]]) -> dict[str, float]:
-    return {k: sum(r[k] for r in runs) / len(runs) for k in runs[0]}
-
-
 def run(ctx: BenchContext) -> Section:
     if not shutil.which("wrk"):
         raise RuntimeError("wrk is not installed; run scripts/test once (it installs it) or apt-get install wrk")
@@ -406,13 +410,11 @@ def run(ctx: BenchContext) -> Section:
             _settle(live)  # the clients' departures
 
         for n in range(rounds):
-            # A B, B A, ...: a drift in the machine's background load (the cores are shared)
-            # hits both conditions alike.
-            first, second = (alone_window, loaded_window) if n % 2 == 0 else (loaded_window, alone_window)
+            first, second = in_turn(n, alone_window, loaded_window)
             first()
             second()
-    alone = _mean(alone_runs)
-    loaded = _mean(loaded_runs)
+    alone = mean_of(alone_runs)
+    loaded = mean_of(loaded_runs)
     ratios = [b["rps"] / a["rps"] for a, b in zip(alone_runs, loaded_runs, strict=True)]
     ratio = statistics.median(ratios)
     result = {

@@ -5,12 +5,15 @@ from __future__ import annotations
 import json
 import re
 import shutil
+import statistics
 import subprocess
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
+
+T = TypeVar("T")
 
 
 @dataclass
@@ -96,6 +99,17 @@ done = function(summary, latency, requests)
     summary.errors.status, latency:percentile(50), latency:percentile(99)))
 end
 """
+
+
+def mean_of(runs: list[dict[str, float]]) -> dict[str, float]:
+    """Each measure's mean over ``runs`` (dicts with the same keys)."""
+    return {key: statistics.fmean(r[key] for r in runs) for key in runs[0]}
+
+
+def in_turn(round_number: int, a: T, b: T) -> tuple[T, T]:
+    """The order of two conditions in a round: A B, B A, A B, …, so that a drift in the shared
+    machine's background load hits both alike."""
+    return (a, b) if round_number % 2 == 0 else (b, a)
 
 
 def wait_while_busy(cpu_seconds: Callable[[], float], below: float, timeout: float) -> None:
