@@ -28,12 +28,13 @@ from __future__ import annotations
 
 import heapq
 from collections import OrderedDict, deque
-from collections.abc import Iterable, Iterator
-from dataclasses import dataclass
+from collections.abc import Iterator, Sequence
 from datetime import UTC, datetime
+from operator import attrgetter, itemgetter
 from sys import intern
 from typing import Any
 
+import msgspec
 import orjson
 
 MINUTE_MS = 60_000
@@ -55,6 +56,7 @@ TOP = 10
 DIRECT = "Direct / None"
 
 Cursor = tuple[int, str, int]  # (received_at ms, WAL segment id, record index): one total order
+NO_CURSOR: Cursor = (0, "", 0)
 
 
 def cursor_text(key: Cursor) -> str:
@@ -87,27 +89,33 @@ def iso_ms(ms: int) -> str:
     return f"{text}.{millis:03d}Z"
 
 
-@dataclass(slots=True)
-class LiveEvent:
-    """One buffered event: only what the live feed and the stats need (no IP, no raw referrer)."""
+class LiveEvent(msgspec.Struct, gc=False):
+    """One buffered event: only what the live feed and the stats need (no IP, no raw referrer).
 
-    key: Cursor
+    Decoded straight from the WAL record (``decode_event``): the decoder builds these fields and
+    skips the record's others, so nothing else of the record becomes a Python object. The fields
+    after ``os`` are the buffer's own (the record's columns, ``ingest.schema``, never use those
+    names). Not tracked by the garbage collector: it refers to no container that could refer
+    back to it."""
+
     site_id: str
     ts: int
-    type: str
-    name: str | None
-    visitor: int
-    page: str
-    hostname: str | None
-    source: str  # the *visit's* source (its first event's), as Plausible attributes it
-    country: str | None
-    device: str
-    browser: str
-    os: str
+    received_at: int
+    visitor: int = msgspec.field(name="visitor_key")
+    type: str = "pageview"
+    name: str | None = None
+    page: str = msgspec.field(default="/", name="pathname")
+    hostname: str | None = None
+    source: str = DIRECT  # the record's; once buffered, the *visit's* (its first event's)
+    country: str | None = None
+    device: str = ""
+    browser: str = ""
+    os: str = ""
+    key: Cursor = NO_CURSOR
     alive: bool = True
     in_active: bool = False
     in_recent: bool = False
-    _message: bytes | None = None
+    serialised: bytes | None = None
 
     def public(self) -> dict[str, Any]:
         """What subscribers see. Never the visitor key or anything derived from the IP but country."""
@@ -127,19 +135,28 @@ class LiveEvent:
 
     def message(self) -> bytes:
         """The ``event`` message as JSON, serialised once and shared by every subscriber."""
-        if self._message is None:
-            self._message = orjson.dumps(
+        if self.serialised is None:
+            self.serialised = orjson.dumps(
                 {"type": "event", "id": cursor_text(self.key), "event": self.public()}
             )
-        return self._message
+        return self.serialised
 
     def sse(self) -> bytes:
         """The ``event`` message as an SSE frame, with its cursor as the frame's ``id``."""
         return b"id: %s\nevent: event\ndata: %s\n\n" % (cursor_text(self.key).encode(), self.message())
 
 
-@dataclass(slots=True)
-class Visit:
+decode_event = msgspec.json.Decoder(LiveEvent).decode  # a WAL record's payload -> LiveEvent
+
+
+def live_event(record: dict[str, Any]) -> LiveEvent:
+    """A ``LiveEvent`` from a record already decoded (a raw Parquet row, a test's dict)."""
+    return msgspec.convert(record, LiveEvent)
+
+
+# The buffer's per-visitor and per-hour state: msgspec structs, built in C and not tracked by the
+# garbage collector (none of them can be part of a reference cycle).
+class Visit(msgspec.Struct, gc=False):
     start: int
     last: int
     source: str
@@ -147,16 +164,14 @@ class Visit:
     customs: int = 0
 
 
-@dataclass(slots=True)
-class VisitorState:
+class VisitorState(msgspec.Struct, gc=False):
     last_seen: int
     visits: list[Visit]
     hour: int  # the latest UTC hour it was counted in
     prev_hour: int = -1  # the one before (-1: none)
 
 
-@dataclass(slots=True)
-class HourTotals:
+class HourTotals(msgspec.Struct, gc=False):
     views: int = 0
     customs: int = 0
     visitors: int = 0
@@ -196,6 +211,9 @@ class _Distinct:
         return {value: len(seen) for value, seen in self.by_value.items()}
 
 
+_ts, _visitor, _key, _second = attrgetter("ts"), attrgetter("visitor"), attrgetter("key"), itemgetter(1)
+
+
 def _top(counts: dict[str, int], n: int = TOP) -> list[tuple[str, int]]:
     return heapq.nlargest(n, counts.items(), key=lambda kv: (kv[1], kv[0]))
 
@@ -221,52 +239,63 @@ class SiteLive:
         self.version = 0  # bumped on every change; the stats publisher compares it
 
     # feeding -------------------------------------------------------------------------------
-    def add(self, raw: dict[str, Any], key: Cursor, now: int) -> LiveEvent:
-        """Count one event in. This runs for every event of the machine: plain dictionary and
-        attribute operations, no helper objects (see docs/realtime.md, "Cost")."""
-        ts: int = raw["ts"]
-        get = raw.get
-        etype = intern(get("type") or "pageview")
-        visitor: int = raw["visitor_key"]
-        hour = ts // HOUR_MS
-        totals = self._hour(ts)
-        source = self._sessionize(visitor, ts, hour, etype, intern(get("source") or DIRECT), now, totals)
-        # Interned: every decoded record brings its own copies of the same few strings.
-        name, hostname, country = get("name"), get("hostname"), get("country")
-        page = intern(get("pathname") or "/")
-        event = LiveEvent(  # positional: this runs for every event
-            key, self.site_id, ts, etype, intern(name) if name else None, visitor, page,
-            intern(hostname) if hostname else None, source, intern(country) if country else None,
-            intern(get("device") or ""), intern(get("browser") or ""), intern(get("os") or ""),
-        )
-        self.events.append(event)
-        if ts >= now - ACTIVE_MS:
-            event.in_active = True
-            self.active.append(event)
-            self.active_visitors[visitor] = key  # its latest event in the window
-        if ts >= now - RECENT_MS:
-            event.in_recent = True
-            self.recent.append(event)
+    def add_batch(self, batch: list[LiveEvent], now: int) -> None:
+        """Count a beat's events of this site in (in feed order, their keys set). This runs for
+        every event of the machine: per event, only what depends on it (the interned strings, the
+        visit, the top lists, the counters); the deques and the active visitors are extended once
+        per beat (see docs/realtime.md, "Cost")."""
+        site_id, active_from, recent_from = self.site_id, now - ACTIVE_MS, now - RECENT_MS
+        sessionize, seconds = self._sessionize, self.seconds
+        views, pages, sources, countries = self.page_views, self.pages.add, self.sources.add, self.countries.add
+        totals, totals_hour = HourTotals(), -1
+        for event in batch:
+            event.site_id = site_id
+            ts, visitor, key = event.ts, event.visitor, event.key
+            hour = ts // HOUR_MS
+            if hour != totals_hour:
+                totals, totals_hour = self._hour(ts), hour
+            # Interned: every decoded record brings its own copies of the same few strings.
+            event.type = etype = intern(event.type)
+            event.source = source = sessionize(visitor, ts, hour, etype, intern(event.source), now, totals)
+            event.page = page = intern(event.page)
+            name, hostname, country = event.name, event.hostname, event.country
+            event.name = intern(name) if name else None
+            event.hostname = intern(hostname) if hostname else None
+            event.country = country = intern(country) if country else None
+            event.device = intern(event.device)
+            event.browser = intern(event.browser)
+            event.os = intern(event.os)
+            if ts >= recent_from:
+                if etype == "pageview":
+                    views[page] = views.get(page, 0) + 1
+                    pages(page, visitor, key)
+                sources(source, visitor, key)
+                countries(country or "", visitor, key)
             if etype == "pageview":
-                views = self.page_views
-                views[page] = views.get(page, 0) + 1
-                self.pages.add(page, visitor, key)
-            self.sources.add(source, visitor, key)
-            self.countries.add(event.country or "", visitor, key)
-        if etype == "pageview":
-            sec = self.seconds.get(ts // 1000)
-            if sec is None:
-                sec = self.seconds[ts // 1000] = [0, 0]
-            sec[0] += 1
-            totals.views += 1
-        elif etype == "event":
-            sec = self.seconds.get(ts // 1000)
-            if sec is None:
-                sec = self.seconds[ts // 1000] = [0, 0]
-            sec[1] += 1
-            totals.customs += 1
+                sec = seconds.get(ts // 1000)
+                if sec is None:
+                    sec = seconds[ts // 1000] = [0, 0]
+                sec[0] += 1
+                totals.views += 1
+            elif etype == "event":
+                sec = seconds.get(ts // 1000)
+                if sec is None:
+                    sec = seconds[ts // 1000] = [0, 0]
+                sec[1] += 1
+                totals.customs += 1
+        self.events.extend(batch)
+        if min(map(_ts, batch)) >= active_from:  # all of them in both windows: the usual case
+            self.recent.extend(batch)
+            self.active.extend(batch)
+            self.active_visitors.update(zip(map(_visitor, batch), map(_key, batch), strict=True))
+        else:
+            for event in batch:
+                if event.ts >= recent_from:
+                    self.recent.append(event)
+                if event.ts >= active_from:
+                    self.active.append(event)
+                    self.active_visitors[event.visitor] = event.key  # its latest event in the window
         self.version += 1
-        return event
 
     def _hour(self, ts: int) -> HourTotals:
         hour = ts // HOUR_MS
@@ -337,7 +366,6 @@ class SiteLive:
 
     def _leave_recent(self, e: LiveEvent) -> None:
         """`e` leaves the 30-minute window (events leave in the order they came)."""
-        e.in_recent = False
         visitor, key = e.visitor, e.key
         if e.type == "pageview":
             page = e.page
@@ -381,25 +409,26 @@ class SiteLive:
         return dropped
 
     def _leave_active(self, e: LiveEvent) -> None:
-        e.in_active = False
         if self.active_visitors.get(e.visitor) is e.key:  # its latest event in the window
             del self.active_visitors[e.visitor]
 
-    def evict_oldest(self, now: int) -> LiveEvent | None:
-        """Drop the oldest event because a memory cap was hit (windows keep consistent counts)."""
-        if not self.events:
-            return None
-        e = self.events.popleft()
-        e.alive = False
-        if e.in_active and self.active and self.active[0] is e:
-            self.active.popleft()
-            self._leave_active(e)
-        if e.in_recent and self.recent and self.recent[0] is e:
-            self._leave_recent(self.recent.popleft())
-        if e.key[0] > self.capped_at:
-            self.capped_at = e.key[0]
-        self.version += 1
-        return e
+    def evict_oldest(self, n: int, now: int) -> int:
+        """Drop the `n` oldest events because a memory cap was hit (the windows keep consistent
+        counts); return how many were dropped."""
+        events, active, recent = self.events, self.active, self.recent
+        n = min(n, len(events))
+        for _ in range(n):
+            e = events.popleft()
+            e.alive = False
+            if active and active[0] is e:
+                self._leave_active(active.popleft())
+            if recent and recent[0] is e:
+                self._leave_recent(recent.popleft())
+            if e.key[0] > self.capped_at:
+                self.capped_at = e.key[0]
+        if n:
+            self.version += 1
+        return n
 
     # reading -------------------------------------------------------------------------------
     def stats(self, now: int) -> dict[str, Any]:
@@ -482,22 +511,47 @@ class LiveBuffer:
             live = self.sites[site_id] = SiteLive(site_id, self.max_events_per_site)
         return live
 
-    def add(self, raw: dict[str, Any], key: Cursor, now: int) -> LiveEvent:
-        live = self.sites.get(raw["site_id"]) or self.site(str(raw["site_id"]))
-        known = len(live.visitors)
-        event = live.add(raw, key, now)
-        self.visitor_count += len(live.visitors) - known
+    def extend(self, items: Sequence[tuple[Cursor, LiveEvent]], now: int) -> dict[str, list[LiveEvent]]:
+        """Count a beat's events in, in feed order, then hold the caps; return them by site."""
+        by_site: dict[str, list[LiveEvent]] = {}
+        for key, event in items:
+            event.key = key
+            batch = by_site.get(event.site_id)
+            if batch is None:
+                by_site[event.site_id] = [event]
+            else:
+                batch.append(event)
+        sites = self.sites
+        for site_id, batch in by_site.items():
+            live = sites.get(site_id) or self.site(site_id)
+            known = len(live.visitors)
+            live.add_batch(batch, now)
+            self.visitor_count += len(live.visitors) - known
+            if len(live.events) > self.max_events_per_site:
+                self._evicted(live.evict_oldest(len(live.events) - self.max_events_per_site, now))
+        self.order.extend(map(_second, items))
+        self.size += len(items)
+        if self.size > self.max_events:
+            self._evict_events(now)
         if self.visitor_count > self.max_visitors:
             self._evict_visitors(now)
-        self.order.append(event)
-        self.size += 1
-        if len(live.events) > self.max_events_per_site:
-            self._evicted(live.evict_oldest(now))
-        while self.size > self.max_events:
-            oldest = self.order.popleft()
-            if oldest.alive:
-                self._evicted(self.sites[oldest.site_id].evict_oldest(now))
+        return by_site
+
+    def add(self, event: LiveEvent, key: Cursor, now: int) -> LiveEvent:
+        self.extend([(key, event)], now)
         return event
+
+    def _evict_events(self, now: int) -> None:
+        """Drop the oldest events of the machine down to the cap (oldest first, whatever the site)."""
+        excess, order = self.size - self.max_events, self.order
+        of_site: dict[str, int] = {}
+        while excess > 0 and order:
+            oldest = order.popleft()
+            if oldest.alive:  # then it is the oldest of its site too
+                of_site[oldest.site_id] = of_site.get(oldest.site_id, 0) + 1
+                excess -= 1
+        for site_id, n in of_site.items():
+            self._evicted(self.sites[site_id].evict_oldest(n, now))
 
     def _evict_visitors(self, now: int) -> None:
         """Forget the least recently seen visitors of the site that tracks the most visitors,
@@ -512,13 +566,9 @@ class LiveBuffer:
             largest.capped_at = now
             self.visitor_count -= n
 
-    def _evicted(self, e: LiveEvent | None) -> None:
-        if e is not None:
-            self.size -= 1
-            self.evicted += 1
-
-    def extend(self, items: Iterable[tuple[Cursor, dict[str, Any]]], now: int) -> list[LiveEvent]:
-        return [self.add(raw, key, now) for key, raw in items]
+    def _evicted(self, n: int) -> None:
+        self.size -= n
+        self.evicted += n
 
     def expire(self, now: int) -> None:
         for site_id, live in list(self.sites.items()):

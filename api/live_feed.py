@@ -27,13 +27,16 @@ import logging
 import os
 import time
 import zlib
+from collections.abc import Callable
 from dataclasses import dataclass
+from operator import attrgetter, itemgetter
 from pathlib import Path
-from typing import Any, Protocol
+from typing import Any, Generic, Protocol, TypeVar
 
+import msgspec
 import orjson
 
-from api.live import Cursor
+from api.live import Cursor, LiveEvent, decode_event, live_event
 from ingest.wal import ACTIVE_SUFFIX, CLOSED_SUFFIX, HEADER, MAX_RECORD
 
 log = logging.getLogger(__name__)
@@ -44,9 +47,40 @@ READ_CHUNK = 4 * 1024 * 1024
 class LiveFeed(Protocol):
     """A source of accepted events from every worker, each with its cursor, in cursor order."""
 
-    def poll(self) -> list[tuple[Cursor, dict[str, Any]]]: ...
+    def poll(self) -> list[tuple[Cursor, LiveEvent]]: ...
 
     def close(self) -> None: ...
+
+
+T = TypeVar("T")
+
+
+class _EventId(msgspec.Struct):
+    event_id: str | None = None
+
+
+_decode_event_id = msgspec.json.Decoder(_EventId).decode
+
+
+def payload_event_id(payload: memoryview) -> str | None:
+    return _decode_event_id(payload).event_id
+
+
+@dataclass(frozen=True)
+class RecordFormat(Generic[T]):
+    """What the tail makes of a record's payload: ``decode`` it (raising ``msgspec.DecodeError``
+    or ``orjson.JSONDecodeError`` when it is not a record), read its ``received_at``, and read a
+    payload's ``event_id`` (only while some ids are to be skipped, at start-up)."""
+
+    decode: Callable[[memoryview], T]
+    received_at: Callable[[T], int]
+    event_id: Callable[[memoryview], str | None] = payload_event_id
+
+
+# The live buffer's events: only the fields it needs are decoded (``api.live.LiveEvent``).
+LIVE_EVENTS: RecordFormat[LiveEvent] = RecordFormat(decode_event, attrgetter("received_at"))
+# Whole records as dictionaries.
+DICTS: RecordFormat[dict[str, Any]] = RecordFormat(orjson.loads, itemgetter("received_at"))
 
 
 @dataclass
@@ -59,16 +93,19 @@ class _Tail:
     buffer: bytes = b""
 
 
-class WalTail:
-    """Follows every segment in ``wal_dir`` (see the module docstring)."""
+class WalTail(Generic[T]):
+    """Follows every segment in ``wal_dir`` (see the module docstring); each record is made into
+    an item by ``records`` (``LIVE_EVENTS`` for the live buffer)."""
 
-    def __init__(self, wal_dir: Path, start_at_end: bool = False, skip_ids: set[str] | None = None) -> None:
+    def __init__(self, wal_dir: Path, start_at_end: bool = False, skip_ids: set[str] | None = None,
+                 records: RecordFormat[T] = DICTS) -> None:  # type: ignore[assignment]
         self.wal_dir = wal_dir
+        self.records_format = records
         self.tails: dict[str, _Tail] = {}
         self.done: set[str] = set()  # segments read to the end and closed, until they disappear
         # (received_at, pass seen, cursor, event): within one millisecond, what was read in an
         # earlier pass was written earlier, so the pass number breaks ties before the segment id.
-        self.pending: list[tuple[int, int, Cursor, dict[str, Any]]] = []
+        self.pending: list[tuple[int, int, Cursor, T]] = []
         self.passes = 0
         self.skip_ids = skip_ids or set()  # event ids already loaded from Parquet at start
         self.records = 0
@@ -80,7 +117,7 @@ class WalTail:
         """Open every segment now (before a backfill from Parquet), reading nothing yet."""
         self._scan()
 
-    def poll(self) -> list[tuple[Cursor, dict[str, Any]]]:
+    def poll(self) -> list[tuple[Cursor, T]]:
         started = int(time.time() * 1000)
         self.passes += 1
         self._scan()
@@ -141,7 +178,8 @@ class WalTail:
 
         Every accepted event of the machine passes here once: one loop with local names, each
         record checked and decoded in place (no copy of it)."""
-        header_size, unpack, crc32, loads = HEADER.size, HEADER.unpack_from, zlib.crc32, orjson.loads
+        header_size, unpack, crc32 = HEADER.size, HEADER.unpack_from, zlib.crc32
+        decode, received_at = self.records_format.decode, self.records_format.received_at
         pending, passes, segment, skip_ids = self.pending, self.passes, tail.segment, self.skip_ids
         while True:
             chunk = os.pread(tail.fd, READ_CHUNK, tail.offset + len(tail.buffer))
@@ -179,16 +217,16 @@ class WalTail:
                     if not keep:
                         continue
                     try:
-                        raw = loads(payload)
-                    except orjson.JSONDecodeError:
+                        item = decode(payload)
+                        if skip_ids and self.records_format.event_id(payload) in skip_ids:
+                            continue
+                    except (msgspec.DecodeError, orjson.JSONDecodeError):
                         self.bad_records += 1
                         continue
-                    if skip_ids and raw.get("event_id") in skip_ids:
-                        continue
                     self.records += 1
-                    received = raw["received_at"]
+                    received = received_at(item)
                     # (received_at, pass seen, cursor, event): see ``pending``.
-                    pending.append((received, passes, (received, segment, index - 1), raw))
+                    pending.append((received, passes, (received, segment, index - 1), item))
             tail.offset += pos
             tail.buffer = data[pos:]
             if len(chunk) < READ_CHUNK:
@@ -210,7 +248,7 @@ BACKFILL_COLUMNS = ("event_id", "site_id", "ts", "received_at", "type", "name", 
                     "pathname", "hostname", "source", "country", "device", "browser", "os")
 
 
-def backfill_from_parquet(raw_dir: Path, now_ms: int) -> tuple[list[tuple[Cursor, dict[str, Any]]], set[str]]:
+def backfill_from_parquet(raw_dir: Path, now_ms: int) -> tuple[list[tuple[Cursor, LiveEvent]], set[str]]:
     """The events accepted in the last ``RETAIN_MS`` that are already sealed into raw Parquet.
 
     A worker that starts (or restarts) fills its buffer from them, so its stats match the other
@@ -223,7 +261,8 @@ def backfill_from_parquet(raw_dir: Path, now_ms: int) -> tuple[list[tuple[Cursor
     from api.live import HOUR_MS, RETAIN_MS
 
     since = now_ms - RETAIN_MS
-    items: list[tuple[Cursor, dict[str, Any]]] = []
+    ids: set[str] = set()
+    items: list[tuple[Cursor, LiveEvent]] = []
     for hour in range(since // HOUR_MS, now_ms // HOUR_MS + 1):
         stamp = time.gmtime(hour * 3600)
         pattern = f"site_id=*/date={time.strftime('%Y-%m-%d', stamp)}/hour={stamp.tm_hour:02d}/*.parquet"
@@ -237,7 +276,9 @@ def backfill_from_parquet(raw_dir: Path, now_ms: int) -> tuple[list[tuple[Cursor
                                          table.column(name).cast(pa.int64()))
             table = table.filter(pc.greater_equal(table.column("received_at"), since))
             segment = path.stem.removeprefix("part-")
-            for index, row in enumerate(table.to_pylist()):
-                items.append(((row["received_at"], segment, index), row))
+            rows = table.to_pylist()
+            ids.update(row["event_id"] for row in rows)
+            for index, row in enumerate(rows):
+                items.append(((row["received_at"], segment, index), live_event(row)))
     items.sort(key=lambda item: item[0])
-    return items, {row["event_id"] for _, row in items}
+    return items, ids

@@ -43,7 +43,7 @@ from typing import Any
 import orjson
 
 from api.live import LiveBuffer
-from api.live_feed import WalTail, backfill_from_parquet
+from api.live_feed import LIVE_EVENTS, WalTail, backfill_from_parquet
 from api.stream import EventFilter, LiveHub, Subscriber
 from littlestats.config import Settings
 
@@ -96,7 +96,7 @@ def build_hub(settings: Settings) -> LiveHub:
     segments not sealed yet (skipping events found in both), then followed live."""
     buffer = LiveBuffer()
     now = int(time.time() * 1000)
-    tail = WalTail(settings.wal_dir)
+    tail = WalTail(settings.wal_dir, records=LIVE_EVENTS)
     tail.open_segments()  # open every segment first, so one sealed meanwhile is read from Parquet
     try:
         items, ids = backfill_from_parquet(settings.raw_dir, now)

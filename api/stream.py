@@ -460,14 +460,13 @@ class LiveHub(Fanout):
             return
         now = self.now_ms()
         subscribed, unsent = self.subscribers, self.unsent
-        for event in self.buffer.extend(items, now):
-            site_id = event.site_id
+        for site_id, events in self.buffer.extend(items, now).items():
             if site_id in subscribed:
                 waiting = unsent.get(site_id)
                 if waiting is None:
-                    unsent[site_id] = [event]
+                    unsent[site_id] = events
                 else:
-                    waiting.append(event)
+                    waiting += events
 
     def tick(self) -> None:
         if self.closing:
@@ -527,7 +526,7 @@ class LiveHub(Fanout):
             if item is not None and not sub.offer(*item):
                 self.drop(sub, "its queue is full")
         for e in sent:
-            e._message = None  # shared for this flush only; resumption re-serialises
+            e.serialised = None  # shared for this flush only; resumption re-serialises
 
     def _encode(self, transport: str, events: list[LiveEvent], sent: list[LiveEvent],
                 stats: bytes | None = None) -> tuple[Any, int] | None:

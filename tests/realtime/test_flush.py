@@ -11,7 +11,7 @@ from typing import Any
 import orjson
 
 from api.live import LiveBuffer
-from api.live_feed import WalTail
+from api.live_feed import LIVE_EVENTS, WalTail
 from api.stream import ALL, EventFilter, LiveHub, Subscriber
 from ingest.wal import encode_record
 
@@ -41,7 +41,7 @@ def test_events_and_the_due_stats_go_to_each_subscriber_in_one_offer(tmp_path: P
 async def _one_offer(tmp_path: Path) -> None:
     wal = tmp_path / "wal"
     wal.mkdir()
-    hub = LiveHub(LiveBuffer(), WalTail(wal))
+    hub = LiveHub(LiveBuffer(), WalTail(wal, records=LIVE_EVENTS))
     clock = [int(time.time() * 1000)]
     hub.now_ms = lambda: clock[0]  # type: ignore[method-assign]
     hub._last_ping = clock[0] + 60_000  # no ping in this test (``start`` would set it)

@@ -11,6 +11,7 @@ from api.live import (
     RETAIN_MS,
     VISIT_GAP_MS,
     LiveBuffer,
+    live_event,
     parse_cursor,
 )
 
@@ -28,7 +29,7 @@ class Feeder:
                "visitor_key": visitor, "pathname": page, "source": extra.pop("source", "Direct / None"),
                "device": "desktop", "browser": "Firefox", "os": "Linux", **extra}
         self.n += 1
-        self.buffer.add(raw, (at, "seg", self.n), at)
+        self.buffer.add(live_event(raw), (at, "seg", self.n), at)
 
 
 def test_visits_visitors_and_bounces_follow_the_shared_definitions() -> None:

@@ -8,7 +8,7 @@ from pathlib import Path
 from typing import Any
 
 from api.live import LiveBuffer
-from api.live_feed import WalTail
+from api.live_feed import LIVE_EVENTS, WalTail
 from api.stream import ALL, LiveHub
 from littlestats.worker import TRANSPORT_EXTENSION
 
@@ -42,7 +42,7 @@ class Connection:
 
 
 async def stream(tmp_path: Path, scope: dict[str, Any] | None) -> list[bytes]:
-    hub = LiveHub(LiveBuffer(), WalTail(tmp_path / "wal"))
+    hub = LiveHub(LiveBuffer(), WalTail(tmp_path / "wal", records=LIVE_EVENTS))
     sub = hub.subscribe("s1", ALL, "sse")
     body = sub.sse([b"first\n\n"], scope)
     chunks = [(await anext(body)).serialize()]
