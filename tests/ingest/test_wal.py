@@ -283,6 +283,34 @@ def test_a_write_past_the_zero_fill_extends_it(tmp_path: Path) -> None:
     assert list(read_records(active)) == big
 
 
+def test_the_next_zero_fill_is_made_in_the_background_and_rotation_waits_for_it(tmp_path: Path) -> None:
+    writer = SegmentWriter(tmp_path / "wal", segment_seconds=60)
+    big = [b'"' + b"x" * 200_000 + b'"' for _ in range(5)]
+    writer.append(big[:3])  # 600 KB of the first 1 MiB: under FILL_AHEAD left, the next fill starts
+    active = writer.active_path
+    assert active is not None
+    writer.append(big[3:])  # over the zeros already there, while the fill may still be under way
+    assert list(read_records(active)) == big
+    deadline = time.monotonic() + 10
+    while active.stat().st_size < 2 * ZERO_FILL and time.monotonic() < deadline:
+        time.sleep(0.01)
+    assert active.stat().st_size == 2 * ZERO_FILL
+    records = b"".join(encode_record(p) for p in big)
+    assert active.read_bytes() == records + bytes(2 * ZERO_FILL - len(records))
+    closed = writer.close()
+    assert closed is not None
+    assert closed.read_bytes() == records  # cut back to its records, after the fill
+
+
+def test_a_rotation_while_the_background_fill_is_under_way_is_cut_back_to_its_records(tmp_path: Path) -> None:
+    writer = SegmentWriter(tmp_path / "wal", segment_seconds=60)
+    big = [b'"' + b"x" * 200_000 + b'"' for _ in range(3)]
+    writer.append(big)  # starts the next fill
+    closed = writer.close()  # at once: waits for the fill before cutting the segment back
+    assert closed is not None
+    assert closed.read_bytes() == b"".join(encode_record(p) for p in big)
+
+
 def test_the_live_feed_reads_records_written_over_the_zeros(tmp_path: Path) -> None:
     from api.live_feed import WalTail
 
