@@ -175,3 +175,27 @@ def test_the_live_visit_gap_is_the_warehouse_one() -> None:
     from warehouse.sessionize import VISIT_GAP
 
     assert VISIT_GAP.total_seconds() * 1000 == VISIT_GAP_MS
+
+
+def test_an_event_is_decoded_from_a_whole_wal_record_keeping_only_what_the_buffer_needs() -> None:
+    import msgspec
+    import orjson
+
+    from api.live import decode_event
+    from ingest.schema import COLUMN_NAMES
+
+    record = dict.fromkeys(COLUMN_NAMES)
+    record.update({"event_id": "e1", "site_id": "s1", "ts": T0 - 5, "received_at": T0, "type": "event",
+                   "name": "signup", "visitor_key": 2**64 - 1, "visitor_key_source": "tracker",
+                   "hostname": "example.com", "pathname": "/a", "source": "Google", "device": "mobile",
+                   "browser": "Chrome", "os": "Android", "props_str": {"plan": "pro"},
+                   "props_num": {"n": 1.5}, "props_bool": {"b": True}})
+    event = decode_event(orjson.dumps(record))
+    assert (event.site_id, event.ts, event.received_at, event.type, event.name, event.visitor) == (
+        "s1", T0 - 5, T0, "event", "signup", 2**64 - 1)
+    assert (event.page, event.hostname, event.source, event.country, event.device, event.browser,
+            event.os) == ("/a", "example.com", "Google", None, "mobile", "Chrome", "Android")
+    # The fields the buffer keeps of its own are no column of a record (the decoder would fill them).
+    own = {f.encode_name for f in msgspec.structs.fields(event)} - set(COLUMN_NAMES)
+    assert own == {"key", "alive", "in_active", "in_recent", "serialised"}
+    assert event.alive and event.serialised is None

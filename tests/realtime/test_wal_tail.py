@@ -121,3 +121,19 @@ def test_each_record_keeps_its_index_in_the_segment_even_when_one_cannot_be_deco
         f.write(encode_record(orjson.dumps(event(3, received=3))))
     assert [(key[2], raw["n"]) for key, raw in tail.poll()] == [(3, 3)]
     tail.close()
+
+
+def test_records_decoded_as_live_events_and_a_bad_one_counted(tmp_path: Path) -> None:
+    from api.live_feed import LIVE_EVENTS
+
+    wal = tmp_path / "wal"
+    writer = SegmentWriter(wal, segment_seconds=60)
+    tail = WalTail(wal, records=LIVE_EVENTS)
+    now = int(time.time() * 1000) - 1000
+    good = {"event_id": "e1", "site_id": "s", "ts": now, "received_at": now, "visitor_key": 7, "pathname": "/x"}
+    append(writer, good, {**good, "pathname": None}, {**good, "event_id": "e3", "pathname": "/y"})
+    items = tail.poll()
+    assert [(key[2], event.page, event.visitor) for key, event in items] == [(0, "/x", 7), (2, "/y", 7)]
+    assert tail.bad_records == 1  # a null where the schema has none: not an event
+    tail.close()
+    writer.close()
