@@ -5,6 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 
 import duckdb
+import polars as pl
 
 from warehouse.tables import create_all
 
@@ -33,6 +34,15 @@ def connect(
         config["checkpoint_threshold"] = checkpoint_threshold
     con = duckdb.connect(str(path), read_only=read_only, config=config)
     con.execute("SET TimeZone = 'UTC'")
+    # Results go to polars as Arrow string views, the layout polars keeps strings in: no copy.
+    con.execute("SET produce_arrow_string_view = true")
     if not read_only:
         create_all(con)
     return con
+
+
+def register(con: duckdb.DuckDBPyConnection, name: str, frame: pl.DataFrame) -> None:
+    """Expose ``frame`` to SQL on ``con`` as the view ``name``. Strings are handed over as Arrow
+    string views, which DuckDB reads as they are; a plain ``to_arrow()`` first copies every
+    string column into the older large-string layout (a tenth of a second per million events)."""
+    con.register(name, frame.to_arrow(compat_level=pl.CompatLevel.newest()))

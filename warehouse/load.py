@@ -27,6 +27,7 @@ import contextlib
 import os
 import time
 from collections.abc import Callable, Iterable
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from datetime import UTC, date, datetime, timedelta
 from functools import cached_property
@@ -37,7 +38,8 @@ import polars as pl
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from warehouse.rollups import rebuild_days, rebuild_hours
+from warehouse.database import register
+from warehouse.rollups import local_days_span, rebuild_days, rebuild_hours
 from warehouse.sessionize import ENGAGEMENT_TYPES, VISIT_GAP, sessionize
 from warehouse.tables import EVENTS
 
@@ -253,7 +255,7 @@ def _drop_loaded(con: duckdb.DuckDBPyConnection, raw: pl.DataFrame) -> pl.DataFr
     if raw.height == 0:
         return raw
     lo, hi = raw["ts"].min(), raw["ts"].max()
-    con.register("incoming_ids", raw.select("event_id").to_arrow())
+    register(con, "incoming_ids", raw.select("event_id"))
     loaded = _frame(
         con,
         "SELECT e.event_id FROM events e SEMI JOIN incoming_ids i ON e.event_id = i.event_id"
@@ -274,7 +276,7 @@ def _merge_events(con: duckdb.DuckDBPyConnection, new: pl.DataFrame, site_tz: di
         (pl.when(is_engagement).then(pl.col("ts")).min() <= pl.col("ts").min())
         .fill_null(False).alias("engagement_first"),
     )
-    con.register("affected_in", affected.to_arrow())
+    register(con, "affected_in", affected)
     gap = f"INTERVAL {int(VISIT_GAP.total_seconds())} SECOND"
     con.execute(f"""
         CREATE OR REPLACE TEMP TABLE windows AS
@@ -326,33 +328,36 @@ def _merge_events(con: duckdb.DuckDBPyConnection, new: pl.DataFrame, site_tz: di
         " ON s.site_id = w.site_id AND s.visitor_key = w.visitor_key AND s.started_at < w.ws",
     )
 
-    con.execute(
-        "DELETE FROM sessions s USING windows w WHERE s.site_id = w.site_id"
-        " AND s.visitor_key = w.visitor_key AND s.started_at BETWEEN w.ws AND w.we"
-    )
-    if stored.height:
-        con.execute(
-            "DELETE FROM events e USING windows w WHERE e.site_id = w.site_id"
-            " AND e.visitor_key = w.visitor_key AND e.ts BETWEEN w.ws AND w.we"
-            " AND e.ts BETWEEN $lo AND $hi",
-            bounds,
-        )
-
     combined = pl.concat(
         [stored.cast(new.select(_EVENT_COLUMNS).schema), new.select(_EVENT_COLUMNS)],  # type: ignore[arg-type]
         how="vertical",
     )
-    events, sessions = sessionize(combined, returning)
-    con.register("combined_events", events.select(EVENTS.column_names).to_arrow())
+    # Sessionizing (polars, on another thread) overlaps the DuckDB work that does not need its
+    # result: taking the windows' old rows out and inserting the new events' properties.
+    with ThreadPoolExecutor(max_workers=1, thread_name_prefix="sessionize") as pool:
+        sessionized = pool.submit(sessionize, combined, returning)
+        con.execute(
+            "DELETE FROM sessions s USING windows w WHERE s.site_id = w.site_id"
+            " AND s.visitor_key = w.visitor_key AND s.started_at BETWEEN w.ws AND w.we"
+        )
+        if stored.height:
+            con.execute(
+                "DELETE FROM events e USING windows w WHERE e.site_id = w.site_id"
+                " AND e.visitor_key = w.visitor_key AND e.ts BETWEEN w.ws AND w.we"
+                " AND e.ts BETWEEN $lo AND $hi",
+                bounds,
+            )
+        _insert_props(con, new)
+        events, sessions = sessionized.result()
+    register(con, "combined_events", events.select(EVENTS.column_names))
     con.execute("INSERT INTO events SELECT * FROM combined_events")
-    con.register("new_sessions", sessions.to_arrow())
+    register(con, "new_sessions", sessions)
     con.execute("INSERT INTO sessions SELECT * FROM new_sessions")
     # A late visit before a visitor's first stored visit makes the later ones returning.
     con.execute(
         "UPDATE sessions s SET is_new = false FROM windows w WHERE s.site_id = w.site_id"
         " AND s.visitor_key = w.visitor_key AND s.started_at > w.we AND s.is_new"
     )
-    _insert_props(con, new)
     _rebuild_rollups(con, events, site_tz, lo, hi)
     return sessions.height
 
@@ -386,7 +391,7 @@ def _insert_props(con: duckdb.DuckDBPyConnection, new: pl.DataFrame) -> None:
     props = pl.concat(parts).collect()
     if props.height == 0:
         return
-    con.register("new_props", props.to_arrow())
+    register(con, "new_props", props)
     con.execute(f"""
         INSERT INTO event_props
         SELECT site_id, event_id, ts, visitor_key, event_type, event_name, key, value_type,
@@ -416,13 +421,11 @@ def _rebuild_rollups(
     sites = events["site_id"].unique().to_list()
     tz = pl.DataFrame({"site_id": sites, "tz": [site_tz.get(s, "UTC") for s in sites]},
                       schema={"site_id": pl.String, "tz": pl.String})
-    con.register("tz_in", tz.to_arrow())
+    register(con, "tz_in", tz)
     con.execute("CREATE OR REPLACE TEMP TABLE site_tz AS SELECT * FROM tz_in")
     hours = events.select("site_id", pl.col("ts").dt.truncate("1h").alias("hour")).unique()
-    con.register("hours_in", hours.to_arrow())
+    register(con, "hours_in", hours)
     con.execute("CREATE OR REPLACE TEMP TABLE affected_hours AS SELECT * FROM hours_in")
-    hour_lo = lo.replace(minute=0, second=0, microsecond=0)
-    rebuild_hours(con, hour_lo, hi + timedelta(hours=1))
     # Visitor-days touched: every local date a window covers, for that visitor.
     con.execute("""
         CREATE OR REPLACE TEMP TABLE affected_days AS
@@ -432,7 +435,11 @@ def _rebuild_rollups(
                                                timezone(z.tz, w.we)::DATE,
                                                INTERVAL 1 DAY)) AS local_date) d
     """)
-    rebuild_days(con, lo - timedelta(days=2), hi + timedelta(days=2))
+    # the hours are rebuilt while the days' prev dates are computed (polars, on another thread)
+    hour_lo = lo.replace(minute=0, second=0, microsecond=0)
+    day_lo, day_hi = local_days_span(lo, hi, set(tz["tz"]))
+    rebuild_days(con, day_lo, day_hi,
+                 meanwhile=lambda: rebuild_hours(con, hour_lo, hi + timedelta(hours=1)))
 
 
 def _record_manifest(
@@ -452,5 +459,5 @@ def _record_manifest(
                 "partition_hour": pl.Datetime("us", "UTC"), "rows": pl.Int64,
                 "new_events": pl.Int64},
     ).with_columns(pl.lit(datetime.now(UTC)).dt.cast_time_unit("us").alias("loaded_at"))
-    con.register("manifest_in", manifest.to_arrow())
+    register(con, "manifest_in", manifest)
     con.execute("INSERT INTO loaded_files SELECT * FROM manifest_in")

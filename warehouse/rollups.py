@@ -17,12 +17,16 @@ plus ``site_tz(site_id, tz)`` naming each site's IANA time zone.
 
 from __future__ import annotations
 
+from collections.abc import Callable, Iterator
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
-from datetime import date, datetime, timedelta
+from datetime import UTC, date, datetime, time, timedelta
+from zoneinfo import ZoneInfo
 
 import duckdb
 import polars as pl
 
+from warehouse.database import register
 from warehouse.query.model import DateRange
 from warehouse.query.sql import Params, bucket
 from warehouse.tables import (
@@ -157,6 +161,19 @@ def _day_rows(table: str, ts: str, columns: str, local_date: str) -> str:
     ) x SEMI JOIN affected_days a
         ON x.site_id = a.site_id AND x.visitor_key = a.visitor_key AND x.local_date = a.local_date
 """  # noqa: S608
+
+
+def local_days_span(lo: datetime, hi: datetime, zones: set[str]) -> tuple[datetime, datetime]:
+    """The UTC span of every site-local day that ``lo``..``hi`` touches in any of ``zones``: the
+    bounds ``rebuild_days`` needs. An hour of margin either side covers a midnight that a
+    daylight-saving change skips."""
+    starts, ends = [], []
+    for zone in zones:
+        tz = ZoneInfo(zone)
+        first, last = lo.astimezone(tz).date(), hi.astimezone(tz).date()
+        starts.append(datetime.combine(first, time(), tz).astimezone(UTC))
+        ends.append(datetime.combine(last + timedelta(days=1), time(), tz).astimezone(UTC))
+    return min(starts) - timedelta(hours=1), max(ends) + timedelta(hours=1)
 
 
 def _local_date(ts: str, zones: list[str], lo: datetime, hi: datetime, p: Params) -> str:
@@ -317,7 +334,10 @@ def with_prev_dates(fresh: pl.DataFrame, history: pl.DataFrame, spec: _VisitorTa
     return out.select(spec.table.column_names)
 
 
-def rebuild_days(con: duckdb.DuckDBPyConnection, lo: datetime, hi: datetime) -> None:
+def rebuild_days(
+    con: duckdb.DuckDBPyConnection, lo: datetime, hi: datetime,
+    meanwhile: Callable[[], None] | None = None,
+) -> None:
     """Rebuild the per-visitor ``daily_*`` tables for the visitor-days in ``affected_days`` and
     bring ``daily_visitor_counts`` up to date with them.
 
@@ -325,8 +345,13 @@ def rebuild_days(con: duckdb.DuckDBPyConnection, lo: datetime, hi: datetime) -> 
     rows of affected days from the facts, later rows kept, and all of them get fresh prev dates
     (a changed day can change the prev date of the visitor's next day with the same value). The
     counts are adjusted by the difference: minus what the old rows contributed, plus what the new
-    ones do. ``lo`` / ``hi`` must cover every UTC instant of those local days (a day's margin
-    either side).
+    ones do. ``lo`` / ``hi`` must cover every UTC instant of those local days
+    (``local_days_span``).
+
+    The prev dates are computed in polars on a worker thread while this thread goes on with
+    DuckDB: the next table's rows, then ``meanwhile()`` (other work on ``con`` that does not touch
+    these tables), then the inserts. Each side leaves a core idle at times; together they fill
+    both.
     """
     con.execute(
         "CREATE OR REPLACE TEMP TABLE affected_visitors AS SELECT site_id, visitor_key,"
@@ -338,6 +363,8 @@ def rebuild_days(con: duckdb.DuckDBPyConnection, lo: datetime, hi: datetime) -> 
     )
     first = con.execute("SELECT min(from_date) FROM affected_visitors").fetchall()[0][0]
     if first is None:
+        if meanwhile:
+            meanwhile()
         return
     zones = [row[0] for row in con.execute(
         "SELECT DISTINCT z.tz FROM site_tz z SEMI JOIN affected_visitors v ON z.site_id = v.site_id"
@@ -352,7 +379,29 @@ def rebuild_days(con: duckdb.DuckDBPyConnection, lo: datetime, hi: datetime) -> 
         local_date = _local_date(f"t.{ts}", zones, lo, hi, p)
         con.execute(f"CREATE OR REPLACE TEMP TABLE {temp} AS {_day_rows(table, ts, columns, local_date)}",
                     {"lo": lo, "hi": hi, **p.values})
-    for spec in _VISITOR_TABLES:
+    with ThreadPoolExecutor(max_workers=1, thread_name_prefix="prev-dates") as pool:
+        pending = [(spec, pool.submit(with_prev_dates, fresh, history, spec))
+                   for spec, fresh, history in _replace_rows(con, first)]
+        if meanwhile:
+            meanwhile()
+        for spec, rows in pending:
+            register(con, "fresh_in", rows.result())
+            try:
+                con.execute(f"INSERT INTO {spec.table.name} SELECT * FROM fresh_in")  # noqa: S608
+                con.execute(_add_to_count_delta(spec, "fresh_in", 1))
+            finally:
+                con.unregister("fresh_in")
+    _apply_count_delta(con)
+
+
+def _replace_rows(
+    con: duckdb.DuckDBPyConnection, first: date
+) -> Iterator[tuple[_VisitorTable, pl.DataFrame, pl.DataFrame]]:
+    """Per visitor table, in turn: take the affected visitors' rows from their first affected day
+    on out of the table (and their contributions out of the counts), and yield their new rows
+    (without prev dates) with the history the prev dates come from. The session table comes
+    first: its prev dates (one per visit attribute) take longest, and overlap the rest."""
+    for spec in sorted(_VISITOR_TABLES, key=lambda s: s.table is not DAILY_SESSION_VISITORS):
         name = spec.table.name
         plain = ", ".join(f"i.{c}" for c in spec.plain_columns)
         # The affected visitors' stored rows from their first affected day on are replaced
@@ -382,14 +431,7 @@ def rebuild_days(con: duckdb.DuckDBPyConnection, lo: datetime, hi: datetime) -> 
             f"SELECT site_id, visitor_key, local_date{''.join(', ' + v for v in spec.value_columns)}"  # noqa: S608
             f" FROM {name} t SEMI JOIN affected_visitors v ON t.site_id = v.site_id AND t.visitor_key = v.visitor_key"
         ).pl()
-        fresh = with_prev_dates(fresh, history, spec)
-        con.register("fresh_in", fresh.to_arrow())
-        try:
-            con.execute(f"INSERT INTO {name} SELECT * FROM fresh_in")  # noqa: S608
-            con.execute(_add_to_count_delta(spec, "fresh_in", 1))
-        finally:
-            con.unregister("fresh_in")
-    _apply_count_delta(con)
+        yield spec, fresh, history
 
 
 _COUNT_KEY = ("c.site_id = d.site_id AND c.dimension = d.dimension AND c.value IS NOT DISTINCT FROM d.value"
@@ -446,7 +488,7 @@ def reaggregate(
     try:
         tz = pl.DataFrame({"site_id": list(site_tz), "tz": list(site_tz.values())},
                           schema={"site_id": pl.String, "tz": pl.String})
-        con.register("tz_in", tz.to_arrow())
+        register(con, "tz_in", tz)
         con.execute("CREATE OR REPLACE TEMP TABLE site_tz AS SELECT * FROM tz_in")
         con.execute(
             "INSERT INTO site_tz SELECT DISTINCT site_id, 'UTC' FROM events"
