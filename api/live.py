@@ -52,6 +52,7 @@ RETAIN_MS = VISITORS_MS  # how far back a restarting worker reloads from Parquet
 DEFAULT_MAX_EVENTS = 100_000
 DEFAULT_MAX_EVENTS_PER_SITE = 80_000
 DEFAULT_MAX_VISITORS = 100_000
+BATCH = 1000  # events counted in at a time; the caps are held after each batch
 TOP = 10
 DIRECT = "Direct / None"
 
@@ -512,7 +513,15 @@ class LiveBuffer:
         return live
 
     def extend(self, items: Sequence[tuple[Cursor, LiveEvent]], now: int) -> dict[str, list[LiveEvent]]:
-        """Count a beat's events in, in feed order, then hold the caps; return them by site."""
+        """Count a beat's events in, in feed order, then hold the caps; return them by site.
+        More than ``BATCH`` events (a backlog: the recent past at start, a catch-up) go in
+        ``BATCH`` at a time, so the caps are never exceeded by more."""
+        if len(items) > BATCH:
+            out: dict[str, list[LiveEvent]] = {}
+            for start in range(0, len(items), BATCH):
+                for site_id, events in self.extend(items[start:start + BATCH], now).items():
+                    out.setdefault(site_id, []).extend(events)
+            return out
         by_site: dict[str, list[LiveEvent]] = {}
         for key, event in items:
             event.key = key

@@ -199,3 +199,14 @@ def test_an_event_is_decoded_from_a_whole_wal_record_keeping_only_what_the_buffe
     own = {f.encode_name for f in msgspec.structs.fields(event)} - set(COLUMN_NAMES)
     assert own == {"key", "alive", "in_active", "in_recent", "serialised"}
     assert event.alive and event.serialised is None
+
+
+def test_a_backlog_is_counted_in_batches_that_keep_the_caps() -> None:
+    buf = LiveBuffer(max_events=50, max_events_per_site=50, max_visitors=100)
+    raw = {"site_id": "s1", "type": "pageview", "pathname": "/", "source": "Direct / None"}
+    items = [((T0 + i, "seg", i), live_event({**raw, "ts": T0 + i, "received_at": T0 + i, "visitor_key": i}))
+             for i in range(2500)]
+    by_site = buf.extend(items, T0 + 2500)  # e.g. the recent past loaded at start, in one go
+    assert [e.visitor for e in by_site["s1"]] == list(range(2500))  # all of them, in feed order
+    assert buf.size == len(buf.sites["s1"].events) == 50 and buf.visitor_count <= 100
+    assert buf.stats("s1", T0 + 2500)["hour"]["views"] == 2500  # the hour's counts stay exact
