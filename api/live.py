@@ -272,18 +272,16 @@ class SiteLive:
                     pages(page, visitor, key)
                 sources(source, visitor, key)
                 countries(country or "", visitor, key)
-            if etype == "pageview":
+            if etype == "pageview" or etype == "event":
                 sec = seconds.get(ts // 1000)
                 if sec is None:
                     sec = seconds[ts // 1000] = [0, 0]
-                sec[0] += 1
-                totals.views += 1
-            elif etype == "event":
-                sec = seconds.get(ts // 1000)
-                if sec is None:
-                    sec = seconds[ts // 1000] = [0, 0]
-                sec[1] += 1
-                totals.customs += 1
+                if etype == "pageview":
+                    sec[0] += 1
+                    totals.views += 1
+                else:
+                    sec[1] += 1
+                    totals.customs += 1
         self.events.extend(batch)
         if min(map(_ts, batch)) >= active_from:  # all of them in both windows: the usual case
             self.recent.extend(batch)
