@@ -36,7 +36,10 @@ from bench.harness import (
     WRK_DONE_LUA,
     BenchContext,
     Section,
+    cpu_seconds,
     in_turn,
+    machine_busy,
+    machine_idle,
     mean_of,
     run_wrk,
     wait_while_busy,
@@ -109,18 +112,6 @@ def session_pids(leader: int) -> list[int]:
     return [int(pid) for pid in out.split()]
 
 
-def cpu_seconds(pids: list[int]) -> dict[int, float]:
-    """CPU time (user + system) each still-running process has used so far."""
-    used = {}
-    for pid in pids:
-        try:
-            fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-        except FileNotFoundError:
-            continue
-        used[pid] = (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
-    return used
-
-
 def session_cpu_seconds(leader: int) -> float:
     return sum(cpu_seconds(session_pids(leader)).values())
 
@@ -146,22 +137,6 @@ def measured_wrk(url: str, script: Path, seconds: float, leader: int, workers: l
     # Cores nobody used (idle, or waiting for the disk): what the load left on the table.
     result["idle_cores"] = idle / elapsed
     return result
-
-
-def _cpu_fields() -> list[int]:
-    return [int(x) for x in Path("/proc/stat").read_text().split("\n", 1)[0].split()[1:]]
-
-
-def machine_busy() -> float:
-    """CPU seconds the whole machine has been busy (all cores; not idle, not waiting for I/O)."""
-    fields = _cpu_fields()
-    return (sum(fields[:8]) - fields[3] - fields[4]) / os.sysconf("SC_CLK_TCK")
-
-
-def machine_idle() -> float:
-    """CPU seconds the whole machine has been idle, or waiting for I/O (all cores)."""
-    fields = _cpu_fields()
-    return (fields[3] + fields[4]) / os.sysconf("SC_CLK_TCK")
 
 
 def cpu_note(name: str, run: dict[str, float]) -> str:

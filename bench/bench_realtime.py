@@ -53,7 +53,9 @@ from bench.harness import (
     WRK_DONE_LUA,
     BenchContext,
     Section,
+    cpu_seconds,
     in_turn,
+    machine_busy,
     mean_of,
     run_wrk,
     wait_while_busy,
@@ -117,20 +119,7 @@ def worker_cpu(server: LiveServer) -> float:
 
 def process_cpu(pids: list[int]) -> float:
     """CPU seconds (user + system) used so far by these processes."""
-    total = 0.0
-    for pid in pids:
-        try:
-            fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-        except FileNotFoundError:
-            continue
-        total += (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
-    return total
-
-
-def machine_busy() -> float:
-    """CPU seconds the whole machine has been busy (all cores; not idle, not waiting for I/O)."""
-    fields = [int(x) for x in Path("/proc/stat").read_text().split("\n", 1)[0].split()[1:]]
-    return (sum(fields[:8]) - fields[3] - fields[4]) / os.sysconf("SC_CLK_TCK")
+    return sum(cpu_seconds(pids).values())
 
 
 def measured_wrk(server: LiveServer, script: Path, seconds: float, client_pid: int | None = None) -> dict[str, float]:

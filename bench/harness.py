@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import re
 import shutil
 import statistics
@@ -99,6 +100,35 @@ done = function(summary, latency, requests)
     summary.errors.status, latency:percentile(50), latency:percentile(99)))
 end
 """
+
+
+def cpu_seconds(pids: list[int]) -> dict[int, float]:
+    """CPU time (user + system) each still-running process has used so far."""
+    used = {}
+    for pid in pids:
+        try:
+            fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+        except FileNotFoundError:
+            continue
+        used[pid] = (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+    return used
+
+
+def _machine_cpu() -> list[int]:
+    """The machine's CPU time per state, all cores (``/proc/stat``), in clock ticks."""
+    return [int(x) for x in Path("/proc/stat").read_text().split("\n", 1)[0].split()[1:]]
+
+
+def machine_busy() -> float:
+    """CPU seconds the whole machine has been busy (all cores; not idle, not waiting for I/O)."""
+    fields = _machine_cpu()
+    return (sum(fields[:8]) - fields[3] - fields[4]) / os.sysconf("SC_CLK_TCK")
+
+
+def machine_idle() -> float:
+    """CPU seconds the whole machine has been idle, or waiting for I/O (all cores)."""
+    fields = _machine_cpu()
+    return (fields[3] + fields[4]) / os.sysconf("SC_CLK_TCK")
 
 
 def mean_of(runs: list[dict[str, float]]) -> dict[str, float]:
