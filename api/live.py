@@ -114,8 +114,6 @@ class LiveEvent(msgspec.Struct, gc=False):
     os: str = ""
     key: Cursor = NO_CURSOR
     alive: bool = True
-    in_active: bool = False
-    in_recent: bool = False
     serialised: bytes | None = None
 
     def public(self) -> dict[str, Any]:

@@ -197,7 +197,7 @@ def test_an_event_is_decoded_from_a_whole_wal_record_keeping_only_what_the_buffe
             event.os) == ("/a", "example.com", "Google", None, "mobile", "Chrome", "Android")
     # The fields the buffer keeps of its own are no column of a record (the decoder would fill them).
     own = {f.encode_name for f in msgspec.structs.fields(event)} - set(COLUMN_NAMES)
-    assert own == {"key", "alive", "in_active", "in_recent", "serialised"}
+    assert own == {"key", "alive", "serialised"}
     assert event.alive and event.serialised is None
 
 
