@@ -217,9 +217,10 @@ class WalTail(Generic[T]):
                     if not keep:
                         continue
                     try:
-                        item = decode(payload)
+                        # at start-up, records already read from Parquet are skipped undecoded
                         if skip_ids and self.records_format.event_id(payload) in skip_ids:
                             continue
+                        item = decode(payload)
                     except (msgspec.DecodeError, orjson.JSONDecodeError):
                         self.bad_records += 1
                         continue
