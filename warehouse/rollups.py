@@ -211,6 +211,19 @@ class _VisitorTable:
 
 
 _VISITOR_TABLES = (
+    # The visit-attribute table first: its prev dates (one per attribute) take longest, and
+    # overlap the other tables' SQL (``rebuild_days``). Nearly every visitor-day has one visit:
+    # only the others are grouped on every attribute.
+    _VisitorTable(DAILY_SESSION_VISITORS, f"""
+        WITH several AS (
+            SELECT site_id, local_date, visitor_key FROM day_sessions GROUP BY ALL HAVING count(*) > 1
+        )
+        SELECT site_id, local_date, visitor_key, {", ".join(_SESSION_DIM_COLUMNS)}, 1
+        FROM day_sessions ANTI JOIN several USING (site_id, local_date, visitor_key)
+        UNION ALL
+        SELECT site_id, local_date, visitor_key, {", ".join(_SESSION_DIM_COLUMNS)}, count(*)
+        FROM day_sessions SEMI JOIN several USING (site_id, local_date, visitor_key) GROUP BY ALL
+    """, tuple((d, d, f"prev_{d}") for d in _SESSION_DIM_COLUMNS)),  # noqa: S608
     _VisitorTable(DAILY_VISITORS, """
         SELECT site_id, local_date, visitor_key, count(*) FILTER (WHERE type = 'pageview'), count(*)
         FROM day_events GROUP BY site_id, local_date, visitor_key
@@ -223,17 +236,6 @@ _VISITOR_TABLES = (
         SELECT site_id, local_date, name, visitor_key, count(*)
         FROM day_events WHERE type = 'event' GROUP BY site_id, local_date, name, visitor_key
     """, (("event", "event_name", "prev_date"),)),
-    # Nearly every visitor-day has one visit: only the others are grouped on every attribute.
-    _VisitorTable(DAILY_SESSION_VISITORS, f"""
-        WITH several AS (
-            SELECT site_id, local_date, visitor_key FROM day_sessions GROUP BY ALL HAVING count(*) > 1
-        )
-        SELECT site_id, local_date, visitor_key, {", ".join(_SESSION_DIM_COLUMNS)}, 1
-        FROM day_sessions ANTI JOIN several USING (site_id, local_date, visitor_key)
-        UNION ALL
-        SELECT site_id, local_date, visitor_key, {", ".join(_SESSION_DIM_COLUMNS)}, count(*)
-        FROM day_sessions SEMI JOIN several USING (site_id, local_date, visitor_key) GROUP BY ALL
-    """, tuple((d, d, f"prev_{d}") for d in _SESSION_DIM_COLUMNS)),  # noqa: S608
 )
 
 _HOURLY_TABLES = ("hourly_rollup", "hourly_props")
@@ -399,9 +401,8 @@ def _replace_rows(
 ) -> Iterator[tuple[_VisitorTable, pl.DataFrame, pl.DataFrame]]:
     """Per visitor table, in turn: take the affected visitors' rows from their first affected day
     on out of the table (and their contributions out of the counts), and yield their new rows
-    (without prev dates) with the history the prev dates come from. The session table comes
-    first: its prev dates (one per visit attribute) take longest, and overlap the rest."""
-    for spec in sorted(_VISITOR_TABLES, key=lambda s: s.table is not DAILY_SESSION_VISITORS):
+    (without prev dates) with the history the prev dates come from."""
+    for spec in _VISITOR_TABLES:
         name = spec.table.name
         plain = ", ".join(f"i.{c}" for c in spec.plain_columns)
         # The affected visitors' stored rows from their first affected day on are replaced
