@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import itertools
 import json
 import os
 import re
@@ -136,10 +137,12 @@ def mean_of(runs: list[dict[str, float]]) -> dict[str, float]:
     return {key: statistics.fmean(r[key] for r in runs) for key in runs[0]}
 
 
-def in_turn(round_number: int, a: T, b: T) -> tuple[T, T]:
-    """The order of two conditions in a round: A B, B A, A B, …, so that a drift in the shared
-    machine's background load hits both alike."""
-    return (a, b) if round_number % 2 == 0 else (b, a)
+def in_turn(round_number: int, *conditions: T) -> tuple[T, ...]:
+    """The order of the conditions in a round: each of their orders in turn (A B, B A, … for two;
+    the six orders of three), so that a drift in the shared machine's background load hits all
+    alike and each condition comes first, second, … as often."""
+    orders = list(itertools.permutations(conditions))
+    return orders[round_number % len(orders)]
 
 
 def wait_while_busy(cpu_seconds: Callable[[], float], below: float, timeout: float) -> None:
