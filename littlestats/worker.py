@@ -30,6 +30,7 @@ waits behind the held answer, in order; ``release(error)`` closes the connection
 from __future__ import annotations
 
 import asyncio
+import weakref
 from collections import deque
 from collections.abc import Callable
 from typing import Any
@@ -53,14 +54,16 @@ class Connection:
         protocol: CoalescingHttpToolsProtocol | None = None,
     ) -> None:
         self.transport = transport  # the socket's own transport: writes go out as they are
-        self._cycle = cycle
+        # Weak: the cycle holds the scope that holds this, and a reference cycle per request
+        # would leave every request's objects to the cyclic garbage collector.
+        self._cycle = weakref.ref(cycle) if cycle is not None else None
         self._protocol = protocol
 
     def streaming_body(self) -> bool | None:
         """Whether the response body is chunked, once the response's head has been written and
         while its body is still streaming (the app may then write body bytes to ``transport``
         itself, framed accordingly); ``None`` otherwise, and for a WebSocket."""
-        cycle = self._cycle
+        cycle = self._cycle() if self._cycle is not None else None
         if cycle is None or not cycle.response_started or cycle.response_complete or cycle.disconnected:
             return None
         if self._protocol is not None and self._protocol.holding:
@@ -97,19 +100,22 @@ class _HeadHoldingTransport:
 
     def __init__(self, protocol: CoalescingHttpToolsProtocol, cycle: RequestResponseCycle) -> None:
         self._protocol = protocol
-        self._cycle = cycle
+        # The cycle refers to this transport: the reference is dropped once the head is seen, so
+        # that a request leaves no reference cycle behind (its objects are freed at once, not by
+        # the cyclic garbage collector).
+        self._cycle: RequestResponseCycle | None = cycle
         self._head: bytes | None = None
         self._head_seen = False
 
     def write(self, data: bytes) -> None:
         if self._head is not None:
             data, self._head = self._head + data, None
-        elif not self._head_seen and self._cycle.response_started:
+        elif not self._head_seen and self._cycle is not None and self._cycle.response_started:
             # The first write after the response started is its head (an earlier one can only be
             # "100 Continue"). uvicorn has parsed the headers by now: hold the head only when a
             # body of known, non-zero length must follow.
             self._head_seen = True
-            cycle = self._cycle
+            cycle, self._cycle = self._cycle, None
             if (
                 cycle.chunked_encoding is False
                 and cycle.expected_content_length > 0

@@ -8,14 +8,16 @@ protocol over real sockets.
 from __future__ import annotations
 
 import asyncio
+import gc
 from typing import Any
 
 import pytest
 from uvicorn.config import Config
+from uvicorn.protocols.http.httptools_impl import RequestResponseCycle
 from uvicorn.server import ServerState
 
 from api import stream
-from littlestats.worker import TRANSPORT_EXTENSION, CoalescingHttpToolsProtocol
+from littlestats.worker import TRANSPORT_EXTENSION, CoalescingHttpToolsProtocol, Connection
 
 
 class RecordingTransport(asyncio.Transport):
@@ -241,3 +243,33 @@ def test_a_stream_behind_a_held_answer_is_not_written_directly() -> None:
         releases[0](None)
 
     asyncio.run(run())
+
+
+@pytest.mark.parametrize("held", [False, True])
+def test_a_finished_request_leaves_no_reference_cycle(held: bool) -> None:
+    """A request's objects (its cycle, scope, connection) are freed as soon as it ends, not left
+    for the cyclic garbage collector: with a reference cycle per request that was ~5 % of a busy
+    worker's CPU."""
+
+    async def garbage_of_three_requests() -> list[Any]:
+        releases: list[Any] = []
+        app = holding_app(releases) if held else app_answering(200, b"{}", [(b"content-length", b"2")])
+        protocol, _ = await connect(app)
+        gc.collect()
+        gc.disable()
+        gc.set_debug(gc.DEBUG_SAVEALL)
+        try:
+            for _ in range(3):
+                protocol.data_received(POST)
+                await settle(protocol)
+                for release in releases:
+                    release(None)
+                releases.clear()
+            gc.collect()
+            return [o for o in gc.garbage if isinstance(o, (RequestResponseCycle, Connection))]
+        finally:
+            gc.set_debug(0)
+            gc.garbage.clear()
+            gc.enable()
+
+    assert asyncio.run(garbage_of_three_requests()) == []
