@@ -510,10 +510,13 @@ def reaggregate(
         hours = con.execute("SELECT count(*) FROM affected_hours").fetchall()[0][0]
         days = con.execute("SELECT count(*) FROM affected_days").fetchall()[0][0]
         rebuild_hours(con, start - timedelta(hours=1), end + timedelta(hours=1))
-        rebuild_days(con, start - timedelta(days=2), end + timedelta(days=2))
+        # Sites without a zone of their own count in UTC (above).
+        day_lo, day_hi = local_days_span(start, end, set(site_tz.values()) | {"UTC"})
+        rebuild_days(con, day_lo, day_hi)
         # The counts were adjusted by differences, which assumes they matched the per-visitor
-        # rows; a re-aggregation must not trust that (it exists to repair), so recount them.
-        _recount(con, (start - timedelta(days=2)).date())
+        # rows; a re-aggregation must not trust that (it exists to repair), so recount them from
+        # the first local day rebuilt on.
+        _recount(con, day_lo.date())
         con.commit()
     except BaseException:
         con.rollback()
