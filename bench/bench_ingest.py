@@ -45,7 +45,7 @@ from bench.harness import (
     wait_while_busy,
 )
 from tests.ingest.helpers import UA
-from tests.server import LiveServer, add_site, free_port
+from tests.server import LiveServer, add_site, free_port, session_pids
 
 WORKERS = 2
 CONNECTIONS = 64
@@ -104,12 +104,6 @@ def rss_mb(pids: list[int]) -> tuple[float, float]:
         current = max(current, int(fields["VmRSS"].split()[0]) / 1024)
         peak = max(peak, int(fields["VmHWM"].split()[0]) / 1024)
     return current, peak
-
-
-def session_pids(leader: int) -> list[int]:
-    """Every process of a server's session (master, workers, helpers)."""
-    out = subprocess.run(["pgrep", "-s", str(os.getpgid(leader))], capture_output=True, text=True).stdout
-    return [int(pid) for pid in out.split()]
 
 
 def session_cpu_seconds(leader: int) -> float:

@@ -43,7 +43,6 @@ import resource
 import shutil
 import signal
 import statistics
-import subprocess
 import threading
 import time
 from collections.abc import Iterator
@@ -64,7 +63,7 @@ from bench.harness import (
     run_wrk,
     wait_while_busy,
 )
-from tests.server import LiveServer, add_site, free_port
+from tests.server import LiveServer, add_site, free_port, session_pids
 
 WORKERS = 2
 CONNECTIONS = 64
@@ -108,9 +107,8 @@ def serving_pids(server: LiveServer) -> list[int]:
 
 def live_service_pids(server: LiveServer) -> list[int]:
     assert server.proc is not None
-    out = subprocess.run(["pgrep", "-s", str(os.getpgid(server.proc.pid))], capture_output=True, text=True)
     pids = []
-    for pid in map(int, out.stdout.split()):
+    for pid in session_pids(server.proc.pid):
         try:
             if b"api.live_service" in Path(f"/proc/{pid}/cmdline").read_bytes():
                 pids.append(pid)
@@ -134,8 +132,7 @@ def measured_wrk(server: LiveServer, script: Path, seconds: float, client_pid: i
     other processes on a shared machine disturb much less than throughput), and the share of the
     machine that neither the server, ``wrk`` nor the client process used."""
     assert server.proc is not None
-    out = subprocess.run(["pgrep", "-s", str(os.getpgid(server.proc.pid))], capture_output=True, text=True)
-    ours = [int(p) for p in out.stdout.split()] + ([client_pid] if client_pid else [])
+    ours = session_pids(server.proc.pid) + ([client_pid] if client_pid else [])
     live = live_service_pids(server)
     before, ours_before, busy_before = worker_cpu(server), process_cpu(ours), machine_busy()
     live_before = process_cpu(live)
@@ -415,13 +412,15 @@ def run(ctx: BenchContext) -> Section:
             proc.join(30)
             _settle(live)  # the clients' departures
 
-        for n in range(rounds):
-            for window in in_turn(n, alone_window, serving_window, loaded_window):
-                window()
+        windows = {"A": alone_window, "S": serving_window, "B": loaded_window}
+        orders = ["".join(in_turn(n, *windows)) for n in range(rounds)]
+        for order in orders:
+            for label in order:
+                windows[label]()
     alone, serving, loaded = mean_of(alone_runs), mean_of(serving_runs), mean_of(loaded_runs)
-    rounds_abs = list(zip(alone_runs, serving_runs, loaded_runs, strict=True))
-    ratios = [b["rps"] / s["rps"] for _, s, b in rounds_abs]  # with / without subscribers
-    whole = [b["rps"] / a["rps"] for a, _, b in rounds_abs]  # with subscribers / no real time
+    per_round = list(zip(alone_runs, serving_runs, loaded_runs, strict=True))  # (A, S, B)
+    ratios = [b["rps"] / s["rps"] for _, s, b in per_round]  # with / without subscribers
+    whole = [b["rps"] / a["rps"] for a, _, b in per_round]  # with subscribers / no real time
     ratio = statistics.median(ratios)
     result = {
         "latencies": sorted(x for r in results for x in r["latencies"]),
@@ -434,11 +433,6 @@ def run(ctx: BenchContext) -> Section:
         "probes": sum(r["probes"] for r in results),
         "probes_seen": sum(r["probes_seen"] for r in results),
     }
-    order = [
-        "".join("ASB"[[alone_window, serving_window, loaded_window].index(w)]
-                for w in in_turn(n, alone_window, serving_window, loaded_window))
-        for n in range(rounds)
-    ]
     section.notes.append(
         "ingest events/s per round (its order), A no real time / S no subscribers / B with "
         "clients (B/S, B/A; cores busy outside the server, wrk and the clients, e.g. other jobs "
@@ -446,20 +440,20 @@ def run(ctx: BenchContext) -> Section:
         + ", ".join(f"{o}: {a['rps']:,.0f} / {s['rps']:,.0f} / {b['rps']:,.0f} "
                     f"({b['rps'] / s['rps']:.2f}, {b['rps'] / a['rps']:.2f}; "
                     f"{a['others_cores']:.2f} / {s['others_cores']:.2f} / {b['others_cores']:.2f})"
-                    for o, (a, s, b) in zip(order, rounds_abs, strict=True))
+                    for o, (a, s, b) in zip(orders, per_round, strict=True))
     )
     section.notes.append(
         "server CPU per event per round, A / S / B (of which the live service): "
         + ", ".join(" / ".join(f"{w['cpu_ms_per_event'] * 1000:.0f} ({w['live_ms_per_event'] * 1000:.0f})"
-                               for w in windows) + " µs"
-                    for windows in rounds_abs)
+                               for w in round_) + " µs"
+                    for round_ in per_round)
     )
     section.notes.append(
         "the busier worker's share of the two workers' CPU per round, A / S / B (open sockets "
         "half-way through the window, the busier worker's / the other's): "
         + ", ".join(" / ".join(f"{w['worker_cpu_share'] * 100:.0f} % "
-                               f"({w['sockets_busier']:.0f}/{w['sockets_other']:.0f})" for w in windows)
-                    for windows in rounds_abs)
+                               f"({w['sockets_busier']:.0f}/{w['sockets_other']:.0f})" for w in round_)
+                    for round_ in per_round)
     )
     section.notes.append(
         "accepted event → SSE client per round, p50 / p95: "

@@ -52,6 +52,12 @@ def add_site(data_dir: Path, domain: str = "example.com", *extra: str) -> dict[s
     return json.loads(cli(data_dir, "sites", "add", domain, *extra))
 
 
+def session_pids(leader: int) -> list[int]:
+    """Every process of the session ``leader`` started (a server's master, workers, helpers)."""
+    out = subprocess.run(["pgrep", "-s", str(os.getpgid(leader))], capture_output=True, text=True).stdout
+    return [int(pid) for pid in out.split()]
+
+
 @dataclass
 class LiveServer:
     data_dir: Path
@@ -98,9 +104,8 @@ class LiveServer:
         """PIDs of the gunicorn workers (children of the master running in our session; not the
         warehouse process nor the live service)."""
         assert self.proc is not None
-        out = subprocess.run(["pgrep", "-s", str(os.getpgid(self.proc.pid))], capture_output=True, text=True)
         pids = []
-        for pid in map(int, out.stdout.split()):
+        for pid in session_pids(self.proc.pid):
             try:
                 cmdline = Path(f"/proc/{pid}/cmdline").read_bytes()
             except FileNotFoundError:
