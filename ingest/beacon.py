@@ -9,9 +9,11 @@ from __future__ import annotations
 import functools
 import math
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Annotated, Any, Literal
 
+import msgspec
 import orjson
+from msgspec import UNSET, Meta, UnsetType
 
 from ingest.schema import EVENT_TYPES
 
@@ -36,6 +38,11 @@ class Limits:
     def string_fields(self) -> tuple[tuple[str, int], ...]:
         """(wire name, maximum length) of each optional string field, in ``Beacon``'s order."""
         return tuple((key, limit or self.max_string_length) for key, _, limit in STRING_FIELDS)
+
+    @functools.cached_property
+    def wire_decoder(self) -> msgspec.json.Decoder[Any]:
+        """The fast path's decoder, checking these limits (see ``_wire_decoder``)."""
+        return _wire_decoder(self)
 
 
 @dataclass(slots=True)
@@ -72,6 +79,12 @@ class Envelope:
 
 def parse_body(body: bytes, limits: Limits) -> Envelope:
     """Parse a request body in the single or the batch form."""
+    envelope = _parse_body_fast(body, limits)
+    return envelope if envelope is not None else _parse_body_reference(body, limits)
+
+
+def _parse_body_reference(body: bytes, limits: Limits) -> Envelope:
+    """Every body: the definition of what is accepted, and the words of every error."""
     if not body.strip():
         raise BeaconError("request body is empty; send one event or {\"siteId\", \"events\": [...]}")
     try:
@@ -226,4 +239,110 @@ def parse_event(raw: Any, limits: Limits, batch: bool) -> Beacon:
         beacon.cache = cache
     if "data" in raw:
         beacon.props = parse_props(raw["data"], limits)
+    return beacon
+
+
+# The fast path. The tracker's beacons are well formed, and checking them in Python (orjson's
+# dicts, then `parse_event`) is a cost on every request: ~28,000 instructions for a beacon, against
+# ~19,000 when msgspec decodes the body straight into typed fields, checking types, lengths and
+# ranges in C in the same pass (a batch of 50: 2.6 × faster). It only has to be right about
+# *accepting*: whatever it cannot vouch for goes to `_parse_body_reference`, which says what is
+# wrong, so the errors and their words are the reference's alone.
+
+
+def _wire_decoder(limits: Limits) -> msgspec.json.Decoder[Any]:
+    """A decoder for bodies that `_parse_body_reference` accepts with these limits, or an error.
+
+    Unknown fields are refused rather than skipped: msgspec skips a value without checking its
+    UTF-8 or that its number is finite, which orjson does. For the same reason every value has a
+    type, ``cache`` included (scalars; integers within int64, which orjson keeps as ``int``).
+    """
+
+    def text(max_length: int) -> Any:
+        return Annotated[str, Meta(max_length=max_length)] | None
+
+    prop_key = Annotated[str, Meta(min_length=1, max_length=limits.max_prop_key_length)]
+    prop_value = (
+        Annotated[str, Meta(max_length=limits.max_prop_value_length)]
+        | Annotated[float, Meta(ge=-1e300, le=1e300)]
+        | bool
+        | None
+    )
+    cache_value = str | Annotated[int, Meta(ge=-(2**63), le=2**63 - 1)] | float | bool | None
+    event_type: Any = Literal[EVENT_TYPES]
+    event_fields: list[tuple[str, Any, None]] = [
+        ("type", event_type | None, None),
+        ("url", text(limits.max_string_length), None),
+        *((attr, text(limit), None) for (_, attr, _), (_, limit) in zip(STRING_FIELDS, limits.string_fields, strict=True)),
+        ("name", text(200), None),
+        ("id", text(256), None),
+        ("engagement_time", Annotated[float, Meta(ge=0, le=86_400_000)] | None, None),
+        ("ts", float | None, None),
+        ("cache", dict[str, cache_value] | None, None),
+        ("data", Annotated[dict[prop_key, prop_value], Meta(max_length=limits.max_props)] | None, None),
+    ]
+    rename = {attr: wire for wire, attr, _ in STRING_FIELDS}
+    rename |= {"engagement_time": "engagementTime", "site_id": "siteId", "sent_at": "sentAt"}
+    event = msgspec.defstruct("WireEvent", event_fields, rename=rename, forbid_unknown_fields=True)
+    # A body is an event that may also carry the batch's fields; `events` present = the batch form.
+    events = Annotated[list[event], Meta(min_length=1, max_length=limits.max_batch_events)]  # type: ignore[valid-type]
+    body_fields: list[tuple[str, Any, Any]] = [
+        ("events", events | UnsetType, UNSET),
+        ("site_id", str | None, None),
+        ("sent_at", float | None, None),
+    ]
+    body = msgspec.defstruct("WireBody", body_fields, bases=(event,), rename=rename, forbid_unknown_fields=True)
+    return msgspec.json.Decoder(body)
+
+
+def _parse_body_fast(body: bytes, limits: Limits) -> Envelope | None:
+    """The envelope `_parse_body_reference` would return, or ``None`` to leave the body to it.
+
+    ``None`` for what the decoder refuses (any error, an unknown field, a nested value in
+    ``cache``), a NUL anywhere, and the rules that span fields (``url``, ``name``, ``id`` by
+    ``type``); in a batch, for any bad event.
+    """
+    if b"\\u0000" in body:
+        return None
+    try:
+        wire = limits.wire_decoder.decode(body)
+    except ValueError:  # msgspec.DecodeError, or UnicodeDecodeError for a string not UTF-8
+        return None
+    if wire.events is UNSET:
+        beacon = _wire_beacon(wire)
+        return Envelope([beacon], batch=False, site=None) if beacon is not None else None
+    beacons: list[Beacon | BeaconError] = []
+    for event in wire.events:
+        beacon = _wire_beacon(event)
+        if beacon is None:
+            return None
+        beacons.append(beacon)
+    sent_at = int(wire.sent_at) if wire.sent_at is not None else None
+    return Envelope(beacons, batch=True, site=wire.site_id, sent_at=sent_at)
+
+
+def _wire_beacon(wire: Any) -> Beacon | None:
+    """`parse_event` for a decoded event, or ``None`` where it would raise."""
+    kind = wire.type or "pageview"
+    url = wire.url
+    if url is None and kind != "identify":
+        return None
+    beacon = Beacon(
+        kind, url or "/", wire.website, wire.referrer, wire.title, wire.screen, wire.language,
+        wire.timezone, wire.user_agent, wire.visitor_id, wire.cache,
+    )
+    if kind == "event":
+        if wire.name is None or not wire.name.strip():
+            return None
+        beacon.name = wire.name
+    elif kind == "identify":
+        if wire.id is None:
+            return None
+        beacon.user_id = wire.id
+    if wire.engagement_time is not None:
+        beacon.engagement_ms = int(wire.engagement_time)
+    if wire.ts is not None:
+        beacon.ts = int(wire.ts)
+    if wire.data:
+        beacon.props = {key: value for key, value in wire.data.items() if value is not None}
     return beacon
