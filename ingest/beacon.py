@@ -191,6 +191,8 @@ STRING_FIELDS = (
     ("userAgent", "user_agent", 1000),
     ("visitorId", "visitor_id", 128),
 )
+MAX_EVENT_NAME_LENGTH = 200  # `name` of a custom event
+MAX_USER_ID_LENGTH = 256  # `id` of an identify event
 _KNOWN_TYPES = frozenset(EVENT_TYPES)
 
 
@@ -217,12 +219,12 @@ def parse_event(raw: Any, limits: Limits, batch: bool) -> Beacon:
     website, referrer, title, screen, language, timezone, user_agent, visitor_id = strings
     beacon = Beacon(kind, url or "/", website, referrer, title, screen, language, timezone, user_agent, visitor_id)
     if kind == "event":
-        name = _string(raw, "name", 200, required=True)
+        name = _string(raw, "name", MAX_EVENT_NAME_LENGTH, required=True)
         if not (name or "").strip():
             raise BeaconError("'name' must not be empty for a custom event")
         beacon.name = name
     elif kind == "identify":
-        beacon.user_id = _string(raw, "id", 256, required=True)
+        beacon.user_id = _string(raw, "id", MAX_USER_ID_LENGTH, required=True)
     if "engagementTime" in raw:
         engagement = _number(raw, "engagementTime")
         if engagement is not None:
@@ -274,8 +276,8 @@ def _wire_decoder(limits: Limits) -> msgspec.json.Decoder[Any]:
         ("type", event_type | None, None),
         ("url", text(limits.max_string_length), None),
         *((attr, text(limit), None) for (_, attr, _), (_, limit) in zip(STRING_FIELDS, limits.string_fields, strict=True)),
-        ("name", text(200), None),
-        ("id", text(256), None),
+        ("name", text(MAX_EVENT_NAME_LENGTH), None),
+        ("id", text(MAX_USER_ID_LENGTH), None),
         ("engagement_time", Annotated[float, Meta(ge=0, le=86_400_000)] | None, None),
         ("ts", float | None, None),
         ("cache", dict[str, cache_value] | None, None),
