@@ -26,6 +26,13 @@ class BeaconError(ValueError):
         self.status = status
 
 
+# Fixed bounds of the wire protocol (the configurable ones are `Limits`).
+MAX_EVENT_NAME_LENGTH = 200  # `name` of a custom event
+MAX_USER_ID_LENGTH = 256  # `id` of an identify event
+MAX_ENGAGEMENT_MS = 86_400_000  # `engagementTime`: a day
+MAX_PROP_NUMBER = 1e300  # the largest magnitude of a numeric property
+
+
 @dataclass(frozen=True)
 class Limits:
     max_batch_events: int = 100
@@ -163,7 +170,7 @@ def parse_props(data: Any, limits: Limits, what: str = "data") -> dict[str, str 
         if isinstance(value, bool):
             props[key] = value
         elif isinstance(value, (int, float)):
-            if not math.isfinite(value) or abs(value) > 1e300:
+            if not math.isfinite(value) or abs(value) > MAX_PROP_NUMBER:
                 raise BeaconError(f"property {key!r} must be a finite number")
             props[key] = float(value)
         elif isinstance(value, str):
@@ -191,8 +198,6 @@ STRING_FIELDS = (
     ("userAgent", "user_agent", 1000),
     ("visitorId", "visitor_id", 128),
 )
-MAX_EVENT_NAME_LENGTH = 200  # `name` of a custom event
-MAX_USER_ID_LENGTH = 256  # `id` of an identify event
 _KNOWN_TYPES = frozenset(EVENT_TYPES)
 
 
@@ -228,8 +233,8 @@ def parse_event(raw: Any, limits: Limits, batch: bool) -> Beacon:
     if "engagementTime" in raw:
         engagement = _number(raw, "engagementTime")
         if engagement is not None:
-            if not 0 <= engagement <= 86_400_000:
-                raise BeaconError("'engagementTime' must be between 0 and 86400000 ms")
+            if not 0 <= engagement <= MAX_ENGAGEMENT_MS:
+                raise BeaconError(f"'engagementTime' must be between 0 and {MAX_ENGAGEMENT_MS} ms")
             beacon.engagement_ms = int(engagement)
     if "ts" in raw:
         ts = _number(raw, "ts")
@@ -266,7 +271,7 @@ def _wire_decoder(limits: Limits) -> msgspec.json.Decoder[Any]:
     prop_key = Annotated[str, Meta(min_length=1, max_length=limits.max_prop_key_length)]
     prop_value = (
         Annotated[str, Meta(max_length=limits.max_prop_value_length)]
-        | Annotated[float, Meta(ge=-1e300, le=1e300)]
+        | Annotated[float, Meta(ge=-MAX_PROP_NUMBER, le=MAX_PROP_NUMBER)]
         | bool
         | None
     )
@@ -278,7 +283,7 @@ def _wire_decoder(limits: Limits) -> msgspec.json.Decoder[Any]:
         *((attr, text(limit), None) for (_, attr, _), (_, limit) in zip(STRING_FIELDS, limits.string_fields, strict=True)),
         ("name", text(MAX_EVENT_NAME_LENGTH), None),
         ("id", text(MAX_USER_ID_LENGTH), None),
-        ("engagement_time", Annotated[float, Meta(ge=0, le=86_400_000)] | None, None),
+        ("engagement_time", Annotated[float, Meta(ge=0, le=MAX_ENGAGEMENT_MS)] | None, None),
         ("ts", float | None, None),
         ("cache", dict[str, cache_value] | None, None),
         ("data", Annotated[dict[prop_key, prop_value], Meta(max_length=limits.max_props)] | None, None),
