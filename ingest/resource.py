@@ -188,6 +188,8 @@ class TrackResource:
                 # on disk (or closes the connection without it if the write fails).
                 self.wal.commit_soon(records, self._on_durable(release, count, accepted, started))
                 held = True
+                if connection is not None and connection.all_waiting():
+                    self.wal.commit_now()  # nobody else can join this group: don't wait for them
             else:
                 await self.wal.commit_async(records)
                 if self.on_accept is not None:

@@ -140,7 +140,8 @@ class SegmentWriter:
     ``littlestats.worker``). ``commit_async`` is the same for a caller that awaits. A commit starts
     no sooner than ``commit_interval`` seconds after the previous one ended: under load each
     durable write carries every request of the last few milliseconds, while a request arriving at
-    an idle worker commits at once. There is no thread hand-off: with one, every commit cost a few
+    an idle worker commits at once, and ``commit_now`` ends the wait when the caller knows that no
+    other request can join (every client of the worker waits for an answer). There is no thread hand-off: with one, every commit cost a few
     GIL transfers and wake-ups, about what it saved by not blocking the loop.
 
     ``append`` is the synchronous equivalent. Segments rotate (rename to ``.closed``) after
@@ -182,6 +183,7 @@ class SegmentWriter:
         self._pending: list[bytes | bytearray] = []
         self._waiters: list[Callable[[BaseException | None], None]] = []
         self._commit_loop: asyncio.AbstractEventLoop | None = None  # set while one is scheduled
+        self._commit_timer: asyncio.TimerHandle | None = None  # one waiting out the interval
         self._next_commit_at = 0.0  # loop.time() before which no commit starts
         self.fsyncs = 0  # durable writes
         wal_dir.mkdir(parents=True, exist_ok=True)
@@ -218,11 +220,20 @@ class SegmentWriter:
             self._commit_loop = loop
             wait = self._next_commit_at - loop.time()
             if wait > 0:
-                loop.call_later(wait, self._commit)
+                self._commit_timer = loop.call_later(wait, self._commit)
             else:
                 # After the callbacks already queued on this loop turn, so every request that is
                 # ready right now joins this commit.
                 loop.call_soon(self._commit)
+
+    def commit_now(self) -> None:
+        """Start the queued commit without waiting out the interval, for a caller that knows no
+        other request can join it (every client of the worker waits for an answer)."""
+        timer, loop = self._commit_timer, self._commit_loop
+        if timer is not None and loop is not None:
+            self._commit_timer = None
+            timer.cancel()
+            loop.call_soon(self._commit)
 
     def maybe_rotate(self) -> None:
         """Rotate the active segment if it is old enough or its hour has ended."""
@@ -237,6 +248,9 @@ class SegmentWriter:
             self._closed = True
             chunks, waiters, loop = self._pending, self._waiters, self._commit_loop
             self._pending, self._waiters, self._commit_loop = [], [], None
+            if self._commit_timer is not None:
+                self._commit_timer.cancel()
+                self._commit_timer = None
             error: BaseException | None = None
             try:
                 self._write(chunks)
@@ -258,7 +272,7 @@ class SegmentWriter:
 
     # the group commit (event loop side) -------------------------------------------------------
     def _commit(self) -> None:
-        loop, self._commit_loop = self._commit_loop, None
+        loop, self._commit_loop, self._commit_timer = self._commit_loop, None, None
         chunks, waiters = self._pending, self._waiters
         self._pending, self._waiters = [], []
         if not waiters:

@@ -25,6 +25,9 @@ until the app calls ``release``: the beacon endpoint answers this way, releasing
 answers when their group commit is on disk, so a beacon's coroutine never suspends to wait for
 the disk. Everything written on the connection meanwhile (a pipelined request's answer, a close)
 waits behind the held answer, in order; ``release(error)`` closes the connection unanswered.
+``Connection.all_waiting`` tells the app when every connection of the worker waits for a held
+answer, so that no request can arrive before one is released: the group commit then need not
+wait out its pacing interval.
 """
 
 from __future__ import annotations
@@ -80,6 +83,33 @@ class Connection:
         """
         protocol = self._protocol
         return protocol.hold() if protocol is not None else None
+
+    def all_waiting(self) -> bool:
+        """Whether every connection this worker serves (HTTP and WebSocket) waits for an answer
+        held back: until one is released, no client can send another request."""
+        protocol = self._protocol
+        if protocol is None:
+            return False
+        return protocol.waiting.held >= len(protocol.connections)
+
+
+class _Waiting:
+    """A worker's count of connections with answers held back (one per uvicorn server)."""
+
+    __slots__ = ("held",)
+
+    def __init__(self) -> None:
+        self.held = 0
+
+
+_waiting: weakref.WeakKeyDictionary[Any, _Waiting] = weakref.WeakKeyDictionary()
+
+
+def _waiting_of(server_state: Any) -> _Waiting:
+    waiting = _waiting.get(server_state)
+    if waiting is None:
+        waiting = _waiting[server_state] = _Waiting()
+    return waiting
 
 
 def _with_connection(scope: Any, connection: Connection) -> None:
@@ -148,6 +178,17 @@ class CoalescingHttpToolsProtocol(HttpToolsProtocol):
         super().__init__(*args, **kwargs)
         self._held: deque[_Held] = deque()  # answers held back, oldest first
         self._close_when_sent = False
+        self.waiting = _waiting_of(self.server_state)
+        self._counted = False  # counted in ``waiting.held``: open, with an answer held back
+
+    def _count_waiting(self, waits: bool) -> None:
+        if waits != self._counted:
+            self._counted = waits
+            self.waiting.held += 1 if waits else -1
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self._count_waiting(False)  # no longer one of the worker's connections
+        super().connection_lost(exc)
 
     def _start_asgi_task(self, cycle: RequestResponseCycle, app: Any) -> None:
         cycle.transport = _HeadHoldingTransport(self, cycle)  # type: ignore[assignment]
@@ -168,6 +209,8 @@ class CoalescingHttpToolsProtocol(HttpToolsProtocol):
     def hold(self) -> Callable[[BaseException | None], None]:
         held = _Held()
         self._held.append(held)
+        if not self.transport.is_closing():
+            self._count_waiting(True)
 
         def release(error: BaseException | None) -> None:
             held.released, held.error = True, error
@@ -185,12 +228,15 @@ class CoalescingHttpToolsProtocol(HttpToolsProtocol):
             if first.error is not None:
                 # Not answered: the client sees the connection end, as it would after a crash.
                 held.clear()
+                self._count_waiting(False)
                 transport.close()
                 return
             if first.data:
                 transport.write(first.data)
-        if not held and self._close_when_sent and not transport.is_closing():
-            transport.close()
+        if not held:
+            self._count_waiting(False)
+            if self._close_when_sent and not transport.is_closing():
+                transport.close()
 
     def close_when_sent(self) -> None:
         if self._held:

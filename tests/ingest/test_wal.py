@@ -82,6 +82,25 @@ def test_a_request_at_an_idle_writer_commits_at_once_and_busy_commits_are_paced(
     assert closed is not None and len(list(read_records(closed))) == 2
 
 
+def test_commit_now_ends_the_wait_for_the_interval(tmp_path: Path) -> None:
+    writer = SegmentWriter(tmp_path / "wal", segment_seconds=60, commit_interval=5)
+    done: list[float] = []
+
+    async def requests() -> None:
+        await writer.append_async([b"first"])  # commits at once; the next waits 5 s...
+        started = time.monotonic()
+        writer.commit_soon(encode_record(b"second"), lambda error: done.append(time.monotonic() - started))
+        await asyncio.sleep(0.05)
+        assert done == []
+        writer.commit_now()  # ... unless nobody else can join it
+        await asyncio.sleep(0.05)
+
+    aio.run(requests())
+    assert len(done) == 1 and done[0] < 1
+    closed = writer.close()
+    assert closed is not None and list(read_records(closed)) == [b"first", b"second"]
+
+
 def test_commit_soon_calls_back_once_the_records_are_on_disk(tmp_path: Path) -> None:
     writer = SegmentWriter(tmp_path / "wal", segment_seconds=60)
     calls: list[tuple[BaseException | None, int]] = []

@@ -245,6 +245,48 @@ def test_a_stream_behind_a_held_answer_is_not_written_directly() -> None:
     asyncio.run(run())
 
 
+def test_all_waiting_says_when_every_connection_of_the_worker_waits_for_a_held_answer() -> None:
+    # The beacon endpoint commits at once when it is true: no other request can join the group.
+    releases: list[Any] = []
+    seen: list[bool] = []
+
+    async def app(scope: dict[str, Any], receive: Any, send: Any) -> None:
+        conn = scope["extensions"][TRANSPORT_EXTENSION]
+        await holding_app(releases)(scope, receive, send)
+        seen.append(conn.all_waiting())
+
+    async def run() -> None:
+        config = Config(app=app, http=CoalescingHttpToolsProtocol, log_config=None, access_log=False)
+        config.load()
+        state = ServerState()  # one worker, three connections
+        protocols = [CoalescingHttpToolsProtocol(config, state, app_state={}) for _ in range(3)]
+        transports = [RecordingTransport() for _ in protocols]
+        for protocol, transport in zip(protocols, transports, strict=True):
+            protocol.connection_made(transport)
+        for protocol in protocols[:2]:
+            protocol.data_received(POST)
+            await settle(protocol)
+        assert seen == [False, False]  # the third connection may still send a request
+        protocols[2].data_received(POST)
+        await settle(protocols[2])
+        assert seen == [False, False, True]  # now nobody can
+        releases[0](None)  # the first client has its answer and may send again
+        assert protocols[0].waiting.held == 2
+        protocols[0].data_received(POST)
+        await settle(protocols[0])
+        assert seen[-1] is True
+        protocols[1].connection_lost(None)  # a waiting client went away: it is no longer counted
+        assert protocols[1].waiting.held == 2 and len(state.connections) == 2
+        releases[1](None)  # its answer is dropped; the count does not go down twice
+        assert protocols[1].waiting.held == 2
+        for release in releases[2:]:
+            release(None)
+        assert protocols[0].waiting.held == 0
+        assert [len(t.writes) for t in transports] == [2, 0, 1]
+
+    asyncio.run(run())
+
+
 @pytest.mark.parametrize("held", [False, True])
 def test_a_finished_request_leaves_no_reference_cycle(held: bool) -> None:
     """A request's objects (its cycle, scope, connection) are freed as soon as it ends, not left
