@@ -141,8 +141,9 @@ class SegmentWriter:
     no sooner than ``commit_interval`` seconds after the previous one ended: under load each
     durable write carries every request of the last few milliseconds, while a request arriving at
     an idle worker commits at once, and ``commit_now`` ends the wait when the caller knows that no
-    other request can join (every client of the worker waits for an answer). There is no thread hand-off: with one, every commit cost a few
-    GIL transfers and wake-ups, about what it saved by not blocking the loop.
+    other request can join (every client of the worker waits for an answer). There is no thread
+    hand-off: with one, every commit cost a few GIL transfers and wake-ups, about what it saved by
+    not blocking the loop.
 
     ``append`` is the synchronous equivalent. Segments rotate (rename to ``.closed``) after
     ``segment_seconds``, at each UTC hour and past ``segment_max_bytes``; ``maybe_rotate`` is also
