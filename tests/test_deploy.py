@@ -15,6 +15,7 @@ import os
 import re
 import shlex
 import shutil
+import signal
 import socket
 import ssl
 import subprocess
@@ -26,6 +27,7 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+import duckdb
 import httpx
 import pytest
 from websockets.sync.client import connect
@@ -256,6 +258,15 @@ def test_nginx_keeps_metrics_private_and_redirects_plain_http(backend: Backend, 
     assert plain.headers["location"].startswith("https://127.0.0.1")
 
 
+@pytest.mark.slow
+def test_an_oversized_beacon_through_nginx_gets_littlestats_413_naming_the_limit(backend: Backend, nginx: Nginx) -> None:
+    body = json.dumps({"url": "https://example.com/", "props": {"x": "y" * 100_000}})
+    r = httpx.post(f"{nginx.https}/api/v2/track/{backend.key}", content=body, verify=nginx.tls,
+                   headers={"User-Agent": CHROME, "Content-Type": "text/plain"})
+    assert r.status_code == 413
+    assert "limit" in r.json()["error"]
+
+
 # --- Caddy -------------------------------------------------------------------------------------
 
 
@@ -382,6 +393,56 @@ def test_unit_passes_systemd_analyze_verify(tmp_path: Path) -> None:
     out = subprocess.run([analyze, "verify", str(unit)], capture_output=True, text=True, timeout=60)
     complaints = [line for line in (out.stdout + out.stderr).splitlines() if "littlestats.service" in line]
     assert out.returncode == 0 and not complaints, out.stdout + out.stderr
+
+
+@pytest.mark.slow
+def test_the_units_command_and_environment_serve_and_stop_cleanly_on_sigterm(tmp_path: Path) -> None:
+    """What systemd would run, short of systemd: the console script, the unit's and the example
+    file's environment (data directory and port moved into the test's), SIGTERM to the main
+    process alone as ``KillMode=mixed`` sends it; within ``TimeoutStopSec`` everything has exited
+    and every accepted event is in Parquet."""
+    s = service()
+    env = {**os.environ}
+    env.update(dict(e.split("=", 1) for v in s["Environment"] for e in shlex.split(v)))
+    env.update(dict(line.split("=", 1) for line in (DEPLOY / "littlestats.env").read_text().splitlines()
+                    if line.strip() and not line.startswith("#")))
+    data_dir, port = tmp_path / "data", free_port()
+    env.update({"LITTLESTATS_DATA_DIR": str(data_dir), "LITTLESTATS_PORT": str(port)})
+    data_dir.mkdir()
+    key = add_site(data_dir)["domainKey"]
+    command = [str(Path(sys.executable).parent / "littlestats"), *shlex.split(s["ExecStart"][0])[1:]]
+    log = tmp_path / "serve.log"
+    with open(log, "wb") as out:
+        proc = subprocess.Popen(command, env=env, stdout=out, stderr=subprocess.STDOUT, start_new_session=True)
+    try:
+        base = f"http://127.0.0.1:{port}"
+        deadline = time.monotonic() + 60
+        while True:
+            assert proc.poll() is None, log.read_text()
+            try:
+                if httpx.get(f"{base}/readyz", timeout=1).status_code == 200:
+                    break
+            except httpx.HTTPError:
+                pass
+            assert time.monotonic() < deadline, log.read_text()
+            time.sleep(0.1)
+        for n in range(20):
+            beacon(base, key, f"/unit-{n}")
+        proc.send_signal(signal.SIGTERM)
+        proc.wait(timeout=int(s["TimeoutStopSec"][0]))
+    finally:
+        if proc.poll() is None:
+            os.killpg(proc.pid, signal.SIGKILL)
+            proc.wait()
+    assert proc.returncode == 0, log.read_text()
+    left = subprocess.run(["pgrep", "-s", str(proc.pid)], capture_output=True, text=True).stdout.split()
+    assert not left, f"processes left after the stop: {left}"
+    records = [json.loads(line) for line in log.read_text().splitlines() if line.strip()]
+    assert records and all({"ts", "level", "message"} <= set(r) for r in records)
+    assert not [p for p in (data_dir / "wal").iterdir() if p.suffix in (".seg", ".closed")]
+    pages = duckdb.execute("SELECT count(*) FROM read_parquet(?) WHERE pathname LIKE '/unit-%'",
+                           [f"{data_dir}/raw/**/*.parquet"]).fetchone()
+    assert pages == (20,)
 
 
 def test_example_environment_file_holds_only_known_settings() -> None:
