@@ -34,7 +34,7 @@ from websockets.sync.client import connect
 
 from littlestats.config import ENV_PREFIX, Settings, load_settings
 from tests.realtime.clients import CHROME, Collector
-from tests.server import LiveServer, add_site, free_port, running_server
+from tests.server import LiveServer, _end_with_parent, add_site, free_port, running_server
 
 ROOT = Path(__file__).resolve().parent.parent
 DEPLOY = ROOT / "deploy"
@@ -182,7 +182,8 @@ def nginx(backend: Backend, tmp_path_factory: pytest.TempPathFactory) -> Iterato
     checked = subprocess.run([*args, "-t"], capture_output=True, text=True)
     assert checked.returncode == 0, checked.stderr
     log = prefix / "error.log"
-    proc = subprocess.Popen(args, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    proc = subprocess.Popen(args, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+                            preexec_fn=_end_with_parent)
     try:
         wait_for_port(https_port, proc, log)
         wait_for_port(http_port, proc, log)
@@ -305,7 +306,8 @@ def test_caddy_streams_at_once_keeps_metrics_private_and_replaces_forged_address
     log = tmp_path / "caddy.log"
     with open(log, "wb") as out:
         proc = subprocess.Popen([binary, "run", "--adapter", "caddyfile", "--config", str(tmp_path / "Caddyfile")],
-                                stdout=out, stderr=subprocess.STDOUT, env=caddy_env(tmp_path))
+                                stdout=out, stderr=subprocess.STDOUT, env=caddy_env(tmp_path),
+                                preexec_fn=_end_with_parent)
     try:
         wait_for_port(port, proc, log)
         base = f"http://127.0.0.1:{port}"
@@ -413,7 +415,8 @@ def test_the_units_command_and_environment_serve_and_stop_cleanly_on_sigterm(tmp
     command = [str(Path(sys.executable).parent / "littlestats"), *shlex.split(s["ExecStart"][0])[1:]]
     log = tmp_path / "serve.log"
     with open(log, "wb") as out:
-        proc = subprocess.Popen(command, env=env, stdout=out, stderr=subprocess.STDOUT, start_new_session=True)
+        proc = subprocess.Popen(command, env=env, stdout=out, stderr=subprocess.STDOUT,
+                                start_new_session=True, preexec_fn=_end_with_parent)
     try:
         base = f"http://127.0.0.1:{port}"
         deadline = time.monotonic() + 60
