@@ -47,9 +47,11 @@ class Asset:
 def _load(path: Path, stamp: tuple[int, int]) -> Asset:
     body = path.read_bytes()
     gzipped = None
-    if path.suffix in COMPRESSIBLE and len(body) > 256:
+    if path.suffix in COMPRESSIBLE:
         built = path.with_name(path.name + ".gz")
         gzipped = built.read_bytes() if built.is_file() else gzip.compress(body, 9, mtime=0)
+        if len(gzipped) >= len(body):
+            gzipped = None
     etag = '"' + hashlib.sha256(body).hexdigest()[:32] + '"'
     return Asset(body, gzipped, etag, CONTENT_TYPES[path.suffix], stamp)
 
