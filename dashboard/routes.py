@@ -68,9 +68,9 @@ def _stylesheets() -> str:
 def safe_next(value: str | None) -> str:
     """Where to go after logging in: a path on this site, never another origin or the login itself."""
     if (not value or not value.startswith("/") or value.startswith(("//", "/\\")) or len(value) > 2000
-            or any(c < " " for c in value) or value.split("?")[0] in ("/login", "/logout")):
+            or any(c < " " or c == "\x7f" for c in value) or value.split("?")[0] in ("/login", "/logout")):
         return "/"
-    return value
+    return quote(value, safe=string.punctuation)  # a Location header is ASCII
 
 
 def _redirect(resp: falcon.asgi.Response, location: str) -> None:

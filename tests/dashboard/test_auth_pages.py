@@ -191,11 +191,14 @@ def test_login_form_without_its_csrf_token_is_refused(dash: Dash) -> None:
 
 
 def test_login_only_redirects_within_the_site(dash: Dash) -> None:
-    for target in ("//evil.example/", "https://evil.example/", "/\\evil.example", "/logout"):
+    for target in ("//evil.example/", "https://evil.example/", "/\\evil.example", "/logout", "/a\r\nSet-Cookie: x=1"):
         with dash.browser() as c:
             r = dash.login(c, "owner@example.com", next_path=target)
             assert r.status_code == 303
             assert r.headers["location"] == "/", target
+    with dash.browser() as c:
+        r = dash.login(c, "owner@example.com", next_path="/sites/café?q=a b")
+        assert r.status_code == 303 and r.headers["location"] == "/sites/caf%C3%A9?q=a%20b"
 
 
 def test_the_api_accepts_the_session_and_wants_the_csrf_header_for_changes(dash: Dash) -> None:
@@ -235,7 +238,6 @@ def test_a_second_user_cannot_open_the_first_users_site(dash: Dash) -> None:
             assert r.status_code == 404
             assert r.headers["content-type"].startswith("text/html")
             assert "<h1>Not found</h1>" in r.text
-            assert "littlestats" not in r.text.split("<title>")[0] or True
             assert_secure_headers(r)
         assert dash.owner_site["domain"] not in "".join(r.text for r in foreign)
         assert c.get(f"/api/v2/sites/{dash.owner_site['id']}/stats").status_code == 404
