@@ -393,3 +393,44 @@ def test_dev_mode_pages_need_no_login(tmp_path: Path) -> None:
             assert c.get("/login").headers["location"] == "/"
             assert c.get("/sites/doesnotexist").status_code == 404
             assert c.get("/api/v2/me").json() == {"user": None, "dev": True}
+
+
+@pytest.mark.browser
+def test_a_browser_logs_in_calls_the_api_with_the_csrf_token_and_logs_out(dash: Dash) -> None:
+    from playwright.sync_api import sync_playwright
+
+    from tests.tracker.harness import launch
+
+    site, url = dash.owner_site["id"], dash.url
+    with sync_playwright() as p:
+        browser = launch(p)
+        try:
+            context = browser.new_context(extra_http_headers={"X-Forwarded-For": f"198.51.100.{next(_addresses)}"})
+            page = context.new_page()
+            page.add_init_script("window.__csp = []; document.addEventListener('securitypolicyviolation',"
+                                 " e => window.__csp.push(e.violatedDirective + ' ' + e.blockedURI))")
+            page.goto(f"{url}/sites/{site}?period=7d")
+            assert page.url == f"{url}/login?next=" + quote(f"/sites/{site}?period=7d", safe="")
+            page.fill("#email", "owner@example.com")
+            page.fill("#password", PASSWORD)
+            page.click("button[type=submit]")
+            page.wait_for_url(f"{url}/sites/{site}?period=7d")
+            page.wait_for_selector("#app > *")
+            assert "ls_session" not in page.evaluate("document.cookie")  # HTTP-only
+            statuses = page.evaluate("""async () => {
+                const csrf = JSON.parse(document.querySelector('meta[name=littlestats]').content).csrf;
+                const post = (headers) => fetch('/api/v2/tokens', {method: 'POST', credentials: 'same-origin',
+                    headers: {'Content-Type': 'application/json', ...headers}, body: '{"name": "browser"}'});
+                return [(await post({})).status, (await post({'X-CSRF-Token': csrf})).status,
+                        (await fetch('/api/v2/me')).status];
+            }""")
+            assert statuses == [403, 201, 200]
+            assert page.evaluate("window.__csp") == []
+            page.goto(f"{url}/logout")
+            page.click("button[type=submit]")
+            page.wait_for_url(f"{url}/login")
+            page.goto(f"{url}/")
+            assert page.url == f"{url}/login?next=%2F"
+            assert page.evaluate("window.__csp") == []
+        finally:
+            browser.close()
