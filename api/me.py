@@ -70,7 +70,7 @@ class PasswordResource:
         store = sessions.store_for(self.services)
         email = user.email or user.id
         address = sessions.client_address(req, self.services)
-        wait = store.retry_after(email, address)
+        wait, attempt = store.start_attempt(email, address)
         if wait is not None:
             raise falcon.HTTPTooManyRequests(
                 description=f"too many wrong passwords; try again in {wait} seconds", retry_after=wait)
@@ -79,12 +79,13 @@ class PasswordResource:
         if stored is None:
             correct = body["current"] == ""
         else:
-            correct = await asyncio.to_thread(passwords.verify_password, stored, body["current"])
+            async with passwords.CHECKS:
+                correct = await asyncio.to_thread(passwords.verify_password, stored, body["current"])
         if not correct:
-            store.record_failure(email, address)
             raise falcon.HTTPForbidden(description="invalid parameter 'current': not your current password")
-        new_hash = await asyncio.to_thread(passwords.hash_password, body["new"])
+        store.attempt_succeeded(email, attempt)
+        async with passwords.CHECKS:
+            new_hash = await asyncio.to_thread(passwords.hash_password, body["new"])
         control.set_password_hash(user.id, new_hash)
-        store.clear_failures(email)
         ended = store.end_all(user.id, keep=principal.session)
         json_response(resp, {"changed": True, "sessionsEnded": ended})

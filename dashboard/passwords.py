@@ -7,6 +7,7 @@ tell which emails exist by how long it takes.
 
 from __future__ import annotations
 
+import asyncio
 from functools import lru_cache
 
 from argon2 import PasswordHasher
@@ -17,6 +18,10 @@ MIN_LENGTH = 8
 MAX_LENGTH = 1024
 
 _HASHER = PasswordHasher()  # argon2id with the library's maintained defaults (RFC 9106 low-memory)
+
+#: Password checks one worker runs at once (each takes 64 MiB and a core for a moment): a flood of
+#: logins waits its turn instead of exhausting memory.
+CHECKS = asyncio.Semaphore(2)
 
 
 class PasswordRuleError(ValueError):

@@ -229,7 +229,7 @@ class LoginResource:
                         message="Enter your email and your password.")
             return
         address = sessions.client_address(req, pages.services)
-        wait = pages.store.retry_after(email, address)
+        wait, attempt = pages.store.start_attempt(email, address)
         if wait is not None:
             resp.set_header("Retry-After", str(wait))
             self.render(req, resp, next_path=next_path, email=email, status=falcon.HTTP_429,
@@ -238,12 +238,13 @@ class LoginResource:
         control = pages.services.control
         user = control.find_user_by_email(email)
         stored = control.password_hash(user.id) if user is not None else None
-        if user is None or not await asyncio.to_thread(passwords.verify_password, stored, password):
-            pages.store.record_failure(email, address)
+        async with passwords.CHECKS:
+            right = await asyncio.to_thread(passwords.verify_password, stored, password)
+        if user is None or not right:
             self.render(req, resp, next_path=next_path, email=email, status=falcon.HTTP_401,
                         message="Wrong email or password.")
             return
-        pages.store.clear_failures(email)
+        pages.store.attempt_succeeded(email, attempt)
         if stored is not None and passwords.needs_rehash(stored):
             control.set_password_hash(user.id, await asyncio.to_thread(passwords.hash_password, password))
         session = pages.store.create(user)

@@ -13,10 +13,12 @@ page gets it in its ``<meta name="littlestats">``; the API wants it in ``X-CSRF-
 request but GET/HEAD/OPTIONS, and forms in a ``csrf`` field. The login form, before any session,
 uses a double-submit token: a random ``ls_login`` cookie and a form field that is its HMAC.
 
-**Login rate limit**: every failed login is recorded for the email and for the client address
-(both stored as HMACs, never in clear) in ``login_failures``; ``FAILURES_ALLOWED`` failures within
-``FAILURE_WINDOW`` seconds for either refuse further attempts until the oldest of them ages out.
-Being in the control plane, the count holds across workers and restarts.
+**Login rate limit**: every password attempt is recorded, before the password is checked, for the
+email and for the client address (both stored as HMACs, never in clear) in ``login_failures``, and
+forgotten when the password was right; ``FAILURES_ALLOWED`` failures within ``FAILURE_WINDOW``
+seconds for either refuse further attempts until the oldest of them ages out. Counting and
+recording are one control-plane transaction, so the limit is exact across workers, restarts and
+guesses sent at once.
 """
 
 from __future__ import annotations
@@ -166,30 +168,34 @@ class SessionStore:
             subjects.append(self._subject("ip", address))
         return subjects
 
-    def retry_after(self, email: str, address: str | None) -> int | None:
-        """Seconds until `email` from `address` may try again, or ``None`` when it may now."""
+    def start_attempt(self, email: str, address: str | None) -> tuple[int | None, list[int]]:
+        """Count a password attempt *before* the password is checked, so that guesses sent at once
+        to any worker are all counted: ``(seconds to wait, [])`` when the limit is reached, else
+        ``(None, the attempt's rows)`` — hand those to ``attempt_succeeded`` if it was right."""
         now, wait = self.clock(), 0.0
-        conn = self.control._conn()
-        for subject in self._subjects(email, address):
-            rows = conn.execute(
-                "SELECT at FROM login_failures WHERE subject = ? AND at > ? ORDER BY at DESC LIMIT ?",
-                (subject, now - FAILURE_WINDOW, FAILURES_ALLOWED),
-            ).fetchall()
-            if len(rows) >= FAILURES_ALLOWED:
-                wait = max(wait, rows[-1]["at"] + FAILURE_WINDOW - now)
-        return max(1, int(wait + 0.999)) if wait > 0 else None
-
-    def record_failure(self, email: str, address: str | None) -> None:
-        now = self.clock()
-        with self.control._tx() as db:
+        subjects = self._subjects(email, address)
+        with self.control._tx() as db:  # BEGIN IMMEDIATE: one count-and-record at a time, everywhere
             db.execute("DELETE FROM login_failures WHERE at <= ?", (now - FAILURE_WINDOW,))
-            db.executemany("INSERT INTO login_failures (subject, at) VALUES (?, ?)",
-                           [(s, now) for s in self._subjects(email, address)])
+            for subject in subjects:
+                rows = db.execute(
+                    "SELECT at FROM login_failures WHERE subject = ? ORDER BY at DESC LIMIT ?",
+                    (subject, FAILURES_ALLOWED),
+                ).fetchall()
+                if len(rows) >= FAILURES_ALLOWED:
+                    wait = max(wait, rows[-1]["at"] + FAILURE_WINDOW - now)
+            if wait > 0:
+                return max(1, int(wait + 0.999)), []
+            rows_ids = []
+            for subject in subjects:
+                cursor = db.execute("INSERT INTO login_failures (subject, at) VALUES (?, ?)", (subject, now))
+                rows_ids.append(int(cursor.lastrowid or 0))
+        return None, rows_ids
 
-    def clear_failures(self, email: str) -> None:
-        """A successful login forgives the email's failures (not the address's: another account's
-        success must not reset a guesser's count)."""
+    def attempt_succeeded(self, email: str, rows: list[int]) -> None:
+        """The password was right: forget this attempt and the email's earlier failures (not the
+        address's: one account's success must not reset a guesser's count)."""
         with self.control._tx() as db:
+            db.executemany("DELETE FROM login_failures WHERE rowid = ?", [(r,) for r in rows])
             db.execute("DELETE FROM login_failures WHERE subject = ?", (self._subjects(email, None)[0],))
 
 

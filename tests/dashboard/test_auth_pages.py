@@ -16,6 +16,7 @@ import sqlite3
 import subprocess
 import sys
 from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 from urllib.parse import quote
@@ -98,7 +99,8 @@ def dash(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Dash]:
     env = {"LITTLESTATS_TRUSTED_PROXIES": "127.0.0.1/32"}
     with running_server(data_dir, 2, env=env) as srv:
         sites = {}
-        for email in ("owner@example.com", "other@example.com", "changer@example.com", "limited@example.com"):
+        for email in ("owner@example.com", "other@example.com", "changer@example.com", "limited@example.com",
+                      "burst@example.com"):
             set_password(data_dir, email, PASSWORD, command="add")
         for email, domain in (("owner@example.com", "owner.example"), ("other@example.com", "other.example")):
             token = cli(data_dir, "token", "create", "--user", email).strip()
@@ -311,6 +313,21 @@ def test_failed_logins_are_limited_per_email_and_per_address(dash: Dash) -> None
     db.close()
     assert len(subjects) >= 20  # 10 failures, each for an email and an address
     assert not any(email in s or "198.51.100." in s for s in subjects)  # stored as HMACs only
+
+
+def test_guesses_sent_all_at_once_to_both_workers_are_all_counted(dash: Dash) -> None:
+    browsers = [dash.browser() for _ in range(12)]
+    forms = [(c, csrf_field(c.get("/login").text)) for c in browsers]
+
+    def guess(form: tuple[httpx.Client, str]) -> int:
+        client, csrf = form
+        return client.post("/login", data={"email": "burst@example.com", "password": "guess", "csrf": csrf}).status_code
+
+    with ThreadPoolExecutor(len(forms)) as pool:
+        statuses = sorted(pool.map(guess, forms))
+    for c in browsers:
+        c.close()
+    assert statuses == [401] * 5 + [429] * 7
 
 
 def test_passwords_and_session_ids_are_not_stored_in_clear(dash: Dash) -> None:
