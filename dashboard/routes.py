@@ -73,6 +73,11 @@ def safe_next(value: str | None) -> str:
     return quote(value, safe=string.punctuation)  # a Location header is ASCII
 
 
+def _minutes(seconds: int) -> str:
+    minutes = (seconds + 59) // 60
+    return "a minute" if minutes == 1 else f"{minutes} minutes"
+
+
 def _redirect(resp: falcon.asgi.Response, location: str) -> None:
     secure(resp)
     resp.status = falcon.HTTP_303
@@ -233,7 +238,7 @@ class LoginResource:
         if wait is not None:
             resp.set_header("Retry-After", str(wait))
             self.render(req, resp, next_path=next_path, email=email, status=falcon.HTTP_429,
-                        message=f"Too many failed logins. Try again in {(wait + 59) // 60} minutes.")
+                        message=f"Too many failed logins. Try again in {_minutes(wait)}.")
             return
         control = pages.services.control
         user = control.find_user_by_email(email)
