@@ -230,6 +230,18 @@ def test_the_api_accepts_the_session_and_wants_the_csrf_header_for_changes(dash:
         assert r.status_code == 401 and "log in again" in r.json()["error"]
 
 
+def test_the_live_endpoints_accept_the_session_too(dash: Dash) -> None:
+    site = dash.owner_site["id"]
+    with dash.browser() as c:
+        dash.login(c, "owner@example.com")
+        csrf = page_config(c.get("/").text)["csrf"]
+        assert c.get(f"/api/v2/stats/{site}").status_code == 200
+        assert c.post(f"/api/v2/realtime/{site}/token").status_code == 403
+        minted = c.post(f"/api/v2/realtime/{site}/token", headers={"X-CSRF-Token": csrf})
+        assert minted.status_code == 200 and minted.json()["token"]
+        assert c.post(f"/api/v2/realtime/{dash.other_site['id']}/token", headers={"X-CSRF-Token": csrf}).status_code == 404
+
+
 def test_a_second_user_cannot_open_the_first_users_site(dash: Dash) -> None:
     with dash.browser() as c:
         assert dash.login(c, "other@example.com").status_code == 303
