@@ -118,6 +118,8 @@ class AssetResource:
     async def on_get(self, req: falcon.asgi.Request, resp: falcon.asgi.Response, file: str) -> None:
         self.files.respond(req, resp, file)
 
+    on_head = on_get  # Falcon sends the headers without the body
+
 
 class LoginStyleResource:
     """``GET /login.css``: the login page's few rules (not content-hashed, so revalidated)."""

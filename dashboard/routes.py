@@ -181,6 +181,8 @@ class ShellResource:
         _html(resp, shell.replace(PLACEHOLDER, meta, 1))
         resp.set_header("Cache-Control", "no-cache")
 
+    on_head = on_get  # Falcon sends the headers without the body
+
 
 class LoginResource:
     """``GET /login`` (the form) and ``POST /login`` (email, password, csrf, next)."""

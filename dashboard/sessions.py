@@ -142,13 +142,6 @@ class SessionStore:
                 "DELETE FROM dashboard_sessions WHERE user_id = ? AND id_hash IS NOT ?", (user_id, keep)
             ).rowcount
 
-    def count(self, user_id: str) -> int:
-        row = self.control._conn().execute(
-            "SELECT count(*) FROM dashboard_sessions WHERE user_id = ? AND expires_at > ?",
-            (user_id, self.clock()),
-        ).fetchone()
-        return int(row[0])
-
     # the login form's CSRF token (before there is a session) ---------------------------------
     def new_login_cookie(self) -> str:
         return secrets.token_urlsafe(24)

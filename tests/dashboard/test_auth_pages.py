@@ -117,6 +117,7 @@ def test_pages_redirect_to_login_without_a_session(dash: Dash) -> None:
         for path in ("/", f"/sites/{site}?period=30d&filter=country%3D%3DDE", f"/sites/{site}/settings", "/settings"):
             r = c.get(path)
             assert r.status_code == 303, (path, r.status_code)
+            assert c.head(path).headers["location"] == r.headers["location"]
             assert r.headers["location"] == "/login?next=" + quote(path, safe="")
             assert_secure_headers(r)
 
@@ -366,6 +367,8 @@ def test_assets_are_served_immutable_with_etag_and_gzip(dash: Dash) -> None:
         assert r.headers["cache-control"] == "public, max-age=31536000, immutable"
         assert_secure_headers(r)
         etag = r.headers["etag"]
+        head = httpx.head(f"{dash.url}/assets/{name}", headers={"Accept-Encoding": "identity"})
+        assert head.status_code == 200 and head.content == b"" and head.headers["etag"] == etag
         assert httpx.get(f"{dash.url}/assets/{name}", headers={"If-None-Match": etag}).status_code == 304
         with httpx.stream("GET", f"{dash.url}/assets/{name}", headers={"Accept-Encoding": "gzip"}) as z:
             raw = z.read() if z.headers.get("content-encoding") != "gzip" else b"".join(z.iter_raw())
