@@ -150,6 +150,20 @@ def test_login_sets_a_hardened_session_cookie_and_the_shell_carries_the_config(d
         assert c.get("/login?next=/settings").headers["location"] == "/settings"
 
 
+def test_the_page_config_survives_any_user_name(dash: Dash) -> None:
+    name = """Ada "<script>alert(1)</script>" & 'Bob' ></meta>"""
+    out = subprocess.run(
+        [sys.executable, "-m", "littlestats", "users", "add", "quotes@example.com", "--name", name,
+         "--password-stdin", "--data-dir", str(dash.server.data_dir)],
+        input=PASSWORD + "\n", capture_output=True, text=True, timeout=60)
+    assert out.returncode == 0, out.stderr
+    with dash.browser() as c:
+        dash.login(c, "quotes@example.com")
+        shell = c.get("/").text
+    assert page_config(shell)["user"]["name"] == name
+    assert "<script>alert(1)" not in shell and "</meta>" not in shell
+
+
 def test_session_over_https_behind_the_trusted_proxy_gets_a_secure_cookie(dash: Dash) -> None:
     def secure_cookie(r: httpx.Response, name: str) -> str:
         cookie = next(h for h in r.headers.get_list("set-cookie") if h.startswith(name + "="))
