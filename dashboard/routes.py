@@ -124,7 +124,7 @@ class Pages:
                         secure=sessions.is_https(req, self.services), http_only=True, same_site="Lax")
 
     def clear_session_cookie(self, resp: falcon.asgi.Response) -> None:
-        resp.unset_cookie(sessions.COOKIE, samesite="Lax", path="/")
+        resp.unset_cookie(sessions.COOKIE, same_site="Lax", path="/")
 
     def not_found(self, resp: falcon.asgi.Response, message: str) -> None:
         _html(resp, self.not_found_page.substitute(stylesheets=_stylesheets(), message=html.escape(message)),
@@ -256,7 +256,7 @@ class LoginResource:
             control.set_password_hash(user.id, await asyncio.to_thread(passwords.hash_password, password))
         session = pages.store.create(user)
         pages.set_session_cookie(req, resp, session.cookie)
-        resp.unset_cookie(sessions.LOGIN_COOKIE, samesite="Lax", path="/login")
+        resp.unset_cookie(sessions.LOGIN_COOKIE, same_site="Lax", path="/login")
         _redirect(resp, next_path)
 
 

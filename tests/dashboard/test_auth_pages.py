@@ -70,11 +70,21 @@ class Dash:
         return client.post("/login", data={"email": email, "password": password, "csrf": csrf_field(form_page.text),
                                            "next": hidden(form_page.text, "next")})
 
+    def log_in(self, client: httpx.Client, email: str) -> None:
+        """Log `client` in as `email` (with the right password), or fail saying why not."""
+        r = self.login(client, email)
+        assert r.status_code == 303, (r.status_code, r.text[-600:])
+
 
 def hidden(page: str, name: str) -> str:
     match = re.search(rf'name="{name}" value="([^"]*)"', page)
     assert match, page
     return html.unescape(match.group(1))
+
+
+def altered(token: str) -> str:
+    """`token` with its last character changed (to another one, always)."""
+    return token[:-1] + ("B" if token.endswith("A") else "A")
 
 
 def csrf_field(page: str) -> str:
@@ -158,7 +168,7 @@ def test_the_page_config_survives_any_user_name(dash: Dash) -> None:
         input=PASSWORD + "\n", capture_output=True, text=True, timeout=60)
     assert out.returncode == 0, out.stderr
     with dash.browser() as c:
-        dash.login(c, "quotes@example.com")
+        dash.log_in(c, "quotes@example.com")
         shell = c.get("/").text
     assert page_config(shell)["user"]["name"] == name
     assert "<script>alert(1)" not in shell and "</meta>" not in shell
@@ -197,7 +207,7 @@ def test_login_form_without_its_csrf_token_is_refused(dash: Dash) -> None:
         form_page = c.get("/login")
         no_token = c.post("/login", data={"email": "owner@example.com", "password": PASSWORD})
         forged = c.post("/login", data={"email": "owner@example.com", "password": PASSWORD,
-                                        "csrf": csrf_field(form_page.text)[:-2] + "xx"})
+                                        "csrf": altered(csrf_field(form_page.text))})
     with dash.browser() as fresh:  # a token from someone else's form, without its cookie
         other_browser = fresh.post("/login", data={"email": "owner@example.com", "password": PASSWORD,
                                                    "csrf": csrf_field(form_page.text)})
@@ -220,7 +230,7 @@ def test_login_only_redirects_within_the_site(dash: Dash) -> None:
 
 def test_the_api_accepts_the_session_and_wants_the_csrf_header_for_changes(dash: Dash) -> None:
     with dash.browser() as c:
-        dash.login(c, "owner@example.com")
+        dash.log_in(c, "owner@example.com")
         csrf = page_config(c.get("/").text)["csrf"]
         me = c.get("/api/v2/me")
         assert me.status_code == 200
@@ -229,7 +239,7 @@ def test_the_api_accepts_the_session_and_wants_the_csrf_header_for_changes(dash:
         assert [s["id"] for s in c.get("/api/v2/sites").json()["sites"]] == [dash.owner_site["id"]]
 
         missing = c.post("/api/v2/tokens", json={"name": "from the page"})
-        wrong = c.post("/api/v2/tokens", json={"name": "from the page"}, headers={"X-CSRF-Token": csrf[:-1] + "A"})
+        wrong = c.post("/api/v2/tokens", json={"name": "from the page"}, headers={"X-CSRF-Token": altered(csrf)})
         for r in (missing, wrong):
             assert r.status_code == 403
             assert "X-CSRF-Token" in r.json()["error"]
@@ -248,7 +258,7 @@ def test_the_api_accepts_the_session_and_wants_the_csrf_header_for_changes(dash:
 def test_the_live_endpoints_accept_the_session_too(dash: Dash) -> None:
     site = dash.owner_site["id"]
     with dash.browser() as c:
-        dash.login(c, "owner@example.com")
+        dash.log_in(c, "owner@example.com")
         csrf = page_config(c.get("/").text)["csrf"]
         assert c.get(f"/api/v2/stats/{site}").status_code == 200
         assert c.post(f"/api/v2/realtime/{site}/token").status_code == 403
@@ -275,7 +285,7 @@ def test_a_second_user_cannot_open_the_first_users_site(dash: Dash) -> None:
 
 def test_logout_needs_the_csrf_token_and_ends_the_session_on_the_server(dash: Dash) -> None:
     with dash.browser() as c:
-        dash.login(c, "owner@example.com")
+        dash.log_in(c, "owner@example.com")
         stolen = c.cookies.get("ls_session")
         confirm = c.get("/logout")
         assert confirm.status_code == 200 and 'action="/logout"' in confirm.text
@@ -295,8 +305,8 @@ def test_logout_needs_the_csrf_token_and_ends_the_session_on_the_server(dash: Da
 def test_changing_the_password_ends_the_other_sessions(dash: Dash) -> None:
     email = "changer@example.com"
     with dash.browser() as a, dash.browser() as b:
-        dash.login(a, email)
-        dash.login(b, email)
+        dash.log_in(a, email)
+        dash.log_in(b, email)
         csrf = page_config(a.get("/").text)["csrf"]
         wrong = a.post("/api/v2/me/password", json={"current": "not it at all", "new": "a new passphrase"},
                        headers={"X-CSRF-Token": csrf})
@@ -359,7 +369,7 @@ def test_guesses_sent_all_at_once_to_both_workers_are_all_counted(dash: Dash) ->
 
 def test_passwords_and_session_ids_are_not_stored_in_clear(dash: Dash) -> None:
     with dash.browser() as c:
-        dash.login(c, "owner@example.com")
+        dash.log_in(c, "owner@example.com")
         session_id = c.cookies["ls_session"].split(".")[0]
     db = dash.server.data_dir / "control.sqlite3"
     raw = db.read_bytes() + (db.with_name(db.name + "-wal").read_bytes() if db.with_name(db.name + "-wal").exists() else b"")
