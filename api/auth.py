@@ -8,9 +8,11 @@ Public names (stable; the real-time endpoints use them too):
     ``principal.is_admin`` — admins (and dev mode) see every site.
 
 ``authenticate(req, services, *, allow_query_token=False) -> Principal``
-    reads ``Authorization: Bearer <token>``; raises 401 ``{"error": ...}`` when it is missing or
-    unknown. With ``allow_query_token=True`` an ``access_token`` query parameter is accepted as well,
-    for clients that cannot set headers (``EventSource``, browser WebSockets).
+    reads ``Authorization: Bearer <token>``, else the dashboard's session cookie; raises 401
+    ``{"error": ...}`` when neither is there or valid. With ``allow_query_token=True`` an
+    ``access_token`` query parameter is accepted as well, for clients that cannot set headers
+    (``EventSource``, browser WebSockets). A request authenticated by the session cookie must, unless
+    it is GET/HEAD/OPTIONS, carry the session's CSRF token in ``X-CSRF-Token`` (else 403).
 
 ``site_for(principal, site_ref, services) -> Site``
     the site by internal id or public domain key; 404 when it does not exist *or* the principal may
@@ -53,6 +55,8 @@ class Principal:
 
     user: User | None
     dev: bool = False
+    #: The id hash of the dashboard session the request came with (``None``: a token, or dev mode).
+    session: str | None = None
 
     @property
     def is_admin(self) -> bool:
@@ -93,6 +97,9 @@ def authenticate(req: Any, services: Any, *, allow_query_token: bool = False) ->
         user = services.control.user_for_token(token) if token else None
         return Principal(user=user, dev=True)
     if token is None:
+        principal = _session_principal(req, services)
+        if principal is not None:
+            return principal
         raise falcon.HTTPUnauthorized(
             description="missing API token: send 'Authorization: Bearer <token>'",
             challenges=["Bearer"],
@@ -101,6 +108,24 @@ def authenticate(req: Any, services: Any, *, allow_query_token: bool = False) ->
     if user is None:
         raise falcon.HTTPUnauthorized(description="invalid API token", challenges=["Bearer"])
     return Principal(user=user, dev=False)
+
+
+def _session_principal(req: Any, services: Any) -> Principal | None:
+    """The principal of a dashboard session cookie (``None`` when the request has none)."""
+    from dashboard import sessions  # the dashboard owns its cookie; imported on first use
+
+    if not sessions.has_session_cookie(req):
+        return None
+    session = sessions.session_of(req, services)
+    if session is None:
+        raise falcon.HTTPUnauthorized(
+            description="your dashboard session has ended: log in again at /login", challenges=["Bearer"])
+    if req.method not in sessions.SAFE_METHODS and not sessions.csrf_ok(
+            session, req.get_header(sessions.CSRF_HEADER)):
+        raise falcon.HTTPForbidden(
+            description=f"missing or wrong {sessions.CSRF_HEADER} header: send the 'csrf' value the "
+                        "dashboard page was given (its <meta name=\"littlestats\">)")
+    return Principal(user=session.user, dev=False, session=session.id_hash)
 
 
 def site_for(principal: Principal, site_ref: str, services: Any) -> Site:

@@ -5,6 +5,7 @@ Import-light on purpose (``littlestats.cli`` imports it for every command).
 
 from __future__ import annotations
 
+import sys
 from pathlib import Path
 
 import click
@@ -68,18 +69,72 @@ def users() -> None:
     """Manage users (each token belongs to one; a user sees only the sites they own)."""
 
 
+def _read_password(from_stdin: bool) -> str:
+    """A new password: the first line of standard input, or typed twice at a prompt."""
+    from dashboard.passwords import PasswordRuleError, check_rule
+
+    if from_stdin:
+        password = sys.stdin.readline().rstrip("\r\n")
+    elif not sys.stdin.isatty():
+        raise click.UsageError(
+            "no terminal to ask for the password on: pipe it in with --password-stdin "
+            "(or create the user with --no-password, for API tokens only)")
+    else:
+        password = click.prompt("Password", hide_input=True, confirmation_prompt=True)
+    try:
+        check_rule(password)
+    except PasswordRuleError as exc:
+        raise click.BadParameter(str(exc), param_hint="password") from None
+    return password
+
+
+def _hash(password: str) -> str:
+    from dashboard.passwords import hash_password
+
+    return hash_password(password)
+
+
 @users.command("add")
 @click.argument("email")
 @click.option("--name", default="", help="Display name.")
 @click.option("--admin", is_flag=True, default=False, help="Admins see every site.")
+@click.option("--password-stdin", is_flag=True, default=False,
+              help="Read the dashboard password from the first line of standard input (else: a prompt).")
+@click.option("--no-password", is_flag=True, default=False,
+              help="No dashboard password (the user works with API tokens only; set one later with `users passwd`).")
 @data_dir_option
-def users_add(email: str, name: str, admin: bool, data_dir: Path | None) -> None:
-    """Create a user and print it as JSON."""
+def users_add(email: str, name: str, admin: bool, password_stdin: bool, no_password: bool,
+              data_dir: Path | None) -> None:
+    """Create a user, with a dashboard password, and print it as JSON."""
+    if password_stdin and no_password:
+        raise click.UsageError("--password-stdin and --no-password exclude each other")
     store = _store(data_dir)
     if store.find_user_by_email(email):
         raise click.BadParameter(f"a user with email {email!r} exists", param_hint="EMAIL")
+    password_hash = None if no_password else _hash(_read_password(password_stdin))
     user = store.create_user(email=email, name=name or email, is_admin=admin)
-    echo_json({"id": user.id, "email": user.email, "name": user.name, "isAdmin": user.is_admin})
+    if password_hash is not None:
+        store.set_password_hash(user.id, password_hash)
+    echo_json({"id": user.id, "email": user.email, "name": user.name, "isAdmin": user.is_admin,
+               "hasPassword": password_hash is not None})
+
+
+@users.command("passwd")
+@click.argument("email")
+@click.option("--password-stdin", is_flag=True, default=False,
+              help="Read the new password from the first line of standard input (else: a prompt).")
+@data_dir_option
+def users_passwd(email: str, password_stdin: bool, data_dir: Path | None) -> None:
+    """Set the dashboard password of the user EMAIL; ends every dashboard session they have."""
+    from dashboard.sessions import SessionStore
+
+    store = _store(data_dir)
+    user = store.find_user_by_email(email)
+    if user is None:
+        raise click.BadParameter(f"no user with email {email!r} (create one with `users add`)", param_hint="EMAIL")
+    store.set_password_hash(user.id, _hash(_read_password(password_stdin)))
+    ended = SessionStore(store).end_all(user.id)
+    echo_json({"id": user.id, "email": user.email, "passwordSet": True, "sessionsEnded": ended})
 
 
 @users.command("list")

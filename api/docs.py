@@ -60,6 +60,8 @@ METRIC_PROPS = {
 TOKEN: dict[str, Any] = {"type": "object", "required": ["id", "userId", "name", "createdAt"], "properties": {
     "id": {"type": "string"}, "userId": {"type": "string"}, "name": {"type": "string"},
     "createdAt": {"type": "string"}}}
+USER: dict[str, Any] = {"type": "object", "required": ["id", "email", "name", "isAdmin"], "properties": {
+    "id": {"type": "string"}, "email": _STR_OR_NULL, "name": {"type": "string"}, "isAdmin": {"type": "boolean"}}}
 PERIOD = {"type": "object", "required": ["start", "end", "timezone"],
           "properties": {"start": {"type": "string"}, "end": {"type": "string"}, "timezone": {"type": "string"}}}
 SITE = {
@@ -198,6 +200,25 @@ def openapi() -> dict[str, Any]:
                 "404": _err("No such token, or not yours.")},
                 [_param("token", {"type": "string"}, "Token id (from GET /api/v2/tokens).", "path")], tag="tokens"),
         },
+        "/api/v2/me": {
+            "get": _op("Who you are: the user of the token or dashboard session", {"200": _ok({
+                "type": "object", "required": ["user", "dev"], "properties": {
+                    "user": {"oneOf": [USER, {"type": "null"}],
+                             "description": "null only in --dev mode without a token"},
+                    "dev": {"type": "boolean", "description": "The server runs with --dev (no login)."}}})},
+                tag="users"),
+        },
+        "/api/v2/me/password": {
+            "post": _op("Change your dashboard password; ends your other dashboard sessions", {
+                "200": _ok({"type": "object", "required": ["changed", "sessionsEnded"], "properties": {
+                    "changed": {"type": "boolean"}, "sessionsEnded": {"type": "integer"}}}),
+                "403": _err("The current password is wrong, or dev mode without a user."),
+                "429": _err("Too many wrong passwords; see Retry-After.")},
+                body={"type": "object", "additionalProperties": False, "required": ["current", "new"],
+                      "properties": {"current": {"type": "string", "description": "\"\" when you have none yet"},
+                                     "new": {"type": "string", "minLength": 8, "maxLength": 1024}}},
+                tag="users"),
+        },
         "/api/v2/sites/{site}/query": {
             "post": _op("General query: metrics × dimensions × filters × date range", {"200": _ok({
                 "type": "object", "required": ["results", "meta"], "properties": {
@@ -276,7 +297,9 @@ def openapi() -> dict[str, Any]:
         "openapi": "3.1.0",
         "info": {"title": "LittleStats API", "version": __version__,
                  "description": "Privacy-friendly web analytics. Every endpoint except tracking needs "
-                                "`Authorization: Bearer <token>` (except in --dev mode). Errors are "
+                                "`Authorization: Bearer <token>` (except in --dev mode), or the "
+                                "dashboard's session cookie plus an `X-CSRF-Token` header on every "
+                                "request but GET/HEAD/OPTIONS (see docs/dashboard-auth.md). Errors are "
                                 '`{"error": "..."}`. See docs/api.md.'},
         "servers": [{"url": "/"}],
         "paths": paths,

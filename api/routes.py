@@ -6,7 +6,7 @@ from typing import Any
 
 import falcon.asgi
 
-from api import docs, sites, stats, tokens
+from api import docs, me, sites, stats, tokens
 
 SESSION = stats.SESSION_METRICS
 
@@ -47,6 +47,8 @@ ROUTES: list[tuple[str, str]] = [
     ("GET", "/api/v2/tokens"),
     ("POST", "/api/v2/tokens"),
     ("DELETE", "/api/v2/tokens/{token}"),
+    ("GET", "/api/v2/me"),
+    ("POST", "/api/v2/me/password"),
 ]
 
 
@@ -69,5 +71,7 @@ def add_routes(app: falcon.asgi.App, services: Any) -> None:
     app.add_route("/api/v2/sites/{site}/conversions", stats.ConversionsResource(services))
     app.add_route("/api/v2/tokens", tokens.TokensResource(services))
     app.add_route("/api/v2/tokens/{token}", tokens.TokenResource(services))
+    app.add_route("/api/v2/me", me.MeResource(services))
+    app.add_route("/api/v2/me/password", me.PasswordResource(services))
     app.add_route("/api/v2/openapi.json", docs.OpenAPIResource())
     app.add_route("/api/v2/docs", docs.DocsPage())

@@ -182,6 +182,13 @@ def _site(row: sqlite3.Row) -> Site:
     )
 
 
+def add_password_hash_column(db: sqlite3.Connection) -> None:
+    """``users.password_hash`` (dashboard logins), added to databases created before it existed."""
+    columns = {row[1] for row in db.execute("PRAGMA table_info(users)")}
+    if "password_hash" not in columns:
+        db.execute("ALTER TABLE users ADD COLUMN password_hash TEXT")
+
+
 class ControlPlane:
     """Access to the control-plane database. One instance per process; thread-safe."""
 
@@ -190,6 +197,7 @@ class ControlPlane:
         self._local = threading.local()
         with self._tx() as db:
             self._migrate(db)
+            add_password_hash_column(db)
 
     # connection handling ------------------------------------------------------------------
     def _conn(self) -> sqlite3.Connection:
@@ -379,6 +387,16 @@ class ControlPlane:
             .fetchone()
         )
         return self.get_user(row["user_id"]) if row else None
+
+    def password_hash(self, user_id: str) -> str | None:
+        """The user's password hash (argon2, see ``dashboard.passwords``); ``None``: no password."""
+        row = self._conn().execute("SELECT password_hash FROM users WHERE id = ?", (user_id,)).fetchone()
+        return row["password_hash"] if row else None
+
+    def set_password_hash(self, user_id: str, password_hash: str | None) -> bool:
+        with self._tx() as db:
+            return db.execute(
+                "UPDATE users SET password_hash = ? WHERE id = ?", (password_hash, user_id)).rowcount > 0
 
     # goals ------------------------------------------------------------------------------------
     def list_goals(self, site_id: str) -> list[Goal]:

@@ -1,0 +1,305 @@
+"""The dashboard's routes: login and logout, the app shell for every page, and the static files.
+
+Pages need a dashboard session (``dashboard.sessions``) unless the server runs with ``--dev``;
+without one they redirect (303) to ``/login?next=<the page>``. ``/sites/{site}…`` also checks, as the
+API does, that the user may see the site, and answers the same 404 page for a site that is not
+theirs as for one that does not exist. The shell (``static/index.html``, the app's build output)
+gets the page's configuration in ``<meta name="littlestats" content="…">``: the CSRF token, the
+user and whether the server runs in dev mode (JSON, HTML-escaped; no inline script, so the strict
+Content-Security-Policy holds).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import html
+import logging
+import string
+from pathlib import Path
+from typing import Any
+from urllib.parse import parse_qs, quote
+
+import falcon
+import falcon.asgi
+import orjson
+
+from api.auth import Principal, site_for
+from api.me import public_user
+from dashboard import passwords, sessions
+from dashboard.assets import AssetResource, LoginStyleResource
+from dashboard.security import secure
+from littlestats.http import read_body
+
+log = logging.getLogger(__name__)
+
+HERE = Path(__file__).parent
+STATIC = HERE / "static"
+TEMPLATES = HERE / "templates"
+PLACEHOLDER = '<meta name="littlestats" content="">'
+MAX_FORM_BYTES = 16 * 1024
+DEV_CSRF = "dev"  # dev mode checks no CSRF token; the page still gets one to send
+
+#: (path template, what it shows): every page that serves the app shell.
+PAGES = [
+    ("/", "your sites"),
+    ("/sites/{site}", "a site's dashboard"),
+    ("/sites/{site}/settings", "a site's settings"),
+    ("/settings", "your API tokens and password"),
+]
+
+
+def _template(name: str) -> string.Template:
+    return string.Template((TEMPLATES / name).read_text())
+
+
+def _stylesheets() -> str:
+    """The app's built CSS (when there is a build) and the login page's own rules."""
+    links = []
+    try:
+        css = orjson.loads((STATIC / "manifest.json").read_bytes()).get("css")
+    except (OSError, orjson.JSONDecodeError):
+        css = None
+    if isinstance(css, str) and css:
+        links.append(f'<link rel="stylesheet" href="/assets/{html.escape(css)}">')
+    links.append('<link rel="stylesheet" href="/login.css">')
+    return "\n".join(links)
+
+
+def safe_next(value: str | None) -> str:
+    """Where to go after logging in: a path on this site, never another origin or the login itself."""
+    if (not value or not value.startswith("/") or value.startswith(("//", "/\\")) or len(value) > 2000
+            or any(c < " " or c == "\x7f" for c in value) or value.split("?")[0] in ("/login", "/logout")):
+        return "/"
+    return quote(value, safe=string.punctuation)  # a Location header is ASCII
+
+
+def _minutes(seconds: int) -> str:
+    minutes = (seconds + 59) // 60
+    return "a minute" if minutes == 1 else f"{minutes} minutes"
+
+
+def _redirect(resp: falcon.asgi.Response, location: str) -> None:
+    secure(resp)
+    resp.status = falcon.HTTP_303
+    resp.location = location
+    resp.set_header("Cache-Control", "no-store")
+
+
+def _html(resp: falcon.asgi.Response, text: str, status: str = falcon.HTTP_200) -> None:
+    secure(resp)
+    resp.status = status
+    resp.content_type = falcon.MEDIA_HTML
+    resp.set_header("Cache-Control", "no-store")
+    resp.text = text
+
+
+async def _form(req: falcon.asgi.Request) -> dict[str, str]:
+    """The first value of every field of a URL-encoded form (what a plain ``<form>`` posts)."""
+    content_type = (req.content_type or "").split(";")[0].strip().lower()
+    if content_type not in ("", "application/x-www-form-urlencoded"):
+        raise falcon.HTTPUnsupportedMediaType(
+            description="send the form as application/x-www-form-urlencoded")
+    raw = await read_body(req, MAX_FORM_BYTES)
+    try:
+        fields = parse_qs(raw.decode(), keep_blank_values=True, max_num_fields=20)
+    except (UnicodeDecodeError, ValueError):
+        raise falcon.HTTPBadRequest(description="the form is not valid UTF-8 URL-encoded text") from None
+    return {k: v[0] for k, v in fields.items()}
+
+
+class Pages:
+    """What every page resource shares: the services, the session store and the templates."""
+
+    def __init__(self, services: Any) -> None:
+        self.services = services
+        self.dev: bool = services.settings.dev
+        self.store = sessions.store_for(services)
+        self.login = _template("login.html")
+        self.logout = _template("logout.html")
+        self.not_found_page = _template("not_found.html")
+        self._shell: tuple[int, str] | None = None
+
+    def set_session_cookie(self, req: falcon.asgi.Request, resp: falcon.asgi.Response, value: str) -> None:
+        resp.set_cookie(sessions.COOKIE, value, max_age=sessions.LIFETIME, path="/",
+                        secure=sessions.is_https(req, self.services), http_only=True, same_site="Lax")
+
+    def clear_session_cookie(self, resp: falcon.asgi.Response) -> None:
+        resp.unset_cookie(sessions.COOKIE, same_site="Lax", path="/")
+
+    def not_found(self, resp: falcon.asgi.Response, message: str) -> None:
+        _html(resp, self.not_found_page.substitute(stylesheets=_stylesheets(), message=html.escape(message)),
+              falcon.HTTP_404)
+
+    def shell(self) -> str | None:
+        """The app shell, re-read when the build replaces it."""
+        path = STATIC / "index.html"
+        try:
+            stamp = path.stat().st_mtime_ns
+        except OSError:
+            return None
+        if self._shell is None or self._shell[0] != stamp:
+            text = path.read_text()
+            if PLACEHOLDER not in text:
+                log.warning("%s has no %s; the page gets no configuration", path, PLACEHOLDER)
+            self._shell = (stamp, text)
+        return self._shell[1]
+
+
+class ShellResource:
+    """``GET /``, ``/sites/{site}``, ``/sites/{site}/settings``, ``/settings``: the app shell."""
+
+    def __init__(self, pages: Pages) -> None:
+        self.pages = pages
+
+    async def on_get(self, req: falcon.asgi.Request, resp: falcon.asgi.Response, site: str | None = None) -> None:
+        pages = self.pages
+        if pages.dev:
+            principal, session = Principal(user=None, dev=True), None
+        else:
+            session = sessions.session_of(req, pages.services)
+            if session is None:
+                target = req.path + (f"?{req.query_string}" if req.query_string else "")
+                _redirect(resp, "/login?next=" + quote(target, safe=""))
+                return
+            principal = Principal(user=session.user, session=session.id_hash)
+        if site is not None:
+            try:
+                site_for(principal, site, pages.services)
+            except falcon.HTTPNotFound:
+                pages.not_found(resp, f"There is no site {site!r} that you can see.")
+                return
+        shell = pages.shell()
+        if shell is None:
+            _html(resp, "<!doctype html><title>LittleStats</title><p>The dashboard is not built: run "
+                        "scripts/build-dashboard.</p>", falcon.HTTP_503)
+            return
+        config = {"csrf": session.csrf if session else DEV_CSRF,
+                  "user": public_user(principal.user), "dev": principal.dev}
+        meta = f'<meta name="littlestats" content="{html.escape(orjson.dumps(config).decode())}">'
+        if session is not None and session.refreshed:
+            pages.set_session_cookie(req, resp, session.cookie)  # the sliding expiry, in the browser too
+        _html(resp, shell.replace(PLACEHOLDER, meta, 1))
+        resp.set_header("Cache-Control", "no-cache")
+
+    on_head = on_get  # Falcon sends the headers without the body
+
+
+class LoginResource:
+    """``GET /login`` (the form) and ``POST /login`` (email, password, csrf, next)."""
+
+    def __init__(self, pages: Pages) -> None:
+        self.pages = pages
+
+    def render(self, req: falcon.asgi.Request, resp: falcon.asgi.Response, *, next_path: str,
+               email: str = "", message: str = "", status: str = falcon.HTTP_200) -> None:
+        pages = self.pages
+        values = [v for v in req.get_cookie_values(sessions.LOGIN_COOKIE) or [] if 0 < len(v) <= 100]
+        login_cookie = values[0] if values else pages.store.new_login_cookie()
+        resp.set_cookie(sessions.LOGIN_COOKIE, login_cookie, max_age=sessions.LOGIN_COOKIE_LIFETIME,
+                        path="/login", secure=sessions.is_https(req, pages.services), http_only=True,
+                        same_site="Lax")
+        _html(resp, pages.login.substitute(
+            stylesheets=_stylesheets(),
+            message=f'<p class="error" role="alert">{html.escape(message)}</p>' if message else "",
+            csrf=html.escape(pages.store.login_token(login_cookie)),
+            next=html.escape(next_path),
+            email=html.escape(email),
+            email_focus="" if email else "autofocus",
+            password_focus="autofocus" if email else "",
+        ), status)
+
+    async def on_get(self, req: falcon.asgi.Request, resp: falcon.asgi.Response) -> None:
+        next_path = safe_next(req.get_param("next"))
+        if self.pages.dev or sessions.session_of(req, self.pages.services) is not None:
+            _redirect(resp, next_path)
+            return
+        self.render(req, resp, next_path=next_path)
+
+    async def on_post(self, req: falcon.asgi.Request, resp: falcon.asgi.Response) -> None:
+        pages = self.pages
+        form = await _form(req)
+        next_path = safe_next(form.get("next"))
+        if pages.dev:
+            _redirect(resp, next_path)
+            return
+        email = form.get("email", "").strip()[:320]
+        password = form.get("password", "")
+        login_cookies = req.get_cookie_values(sessions.LOGIN_COOKIE) or []
+        login_cookie = login_cookies[0] if login_cookies else None
+        if not pages.store.login_token_valid(login_cookie, form.get("csrf")):
+            self.render(req, resp, next_path=next_path, email=email, status=falcon.HTTP_403,
+                        message="This form had expired or did not come from this page (is the "
+                                "browser blocking cookies?). Please log in again.")
+            return
+        if not email or not password:
+            self.render(req, resp, next_path=next_path, email=email, status=falcon.HTTP_400,
+                        message="Enter your email and your password.")
+            return
+        address = sessions.client_address(req, pages.services)
+        wait, attempt = pages.store.start_attempt(email, address)
+        if wait is not None:
+            resp.set_header("Retry-After", str(wait))
+            self.render(req, resp, next_path=next_path, email=email, status=falcon.HTTP_429,
+                        message=f"Too many failed logins. Try again in {_minutes(wait)}.")
+            return
+        control = pages.services.control
+        user = control.find_user_by_email(email)
+        stored = control.password_hash(user.id) if user is not None else None
+        async with passwords.CHECKS:
+            right = await asyncio.to_thread(passwords.verify_password, stored, password)
+        if user is None or not right:
+            self.render(req, resp, next_path=next_path, email=email, status=falcon.HTTP_401,
+                        message="Wrong email or password.")
+            return
+        pages.store.attempt_succeeded(email, attempt)
+        if stored is not None and passwords.needs_rehash(stored):
+            control.set_password_hash(user.id, await asyncio.to_thread(passwords.hash_password, password))
+        session = pages.store.create(user)
+        pages.set_session_cookie(req, resp, session.cookie)
+        resp.unset_cookie(sessions.LOGIN_COOKIE, same_site="Lax", path="/login")
+        _redirect(resp, next_path)
+
+
+class LogoutResource:
+    """``GET /logout`` (a button to confirm) and ``POST /logout`` (csrf): ends the session."""
+
+    def __init__(self, pages: Pages) -> None:
+        self.pages = pages
+
+    async def on_get(self, req: falcon.asgi.Request, resp: falcon.asgi.Response) -> None:
+        pages = self.pages
+        session = None if pages.dev else sessions.session_of(req, pages.services)
+        if session is None:
+            _redirect(resp, "/" if pages.dev else "/login")
+            return
+        _html(resp, pages.logout.substitute(stylesheets=_stylesheets(), csrf=html.escape(session.csrf),
+                                            email=html.escape(session.user.email or session.user.name)))
+
+    async def on_post(self, req: falcon.asgi.Request, resp: falcon.asgi.Response) -> None:
+        pages = self.pages
+        form = await _form(req)
+        session = None if pages.dev else sessions.session_of(req, pages.services)
+        if session is not None:
+            if not sessions.csrf_ok(session, form.get("csrf")):
+                _html(resp, pages.logout.substitute(
+                    stylesheets=_stylesheets(), csrf=html.escape(session.csrf),
+                    email=html.escape(session.user.email or session.user.name),
+                ).replace("<h1>Log out</h1>", '<h1>Log out</h1>\n<p class="error" role="alert">That '
+                          "logout did not come from this site's page; press the button to log out.</p>"),
+                      falcon.HTTP_403)
+                return
+            pages.store.end(session.id_hash)
+        pages.clear_session_cookie(resp)
+        _redirect(resp, "/" if pages.dev else "/login")
+
+
+def add_routes(app: falcon.asgi.App, services: Any) -> None:
+    """Register the dashboard's pages and files on a worker's Falcon app."""
+    pages = Pages(services)
+    shell = ShellResource(pages)
+    for path, _what in PAGES:
+        app.add_route(path, shell)
+    app.add_route("/login", LoginResource(pages))
+    app.add_route("/logout", LogoutResource(pages))
+    app.add_route("/login.css", LoginStyleResource(STATIC))
+    app.add_route("/assets/{file}", AssetResource(STATIC / "assets"))
