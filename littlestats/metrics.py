@@ -1,7 +1,9 @@
 """Prometheus metrics, shared by every gunicorn worker (prometheus_client multiprocess mode).
 
-``littlestats serve`` points ``PROMETHEUS_MULTIPROC_DIR`` at ``<data-dir>/run/metrics`` before the
-workers start; outside ``serve`` (tests, CLI) metrics live in-process.
+``littlestats serve`` points ``PROMETHEUS_MULTIPROC_DIR`` at ``settings.metrics_dir`` (in
+``/dev/shm``, off the data disk: the files are memory-mapped, and a full disk under them would kill
+the process with SIGBUS) before the workers start; outside ``serve`` (tests, CLI) metrics live
+in-process.
 """
 
 from __future__ import annotations
