@@ -20,7 +20,7 @@ from ingest.wal import SegmentWriter, add_record
 from littlestats import metrics
 from littlestats.config import Settings
 from littlestats.controlplane import ControlPlane, Site, SiteCache
-from littlestats.disk import DISK, RETRY_AFTER_SECONDS
+from littlestats.disk import DISK, RETRY_AFTER_SECONDS, is_disk_full
 from littlestats.http import json_response, read_body
 from littlestats.worker import ReplacedAnswer, connection_of
 
@@ -147,6 +147,16 @@ class TrackResource:
         except falcon.HTTPError as exc:
             metrics.EVENTS_REJECTED.labels(status=str(exc.status_code)).inc()
             raise
+        except Exception as exc:
+            # A write on the way failed for want of space (today's salt, created at the first
+            # beacon of a UTC day, is written to the control plane): 503, as for the WAL.
+            if not is_disk_full(exc):
+                raise
+            DISK.failed("control", exc)
+            metrics.EVENTS_REJECTED.labels(status="503").inc()
+            raise falcon.HTTPServiceUnavailable(
+                description=refusal_message(exc), retry_after=RETRY_AFTER_SECONDS
+            ) from None
         finally:
             if accepted is not None:  # None: counted once the held answer is released
                 metrics.TRACK.record(accepted, time.perf_counter() - started)
