@@ -11,7 +11,9 @@ import asyncio
 import gc
 import logging
 import os
+import sqlite3
 import threading
+import time
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -30,7 +32,7 @@ from ingest.wal import SegmentWriter
 from littlestats import metrics
 from littlestats.config import Settings
 from littlestats.controlplane import ControlPlane, SiteCache
-from littlestats.disk import DISK, MIN_FREE_BYTES, RETRY_AFTER_SECONDS, free_bytes
+from littlestats.disk import DISK, MIN_FREE_BYTES, RETRY_AFTER_SECONDS, free_bytes, is_disk_full
 from littlestats.http import PublicCORS, error_serializer, json_response, unexpected_error
 
 log = logging.getLogger(__name__)
@@ -52,7 +54,7 @@ class Services:
     @classmethod
     def start(cls, settings: Settings) -> Services:
         settings.ensure_dirs()
-        control = ControlPlane(settings.control_db)
+        control = _open_control_plane(settings)
         sealer = ThreadPoolExecutor(max_workers=1, thread_name_prefix="sealer")
         # Rotated segments are sealed by the warehouse process, not here: sealing is CPU work
         # that would compete with requests for this worker's GIL.
@@ -87,6 +89,24 @@ class Services:
             if seconds:
                 metrics.STEP_SECONDS.labels(step=step).inc(seconds)
                 timings[step] = 0.0
+
+
+def _open_control_plane(settings: Settings) -> ControlPlane:
+    """The control plane, waiting while the disk is too full to open it.
+
+    Opening SQLite creates its log files when no other process has the database open, which fails
+    on a full disk. A worker that failed to start would make gunicorn stop the whole server, so a
+    worker started meanwhile waits here for space (gunicorn replaces it if that takes longer than
+    its timeout) instead.
+    """
+    while True:
+        try:
+            return ControlPlane(settings.control_db)
+        except sqlite3.Error as exc:
+            if not (is_disk_full(exc) or free_bytes(settings.data_dir) < MIN_FREE_BYTES):
+                raise
+            DISK.failed("control", exc, settings.control_db)
+        time.sleep(1.0)
 
 
 def _seal_one(path: Path, raw_dir: Path) -> None:

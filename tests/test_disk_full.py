@@ -22,6 +22,7 @@ import duckdb
 import httpx
 import pytest
 
+from littlestats.app import Services
 from littlestats.config import load_settings
 from tests.realtime.clients import CHROME
 from tests.server import LiveServer, add_site, cli, free_port, running_server
@@ -241,3 +242,32 @@ def test_an_empty_database_file_is_replaced_but_a_real_one_is_kept(tmp_path: Pat
     con = connect(settings.warehouse_db)  # a real database is opened, never replaced
     assert con.execute("SELECT answer FROM keep_me").fetchone() == (42,)
     con.close()
+
+
+def test_a_worker_starting_on_a_full_disk_waits_for_space(tmp_path: Path) -> None:
+    """gunicorn stops the whole server when a worker fails to start: one that starts while the
+    disk is too full to open the control plane waits for space instead."""
+    with small_disk(tmp_path / "data", "8m") as data_dir:
+        site = add_site(data_dir)
+        ballast = Ballast(data_dir / "ballast")
+        ballast.fill()
+        settings = load_settings({"data_dir": data_dir})
+        started: list[Services] = []
+        failed: list[BaseException] = []
+
+        def start() -> None:
+            try:
+                started.append(Services.start(settings))
+            except BaseException as exc:
+                failed.append(exc)
+
+        worker = threading.Thread(target=start, daemon=True)
+        worker.start()
+        worker.join(3)
+        assert worker.is_alive() and not failed, f"the worker did not wait: {failed}"
+        ballast.remove()
+        worker.join(30)
+        assert not failed and started, "the worker did not start once space was back"
+        services = started[0]
+        assert [s.id for s in services.control.list_sites()] == [site["id"]]
+        services.stop()
