@@ -141,7 +141,10 @@ def openapi() -> dict[str, Any]:
     from api.routes import BREAKDOWNS
 
     not_found = {"404": _err("No such site, or not yours.")}
-    unavailable = {"503": _err("The warehouse process is not available.")}
+    unavailable = {"503": _err("The warehouse process is not available (it is restarted "
+                               "automatically); retry after the Retry-After header's seconds.")}
+    live_unavailable = {"503": _err("The live service is not available (it is restarted "
+                                    "automatically); retry after the Retry-After header's seconds.")}
     stats_params = [SITE_PARAM, *COMMON_PARAMS]
     paths: dict[str, Any] = {
         "/api/v2/sites": {
@@ -269,18 +272,22 @@ def openapi() -> dict[str, Any]:
         "/api/v2/track/{site}": {
             "post": _op("Track one event or a batch (tracker → ingest; CORS open)", {
                 "200": _ok({"type": "object"}), "202": _ok({"type": "object"}), "404": _err("Unknown site."),
-                "413": _err("Body too large.")}, [SITE_PARAM], body={"type": "object"}, tag="ingest", security=False),
+                "413": _err("Body too large."),
+                "503": _err("The events could not be stored (the server's disk is full); nothing of "
+                            "them was kept: send them again after the Retry-After header's seconds.")},
+                [SITE_PARAM], body={"type": "object"}, tag="ingest", security=False),
         },
         "/api/v2/stats/{site}": {
             "get": _op("Current stats from the live buffer (last 5 minutes, this hour)", {
-                "200": _ok({"type": "object"}), **not_found}, [SITE_PARAM], tag="realtime"),
+                "200": _ok({"type": "object"}), **not_found, **live_unavailable}, [SITE_PARAM],
+                tag="realtime"),
         },
         "/api/v2/realtime/{site}": {
             "get": _op("Live events: WebSocket, or SSE with Accept: text/event-stream", {
                 "200": {"description": "text/event-stream of `stats_update`, `event`, `skipped` (how many "
                                "events a busy flush left out: at most 20 `event` messages go per flush) and "
                                "`ping` messages; the same messages over a WebSocket (see docs/realtime.md)"},
-                **not_found},
+                **not_found, **live_unavailable},
                 [SITE_PARAM, _param("token", {"type": "string"}, "A stream token (instead of the header).")],
                 tag="realtime"),
         },

@@ -261,8 +261,20 @@ class LiveService:
                 path.unlink()
 
 
+def expected(settings: Settings) -> bool:
+    """Whether ``serve`` runs a live service for this data directory (its supervisor's state file
+    names one), even if it is not listening yet: starting, or being restarted."""
+    from littlestats.server import STATE_FILE
+
+    try:
+        return b'"live"' in (settings.run_dir / STATE_FILE).read_bytes()
+    except OSError:
+        return False
+
+
 def spawn(settings: Settings) -> subprocess.Popen[bytes]:
-    """Start the live service (``littlestats serve`` does, beside the warehouse process)."""
+    """Start the live service (``littlestats serve`` does, beside the warehouse process, and
+    starts it again when it stops: ``littlestats.server.Supervisor``)."""
     env = {**os.environ, **settings.to_env()}
     return subprocess.Popen([sys.executable, "-m", "api.live_service"], env=env)
 

@@ -24,6 +24,7 @@ from api import stream_token
 from api.auth import Principal, authorize
 from api.live_edge import EdgeHub, LiveServiceUnavailable
 from api.live_service import build_hub, socket_path
+from api.live_service import expected as live_service_expected
 from api.stream import (
     ALL,
     EventFilter,
@@ -52,11 +53,11 @@ async def live_hub(services: Any) -> LiveHub | EdgeHub:
         hub = services.extras.get("live_hub")
         if hub is None or (isinstance(hub, EdgeHub) and hub.broken):
             path = socket_path(services.settings)
-            if path.exists():
+            if path.exists() or live_service_expected(services.settings):
                 try:
                     hub = await EdgeHub.connect(path)
                 except LiveServiceUnavailable as exc:
-                    raise falcon.HTTPServiceUnavailable(description=str(exc)) from None
+                    raise falcon.HTTPServiceUnavailable(description=f"{exc}; retry in a few seconds", retry_after=2) from None
             else:
                 # Reading Parquet and the WAL's backlog takes a while: not on the event loop.
                 hub = await asyncio.to_thread(build_hub, services.settings)
@@ -70,7 +71,7 @@ def _service_errors() -> Iterator[None]:
     try:
         yield
     except LiveServiceUnavailable as exc:
-        raise falcon.HTTPServiceUnavailable(description=str(exc)) from None
+        raise falcon.HTTPServiceUnavailable(description=f"{exc}; retry in a few seconds", retry_after=2) from None
 
 
 class RealtimeAuth:

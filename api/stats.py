@@ -56,14 +56,28 @@ async def execute(services: Any, q: Query) -> Answer:
     try:
         return await run(q, warehouse(services))
     except (OSError, ConnectionError, TimeoutError) as exc:
-        raise falcon.HTTPServiceUnavailable(description=f"the warehouse is not available: {exc}") from None
+        raise warehouse_unavailable(exc) from None
 
 
 async def sql_rows(services: Any, text: str, params: dict[str, Any]) -> list[tuple[Any, ...]]:
     try:
         return (await warehouse(services).query(text, params)).rows
     except (OSError, ConnectionError, TimeoutError) as exc:
-        raise falcon.HTTPServiceUnavailable(description=f"the warehouse is not available: {exc}") from None
+        raise warehouse_unavailable(exc) from None
+
+
+#: Seconds a client is asked to wait when the warehouse process does not answer (``serve``
+#: restarts it within seconds; see docs/faults.md).
+WAREHOUSE_RETRY_AFTER = 5
+
+
+def warehouse_unavailable(exc: BaseException) -> falcon.HTTPServiceUnavailable:
+    """The 503 for a query the warehouse process did not answer."""
+    return falcon.HTTPServiceUnavailable(
+        description=f"the warehouse is not available ({exc}); it is restarted automatically: "
+                    f"retry in {WAREHOUSE_RETRY_AFTER} s",
+        retry_after=WAREHOUSE_RETRY_AFTER,
+    )
 
 
 def period_of(q: Query) -> dict[str, str]:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 import time
 from collections.abc import Callable
 from datetime import date
@@ -19,8 +20,11 @@ from ingest.wal import SegmentWriter, add_record
 from littlestats import metrics
 from littlestats.config import Settings
 from littlestats.controlplane import ControlPlane, Site, SiteCache
+from littlestats.disk import DISK, RETRY_AFTER_SECONDS, is_disk_full
 from littlestats.http import json_response, read_body
-from littlestats.worker import connection_of
+from littlestats.worker import ReplacedAnswer, connection_of
+
+log = logging.getLogger(__name__)
 
 VISIT_IDLE_MS = 30 * 60 * 1000
 
@@ -60,6 +64,34 @@ def clock_offset(sent_at: int | None, now_ms: int) -> int:
         return 0
     offset = now_ms - sent_at
     return offset if abs(offset) > CLOCK_SKEW_THRESHOLD_MS else 0
+
+
+def refusal_message(exc: BaseException) -> str:
+    """Why a beacon's events were not stored, for the client; nothing of them was kept."""
+    if DISK.full:
+        return (f"the server's disk is full, so the events were not stored; "
+                f"retry after {RETRY_AFTER_SECONDS} s")
+    return f"the events could not be stored ({exc}); retry after {RETRY_AFTER_SECONDS} s"
+
+
+def refusal_response(exc: BaseException) -> bytes:
+    """The whole HTTP response that replaces a held answer whose events could not be written:
+    ``503`` with ``Retry-After``, CORS-readable like every beacon answer, closing the connection."""
+    body = orjson.dumps({"error": refusal_message(exc)})
+    head = (
+        "HTTP/1.1 503 Service Unavailable\r\n"
+        "content-type: application/json\r\n"
+        f"content-length: {len(body)}\r\n"
+        f"retry-after: {RETRY_AFTER_SECONDS}\r\n"
+        "access-control-allow-origin: *\r\n"
+        "connection: close\r\n\r\n"
+    )
+    return head.encode() + body
+
+
+def _write_failed(exc: BaseException) -> None:
+    if not DISK.failed("wal", exc):
+        log.error("write-ahead log write failed: %s; beacons are refused with 503 meanwhile", exc)
 
 
 class DailySalts:
@@ -115,6 +147,16 @@ class TrackResource:
         except falcon.HTTPError as exc:
             metrics.EVENTS_REJECTED.labels(status=str(exc.status_code)).inc()
             raise
+        except Exception as exc:
+            # A write on the way failed for want of space (today's salt, created at the first
+            # beacon of a UTC day, is written to the control plane): 503, as for the WAL.
+            if not is_disk_full(exc):
+                raise
+            DISK.failed("control", exc)
+            metrics.EVENTS_REJECTED.labels(status="503").inc()
+            raise falcon.HTTPServiceUnavailable(
+                description=refusal_message(exc), retry_after=RETRY_AFTER_SECONDS
+            ) from None
         finally:
             if accepted is not None:  # None: counted once the held answer is released
                 metrics.TRACK.record(accepted, time.perf_counter() - started)
@@ -185,13 +227,25 @@ class TrackResource:
             release = connection.hold_response() if connection is not None else None
             if release is not None:
                 # Answered without waiting: the worker holds the answer back until the commit is
-                # on disk (or closes the connection without it if the write fails).
-                self.wal.commit_soon(records, self._on_durable(release, count, accepted, started))
+                # on disk (or answers 503 instead if the write fails).
+                on_durable = self._on_durable(release, count, accepted, started)
                 held = True
-                if connection is not None and connection.all_waiting():
-                    self.wal.commit_now()  # nobody else can join this group: don't wait for them
+                try:
+                    self.wal.commit_soon(records, on_durable)
+                except RuntimeError as exc:  # the log is closed: the worker is stopping
+                    on_durable(exc)
+                else:
+                    if connection is not None and connection.all_waiting():
+                        self.wal.commit_now()  # nobody else can join this group: don't wait
             else:
-                await self.wal.commit_async(records)
+                try:
+                    await self.wal.commit_async(records)
+                except (OSError, RuntimeError) as exc:
+                    _write_failed(exc)
+                    raise falcon.HTTPServiceUnavailable(
+                        description=refusal_message(exc), retry_after=RETRY_AFTER_SECONDS
+                    ) from None
+                DISK.succeeded()
                 if self.on_accept is not None:
                     self.on_accept(accepted)
         if rejected:
@@ -221,7 +275,14 @@ class TrackResource:
         on_accept = self.on_accept
 
         def on_durable(error: BaseException | None) -> None:
-            release(error)
+            if error is None:
+                release(None)
+                DISK.succeeded()
+            else:
+                # Nothing of the request was kept: the client hears 503 and retries, never 200.
+                _write_failed(error)
+                release(ReplacedAnswer(refusal_response(error)))
+                metrics.EVENTS_REJECTED.labels(status="503").inc()
             metrics.TRACK.record(count if error is None else 0, time.perf_counter() - started)
             if error is None and on_accept is not None:
                 on_accept(accepted)

@@ -26,6 +26,7 @@ import pyarrow.parquet as pq
 
 from ingest.schema import COLUMN_NAMES, RAW_EVENT_SCHEMA
 from ingest.wal import ACTIVE_SUFFIX, fsync_dir, read_records, sealable_segments, try_lock
+from littlestats.disk import DISK
 
 log = logging.getLogger(__name__)
 
@@ -133,13 +134,14 @@ def _props_columns(payloads: list[bytes]) -> dict[str, pa.Array]:
 def write_parquet_atomic(table: pa.Table, path: Path) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
-    pq.write_table(table, tmp, compression="zstd", row_group_size=128 * 1024)
-    fd = os.open(tmp, os.O_RDONLY)
     try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
-    os.replace(tmp, path)
+        pq.write_table(table, tmp, compression="zstd", row_group_size=128 * 1024)
+        _fsync_file(tmp)
+        os.replace(tmp, path)
+    except BaseException:
+        with contextlib.suppress(FileNotFoundError):  # a full disk leaves no partial file behind
+            os.unlink(tmp)
+        raise
     fsync_dir(path.parent)
 
 
@@ -228,7 +230,13 @@ def _write_chunk(
         if target not in writers:
             directory.mkdir(parents=True, exist_ok=True)
             tmp = target.with_name(f".{target.name}.tmp-{os.getpid()}")
-            writers[target] = (tmp, pq.ParquetWriter(tmp, RAW_EVENT_SCHEMA, compression="zstd"))
+            try:
+                writer = pq.ParquetWriter(tmp, RAW_EVENT_SCHEMA, compression="zstd")
+            except BaseException:
+                with contextlib.suppress(FileNotFoundError):  # created, then the disk refused
+                    os.unlink(tmp)
+                raise
+            writers[target] = (tmp, writer)
         writers[target][1].write_table(table.slice(start, end - start), row_group_size=128 * 1024)
 
 
@@ -246,9 +254,13 @@ def seal_all(wal_dir: Path, raw_dir: Path) -> list[SealResult]:
     for path in sealable_segments(wal_dir):
         try:
             result = seal_segment(path, raw_dir)
-        except Exception:
-            log.exception("could not seal %s; it stays in the WAL and is retried", path)
+        except Exception as exc:
+            # A full disk is logged once per episode (littlestats.disk), not once per segment.
+            if not DISK.failed("seal", exc, path):
+                log.exception("could not seal %s; it stays in the WAL and is retried", path)
             continue
         if result is not None:
+            if result.files:
+                DISK.succeeded()
             results.append(result)
     return results

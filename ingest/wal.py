@@ -335,6 +335,17 @@ class SegmentWriter:
     def _abandon_tail(self) -> None:
         # A torn record would hide every later one from recovery: cut the segment back to its
         # last complete size and start a fresh one for whatever comes next.
+        if self._size == 0 and self._fd is not None and self._path is not None:
+            # Nothing of it was ever acknowledged (typically: the disk is full). Remove it rather
+            # than leave an empty segment behind for each refused write.
+            self._finish_fill()
+            fd, path = self._fd, self._path
+            self._fd, self._path = None, None
+            with contextlib.suppress(OSError):
+                os.unlink(path)
+                fsync_dir(self.wal_dir)
+            os.close(fd)
+            return
         self._rotate()  # cuts the segment back to its last complete record
 
     def _open(self) -> None:

@@ -7,10 +7,13 @@ write-ahead-log segment, its own control-plane connection, its own caches.
 
 from __future__ import annotations
 
+import asyncio
 import gc
 import logging
 import os
+import sqlite3
 import threading
+import time
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -18,6 +21,7 @@ from typing import Any
 
 import falcon
 import falcon.asgi
+import orjson
 
 from ingest.geo import CountryLookup
 from ingest.pipeline import Pipeline
@@ -28,6 +32,7 @@ from ingest.wal import SegmentWriter
 from littlestats import metrics
 from littlestats.config import Settings
 from littlestats.controlplane import ControlPlane, SiteCache
+from littlestats.disk import DISK, MIN_FREE_BYTES, RETRY_AFTER_SECONDS, free_bytes, is_disk_full
 from littlestats.http import PublicCORS, error_serializer, json_response, unexpected_error
 
 log = logging.getLogger(__name__)
@@ -49,7 +54,7 @@ class Services:
     @classmethod
     def start(cls, settings: Settings) -> Services:
         settings.ensure_dirs()
-        control = ControlPlane(settings.control_db)
+        control = _open_control_plane(settings)
         sealer = ThreadPoolExecutor(max_workers=1, thread_name_prefix="sealer")
         # Rotated segments are sealed by the warehouse process, not here: sealing is CPU work
         # that would compete with requests for this worker's GIL.
@@ -86,6 +91,24 @@ class Services:
                 timings[step] = 0.0
 
 
+def _open_control_plane(settings: Settings) -> ControlPlane:
+    """The control plane, waiting while the disk is too full to open it.
+
+    Opening SQLite creates its log files when no other process has the database open, which fails
+    on a full disk. A worker that failed to start would make gunicorn stop the whole server, so a
+    worker started meanwhile waits here for space (gunicorn replaces it if that takes longer than
+    its timeout) instead.
+    """
+    while True:
+        try:
+            return ControlPlane(settings.control_db)
+        except sqlite3.Error as exc:
+            if not (is_disk_full(exc) or free_bytes(settings.data_dir) < MIN_FREE_BYTES):
+                raise
+            DISK.failed("control", exc, settings.control_db)
+        time.sleep(1.0)
+
+
 def _seal_one(path: Path, raw_dir: Path) -> None:
     try:
         if seal_segment(path, raw_dir) is not None:
@@ -119,12 +142,45 @@ class Liveness:
 
 
 class Readiness:
-    """Ready when this worker can accept beacons: control plane readable, WAL writable."""
+    """``GET /readyz``: each part of the server, and whether this worker can accept beacons.
+
+    ``parts``: ``ingest`` (control plane readable, write-ahead log open and writable, disk not
+    full), ``warehouse`` (the warehouse process answers on its socket), ``live`` (the live service
+    accepts connections), ``disk`` (free space of the data directory's disk). Each has a
+    ``status``: ``up``, ``starting``, ``restarting`` (the supervisor restarts it after a stop),
+    ``down``; ``disk``: ``ok`` or ``full``.
+
+    The answer is 503 (with ``Retry-After``) when ingest is not up: beacons sent here would be
+    refused, so a load balancer should send them elsewhere. While only the warehouse or the live
+    service is down the answer stays 200 with ``"status": "degraded"`` (beacons are still taken;
+    queries or live streams answer 503 meanwhile); ``?strict=1`` makes any part that is not up a
+    503, for a check that guards the query API too.
+    """
 
     def __init__(self, services: Services) -> None:
         self.services = services
 
     async def on_get(self, req: falcon.asgi.Request, resp: falcon.asgi.Response) -> None:
+        settings = self.services.settings
+        supervised = _supervisor_state(settings)
+        warehouse, live = await asyncio.gather(
+            asyncio.to_thread(_warehouse_part, settings, supervised.get("warehouse")),
+            _live_part(settings, supervised.get("live")),
+        )
+        disk = _disk_part(settings)
+        ingest = self._ingest_part(disk)
+        parts = {"ingest": ingest, "warehouse": warehouse, "live": live, "disk": disk}
+        others_up = all(p["status"] in ("up", "in-process") for p in (warehouse, live))
+        ready = ingest["status"] == "up" and (others_up or not req.get_param_as_bool("strict"))
+        status = "not ready" if not ready else ("ready" if others_up else "degraded")
+        problems = [f"{name}: {problem}" for name, part in parts.items()
+                    for problem in part.get("problems", [])]
+        json_response(resp, {"status": status, "parts": parts, "problems": problems},
+                      falcon.HTTP_200 if ready else falcon.HTTP_503)
+        if not ready:
+            resp.set_header("Retry-After", str(RETRY_AFTER_SECONDS))
+
+    def _ingest_part(self, disk: dict[str, Any]) -> dict[str, Any]:
         problems = []
         try:
             self.services.control.list_sites(owner_id="")
@@ -134,8 +190,68 @@ class Readiness:
             problems.append("write-ahead log is closed")
         if not os.access(self.services.settings.wal_dir, os.W_OK):
             problems.append(f"{self.services.settings.wal_dir} is not writable")
-        status = falcon.HTTP_200 if not problems else falcon.HTTP_503
-        json_response(resp, {"status": "ready" if not problems else "not ready", "problems": problems}, status)
+        if disk["status"] != "ok":
+            problems.append("the disk is full: beacons are refused with 503")
+        return {"status": "up" if not problems else "down", "problems": problems}
+
+
+def _supervisor_state(settings: Settings) -> dict[str, dict[str, Any]]:
+    """What ``serve``'s supervisor says of each helper process (empty outside ``serve``)."""
+    from littlestats.server import STATE_FILE
+
+    try:
+        state = orjson.loads((settings.run_dir / STATE_FILE).read_bytes())
+    except (OSError, orjson.JSONDecodeError):
+        return {}
+    return state if isinstance(state, dict) else {}
+
+
+def _down(supervised: dict[str, Any] | None, what: str) -> dict[str, Any]:
+    """A part that does not answer: restarting (with when), starting, or down."""
+    if supervised is None:
+        return {"status": "down", "problems": [f"{what} does not answer"]}
+    part = {"status": supervised.get("state", "down"), "restarts": supervised.get("restarts", 0)}
+    if supervised.get("state") == "restarting":
+        part["nextStart"] = supervised.get("nextStart")
+        part["lastExit"] = supervised.get("lastExit")
+        part["problems"] = [f"{what} stopped ({supervised.get('lastExit')}); the server restarts it"]
+    else:
+        part["status"] = "starting"
+        part["problems"] = [f"{what} is starting"]
+    return part
+
+
+def _warehouse_part(settings: Settings, supervised: dict[str, Any] | None) -> dict[str, Any]:
+    from warehouse.client import WarehouseClient
+
+    if WarehouseClient(settings).available():
+        return {"status": "up", "restarts": (supervised or {}).get("restarts", 0)}
+    return _down(supervised, "the warehouse process")
+
+
+async def _live_part(settings: Settings, supervised: dict[str, Any] | None) -> dict[str, Any]:
+    from api.live_service import socket_path
+
+    path = socket_path(settings)
+    if supervised is None and not path.exists():
+        return {"status": "in-process"}  # served without ``serve``: each worker follows the WAL
+    try:
+        _, writer = await asyncio.wait_for(asyncio.open_unix_connection(str(path)), 1.0)
+    except (OSError, TimeoutError):
+        return _down(supervised, "the live service")
+    writer.close()
+    return {"status": "up", "restarts": (supervised or {}).get("restarts", 0)}
+
+
+def _disk_part(settings: Settings) -> dict[str, Any]:
+    try:
+        room = free_bytes(settings.data_dir)
+    except OSError as exc:
+        return {"status": "full", "problems": [f"cannot read free space: {exc}"]}
+    if DISK.full or room < MIN_FREE_BYTES:
+        return {"status": "full", "freeBytes": room,
+                "problems": [f"{room:,} bytes free on the disk of {settings.data_dir}"]}
+    return {"status": "ok", "freeBytes": room}
 
 
 class Metrics:
@@ -184,7 +300,11 @@ class LittleStatsApp:
         def tick() -> None:
             if self.services is not None:
                 self.services.flush_metrics()
-                self.services.wal.maybe_rotate()  # an idle worker's segment is sealed on time
+                try:
+                    self.services.wal.maybe_rotate()  # an idle worker's segment is sealed on time
+                except OSError as exc:
+                    DISK.failed("wal", exc)
+                DISK.recheck(self.settings.data_dir)
             self._schedule_housekeeping()
 
         interval = min(5.0, max(0.1, self.settings.segment_seconds / 4))

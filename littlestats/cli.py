@@ -67,6 +67,8 @@ def serve(data_dir: Path | None, host: str | None, port: int | None, workers: in
         run_server(settings)
     except ConfigError as exc:
         raise click.ClickException(str(exc)) from None
+    finally:
+        shutil.rmtree(settings.metrics_dir, ignore_errors=True)  # in memory: give it back
 
 
 @main.group()

@@ -8,6 +8,7 @@ command-line options. They are read once, at start; no other module reads the en
 from __future__ import annotations
 
 import dataclasses
+import hashlib
 import ipaddress
 import os
 import tomllib
@@ -92,13 +93,20 @@ class Settings:
 
     @property
     def metrics_dir(self) -> Path:
+        """Prometheus's multiprocess files. They are memory-mapped, and a write to a page that the
+        disk cannot back kills the process (SIGBUS): so they live in memory (``/dev/shm``, one
+        folder per data directory) where there is one, never on the data disk that may fill up."""
+        shm = Path("/dev/shm")
+        if shm.is_dir() and os.access(shm, os.W_OK):
+            digest = hashlib.sha256(str(self.data_dir.resolve()).encode()).hexdigest()[:16]
+            return shm / f"littlestats-metrics-{digest}"
         return self.run_dir / "metrics"
 
     def trusted_networks(self) -> list[ipaddress.IPv4Network | ipaddress.IPv6Network]:
         return [ipaddress.ip_network(n, strict=False) for n in self.trusted_proxies]
 
     def ensure_dirs(self) -> None:
-        for d in (self.data_dir, self.wal_dir, self.raw_dir, self.run_dir, self.metrics_dir):
+        for d in (self.data_dir, self.wal_dir, self.raw_dir, self.run_dir):
             d.mkdir(parents=True, exist_ok=True)
 
     def to_env(self) -> dict[str, str]:

@@ -1,7 +1,9 @@
 """Prometheus metrics, shared by every gunicorn worker (prometheus_client multiprocess mode).
 
-``littlestats serve`` points ``PROMETHEUS_MULTIPROC_DIR`` at ``<data-dir>/run/metrics`` before the
-workers start; outside ``serve`` (tests, CLI) metrics live in-process.
+``littlestats serve`` points ``PROMETHEUS_MULTIPROC_DIR`` at ``settings.metrics_dir`` (in
+``/dev/shm``, off the data disk: the files are memory-mapped, and a full disk under them would kill
+the process with SIGBUS) before the workers start; outside ``serve`` (tests, CLI) metrics live
+in-process.
 """
 
 from __future__ import annotations
@@ -14,6 +16,7 @@ import time
 from prometheus_client import (
     CollectorRegistry,
     Counter,
+    Gauge,
     Histogram,
     generate_latest,
     multiprocess,
@@ -38,6 +41,21 @@ STEP_SECONDS = Counter(
 )
 SEGMENTS_SEALED = Counter(
     "littlestats_segments_sealed_total", "Write-ahead-log segments sealed into Parquet."
+)
+WRITE_ERRORS = Counter(
+    "littlestats_write_errors_total",
+    "Failed writes to the data directory, by part (wal, seal, load, ...) and reason (disk_full, io).",
+    ["part", "reason"],
+)
+DISK_FULL = Gauge(
+    "littlestats_disk_full",
+    "1 while a process of the server finds the data directory's disk full, else 0.",
+    multiprocess_mode="livemax",
+)
+PROCESS_RESTARTS = Counter(
+    "littlestats_process_restarts_total",
+    "Restarts of the supervised processes (warehouse, live) after they stopped unexpectedly.",
+    ["process"],
 )
 
 
@@ -89,6 +107,13 @@ class TrackTally:
 
 
 TRACK = TrackTally()
+
+
+def mark_dead(pid: int) -> None:
+    """Forget the ``live*`` gauges of a process that has ended (gunicorn's ``child_exit`` and the
+    supervisor call this), so a dead worker's last value does not stick."""
+    if os.environ.get("PROMETHEUS_MULTIPROC_DIR"):
+        multiprocess.mark_process_dead(pid)
 
 
 def render() -> tuple[bytes, str]:

@@ -1,30 +1,46 @@
-"""``littlestats serve``: gunicorn with uvicorn workers, plus the one warehouse process.
+"""``littlestats serve``: gunicorn with uvicorn workers, plus the warehouse process and the live
+service, all supervised.
 
-gunicorn's master forks ``workers`` ASGI workers that ingest, query and stream. Beside them runs
-exactly one warehouse process (``jobs.daemon``), whatever the worker count: it owns the DuckDB file,
-runs the scheduled jobs and seals WAL segments that crashed workers left behind.
+gunicorn's master forks ``workers`` ASGI workers that ingest, query and stream, and restarts any
+that dies. Beside them run exactly one warehouse process (``jobs.daemon``), whatever the worker
+count: it owns the DuckDB file, runs the scheduled jobs and seals WAL segments that crashed workers
+left behind; and one live service (``api.live_service``). The ``Supervisor``, a thread per process
+in gunicorn's master, restarts either when it stops, with back-off.
 """
 
 from __future__ import annotations
 
+import contextlib
+import errno
 import ipaddress
 import logging
 import os
 import signal
 import subprocess
 import sys
+import threading
+import time
+from collections.abc import Callable
+from datetime import UTC, datetime
+from functools import partial
 from typing import Any
 
+import orjson
 from gunicorn.app.base import BaseApplication
 
 from api import live_service
 from api.auth import ensure_admin_token
 from ingest.seal import seal_all
+from littlestats import metrics
 from littlestats.app import create_app
 from littlestats.config import ConfigError, Settings
+from littlestats.disk import MIN_FREE_BYTES, free_bytes, is_disk_full
 from littlestats.logs import logging_config
 
 log = logging.getLogger(__name__)
+
+#: The supervisor's state of each helper process, in ``run/`` (read by ``/readyz``).
+STATE_FILE = "processes.json"
 
 
 def is_loopback(host: str) -> bool:
@@ -55,6 +71,7 @@ class GunicornServer(BaseApplication):  # type: ignore[misc]
             "logconfig_dict": logging_config(s.log_level, s.log_format),
             "accesslog": None,
             "proc_name": "littlestats",
+            "child_exit": lambda _arbiter, worker: metrics.mark_dead(worker.pid),
             **self.options,
         }
         for key, value in config.items():
@@ -64,6 +81,10 @@ class GunicornServer(BaseApplication):  # type: ignore[misc]
         return create_app(self.settings)
 
 
+class StartError(ConfigError):
+    """``serve`` cannot start; the message says why and what to do (the CLI prints it)."""
+
+
 def prepare(settings: Settings) -> None:
     """Checks and chores before any worker starts."""
     if settings.dev and not is_loopback(settings.host):
@@ -71,8 +92,19 @@ def prepare(settings: Settings) -> None:
             f"--dev turns authentication off, so it only listens on loopback; "
             f"use --host 127.0.0.1 instead of {settings.host}"
         )
-    settings.ensure_dirs()
-    ensure_admin_token(settings)
+    try:
+        settings.ensure_dirs()
+        room = free_bytes(settings.data_dir)
+        if room < MIN_FREE_BYTES:
+            raise OSError(errno.ENOSPC, f"{room:,} bytes free, at least {MIN_FREE_BYTES:,} needed")
+        ensure_admin_token(settings)
+    except Exception as exc:
+        if not is_disk_full(exc):
+            raise
+        raise StartError(
+            f"the disk holding the data directory {settings.data_dir} is full ({exc}); "
+            f"free some space on it, then start littlestats again"
+        ) from None
     recovered = seal_all(settings.wal_dir, settings.raw_dir)
     if recovered:
         log.warning(
@@ -88,13 +120,151 @@ def prepare(settings: Settings) -> None:
 WAREHOUSE_NICENESS = 10
 
 
-def _background_priority() -> None:
-    os.nice(WAREHOUSE_NICENESS)
-
-
 def start_daemon(settings: Settings) -> subprocess.Popen[bytes]:
+    """Start the warehouse process, at a lower CPU priority than the workers."""
     env = {**os.environ, **settings.to_env()}
-    return subprocess.Popen([sys.executable, "-m", "jobs.daemon"], env=env, preexec_fn=_background_priority)
+    # Not a preexec_fn: the supervisor starts it from a thread, where that is unsafe. Popen returns
+    # once the child has exec'd, before the warehouse has done any work.
+    proc = subprocess.Popen([sys.executable, "-m", "jobs.daemon"], env=env)
+    with contextlib.suppress(OSError):
+        os.setpriority(os.PRIO_PROCESS, proc.pid,
+                       os.getpriority(os.PRIO_PROCESS, 0) + WAREHOUSE_NICENESS)
+    return proc
+
+
+class Supervisor:
+    """Keeps the long-lived helper processes of ``serve`` running beside gunicorn's workers.
+
+    gunicorn's arbiter restarts the workers; this restarts the warehouse process and the live
+    service. A thread per process waits for it to end; unless ``serve`` is stopping, it logs how
+    the process ended, waits (``BACKOFF_FIRST`` seconds, doubling at each quick failure up to
+    ``BACKOFF_CAP``; back to the first after ``HEALTHY_AFTER`` seconds of good running) and
+    starts it again, counting ``littlestats_process_restarts_total{process}``. The state of each
+    (pid, running or restarting, restarts, last exit) is kept in ``run/processes.json``, which
+    ``/readyz`` reports.
+    """
+
+    BACKOFF_FIRST = 1.0
+    BACKOFF_CAP = 30.0
+    HEALTHY_AFTER = 60.0
+
+    def __init__(self, settings: Settings,
+                 children: dict[str, tuple[Callable[[], subprocess.Popen[bytes]], float]]) -> None:
+        self.state_path = settings.run_dir / STATE_FILE
+        self.children = children  # name -> (start, seconds to wait at stop before SIGKILL)
+        self.procs: dict[str, subprocess.Popen[bytes] | None] = {}
+        self.state: dict[str, dict[str, Any]] = {}
+        self._stopping = threading.Event()
+        self._lock = threading.Lock()
+        self._threads: list[threading.Thread] = []
+
+    def start(self) -> None:
+        for name in self.children:
+            self.state[name] = {"state": "starting", "pid": None, "restarts": 0, "lastExit": None}
+            self._spawn(name)
+        for name in self.children:
+            thread = threading.Thread(target=self._watch, args=(name,), name=f"supervise-{name}",
+                                      daemon=True)
+            thread.start()
+            self._threads.append(thread)
+
+    def _spawn(self, name: str) -> None:
+        if self._stopping.is_set():
+            return
+        start, _ = self.children[name]
+        try:
+            proc: subprocess.Popen[bytes] | None = start()
+        except OSError as exc:
+            log.error("could not start the %s: %s", _title(name), exc)
+            proc = None
+        with self._lock:
+            self.procs[name] = proc
+            self.state[name].update(state="running" if proc else "restarting",
+                                    pid=proc.pid if proc else None,
+                                    since=_now_iso(), nextStart=None)
+        self._save()
+
+    def _watch(self, name: str) -> None:
+        delay = self.BACKOFF_FIRST
+        while not self._stopping.is_set():
+            proc = self.procs.get(name)
+            started = time.monotonic()
+            ended = _wait_exit(proc) if proc is not None else "could not be started"
+            if self._stopping.is_set():
+                return
+            ran = time.monotonic() - started
+            if proc is not None:
+                metrics.mark_dead(proc.pid)
+            delay = self.BACKOFF_FIRST if ran >= self.HEALTHY_AFTER else delay
+            log.error("the %s (pid %s) stopped unexpectedly (%s) after %.1f s; restarting it in "
+                      "%.0f s", _title(name), proc.pid if proc else "-", ended, ran, delay)
+            with self._lock:
+                self.state[name].update(
+                    state="restarting", pid=None, lastExit=ended,
+                    nextStart=_now_iso(delay))
+            self._save()
+            if self._stopping.wait(delay):
+                return
+            delay = min(delay * 2, self.BACKOFF_CAP)
+            with self._lock:
+                self.state[name]["restarts"] += 1
+            metrics.PROCESS_RESTARTS.labels(process=name).inc()
+            self._spawn(name)
+            log.info("restarted the %s (pid %s)", _title(name), self.state[name]["pid"])
+
+    def _save(self) -> None:
+        with self._lock:
+            data = orjson.dumps(self.state)
+        tmp = self.state_path.with_name(self.state_path.name + ".tmp")
+        try:
+            tmp.write_bytes(data)
+            os.replace(tmp, self.state_path)
+        except OSError:  # a full disk: /readyz still probes each process itself
+            with contextlib.suppress(OSError):
+                tmp.unlink()
+
+    def stop(self) -> None:
+        """Stop restarting, then stop every process (SIGTERM, SIGKILL after its grace time)."""
+        self._stopping.set()
+        for name, (_, timeout) in self.children.items():
+            proc = self.procs.get(name)
+            if proc is not None:
+                stop_child(proc, timeout)
+        for thread in self._threads:
+            thread.join(timeout=5)
+        for name, (_, timeout) in self.children.items():  # one started as stop() began
+            proc = self.procs.get(name)
+            if proc is not None:
+                stop_child(proc, timeout)
+        with contextlib.suppress(OSError):
+            self.state_path.unlink()
+
+
+def _title(name: str) -> str:
+    return {"warehouse": "warehouse process", "live": "live service"}.get(name, f"{name} process")
+
+
+def _now_iso(after: float = 0.0) -> str:
+    return datetime.fromtimestamp(time.time() + after, UTC).isoformat(timespec="seconds")
+
+
+def _wait_exit(proc: subprocess.Popen[bytes]) -> str:
+    """Wait for ``proc`` to end; how it ended. gunicorn's arbiter reaps every child of the master
+    (``waitpid(-1)``), so the status is read first without reaping (``WNOWAIT``)."""
+    try:
+        info = os.waitid(os.P_PID, proc.pid, os.WEXITED | os.WNOWAIT)
+    except ChildProcessError:
+        info = None
+    with contextlib.suppress(ChildProcessError):
+        proc.wait()
+    if info is None:
+        return "exit status unknown"
+    if info.si_code == os.CLD_EXITED:
+        return f"exit status {info.si_status}"
+    try:
+        return f"killed by {signal.Signals(info.si_status).name}"
+    except ValueError:
+        return f"killed by signal {info.si_status}"
 
 
 def stop_child(proc: subprocess.Popen[bytes], timeout: float) -> None:
@@ -109,13 +279,15 @@ def stop_child(proc: subprocess.Popen[bytes], timeout: float) -> None:
 
 def serve(settings: Settings) -> None:
     prepare(settings)
-    daemon = start_daemon(settings)
-    live = live_service.spawn(settings)  # real time: one WAL follower for every worker
+    supervisor = Supervisor(settings, {
+        "warehouse": (partial(start_daemon, settings), 30.0),  # lets a load in progress commit
+        "live": (partial(live_service.spawn, settings), 10.0),  # real time: one WAL follower
+    })
+    supervisor.start()
     try:
         GunicornServer(settings).run()
     finally:
-        stop_child(live, timeout=10)
-        stop_child(daemon, timeout=30)  # lets a load in progress commit
+        supervisor.stop()
         # Workers sealed their own last segments; seal whatever the warehouse process had not
         # reached yet, so a clean shutdown leaves the whole WAL in Parquet.
         sealed = seal_all(settings.wal_dir, settings.raw_dir)

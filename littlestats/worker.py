@@ -24,7 +24,9 @@ send buffer. This module is the only place that knows uvicorn's internals; witho
 until the app calls ``release``: the beacon endpoint answers this way, releasing a group of
 answers when their group commit is on disk, so a beacon's coroutine never suspends to wait for
 the disk. Everything written on the connection meanwhile (a pipelined request's answer, a close)
-waits behind the held answer, in order; ``release(error)`` closes the connection unanswered.
+waits behind the held answer, in order; ``release(error)`` closes the connection unanswered, or
+after sending the answer a ``ReplacedAnswer`` error carries (the beacon endpoint's 503 when its
+events could not be written).
 ``Connection.all_waiting`` tells the app when every connection of the worker waits for a held
 answer, so that no request can arrive before one is released: the group commit then need not
 wait out its pacing interval.
@@ -91,6 +93,15 @@ class Connection:
         if protocol is None:
             return False
         return protocol.waiting.held >= len(protocol.connections)
+
+
+class ReplacedAnswer(Exception):
+    """Given to ``release``: send ``response`` (a whole HTTP/1.1 response, which should say
+    ``Connection: close``) instead of the held answer, then close the connection."""
+
+    def __init__(self, response: bytes) -> None:
+        super().__init__("the held answer was replaced")
+        self.response = response
 
 
 class _Waiting:
@@ -226,9 +237,12 @@ class CoalescingHttpToolsProtocol(HttpToolsProtocol):
             if transport.is_closing():
                 continue
             if first.error is not None:
-                # Not answered: the client sees the connection end, as it would after a crash.
+                # Not answered as the app first meant: the client gets the replacement answer if
+                # there is one, else sees the connection end, as it would after a crash.
                 held.clear()
                 self._count_waiting(False)
+                if isinstance(first.error, ReplacedAnswer):
+                    transport.write(first.error.response)
                 transport.close()
                 return
             if first.data:

@@ -2,12 +2,20 @@
 
 from __future__ import annotations
 
+import contextlib
+import fcntl
+import logging
+import os
+import time
 from pathlib import Path
 
 import duckdb
 import polars as pl
 
+from littlestats.disk import is_disk_full
 from warehouse.tables import create_all
+
+log = logging.getLogger(__name__)
 
 #: DuckDB's default (16 MB) checkpoints after nearly every load, rewriting the same recent row
 #: groups each minute; a larger log is replayed on open after a crash (a few seconds per 100 MB).
@@ -20,10 +28,73 @@ def connect(
 ) -> duckdb.DuckDBPyConnection:
     """Open (and, for writers, create the tables of) the warehouse database.
 
+    A writer removes an empty (0-byte) database file first, and a file it created itself is
+    removed again if creating the database fails (a full disk): neither can hold data, and
+    either would keep DuckDB from opening the database for ever after.
+
     Sessions are pinned to UTC so ``TIMESTAMPTZ`` values come back in UTC whatever the machine's
     zone; site-local dates are computed explicitly with ``timezone(site_tz, ts)``.
     """
     path.parent.mkdir(parents=True, exist_ok=True)
+    created = False
+    if not read_only:
+        _remove_empty_database(path)
+        created = not path.exists()
+    try:
+        return _open(path, read_only, threads, memory_limit, checkpoint_threshold)
+    except Exception as exc:
+        if created and is_disk_full(exc):
+            # This call made the file (a first load, on a disk that then filled up): a half-made
+            # database would block every later start ("not a valid DuckDB database file").
+            # Only a file this call created is removed, and only after a full disk (not, say,
+            # the lock of another process that created it meanwhile).
+            _remove_new_database(path)
+        raise
+
+
+def _remove_empty_database(path: Path) -> None:
+    """Remove a 0-byte database file: DuckDB writes its header when it creates a file, so an
+    empty one holds nothing, and DuckDB refuses to open it. A crash or a full disk during the
+    very first creation leaves one behind."""
+    try:
+        if path.stat().st_size != 0:
+            return
+        fd = os.open(path, os.O_RDWR)
+    except FileNotFoundError:
+        return
+    try:
+        try:  # DuckDB holds a lock on a file it is creating: leave that one alone
+            fcntl.lockf(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except OSError:
+            return
+        if os.fstat(fd).st_size != 0:
+            return
+    finally:
+        os.close(fd)
+    wal = path.with_name(path.name + ".wal")
+    if wal.exists():
+        # A log beside an empty file is not ours to judge: set both aside rather than delete.
+        aside = path.with_name(f"{path.name}.empty-{int(time.time())}")
+        wal.rename(aside.with_name(aside.name + ".wal"))
+        path.rename(aside)
+        log.warning("set aside the empty warehouse database %s and its log as %s", path, aside)
+        return
+    path.unlink()
+    log.warning("removed the empty warehouse database file %s (left by a failed first "
+                "creation); creating it again", path)
+
+
+def _remove_new_database(path: Path) -> None:
+    for leftover in (path, path.with_name(path.name + ".wal")):
+        with contextlib.suppress(FileNotFoundError):
+            leftover.unlink()
+            log.warning("removed %s: creating the warehouse database failed", leftover)
+
+
+def _open(
+    path: Path, read_only: bool, threads: int | None, memory_limit: str | None,
+    checkpoint_threshold: str | None,
+) -> duckdb.DuckDBPyConnection:
     # Row order of INSERT ... SELECT does not matter to us; not keeping it saves memory.
     config: dict[str, str | bool | int | float | list[str]] = {"preserve_insertion_order": False}
     if threads:
@@ -36,8 +107,12 @@ def connect(
     con.execute("SET TimeZone = 'UTC'")
     # Results go to polars as Arrow string views, the layout polars keeps strings in: no copy.
     con.execute("SET produce_arrow_string_view = true")
-    if not read_only:
-        create_all(con)
+    try:
+        if not read_only:
+            create_all(con)
+    except BaseException:
+        con.close()
+        raise
     return con
 
 
