@@ -23,6 +23,8 @@ from ingest.seal import seal_all
 from littlestats.app import create_app
 from littlestats.config import ConfigError, Settings
 from littlestats.logs import logging_config
+from warehouse.migrations import upgrade_file
+from warehouse.tables import SchemaError
 
 log = logging.getLogger(__name__)
 
@@ -72,7 +74,11 @@ def prepare(settings: Settings) -> None:
             f"use --host 127.0.0.1 instead of {settings.host}"
         )
     settings.ensure_dirs()
-    ensure_admin_token(settings)
+    ensure_admin_token(settings)  # creates or migrates the control plane (littlestats.migrations)
+    try:
+        upgrade_file(settings.warehouse_db)
+    except SchemaError as exc:
+        raise ConfigError(str(exc)) from None
     recovered = seal_all(settings.wal_dir, settings.raw_dir)
     if recovered:
         log.warning(

@@ -7,7 +7,7 @@ from pathlib import Path
 import duckdb
 import polars as pl
 
-from warehouse.tables import create_all
+from warehouse.migrations import check_supported, migrate, schema_version
 
 #: DuckDB's default (16 MB) checkpoints after nearly every load, rewriting the same recent row
 #: groups each minute; a larger log is replayed on open after a crash (a few seconds per 100 MB).
@@ -18,7 +18,8 @@ def connect(
     path: Path, read_only: bool = False, threads: int | None = None, memory_limit: str | None = None,
     checkpoint_threshold: str | None = CHECKPOINT_THRESHOLD,
 ) -> duckdb.DuckDBPyConnection:
-    """Open (and, for writers, create the tables of) the warehouse database.
+    """Open the warehouse database; for writers, create its tables or migrate them to this
+    version's schema (``warehouse.migrations``). A file of a newer schema is refused.
 
     Sessions are pinned to UTC so ``TIMESTAMPTZ`` values come back in UTC whatever the machine's
     zone; site-local dates are computed explicitly with ``timezone(site_tz, ts)``.
@@ -36,8 +37,14 @@ def connect(
     con.execute("SET TimeZone = 'UTC'")
     # Results go to polars as Arrow string views, the layout polars keeps strings in: no copy.
     con.execute("SET produce_arrow_string_view = true")
-    if not read_only:
-        create_all(con)
+    try:
+        if read_only:
+            check_supported(schema_version(con), path)
+        else:
+            migrate(con, path)
+    except BaseException:
+        con.close()
+        raise
     return con
 
 
