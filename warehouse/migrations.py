@@ -61,13 +61,13 @@ def _has_table(con: Any, name: str) -> bool:
     return bool(con.execute(
         "SELECT count(*) FROM information_schema.tables WHERE table_schema = 'main' AND table_name = ?",
         [name],
-    ).fetchone()[0])
+    ).fetchall()[0][0])
 
 
 def schema_version(con: Any) -> int:
     """The schema version of an open warehouse (0: a new, empty file)."""
     if _has_table(con, VERSION_TABLE):
-        return int(con.execute("SELECT coalesce(max(version), 0) FROM schema_version").fetchone()[0])
+        return int(con.execute("SELECT coalesce(max(version), 0) FROM schema_version").fetchall()[0][0])
     return 1 if _has_table(con, "events") else 0
 
 
@@ -82,7 +82,8 @@ def check_supported(version: int, path: object, latest: int = LATEST) -> None:
 
 
 def _record(con: Any, step: Migration) -> None:
-    con.execute("INSERT INTO schema_version VALUES (?, ?, now())", [step.version, step.description])
+    # fetched: DuckDB refuses further work on a connection with an unread result
+    con.execute("INSERT INTO schema_version VALUES (?, ?, now())", [step.version, step.description]).fetchall()
 
 
 def migrate(con: Any, path: object = "warehouse.duckdb",
@@ -101,14 +102,14 @@ def migrate(con: Any, path: object = "warehouse.duckdb",
         create_all(con)
         _record(con, migrations[-1])
         return []
-    if not con.execute("SELECT count(*) FROM schema_version").fetchone()[0]:
+    if not con.execute("SELECT count(*) FROM schema_version").fetchall()[0][0]:
         _record(con, migrations[version - 1])  # written before versions were recorded
     applied = []
     for step in migrations[version:]:
         con.execute("BEGIN TRANSACTION")
         try:
             for statement in step.statements:
-                con.execute(statement)
+                con.execute(statement).fetchall()
             _record(con, step)
             con.execute("COMMIT")
         except BaseException:
