@@ -129,6 +129,18 @@ def _empty_or_new(path: Path, what: str) -> None:
         raise BackupError(f"{what} {path} is not empty; name a new or empty directory")
 
 
+def _remove_contents(path: Path, created: bool) -> None:
+    """Undo a failed backup or restore: remove ``path`` if this run created it, else empty it."""
+    if created:
+        shutil.rmtree(path, ignore_errors=True)
+        return
+    for child in path.iterdir():
+        if child.is_dir():
+            shutil.rmtree(child, ignore_errors=True)
+        else:
+            child.unlink(missing_ok=True)
+
+
 # 1. control plane ------------------------------------------------------------------------------
 def copy_control_plane(src: Path, dst: Path) -> int:
     """A consistent copy of the live control-plane database (SQLite's online backup); its schema
@@ -302,6 +314,7 @@ def backup(settings: Settings, dest: Path, progress: Progress | None = None,
         raise BackupError(f"there is no data directory {settings.data_dir}; pass --data-dir")
     _empty_or_new(dest, "backup destination")
     started = datetime.now(UTC)
+    created = not dest.exists()
     _private_dir(dest)
     report = progress or (lambda phase, done, total: None)
     staging = _staging_dir(settings)
@@ -345,7 +358,7 @@ def backup(settings: Settings, dest: Path, progress: Progress | None = None,
             if path.is_file():
                 files.append(_entry(dest, path))
     except BaseException:
-        shutil.rmtree(dest, ignore_errors=True)
+        _remove_contents(dest, created)
         raise
     finally:
         shutil.rmtree(staging, ignore_errors=True)
@@ -438,13 +451,6 @@ def restore(src: Path, data_dir: Path, progress: Progress | None = None) -> dict
             _private_dir(data_dir / sub)
         _fsync(data_dir)
     except BaseException:
-        if created:
-            shutil.rmtree(data_dir, ignore_errors=True)
-        else:
-            for child in data_dir.iterdir():
-                if child.is_dir():
-                    shutil.rmtree(child)
-                else:
-                    child.unlink()
+        _remove_contents(data_dir, created)
         raise
     return manifest
