@@ -60,8 +60,8 @@ WAREHOUSE_FILES = ("warehouse.duckdb", "warehouse.duckdb.wal")
 EXTRA_FILES = ("littlestats.toml", "admin-token")
 CHUNK = 1 << 20
 
-#: ``progress(phase, done, total)``: bytes (or files) of a phase done so far.
-Progress = Callable[[str, int, int], None]
+#: ``progress(phase, done, total)``: bytes of a phase done so far (``total`` ``None``: not known yet).
+Progress = Callable[[str, int, int | None], None]
 
 
 class BackupError(click.ClickException):
@@ -187,7 +187,7 @@ def _records_of(path: Path) -> tuple[Path, Iterator[bytes]] | None:
     return None
 
 
-def copy_wal(wal_dir: Path, dst: Path) -> tuple[int, int]:
+def copy_wal(wal_dir: Path, dst: Path, on_bytes: Callable[[int], None] | None = None) -> tuple[int, int]:
     """Every segment's intact records into ``dst`` as closed segments; (segments, records)."""
     from ingest.wal import ACTIVE_SUFFIX, CLOSED_SUFFIX, encode_record, sealable_segments
 
@@ -204,8 +204,11 @@ def copy_wal(wal_dir: Path, dst: Path) -> tuple[int, int]:
         fd = os.open(dst / name, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
         with os.fdopen(fd, "wb", buffering=CHUNK) as out:
             for payload in payloads:
-                out.write(encode_record(payload))
+                record = encode_record(payload)
+                out.write(record)
                 count += 1
+                if on_bytes:
+                    on_bytes(len(record))
             out.flush()
             os.fsync(out.fileno())
         if count:
@@ -319,20 +322,30 @@ def backup(settings: Settings, dest: Path, progress: Progress | None = None,
     report = progress or (lambda phase, done, total: None)
     staging = _staging_dir(settings)
     try:
-        report("control plane", 0, 1)
+        report("control plane", 0, None)
         control_version = 0
         if settings.control_db.exists():
             control_version = copy_control_plane(settings.control_db, dest / "control.sqlite3")
-        report("control plane", 1, 1)
-        report("write-ahead log", 0, 1)
-        segments, records = copy_wal(settings.wal_dir, dest / "wal")
-        report("write-ahead log", 1, 1)
-        report("freeze raw + warehouse", 0, 1)
+            size = (dest / "control.sqlite3").stat().st_size
+            report("control plane", size, size)
+        wal_bytes = 0
+
+        def wal_advance(n: int) -> None:
+            nonlocal wal_bytes
+            wal_bytes += n
+            report("write-ahead log", wal_bytes, None)
+
+        report("write-ahead log", 0, None)
+        segments, records = copy_wal(settings.wal_dir, dest / "wal", wal_advance)
+        report("write-ahead log", wal_bytes, wal_bytes)
+        # No progress inside: the warehouse process answers once the freeze is done.
+        report("freeze raw + warehouse", 0, None)
         if warehouse is not None:
             frozen = warehouse.call({"op": "snapshot", "dir": str(staging)}, timeout=3600)
         else:
             frozen = _freeze_here(settings, staging)
-        report("freeze raw + warehouse", 1, 1)
+        frozen_bytes = sum(p.stat().st_size for p in staging.rglob("*") if p.is_file())
+        report("freeze raw + warehouse", frozen_bytes, frozen_bytes)
         warehouse_version = warehouse_events = 0
         if (staging / WAREHOUSE_FILES[0]).exists():
             warehouse_version, warehouse_events = _settle_warehouse_copy(staging / WAREHOUSE_FILES[0])

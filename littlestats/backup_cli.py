@@ -29,7 +29,7 @@ def _bar() -> Iterator[Progress]:
                   TransferSpeedColumn(), TimeElapsedColumn(), console=Console(stderr=True)) as bar:
         tasks: dict[str, Any] = {}
 
-        def update(phase: str, done: int, total: int) -> None:
+        def update(phase: str, done: int, total: int | None) -> None:
             if phase not in tasks:
                 tasks[phase] = bar.add_task(phase, total=total)
             bar.update(tasks[phase], completed=done, total=total)
