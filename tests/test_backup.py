@@ -223,3 +223,32 @@ def test_the_warehouse_process_snapshots_only_into_its_run_directory(old_dir: Pa
     finally:
         server.close()
         warehouse.close()
+
+
+def test_wal_copy_takes_the_durable_records_of_active_and_closed_segments(tmp_path: Path) -> None:
+    from ingest.wal import HEADER, SegmentWriter, read_records
+    from littlestats.backup import copy_wal
+
+    wal = tmp_path / "wal"
+    rotated = SegmentWriter(wal, segment_seconds=3600)
+    rotated.append([b'{"n": 1}', b'{"n": 2}'])
+    closed = rotated.close()
+    assert closed is not None
+    live = SegmentWriter(wal, segment_seconds=3600)  # stays open: its writer holds the flock
+    live.append([b'{"n": 3}'])
+    live.append([b'{"n": 4}'])
+    active = live.active_path
+    assert active is not None
+    # A record being written right now: its header is on disk, its payload not yet.
+    with open(active, "r+b") as f:
+        f.seek(sum(HEADER.size + len(p) for p in (b'{"n": 3}', b'{"n": 4}')))
+        f.write(HEADER.pack(8, 12345))
+    try:
+        assert copy_wal(wal, tmp_path / "copy") == (2, 4)
+    finally:
+        live.close()
+    copied = {p.name: list(read_records(p)) for p in (tmp_path / "copy").iterdir()}
+    assert copied == {
+        closed.name: [b'{"n": 1}', b'{"n": 2}'],
+        active.name.removesuffix(".seg") + "-backup.closed": [b'{"n": 3}', b'{"n": 4}'],
+    }
