@@ -46,19 +46,6 @@ FAILURES_ALLOWED = 5
 FAILURE_WINDOW = 15 * 60
 SAFE_METHODS = frozenset({"GET", "HEAD", "OPTIONS"})
 
-_TABLES = (
-    """CREATE TABLE IF NOT EXISTS dashboard_sessions (
-        id_hash    TEXT PRIMARY KEY,
-        user_id    TEXT NOT NULL REFERENCES users(id) ON DELETE CASCADE,
-        created_at REAL NOT NULL,
-        expires_at REAL NOT NULL
-    )""",
-    "CREATE INDEX IF NOT EXISTS dashboard_sessions_user ON dashboard_sessions(user_id)",
-    "CREATE TABLE IF NOT EXISTS login_failures (subject TEXT NOT NULL, at REAL NOT NULL)",
-    "CREATE INDEX IF NOT EXISTS login_failures_subject ON login_failures(subject, at)",
-)
-
-
 def _b64(raw: bytes) -> str:
     return base64.urlsafe_b64encode(raw).rstrip(b"=").decode()
 
@@ -81,10 +68,7 @@ class SessionStore:
         self.control = control
         self.clock = clock
         self._key = control.server_secret("dashboard-session")
-        # The control plane's own connection and transactions: one store, one locking discipline.
-        with control._tx() as db:
-            for statement in _TABLES:
-                db.execute(statement)
+        # Its tables are part of the control-plane schema (littlestats.migrations, version 3).
 
     # signing ---------------------------------------------------------------------------------
     def _mac(self, purpose: str, value: str) -> str:

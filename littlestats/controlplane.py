@@ -21,51 +21,7 @@ from typing import Any
 
 import orjson
 
-SCHEMA = [
-    # version 1
-    """
-    CREATE TABLE users (
-        id          TEXT PRIMARY KEY,
-        email       TEXT UNIQUE,
-        name        TEXT NOT NULL DEFAULT '',
-        is_admin    INTEGER NOT NULL DEFAULT 0,
-        created_at  TEXT NOT NULL
-    );
-    CREATE TABLE tokens (
-        id          TEXT PRIMARY KEY,
-        user_id     TEXT NOT NULL REFERENCES users(id) ON DELETE CASCADE,
-        name        TEXT NOT NULL DEFAULT '',
-        token_hash  TEXT NOT NULL UNIQUE,
-        created_at  TEXT NOT NULL,
-        last_used_at TEXT
-    );
-    CREATE TABLE sites (
-        id             TEXT PRIMARY KEY,
-        domain_key     TEXT NOT NULL UNIQUE,
-        domain         TEXT NOT NULL,
-        name           TEXT NOT NULL,
-        owner_id       TEXT REFERENCES users(id) ON DELETE SET NULL,
-        timezone       TEXT NOT NULL DEFAULT 'UTC',
-        retention_days INTEGER NOT NULL DEFAULT 0,
-        settings       TEXT NOT NULL DEFAULT '{}',
-        secret         BLOB NOT NULL,
-        created_at     TEXT NOT NULL
-    );
-    CREATE INDEX sites_owner ON sites(owner_id);
-    CREATE TABLE goals (
-        id         TEXT PRIMARY KEY,
-        site_id    TEXT NOT NULL REFERENCES sites(id) ON DELETE CASCADE,
-        kind       TEXT NOT NULL CHECK (kind IN ('event', 'page')),
-        value      TEXT NOT NULL,
-        created_at TEXT NOT NULL,
-        UNIQUE (site_id, kind, value)
-    );
-    CREATE TABLE salts (
-        day  TEXT PRIMARY KEY,
-        salt BLOB NOT NULL
-    );
-    """,
-]
+from littlestats.migrations import migrate
 
 
 def _now() -> str:
@@ -182,13 +138,6 @@ def _site(row: sqlite3.Row) -> Site:
     )
 
 
-def add_password_hash_column(db: sqlite3.Connection) -> None:
-    """``users.password_hash`` (dashboard logins), added to databases created before it existed."""
-    columns = {row[1] for row in db.execute("PRAGMA table_info(users)")}
-    if "password_hash" not in columns:
-        db.execute("ALTER TABLE users ADD COLUMN password_hash TEXT")
-
-
 class ControlPlane:
     """Access to the control-plane database. One instance per process; thread-safe."""
 
@@ -197,7 +146,6 @@ class ControlPlane:
         self._local = threading.local()
         with self._tx() as db:
             self._migrate(db)
-            add_password_hash_column(db)
 
     # connection handling ------------------------------------------------------------------
     def _conn(self) -> sqlite3.Connection:
@@ -225,12 +173,8 @@ class ControlPlane:
         conn.execute("COMMIT")
 
     def _migrate(self, db: sqlite3.Connection) -> None:
-        version = db.execute("PRAGMA user_version").fetchone()[0]
-        for i, script in enumerate(SCHEMA[version:], start=version + 1):
-            for statement in script.split(";"):
-                if statement.strip():
-                    db.execute(statement)
-            db.execute(f"PRAGMA user_version = {i:d}")
+        """Bring the schema to this version's (``littlestats.migrations``), in one transaction."""
+        migrate(db, self.path)
 
     def close(self) -> None:
         conn = getattr(self._local, "conn", None)

@@ -36,6 +36,8 @@ from littlestats.app import create_app
 from littlestats.config import ConfigError, Settings
 from littlestats.disk import MIN_FREE_BYTES, free_bytes, is_disk_full
 from littlestats.logs import logging_config
+from warehouse.migrations import upgrade_file
+from warehouse.tables import SchemaError
 
 log = logging.getLogger(__name__)
 
@@ -97,7 +99,10 @@ def prepare(settings: Settings) -> None:
         room = free_bytes(settings.data_dir)
         if room < MIN_FREE_BYTES:
             raise OSError(errno.ENOSPC, f"{room:,} bytes free, at least {MIN_FREE_BYTES:,} needed")
-        ensure_admin_token(settings)
+        ensure_admin_token(settings)  # creates or migrates the control plane (littlestats.migrations)
+        upgrade_file(settings.warehouse_db)
+    except SchemaError as exc:
+        raise ConfigError(str(exc)) from None
     except Exception as exc:
         if not is_disk_full(exc):
             raise

@@ -13,7 +13,7 @@ import duckdb
 import polars as pl
 
 from littlestats.disk import is_disk_full
-from warehouse.tables import create_all
+from warehouse.migrations import check_supported, migrate, schema_version
 
 log = logging.getLogger(__name__)
 
@@ -26,7 +26,8 @@ def connect(
     path: Path, read_only: bool = False, threads: int | None = None, memory_limit: str | None = None,
     checkpoint_threshold: str | None = CHECKPOINT_THRESHOLD,
 ) -> duckdb.DuckDBPyConnection:
-    """Open (and, for writers, create the tables of) the warehouse database.
+    """Open the warehouse database; for writers, create its tables or migrate them to this
+    version's schema (``warehouse.migrations``). A file of a newer schema is refused.
 
     A writer removes an empty (0-byte) database file first, and a file it created itself is
     removed again if creating the database fails (a full disk): neither can hold data, and
@@ -108,8 +109,10 @@ def _open(
     # Results go to polars as Arrow string views, the layout polars keeps strings in: no copy.
     con.execute("SET produce_arrow_string_view = true")
     try:
-        if not read_only:
-            create_all(con)
+        if read_only:
+            check_supported(schema_version(con), path)
+        else:
+            migrate(con, path)
     except BaseException:
         con.close()
         raise

@@ -160,6 +160,14 @@ class Warehouse:
         finally:
             cur.close()
 
+    def snapshot(self, staging: Path) -> dict[str, int]:
+        """Freeze a copy of the warehouse file and links to every raw file into ``staging``, with
+        no load, compaction or retention in between (``littlestats.backup``)."""
+        from littlestats.backup import freeze
+
+        with self.write_lock:
+            return freeze(self.writer, self.settings, staging)
+
     def checkpoint(self) -> None:
         """Write the WAL into the database file."""
         with self.write_lock:
@@ -232,6 +240,13 @@ class WarehouseSocketServer(socketserver.ThreadingMixIn, socketserver.UnixStream
             return json_frame({"summary": f"rebuilt {hours} hours and {days} visitor-days"})
         if op == "retention":
             return json_frame({"summary": wh.retention().summary()})
+        if op == "snapshot":
+            from littlestats.backup import is_staging_dir
+
+            staging = Path(str(request.get("dir")))
+            if not is_staging_dir(wh.settings, staging):
+                raise WarehouseError(f"a snapshot goes into a new backup-* directory of {wh.settings.run_dir}")
+            return json_frame(wh.snapshot(staging))
         if op == "purge_site":
             removed = wh.purge_site(str(request["site_id"]))
             return json_frame({"summary": f"removed {removed} rows", "rows": removed})

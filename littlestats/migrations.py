@@ -1,0 +1,134 @@
+"""Control-plane schema versions and the migrations between them.
+
+The SQLite file carries its schema version in ``PRAGMA user_version``. ``MIGRATIONS[n - 1]`` turns
+version ``n - 1`` into version ``n``; ``migrate`` applies the missing ones in order, each in the
+transaction the caller holds (``ControlPlane`` opens one with ``BEGIN IMMEDIATE``, so two processes
+starting together migrate once), and logs each. A file written by a newer LittleStats (its version
+above ``LATEST``) is refused: this code would not know what its tables mean.
+
+A change to the control-plane schema is a new entry at the end of ``MIGRATIONS``; an entry is never
+edited once released, since data directories in the field have already run it.
+"""
+
+from __future__ import annotations
+
+import logging
+import sqlite3
+from dataclasses import dataclass
+
+from littlestats.config import ConfigError
+
+log = logging.getLogger("littlestats.migrations")
+
+
+@dataclass(frozen=True)
+class Migration:
+    """One step: the SQL that turns the previous version into this one."""
+
+    version: int
+    description: str
+    sql: str
+
+
+MIGRATIONS = (
+    Migration(1, "users, tokens, sites, goals, daily salts", """
+    CREATE TABLE users (
+        id          TEXT PRIMARY KEY,
+        email       TEXT UNIQUE,
+        name        TEXT NOT NULL DEFAULT '',
+        is_admin    INTEGER NOT NULL DEFAULT 0,
+        created_at  TEXT NOT NULL
+    );
+    CREATE TABLE tokens (
+        id          TEXT PRIMARY KEY,
+        user_id     TEXT NOT NULL REFERENCES users(id) ON DELETE CASCADE,
+        name        TEXT NOT NULL DEFAULT '',
+        token_hash  TEXT NOT NULL UNIQUE,
+        created_at  TEXT NOT NULL,
+        last_used_at TEXT
+    );
+    CREATE TABLE sites (
+        id             TEXT PRIMARY KEY,
+        domain_key     TEXT NOT NULL UNIQUE,
+        domain         TEXT NOT NULL,
+        name           TEXT NOT NULL,
+        owner_id       TEXT REFERENCES users(id) ON DELETE SET NULL,
+        timezone       TEXT NOT NULL DEFAULT 'UTC',
+        retention_days INTEGER NOT NULL DEFAULT 0,
+        settings       TEXT NOT NULL DEFAULT '{}',
+        secret         BLOB NOT NULL,
+        created_at     TEXT NOT NULL
+    );
+    CREATE INDEX sites_owner ON sites(owner_id);
+    CREATE TABLE goals (
+        id         TEXT PRIMARY KEY,
+        site_id    TEXT NOT NULL REFERENCES sites(id) ON DELETE CASCADE,
+        kind       TEXT NOT NULL CHECK (kind IN ('event', 'page')),
+        value      TEXT NOT NULL,
+        created_at TEXT NOT NULL,
+        UNIQUE (site_id, kind, value)
+    );
+    CREATE TABLE salts (
+        day  TEXT PRIMARY KEY,
+        salt BLOB NOT NULL
+    );
+    """),
+    # The dashboard's login: a password hash per user (null: the user signs in with tokens only).
+    Migration(2, "users.password_hash for dashboard sign-in", """
+    ALTER TABLE users ADD COLUMN password_hash TEXT;
+    """),
+    # Dashboard sign-in sessions (only a hash of each session id is stored) and failed sign-ins
+    # (an HMAC of the email or client address), for the rate limit every worker shares.
+    Migration(3, "dashboard sessions and failed sign-ins", """
+    CREATE TABLE IF NOT EXISTS dashboard_sessions (
+        id_hash    TEXT PRIMARY KEY,
+        user_id    TEXT NOT NULL REFERENCES users(id) ON DELETE CASCADE,
+        created_at REAL NOT NULL,
+        expires_at REAL NOT NULL
+    );
+    CREATE INDEX IF NOT EXISTS dashboard_sessions_user ON dashboard_sessions(user_id);
+    CREATE TABLE IF NOT EXISTS login_failures (subject TEXT NOT NULL, at REAL NOT NULL);
+    CREATE INDEX IF NOT EXISTS login_failures_subject ON login_failures(subject, at);
+    """),
+)
+
+LATEST = MIGRATIONS[-1].version
+
+
+class SchemaTooNew(ConfigError):
+    """A data directory written by a newer LittleStats than this one."""
+
+
+def schema_version(db: sqlite3.Connection) -> int:
+    """The control-plane schema version of an open database (0: empty)."""
+    return int(db.execute("PRAGMA user_version").fetchone()[0])
+
+
+def check_supported(version: int, path: object) -> None:
+    """Refuse a schema version this code does not know, saying what to do."""
+    if version > LATEST:
+        raise SchemaTooNew(
+            f"{path} has control-plane schema version {version}, but this LittleStats knows only up"
+            f" to version {LATEST}: it was written by a newer release. Upgrade LittleStats (pip"
+            " install -U littlestats), or restore a backup made by this version."
+        )
+
+
+def migrate(db: sqlite3.Connection, path: object = "control.sqlite3") -> list[Migration]:
+    """Apply every migration the database lacks, in order, inside the caller's transaction.
+
+    Returns the migrations applied (none when the database is up to date). Re-running is a no-op.
+    """
+    version = schema_version(db)
+    check_supported(version, path)
+    applied = []
+    for step in MIGRATIONS[version:]:
+        for statement in step.sql.split(";"):
+            if statement.strip():
+                db.execute(statement)
+        db.execute(f"PRAGMA user_version = {step.version:d}")
+        applied.append(step)
+        if version:  # a new database is simply created; an existing one is being upgraded
+            log.warning("control plane %s: migrated to schema version %d (%s)", path, step.version,
+                        step.description)
+    return applied
