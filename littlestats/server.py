@@ -55,8 +55,13 @@ class GunicornServer(BaseApplication):  # type: ignore[misc]
             "logconfig_dict": logging_config(s.log_level, s.log_format),
             "accesslog": None,
             "proc_name": "littlestats",
+            # gunicorn's control socket (gunicornc) defaults to one path per user, which every
+            # gunicorn on the host shares: ours lives with the server's other sockets instead.
+            "control_socket": str(s.run_dir / "gunicorn.ctl"),
             **self.options,
         }
+        if "control_socket" not in self.cfg.settings:  # a gunicorn before 25.1 has none
+            del config["control_socket"]
         for key, value in config.items():
             self.cfg.set(key, value)
 
@@ -72,7 +77,11 @@ def prepare(settings: Settings) -> None:
             f"use --host 127.0.0.1 instead of {settings.host}"
         )
     settings.ensure_dirs()
-    ensure_admin_token(settings)
+    if settings.dev:
+        log.info("--dev: authentication is off, so no admin token is created"
+                 " (the first start without --dev creates one)")
+    else:
+        ensure_admin_token(settings)
     recovered = seal_all(settings.wal_dir, settings.raw_dir)
     if recovered:
         log.warning(
