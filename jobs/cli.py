@@ -64,46 +64,57 @@ def _warn_late(late: list[Any]) -> None:
 OWNER_WAIT_SECONDS = 120.0
 
 
+def _server_running(settings: Any) -> bool:
+    """Whether a ``littlestats serve`` runs on this data directory: its gunicorn answers on the
+    control socket under ``run/`` (a file left by a killed server refuses the connection)."""
+    import socket
+
+    with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as sock:
+        sock.settimeout(2.0)
+        try:
+            sock.connect(str(settings.run_dir / "gunicorn.ctl"))
+        except OSError:
+            return False
+    return True
+
+
 def _owner(settings: Any) -> tuple[Any, Any]:
     """``(client, None)`` when a warehouse process answers, else ``(None, warehouse)`` opened here.
 
-    While another process holds the database and no warehouse process answers — a ``littlestats
-    serve`` whose warehouse process is still starting, or another job — this waits for one of the
-    two, up to ``OWNER_WAIT_SECONDS``.
+    While a ``littlestats serve`` runs, its warehouse process owns the database: if it is still
+    starting, this waits for it (opening the file here would only delay it). While another job
+    holds the database, this waits for it to finish. Either wait lasts up to ``OWNER_WAIT_SECONDS``.
     """
     import duckdb
-    from rich.console import Console
 
     from warehouse.service import Warehouse
     from warehouse.tables import SchemaError
 
     deadline = time.monotonic() + OWNER_WAIT_SECONDS
-    status = None
-    try:
-        while True:
-            client = _daemon(settings)
-            if client is not None:
-                return client, None
+    said = ""
+    while True:
+        client = _daemon(settings)
+        if client is not None:
+            return client, None
+        if _server_running(settings):
+            waiting = "the running server's warehouse process to start"
+            problem = (f"`littlestats serve` runs, but its warehouse process does not answer on"
+                       f" {settings.warehouse_socket}; see the server's log")
+        else:
             try:
                 return None, Warehouse(settings)
             except SchemaError as exc:
                 raise click.ClickException(str(exc)) from exc
             except duckdb.IOException as exc:
-                if time.monotonic() >= deadline:
-                    raise click.ClickException(
-                        f"{settings.warehouse_db} is held by another process and no warehouse"
-                        f" process answers on {settings.warehouse_socket} ({exc}); run this again"
-                        " once the other job has finished or `littlestats serve` has started"
-                    ) from exc
-                if status is None:
-                    status = Console(stderr=True).status(
-                        "the warehouse database is held by another process (a starting"
-                        " `littlestats serve`, or another job); waiting…")
-                    status.start()
-                time.sleep(0.5)
-    finally:
-        if status is not None:
-            status.stop()
+                waiting = "another process to let go of the warehouse database"
+                problem = (f"{settings.warehouse_db} is held by another process ({exc}); run"
+                           " this again once it has finished")
+        if time.monotonic() >= deadline:
+            raise click.ClickException(problem)
+        if waiting != said:  # once, on stderr: stdout carries only the summary
+            click.echo(f"waiting for {waiting}…", err=True)
+            said = waiting
+        time.sleep(0.5)
 
 
 def _run_load(data_dir: Path | None, start: date | None, end: date | None, label: str,
