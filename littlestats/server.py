@@ -69,12 +69,23 @@ class GunicornServer(BaseApplication):  # type: ignore[misc]
         return create_app(self.settings)
 
 
+# A Unix socket's path: at most 107 bytes on Linux (sun_path holds 108, with the final NUL).
+MAX_SOCKET_PATH = 107
+
+
 def prepare(settings: Settings) -> None:
     """Checks and chores before any worker starts."""
     if settings.dev and not is_loopback(settings.host):
         raise ConfigError(
             f"--dev turns authentication off, so it only listens on loopback; "
             f"use --host 127.0.0.1 instead of {settings.host}"
+        )
+    # The server's Unix sockets live in <data-dir>/run; the system refuses longer socket paths.
+    longest = len(os.fsencode(settings.warehouse_socket))
+    if longest > MAX_SOCKET_PATH:
+        raise ConfigError(
+            f"the data directory's path is too long for the server's sockets ({longest} bytes for"
+            f" {settings.warehouse_socket}, at most {MAX_SOCKET_PATH}): choose a shorter --data-dir"
         )
     settings.ensure_dirs()
     if settings.dev:

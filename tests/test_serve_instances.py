@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import os
 import stat
+import subprocess
+import sys
 from pathlib import Path
 
 import httpx
@@ -43,3 +45,12 @@ def test_dev_mode_creates_no_admin_token_and_says_why(tmp_path: Path) -> None:
         assert httpx.get(f"{server.url}/api/v2/sites").status_code == 200  # auth is off
     assert not (data_dir / "admin-token").exists()
     assert "no admin token is created" in server.log()
+
+
+def test_a_data_dir_too_long_for_the_sockets_is_refused_with_what_to_do(tmp_path: Path) -> None:
+    data_dir = tmp_path / ("d" * 100)
+    run = subprocess.run([sys.executable, "-m", "littlestats", "serve", "--dev", "--port", "1",
+                          "--data-dir", str(data_dir)], capture_output=True, text=True, timeout=120)
+    assert run.returncode == 1
+    assert "too long for the server's sockets" in run.stderr and "shorter --data-dir" in run.stderr
+    assert "Traceback" not in run.stderr
