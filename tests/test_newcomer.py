@@ -75,11 +75,24 @@ class Install:
         return self.venv / "bin"
 
 
+def _not_source(directory: str, names: list[str]) -> set[str]:
+    """What a checkout holds besides its source: virtualenvs, build output, caches, data."""
+    skip = {n for n in names if n.startswith(".") or n.endswith(".egg-info")
+            or n in ("__pycache__", "node_modules")}
+    if Path(directory) == ROOT:
+        skip |= {"build", "dist", "data"} & set(names)
+    return skip
+
+
 @pytest.fixture(scope="module")
 def install(tmp_path_factory: pytest.TempPathFactory) -> Install:
     """The wheel of this checkout, installed with no extras into a new virtualenv."""
     uv, base = _uv(), tmp_path_factory.mktemp("newcomer")
-    subprocess.run([uv, "build", "--wheel", "--quiet", "--out-dir", str(base / "dist"), str(ROOT)],
+    # Built from a copy: setuptools keeps a build/ directory in the tree it builds, which could hold
+    # modules deleted since, and two test processes building in one tree would trip over it.
+    source = base / "source"
+    shutil.copytree(ROOT, source, ignore=_not_source)
+    subprocess.run([uv, "build", "--wheel", "--quiet", "--out-dir", str(base / "dist"), str(source)],
                    check=True, timeout=600)
     (wheel,) = (base / "dist").glob("littlestats-*.whl")
     venv = base / "venv"
