@@ -141,6 +141,23 @@ def openapi() -> dict[str, Any]:
     from api.routes import BREAKDOWNS
 
     not_found = {"404": _err("No such site, or not yours.")}
+    # The service's health for any key and any caller (a token is optional); the site's too when
+    # the caller may see it. An unknown key and another owner's site get the same answer.
+    health = _op(
+        "Service and site health: any key answers with the service's health and `site: null` unless"
+        " the caller may see that site",
+        {"200": _ok({"type": "object",
+                     "required": ["status", "warehouse", "site", "siteId", "domainKey", "lastEventAt", "events"],
+                     "properties": {
+                         "status": {"type": "string", "enum": ["healthy", "degraded"]},
+                         "warehouse": {"type": "string", "enum": ["ok", "unavailable"]},
+                         "site": {"type": ["object", "null"], "required": ["id", "domainKey"],
+                                  "properties": {"id": {"type": "string"}, "domainKey": {"type": "string"}}},
+                         "siteId": _STR_OR_NULL, "domainKey": _STR_OR_NULL, "lastEventAt": _STR_OR_NULL,
+                         "events": {"type": ["integer", "null"]}}})},
+        [SITE_PARAM], tag="sites")
+    health["security"] = [{}, {"bearer": []}]
+    health["responses"]["401"] = _err("A token was sent but is not valid.")
     unavailable = {"503": _err("The warehouse process is not available (it is restarted "
                                "automatically); retry after the Retry-After header's seconds.")}
     live_unavailable = {"503": _err("The live service is not available (it is restarted "
@@ -161,13 +178,7 @@ def openapi() -> dict[str, Any]:
                                                              "dataPurged": {"type": "boolean"}}}),
                 **not_found, **unavailable}, [SITE_PARAM], tag="sites"),
         },
-        "/api/v2/health/{site}": {
-            "get": _op("Site health", {"200": _ok({"type": "object", "required": ["status", "siteId"], "properties": {
-                "status": {"type": "string", "enum": ["healthy", "degraded"]}, "siteId": {"type": "string"},
-                "domainKey": {"type": "string"}, "warehouse": {"type": "string"},
-                "lastEventAt": _STR_OR_NULL, "events": {"type": "integer"}}}), **not_found}, [SITE_PARAM],
-                tag="sites"),
-        },
+        "/api/v2/health/{site}": {"get": health},
         "/api/v2/sites/{site}/goals": {
             "get": _op("Goals", {"200": _ok({"type": "object", "properties": {"goals": {"type": "array", "items": GOAL}}}),
                                  **not_found}, [SITE_PARAM], tag="goals"),

@@ -17,7 +17,6 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 
-import numpy as np
 import orjson
 import pyarrow as pa
 import pyarrow.compute as pc
@@ -31,7 +30,6 @@ from littlestats.disk import DISK
 log = logging.getLogger(__name__)
 
 TS_COLUMNS = ("ts", "received_at")
-MS_PER_HOUR = 3_600_000
 
 
 @dataclass(frozen=True)
@@ -123,8 +121,9 @@ def _props_columns(payloads: list[bytes]) -> dict[str, pa.Array]:
         return {f.name: pa.nulls(n, type=f.type) for f in maps}
     events = [orjson.loads(payloads[i]) for i in with_props]
     # Each column is built from those records only (plus one null), then spread to every row.
-    positions = np.full(n, len(events))
-    positions[with_props] = np.arange(len(events))
+    positions = [len(events)] * n
+    for position, i in enumerate(with_props):
+        positions[i] = position
     return {
         f.name: pa.array([event.get(f.name) for event in events] + [None], type=f.type).take(positions)
         for f in maps
@@ -217,15 +216,21 @@ def _write_chunk(
     """Append a chunk's events to the Parquet file of their site and UTC hour, ordered by time."""
     # Sorted by site, then time: each (site, hour) group is one contiguous slice.
     table = table.take(pc.sort_indices(table, sort_keys=_SORT_KEYS))
-    sites = pc.dictionary_encode(table["site_id"]).combine_chunks().indices.to_numpy()
-    hours = table["ts"].cast(pa.int64()).to_numpy() // MS_PER_HOUR
-    starts = np.flatnonzero((sites[1:] != sites[:-1]) | (hours[1:] != hours[:-1])) + 1
-    bounds = [0, *starts.tolist(), table.num_rows]
+    rows = table.num_rows
+    if rows == 0:
+        return
+    sites = table["site_id"]
+    hours = pc.floor_temporal(table["ts"], unit="hour").cast(pa.int64())  # epoch ms of the hour
+
+    def changes(column: pa.ChunkedArray) -> pa.ChunkedArray:
+        return pc.not_equal(column.slice(1), column.slice(0, rows - 1))
+
+    # A group starts at row 0 and after every row whose site or hour differs from the next one's.
+    after = pc.indices_nonzero(pc.or_(changes(sites), changes(hours))).to_pylist()
+    bounds = [0, *(i + 1 for i in after), rows]
     for start, end in zip(bounds, bounds[1:], strict=False):
-        if start == end:
-            continue
-        site_id = table["site_id"][start].as_py()
-        directory = partition_dir(raw_dir, site_id, int(hours[start]) * MS_PER_HOUR)
+        site_id = sites[start].as_py()
+        directory = partition_dir(raw_dir, site_id, hours[start].as_py())
         target = directory / f"part-{segment_id}.parquet"
         if target not in writers:
             directory.mkdir(parents=True, exist_ok=True)

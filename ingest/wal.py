@@ -241,6 +241,11 @@ class SegmentWriter:
         with self._lock:
             self._maybe_rotate()
 
+    def rotate_now(self) -> None:
+        """Rotate the active segment now, whatever its age (``ingest.rotation``: a load by hand)."""
+        with self._lock:
+            self._rotate()
+
     def close(self) -> Path | None:
         """Commit what is queued, close the active segment and return its closed path."""
         with self._lock:

@@ -1,12 +1,15 @@
 """Warehouse jobs by hand: ``littlestats load | backfill | reaggregate | retention``.
 
-When ``littlestats serve`` runs, its warehouse process holds the DuckDB file, so these commands
-ask it to do the work over its socket; otherwise they open the file here and show progress.
+``load`` first has running workers rotate their active WAL segments (``ingest.rotation``), so it
+loads every event accepted before it started. When ``littlestats serve`` runs, its warehouse
+process holds the DuckDB file, so these commands ask it to do the work over its socket; otherwise
+they open the file here and show progress.
 Heavy modules are imported inside the commands to keep ``littlestats --help`` fast.
 """
 
 from __future__ import annotations
 
+import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from datetime import date
@@ -46,32 +49,87 @@ def _via_daemon(client: Any, request: dict[str, Any], label: str) -> str:
 
     with Console(stderr=True).status(f"{label} (in the running warehouse process)…"):
         answer = client.call(request)
+    _warn_late(answer.get("late_segments") or [])
     return str(answer["summary"])
 
 
-def _local(settings: Any) -> Any:
-    import click
+def _warn_late(late: list[Any]) -> None:
+    if late:
+        click.echo(f"warning: {len(late)} active WAL segments were not rotated in time (a worker"
+                   " stopped or overloaded); their events are loaded after their own rotation, by the"
+                   " next load", err=True)
+
+
+# How long a job waits for the warehouse database while another process holds it.
+OWNER_WAIT_SECONDS = 120.0
+
+
+def _server_running(settings: Any) -> bool:
+    """Whether a ``littlestats serve`` runs on this data directory: its gunicorn answers on the
+    control socket under ``run/`` (a file left by a killed server refuses the connection)."""
+    import socket
+
+    with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as sock:
+        sock.settimeout(2.0)
+        try:
+            sock.connect(str(settings.run_dir / "gunicorn.ctl"))
+        except OSError:
+            return False
+    return True
+
+
+def _owner(settings: Any) -> tuple[Any, Any]:
+    """``(client, None)`` when a warehouse process answers, else ``(None, warehouse)`` opened here.
+
+    While a ``littlestats serve`` runs, its warehouse process owns the database: if it is still
+    starting, this waits for it (opening the file here would only delay it). While another job
+    holds the database, this waits for it to finish. Either wait lasts up to ``OWNER_WAIT_SECONDS``.
+    """
+    import duckdb
 
     from warehouse.service import Warehouse
     from warehouse.tables import SchemaError
 
-    try:
-        return Warehouse(settings)
-    except SchemaError as exc:
-        raise click.ClickException(str(exc)) from exc
+    deadline = time.monotonic() + OWNER_WAIT_SECONDS
+    said = ""
+    while True:
+        client = _daemon(settings)
+        if client is not None:
+            return client, None
+        if _server_running(settings):
+            waiting = "the running server's warehouse process to start"
+            problem = (f"`littlestats serve` runs, but its warehouse process does not answer on"
+                       f" {settings.warehouse_socket}; see the server's log")
+        else:
+            try:
+                return None, Warehouse(settings)
+            except SchemaError as exc:
+                raise click.ClickException(str(exc)) from exc
+            except duckdb.IOException as exc:
+                waiting = "another process to let go of the warehouse database"
+                problem = (f"{settings.warehouse_db} is held by another process ({exc}); run"
+                           " this again once it has finished")
+        if time.monotonic() >= deadline:
+            raise click.ClickException(problem)
+        if waiting != said:  # once, on stderr: stdout carries only the summary
+            click.echo(f"waiting for {waiting}…", err=True)
+            said = waiting
+        time.sleep(0.5)
 
 
-def _run_load(data_dir: Path | None, start: date | None, end: date | None, label: str) -> None:
+def _run_load(data_dir: Path | None, start: date | None, end: date | None, label: str,
+              rotate: bool = False) -> None:
     settings = settings_from(data_dir=data_dir)
     settings.ensure_dirs()
-    client = _daemon(settings)
+    client, wh = _owner(settings)
     if client is not None:
         request = {"op": "load", "start": start.isoformat() if start else None,
-                   "end": end.isoformat() if end else None}
+                   "end": end.isoformat() if end else None, "rotate": rotate}
         click.echo(f"{label}: {_via_daemon(client, request, label)}")
         return
-    wh = _local(settings)
     try:
+        if rotate:  # workers may run without the warehouse process (it stopped)
+            _warn_late(wh.rotate_active_segments())
         with _progress(f"{label} (events)") as progress:
             result = wh.load(start, end, progress=progress)
     finally:
@@ -82,8 +140,9 @@ def _run_load(data_dir: Path | None, start: date | None, end: date | None, label
 @click.command()
 @data_dir_option
 def load(data_dir: Path | None) -> None:
-    """Seal finished WAL segments and load every new raw Parquet file now (exactly once)."""
-    _run_load(data_dir, None, None, "load")
+    """Load every event accepted so far (exactly once): running workers rotate their active WAL
+    segments, every finished segment is sealed, and every new raw Parquet file is loaded."""
+    _run_load(data_dir, None, None, "load", rotate=True)
 
 
 @click.command()
@@ -107,12 +166,11 @@ def reaggregate(start: Any, end: Any, data_dir: Path | None) -> None:
         raise click.BadParameter("--to is before --from")
     settings = settings_from(data_dir=data_dir)
     settings.ensure_dirs()
-    client = _daemon(settings)
+    client, wh = _owner(settings)
     if client is not None:
         request = {"op": "reaggregate", "start": start.date().isoformat(), "end": end.date().isoformat()}
         click.echo(f"reaggregate: {_via_daemon(client, request, 'reaggregate')}")
         return
-    wh = _local(settings)
     try:
         with _progress("reaggregate (days)") as progress:
             days = (end.date() - start.date()).days + 1
@@ -130,11 +188,10 @@ def retention(data_dir: Path | None) -> None:
     """Remove raw Parquet and facts older than each site's retention; prune old pre-aggregates."""
     settings = settings_from(data_dir=data_dir)
     settings.ensure_dirs()
-    client = _daemon(settings)
+    client, wh = _owner(settings)
     if client is not None:
         click.echo(f"retention: {_via_daemon(client, {'op': 'retention'}, 'retention')}")
         return
-    wh = _local(settings)
     try:
         with _progress("retention (sites)") as progress:
             progress(0, 1)

@@ -26,6 +26,7 @@ import orjson
 from ingest.geo import CountryLookup
 from ingest.pipeline import Pipeline
 from ingest.resource import DailySalts, TrackResource
+from ingest.rotation import RotationWatch
 from ingest.seal import seal_all, seal_segment
 from ingest.useragent import classify
 from ingest.wal import SegmentWriter
@@ -275,6 +276,7 @@ class LittleStatsApp:
         self.falcon.add_error_handler(Exception, unexpected_error)
         self.falcon.req_options.strip_url_path_trailing_slash = True
         self._timer: threading.Timer | None = None
+        self._rotation: RotationWatch | None = None
 
     def startup(self) -> None:
         if self.services is not None:
@@ -282,6 +284,9 @@ class LittleStatsApp:
         self.services = Services.start(self.settings)
         self.add_routes(self.services)
         self._schedule_housekeeping()
+        # `littlestats load` asks every worker to rotate its segment now (ingest.rotation).
+        self._rotation = RotationWatch(self.settings.run_dir, self.services.wal)
+        self._rotation.start()
         # What start-up built (parser rules, routes, modules) lives as long as the worker: keep it
         # out of the cyclic collector's scans. A request's garbage is freed by reference counting,
         # so the young generation is collected every 10,000 allocations rather than 700; the
@@ -293,6 +298,8 @@ class LittleStatsApp:
     def shutdown(self) -> None:
         if self._timer is not None:
             self._timer.cancel()
+        if self._rotation is not None:
+            self._rotation.stop()
         if self.services is not None:
             self.services.stop()
 

@@ -34,6 +34,7 @@ from ingest.seal import seal_all
 from littlestats import metrics
 from littlestats.app import create_app
 from littlestats.config import ConfigError, Settings
+from littlestats.controlplane import ControlPlane
 from littlestats.disk import MIN_FREE_BYTES, free_bytes, is_disk_full
 from littlestats.logs import logging_config
 from warehouse.migrations import upgrade_file
@@ -74,8 +75,13 @@ class GunicornServer(BaseApplication):  # type: ignore[misc]
             "accesslog": None,
             "proc_name": "littlestats",
             "child_exit": lambda _arbiter, worker: metrics.mark_dead(worker.pid),
+            # gunicorn's control socket (gunicornc) defaults to one path per user, which every
+            # gunicorn on the host shares: ours lives with the server's other sockets instead.
+            "control_socket": str(s.run_dir / "gunicorn.ctl"),
             **self.options,
         }
+        if "control_socket" not in self.cfg.settings:  # a gunicorn before 25.1 has none
+            del config["control_socket"]
         for key, value in config.items():
             self.cfg.set(key, value)
 
@@ -87,6 +93,10 @@ class StartError(ConfigError):
     """``serve`` cannot start; the message says why and what to do (the CLI prints it)."""
 
 
+# A Unix socket's path: at most 107 bytes on Linux (sun_path holds 108, with the final NUL).
+MAX_SOCKET_PATH = 107
+
+
 def prepare(settings: Settings) -> None:
     """Checks and chores before any worker starts."""
     if settings.dev and not is_loopback(settings.host):
@@ -94,12 +104,24 @@ def prepare(settings: Settings) -> None:
             f"--dev turns authentication off, so it only listens on loopback; "
             f"use --host 127.0.0.1 instead of {settings.host}"
         )
+    # The server's Unix sockets live in <data-dir>/run; the system refuses longer socket paths.
+    longest = len(os.fsencode(settings.warehouse_socket))
+    if longest > MAX_SOCKET_PATH:
+        raise ConfigError(
+            f"the data directory's path is too long for the server's sockets ({longest} bytes for"
+            f" {settings.warehouse_socket}, at most {MAX_SOCKET_PATH}): choose a shorter --data-dir"
+        )
     try:
         settings.ensure_dirs()
         room = free_bytes(settings.data_dir)
         if room < MIN_FREE_BYTES:
             raise OSError(errno.ENOSPC, f"{room:,} bytes free, at least {MIN_FREE_BYTES:,} needed")
-        ensure_admin_token(settings)  # creates or migrates the control plane (littlestats.migrations)
+        if settings.dev:
+            log.info("--dev: authentication is off, so no admin token is created"
+                     " (the first start without --dev creates one)")
+            ControlPlane(settings.control_db).close()  # creates or migrates the control plane
+        else:
+            ensure_admin_token(settings)  # creates or migrates the control plane too
         upgrade_file(settings.warehouse_db)
     except SchemaError as exc:
         raise ConfigError(str(exc)) from None

@@ -24,6 +24,7 @@ from typing import Any
 import orjson
 import pyarrow as pa
 
+from ingest.rotation import rotate_active_segments
 from ingest.seal import seal_all
 from littlestats.config import Settings
 from littlestats.controlplane import ControlPlane
@@ -120,6 +121,12 @@ class Warehouse:
         if compacted.hours or compacted.skipped_mixed:
             log.info("raw compaction: %s", compacted.summary())
         return result
+
+    def rotate_active_segments(self) -> list[Path]:
+        """Have every running worker rotate its active WAL segment now, so that a load by hand sees
+        every event accepted before it started (``ingest.rotation``); the segments whose workers
+        did not rotate in time (normally none)."""
+        return rotate_active_segments(self.settings.wal_dir, self.settings.run_dir)
 
     def scheduled_load(self) -> LoadResult:
         """The every-minute load: recent partitions only (a full scan runs hourly)."""
@@ -230,10 +237,11 @@ class WarehouseSocketServer(socketserver.ThreadingMixIn, socketserver.UnixStream
         if op == "load":
             start = request.get("start")
             end = request.get("end")
+            late = wh.rotate_active_segments() if request.get("rotate") else []
             result = wh.load(date.fromisoformat(start) if start else None,
                              date.fromisoformat(end) if end else None)
             return json_frame({"summary": result.summary(), "new_events": result.new_events,
-                               "files": result.files})
+                               "files": result.files, "late_segments": [p.name for p in late]})
         if op == "reaggregate":
             hours, days = wh.reaggregate(date.fromisoformat(request["start"]),
                                          date.fromisoformat(request["end"]))

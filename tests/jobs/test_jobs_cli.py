@@ -76,3 +76,29 @@ def test_fact_tables_of_another_schema_are_refused_with_what_to_do(data_dir: Pat
     assert run.returncode == 1
     assert "warehouse table sessions has columns" in run.stderr and "littlestats backfill" in run.stderr
     assert "Traceback" not in run.stderr
+
+
+def test_a_job_waits_while_another_process_holds_the_database(data_dir: Path) -> None:
+    cli(data_dir, "load")  # creates the database
+    # another process holds the database until told to let go (a line on its standard input)
+    holder = subprocess.Popen(
+        [sys.executable, "-c", "import duckdb, sys; c = duckdb.connect(sys.argv[1]); print('held', flush=True);"
+         " sys.stdin.readline(); c.close()", str(data_dir / "warehouse.duckdb")],
+        stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
+    assert holder.stdin is not None and holder.stdout is not None
+    job = None
+    try:
+        assert holder.stdout.readline().strip() == "held"
+        job = subprocess.Popen([sys.executable, "-m", "littlestats", "retention", "--data-dir", str(data_dir)],
+                               stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+        assert job.stderr is not None
+        said = job.stderr.readline()
+        assert said.startswith("waiting for another process to let go of the warehouse database")
+        assert job.poll() is None  # still waiting
+    finally:
+        holder.stdin.write("\n")
+        holder.stdin.close()
+        holder.wait(timeout=30)
+    out, _ = job.communicate(timeout=120)
+    assert job.returncode == 0
+    assert out.startswith("retention: ")
