@@ -23,11 +23,13 @@ then by segment — exact unless both land in one pass; a browser's beacons are 
 from __future__ import annotations
 
 import bisect
+import functools
+import heapq
 import logging
 import os
 import time
 import zlib
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from operator import attrgetter, itemgetter
 from pathlib import Path
@@ -36,7 +38,7 @@ from typing import Any, Generic, Protocol, TypeVar
 import msgspec
 import orjson
 
-from api.live import Cursor, LiveEvent, decode_event, live_event
+from api.live import Cursor, LiveEvent, decode_event
 from ingest.wal import ACTIVE_SUFFIX, CLOSED_SUFFIX, HEADER, MAX_RECORD
 
 log = logging.getLogger(__name__)
@@ -245,41 +247,108 @@ class WalTail(Generic[T]):
         self.tails.clear()
 
 
-BACKFILL_COLUMNS = ("event_id", "site_id", "ts", "received_at", "type", "name", "visitor_key",
-                    "pathname", "hostname", "source", "country", "device", "browser", "os")
+BACKFILL_COLUMNS = ("site_id", "ts", "received_at", "visitor_key", "type", "name", "pathname",
+                    "hostname", "source", "country", "device", "browser", "os")  # LiveEvent's order
+
+# The recent past goes into the buffer this many events at a time.
+BACKFILL_BATCH = 5_000
+
+Items = list[tuple[Cursor, LiveEvent]]
 
 
-def backfill_from_parquet(raw_dir: Path, now_ms: int) -> tuple[list[tuple[Cursor, LiveEvent]], set[str]]:
-    """The events accepted in the last ``RETAIN_MS`` that are already sealed into raw Parquet.
+@dataclass(frozen=True)
+class Source:
+    """Events to merge in cursor order: none is received before ``lowest`` (ms); ``load`` reads
+    them (in any order), only when the merge reaches ``lowest``."""
 
-    A worker that starts (or restarts) fills its buffer from them, so its stats match the other
-    workers'. Returns the items in cursor order, and their event ids (to skip them in the WAL).
-    """
-    import pyarrow as pa
-    import pyarrow.compute as pc
+    lowest: int
+    load: Callable[[], Items]
+
+
+def in_cursor_order(sources: list[Source], batch: int = BACKFILL_BATCH) -> Iterator[Items]:
+    """Every source's events, merged in cursor order, ``batch`` at a time.
+
+    A source is read only once every event received before its ``lowest`` has been handed out, so
+    what is held at once is the events of the sources that overlap in time (for raw Parquet, the
+    30-second segments of the workers and sites), never the whole recent past."""
+    pending: list[tuple[Cursor, int, LiveEvent]] = []  # a heap; the counter keeps entries apart
+    seq = 0
+    out: Items = []
+    for source in sorted(sources, key=attrgetter("lowest")):
+        while pending and pending[0][0][0] < source.lowest:
+            key, _, event = heapq.heappop(pending)
+            out.append((key, event))
+            if len(out) >= batch:
+                yield out
+                out = []
+        for key, event in source.load():
+            heapq.heappush(pending, (key, seq, event))
+            seq += 1
+    while pending:
+        key, _, event = heapq.heappop(pending)
+        out.append((key, event))
+        if len(out) >= batch:
+            yield out
+            out = []
+    if out:
+        yield out
+
+
+def parquet_sources(raw_dir: Path, now_ms: int, skip_segments: set[str] | frozenset[str] = frozenset()) -> list[Source]:
+    """The raw Parquet files that may hold events accepted in the last ``RETAIN_MS``, as sources
+    for ``in_cursor_order``: each file's lowest ``received_at`` comes from its footer's
+    statistics, so a file is read only when its turn comes. ``skip_segments``: segments read from
+    the WAL instead (still there when the load began; a segment sealed meanwhile is in both)."""
     import pyarrow.parquet as pq
 
     from api.live import HOUR_MS, RETAIN_MS
 
     since = now_ms - RETAIN_MS
-    ids: set[str] = set()
-    items: list[tuple[Cursor, LiveEvent]] = []
+    sources: list[Source] = []
     for hour in range(since // HOUR_MS, now_ms // HOUR_MS + 1):
         stamp = time.gmtime(hour * 3600)
         pattern = f"site_id=*/date={time.strftime('%Y-%m-%d', stamp)}/hour={stamp.tm_hour:02d}/*.parquet"
         for path in sorted(raw_dir.glob(pattern)):
-            try:
-                table = pq.read_table(path, columns=list(BACKFILL_COLUMNS))
-            except (OSError, pa.ArrowInvalid):
-                continue  # being written; its segment is still in the WAL
-            for name in ("ts", "received_at"):
-                table = table.set_column(table.schema.get_field_index(name), name,
-                                         table.column(name).cast(pa.int64()))
-            table = table.filter(pc.greater_equal(table.column("received_at"), since))
             segment = path.stem.removeprefix("part-")
-            rows = table.to_pylist()
-            ids.update(row["event_id"] for row in rows)
-            for index, row in enumerate(rows):
-                items.append(((row["received_at"], segment, index), live_event(row)))
-    items.sort(key=lambda item: item[0])
-    return items, ids
+            if segment in skip_segments:
+                continue
+            try:
+                lowest = _lowest_received(pq.read_metadata(path))
+            except (OSError, ValueError):
+                continue  # being written; its segment is still in the WAL
+            sources.append(Source(max(lowest, since), functools.partial(_load_parquet, path, segment, since)))
+    return sources
+
+
+def _lowest_received(meta: Any) -> int:
+    """The smallest ``received_at`` (ms) in a Parquet file's footer statistics (0 if unknown)."""
+    column = meta.schema.to_arrow_schema().get_field_index("received_at")
+    lowest: int | None = None
+    for group in range(meta.num_row_groups):
+        stats = meta.row_group(group).column(column).statistics
+        if stats is None or not stats.has_min_max:
+            return 0
+        value = stats.min
+        ms = int(value.timestamp() * 1000) if hasattr(value, "timestamp") else int(value)
+        lowest = ms if lowest is None else min(lowest, ms)
+    return lowest if lowest is not None else 0
+
+
+def _load_parquet(path: Path, segment: str, since: int) -> Items:
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    try:
+        table = pq.read_table(path, columns=list(BACKFILL_COLUMNS))
+    except (OSError, pa.ArrowInvalid):
+        return []  # being written; its segment is still in the WAL
+    columns = []
+    for name in BACKFILL_COLUMNS:
+        column = table.column(name)
+        if name in ("ts", "received_at"):
+            column = column.cast(pa.int64())
+        columns.append(column.to_pylist())
+    del table
+    received = columns[2]
+    return [((received[i], segment, i), LiveEvent(*values))
+            for i, values in enumerate(zip(*columns, strict=True)) if received[i] >= since]
