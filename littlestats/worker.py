@@ -44,6 +44,8 @@ sweep a second per worker checks them, instead of a timer per request.
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import resource
 import weakref
 from collections import deque
 from collections.abc import Callable
@@ -462,3 +464,21 @@ class Worker(UvicornWorker):  # type: ignore[misc]
         settings = getattr(self.app, "settings", None)  # ``littlestats.server.GunicornServer``'s
         if settings is not None:
             CoalescingHttpToolsProtocol.limits = RequestLimits.from_settings(settings)
+
+    def init_process(self) -> None:
+        raise_open_files_limit()
+        super().init_process()  # runs the worker until it stops
+
+
+# Every live stream holds a socket: a worker serving thousands of viewers needs more descriptors
+# than the usual soft limit of 1,024.
+OPEN_FILES_WANTED = 65536
+
+
+def raise_open_files_limit() -> None:
+    """Raise this process's soft limit on open files toward its hard limit."""
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    wanted = OPEN_FILES_WANTED if hard == resource.RLIM_INFINITY else min(hard, OPEN_FILES_WANTED)
+    if soft != resource.RLIM_INFINITY and soft < wanted:
+        with contextlib.suppress(ValueError, OSError):
+            resource.setrlimit(resource.RLIMIT_NOFILE, (wanted, hard))
