@@ -258,32 +258,42 @@ Items = list[tuple[Cursor, LiveEvent]]
 
 @dataclass(frozen=True)
 class Source:
-    """Events to merge in cursor order: none is received before ``lowest`` (ms); ``load`` reads
-    them (in any order), only when the merge reaches ``lowest``."""
+    """Events to merge in cursor order: none is received before ``lowest`` (ms). ``load`` reads
+    them (in any order) only when the merge reaches ``lowest``, and may hand back a ``Source`` for
+    the rest (a file read a batch at a time)."""
 
     lowest: int
-    load: Callable[[], Items]
+    load: Callable[[], tuple[Items, Source | None]]
 
 
 def in_cursor_order(sources: list[Source], batch: int = BACKFILL_BATCH) -> Iterator[Items]:
     """Every source's events, merged in cursor order, ``batch`` at a time.
 
     A source is read only once every event received before its ``lowest`` has been handed out, so
-    what is held at once is the events of the sources that overlap in time (for raw Parquet, the
-    30-second segments of the workers and sites), never the whole recent past."""
+    what is held at once is the events of the sources that overlap in time (for raw Parquet, one
+    batch of each file or row group whose time span includes the merge's point), never the whole
+    recent past."""
+    waiting = [(source.lowest, n, source) for n, source in enumerate(sources)]
+    heapq.heapify(waiting)
+    count = len(waiting)
     pending: list[tuple[Cursor, int, LiveEvent]] = []  # a heap; the counter keeps entries apart
     seq = 0
     out: Items = []
-    for source in sorted(sources, key=attrgetter("lowest")):
-        while pending and pending[0][0][0] < source.lowest:
+    while waiting:
+        lowest, _, source = heapq.heappop(waiting)
+        while pending and pending[0][0][0] < lowest:
             key, _, event = heapq.heappop(pending)
             out.append((key, event))
             if len(out) >= batch:
                 yield out
                 out = []
-        for key, event in source.load():
+        items, rest = source.load()
+        for key, event in items:
             heapq.heappush(pending, (key, seq, event))
             seq += 1
+        if rest is not None:
+            heapq.heappush(waiting, (max(rest.lowest, lowest), count, rest))
+            count += 1
     while pending:
         key, _, event = heapq.heappop(pending)
         out.append((key, event))
@@ -296,9 +306,12 @@ def in_cursor_order(sources: list[Source], batch: int = BACKFILL_BATCH) -> Itera
 
 def parquet_sources(raw_dir: Path, now_ms: int, skip_segments: set[str] | frozenset[str] = frozenset()) -> list[Source]:
     """The raw Parquet files that may hold events accepted in the last ``RETAIN_MS``, as sources
-    for ``in_cursor_order``: each file's lowest ``received_at`` comes from its footer's
-    statistics, so a file is read only when its turn comes. ``skip_segments``: segments read from
-    the WAL instead (still there when the load began; a segment sealed meanwhile is in both)."""
+    for ``in_cursor_order``: one per row group, whose lowest ``received_at`` comes from the footer's
+    statistics, read ``BACKFILL_BATCH`` rows at a time. Rows are ordered by ``ts`` within a row
+    group (ingest and the hourly compaction write them so) and an event's ``ts`` is never after
+    its ``received_at``, so the next batch's first ``ts`` bounds what the rest of the row group
+    holds. ``skip_segments``: segments read from the WAL instead (still there when the load
+    began; a segment sealed meanwhile is in both)."""
     import pyarrow.parquet as pq
 
     from api.live import HOUR_MS, RETAIN_MS
@@ -313,42 +326,63 @@ def parquet_sources(raw_dir: Path, now_ms: int, skip_segments: set[str] | frozen
             if segment in skip_segments:
                 continue
             try:
-                lowest = _lowest_received(pq.read_metadata(path))
+                meta = pq.read_metadata(path)
             except (OSError, ValueError):
                 continue  # being written; its segment is still in the WAL
-            sources.append(Source(max(lowest, since), functools.partial(_load_parquet, path, segment, since)))
+            column = meta.schema.to_arrow_schema().get_field_index("received_at")
+            first_row = 0
+            for group in range(meta.num_row_groups):
+                lowest = max(_lowest_received(meta.row_group(group).column(column).statistics), since)
+                load = functools.partial(_open_row_group, path, group, segment, first_row, since)
+                sources.append(Source(lowest, load))
+                first_row += meta.row_group(group).num_rows
     return sources
 
 
-def _lowest_received(meta: Any) -> int:
-    """The smallest ``received_at`` (ms) in a Parquet file's footer statistics (0 if unknown)."""
-    column = meta.schema.to_arrow_schema().get_field_index("received_at")
-    lowest: int | None = None
-    for group in range(meta.num_row_groups):
-        stats = meta.row_group(group).column(column).statistics
-        if stats is None or not stats.has_min_max:
-            return 0
-        value = stats.min
-        ms = int(value.timestamp() * 1000) if hasattr(value, "timestamp") else int(value)
-        lowest = ms if lowest is None else min(lowest, ms)
-    return lowest if lowest is not None else 0
+def _lowest_received(stats: Any) -> int:
+    """The smallest ``received_at`` (ms) in a row group's statistics (0 if unknown)."""
+    if stats is None or not stats.has_min_max:
+        return 0
+    value = stats.min
+    return int(value.timestamp() * 1000) if hasattr(value, "timestamp") else int(value)
 
 
-def _load_parquet(path: Path, segment: str, since: int) -> Items:
+def _open_row_group(path: Path, group: int, segment: str, first_row: int, since: int) -> tuple[Items, Source | None]:
     import pyarrow as pa
     import pyarrow.parquet as pq
 
     try:
-        table = pq.read_table(path, columns=list(BACKFILL_COLUMNS))
+        batches = pq.ParquetFile(path).iter_batches(
+            batch_size=BACKFILL_BATCH, row_groups=[group], columns=list(BACKFILL_COLUMNS), use_threads=False)
+        batch = next(batches, None)
     except (OSError, pa.ArrowInvalid):
-        return []  # being written; its segment is still in the WAL
+        return [], None  # being written, or gone: its segment is still in the WAL
+    return _read_on(batch, batches, segment, first_row, since)
+
+
+def _read_on(batch: Any, batches: Iterator[Any], segment: str, row: int,
+             since: int) -> tuple[Items, Source | None]:
+    """This batch's events, and the rest of the row group as a source."""
+    if batch is None:
+        return [], None
+    items = _batch_items(batch, segment, row, since)
+    following = next(batches, None)
+    if following is None:
+        return items, None
+    first_ts = following.column(1)[0].cast("int64").as_py()  # BACKFILL_COLUMNS[1] is ts
+    rest = Source(first_ts, functools.partial(_read_on, following, batches, segment, row + batch.num_rows, since))
+    return items, rest
+
+
+def _batch_items(batch: Any, segment: str, first_row: int, since: int) -> Items:
+    import pyarrow as pa
+
     columns = []
-    for name in BACKFILL_COLUMNS:
-        column = table.column(name)
+    for i, name in enumerate(BACKFILL_COLUMNS):
+        column = batch.column(i)
         if name in ("ts", "received_at"):
             column = column.cast(pa.int64())
         columns.append(column.to_pylist())
-    del table
     received = columns[2]
-    return [((received[i], segment, i), LiveEvent(*values))
+    return [((received[i], segment, first_row + i), LiveEvent(*values))
             for i, values in enumerate(zip(*columns, strict=True)) if received[i] >= since]

@@ -108,7 +108,7 @@ def build_hub(settings: Settings) -> LiveHub:
         sources = []
     unsealed = tail.poll()
     if unsealed:
-        sources.append(Source(unsealed[0][0][0], lambda: unsealed))
+        sources.append(Source(unsealed[0][0][0], lambda: (unsealed, None)))
     try:
         for batch in in_cursor_order(sources):
             buffer.extend(batch, now)

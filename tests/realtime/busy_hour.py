@@ -20,9 +20,10 @@ COUNTRIES = ["DE", "US", "FR", "GB"]
 
 
 def write_busy_past(raw_dir: Path, site_id: str, events: int, visitors: int, minutes: float = 60,
-                    now_ms: int | None = None, seed: int = 0) -> int:
+                    now_ms: int | None = None, seed: int = 0, segment_ms: int = SEGMENT_MS) -> int:
     """Write ``events`` pageviews of ``visitors`` distinct visitors, accepted over the last
-    ``minutes``; returns the number of files written."""
+    ``minutes``, one file per ``segment_ms`` (an hour: as the hourly compaction leaves them);
+    returns the number of files written."""
     rng = np.random.default_rng(seed)
     now_ms = now_ms if now_ms is not None else int(time.time() * 1000)
     start = now_ms - int(minutes * 60_000)
@@ -31,7 +32,7 @@ def write_busy_past(raw_dir: Path, site_id: str, events: int, visitors: int, min
     visitor = keys[rng.integers(0, visitors, size=events)]
     page = rng.integers(0, len(PAGES), size=events)
     files = 0
-    bounds = np.searchsorted(received, np.arange(start - start % SEGMENT_MS, now_ms + SEGMENT_MS, SEGMENT_MS))
+    bounds = np.searchsorted(received, np.arange(start - start % segment_ms, now_ms + segment_ms, segment_ms))
     for lo, hi in zip(bounds[:-1], bounds[1:], strict=True):
         if lo == hi:
             continue

@@ -47,7 +47,9 @@ def test_the_recent_past_is_counted_once_from_parquet_and_the_wal(tmp_path: Path
     settings.ensure_dirs()
     now = int(time.time() * 1000)
     write_busy_past(settings.raw_dir, "siteA", 6000, 1500, minutes=50, now_ms=now - 60_000)
-    write_busy_past(settings.raw_dir, "siteB", 3000, 800, minutes=50, now_ms=now - 60_000, seed=1)
+    # siteB's as the hourly compaction leaves them: one file an hour, read 5,000 rows at a time
+    write_busy_past(settings.raw_dir, "siteB", 12_000, 800, minutes=50, now_ms=now - 60_000, seed=1,
+                    segment_ms=HOUR_MS)
     # one segment both sealed and still in the WAL (sealed while the service started), one only in the WAL
     both = [wal_event(n, "siteA", now - 50_000 + n, 10**12 + n % 40) for n in range(120)]
     only_wal = [wal_event(1000 + n, "siteA", now - 20_000 + n, 10**12 + n % 25) for n in range(80)]
@@ -75,7 +77,7 @@ def test_the_recent_past_is_counted_once_from_parquet_and_the_wal(tmp_path: Path
         stats = hub.buffer.stats(site, now)
         assert stats["hour"]["views"] == len(in_hour), site
         assert stats["hour"]["visitors"] == len({key for _, key in in_hour}), site
-    assert hub.buffer.size == len(events) == 9200  # every event once (the beat expires the old ones later)
+    assert hub.buffer.size == len(events) == 18_200  # every event once (the beat expires the old ones later)
 
 
 def test_sources_are_merged_in_cursor_order_and_read_only_when_reached() -> None:
@@ -90,7 +92,7 @@ def test_sources_are_merged_in_cursor_order_and_read_only_when_reached() -> None
             # read only once everything received before its first event has been handed out
             assert not handed_out or max(handed_out) < lowest
             loaded.append(i)
-            return [((t, f"seg{i}", k), None) for k, t in enumerate(stamps)]
+            return [((t, f"seg{i}", k), None) for k, t in enumerate(stamps)], None
 
         return Source(lowest, load)
 
