@@ -36,14 +36,19 @@ from api.stream import (
 )
 from littlestats.controlplane import Site
 from littlestats.http import json_response
+from littlestats.worker import connection_of
 
 log = logging.getLogger(__name__)
 
 
-async def live_hub(services: Any) -> LiveHub | EdgeHub:
+async def live_hub(services: Any, scope: dict[str, Any] | None = None) -> LiveHub | EdgeHub:
     """The worker's hub, made by the first real-time request (until then a worker pays nothing
     for real time): a connection to the live service when ``serve`` runs one, else (the app
-    served some other way) its own ``LiveHub`` following the WAL in this process."""
+    served some other way) its own ``LiveHub`` following the WAL in this process.
+
+    Under ``serve`` (its worker class hands the request's connection through ``scope``) the live
+    service may still be starting when the first request comes: the worker waits for its socket
+    rather than follow the WAL itself, which would hold a second buffer in the worker for good."""
     hub: LiveHub | EdgeHub | None = services.extras.get("live_hub")
     if hub is not None and not (isinstance(hub, EdgeHub) and hub.broken):
         return hub
@@ -52,7 +57,7 @@ async def live_hub(services: Any) -> LiveHub | EdgeHub:
         hub = services.extras.get("live_hub")
         if hub is None or (isinstance(hub, EdgeHub) and hub.broken):
             path = socket_path(services.settings)
-            if path.exists():
+            if path.exists() or connection_of(scope) is not None:
                 try:
                     hub = await EdgeHub.connect(path)
                 except LiveServiceUnavailable as exc:
@@ -180,7 +185,7 @@ class StatsResource:
 
     async def on_get(self, req: falcon.asgi.Request, resp: falcon.asgi.Response, site: str) -> None:
         found = self.auth.site(req, site)
-        hub = await live_hub(self.services)
+        hub = await live_hub(self.services, req.scope)
         with _service_errors():
             data = await hub.stats_json(found.id)
         resp.set_header("Cache-Control", "no-store")
@@ -222,7 +227,7 @@ class RealtimeResource:
     async def on_get(self, req: falcon.asgi.Request, resp: falcon.asgi.Response, site: str) -> None:
         found, token_id = self.auth.grant(req, site)
         flt = _filter_from_query(req)
-        hub = await live_hub(self.services)
+        hub = await live_hub(self.services, req.scope)
         sub = hub.subscribe(found.id, flt, "sse")
         sub.token_id = token_id
         with _service_errors():
@@ -235,7 +240,7 @@ class RealtimeResource:
     async def on_websocket(self, req: falcon.asgi.Request, ws: falcon.asgi.WebSocket, site: str) -> None:
         found, token_id = self.auth.grant(req, site)  # an HTTPError here closes with 3000 + status
         flt = _filter_from_query(req)
-        hub = await live_hub(self.services)
+        hub = await live_hub(self.services, req.scope)
         sub = hub.subscribe(found.id, flt, "ws")
         sub.token_id = token_id
         with _service_errors():
