@@ -57,26 +57,13 @@ class LiveFeed(Protocol):
 T = TypeVar("T")
 
 
-class _EventId(msgspec.Struct):
-    event_id: str | None = None
-
-
-_decode_event_id = msgspec.json.Decoder(_EventId).decode
-
-
-def payload_event_id(payload: memoryview) -> str | None:
-    return _decode_event_id(payload).event_id
-
-
 @dataclass(frozen=True)
 class RecordFormat(Generic[T]):
     """What the tail makes of a record's payload: ``decode`` it (raising ``msgspec.DecodeError``
-    or ``orjson.JSONDecodeError`` when it is not a record), read its ``received_at``, and read a
-    payload's ``event_id`` (only while some ids are to be skipped, at start-up)."""
+    or ``orjson.JSONDecodeError`` when it is not a record) and read its ``received_at``."""
 
     decode: Callable[[memoryview], T]
     received_at: Callable[[T], int]
-    event_id: Callable[[memoryview], str | None] = payload_event_id
 
 
 # The live buffer's events: only the fields it needs are decoded (``api.live.LiveEvent``).
@@ -99,7 +86,7 @@ class WalTail(Generic[T]):
     """Follows every segment in ``wal_dir`` (see the module docstring); each record is made into
     an item by ``records`` (``LIVE_EVENTS`` for the live buffer)."""
 
-    def __init__(self, wal_dir: Path, start_at_end: bool = False, skip_ids: set[str] | None = None,
+    def __init__(self, wal_dir: Path, start_at_end: bool = False,
                  records: RecordFormat[T] = DICTS) -> None:  # type: ignore[assignment]
         self.wal_dir = wal_dir
         self.records_format = records
@@ -109,7 +96,6 @@ class WalTail(Generic[T]):
         # earlier pass was written earlier, so the pass number breaks ties before the segment id.
         self.pending: list[tuple[int, int, Cursor, T]] = []
         self.passes = 0
-        self.skip_ids = skip_ids or set()  # event ids already loaded from Parquet at start
         self.records = 0
         self.bad_records = 0
         if start_at_end:
@@ -182,7 +168,7 @@ class WalTail(Generic[T]):
         record checked and decoded in place (no copy of it)."""
         header_size, unpack, crc32 = HEADER.size, HEADER.unpack_from, zlib.crc32
         decode, received_at = self.records_format.decode, self.records_format.received_at
-        pending, passes, segment, skip_ids = self.pending, self.passes, tail.segment, self.skip_ids
+        pending, passes, segment = self.pending, self.passes, tail.segment
         while True:
             chunk = os.pread(tail.fd, READ_CHUNK, tail.offset + len(tail.buffer))
             if not chunk:
@@ -219,9 +205,6 @@ class WalTail(Generic[T]):
                     if not keep:
                         continue
                     try:
-                        # at start-up, records already read from Parquet are skipped undecoded
-                        if skip_ids and self.records_format.event_id(payload) in skip_ids:
-                            continue
                         item = decode(payload)
                     except (msgspec.DecodeError, orjson.JSONDecodeError):
                         self.bad_records += 1
