@@ -209,7 +209,8 @@ def openapi() -> dict[str, Any]:
                               "properties": {"name": {"type": "string", "maxLength": 200}}}, tag="tokens"),
         },
         "/api/v2/tokens/{token}": {
-            "delete": _op("Revoke a token (it stops working at once)", {
+            "delete": _op("Revoke a token (it stops working at once; stream tokens minted with it are refused "
+                          "and the live streams it opened end within seconds)", {
                 "200": _ok({"type": "object", "properties": {"id": {"type": "string"}, "revoked": {"type": "boolean"}}}),
                 "404": _err("No such token, or not yours.")},
                 [_param("token", {"type": "string"}, "Token id (from GET /api/v2/tokens).", "path")], tag="tokens"),

@@ -538,6 +538,10 @@ class LiveBuffer:
         self.size += len(items)
         if self.size > self.max_events:
             self._evict_events(now)
+        if len(self.order) > 2 * max(self.size, BATCH):
+            # Events a site evicted (its own cap) or expired stay here until they reach the front;
+            # behind a quieter site's older event they would pile up without bound.
+            self.order = deque(e for e in self.order if e.alive)
         if self.visitor_count > self.max_visitors:
             self._evict_visitors(now)
         return by_site

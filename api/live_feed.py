@@ -23,11 +23,13 @@ then by segment — exact unless both land in one pass; a browser's beacons are 
 from __future__ import annotations
 
 import bisect
+import functools
+import heapq
 import logging
 import os
 import time
 import zlib
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from operator import attrgetter, itemgetter
 from pathlib import Path
@@ -36,7 +38,7 @@ from typing import Any, Generic, Protocol, TypeVar
 import msgspec
 import orjson
 
-from api.live import Cursor, LiveEvent, decode_event, live_event
+from api.live import Cursor, LiveEvent, decode_event
 from ingest.wal import ACTIVE_SUFFIX, CLOSED_SUFFIX, HEADER, MAX_RECORD
 
 log = logging.getLogger(__name__)
@@ -55,26 +57,13 @@ class LiveFeed(Protocol):
 T = TypeVar("T")
 
 
-class _EventId(msgspec.Struct):
-    event_id: str | None = None
-
-
-_decode_event_id = msgspec.json.Decoder(_EventId).decode
-
-
-def payload_event_id(payload: memoryview) -> str | None:
-    return _decode_event_id(payload).event_id
-
-
 @dataclass(frozen=True)
 class RecordFormat(Generic[T]):
     """What the tail makes of a record's payload: ``decode`` it (raising ``msgspec.DecodeError``
-    or ``orjson.JSONDecodeError`` when it is not a record), read its ``received_at``, and read a
-    payload's ``event_id`` (only while some ids are to be skipped, at start-up)."""
+    or ``orjson.JSONDecodeError`` when it is not a record) and read its ``received_at``."""
 
     decode: Callable[[memoryview], T]
     received_at: Callable[[T], int]
-    event_id: Callable[[memoryview], str | None] = payload_event_id
 
 
 # The live buffer's events: only the fields it needs are decoded (``api.live.LiveEvent``).
@@ -97,7 +86,7 @@ class WalTail(Generic[T]):
     """Follows every segment in ``wal_dir`` (see the module docstring); each record is made into
     an item by ``records`` (``LIVE_EVENTS`` for the live buffer)."""
 
-    def __init__(self, wal_dir: Path, start_at_end: bool = False, skip_ids: set[str] | None = None,
+    def __init__(self, wal_dir: Path, start_at_end: bool = False,
                  records: RecordFormat[T] = DICTS) -> None:  # type: ignore[assignment]
         self.wal_dir = wal_dir
         self.records_format = records
@@ -107,7 +96,6 @@ class WalTail(Generic[T]):
         # earlier pass was written earlier, so the pass number breaks ties before the segment id.
         self.pending: list[tuple[int, int, Cursor, T]] = []
         self.passes = 0
-        self.skip_ids = skip_ids or set()  # event ids already loaded from Parquet at start
         self.records = 0
         self.bad_records = 0
         if start_at_end:
@@ -180,7 +168,7 @@ class WalTail(Generic[T]):
         record checked and decoded in place (no copy of it)."""
         header_size, unpack, crc32 = HEADER.size, HEADER.unpack_from, zlib.crc32
         decode, received_at = self.records_format.decode, self.records_format.received_at
-        pending, passes, segment, skip_ids = self.pending, self.passes, tail.segment, self.skip_ids
+        pending, passes, segment = self.pending, self.passes, tail.segment
         while True:
             chunk = os.pread(tail.fd, READ_CHUNK, tail.offset + len(tail.buffer))
             if not chunk:
@@ -217,9 +205,6 @@ class WalTail(Generic[T]):
                     if not keep:
                         continue
                     try:
-                        # at start-up, records already read from Parquet are skipped undecoded
-                        if skip_ids and self.records_format.event_id(payload) in skip_ids:
-                            continue
                         item = decode(payload)
                     except (msgspec.DecodeError, orjson.JSONDecodeError):
                         self.bad_records += 1
@@ -245,41 +230,142 @@ class WalTail(Generic[T]):
         self.tails.clear()
 
 
-BACKFILL_COLUMNS = ("event_id", "site_id", "ts", "received_at", "type", "name", "visitor_key",
-                    "pathname", "hostname", "source", "country", "device", "browser", "os")
+BACKFILL_COLUMNS = ("site_id", "ts", "received_at", "visitor_key", "type", "name", "pathname",
+                    "hostname", "source", "country", "device", "browser", "os")  # LiveEvent's order
+
+# The recent past goes into the buffer this many events at a time.
+BACKFILL_BATCH = 5_000
+
+Items = list[tuple[Cursor, LiveEvent]]
 
 
-def backfill_from_parquet(raw_dir: Path, now_ms: int) -> tuple[list[tuple[Cursor, LiveEvent]], set[str]]:
-    """The events accepted in the last ``RETAIN_MS`` that are already sealed into raw Parquet.
+@dataclass(frozen=True)
+class Source:
+    """Events to merge in cursor order: none is received before ``lowest`` (ms). ``load`` reads
+    them (in any order) only when the merge reaches ``lowest``, and may hand back a ``Source`` for
+    the rest (a file read a batch at a time)."""
 
-    A worker that starts (or restarts) fills its buffer from them, so its stats match the other
-    workers'. Returns the items in cursor order, and their event ids (to skip them in the WAL).
-    """
-    import pyarrow as pa
-    import pyarrow.compute as pc
+    lowest: int
+    load: Callable[[], tuple[Items, Source | None]]
+
+
+def in_cursor_order(sources: list[Source], batch: int = BACKFILL_BATCH) -> Iterator[Items]:
+    """Every source's events, merged in cursor order, ``batch`` at a time.
+
+    A source is read only once every event received before its ``lowest`` has been handed out, so
+    what is held at once is the events of the sources that overlap in time (for raw Parquet, one
+    batch of each file or row group whose time span includes the merge's point), never the whole
+    recent past."""
+    waiting = [(source.lowest, n, source) for n, source in enumerate(sources)]
+    heapq.heapify(waiting)
+    count = len(waiting)
+    pending: list[tuple[Cursor, int, LiveEvent]] = []  # a heap; the counter keeps entries apart
+    seq = 0
+    out: Items = []
+    while waiting:
+        lowest, _, source = heapq.heappop(waiting)
+        while pending and pending[0][0][0] < lowest:
+            key, _, event = heapq.heappop(pending)
+            out.append((key, event))
+            if len(out) >= batch:
+                yield out
+                out = []
+        items, rest = source.load()
+        for key, event in items:
+            heapq.heappush(pending, (key, seq, event))
+            seq += 1
+        if rest is not None:
+            heapq.heappush(waiting, (max(rest.lowest, lowest), count, rest))
+            count += 1
+    while pending:
+        key, _, event = heapq.heappop(pending)
+        out.append((key, event))
+        if len(out) >= batch:
+            yield out
+            out = []
+    if out:
+        yield out
+
+
+def parquet_sources(raw_dir: Path, now_ms: int, skip_segments: set[str] | frozenset[str] = frozenset()) -> list[Source]:
+    """The raw Parquet files that may hold events accepted in the last ``RETAIN_MS``, as sources
+    for ``in_cursor_order``: one per row group, whose lowest ``received_at`` comes from the footer's
+    statistics, read ``BACKFILL_BATCH`` rows at a time. Rows are ordered by ``ts`` within a row
+    group (ingest and the hourly compaction write them so) and an event's ``ts`` is never after
+    its ``received_at``, so the next batch's first ``ts`` bounds what the rest of the row group
+    holds. ``skip_segments``: segments read from the WAL instead (still there when the load
+    began; a segment sealed meanwhile is in both)."""
     import pyarrow.parquet as pq
 
     from api.live import HOUR_MS, RETAIN_MS
 
     since = now_ms - RETAIN_MS
-    ids: set[str] = set()
-    items: list[tuple[Cursor, LiveEvent]] = []
+    sources: list[Source] = []
     for hour in range(since // HOUR_MS, now_ms // HOUR_MS + 1):
         stamp = time.gmtime(hour * 3600)
         pattern = f"site_id=*/date={time.strftime('%Y-%m-%d', stamp)}/hour={stamp.tm_hour:02d}/*.parquet"
         for path in sorted(raw_dir.glob(pattern)):
-            try:
-                table = pq.read_table(path, columns=list(BACKFILL_COLUMNS))
-            except (OSError, pa.ArrowInvalid):
-                continue  # being written; its segment is still in the WAL
-            for name in ("ts", "received_at"):
-                table = table.set_column(table.schema.get_field_index(name), name,
-                                         table.column(name).cast(pa.int64()))
-            table = table.filter(pc.greater_equal(table.column("received_at"), since))
             segment = path.stem.removeprefix("part-")
-            rows = table.to_pylist()
-            ids.update(row["event_id"] for row in rows)
-            for index, row in enumerate(rows):
-                items.append(((row["received_at"], segment, index), live_event(row)))
-    items.sort(key=lambda item: item[0])
-    return items, ids
+            if segment in skip_segments:
+                continue
+            try:
+                meta = pq.read_metadata(path)
+            except (OSError, ValueError):
+                continue  # being written; its segment is still in the WAL
+            column = meta.schema.to_arrow_schema().get_field_index("received_at")
+            first_row = 0
+            for group in range(meta.num_row_groups):
+                lowest = max(_lowest_received(meta.row_group(group).column(column).statistics), since)
+                load = functools.partial(_open_row_group, path, group, segment, first_row, since)
+                sources.append(Source(lowest, load))
+                first_row += meta.row_group(group).num_rows
+    return sources
+
+
+def _lowest_received(stats: Any) -> int:
+    """The smallest ``received_at`` (ms) in a row group's statistics (0 if unknown)."""
+    if stats is None or not stats.has_min_max:
+        return 0
+    value = stats.min
+    return int(value.timestamp() * 1000) if hasattr(value, "timestamp") else int(value)
+
+
+def _open_row_group(path: Path, group: int, segment: str, first_row: int, since: int) -> tuple[Items, Source | None]:
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    try:
+        batches = pq.ParquetFile(path).iter_batches(
+            batch_size=BACKFILL_BATCH, row_groups=[group], columns=list(BACKFILL_COLUMNS), use_threads=False)
+        batch = next(batches, None)
+    except (OSError, pa.ArrowInvalid):
+        return [], None  # being written, or gone: its segment is still in the WAL
+    return _read_on(batch, batches, segment, first_row, since)
+
+
+def _read_on(batch: Any, batches: Iterator[Any], segment: str, row: int,
+             since: int) -> tuple[Items, Source | None]:
+    """This batch's events, and the rest of the row group as a source."""
+    if batch is None:
+        return [], None
+    items = _batch_items(batch, segment, row, since)
+    following = next(batches, None)
+    if following is None:
+        return items, None
+    first_ts = following.column(1)[0].cast("int64").as_py()  # BACKFILL_COLUMNS[1] is ts
+    rest = Source(first_ts, functools.partial(_read_on, following, batches, segment, row + batch.num_rows, since))
+    return items, rest
+
+
+def _batch_items(batch: Any, segment: str, first_row: int, since: int) -> Items:
+    import pyarrow as pa
+
+    columns = []
+    for i, name in enumerate(BACKFILL_COLUMNS):
+        column = batch.column(i)
+        if name in ("ts", "received_at"):
+            column = column.cast(pa.int64())
+        columns.append(column.to_pylist())
+    received = columns[2]
+    return [((received[i], segment, first_row + i), LiveEvent(*values))
+            for i, values in enumerate(zip(*columns, strict=True)) if received[i] >= since]

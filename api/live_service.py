@@ -43,7 +43,7 @@ from typing import Any
 import orjson
 
 from api.live import LiveBuffer
-from api.live_feed import LIVE_EVENTS, WalTail, backfill_from_parquet
+from api.live_feed import LIVE_EVENTS, Source, WalTail, in_cursor_order, parquet_sources
 from api.stream import EventFilter, LiveHub, Subscriber
 from littlestats.config import Settings
 
@@ -92,22 +92,28 @@ def unpack_texts(lengths: list[int], body: bytes) -> list[str]:
 
 
 def build_hub(settings: Settings) -> LiveHub:
-    """A hub whose buffer holds the last 90 minutes: first from raw Parquet, then from the WAL
-    segments not sealed yet (skipping events found in both), then followed live."""
+    """A hub whose buffer holds the last 90 minutes: from raw Parquet and the WAL segments not
+    sealed yet (a segment found in both is read from the WAL), merged in cursor order and fed to
+    the buffer a batch at a time (``in_cursor_order``), so the load holds little more than the
+    buffer's bound however busy the recent past was; then followed live."""
     buffer = LiveBuffer()
     now = int(time.time() * 1000)
     tail = WalTail(settings.wal_dir, records=LIVE_EVENTS)
-    tail.open_segments()  # open every segment first, so one sealed meanwhile is read from Parquet
+    tail.open_segments()  # open every segment first, so one sealed meanwhile is read from the WAL
+    in_wal = set(tail.tails)
     try:
-        items, ids = backfill_from_parquet(settings.raw_dir, now)
+        sources = parquet_sources(settings.raw_dir, now, skip_segments=in_wal)
     except Exception:
-        log.exception("could not load recent events from Parquet; the live buffer starts empty")
-        items, ids = [], set()
-    tail.skip_ids = ids
-    items += tail.poll()  # the two sources interleave: feed them in one order
-    tail.skip_ids = set()
-    items.sort(key=lambda item: item[0])
-    buffer.extend(items, now)
+        log.exception("could not list recent events in Parquet; the live buffer starts without them")
+        sources = []
+    unsealed = tail.poll()
+    if unsealed:
+        sources.append(Source(unsealed[0][0][0], lambda: (unsealed, None)))
+    try:
+        for batch in in_cursor_order(sources):
+            buffer.extend(batch, now)
+    except Exception:
+        log.exception("could not load the recent events; the live buffer starts with what it has")
     return LiveHub(buffer, tail)
 
 

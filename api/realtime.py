@@ -37,14 +37,19 @@ from api.stream import (
 )
 from littlestats.controlplane import Site
 from littlestats.http import json_response
+from littlestats.worker import connection_of
 
 log = logging.getLogger(__name__)
 
 
-async def live_hub(services: Any) -> LiveHub | EdgeHub:
+async def live_hub(services: Any, scope: dict[str, Any] | None = None) -> LiveHub | EdgeHub:
     """The worker's hub, made by the first real-time request (until then a worker pays nothing
     for real time): a connection to the live service when ``serve`` runs one, else (the app
-    served some other way) its own ``LiveHub`` following the WAL in this process."""
+    served some other way) its own ``LiveHub`` following the WAL in this process.
+
+    Under ``serve`` (its worker class hands the request's connection through ``scope``) the live
+    service may still be starting when the first request comes: the worker waits for its socket
+    rather than follow the WAL itself, which would hold a second buffer in the worker for good."""
     hub: LiveHub | EdgeHub | None = services.extras.get("live_hub")
     if hub is not None and not (isinstance(hub, EdgeHub) and hub.broken):
         return hub
@@ -53,7 +58,7 @@ async def live_hub(services: Any) -> LiveHub | EdgeHub:
         hub = services.extras.get("live_hub")
         if hub is None or (isinstance(hub, EdgeHub) and hub.broken):
             path = socket_path(services.settings)
-            if path.exists() or live_service_expected(services.settings):
+            if path.exists() or live_service_expected(services.settings) or connection_of(scope) is not None:
                 try:
                     hub = await EdgeHub.connect(path)
                 except LiveServiceUnavailable as exc:
@@ -63,7 +68,43 @@ async def live_hub(services: Any) -> LiveHub | EdgeHub:
                 hub = await asyncio.to_thread(build_hub, services.settings)
                 hub.start()
             services.extras["live_hub"] = hub
+            if "revocation_watch" not in services.extras:
+                watch = RevocationWatch(services)
+                services.extras["revocation_watch"] = asyncio.get_running_loop().create_task(watch.run())
     return hub
+
+
+REVOCATION_CHECK_SECONDS = 2.0
+
+
+class RevocationWatch:
+    """Ends the worker's streams whose API token was revoked (``DELETE /api/v2/tokens/{id}``, or
+    its user deleted), within ``REVOCATION_CHECK_SECONDS``: each stream remembers the API token that
+    authorised it (directly, or through the stream token minted with it), and every two seconds the
+    worker asks the control plane which of its streams' tokens still exist: one indexed lookup per
+    distinct token, however many streams share it."""
+
+    def __init__(self, services: Any) -> None:
+        self.services = services
+
+    async def run(self) -> None:
+        while True:
+            await asyncio.sleep(REVOCATION_CHECK_SECONDS)
+            try:
+                self.check()
+            except Exception:  # the control plane busy or gone for a moment: try again next time
+                log.exception("could not check the live streams' tokens")
+
+    def check(self) -> int:
+        hub = self.services.extras.get("live_hub")
+        if hub is None:
+            return 0
+        control = self.services.control
+        gone = {token_id for token_id in hub.token_ids() if control.get_token(token_id) is None}
+        ended = hub.revoke(gone) if gone else 0
+        if ended:
+            log.info("ended %d live streams whose API token was revoked", ended)
+        return ended
 
 
 @contextlib.contextmanager
@@ -88,21 +129,39 @@ class RealtimeAuth:
         return self._secret
 
     def site(self, req: Any, site_ref: str) -> Site:
+        return self.grant(req, site_ref)[0]
+
+    def grant(self, req: Any, site_ref: str) -> tuple[Site, str | None]:
+        """The site the request may follow, and the id of the API token that allows it (directly
+        or through a stream token; ``None`` in dev mode without a token)."""
         token = req.get_param("token")
         if not token:
-            return authorize(req, self.services, site_ref, allow_query_token=True)[1]
+            site = authorize(req, self.services, site_ref, allow_query_token=True)[1]
+            return site, self.api_token_id(req)
         try:
             grant = stream_token.verify(self.secret, token)
         except stream_token.StreamTokenError as exc:
             raise falcon.HTTPUnauthorized(description=str(exc), challenges=["Bearer"]) from None
-        site = self.services.control.get_site(grant.site_id)
+        control = self.services.control
+        site = control.get_site(grant.site_id)
         if site is None or site_ref not in (site.id, site.domain_key):
             raise falcon.HTTPForbidden(description="this stream token is for another site")
         if grant.user_id is not None:
-            user = self.services.control.get_user(grant.user_id)
+            user = control.get_user(grant.user_id)
             if user is None or not Principal(user).can_see(site):
                 raise falcon.HTTPUnauthorized(description="stream token no longer valid; mint a new one")
-        return site
+        if grant.token_id is not None and control.get_token(grant.token_id) is None:
+            raise falcon.HTTPUnauthorized(
+                description="the API token this stream token was minted with was revoked; "
+                            "mint a new one with a valid API token", challenges=["Bearer"])
+        return site, grant.token_id
+
+    def api_token_id(self, req: Any) -> str | None:
+        """The id of the API token the request carries (``Authorization`` or ``access_token``)."""
+        scheme, _, plain = (req.get_header("Authorization") or "").strip().partition(" ")
+        plain = (plain.strip() if scheme.lower() == "bearer" else "") or req.get_param("access_token") or ""
+        found = self.services.control.find_token(plain) if plain else None
+        return found.id if found is not None else None
 
 
 def _filter_from_query(req: Any) -> EventFilter:
@@ -127,7 +186,7 @@ class StatsResource:
 
     async def on_get(self, req: falcon.asgi.Request, resp: falcon.asgi.Response, site: str) -> None:
         found = self.auth.site(req, site)
-        hub = await live_hub(self.services)
+        hub = await live_hub(self.services, req.scope)
         with _service_errors():
             data = await hub.stats_json(found.id)
         resp.set_header("Cache-Control", "no-store")
@@ -146,7 +205,8 @@ class StreamTokenResource:
         principal, found = authorize(req, self.services, site)
         ttl = req.get_param_as_int("ttl", min_value=stream_token.MIN_TTL, max_value=stream_token.MAX_TTL)
         token, expires = stream_token.mint(
-            self.auth.secret, found.id, principal.user_id, ttl or stream_token.DEFAULT_TTL
+            self.auth.secret, found.id, principal.user_id, ttl or stream_token.DEFAULT_TTL,
+            token_id=self.auth.api_token_id(req),
         )
         resp.set_header("Cache-Control", "no-store")
         json_response(resp, {
@@ -166,10 +226,11 @@ class RealtimeResource:
         self.auth = auth
 
     async def on_get(self, req: falcon.asgi.Request, resp: falcon.asgi.Response, site: str) -> None:
-        found = self.auth.site(req, site)
+        found, token_id = self.auth.grant(req, site)
         flt = _filter_from_query(req)
-        hub = await live_hub(self.services)
+        hub = await live_hub(self.services, req.scope)
         sub = hub.subscribe(found.id, flt, "sse")
+        sub.token_id = token_id
         with _service_errors():
             initial = await hub.open(sub, req.get_header("Last-Event-ID") or req.get_param("lastEventId"))
         resp.set_header("Cache-Control", "no-store")
@@ -178,16 +239,18 @@ class RealtimeResource:
         resp.sse = sub.sse(initial, req.scope)
 
     async def on_websocket(self, req: falcon.asgi.Request, ws: falcon.asgi.WebSocket, site: str) -> None:
-        found = self.auth.site(req, site)  # an HTTPError here closes with 3000 + status (3401, 3403, 3404)
+        found, token_id = self.auth.grant(req, site)  # an HTTPError here closes with 3000 + status
         flt = _filter_from_query(req)
-        hub = await live_hub(self.services)
+        hub = await live_hub(self.services, req.scope)
         sub = hub.subscribe(found.id, flt, "ws")
+        sub.token_id = token_id
         with _service_errors():
             initial = await hub.open(sub, req.get_param("lastEventId"))
         await ws.accept()
         limit_websocket_buffer(req.scope)
         sender = asyncio.get_running_loop().create_task(self._send(ws, sub, initial))
         sub.task = sender
+        code = None
         try:
             while not sub.closed:
                 receive = asyncio.ensure_future(ws.receive_text())
@@ -195,7 +258,12 @@ class RealtimeResource:
                 if receive not in done:
                     receive.cancel()
                     break
-                self._on_message(hub, sub, receive.result())
+                try:
+                    text = receive.result()
+                except falcon.errors.PayloadTypeError:
+                    code = 1003  # "unsupported data": messages are JSON text, not binary frames
+                    break
+                self._on_message(hub, sub, text)
         except (falcon.WebSocketDisconnected, asyncio.CancelledError):
             pass
         finally:
@@ -204,8 +272,10 @@ class RealtimeResource:
             with contextlib.suppress(BaseException):
                 await sender
             if not ws.closed:
-                # 1013 "try again later": dropped for not keeping up; 1001: the worker is stopping.
-                code = 1013 if sub.dropped else 1001 if hub.closing else 1000
+                # 1013 "try again later": dropped for not keeping up; 1008: its token was revoked;
+                # 1001: the worker is stopping.
+                if code is None:
+                    code = 1013 if sub.dropped else 1008 if sub.revoked else 1001 if hub.closing else 1000
                 await close_quietly(ws.close(code))
 
     def _on_message(self, hub: LiveHub | EdgeHub, sub: Subscriber, text: str) -> None:

@@ -154,6 +154,8 @@ class Subscriber:
         self.wake = asyncio.Event()
         self.closed = False
         self.dropped = False
+        self.token_id: str | None = None  # the API token that authorised it (``revoke``)
+        self.revoked = False
         self.waiting = False
         self.last_take = time.monotonic()
         self.task: asyncio.Task[Any] | None = None  # cancelled when dropped while stuck sending
@@ -332,6 +334,22 @@ class Fanout:
             sub.direct.abort()  # what it has not read is dropped with the connection
         elif not sub.waiting and sub.task is not None and not sub.task.done():
             sub.task.cancel(DROP_REASON)  # it is blocked writing to a client that does not read
+
+    def revoke(self, token_ids: set[str]) -> int:
+        """End the streams authorised by these (revoked) API tokens: an SSE response completes, a
+        WebSocket is closed with 1008. Returns how many ended."""
+        ended = 0
+        for subs in list(self.subscribers.values()):
+            for sub in list(subs):
+                if sub.token_id is not None and sub.token_id in token_ids:
+                    sub.revoked = True
+                    self.unsubscribe(sub)
+                    ended += 1
+        return ended
+
+    def token_ids(self) -> set[str]:
+        """The API tokens that authorised the open streams."""
+        return {sub.token_id for subs in self.subscribers.values() for sub in subs if sub.token_id is not None}
 
     def deliver(self, subs: Iterable[Subscriber], item: Any, size: int) -> None:
         for sub in list(subs):

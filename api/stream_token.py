@@ -1,9 +1,11 @@
 """Short-lived signed stream tokens for ``?token=`` (browsers' ``EventSource`` cannot send headers).
 
-A token names one site, the user it was minted for and an expiry, signed with HMAC-SHA256 under a
-server secret kept in the control plane (so every worker verifies what any worker minted). It only
-opens the real-time stream and current stats of that site; it is checked when a stream starts, so
-an open stream outlives it, and a reconnect needs a fresh one.
+A token names one site, the user it was minted for, the API token it was minted with and an
+expiry, signed with HMAC-SHA256 under a server secret kept in the control plane (so every worker
+verifies what any worker minted). It only opens the real-time stream and current stats of that
+site; it is checked when a stream starts, so an open stream outlives its expiry, and a reconnect
+needs a fresh one. Revoking the API token it was minted with refuses it from then on and ends the
+streams it opened (``api.realtime.RevocationWatch``).
 """
 
 from __future__ import annotations
@@ -31,6 +33,7 @@ class StreamGrant:
     site_id: str
     user_id: str | None
     expires: int  # epoch seconds
+    token_id: str | None = None  # the API token it was minted with (none in dev mode without one)
 
 
 def _b64(data: bytes) -> str:
@@ -42,10 +45,13 @@ def _unb64(text: str) -> bytes:
 
 
 def mint(secret: bytes, site_id: str, user_id: str | None, ttl: int = DEFAULT_TTL,
-         now: float | None = None) -> tuple[str, int]:
+         now: float | None = None, token_id: str | None = None) -> tuple[str, int]:
     """A token for `site_id`, and its expiry in epoch seconds."""
     expires = int(now if now is not None else time.time()) + ttl
-    body = _b64(orjson.dumps({"s": site_id, "u": user_id, "e": expires}))
+    claims: dict[str, object] = {"s": site_id, "u": user_id, "e": expires}
+    if token_id is not None:
+        claims["t"] = token_id
+    body = _b64(orjson.dumps(claims))
     mac = hmac.new(secret, body.encode(), hashlib.sha256).digest()
     return f"{body}.{_b64(mac)}", expires
 
@@ -67,5 +73,6 @@ def verify(secret: bytes, token: str, now: float | None = None) -> StreamGrant:
         raise StreamTokenError("malformed stream token")
     if claims["e"] <= (now if now is not None else time.time()):
         raise StreamTokenError("stream token expired; mint a new one")
-    user = claims.get("u")
-    return StreamGrant(claims["s"], user if isinstance(user, str) else None, claims["e"])
+    user, token_id = claims.get("u"), claims.get("t")
+    return StreamGrant(claims["s"], user if isinstance(user, str) else None, claims["e"],
+                       token_id if isinstance(token_id, str) else None)

@@ -56,7 +56,9 @@ class TokensResource:
 
 
 class TokenResource:
-    """``DELETE /api/v2/tokens/{token}``: revoke a token (it stops working at once)."""
+    """``DELETE /api/v2/tokens/{token}``: revoke a token (it stops working at once; the stream
+    tokens minted with it are refused, and the live streams it opened end within two seconds:
+    ``api.realtime.RevocationWatch``)."""
 
     def __init__(self, services: Any) -> None:
         self.services = services

@@ -46,6 +46,13 @@ class Settings:
     max_prop_key_length: int = 64
     max_prop_value_length: int = 500
     max_string_length: int = 2000
+    # Slow or oversized requests (littlestats/worker.py): a request's line and headers must
+    # arrive within this many seconds and its body may pause no longer between two reads;
+    # header bytes and count are capped (431).
+    request_header_timeout_seconds: float = 10.0
+    request_body_timeout_seconds: float = 10.0
+    max_header_bytes: int = 32 * 1024
+    max_header_count: int = 100
     # Client timestamps (`ts`) are accepted this far in the past, never in the future.
     client_ts_window_hours: int = 24
     # Write-ahead log: segments are rotated (and then sealed into Parquet) this often.

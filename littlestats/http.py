@@ -13,6 +13,10 @@ log = logging.getLogger(__name__)
 
 JSON = falcon.MEDIA_JSON
 
+# The largest body an API resource reads (beacons have their own setting, ``max_body_bytes``): the
+# worker refuses a longer ``Content-Length`` before reading it (``littlestats.worker``).
+API_BODY_LIMIT = 64 * 1024
+
 
 def error_serializer(req: falcon.Request, resp: falcon.Response, exc: falcon.HTTPError) -> None:
     """Every error body is ``{"error": "..."}`` naming the problem (SPEC §3)."""

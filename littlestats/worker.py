@@ -30,17 +30,37 @@ events could not be written).
 ``Connection.all_waiting`` tells the app when every connection of the worker waits for a held
 answer, so that no request can arrive before one is released: the group commit then need not
 wait out its pacing interval.
+
+It also refuses slow and oversized requests before the app sees them (``RequestLimits``, from the
+settings): a request line and headers over ``max_header_bytes`` or with more than
+``max_header_count`` headers get 431; a ``Content-Length`` above the largest body any route reads
+gets 413 at once, without waiting for the body (Falcon would otherwise wait for its first bytes
+before calling the app); a request whose headers have not all arrived within
+``request_header_timeout_seconds`` of its first byte (or of the connection's opening), or whose
+body pauses longer than ``request_body_timeout_seconds``, gets 408. Each of these answers closes
+the connection. A request that is not HTTP/1.0 or 1.1 (an HTTP/0.9 request line) gets 400 instead
+of reaching the app, which cannot serve it. The deadlines cost a request only a clock read: one
+sweep a second per worker checks them, instead of a timer per request.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import resource
 import weakref
 from collections import deque
 from collections.abc import Callable
+from dataclasses import dataclass
 from typing import Any
 
-from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol, RequestResponseCycle
+import httptools
+import orjson
+from uvicorn.protocols.http.httptools_impl import (
+    STATUS_LINE,
+    HttpToolsProtocol,
+    RequestResponseCycle,
+)
 from uvicorn.protocols.websockets.websockets_sansio_impl import WebSocketsSansIOProtocol
 from uvicorn_worker import UvicornWorker
 
@@ -104,13 +124,47 @@ class ReplacedAnswer(Exception):
         self.response = response
 
 
-class _Waiting:
-    """A worker's count of connections with answers held back (one per uvicorn server)."""
+@dataclass(frozen=True)
+class RequestLimits:
+    """What a request may take before the app sees it (see the module docstring)."""
 
-    __slots__ = ("held",)
+    header_timeout: float = 10.0
+    body_timeout: float = 10.0
+    max_header_bytes: int = 32 * 1024
+    max_header_count: int = 100
+    max_body_bytes: int = 64 * 1024
+
+    @classmethod
+    def from_settings(cls, settings: Any) -> RequestLimits:
+        from littlestats.http import API_BODY_LIMIT
+
+        return cls(
+            header_timeout=settings.request_header_timeout_seconds,
+            body_timeout=settings.request_body_timeout_seconds,
+            max_header_bytes=settings.max_header_bytes,
+            max_header_count=settings.max_header_count,
+            max_body_bytes=max(settings.max_body_bytes, API_BODY_LIMIT),
+        )
+
+
+class _Refused(Exception):
+    """Raised from a parser callback to stop parsing a request that is answered with ``status``."""
+
+    def __init__(self, status: int, message: str) -> None:
+        super().__init__(message)
+        self.status = status
+        self.message = message
+
+
+class _Waiting:
+    """Per uvicorn server (one per worker): the count of connections with answers held back, and
+    the sweep that enforces the request deadlines."""
+
+    __slots__ = ("held", "sweeping")
 
     def __init__(self) -> None:
         self.held = 0
+        self.sweeping = False
 
 
 _waiting: weakref.WeakKeyDictionary[Any, _Waiting] = weakref.WeakKeyDictionary()
@@ -184,13 +238,147 @@ class _Held:
         self.error: BaseException | None = None
 
 
+SWEEP_SECONDS = 1.0
+
+
+def _sweep(loop: asyncio.AbstractEventLoop, connections: set[Any]) -> None:
+    """Answer 408 on every connection of the worker past its deadline; again in a second."""
+    now = loop.time()
+    for protocol in list(connections):
+        deadline = getattr(protocol, "deadline", 0.0)
+        if deadline and deadline < now:
+            protocol.time_out()
+    loop.call_later(SWEEP_SECONDS, _sweep, loop, connections)
+
+
 class CoalescingHttpToolsProtocol(HttpToolsProtocol):
+    limits = RequestLimits()  # the worker's, set from the settings when it starts (``Worker``)
+
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
         self._held: deque[_Held] = deque()  # answers held back, oldest first
         self._close_when_sent = False
         self.waiting = _waiting_of(self.server_state)
         self._counted = False  # counted in ``waiting.held``: open, with an answer held back
+        # Request limits: the loop time by which the current request's headers (or the next
+        # piece of its body) must have arrived, 0 when nothing is awaited from the client.
+        self.deadline = 0.0
+        self._reading_head = True  # the bytes that come next belong to a request's head
+        self._began_in_feed = False  # a request began inside the chunk being parsed
+        self._head_bytes = 0
+        self._body_bytes = 0
+        self._content_length: bytes | None = None
+        if not self.waiting.sweeping:
+            self.waiting.sweeping = True
+            self.loop.call_later(SWEEP_SECONDS, _sweep, self.loop, self.connections)
+
+    # request limits -----------------------------------------------------------------------------
+    def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
+        super().connection_made(transport)
+        self.deadline = self.loop.time() + self.limits.header_timeout  # it may send nothing at all
+
+    def data_received(self, data: bytes) -> None:
+        self._unset_keepalive_if_required()
+        in_head, self._began_in_feed = self._reading_head, False
+        try:
+            self.parser.feed_data(data)
+        except httptools.HttpParserUpgrade:
+            if self._should_upgrade():
+                self.handle_websocket_upgrade()
+            else:
+                self._unsupported_upgrade_warning()
+            return
+        except httptools.HttpParserError as exc:
+            refused = exc.__context__ if isinstance(exc.__context__, _Refused) else exc.__cause__
+            if isinstance(refused, _Refused):
+                self.refuse(refused.status, refused.message)
+            else:
+                self.logger.warning("Invalid HTTP request received.")
+                self.send_400_response("Invalid HTTP request received.")
+            return
+        except _Refused as refused:
+            self.refuse(refused.status, refused.message)
+            return
+        # Only whole chunks of one request's head are counted (a chunk in which a request began
+        # may hold the end of the previous one): at most one chunk fewer than the true size.
+        if in_head and self._reading_head and not self._began_in_feed:
+            self._head_bytes += len(data)
+            if self._head_bytes > self.limits.max_header_bytes:
+                self.refuse(431, f"request headers exceed {self.limits.max_header_bytes} bytes")
+
+    def on_message_begin(self) -> None:
+        super().on_message_begin()
+        self._began_in_feed = True
+        self._reading_head = True
+        self._head_bytes = self._body_bytes = 0
+        self._content_length = None
+        self.deadline = self.loop.time() + self.limits.header_timeout
+
+    def on_header(self, name: bytes, value: bytes) -> None:
+        name = name.lower()
+        # llhttp keeps trailing OWS, which RFC 9110 §5.5 excludes from the value (as uvicorn).
+        value = value.rstrip(b" \t")
+        if name == b"content-length":
+            self._content_length = value
+        elif name == b"expect" and value.lower() == b"100-continue":
+            self.expect_100_continue = True
+        self.headers.append((name, value))
+        if len(self.headers) > self.limits.max_header_count:
+            raise _Refused(431, f"a request may have at most {self.limits.max_header_count} headers")
+
+    def on_headers_complete(self) -> None:
+        limits = self.limits
+        version = self.parser.get_http_version()
+        if version != "1.1" and version != "1.0":
+            raise _Refused(400, f"HTTP/{version} is not supported; send HTTP/1.1")
+        if self._content_length is not None and int(self._content_length) > limits.max_body_bytes:
+            raise _Refused(413, f"request body is {int(self._content_length)} bytes; "
+                                f"the limit is {limits.max_body_bytes}")
+        self._reading_head = False
+        self.deadline = self.loop.time() + limits.body_timeout
+        super().on_headers_complete()
+
+    def on_body(self, body: bytes) -> None:
+        super().on_body(body)
+        self._body_bytes += len(body)
+        if self._body_bytes > self.limits.max_body_bytes:  # a chunked body with no length
+            raise _Refused(413, f"request body exceeds the limit of {self.limits.max_body_bytes} bytes")
+        self.deadline = self.loop.time() + self.limits.body_timeout
+
+    def on_message_complete(self) -> None:
+        super().on_message_complete()
+        self._reading_head = True  # what comes next is the next request's head
+        self._head_bytes = 0
+        self.deadline = 0.0
+
+    def time_out(self) -> None:
+        """The client has not sent what it owes within its deadline (see ``_sweep``)."""
+        if self._reading_head:
+            self.refuse(408, f"request headers not received within {self.limits.header_timeout:g} s")
+        else:
+            self.refuse(408, f"request body not received: nothing came for {self.limits.body_timeout:g} s")
+
+    def refuse(self, status: int, message: str) -> None:
+        """Answer ``status`` with ``{"error": message}`` and close the connection; the app never
+        sees the request. When an answer to an earlier request is still being written, the
+        connection is closed without one (it cannot be put in the middle of that answer)."""
+        self.deadline = 0.0
+        self._reading_head = False
+        transport = self.transport
+        if transport.is_closing():
+            return
+        cycle = self.cycle
+        if cycle is not None and cycle.response_started and not cycle.response_complete:
+            transport.close()
+            return
+        body = orjson.dumps({"error": message})
+        head = [STATUS_LINE[status]]
+        for name, value in self.server_state.default_headers:
+            head += [name, b": ", value, b"\r\n"]
+        head += [b"content-type: application/json\r\ncontent-length: ", str(len(body)).encode(),
+                 b"\r\nconnection: close\r\n\r\n", body]
+        self.write(b"".join(head))
+        self.close_when_sent()
 
     def _count_waiting(self, waits: bool) -> None:
         if waits != self._counted:
@@ -282,5 +470,32 @@ class ConnectionWebSocketProtocol(WebSocketsSansIOProtocol):
 
 
 class Worker(UvicornWorker):  # type: ignore[misc]
+    # proxy_headers off: uvicorn would otherwise believe X-Forwarded-For/-Proto from loopback
+    # (gunicorn's forwarded_allow_ips) whatever ``trusted_proxies`` says; the app reads them itself,
+    # only from the proxies that setting names (ingest.geo.client_ip).
     CONFIG_KWARGS = {**UvicornWorker.CONFIG_KWARGS, "http": CoalescingHttpToolsProtocol,
-                     "ws": ConnectionWebSocketProtocol}
+                     "ws": ConnectionWebSocketProtocol, "proxy_headers": False}
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        settings = getattr(self.app, "settings", None)  # ``littlestats.server.GunicornServer``'s
+        if settings is not None:
+            CoalescingHttpToolsProtocol.limits = RequestLimits.from_settings(settings)
+
+    def init_process(self) -> None:
+        raise_open_files_limit()
+        super().init_process()  # runs the worker until it stops
+
+
+# Every live stream holds a socket: a worker serving thousands of viewers needs more descriptors
+# than the usual soft limit of 1,024.
+OPEN_FILES_WANTED = 65536
+
+
+def raise_open_files_limit() -> None:
+    """Raise this process's soft limit on open files toward its hard limit."""
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    wanted = OPEN_FILES_WANTED if hard == resource.RLIM_INFINITY else min(hard, OPEN_FILES_WANTED)
+    if soft != resource.RLIM_INFINITY and soft < wanted:
+        with contextlib.suppress(ValueError, OSError):
+            resource.setrlimit(resource.RLIMIT_NOFILE, (wanted, hard))

@@ -110,6 +110,7 @@ class WSClient(Collector):
     def __init__(self, url: str) -> None:
         super().__init__()
         self.ws = connect(url, open_timeout=10).__enter__()  # closed by close()
+        self.close_code: int | None = None  # the server's close code, once it closed
         self.thread = threading.Thread(target=self._run, daemon=True)
         self.thread.start()
 
@@ -117,8 +118,8 @@ class WSClient(Collector):
         try:
             while True:
                 self.add(json.loads(self.ws.recv()))
-        except ConnectionClosed:
-            pass
+        except ConnectionClosed as exc:
+            self.close_code = exc.rcvd.code if exc.rcvd is not None else None
         except BaseException as exc:
             self.error = exc
         finally:

@@ -3,17 +3,18 @@ and another owner's site, on a real server with authentication on."""
 
 from __future__ import annotations
 
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
 import httpx
 import pytest
-from websockets.exceptions import InvalidStatus
+from websockets.exceptions import ConnectionClosed, InvalidStatus
 from websockets.sync.client import connect
 
 from api import stream_token
 from littlestats.controlplane import ControlPlane
-from tests.realtime.clients import SSEClient, post_event
+from tests.realtime.clients import SSEClient, WSClient, post_event
 from tests.server import LiveServer, add_site, running_server
 
 pytestmark = pytest.mark.slow
@@ -118,3 +119,57 @@ def test_expired_forged_and_other_site_stream_tokens_are_refused(secured: tuple[
 def test_admin_token_file_exists(secured: tuple[LiveServer, dict]) -> None:
     server, _ = secured
     assert Path(server.data_dir / "admin-token").stat().st_mode & 0o077 == 0
+
+
+def test_revoking_a_token_ends_its_streams_and_refuses_its_stream_tokens(secured: tuple[LiveServer, dict]) -> None:
+    server, ctx = secured
+    key = ctx["site"]["domainKey"]
+    created = httpx.post(f"{server.url}/api/v2/tokens", headers=bearer(ctx["admin"]), json={"name": "dashboard"})
+    assert created.status_code == 201, created.text
+    doomed = created.json()
+    minted = mint(server, key, doomed["token"], ttl=600).json()
+    unused = mint(server, key, doomed["token"], ttl=600).json()["token"]  # minted before the revocation
+    by_bearer = SSEClient(f"{server.url}/api/v2/realtime/{key}", headers=bearer(doomed["token"]))
+    by_stream_token = SSEClient(f"{server.url}{minted['url']}")
+    ws = WSClient(f"ws://127.0.0.1:{server.port}{minted['url']}")
+    bystander = SSEClient(f"{server.url}/api/v2/realtime/{key}", headers=bearer(ctx["admin"]))
+    clients = (by_bearer, by_stream_token, ws, bystander)
+    for client in clients:
+        client.wait_for(lambda c: bool(c.of_type("stats_update")))
+        assert not client.closed.is_set()
+
+    revoked = httpx.delete(f"{server.url}/api/v2/tokens/{doomed['id']}", headers=bearer(ctx["admin"]))
+    assert revoked.status_code == 200 and revoked.json()["revoked"] is True
+    started = time.monotonic()
+    for client in (by_bearer, by_stream_token, ws):
+        assert client.closed.wait(5 - (time.monotonic() - started)), "a revoked token's stream is still open"
+        assert client.error is None, client.error
+    assert ws.close_code == 1008
+    # the other token's stream goes on, and still gets events
+    assert not bystander.closed.is_set()
+    post_event(server.url, key, {"url": "https://admin-site.com/after-revocation", "visitorId": "r"})
+    bystander.wait_for(lambda c: any(e["page"] == "/after-revocation" for e in c.events()))
+    bystander.close()
+
+    for token in (minted["token"], unused):
+        r = httpx.get(f"{server.url}/api/v2/realtime/{key}", params={"token": token})
+        assert r.status_code == 401 and "revoked" in r.json()["error"]
+        assert httpx.get(f"{server.url}/api/v2/stats/{key}", params={"token": token}).status_code == 401
+    with pytest.raises(InvalidStatus):
+        connect(f"ws://127.0.0.1:{server.port}{minted['url']}", open_timeout=10)
+    assert httpx.get(f"{server.url}/api/v2/realtime/{key}", headers=bearer(doomed["token"])).status_code == 401
+
+
+def test_a_binary_websocket_frame_closes_with_1003_and_no_traceback(secured: tuple[LiveServer, dict]) -> None:
+    server, ctx = secured
+    key = ctx["site"]["domainKey"]
+    token = mint(server, key, ctx["admin"]).json()["token"]
+    with connect(f"ws://127.0.0.1:{server.port}/api/v2/realtime/{key}?token={token}", open_timeout=10) as ws:
+        assert '"stats_update"' in ws.recv(timeout=10)
+        ws.send(b"\x00\x01binary")
+        with pytest.raises(ConnectionClosed) as closed:
+            while True:
+                ws.recv(timeout=10)
+        assert closed.value.rcvd is not None and closed.value.rcvd.code == 1003
+    time.sleep(0.5)
+    assert "Traceback" not in server.log() and "PayloadTypeError" not in server.log()
