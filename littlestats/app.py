@@ -202,7 +202,7 @@ class LittleStatsApp:
             TrackResource(services.settings, services.sites, services.pipeline, services.wal, services.salts),
         )
         # Later components register their routes here (tracker script, query API, real time).
-        for module_name in ("tracker.resource", "api.routes", "api.realtime"):
+        for module_name in ("tracker.resource", "api.routes", "api.realtime", "dashboard.routes"):
             try:
                 module = __import__(module_name, fromlist=["add_routes"])
             except ModuleNotFoundError as exc:

@@ -1,0 +1,58 @@
+// Custom events: names with counts; with an event filter, that event's properties, and a
+// property's values (a click on a value filters by it).
+import { useState } from 'preact/hooks';
+import { html } from '../html.js';
+import { Panel } from '../panel.js';
+import { api } from '../api.js';
+import { apiParams, filterValue } from '../state.js';
+
+const site = (id) => `/sites/${encodeURIComponent(id)}`;
+
+async function loadNames(siteId, state, { limit, offset = 0, q = '' }) {
+  const params = apiParams(state, { limit, offset: offset || null, q });
+  const data = await api(`${site(siteId)}/events`, { params });
+  return data.names.map((n) => ({ value: n.name, cells: { visitors: n.visitors, events: n.events } }));
+}
+
+function valuesTab(event, property) {
+  return {
+    id: `prop-${property}`, label: property, valueHeader: property, dimension: `props:${property}`,
+    metrics: ['visitors', 'events'], shown: 2,
+    load: async (siteId, state, { limit, offset = 0, q = '' }) => {
+      const params = apiParams(state, { property, event, limit, offset: offset || null, q });
+      const data = await api(`${site(siteId)}/events/properties`, { params });
+      return data.values.map((v) => ({ value: v.value, cells: { visitors: v.visitors, events: v.events } }));
+    },
+  };
+}
+
+export function EventsPanel(props) {
+  const event = filterValue(props.state, 'event');
+  const [properties, setProperties] = useState({ event: null, list: null });
+  if (event && properties.event !== event) {
+    setProperties({ event, list: null });
+    api(`${site(props.siteId)}/events/properties`, { params: apiParams(props.state, { event }) }).then(
+      (d) => setProperties({ event, list: d.properties.map((p) => p.property) }),
+      () => setProperties({ event, list: [] }),
+    );
+  }
+  if (event) {
+    const list = properties.event === event ? properties.list : null;
+    if (list === null) {
+      return html`<section class="panel" data-panel="events" data-ready="false"><header class="panel-head"><h2>Custom events</h2></header>
+        <div class="skeleton" aria-busy="true"><span></span><span></span></div></section>`;
+    }
+    if (list.length) {
+      const tabs = list.slice(0, 6).map((p) => valuesTab(event, p));
+      const note = html`<p class="panel-note">Properties of <strong>${event}</strong></p>`;
+      return html`<${Panel} key=${'props-' + event} id="events" title="Custom events" tabs=${tabs} note=${note} ...${props} />`;
+    }
+  }
+  const tabs = [{
+    id: 'events', label: 'Events', valueHeader: 'Event', dimension: 'event', load: loadNames,
+    metrics: ['visitors', 'events'], shown: 2,
+    empty: 'No custom events in this period. Send them with littlestats.track("Signup", {plan: "pro"}).',
+    rowTitle: (t) => `Filter by ${t} and show its properties`,
+  }];
+  return html`<${Panel} key="names" id="events" title="Custom events" tabs=${tabs} ...${props} />`;
+}
