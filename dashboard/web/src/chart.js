@@ -4,7 +4,7 @@ import uPlot from 'uplot';
 import { useEffect, useRef, useState } from 'preact/hooks';
 import { html } from './html.js';
 import { api } from './api.js';
-import { apiParams } from './state.js';
+import { apiParams, toSearch } from './state.js';
 import { bucketLabel, metric as metricOf } from './format.js';
 
 const DAY = 86400000;
@@ -41,7 +41,8 @@ export function MainChart({ siteId, state }) {
   const granularity = granularityFor(state);
   const m = metricOf(state.metric);
   const [series, setSeries] = useState({ data: null, previous: null, error: null });
-  const key = JSON.stringify([siteId, state.period, state.start, state.end, state.date, state.filters, state.metric, state.compare]);
+  // What the chart shows: the dashboard's whole URL state (tests wait for it to be current).
+  const key = toSearch(state);
 
   useEffect(() => {
     let live = true;
@@ -55,19 +56,20 @@ export function MainChart({ siteId, state }) {
           const p = apiParams({ ...state, period: 'custom', start: prev.start, end: prev.end, date: null }, { granularity, metrics: m.id });
           previous = await api(site, { params: p });
         }
-        if (live) setSeries({ data, previous, error: null });
+        if (live) setSeries({ data, previous, error: null, for: key });
       })
-      .catch((error) => live && setSeries({ data: null, previous: null, error }));
+      .catch((error) => live && setSeries({ data: null, previous: null, error, for: key }));
     return () => {
       live = false;
     };
-  }, [key]);
+  }, [siteId, key]);
 
+  const ready = series.for === key ? 'true' : 'false';
   if (series.error) {
-    return html`<div class="chart panel-error" role="alert">Could not load the chart: ${series.error.message}</div>`;
+    return html`<div class="chart panel-error" role="alert" data-for-search=${series.for} data-ready=${ready}>Could not load the chart: ${series.error.message}</div>`;
   }
   return html`
-    <figure class="chart" data-ready=${series.data ? 'true' : 'false'} data-metric=${m.id}>
+    <figure class="chart" data-for-search=${series.for || ''} data-ready=${ready} data-metric=${m.id}>
       <figcaption class="sr-only">${m.label} by ${granularity}</figcaption>
       ${series.data ? html`<${Plot} data=${series.data} previous=${series.previous} metric=${m} granularity=${granularity} />`
         : html`<div class="chart-loading" aria-busy="true"></div>`}

@@ -13,10 +13,10 @@ function Change({ value, lowerIsBetter, points }) {
   return html`<span class=${'change ' + cls} data-change=${value}>${arrow} ${text}</span>`;
 }
 
-export function Kpis({ stats, error, state }) {
-  if (error) return html`<div class="kpis panel-error" role="alert">Could not load the totals: ${error.message}</div>`;
+export function Kpis({ stats, error, state, loadedFor, ready }) {
+  if (error) return html`<div class="kpis panel-error" role="alert" data-for=${loadedFor} data-ready=${ready ? 'true' : 'false'}>Could not load the totals: ${error.message}</div>`;
   return html`
-    <div class="kpis" data-ready=${stats ? 'true' : 'false'}>
+    <div class="kpis" data-for=${loadedFor || ''} data-ready=${ready ? 'true' : 'false'}>
       ${METRICS.map((m) => {
         const value = stats ? stats[m.field] : null;
         const selected = state.metric === m.id;

@@ -4,7 +4,7 @@ import { useEffect, useRef, useState } from 'preact/hooks';
 import { html } from './html.js';
 import { loadBreakdown } from './breakdown.js';
 import { COLUMNS } from './columns.js';
-import { navigate, withFilter } from './state.js';
+import { apiParams, navigate, withFilter } from './state.js';
 
 const TOP = 10;
 const PAGE = 20;
@@ -14,19 +14,20 @@ export function Panel({ title, tabs, siteId, state, id, note }) {
   const tab = tabs.find((t) => t.id === tabId) || tabs[0];
   const [result, setResult] = useState({ rows: null, error: null });
   const [details, setDetails] = useState(false);
-  const stateKey = JSON.stringify(state.filters) + state.period + state.start + state.end + state.date;
+  // What the rows answer: the API query they were loaded for (tests wait for it to be current).
+  const query = apiParams(state).toString();
+  const loadedFor = `${query}#${tab.id}`;
 
   useEffect(() => {
     let live = true;
-    setResult((r) => ({ ...r, loading: true }));
     loadBreakdown(siteId, state, tab, { limit: TOP }).then(
-      (rows) => live && setResult({ rows, error: null }),
-      (error) => live && setResult({ rows: null, error }),
+      (rows) => live && setResult({ rows, error: null, for: loadedFor }),
+      (error) => live && setResult({ rows: null, error, for: loadedFor }),
     );
     return () => {
       live = false;
     };
-  }, [siteId, stateKey, tab.id]);
+  }, [siteId, query, tab.id]);
 
   const columns = tab.metrics.slice(0, tab.shown || 1);
   const rows = result.rows;
@@ -34,7 +35,7 @@ export function Panel({ title, tabs, siteId, state, id, note }) {
 
   return html`
     <section class="panel" id=${'panel-' + id} data-panel=${id} data-tab=${tab.id}
-      data-ready=${rows || result.error ? 'true' : 'false'} aria-labelledby=${'h-' + id}>
+      data-for=${result.for ? result.for.split('#')[0] : ''} data-ready=${result.for === loadedFor ? 'true' : 'false'} aria-labelledby=${'h-' + id}>
       <header class="panel-head">
         <h2 id=${'h-' + id}>${title}</h2>
         ${tabs.length > 1 && html`
@@ -119,9 +120,10 @@ function Details({ title, tab, siteId, state, onClose }) {
   useEffect(() => {
     let live = true;
     const load = tab.details || loadBreakdown;
+    const key = `${offset}:${query}`;
     load(siteId, state, tab, { limit: PAGE + 1, offset, q: query, metrics }).then(
-      (rows) => live && setResult({ rows, error: null }),
-      (error) => live && setResult({ rows: null, error }),
+      (rows) => live && setResult({ rows, error: null, for: key }),
+      (error) => live && setResult({ rows: null, error, for: key }),
     );
     return () => {
       live = false;
@@ -136,7 +138,7 @@ function Details({ title, tab, siteId, state, onClose }) {
     else activate(tab, row, state);
   };
   return html`
-    <dialog ref=${ref} class="details" aria-labelledby="details-title" onClose=${onClose}>
+    <dialog ref=${ref} class="details" aria-labelledby="details-title" onClose=${onClose} data-loaded=${result.for || ''}>
       <header class="details-head">
         <h2 id="details-title">${title}: ${tab.detailsLabel || tab.label}</h2>
         <button type="button" class="icon-button" aria-label="Close" onClick=${onClose}>✕</button>

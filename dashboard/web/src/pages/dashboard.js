@@ -2,7 +2,7 @@
 import { useEffect, useState } from 'preact/hooks';
 import { html } from '../html.js';
 import { api, useApi } from '../api.js';
-import { apiParams, navigate, PERIODS, useUrlState } from '../state.js';
+import { apiParams, navigate, PERIODS, toSearch, useUrlState } from '../state.js';
 import { Layout, ErrorBox } from '../layout.js';
 import { Kpis } from '../kpis.js';
 import { MainChart } from '../chart.js';
@@ -23,20 +23,23 @@ export function Dashboard({ siteId }) {
   const [stats, setStats] = useState({ data: null, error: null });
   const [liveOpen, setLiveOpen] = useState(false);
   const live = useLive(siteId);
-  const statsKey = JSON.stringify([state.period, state.start, state.end, state.date, state.filters]);
+  const query = apiParams(state).toString();
 
   useEffect(() => {
     let on = true;
-    setStats((s) => ({ ...s, loading: true }));
     api(`/sites/${encodeURIComponent(siteId)}/stats`, { params: apiParams(state) }).then(
-      (data) => on && setStats({ data, error: null }),
-      (error) => on && setStats({ data: null, error }),
+      (data) => on && setStats({ data, error: null, for: query }),
+      (error) => on && setStats({ data: null, error, for: query }),
     );
     return () => {
       on = false;
     };
-  }, [siteId, statsKey]);
+  }, [siteId, query]);
 
+  useEffect(() => {
+    // One spelling per state: a bookmarked URL reads the same as the one the page would write.
+    if (location.search !== toSearch(state)) navigate(state, { replace: true });
+  }, []);
   useKeyboard(state);
   const site = siteReq.data;
   if (siteReq.error) return html`<${Layout}><${ErrorBox} error=${siteReq.error} what="this site" /></${Layout}>`;
@@ -46,6 +49,7 @@ export function Dashboard({ siteId }) {
   const empty = stats.data && stats.data.visitors === 0 && stats.data.views === 0 && state.filters.length === 0;
   return html`
     <${Layout} site=${site} wide>
+      <div class="dashboard" data-search=${toSearch(state)} data-query=${query}>
       <div class="toolbar">
         <h1 class="site-title">${site ? site.name || site.domain : '\u00a0'}</h1>
         <${LiveCount} live=${live} onOpen=${() => setLiveOpen(true)} />
@@ -57,7 +61,7 @@ export function Dashboard({ siteId }) {
       </div>
       ${empty && site && html`<${NoData} site=${site} />`}
       <section class="overview" aria-label="Overview">
-        <${Kpis} stats=${stats.data} error=${stats.error} state=${state} />
+        <${Kpis} stats=${stats.data} error=${stats.error} state=${state} loadedFor=${stats.for} ready=${stats.for === query} />
         <${MainChart} ...${props} />
       </section>
       <div class="panels">
@@ -70,6 +74,7 @@ export function Dashboard({ siteId }) {
         <${EventsPanel} ...${props} />
       </div>
       ${liveOpen && html`<${LiveView} live=${live} onClose=${() => setLiveOpen(false)} />`}
+      </div>
     </${Layout}>`;
 }
 

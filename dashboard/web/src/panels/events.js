@@ -1,6 +1,6 @@
 // Custom events: names with counts; with an event filter, that event's properties, and a
 // property's values (a click on a value filters by it).
-import { useState } from 'preact/hooks';
+import { useEffect, useState } from 'preact/hooks';
 import { html } from '../html.js';
 import { Panel } from '../panel.js';
 import { api } from '../api.js';
@@ -29,17 +29,21 @@ function valuesTab(event, property) {
 export function EventsPanel(props) {
   const event = filterValue(props.state, 'event');
   const [properties, setProperties] = useState({ event: null, list: null });
-  if (event && properties.event !== event) {
-    setProperties({ event, list: null });
+  useEffect(() => {
+    if (!event) return undefined;
+    let live = true;
     api(`${site(props.siteId)}/events/properties`, { params: apiParams(props.state, { event }) }).then(
-      (d) => setProperties({ event, list: d.properties.map((p) => p.property) }),
-      () => setProperties({ event, list: [] }),
+      (d) => live && setProperties({ event, list: d.properties.map((p) => p.property) }),
+      () => live && setProperties({ event, list: [] }),
     );
-  }
+    return () => {
+      live = false;
+    };
+  }, [props.siteId, event]);
   if (event) {
     const list = properties.event === event ? properties.list : null;
     if (list === null) {
-      return html`<section class="panel" data-panel="events" data-ready="false"><header class="panel-head"><h2>Custom events</h2></header>
+      return html`<section class="panel" data-panel="events" data-for="" data-ready="false"><header class="panel-head"><h2>Custom events</h2></header>
         <div class="skeleton" aria-busy="true"><span></span><span></span></div></section>`;
     }
     if (list.length) {
