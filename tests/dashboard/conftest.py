@@ -6,6 +6,7 @@ what they read (a beacon, a goal) use a site of their own.
 
 from __future__ import annotations
 
+import time
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -27,6 +28,11 @@ def dash_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LiveServer
     data_dir = tmp_path_factory.mktemp("dashboard") / "data"
     data_dir.mkdir()
     with running_server(data_dir, 1, "--dev", env={"LITTLESTATS_SEGMENT_SECONDS": "1"}) as srv:
+        warehouse = Warehouse(srv, "")
+        deadline = time.monotonic() + 60
+        while not warehouse.client.available():  # it starts a few seconds after HTTP
+            assert time.monotonic() < deadline, "the server's warehouse process never answered"
+            time.sleep(0.2)
         yield srv
 
 

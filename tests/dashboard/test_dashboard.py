@@ -13,6 +13,7 @@ import pytest
 
 from littlestats.controlplane import ControlPlane
 from tests.dashboard.harness import Dashboard, Loaded
+from tests.server import cli
 from tests.tracker.harness import DESKTOP_UA
 
 pytestmark = [pytest.mark.browser, pytest.mark.slow]
@@ -281,3 +282,36 @@ def test_sites_page_lists_visitors_today(loaded: Loaded, dashboard: Dashboard) -
     page.locator(".notice pre").wait_for()
     sites = {s["domain"]: s for s in dashboard.api("/sites")["sites"]}
     assert sites["new.example"]["domainKey"] in page.locator(".notice pre").inner_text()
+
+
+def test_settings_pages_change_the_site_and_manage_tokens(dash_server: Any, control: ControlPlane,
+                                                          dashboard: Dashboard) -> None:
+    site = control.create_site("settings.example", name="Before").public()
+    page = dashboard.open(f"/sites/{site['id']}/settings")
+    page.get_by_label("Name", exact=True).fill("After")
+    page.get_by_label("Excluded paths").fill("/admin/*\n/preview")
+    page.get_by_label("Respect Do-Not-Track").check()
+    page.get_by_role("button", name="Save").click()
+    page.get_by_text("Saved.").wait_for()
+    saved = dashboard.api(f"/sites/{site['id']}")
+    assert (saved["name"], saved["excludedPaths"], saved["respectDnt"]) == ("After", ["/admin/*", "/preview"], True)
+    assert site["domainKey"] in page.locator("pre[aria-label=\"Tracker snippet\"]").inner_text()
+
+    delete = page.get_by_role("button", name="Delete site and data")
+    page.get_by_label("to confirm").fill("settings.exampl")
+    assert delete.is_disabled()  # only the exact domain enables it
+    page.get_by_label("to confirm").fill("settings.example")
+    delete.click()
+    page.wait_for_url(dash_server.url + "/")
+    assert httpx.get(f"{dash_server.url}/api/v2/sites/{site['id']}").status_code == 404
+
+    # Under --dev nobody is signed in to own a new token (the page says how to make one); a
+    # token made with the CLI is listed and revoked from the page.
+    made = cli(dash_server.data_dir, "token", "create", "--user", "ops@example.com", "--name", "reporting").strip()
+    page = dashboard.open("/settings")
+    page.get_by_text("littlestats token create --user EMAIL").wait_for()
+    row = next(t for t in dashboard.api("/tokens")["tokens"] if t["name"] == "reporting")
+    assert made not in page.content()  # shown once, by the CLI; never listed
+    page.get_by_role("button", name="Revoke token reporting").click()
+    page.locator(f'[data-token="{row["id"]}"]').wait_for(state="detached")
+    assert row["id"] not in [t["id"] for t in dashboard.api("/tokens")["tokens"]]

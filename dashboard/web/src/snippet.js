@@ -20,7 +20,7 @@ export function Snippet({ site }) {
   };
   return html`
     <div class="snippet">
-      <p>Paste this into the <code>&lt;head&gt;</code> of every page of <strong>${site.domain}</strong>:</p>
+      <p>Paste this into the <code>${'<head>'}</code> of every page of <strong>${site.domain}</strong>:</p>
       <pre tabindex="0" aria-label="Tracker snippet"><code>${text}</code></pre>
       <button type="button" class="button" onClick=${copy}>${copied ? 'Copied' : 'Copy snippet'}</button>
     </div>`;

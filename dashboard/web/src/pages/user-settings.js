@@ -54,11 +54,12 @@ function Tokens() {
         <tbody>${list.map((t) => html`<tr data-token=${t.id}><td>${t.name || t.id}</td><td>${t.createdAt ? new Date(t.createdAt).toLocaleDateString() : ''}</td>
           <td class="num"><button type="button" class="button danger-quiet" aria-label=${`Revoke token ${t.name || t.id}`} onClick=${() => revoke(t)}>Revoke</button></td></tr>`)}</tbody></table>`
         : tokens.data && html`<p class="panel-empty">No tokens yet.</p>`}
+      ${config.dev && !config.user ? html`<p class="hint">Under <code>--dev</code> nobody is signed in to own a new token: create one with <code>littlestats token create --user EMAIL</code>.</p>` : html`
       <form class="inline-form" onSubmit=${create}>
         <label class="sr-only" for="token-name">Token name</label>
         <input id="token-name" class="input" placeholder="Name, e.g. reporting script" value=${name} onInput=${(e) => setName(e.currentTarget.value)} />
         <button type="submit" class="button primary">Create token</button>
-      </form>
+      </form>`}
       ${error && html`<p class="form-error" role="alert">${error.message}</p>`}
     </section>`;
 }

@@ -4,14 +4,16 @@ import { useEffect, useState } from 'preact/hooks';
 import { html } from '../html.js';
 import { Panel } from '../panel.js';
 import { api } from '../api.js';
+import { loadPairs } from '../breakdown.js';
 import { apiParams, filterValue } from '../state.js';
 
 const site = (id) => `/sites/${encodeURIComponent(id)}`;
 
+// Names with visitors and events through the general query: /events would also read a page of
+// the raw event list, which the panel does not show.
 async function loadNames(siteId, state, { limit, offset = 0, q = '' }) {
-  const params = apiParams(state, { limit, offset: offset || null, q });
-  const data = await api(`${site(siteId)}/events`, { params });
-  return data.names.map((n) => ({ value: n.name, cells: { visitors: n.visitors, events: n.events } }));
+  const rows = await loadPairs(siteId, state, ['event'], { limit, offset, q, metrics: ['visitors', 'events'] });
+  return rows.map((r) => ({ value: r.value, cells: r.cells }));
 }
 
 function valuesTab(event, property) {
