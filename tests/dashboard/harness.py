@@ -123,6 +123,12 @@ class Dashboard:
         assert r.status_code == 200, r.text
         return r.json()
 
+    def api_error(self, path: str, params: dict[str, Any]) -> str:
+        """The message of the API's 4xx for this question."""
+        r = httpx.get(f"{self.server.url}/api/v2{path}?{urlencode(params, doseq=True)}", timeout=60)
+        assert 400 <= r.status_code < 500, r.text
+        return str(r.json()["error"])
+
     def close(self) -> None:
         for page in self.pages:
             try:

@@ -315,3 +315,16 @@ def test_settings_pages_change_the_site_and_manage_tokens(dash_server: Any, cont
     page.get_by_role("button", name="Revoke token reporting").click()
     page.locator(f'[data-token="{row["id"]}"]').wait_for(state="detached")
     assert row["id"] not in [t["id"] for t in dashboard.api("/tokens")["tokens"]]
+
+
+def test_an_api_error_shows_in_each_part_that_failed(loaded: Loaded, dashboard: Dashboard) -> None:
+    page = dashboard.open(f"/sites/{loaded.id}?period=7d&filter=colour==red")
+    expected = dashboard.api_error(f"/sites/{loaded.id}/stats", {"period": "7d", "filter": "colour==red"})
+    assert "filter" in expected
+    for part in ('.kpis[role="alert"]', '[data-panel="sources"] [role="alert"]', '[data-panel="pages"] [role="alert"]',
+                 '.chart[role="alert"]'):
+        assert expected in page.locator(part).inner_text(), part
+    assert page.locator("h1.site-title").inner_text() == "Shop"  # the rest of the page still works
+    # The browser logs each refused request; here they are the point, not a fault.
+    assert dashboard.errors and all("400" in e for e in dashboard.errors)
+    dashboard.errors.clear()
