@@ -16,22 +16,20 @@ export async function loadBreakdown(siteId, state, tab, { limit, offset = 0, q =
   }));
 }
 
-// Two dimensions through the general query (e.g. browser + version), one row per pair.
+// One or two dimensions through the general query (e.g. browser + version), one row per value
+// or pair; the range and filters are the URL's, in the query's spelling.
 export async function loadPairs(siteId, state, dimensions, { limit, offset = 0, q = '', metrics }) {
   const params = apiParams(state);
   const body = {
     metrics,
     dimensions,
-    filters: [],
+    date_range: params.get('start') ? [params.get('start'), params.get('end')] : params.get('period'),
+    filters: params.getAll('filter').map(toQueryFilter),
     limit,
     offset,
   };
-  if (q) body.q = q;
-  // The general query takes the same range and filters as the query string; pass them through it.
-  const range = params.get('start') ? [params.get('start'), params.get('end')] : params.get('period');
-  body.date_range = range;
   if (params.get('date')) body.date = params.get('date');
-  body.filters = params.getAll('filter').map(toQueryFilter).filter(Boolean);
+  if (q) body.q = q;
   const data = await api(`/sites/${encodeURIComponent(siteId)}/query`, { method: 'POST', body });
   return data.results.map((r) => ({
     value: r.dimensions[0],
@@ -44,7 +42,7 @@ const OP_NAMES = { '==': 'is', '!=': 'is_not', '~': 'contains', '!~': 'not_conta
 
 function toQueryFilter(text) {
   const m = /^([a-z_]+|props:[^=!~]+)(==|!=|!~|~)(.*)$/s.exec(text);
-  if (!m) return null;
+  if (!m) return ['is', text, []]; // not a filter: let the API name the problem
   const values = m[3].split(/(?<!\\)\|/).map((v) => v.replace(/\\\|/g, '|'));
   return [OP_NAMES[m[2]], m[1], values];
 }
