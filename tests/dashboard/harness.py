@@ -102,6 +102,8 @@ class Dashboard:
         page = ctx.new_page()
         page.on("pageerror", lambda e: self.errors.append(f"page error: {e}"))
         page.on("console", lambda m: self.errors.append(f"console: {m.text}") if m.type == "error" else None)
+        page.on("response", lambda r: self.errors.append(f"HTTP {r.status} {r.request.method} {r.url}")
+                if r.status >= 400 else None)
         page.goto(self.server.url + path)
         self.pages.append(page)
         if wait and path.startswith("/sites/") and not path.endswith("/settings"):

@@ -326,5 +326,5 @@ def test_an_api_error_shows_in_each_part_that_failed(loaded: Loaded, dashboard: 
         assert expected in page.locator(part).inner_text(), part
     assert page.locator("h1.site-title").inner_text() == "Shop"  # the rest of the page still works
     # The browser logs each refused request; here they are the point, not a fault.
-    assert dashboard.errors and all("400" in e for e in dashboard.errors)
+    assert dashboard.errors and all("400" in e for e in dashboard.errors), dashboard.errors
     dashboard.errors.clear()
