@@ -35,6 +35,7 @@ MEASURE = """
     api: entries.filter((e) => e.name.includes('/api/v2/sites/')).map((e) => e.duration),
     bytes: entries.reduce((n, e) => n + (e.transferSize || 0), nav ? nav.transferSize : 0),
     requests: entries.length + 1,
+    failed: [...document.querySelectorAll('[role=alert]')].map((e) => e.textContent),
   };
 }
 """
@@ -85,7 +86,10 @@ def run(ctx: BenchContext) -> Section:
                 for _ in range(loads + 1):
                     page.goto(url)
                     page.wait_for_function(ready, polling="raf", timeout=60_000)
-                    runs.append(page.evaluate(MEASURE))
+                    measured = page.evaluate(MEASURE)
+                    if measured["failed"]:  # an error shown counts as rendered: not a valid sample
+                        raise RuntimeError(f"the dashboard showed errors: {measured['failed'][:3]}")
+                    runs.append(measured)
                 context.close()
                 cold, warm = runs[0], runs[1:]
                 times = [r["ms"] for r in warm]
