@@ -33,6 +33,8 @@ MEASURE = """
   return {
     ms: window.__readyAt,
     api: entries.filter((e) => e.name.includes('/api/v2/sites/')).map((e) => e.duration),
+    apiStart: Math.min(...entries.filter((e) => e.name.includes('/api/v2/sites/')).map((e) => e.startTime)),
+    apiEnd: Math.max(...entries.filter((e) => e.name.includes('/api/v2/sites/')).map((e) => e.responseEnd)),
     bytes: entries.reduce((n, e) => n + (e.transferSize || 0), nav ? nav.transferSize : 0),
     requests: entries.length + 1,
     failed: [...document.querySelectorAll('[role=alert]')].map((e) => e.textContent),
@@ -101,6 +103,10 @@ def run(ctx: BenchContext) -> Section:
                 section.add(f"{name}: p95", _p(times, 95), "ms", baseline=_p(api, 95),
                             target=f"< {target:.0f} ms", met=_p(times, 95) < target)
                 section.add(f"{name}: API requests p95 (as the page saw them)", _p(api, 95), "ms")
+                section.add(f"{name}: navigation → first API request (median)",
+                            statistics.median(r["apiStart"] for r in warm), "ms")
+                section.add(f"{name}: last API answer → rendered (median)",
+                            statistics.median(r["ms"] - r["apiEnd"] for r in warm), "ms")
                 section.add(f"{name}: bytes transferred, first load", cold["bytes"], "B")
                 section.add(f"{name}: bytes transferred, later loads (median)",
                             statistics.median(r["bytes"] for r in warm), "B")

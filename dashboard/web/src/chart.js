@@ -1,7 +1,7 @@
 // The main chart: the chosen metric over the period (uPlot), the previous period drawn behind it
 // when comparing; the legend under it shows the exact values of the bucket under the pointer.
 import uPlot from 'uplot';
-import { useEffect, useRef, useState } from 'preact/hooks';
+import { useEffect, useLayoutEffect, useRef, useState } from 'preact/hooks';
 import { html } from './html.js';
 import { api } from './api.js';
 import { apiParams, toSearch } from './state.js';
@@ -44,7 +44,7 @@ export function MainChart({ siteId, state }) {
   // What the chart shows: the dashboard's whole URL state (tests wait for it to be current).
   const key = toSearch(state);
 
-  useEffect(() => {
+  useLayoutEffect(() => {
     let live = true;
     const site = `/sites/${encodeURIComponent(siteId)}/timeseries`;
     const params = apiParams(state, { granularity, metrics: m.id });

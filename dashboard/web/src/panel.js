@@ -1,6 +1,6 @@
 // A dashboard panel: tabs, the top 10 rows of the chosen tab with bars, and a "Details" view
 // with search and paging. A click on a row filters the whole dashboard by its value.
-import { useEffect, useRef, useState } from 'preact/hooks';
+import { useEffect, useLayoutEffect, useRef, useState } from 'preact/hooks';
 import { html } from './html.js';
 import { loadBreakdown } from './breakdown.js';
 import { COLUMNS } from './columns.js';
@@ -18,7 +18,7 @@ export function Panel({ title, tabs, siteId, state, id, note }) {
   const query = apiParams(state).toString();
   const loadedFor = `${query}#${tab.id}`;
 
-  useEffect(() => {
+  useLayoutEffect(() => {
     let live = true;
     loadBreakdown(siteId, state, tab, { limit: TOP }).then(
       (rows) => live && setResult({ rows, error: null, for: loadedFor }),

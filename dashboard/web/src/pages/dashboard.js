@@ -1,5 +1,5 @@
 // /sites/{id}: the dashboard of one site. Every part reads the URL's state and asks the API.
-import { useEffect, useState } from 'preact/hooks';
+import { useEffect, useLayoutEffect, useState } from 'preact/hooks';
 import { html } from '../html.js';
 import { api, useApi } from '../api.js';
 import { apiParams, navigate, PERIODS, toSearch, useUrlState } from '../state.js';
@@ -25,7 +25,7 @@ export function Dashboard({ siteId }) {
   const live = useLive(siteId);
   const query = apiParams(state).toString();
 
-  useEffect(() => {
+  useLayoutEffect(() => {
     let on = true;
     api(`/sites/${encodeURIComponent(siteId)}/stats`, { params: apiParams(state) }).then(
       (data) => on && setStats({ data, error: null, for: query }),
