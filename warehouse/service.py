@@ -209,6 +209,10 @@ class WarehouseSocketServer(socketserver.ThreadingMixIn, socketserver.UnixStream
     """Answers ``warehouse.protocol`` requests on a Unix socket, one thread per connection."""
 
     daemon_threads = True
+    # socketserver listens with a backlog of 5: a dashboard asks ~12 questions at once per worker,
+    # and while a load holds the GIL the accept thread falls behind; a full backlog refuses the
+    # worker's non-blocking connect (EAGAIN), which the API answers with a 503.
+    request_queue_size = 256
 
     def __init__(self, warehouse: Warehouse, path: Path) -> None:
         self.warehouse = warehouse

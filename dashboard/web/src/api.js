@@ -1,0 +1,64 @@
+// The one way the page talks to the server: the public API under /api/v2, same origin.
+import { useEffect, useState } from 'preact/hooks';
+import { config } from './config.js';
+
+export class ApiError extends Error {
+  constructor(status, message) {
+    super(message);
+    this.status = status;
+  }
+}
+
+export function loginUrl() {
+  return '/login?next=' + encodeURIComponent(location.pathname + location.search);
+}
+
+export async function api(path, { method = 'GET', params, body } = {}) {
+  let url = '/api/v2' + path;
+  const qs = params ? params.toString() : '';
+  if (qs) url += (url.includes('?') ? '&' : '?') + qs;
+  const headers = { Accept: 'application/json' };
+  if (method !== 'GET') headers['X-CSRF-Token'] = config.csrf;
+  if (body !== undefined) headers['Content-Type'] = 'application/json';
+  let resp;
+  try {
+    resp = await fetch(url, {
+      method,
+      headers,
+      credentials: 'same-origin',
+      body: body === undefined ? undefined : JSON.stringify(body),
+    });
+  } catch {
+    throw new ApiError(0, 'The server could not be reached. Check that it is running, then reload.');
+  }
+  if (resp.status === 401 && !config.dev) {
+    location.assign(loginUrl());
+    throw new ApiError(401, 'Your session has ended: sign in again.');
+  }
+  let data = null;
+  try {
+    data = await resp.json();
+  } catch {
+    data = null;
+  }
+  if (!resp.ok) throw new ApiError(resp.status, (data && data.error) || `The server answered ${resp.status}.`);
+  return data;
+}
+
+// Loads `path` whenever `key` changes; the answer of an older request never replaces a newer one.
+export function useApi(path, params, key, options) {
+  const [state, setState] = useState({ data: null, error: null, loading: true });
+  useEffect(() => {
+    if (!path) return undefined;
+    let live = true;
+    setState((s) => ({ ...s, loading: true }));
+    api(path, { params, ...(options || {}) }).then(
+      (data) => live && setState({ data, error: null, loading: false }),
+      (error) => live && setState({ data: null, error, loading: false }),
+    );
+    return () => {
+      live = false;
+    };
+  }, [path, key]);
+  return state;
+}

@@ -1,0 +1,48 @@
+// One way to ask for a breakdown: a named endpoint of the API, shaped into plain rows
+// {value, cells: {metric: number}} that the panels and their details view render.
+import { api } from './api.js';
+import { apiParams } from './state.js';
+import { COLUMNS } from './columns.js';
+
+// `tab.endpoint` answers {[tab.key]: [{[tab.field]: value, ...metrics}]}.
+export async function loadBreakdown(siteId, state, tab, { limit, offset = 0, q = '', metrics }) {
+  if (tab.load) return tab.load(siteId, state, { limit, offset, q, metrics });
+  const want = metrics || tab.metrics;
+  const params = apiParams(state, { ...(tab.params || {}), limit, offset: offset || null, q, metrics: want.join(',') });
+  const data = await api(`/sites/${encodeURIComponent(siteId)}/${tab.endpoint}`, { params });
+  return (data[tab.key] || []).map((row) => ({
+    value: row[tab.field],
+    cells: Object.fromEntries(want.map((m) => [m, row[COLUMNS[m].field]])),
+  }));
+}
+
+// One or two dimensions through the general query (e.g. browser + version), one row per value
+// or pair; the range and filters are the URL's, in the query's spelling.
+export async function loadPairs(siteId, state, dimensions, { limit, offset = 0, q = '', metrics }) {
+  const params = apiParams(state);
+  const body = {
+    metrics,
+    dimensions,
+    date_range: params.get('start') ? [params.get('start'), params.get('end')] : params.get('period'),
+    filters: params.getAll('filter').map(toQueryFilter),
+    limit,
+    offset,
+  };
+  if (params.get('date')) body.date = params.get('date');
+  if (q) body.q = q;
+  const data = await api(`/sites/${encodeURIComponent(siteId)}/query`, { method: 'POST', body });
+  return data.results.map((r) => ({
+    value: r.dimensions[0],
+    pair: r.dimensions,
+    cells: Object.fromEntries(metrics.map((m, i) => [m, r.metrics[i]])),
+  }));
+}
+
+const OP_NAMES = { '==': 'is', '!=': 'is_not', '~': 'contains', '!~': 'not_contains' };
+
+function toQueryFilter(text) {
+  const m = /^([a-z_]+|props:[^=!~]+)(==|!=|!~|~)(.*)$/s.exec(text);
+  if (!m) return ['is', text, []]; // not a filter: let the API name the problem
+  const values = m[3].split(/(?<!\\)\|/).map((v) => v.replace(/\\\|/g, '|'));
+  return [OP_NAMES[m[2]], m[1], values];
+}

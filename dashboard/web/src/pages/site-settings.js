@@ -1,0 +1,154 @@
+// /sites/{id}/settings: name, time zone, retention, hostnames, excluded paths, DNT, goals, the
+// snippet, and deleting the site (its domain must be typed).
+import { useEffect, useState } from 'preact/hooks';
+import { html } from '../html.js';
+import { api, useApi } from '../api.js';
+import { Layout, ErrorBox } from '../layout.js';
+import { Snippet } from '../snippet.js';
+
+const lines = (text) => text.split('\n').map((s) => s.trim()).filter(Boolean);
+
+export function SiteSettings({ siteId }) {
+  const id = encodeURIComponent(siteId);
+  const [version, setVersion] = useState(0);
+  const req = useApi(`/sites/${id}`, null, `${siteId}:${version}`);
+  document.title = 'Site settings · LittleStats';
+  if (req.error) return html`<${Layout}><${ErrorBox} error=${req.error} what="this site" /></${Layout}>`;
+  const site = req.data;
+  return html`
+    <${Layout} site=${site}>
+      <div class="page-head"><h1>Site settings</h1>
+        ${site && html`<a href=${`/sites/${id}`}>Back to the dashboard</a>`}</div>
+      ${!site ? html`<div class="skeleton" aria-busy="true"><span></span><span></span></div>` : html`
+        <${General} site=${site} onSaved=${() => setVersion(version + 1)} />
+        <section class="card" aria-labelledby="snippet-title"><h2 id="snippet-title">Tracker snippet</h2><${Snippet} site=${site} /></section>
+        <${Goals} site=${site} />
+        <${Danger} site=${site} />`}
+    </${Layout}>`;
+}
+
+function General({ site, onSaved }) {
+  const [form, setForm] = useState(null);
+  const [status, setStatus] = useState(null);
+  useEffect(() => {
+    setForm({
+      name: site.name || '', timezone: site.timezone, retentionDays: String(site.retentionDays || 0),
+      allowedHostnames: (site.allowedHostnames || []).join('\n'), excludedPaths: (site.excludedPaths || []).join('\n'),
+      respectDnt: !!site.respectDnt,
+    });
+  }, [site]);
+  if (!form) return null;
+  const set = (k) => (e) => setForm({ ...form, [k]: e.currentTarget.type === 'checkbox' ? e.currentTarget.checked : e.currentTarget.value });
+  const save = async (e) => {
+    e.preventDefault();
+    setStatus(null);
+    try {
+      await api(`/sites/${encodeURIComponent(site.id)}`, {
+        method: 'PATCH',
+        body: {
+          name: form.name, timezone: form.timezone, retentionDays: Number(form.retentionDays) || 0,
+          allowedHostnames: lines(form.allowedHostnames), excludedPaths: lines(form.excludedPaths), respectDnt: form.respectDnt,
+        },
+      });
+      setStatus({ ok: 'Saved.' });
+      onSaved();
+    } catch (error) {
+      setStatus({ error });
+    }
+  };
+  const zones = typeof Intl.supportedValuesOf === 'function' ? Intl.supportedValuesOf('timeZone') : [form.timezone];
+  return html`
+    <form class="card form" onSubmit=${save} aria-labelledby="general-title">
+      <h2 id="general-title">General</h2>
+      <p class="hint">Domain <strong>${site.domain}</strong> · site id <code>${site.id}</code> · public key <code>${site.domainKey}</code></p>
+      <label>Name <input class="input" value=${form.name} onInput=${set('name')} /></label>
+      <label>Time zone
+        <select class="select" value=${form.timezone} onChange=${set('timezone')}>
+          ${(zones.includes(form.timezone) ? zones : [form.timezone, ...zones]).map((z) => html`<option value=${z}>${z}</option>`)}
+        </select>
+        <span class="hint">Days and hours of every report are this zone's.</span></label>
+      <label>Retention (days, 0 = keep forever) <input class="input" type="number" min="0" value=${form.retentionDays} onInput=${set('retentionDays')} /></label>
+      <label>Allowed hostnames (one per line; empty = any) <textarea class="input" rows="3" value=${form.allowedHostnames} onInput=${set('allowedHostnames')}></textarea></label>
+      <label>Excluded paths (one per line, <code>*</code> as a wildcard) <textarea class="input" rows="3" value=${form.excludedPaths} onInput=${set('excludedPaths')}></textarea></label>
+      <label class="toggle"><input type="checkbox" checked=${form.respectDnt} onChange=${set('respectDnt')} /> Respect Do-Not-Track and Global Privacy Control</label>
+      ${status && status.error && html`<p class="form-error" role="alert">${status.error.message}</p>`}
+      ${status && status.ok && html`<p class="form-ok" role="status">${status.ok}</p>`}
+      <div class="actions"><button type="submit" class="button primary">Save</button></div>
+    </form>`;
+}
+
+function Goals({ site }) {
+  const id = encodeURIComponent(site.id);
+  const [version, setVersion] = useState(0);
+  const goals = useApi(`/sites/${id}/goals`, null, version);
+  const [kind, setKind] = useState('event');
+  const [value, setValue] = useState('');
+  const [error, setError] = useState(null);
+  const add = async (e) => {
+    e.preventDefault();
+    setError(null);
+    try {
+      await api(`/sites/${id}/goals`, { method: 'POST', body: { kind, value: value.trim() } });
+      setValue('');
+      setVersion(version + 1);
+    } catch (err) {
+      setError(err);
+    }
+  };
+  const remove = async (goal) => {
+    setError(null);
+    try {
+      await api(`/sites/${id}/goals/${encodeURIComponent(goal.id)}`, { method: 'DELETE' });
+      setVersion(version + 1);
+    } catch (err) {
+      setError(err);
+    }
+  };
+  const list = goals.data ? goals.data.goals : [];
+  return html`
+    <section class="card" id="goals" aria-labelledby="goals-title">
+      <h2 id="goals-title">Goals</h2>
+      <p class="hint">A goal is a custom event name (<code>Signup</code>) or a page path (<code>/thank-you</code>); the dashboard's Goals panel shows their conversions.</p>
+      ${goals.error && html`<p class="form-error" role="alert">${goals.error.message}</p>`}
+      ${list.length > 0 && html`<ul class="goal-list">${list.map((g) => html`
+        <li data-goal=${g.value}><span>${g.kind === 'page' ? 'Page' : 'Event'}: <strong>${g.value}</strong></span>
+          <button type="button" class="button danger-quiet" aria-label=${`Delete goal ${g.value}`} onClick=${() => remove(g)}>Delete</button></li>`)}</ul>`}
+      <form class="inline-form" onSubmit=${add}>
+        <label class="sr-only" for="goal-kind">Kind</label>
+        <select id="goal-kind" class="select" value=${kind} onChange=${(e) => setKind(e.currentTarget.value)}>
+          <option value="event">Custom event</option><option value="page">Page visit</option>
+        </select>
+        <label class="sr-only" for="goal-value">Event name or page path</label>
+        <input id="goal-value" class="input" required placeholder=${kind === 'page' ? '/thank-you' : 'Signup'} value=${value} onInput=${(e) => setValue(e.currentTarget.value)} />
+        <button type="submit" class="button primary">Add goal</button>
+      </form>
+      ${error && html`<p class="form-error" role="alert">${error.message}</p>`}
+    </section>`;
+}
+
+function Danger({ site }) {
+  const [typed, setTyped] = useState('');
+  const [error, setError] = useState(null);
+  const [busy, setBusy] = useState(false);
+  const remove = async (e) => {
+    e.preventDefault();
+    if (typed !== site.domain) return;
+    setBusy(true);
+    setError(null);
+    try {
+      await api(`/sites/${encodeURIComponent(site.id)}`, { method: 'DELETE' });
+      location.assign('/');
+    } catch (err) {
+      setError(err);
+      setBusy(false);
+    }
+  };
+  return html`
+    <form class="card form danger" onSubmit=${remove} aria-labelledby="danger-title">
+      <h2 id="danger-title">Delete this site</h2>
+      <p>Deletes the site, its goals and all of its data (raw events, facts, pre-aggregates). This cannot be undone.</p>
+      <label>Type <strong>${site.domain}</strong> to confirm <input class="input" value=${typed} autocomplete="off" onInput=${(e) => setTyped(e.currentTarget.value)} /></label>
+      ${error && html`<p class="form-error" role="alert">${error.message}</p>`}
+      <div class="actions"><button type="submit" class="button danger" disabled=${typed !== site.domain || busy}>${busy ? 'Deleting…' : 'Delete site and data'}</button></div>
+    </form>`;
+}

@@ -1,0 +1,31 @@
+// Goals: conversions and conversion rate of every goal of the site.
+import { html } from '../html.js';
+import { Panel } from '../panel.js';
+import { api } from '../api.js';
+import { apiParams } from '../state.js';
+
+async function loadGoals(siteId, state, { limit, offset = 0, q = '' }) {
+  // A goal filter would make every goal but that one 0 %: the panel lists all goals under the
+  // other filters (as the API's /conversions does).
+  const data = await api(`/sites/${encodeURIComponent(siteId)}/conversions`, { params: apiParams(state) });
+  const needle = q.toLowerCase();
+  return data.goals
+    .filter((g) => !needle || g.value.toLowerCase().includes(needle))
+    .slice(offset, offset + limit)
+    .map((g) => ({
+      value: g.value,
+      goal: g,
+      cells: { visitors: g.visitors, conversions: g.conversions, conversion_rate: g.conversionRate },
+    }));
+}
+
+export const GOAL_TABS = [
+  { id: 'goals', label: 'Goals', valueHeader: 'Goal', dimension: 'goal', load: loadGoals,
+    metrics: ['visitors', 'conversions', 'conversion_rate'], shown: 3,
+    label_of: (v) => (v.startsWith('/') ? `Visit ${v}` : v) },
+];
+
+export function GoalsPanel(props) {
+  const empty = html`<span>No goals yet. <a href=${`/sites/${encodeURIComponent(props.siteId)}/settings#goals`}>Add one in the site's settings</a>: a custom event name or a page.</span>`;
+  return html`<${Panel} id="goals" title="Goals" tabs=${GOAL_TABS.map((t) => ({ ...t, empty }))} ...${props} />`;
+}
