@@ -62,6 +62,9 @@ TOKEN: dict[str, Any] = {"type": "object", "required": ["id", "userId", "name", 
     "createdAt": {"type": "string"}}}
 PERIOD = {"type": "object", "required": ["start", "end", "timezone"],
           "properties": {"start": {"type": "string"}, "end": {"type": "string"}, "timezone": {"type": "string"}}}
+ALLOWED_QUERY_PARAMS = ("Query-string parameters kept besides utm_*, ref, source and via (a trailing * is a"
+                        " prefix); every other one is dropped from page and referrer URLs before an event is"
+                        " written.")
 SITE = {
     "type": "object",
     "required": ["id", "domainKey", "domain", "name", "timezone", "retentionDays", "allowedHostnames", "createdAt"],
@@ -71,6 +74,7 @@ SITE = {
         "retentionDays": {"type": "integer", "description": "Days of raw data kept; 0 = forever."},
         "allowedHostnames": {"type": "array", "items": {"type": "string"}},
         "respectDnt": {"type": "boolean"}, "excludedPaths": {"type": "array", "items": {"type": "string"}},
+        "allowedQueryParams": {"type": "array", "items": {"type": "string"}, "description": ALLOWED_QUERY_PARAMS},
         "createdAt": {"type": "string"},
     },
 }
@@ -85,6 +89,8 @@ SITE_INPUT = {
         "respectDnt": {"type": "boolean"},
         "excludedPaths": {"type": "array", "items": {"type": "string"}, "maxItems": 100},
         "excludedIps": {"type": "array", "items": {"type": "string"}, "maxItems": 100},
+        "allowedQueryParams": {"type": "array", "items": {"type": "string", "maxLength": 100}, "maxItems": 100,
+                               "example": ["page", "ab_*"], "description": ALLOWED_QUERY_PARAMS},
     },
 }
 GOAL: dict[str, Any] = {"type": "object", "required": ["id", "kind", "value"],
@@ -151,7 +157,8 @@ def openapi() -> dict[str, Any]:
         "/api/v2/sites/{site}": {
             "get": _op("A site", {"200": _ok(SITE), **not_found}, [SITE_PARAM], tag="sites"),
             "patch": _op("Change a site", {"200": _ok(SITE), **not_found}, [SITE_PARAM], body=SITE_INPUT, tag="sites"),
-            "delete": _op("Delete a site and all its data", {
+            "delete": _op("Delete a site and all its data (beacons for it are refused with 404 from the moment"
+                          " the delete starts)", {
                 "200": _ok({"type": "object", "properties": {"id": {"type": "string"}, "deleted": {"type": "boolean"},
                                                              "dataPurged": {"type": "boolean"}}}),
                 **not_found, **unavailable}, [SITE_PARAM], tag="sites"),

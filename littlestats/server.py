@@ -23,6 +23,7 @@ from ingest.seal import seal_all
 from littlestats.app import create_app
 from littlestats.config import ConfigError, Settings
 from littlestats.logs import logging_config
+from littlestats.permissions import PRIVATE_UMASK, make_private, use_private_umask
 
 log = logging.getLogger(__name__)
 
@@ -55,6 +56,7 @@ class GunicornServer(BaseApplication):  # type: ignore[misc]
             "logconfig_dict": logging_config(s.log_level, s.log_format),
             "accesslog": None,
             "proc_name": "littlestats",
+            "umask": PRIVATE_UMASK,
             **self.options,
         }
         for key, value in config.items():
@@ -71,7 +73,9 @@ def prepare(settings: Settings) -> None:
             f"--dev turns authentication off, so it only listens on loopback; "
             f"use --host 127.0.0.1 instead of {settings.host}"
         )
+    use_private_umask()
     settings.ensure_dirs()
+    make_private(settings.data_dir)  # fixes, and logs, what an earlier version left readable
     ensure_admin_token(settings)
     recovered = seal_all(settings.wal_dir, settings.raw_dir)
     if recovered:
