@@ -265,7 +265,8 @@ def openapi() -> dict[str, Any]:
             "get": _op("Live events: WebSocket, or SSE with Accept: text/event-stream", {
                 "200": {"description": "text/event-stream of `stats_update`, `event`, `skipped` (how many "
                                "events a busy flush left out: at most 20 `event` messages go per flush) and "
-                               "`ping` messages; the same messages over a WebSocket (see docs/realtime.md)"},
+                               "`ping` messages; the same messages over a WebSocket (see docs/realtime.md). A "
+                               "refused WebSocket upgrade gets the same status and error body as over HTTP."},
                 **not_found},
                 [SITE_PARAM, _param("token", {"type": "string"}, "A stream token (instead of the header).")],
                 tag="realtime"),
