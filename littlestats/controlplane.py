@@ -12,6 +12,7 @@ import mmap
 import os
 import secrets
 import sqlite3
+import struct
 import threading
 import time
 from collections.abc import Iterator
@@ -350,7 +351,9 @@ class ControlPlane:
         return deleted
 
     # the sites generation (see the class docstring) ---------------------------------------------
-    def _generation(self) -> mmap.mmap:
+    def generation_map(self) -> mmap.mmap:
+        """The shared memory holding the sites generation (its first 8 bytes; compare for
+        equality only)."""
         if self._generation_map is None:
             path = self.path.with_name(self.path.stem + ".generation")
             fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o600)
@@ -362,15 +365,15 @@ class ControlPlane:
                 os.close(fd)
         return self._generation_map
 
-    def sites_generation(self) -> bytes:
-        """The current sites generation (opaque: compare for equality only)."""
-        return self._generation()[:8]
+    def sites_generation(self) -> int:
+        """The current sites generation (grows with every change of a site)."""
+        return int(struct.unpack_from("Q", self.generation_map(), 0)[0])
 
     def _bump_generation(self) -> None:
         # After the commit: a process that sees the new value and looks the site up sees the change.
         with self._tx():  # serialises bumps between processes
-            m = self._generation()
-            m[:8] = (int.from_bytes(m[:8], "little") + 1).to_bytes(8, "little")
+            m = self.generation_map()
+            struct.pack_into("Q", m, 0, struct.unpack_from("Q", m, 0)[0] + 1)
 
     # users and tokens -------------------------------------------------------------------------
     def create_user(self, email: str | None = None, name: str = "", is_admin: bool = False) -> User:
@@ -537,11 +540,11 @@ class SiteCache:
         self.ttl = ttl
         self.negative_ttl = negative_ttl
         self._entries: dict[str, tuple[float, Site | None]] = {}
-        self._generation = store.sites_generation
-        self._seen = self._generation()
+        self._generation = memoryview(store.generation_map()).cast("Q")
+        self._seen = self._generation[0]
 
     def get(self, id_or_key: str) -> Site | None:
-        generation = self._generation()
+        generation = self._generation[0]  # on every beacon: one read of shared memory (~40 ns)
         if generation != self._seen:
             self._entries.clear()
             self._seen = generation
