@@ -20,6 +20,7 @@ import httpx
 import pyarrow.parquet as pq
 import pytest
 
+from tests.api.conftest import wait_for_warehouse
 from tests.server import LiveServer, cli, running_server
 
 pytestmark = pytest.mark.slow
@@ -81,6 +82,7 @@ def post_beacons(server: LiveServer, site: dict, n: int) -> None:
 
 
 def load_all(server: LiveServer, admin: httpx.Client, site_id: str, events: int) -> None:
+    wait_for_warehouse(admin, site_id)  # else `load` finds the DuckDB file held by the starting one
     deadline = time.monotonic() + 60
     while admin.get(f"/api/v2/health/{site_id}").json().get("events") != events:
         assert time.monotonic() < deadline, "the events were not loaded"
