@@ -63,3 +63,14 @@ def test_sealing_drops_the_events_of_deleted_sites(tmp_path: Path) -> None:
     assert pq.read_table(kept).column("site_id").to_pylist() == ["kept"] * 5
     unmark_site_deleted(raw, "gone")
     assert deleted_sites(raw) == frozenset()
+
+
+def test_a_segment_of_deleted_sites_only_seals_to_nothing(tmp_path: Path) -> None:
+    writer = SegmentWriter(tmp_path / "wal", segment_seconds=3600)
+    writer.append([orjson.dumps(_event("gone", n)) for n in range(3)])
+    closed = writer.close()
+    assert closed is not None
+    mark_site_deleted(tmp_path / "raw", "gone")
+    result = seal_segment(closed, tmp_path / "raw")
+    assert result is not None and (result.events, result.dropped, result.files) == (0, 3, ())
+    assert not closed.exists() and not (tmp_path / "raw" / "site_id=gone").exists()
