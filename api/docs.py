@@ -64,6 +64,9 @@ USER: dict[str, Any] = {"type": "object", "required": ["id", "email", "name", "i
     "id": {"type": "string"}, "email": _STR_OR_NULL, "name": {"type": "string"}, "isAdmin": {"type": "boolean"}}}
 PERIOD = {"type": "object", "required": ["start", "end", "timezone"],
           "properties": {"start": {"type": "string"}, "end": {"type": "string"}, "timezone": {"type": "string"}}}
+ALLOWED_QUERY_PARAMS = ("Query-string parameters kept besides utm_*, ref, source and via (a trailing * is a"
+                        " prefix); every other one is dropped from page and referrer URLs before an event is"
+                        " written.")
 SITE = {
     "type": "object",
     "required": ["id", "domainKey", "domain", "name", "timezone", "retentionDays", "allowedHostnames", "createdAt"],
@@ -73,6 +76,7 @@ SITE = {
         "retentionDays": {"type": "integer", "description": "Days of raw data kept; 0 = forever."},
         "allowedHostnames": {"type": "array", "items": {"type": "string"}},
         "respectDnt": {"type": "boolean"}, "excludedPaths": {"type": "array", "items": {"type": "string"}},
+        "allowedQueryParams": {"type": "array", "items": {"type": "string"}, "description": ALLOWED_QUERY_PARAMS},
         "createdAt": {"type": "string"},
     },
 }
@@ -87,6 +91,8 @@ SITE_INPUT = {
         "respectDnt": {"type": "boolean"},
         "excludedPaths": {"type": "array", "items": {"type": "string"}, "maxItems": 100},
         "excludedIps": {"type": "array", "items": {"type": "string"}, "maxItems": 100},
+        "allowedQueryParams": {"type": "array", "items": {"type": "string", "maxLength": 100}, "maxItems": 100,
+                               "example": ["page", "ab_*"], "description": ALLOWED_QUERY_PARAMS},
     },
 }
 GOAL: dict[str, Any] = {"type": "object", "required": ["id", "kind", "value"],
@@ -173,7 +179,8 @@ def openapi() -> dict[str, Any]:
         "/api/v2/sites/{site}": {
             "get": _op("A site", {"200": _ok(SITE), **not_found}, [SITE_PARAM], tag="sites"),
             "patch": _op("Change a site", {"200": _ok(SITE), **not_found}, [SITE_PARAM], body=SITE_INPUT, tag="sites"),
-            "delete": _op("Delete a site and all its data", {
+            "delete": _op("Delete a site and all its data (beacons for it are refused with 404 from the moment"
+                          " the delete starts)", {
                 "200": _ok({"type": "object", "properties": {"id": {"type": "string"}, "deleted": {"type": "boolean"},
                                                              "dataPurged": {"type": "boolean"}}}),
                 **not_found, **unavailable}, [SITE_PARAM], tag="sites"),
@@ -298,7 +305,8 @@ def openapi() -> dict[str, Any]:
             "get": _op("Live events: WebSocket, or SSE with Accept: text/event-stream", {
                 "200": {"description": "text/event-stream of `stats_update`, `event`, `skipped` (how many "
                                "events a busy flush left out: at most 20 `event` messages go per flush) and "
-                               "`ping` messages; the same messages over a WebSocket (see docs/realtime.md)"},
+                               "`ping` messages; the same messages over a WebSocket (see docs/realtime.md). A "
+                               "refused WebSocket upgrade gets the same status and error body as over HTTP."},
                 **not_found, **live_unavailable},
                 [SITE_PARAM, _param("token", {"type": "string"}, "A stream token (instead of the header).")],
                 tag="realtime"),

@@ -13,7 +13,8 @@ import asyncio
 import contextlib
 import logging
 import time
-from collections.abc import Iterator
+from collections.abc import Awaitable, Callable, Iterator
+from http import HTTPStatus
 from typing import Any
 
 import falcon
@@ -239,13 +240,19 @@ class RealtimeResource:
         resp.sse = sub.sse(initial, req.scope)
 
     async def on_websocket(self, req: falcon.asgi.Request, ws: falcon.asgi.WebSocket, site: str) -> None:
-        found, token_id = self.auth.grant(req, site)  # an HTTPError here closes with 3000 + status
-        flt = _filter_from_query(req)
-        hub = await live_hub(self.services, req.scope)
-        sub = hub.subscribe(found.id, flt, "ws")
-        sub.token_id = token_id
-        with _service_errors():
-            initial = await hub.open(sub, req.get_param("lastEventId"))
+        try:
+            # An HTTPError here closes with 3000 + status, which `websocket_refusals` turns into
+            # that HTTP status (401, 403, 404, ...) with this description.
+            found, token_id = self.auth.grant(req, site)
+            flt = _filter_from_query(req)
+            hub = await live_hub(self.services, req.scope)
+            sub = hub.subscribe(found.id, flt, "ws")
+            sub.token_id = token_id
+            with _service_errors():
+                initial = await hub.open(sub, req.get_param("lastEventId"))
+        except falcon.HTTPError as exc:
+            req.scope[REFUSAL_KEY] = exc.description or exc.title
+            raise
         await ws.accept()
         limit_websocket_buffer(req.scope)
         sender = asyncio.get_running_loop().create_task(self._send(ws, sub, initial))
@@ -312,6 +319,48 @@ class RealtimeResource:
             for item in items:
                 for text in item:
                     await ws.send_text(text)
+
+
+REFUSAL_KEY = "littlestats.websocket_refusal"
+Asgi = Callable[[dict[str, Any], Any, Any], Awaitable[None]]
+
+
+async def websocket_refusals(app: Asgi, scope: dict[str, Any], receive: Any, send: Any) -> None:
+    """Run ``app`` for a WebSocket request, answering a refused upgrade with its HTTP status.
+
+    Falcon refuses an upgrade by closing before accepting, with code 3000 + the HTTP status; ASGI
+    servers turn any close before accepting into ``403``, so a client could not tell a missing
+    token (401) from an unknown site (404). Where the server offers the ``websocket.http.response``
+    extension (uvicorn does), the refusal becomes that HTTP status with a JSON ``{"error": ...}``
+    body, as the same request over plain HTTP gets. Elsewhere the close is passed on unchanged.
+    """
+    if "websocket.http.response" not in scope.get("extensions", {}):
+        await app(scope, receive, send)
+        return
+    state = {"accepted": False, "refused": False}
+
+    async def send_or_refuse(message: dict[str, Any]) -> None:
+        if state["refused"]:
+            return  # the HTTP answer is sent: nothing may follow it
+        kind = message["type"]
+        if kind == "websocket.accept":
+            state["accepted"] = True
+        elif kind == "websocket.close" and not state["accepted"] and 3100 <= message.get("code", 1000) < 3600:
+            state["refused"] = True
+            status = message["code"] - 3000
+            try:
+                phrase = HTTPStatus(status).phrase
+            except ValueError:
+                phrase = "Refused"
+            body = orjson.dumps({"error": scope.get(REFUSAL_KEY) or phrase})
+            await send({"type": "websocket.http.response.start", "status": status,
+                        "headers": [(b"content-type", b"application/json"),
+                                    (b"content-length", str(len(body)).encode())]})
+            await send({"type": "websocket.http.response.body", "body": body})
+            return
+        await send(message)
+
+    await app(scope, receive, send_or_refuse)
 
 
 def add_routes(app: falcon.asgi.App, services: Any) -> None:

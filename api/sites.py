@@ -2,8 +2,10 @@
 
 Shapes per SPEC §7: a site is ``Site.public()`` (``id``, ``domainKey``, ``domain``, ``name``,
 ``timezone``, ``retentionDays``, ``allowedHostnames``, ``respectDnt``, ``excludedPaths``,
-``createdAt``). Deleting a site removes its data everywhere: the warehouse process purges its raw
-files, facts and pre-aggregates, then the control plane forgets it and its goals.
+``allowedQueryParams``, ``createdAt``). Deleting a site removes its data everywhere: the site is
+first marked deleted (every worker answers 404 for it from then on, and its events still in the
+write-ahead log are dropped when sealed), then the warehouse process purges its raw files, facts
+and pre-aggregates, then the control plane forgets it and its goals.
 """
 
 from __future__ import annotations
@@ -28,7 +30,8 @@ log = logging.getLogger(__name__)
 
 MAX_LIST = 100
 SITE_FIELDS = {"domain", "name", "timezone", "retentionDays", "allowedHostnames", "respectDnt",
-               "excludedPaths", "excludedIps"}
+               "excludedPaths", "excludedIps", "allowedQueryParams"}
+MAX_QUERY_PARAM_LENGTH = 100
 
 
 async def json_body(req: falcon.asgi.Request) -> dict[str, Any]:
@@ -99,6 +102,13 @@ def site_changes(body: dict[str, Any], creating: bool) -> dict[str, Any]:
         values = _string_list(body, field_name)
         if values is not None:
             settings[key] = values
+    params = _string_list(body, "allowedQueryParams")
+    if params is not None:
+        if not all(len(p) <= MAX_QUERY_PARAM_LENGTH and p.strip() == p and "*" not in p[:-1] for p in params):
+            raise _bad("allowedQueryParams", f"expected parameter names of at most {MAX_QUERY_PARAM_LENGTH}"
+                       " characters without spaces, such as 'page' or 'ab_*' (a trailing * keeps every"
+                       " parameter with that prefix)")
+        settings["allowed_query_params"] = tuple(dict.fromkeys(params))
     if "allowedHostnames" in settings:
         try:
             settings["allowed_hostnames"] = tuple(validate_domain(h) for h in settings["allowed_hostnames"])
@@ -162,8 +172,14 @@ class SiteResource:
 
     async def on_delete(self, req: falcon.asgi.Request, resp: falcon.asgi.Response, site: str) -> None:
         _, found = authorize(req, self.services, site)
-        purged = await purge(self.services, found)
-        self.services.control.delete_site(found.id)
+        control = self.services.control
+        control.mark_site_deleted(found.id)  # from here on, no worker accepts its beacons
+        try:
+            purged = await purge(self.services, found)
+        except BaseException:
+            control.unmark_site_deleted(found.id)
+            raise
+        control.delete_site(found.id)
         json_response(resp, {"id": found.id, "deleted": True, "dataPurged": purged})
 
 
@@ -175,7 +191,7 @@ async def purge(services: Any, site: Site) -> bool:
     """
     try:
         await asyncio.to_thread(warehouse(services).call, {"op": "purge_site", "site_id": site.id}, 300)
-    except (OSError, ConnectionError, TimeoutError) as exc:
+    except (OSError, ConnectionError, TimeoutError, WarehouseError) as exc:
         raise falcon.HTTPServiceUnavailable(
             description=f"the warehouse is not available to purge the site's data ({exc}); retry the delete"
         ) from None

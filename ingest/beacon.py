@@ -30,7 +30,10 @@ class BeaconError(ValueError):
 MAX_EVENT_NAME_LENGTH = 200  # `name` of a custom event
 MAX_USER_ID_LENGTH = 256  # `id` of an identify event
 MAX_ENGAGEMENT_MS = 86_400_000  # `engagementTime`: a day
-MAX_PROP_NUMBER = 1e300  # the largest magnitude of a numeric property
+# The largest magnitude of any number on the wire (`ts`, `sentAt`, numeric properties), whether it
+# is written as an integer (2**64) or a float (1e308): JavaScript's Number.MAX_SAFE_INTEGER, past
+# which the tracker's own numbers stop being exact.
+MAX_NUMBER = 2**53 - 1
 
 
 @dataclass(frozen=True)
@@ -146,6 +149,8 @@ def _number(raw: dict[str, Any], key: str) -> float | None:
         return None
     if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
         raise BeaconError(f"'{key}' must be a finite number")
+    if abs(value) > MAX_NUMBER:
+        raise BeaconError(f"'{key}' must be a number between -{MAX_NUMBER} and {MAX_NUMBER}")
     return float(value)
 
 
@@ -170,8 +175,8 @@ def parse_props(data: Any, limits: Limits, what: str = "data") -> dict[str, str 
         if isinstance(value, bool):
             props[key] = value
         elif isinstance(value, (int, float)):
-            if not math.isfinite(value) or abs(value) > MAX_PROP_NUMBER:
-                raise BeaconError(f"property {key!r} must be a finite number")
+            if not math.isfinite(value) or abs(value) > MAX_NUMBER:
+                raise BeaconError(f"property {key!r} must be a number between -{MAX_NUMBER} and {MAX_NUMBER}")
             props[key] = float(value)
         elif isinstance(value, str):
             if len(value) > limits.max_prop_value_length:
@@ -271,11 +276,12 @@ def _wire_decoder(limits: Limits) -> msgspec.json.Decoder[Any]:
     prop_key = Annotated[str, Meta(min_length=1, max_length=limits.max_prop_key_length)]
     prop_value = (
         Annotated[str, Meta(max_length=limits.max_prop_value_length)]
-        | Annotated[float, Meta(ge=-MAX_PROP_NUMBER, le=MAX_PROP_NUMBER)]
+        | Annotated[float, Meta(ge=-MAX_NUMBER, le=MAX_NUMBER)]
         | bool
         | None
     )
     cache_value = str | Annotated[int, Meta(ge=-(2**63), le=2**63 - 1)] | float | bool | None
+    wire_number = Annotated[float, Meta(ge=-MAX_NUMBER, le=MAX_NUMBER)] | None
     event_type: Any = Literal[EVENT_TYPES]
     event_fields: list[tuple[str, Any, None]] = [
         ("type", event_type | None, None),
@@ -284,7 +290,7 @@ def _wire_decoder(limits: Limits) -> msgspec.json.Decoder[Any]:
         ("name", text(MAX_EVENT_NAME_LENGTH), None),
         ("id", text(MAX_USER_ID_LENGTH), None),
         ("engagement_time", Annotated[float, Meta(ge=0, le=MAX_ENGAGEMENT_MS)] | None, None),
-        ("ts", float | None, None),
+        ("ts", wire_number, None),
         ("cache", dict[str, cache_value] | None, None),
         ("data", Annotated[dict[prop_key, prop_value], Meta(max_length=limits.max_props)] | None, None),
     ]
@@ -296,7 +302,7 @@ def _wire_decoder(limits: Limits) -> msgspec.json.Decoder[Any]:
     body_fields: list[tuple[str, Any, Any]] = [
         ("events", events | UnsetType, UNSET),
         ("site_id", str | None, None),
-        ("sent_at", float | None, None),
+        ("sent_at", wire_number, None),
     ]
     body = msgspec.defstruct("WireBody", body_fields, bases=(event,), rename=rename, forbid_unknown_fields=True)
     return msgspec.json.Decoder(body)

@@ -18,7 +18,7 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, date, datetime
 from typing import Any
-from urllib.parse import parse_qs, urlsplit
+from urllib.parse import parse_qs, unquote_plus, urlsplit, urlunsplit
 
 from ingest.beacon import Beacon, BeaconError
 from ingest.geo import CountryLookup
@@ -30,6 +30,11 @@ from ingest.useragent import classify
 from littlestats.controlplane import Site
 
 UTM_FIELDS = ("utm_source", "utm_medium", "utm_campaign", "utm_term", "utm_content")
+# Query-string parameters an event keeps: the campaign tags and the referral parameters links carry
+# (`?ref=`, `?source=`, `?via=`), plus the site's `allowed_query_params`. Every other one is
+# dropped before the event is written, from the page URL and the referrer alike: URLs carry e-mail
+# addresses, reset tokens and session ids, which must never reach a file. A trailing `*` is a prefix.
+KEPT_QUERY_PARAMS = ("utm_*", "ref", "source", "via")
 TIMING_SAMPLE = 16
 
 
@@ -158,11 +163,43 @@ def split_url(url: str) -> tuple[str | None, str, str | None]:
     except ValueError:
         parts, host = urlsplit("/"), None
     path = parts.path or "/"
-    if parts.fragment.startswith("/"):
-        path = path.rstrip("/") + "/#" + parts.fragment
+    if parts.fragment.startswith("/"):  # a hash route: its own query string is not kept
+        path = path.rstrip("/") + "/#" + parts.fragment.split("?", 1)[0]
     if not path.startswith("/"):
         path = "/" + path
     return host, path, parts.query or None
+
+
+def _param_kept(name: str, extra: tuple[str, ...]) -> bool:
+    name = name.strip().lower()
+    for pattern in (*KEPT_QUERY_PARAMS, *extra):
+        pattern = pattern.lower()
+        if name == pattern or (pattern.endswith("*") and name.startswith(pattern[:-1])):
+            return True
+    return False
+
+
+@functools.lru_cache(maxsize=16384)
+def keep_query_params(query: str | None, extra: tuple[str, ...] = ()) -> str | None:
+    """``query`` with only the parameters kept (``KEPT_QUERY_PARAMS`` and ``extra``), in their
+    order and encoding; ``None`` when none is left."""
+    if not query:
+        return None
+    kept = [pair for pair in query.split("&") if pair and _param_kept(unquote_plus(pair.split("=", 1)[0]), extra)]
+    return "&".join(kept) or None
+
+
+@functools.lru_cache(maxsize=16384)
+def clean_referrer(referrer: str | None, extra: tuple[str, ...] = ()) -> str | None:
+    """The referrer URL without credentials, fragment and any query parameter not kept."""
+    if not referrer:
+        return referrer
+    try:
+        parts = urlsplit(referrer.strip())
+        netloc = parts.netloc.rsplit("@", 1)[-1]
+        return urlunsplit((parts.scheme, netloc, parts.path, keep_query_params(parts.query, extra) or "", ""))
+    except ValueError:
+        return None  # not a URL: nothing to classify, nothing to keep
 
 
 @functools.lru_cache(maxsize=16384)
@@ -183,7 +220,8 @@ def put_url(beacon: Beacon, ctx: RequestContext, event: Event) -> Drop | None:
             return Drop.HOSTNAME_NOT_ALLOWED
     if settings.excluded_paths and any(_path_matches(path, p) for p in settings.excluded_paths):
         return Drop.EXCLUDED_PATH
-    event["hostname"], event["pathname"], event["query"] = host, path, query
+    event["hostname"], event["pathname"] = host, path
+    event["query"] = keep_query_params(query, settings.allowed_query_params) if query else None
     return None
 
 
@@ -199,7 +237,8 @@ def put_utm(beacon: Beacon, ctx: RequestContext, event: Event) -> Drop | None:
 
 
 def put_referrer(beacon: Beacon, ctx: RequestContext, event: Event) -> Drop | None:
-    referral = classify_referrer(beacon.referrer, event["hostname"], ctx.site.domain, event["utm_source"])
+    referrer = clean_referrer(beacon.referrer, ctx.site.settings.allowed_query_params) if beacon.referrer else None
+    referral = classify_referrer(referrer, event["hostname"], ctx.site.domain, event["utm_source"])
     event["referrer"], event["referrer_domain"], event["source"] = referral.referrer, referral.domain, referral.source
     return None
 
@@ -282,9 +321,9 @@ class Pipeline:
         ]
         self.event_steps: list[tuple[str, EventStep]] = [
             ("drop_bots", drop_bots),  # an event's own user agent: puts browser, OS and device
-            ("put_url", put_url),  # drops hostnames not allowed and excluded paths
+            ("put_url", put_url),  # drops hostnames not allowed and excluded paths; keeps allowed query params
             ("put_utm", put_utm),
-            ("put_referrer", put_referrer),
+            ("put_referrer", put_referrer),  # the referrer's query params filtered as the page's
             ("put_props", put_props),
             ("put_visitor_key", put_visitor_key),
             ("put_time", put_time),  # raises BeaconError for a `ts` out of range

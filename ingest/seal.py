@@ -5,6 +5,10 @@ A segment's events are grouped by site and UTC hour of ``ts`` and written to
 determined by the segment, and each file is written to a temporary name and renamed into place,
 so sealing the same segment twice (after a crash between writing and deleting it) produces the
 same files and never duplicates an event. The segment is deleted only after every file is durable.
+
+Events of a deleted site are dropped here: the warehouse process lists deleted sites in
+``raw/.deleted-sites/`` (one empty file per site id) before it purges a site, so its events still in
+the write-ahead log never make its ``raw/site_id=…`` directory again.
 """
 
 from __future__ import annotations
@@ -37,6 +41,41 @@ class SealResult:
     segment: str
     events: int
     files: tuple[Path, ...]
+    dropped: int = 0  # events of deleted sites, not written
+
+
+DELETED_SITES_DIR = ".deleted-sites"
+
+
+def deleted_sites(raw_dir: Path) -> frozenset[str]:
+    """The ids of the sites deleted from the raw store (``mark_site_deleted``)."""
+    try:
+        return frozenset(os.listdir(raw_dir / DELETED_SITES_DIR))
+    except FileNotFoundError:
+        return frozenset()
+
+
+def mark_site_deleted(raw_dir: Path, site_id: str) -> None:
+    """Record, durably, that ``site_id`` is deleted: sealing drops its events from now on."""
+    directory = raw_dir / DELETED_SITES_DIR
+    directory.mkdir(parents=True, exist_ok=True)
+    marker = directory / site_id
+    if not marker.exists():
+        os.close(os.open(marker, os.O_WRONLY | os.O_CREAT, 0o600))
+        fsync_dir(directory)
+
+
+def unmark_site_deleted(raw_dir: Path, site_id: str) -> None:
+    """Undo ``mark_site_deleted`` (a delete that could not be completed)."""
+    with contextlib.suppress(FileNotFoundError):
+        os.unlink(raw_dir / DELETED_SITES_DIR / site_id)
+
+
+def drop_deleted_sites(table: pa.Table, deleted: frozenset[str]) -> pa.Table:
+    """``table`` without the events of ``deleted`` sites."""
+    if not deleted or table.num_rows == 0:
+        return table
+    return table.filter(pc.invert(pc.is_in(table["site_id"], value_set=pa.array(sorted(deleted), pa.string()))))
 
 
 def partition_dir(raw_dir: Path, site_id: str, ts_ms: int) -> Path:
@@ -164,17 +203,19 @@ def seal_segment(path: Path, raw_dir: Path) -> SealResult | None:
         if not path.exists():
             return None  # sealed by someone else between our listing and our lock
         segment_id = path.name.rsplit(".", 1)[0]
-        count = 0
+        deleted = deleted_sites(raw_dir)
+        count = kept = 0
         chunk: list[bytes] = []
         for payload in read_records(path):
             chunk.append(payload)
             if len(chunk) >= SEAL_CHUNK:
-                _write_chunk(_chunk_table(chunk), raw_dir, segment_id, writers)
-                count += len(chunk)
-                chunk = []
+                table = drop_deleted_sites(_chunk_table(chunk), deleted)
+                _write_chunk(table, raw_dir, segment_id, writers)
+                count, kept, chunk = count + len(chunk), kept + table.num_rows, []
         if chunk:
-            _write_chunk(_chunk_table(chunk), raw_dir, segment_id, writers)
-            count += len(chunk)
+            table = drop_deleted_sites(_chunk_table(chunk), deleted)
+            _write_chunk(table, raw_dir, segment_id, writers)
+            count, kept = count + len(chunk), kept + table.num_rows
         files = []
         for target, (tmp, writer) in sorted(writers.items()):
             writer.close()
@@ -187,7 +228,9 @@ def seal_segment(path: Path, raw_dir: Path) -> SealResult | None:
         fsync_dir(path.parent)
         if path.suffix == ACTIVE_SUFFIX:
             log.info("recovered segment %s of a stopped worker: %d events", segment_id, count)
-        return SealResult(segment_id, count, tuple(files))
+        if kept < count:
+            log.info("segment %s: dropped %d events of deleted sites", segment_id, count - kept)
+        return SealResult(segment_id, kept, tuple(files), dropped=count - kept)
     finally:
         for tmp, writer in writers.values():  # an error midway: leave no temporary files
             with contextlib.suppress(Exception):

@@ -9,6 +9,8 @@ Heavy modules are imported inside the commands to keep ``littlestats --help`` fa
 
 from __future__ import annotations
 
+import errno
+import functools
 import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
@@ -19,6 +21,59 @@ from typing import Any
 import click
 
 from littlestats.cli import data_dir_option, settings_from
+
+
+def _causes(exc: BaseException) -> Iterator[BaseException]:
+    """``exc`` and the errors it was raised from or while handling (a failed rollback hides the
+    error that made the load fail), outermost first."""
+    seen: set[int] = set()
+    current: BaseException | None = exc
+    while current is not None and id(current) not in seen:
+        seen.add(id(current))
+        yield current
+        current = current.__cause__ or current.__context__
+
+
+def explain(exc: BaseException, command: str, data_dir: Path | None = None) -> str:
+    """One line for the operator: what went wrong, and what to do next."""
+    where = f" of {data_dir}" if data_dir else ""
+    retry = f"run `littlestats {command}` again: it resumes where it stopped and nothing accepted is lost"
+    for cause in _causes(exc):
+        if ((isinstance(cause, OSError) and cause.errno == errno.ENOSPC)
+                or "no space left on device" in str(cause).lower()):
+            return f"{command} failed: no space left on the disk{where} (ENOSPC). Free some space, then {retry}."
+        if "could not set lock" in str(cause).lower():
+            return (f"{command} failed: the warehouse file is held by another process ({_first_line(cause)}). "
+                    f"Wait for it to finish (or stop it), then {retry}.")
+    from warehouse.protocol import WarehouseError
+
+    if isinstance(exc, WarehouseError):
+        return (f"{command} failed in the running warehouse process: {_first_line(exc)}. "
+                f"Its log has the details; fix the cause, then {retry}.")
+    if isinstance(exc, (ConnectionError, TimeoutError)):
+        return (f"{command} failed: the running warehouse process did not answer ({_first_line(exc)}). "
+                f"Check that `littlestats serve` is healthy, then {retry}.")
+    return f"{command} failed: {type(exc).__name__}: {_first_line(exc)}. Fix the cause, then {retry}."
+
+
+def _first_line(exc: BaseException) -> str:
+    lines = [line.strip() for line in str(exc).splitlines() if line.strip()]
+    return lines[0] if lines else "no message"
+
+
+def job_errors(command: Callable[..., None]) -> Callable[..., None]:
+    """Any failure of a job command as one line on stderr and exit status 1, not a traceback."""
+
+    @functools.wraps(command)
+    def run(*args: Any, **kwargs: Any) -> None:
+        try:
+            command(*args, **kwargs)
+        except (click.ClickException, click.Abort, KeyboardInterrupt):
+            raise
+        except Exception as exc:
+            raise click.ClickException(explain(exc, command.__name__, kwargs.get("data_dir"))) from None
+
+    return run
 
 
 def _daemon(settings: Any) -> Any:
@@ -139,6 +194,7 @@ def _run_load(data_dir: Path | None, start: date | None, end: date | None, label
 
 @click.command()
 @data_dir_option
+@job_errors
 def load(data_dir: Path | None) -> None:
     """Load every event accepted so far (exactly once): running workers rotate their active WAL
     segments, every finished segment is sealed, and every new raw Parquet file is loaded."""
@@ -149,6 +205,7 @@ def load(data_dir: Path | None) -> None:
 @click.option("--from", "start", type=click.DateTime(["%Y-%m-%d"]), required=True, help="First UTC date (YYYY-MM-DD).")
 @click.option("--to", "end", type=click.DateTime(["%Y-%m-%d"]), required=True, help="Last UTC date, inclusive.")
 @data_dir_option
+@job_errors
 def backfill(start: Any, end: Any, data_dir: Path | None) -> None:
     """Load raw Parquet partitions dated FROM..TO that are not loaded yet (e.g. restored files)."""
     if end < start:
@@ -160,6 +217,7 @@ def backfill(start: Any, end: Any, data_dir: Path | None) -> None:
 @click.option("--from", "start", type=click.DateTime(["%Y-%m-%d"]), required=True, help="First UTC date (YYYY-MM-DD).")
 @click.option("--to", "end", type=click.DateTime(["%Y-%m-%d"]), required=True, help="Last UTC date, inclusive.")
 @data_dir_option
+@job_errors
 def reaggregate(start: Any, end: Any, data_dir: Path | None) -> None:
     """Rebuild the pre-aggregates of UTC dates FROM..TO from the fact tables."""
     if end < start:
@@ -184,6 +242,7 @@ def reaggregate(start: Any, end: Any, data_dir: Path | None) -> None:
 
 @click.command()
 @data_dir_option
+@job_errors
 def retention(data_dir: Path | None) -> None:
     """Remove raw Parquet and facts older than each site's retention; prune old pre-aggregates."""
     settings = settings_from(data_dir=data_dir)

@@ -339,6 +339,11 @@ class LittleStatsApp:
             module.add_routes(app, services)
 
     async def __call__(self, scope: Any, receive: Any, send: Any) -> None:
+        if scope["type"] == "websocket":  # a refused upgrade gets its HTTP status (401, 404), not 403
+            from api.realtime import websocket_refusals
+
+            await websocket_refusals(self.falcon, scope, receive, send)
+            return
         await self.falcon(scope, receive, send)
 
 

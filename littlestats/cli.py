@@ -17,6 +17,7 @@ from littlestats import __version__
 from littlestats.config import ConfigError, Settings, load_settings
 from littlestats.controlplane import ControlPlane
 from littlestats.logs import configure as configure_logging
+from littlestats.permissions import use_private_umask
 
 
 def data_dir_option(f: Callable[..., Any]) -> Callable[..., Any]:
@@ -44,6 +45,7 @@ def echo_json(data: Any) -> None:
 @click.version_option(__version__, prog_name="littlestats")
 def main() -> None:
     """LittleStats: self-hosted, privacy-friendly web analytics."""
+    use_private_umask()  # before anything is created: the data directory is for our user only
 
 
 @main.command()

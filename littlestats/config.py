@@ -114,7 +114,7 @@ class Settings:
 
     def ensure_dirs(self) -> None:
         for d in (self.data_dir, self.wal_dir, self.raw_dir, self.run_dir):
-            d.mkdir(parents=True, exist_ok=True)
+            d.mkdir(mode=0o700, parents=True, exist_ok=True)  # private (littlestats.permissions)
 
     def to_env(self) -> dict[str, str]:
         """The settings as environment variables, to hand to child processes."""

@@ -8,8 +8,11 @@ Tokens are stored as SHA-256 hashes only; the plain token is shown once, when cr
 from __future__ import annotations
 
 import hashlib
+import mmap
+import os
 import secrets
 import sqlite3
+import struct
 import threading
 import time
 from collections.abc import Iterator
@@ -45,6 +48,9 @@ class SiteSettings:
     respect_dnt: bool = False
     excluded_paths: tuple[str, ...] = ()
     excluded_ips: tuple[str, ...] = ()
+    # Query-string parameters kept beside the built-in ones (`ingest.pipeline.KEPT_QUERY_PARAMS`);
+    # every other parameter is dropped before an event is written.
+    allowed_query_params: tuple[str, ...] = ()
 
     @classmethod
     def from_json(cls, raw: str | bytes) -> SiteSettings:
@@ -54,6 +60,7 @@ class SiteSettings:
             respect_dnt=bool(data.get("respect_dnt", False)),
             excluded_paths=tuple(data.get("excluded_paths", ())),
             excluded_ips=tuple(data.get("excluded_ips", ())),
+            allowed_query_params=tuple(data.get("allowed_query_params", ())),
         )
 
     def to_json(self) -> str:
@@ -85,6 +92,7 @@ class Site:
             "allowedHostnames": list(self.settings.allowed_hostnames),
             "respectDnt": self.settings.respect_dnt,
             "excludedPaths": list(self.settings.excluded_paths),
+            "allowedQueryParams": list(self.settings.allowed_query_params),
             "createdAt": self.created_at,
         }
 
@@ -139,11 +147,17 @@ def _site(row: sqlite3.Row) -> Site:
 
 
 class ControlPlane:
-    """Access to the control-plane database. One instance per process; thread-safe."""
+    """Access to the control-plane database. One instance per process; thread-safe.
+
+    Beside the database, ``<name>.generation`` holds a counter that grows whenever a site is
+    changed or deleted; every process maps it (``sites_generation``), so a worker's ``SiteCache``
+    learns of a change with one memory read per lookup, without a query.
+    """
 
     def __init__(self, path: Path) -> None:
         self.path = path
         self._local = threading.local()
+        self._generation_map: mmap.mmap | None = None
         with self._tx() as db:
             self._migrate(db)
 
@@ -217,21 +231,24 @@ class ControlPlane:
         return site
 
     def get_site(self, id_or_key: str) -> Site | None:
-        """A site by its internal id or its public domain key."""
+        """A site by its internal id or its public domain key (``None`` once it is being deleted)."""
         row = (
             self._conn()
-            .execute("SELECT * FROM sites WHERE id = ? OR domain_key = ?", (id_or_key, id_or_key))
+            .execute("SELECT * FROM sites WHERE (id = ? OR domain_key = ?)"
+                     " AND id NOT IN (SELECT id FROM deleted_sites)", (id_or_key, id_or_key))
             .fetchone()
         )
         return _site(row) if row else None
 
     def list_sites(self, owner_id: str | None = None) -> list[Site]:
+        live = "id NOT IN (SELECT id FROM deleted_sites)"
         if owner_id is None:
-            rows = self._conn().execute("SELECT * FROM sites ORDER BY created_at, id").fetchall()
+            rows = self._conn().execute(f"SELECT * FROM sites WHERE {live} ORDER BY created_at, id").fetchall()  # noqa: S608
         else:
             rows = (
                 self._conn()
-                .execute("SELECT * FROM sites WHERE owner_id = ? ORDER BY created_at, id", (owner_id,))
+                .execute(f"SELECT * FROM sites WHERE owner_id = ? AND {live} ORDER BY created_at, id",  # noqa: S608
+                         (owner_id,))
                 .fetchall()
             )
         return [_site(r) for r in rows]
@@ -250,11 +267,58 @@ class ControlPlane:
                     f"UPDATE sites SET {assignments} WHERE id = ?",  # noqa: S608
                     (*changes.values(), site_id),
                 )
+            self._bump_generation()  # every worker applies the new settings at its next lookup
         return self.get_site(site_id)
 
-    def delete_site(self, site_id: str) -> bool:
+    def mark_site_deleted(self, site_id: str) -> None:
+        """First step of deleting a site: from now on no process finds it (ingest answers 404),
+        and its events are dropped wherever they still are (WAL, sealed files)."""
         with self._tx() as db:
-            return db.execute("DELETE FROM sites WHERE id = ?", (site_id,)).rowcount > 0
+            db.execute("INSERT OR IGNORE INTO deleted_sites (id, deleted_at) VALUES (?, ?)", (site_id, _now()))
+        self._bump_generation()
+
+    def unmark_site_deleted(self, site_id: str) -> None:
+        """Undo ``mark_site_deleted`` when the delete could not be completed (it is retried)."""
+        with self._tx() as db:
+            db.execute("DELETE FROM deleted_sites WHERE id = ?", (site_id,))
+        self._bump_generation()
+
+    def deleted_site_ids(self) -> set[str]:
+        """Every site ever deleted (or being deleted)."""
+        return {r["id"] for r in self._conn().execute("SELECT id FROM deleted_sites").fetchall()}
+
+    def delete_site(self, site_id: str) -> bool:
+        """Forget the site and its goals; it stays in ``deleted_site_ids``."""
+        with self._tx() as db:
+            db.execute("INSERT OR IGNORE INTO deleted_sites (id, deleted_at) VALUES (?, ?)", (site_id, _now()))
+            deleted = db.execute("DELETE FROM sites WHERE id = ?", (site_id,)).rowcount > 0
+        self._bump_generation()
+        return deleted
+
+    # the sites generation (see the class docstring) ---------------------------------------------
+    def generation_map(self) -> mmap.mmap:
+        """The shared memory holding the sites generation (its first 8 bytes; compare for
+        equality only)."""
+        if self._generation_map is None:
+            path = self.path.with_name(self.path.stem + ".generation")
+            fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o600)
+            try:
+                if os.fstat(fd).st_size < 8:
+                    os.ftruncate(fd, 8)
+                self._generation_map = mmap.mmap(fd, 8)
+            finally:
+                os.close(fd)
+        return self._generation_map
+
+    def sites_generation(self) -> int:
+        """The current sites generation (grows with every change of a site)."""
+        return int(struct.unpack_from("Q", self.generation_map(), 0)[0])
+
+    def _bump_generation(self) -> None:
+        # After the commit: a process that sees the new value and looks the site up sees the change.
+        with self._tx():  # serialises bumps between processes
+            m = self.generation_map()
+            struct.pack_into("Q", m, 0, struct.unpack_from("Q", m, 0)[0] + 1)
 
     # users and tokens -------------------------------------------------------------------------
     def create_user(self, email: str | None = None, name: str = "", is_admin: bool = False) -> User:
@@ -421,7 +485,9 @@ class SiteCache:
     """Per-process cache of site lookups for the hot ingest path.
 
     Known sites are cached for `ttl` seconds; unknown ids for a shorter time, so a site created
-    with `littlestats sites add` is accepted within a second or two by every worker.
+    with `littlestats sites add` is accepted within a second or two by every worker. A site
+    changed or deleted in any process empties the cache at once: each lookup compares the
+    control plane's sites generation (one read of shared memory) with the one it last saw.
     """
 
     def __init__(self, store: ControlPlane, ttl: float = 10.0, negative_ttl: float = 1.0) -> None:
@@ -429,8 +495,14 @@ class SiteCache:
         self.ttl = ttl
         self.negative_ttl = negative_ttl
         self._entries: dict[str, tuple[float, Site | None]] = {}
+        self._generation = memoryview(store.generation_map()).cast("Q")
+        self._seen = self._generation[0]
 
     def get(self, id_or_key: str) -> Site | None:
+        generation = self._generation[0]  # on every beacon: one read of shared memory (~40 ns)
+        if generation != self._seen:
+            self._entries.clear()
+            self._seen = generation
         now = time.monotonic()
         hit = self._entries.get(id_or_key)
         if hit is not None and hit[0] > now:

@@ -90,6 +90,11 @@ MIGRATIONS = (
     CREATE TABLE IF NOT EXISTS login_failures (subject TEXT NOT NULL, at REAL NOT NULL);
     CREATE INDEX IF NOT EXISTS login_failures_subject ON login_failures(subject, at);
     """),
+    # Deleted sites: kept after the site's row is gone, so that its events still in a write-ahead
+    # log or a sealed file are never loaded again (site ids are random and never reused).
+    Migration(4, "deleted sites", """
+    CREATE TABLE IF NOT EXISTS deleted_sites (id TEXT PRIMARY KEY, deleted_at TEXT NOT NULL);
+    """),
 )
 
 LATEST = MIGRATIONS[-1].version

@@ -37,6 +37,7 @@ from littlestats.config import ConfigError, Settings
 from littlestats.controlplane import ControlPlane
 from littlestats.disk import MIN_FREE_BYTES, free_bytes, is_disk_full
 from littlestats.logs import logging_config
+from littlestats.permissions import PRIVATE_UMASK, make_private, use_private_umask
 from warehouse.migrations import upgrade_file
 from warehouse.tables import SchemaError
 
@@ -78,6 +79,7 @@ class GunicornServer(BaseApplication):  # type: ignore[misc]
             # gunicorn's control socket (gunicornc) defaults to one path per user, which every
             # gunicorn on the host shares: ours lives with the server's other sockets instead.
             "control_socket": str(s.run_dir / "gunicorn.ctl"),
+            "umask": PRIVATE_UMASK,
             **self.options,
         }
         if "control_socket" not in self.cfg.settings:  # a gunicorn before 25.1 has none
@@ -111,8 +113,10 @@ def prepare(settings: Settings) -> None:
             f"the data directory's path is too long for the server's sockets ({longest} bytes for"
             f" {settings.warehouse_socket}, at most {MAX_SOCKET_PATH}): choose a shorter --data-dir"
         )
+    use_private_umask()
     try:
         settings.ensure_dirs()
+        make_private(settings.data_dir)  # fixes, and logs, what an earlier version left readable
         room = free_bytes(settings.data_dir)
         if room < MIN_FREE_BYTES:
             raise OSError(errno.ENOSPC, f"{room:,} bytes free, at least {MIN_FREE_BYTES:,} needed")

@@ -202,7 +202,10 @@ def load_chunk(
         _record_manifest(con, files, per_file, new)
         con.commit()
     except BaseException:
-        con.rollback()
+        # A failed write (a full disk) can leave no transaction to roll back: the error that
+        # caused it is the one to report, not "cannot rollback".
+        with contextlib.suppress(duckdb.Error):
+            con.rollback()
         raise
     finally:
         for name in ("manifest_in", "incoming_ids", "new_props", "affected_in", "combined_events", "new_sessions",

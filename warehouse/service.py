@@ -14,6 +14,7 @@ from __future__ import annotations
 import contextlib
 import logging
 import os
+import shutil
 import socketserver
 import threading
 from collections.abc import Callable
@@ -25,7 +26,7 @@ import orjson
 import pyarrow as pa
 
 from ingest.rotation import rotate_active_segments
-from ingest.seal import seal_all
+from ingest.seal import deleted_sites, mark_site_deleted, seal_all, unmark_site_deleted
 from littlestats.config import Settings
 from littlestats.controlplane import ControlPlane
 from warehouse.compact import compact_raw
@@ -89,6 +90,28 @@ class Warehouse:
             store.close()
         return {s.id: s.timezone for s in sites}, {s.id: s.retention_days for s in sites}
 
+    def _forget_deleted_sites(self) -> set[str]:
+        """Every deleted site (the control plane's list, copied into the raw store's for sealing),
+        with any raw directory of one removed: events a worker accepted while the site was being
+        deleted, sealed since, are never loaded. Called under the write lock."""
+        store = ControlPlane(self.settings.control_db)
+        try:
+            deleted = store.deleted_site_ids()
+        finally:
+            store.close()
+        raw_dir = self.settings.raw_dir
+        marked = deleted_sites(raw_dir)
+        for site_id in deleted - marked:
+            mark_site_deleted(raw_dir, site_id)
+        for site_id in marked - deleted:  # a delete that failed and was undone
+            unmark_site_deleted(raw_dir, site_id)
+        for site_id in deleted:
+            leftover = raw_dir / f"site_id={site_id}"
+            if leftover.exists():
+                shutil.rmtree(leftover, ignore_errors=True)
+                log.info("removed raw files of deleted site %s", site_id)
+        return deleted
+
     def load(
         self, start: date | None = None, end: date | None = None, progress: Progress | None = None,
         seal: bool = True, recent_days: int | None = None,
@@ -111,8 +134,9 @@ class Warehouse:
             return not is_expired(hour, retention.get(site_id, 0), now)
 
         with self.write_lock:
+            deleted = self._forget_deleted_sites()
             files = [f for f in discover_files(self.settings.raw_dir, start, end)
-                     if wanted(f.partition_hour, f.site_id)]
+                     if f.site_id not in deleted and wanted(f.partition_hour, f.site_id)]
             result = load_pending(self.writer, self.settings.raw_dir, tz, files=files,
                                   progress=progress, chunk_rows=self.settings.load_chunk_rows)
             compacted = compact_raw(self.writer, self.settings.raw_dir, files=files)
@@ -150,9 +174,18 @@ class Warehouse:
         return result
 
     def purge_site(self, site_id: str) -> int:
-        """Remove everything of a deleted site (raw Parquet, facts, pre-aggregates)."""
+        """Remove everything of a deleted site (raw Parquet, facts, pre-aggregates, load manifest).
+
+        The site is first listed as deleted in the raw store, so that sealing drops its events
+        still in the write-ahead log; a load skips (and removes) any raw file of it sealed since.
+        """
         with self.write_lock:
-            return purge_site_data(self.writer, self.settings.raw_dir, site_id)
+            mark_site_deleted(self.settings.raw_dir, site_id)
+            try:
+                return purge_site_data(self.writer, self.settings.raw_dir, site_id)
+            except BaseException:
+                unmark_site_deleted(self.settings.raw_dir, site_id)
+                raise
 
     def query_arrow(self, sql: str, params: Any = None) -> pa.Table:
         """Run a read-only query on its own cursor and snapshot."""

@@ -80,3 +80,21 @@ def test_every_optional_string_lands_in_its_own_field() -> None:
     assert isinstance(beacon, Beacon) and beacon.url == "/p"
     for wire, attr, _ in STRING_FIELDS:
         assert getattr(beacon, attr) == f"value of {wire}"
+
+
+@pytest.mark.parametrize("number", ["18446744073709551616", "1e308", "9007199254740992", "-1e20"])
+@pytest.mark.parametrize("field", ["data", "ts", "sentAt"])
+def test_numbers_past_the_declared_magnitude_are_refused_as_such_however_written(field: str, number: str) -> None:
+    """2**64 and 1e308 alike: past MAX_NUMBER (2**53 - 1), in integer or float notation, the same
+    400 naming the bound — never "not finite" for a finite number."""
+    bodies = {"data": '{"url": "/", "data": {"n": NUMBER}}', "ts": '{"url": "/", "ts": NUMBER}',
+              "sentAt": '{"sentAt": NUMBER, "events": [{"url": "/"}]}'}
+    body = bodies[field].replace("NUMBER", number).encode()
+    with pytest.raises(BeaconError, match="must be a number between -9007199254740991 and 9007199254740991"):
+        parse_body(body, LIMITS)
+
+
+@pytest.mark.parametrize("number", ["9007199254740991", "-9007199254740991", "1.5e15", "0.25"])
+def test_numbers_within_the_declared_magnitude_are_kept(number: str) -> None:
+    beacon = parse_body(b'{"url": "/", "data": {"n": NUMBER}}'.replace(b"NUMBER", number.encode()), LIMITS).events[0]
+    assert isinstance(beacon, Beacon) and beacon.props == {"n": float(number)}

@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import functools
 import json
-import math
 from typing import Any
 
 import pytest
@@ -18,6 +17,7 @@ from hypothesis import HealthCheck, event, given, settings
 from hypothesis import strategies as st
 
 from ingest.beacon import (
+    MAX_NUMBER,
     STRING_FIELDS,
     BeaconError,
     Envelope,
@@ -58,9 +58,9 @@ raw_numbers = st.from_regex(r"-?(0|[1-9][0-9]{0,24})(\.[0-9]{1,20})?([eE][+-]?[0
 numbers = st.one_of(
     st.integers(min_value=-(2**70), max_value=2**70),
     st.integers(min_value=-(10**400), max_value=10**400),
-    st.sampled_from([0, -1, 1, 86_400_000, 86_400_001, 2**63 - 1, 2**63, 2**64 - 1, 2**64, -(2**63), -(2**63) - 1]),
+    st.sampled_from([0, -1, 1, 86_400_000, 86_400_001, MAX_NUMBER, MAX_NUMBER + 1, -MAX_NUMBER - 1, 2**63 - 1, 2**63, 2**64 - 1, 2**64, -(2**63), -(2**63) - 1]),
     st.floats(allow_nan=True, allow_infinity=True),
-    st.sampled_from([0.0, -0.0, 0.5, 1e300, -1e300, math.nextafter(1e300, math.inf), 86_400_000.5, 1.7976931348623157e308]),
+    st.sampled_from([0.0, -0.0, 0.5, float(MAX_NUMBER), -float(MAX_NUMBER), float(2**53), 1e300, 86_400_000.5, 1.7976931348623157e308]),
     raw_numbers,
 )
 # Either side of every length limit (the defaults and the small ones).
@@ -97,7 +97,7 @@ EXTRA_KEYS = st.sampled_from(["siteId", "sentAt", "events", "user_agent", "Url",
 
 # What the tracker sends: every field valid, lengths and ranges up to their limits.
 clean_chars = st.characters(codec="utf-8", exclude_characters="\x00")
-finite_raw_numbers = raw_numbers.filter(lambda s: abs(float(s)) <= 1e300)
+finite_raw_numbers = raw_numbers.filter(lambda s: abs(float(s)) <= MAX_NUMBER)
 
 
 @functools.cache
@@ -110,16 +110,16 @@ def clean_text(max_length: int, min_length: int = 0) -> st.SearchStrategy[str]:
 def good_props(limits: Limits) -> st.SearchStrategy[Object]:
     key = clean_text(limits.max_prop_key_length, min_length=1)
     value = st.one_of(
-        st.none(), st.booleans(), st.integers(-(10**30), 10**30), st.floats(-1e300, 1e300),
-        st.sampled_from([1e300, -1e300, -0.0, 0, -(2**63), 2**64 - 1]), finite_raw_numbers,
+        st.none(), st.booleans(), st.integers(-MAX_NUMBER, MAX_NUMBER), st.floats(-MAX_NUMBER, MAX_NUMBER),
+        st.sampled_from([MAX_NUMBER, -MAX_NUMBER, float(MAX_NUMBER), -0.0, 0]), finite_raw_numbers,
         clean_text(limits.max_prop_value_length),
     )
     return st.dictionaries(key, value, max_size=limits.max_props).map(lambda d: Object(d.items()))
 
 
 good_numbers = st.one_of(
-    st.integers(-(10**30), 10**30), st.floats(allow_nan=False, allow_infinity=False),
-    raw_numbers.filter(lambda s: math.isfinite(float(s))),
+    st.integers(-MAX_NUMBER, MAX_NUMBER), st.floats(-MAX_NUMBER, MAX_NUMBER),
+    raw_numbers.filter(lambda s: abs(float(s)) <= MAX_NUMBER),
 )
 tracker_cache_values = st.one_of(
     st.none(), st.booleans(), st.integers(-(2**63), 2**63 - 1), st.floats(allow_nan=False, allow_infinity=False), clean_text(40)
@@ -161,12 +161,12 @@ def good_events(draw: st.DrawFn, limits: Limits, in_batch: bool = False, tracker
 @functools.cache
 def field_values(limits: Limits) -> dict[str, st.SearchStrategy[Any]]:
     """Each field's values, valid or not: the near misses first."""
-    over_1e300 = [math.nextafter(1e300, math.inf), -math.nextafter(1e300, math.inf), 10**301, RawNumber("1.0000000000000001e300")]
+    over_max = [float(2**53), -float(2**53), MAX_NUMBER + 1, 2**64, 10**301, 1e308, RawNumber("9007199254740992.5")]
     prop_key = clean_text(limits.max_prop_key_length, min_length=1) | st.sampled_from(
         ["", "x" * (limits.max_prop_key_length + 1), "a\x00"]
     ) | prop_keys
     prop_value = st.sampled_from(
-        [*over_1e300, "x" * (limits.max_prop_value_length + 1), "\x00", [1], Object([("a", 1)]), 1, "s", True, None]
+        [*over_max, "x" * (limits.max_prop_value_length + 1), "\x00", [1], Object([("a", 1)]), 1, "s", True, None]
     ) | leaves | values
     # A valid set of properties (as many as allowed, often) and one or two more, valid or not.
     props = st.builds(lambda good, more: Object(good + more), good_props(limits), st.lists(st.tuples(prop_key, prop_value), min_size=1, max_size=2))
@@ -306,7 +306,7 @@ def test_what_the_fast_path_cannot_vouch_for_is_left_to_the_reference() -> None:
 
 # One thing wrong (or just inside a limit) in the tracker's beacon: the rules that span fields, and
 # every limit from either side. Each is checked alone, and inside a batch.
-_ABOVE_1E300 = math.nextafter(1e300, math.inf)
+_ABOVE_MAX = float(2**53)  # just past MAX_NUMBER
 ABSENT = RawNumber("absent")  # the field left out (None is sent as `null`)
 NEAR_MISSES: list[tuple[str, Any]] = [
     *(("type", v) for v in ["click", "", "Pageview", 1, True, [], {}, None, ABSENT]),
@@ -315,15 +315,15 @@ NEAR_MISSES: list[tuple[str, Any]] = [
     *(("name", v) for v in ["", " ", "\t\u2028", "x" * 200, "x" * 201, "\x00", 5, None, ABSENT]),
     *(("id", v) for v in ["", "x" * 256, "x" * 257, "\x00", 5, None, ABSENT]),
     *(("engagementTime", v) for v in [-1, -0.0, 0, 86_400_000, 86_400_000.5, 86_400_001, True, "1", None, RawNumber("1e400"), RawNumber("8.64e7")]),
-    *(("ts", v) for v in [True, "1", 2**64, 10**30, -(2**63) - 1, 1.5, -0.0, RawNumber("1e308"), RawNumber("1e309"), RawNumber("-0")]),
+    *(("ts", v) for v in [True, "1", MAX_NUMBER, MAX_NUMBER + 1, 2**64, 10**30, -(2**63) - 1, 1.5, -0.0, RawNumber("1e308"), RawNumber("1e309"), RawNumber("-0")]),
     *(("cache", v) for v in ["x", [], {}, {"a": [1]}, {"a": 2**63}, {"a": 2**64}, {"a": 10**400}, {"a": -(2**63) - 1}, {"a": "\x00"}, None]),
     *(("data", v) for v in [
-        [], "x", {}, None, {"": 1}, {"x" * 64: 1}, {"x" * 65: 1}, {"a\x00": 1}, {"a": "\x00"}, {"a": 1e300}, {"a": _ABOVE_1E300},
-        {"a": -_ABOVE_1E300}, {"a": 10**301}, {"a": "x" * 500}, {"a": "x" * 501}, {"a": [1]}, {"a": {}}, {"a": None}, {"a": True},
+        [], "x", {}, None, {"": 1}, {"x" * 64: 1}, {"x" * 65: 1}, {"a\x00": 1}, {"a": "\x00"}, {"a": MAX_NUMBER}, {"a": _ABOVE_MAX}, {"a": 1e308},
+        {"a": -_ABOVE_MAX}, {"a": 10**301}, {"a": "x" * 500}, {"a": "x" * 501}, {"a": [1]}, {"a": {}}, {"a": None}, {"a": True},
         {"a": RawNumber("-0")}, {"a": 2**64}, {f"k{i}": i for i in range(30)}, {f"k{i}": i for i in range(31)},
         {**{f"k{i}": i for i in range(30)}, "z": None},
     ]),
-    ("unknown", 1), ("siteId", 5), ("sentAt", True), ("events", None), ("events", {}), ("events", []),
+    ("unknown", 1), ("siteId", 5), ("sentAt", True), ("sentAt", 2**64), ("sentAt", RawNumber("1e308")), ("events", None), ("events", {}), ("events", []),
 ]
 
 

@@ -8,6 +8,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import httpx
+import orjson
 import pytest
 from websockets.exceptions import ConnectionClosed, InvalidStatus
 from websockets.sync.client import connect
@@ -173,3 +174,28 @@ def test_a_binary_websocket_frame_closes_with_1003_and_no_traceback(secured: tup
         assert closed.value.rcvd is not None and closed.value.rcvd.code == 1003
     time.sleep(0.5)
     assert "Traceback" not in server.log() and "PayloadTypeError" not in server.log()
+
+
+def test_a_refused_websocket_gets_the_status_and_error_http_gets(secured: tuple[LiveServer, dict]) -> None:
+    """401, 403, 404 as over HTTP (not uvicorn's blanket 403), with the same error text."""
+    server, ctx = secured
+    site, other = ctx["site"], ctx["bob_site"]
+    expired, _ = stream_token.mint(ctx["secret"], site["id"], None, ttl=-1)
+    valid = mint(server, site["id"], ctx["admin"]).json()["token"]
+    cases = [  # (path and query, headers, expected status)
+        (f"/api/v2/realtime/{site['domainKey']}", {}, 401),  # no token
+        (f"/api/v2/realtime/{site['domainKey']}?token={expired}", {}, 401),
+        (f"/api/v2/realtime/{site['domainKey']}", bearer("ls_not-a-token"), 401),
+        (f"/api/v2/realtime/{site['domainKey']}", bearer(ctx["bob"]), 404),  # another owner's site
+        ("/api/v2/realtime/no-such-site", bearer(ctx["admin"]), 404),
+        (f"/api/v2/realtime/{other['id']}?token={valid}", {}, 403),  # a stream token of another site
+        (f"/api/v2/realtime/{site['id']}?bogus=1", bearer(ctx["admin"]), 400),  # an unknown filter
+    ]
+    for target, headers, expected in cases:
+        http = httpx.get(f"{server.url}{target}", headers={**headers, "Accept": "text/event-stream"})
+        assert http.status_code == expected, (target, http.text)
+        with pytest.raises(InvalidStatus) as refused:
+            connect(f"ws://127.0.0.1:{server.port}{target}", additional_headers=headers, open_timeout=10)
+        response = refused.value.response
+        assert response.status_code == expected, target
+        assert response.body is not None and orjson.loads(response.body) == http.json(), target
