@@ -86,6 +86,19 @@ def _p(samples: list[float], q: float) -> float:
     return statistics.quantiles(samples, n=100, method="inclusive")[int(q) - 1]
 
 
+def prepared_warehouse(ctx: BenchContext, size: int, section: Section) -> Path:
+    """The data directory of the API benchmark's warehouse of ``size`` events, generated and
+    loaded once and kept between runs (the dashboard benchmark uses the same one)."""
+    label = f"{size // 1_000_000} M"
+    root = ctx.workdir / f"api-{label.replace(' ', '')}"
+    if not (root / "ready").exists():
+        root = ctx.fresh_dir(f"api-{label.replace(' ', '')}")
+        t0 = time.monotonic()
+        _prepare(root, size)
+        section.notes.append(f"generated and loaded {label} events in {time.monotonic() - t0:.0f} s")
+    return root
+
+
 def run(ctx: BenchContext) -> Section:
     import duckdb
 
@@ -95,12 +108,7 @@ def run(ctx: BenchContext) -> Section:
     size = 1_000_000 if ctx.quick else 10_000_000
     label = f"{size // 1_000_000} M"
     section = Section(f"Query API: dashboard panels on {label} events / 30 days (p50/p95 ms)")
-    root = ctx.workdir / f"api-{label.replace(' ', '')}"
-    if not (root / "ready").exists():
-        root = ctx.fresh_dir(f"api-{label.replace(' ', '')}")
-        t0 = time.monotonic()
-        _prepare(root, size)
-        section.notes.append(f"generated and loaded {label} events in {time.monotonic() - t0:.0f} s")
+    root = prepared_warehouse(ctx, size, section)
     con = duckdb.connect(str(root / "warehouse.duckdb"), read_only=True, config={"threads": THREADS})
     con.execute("SET TimeZone = 'UTC'")
     raw = duckdb.connect(config={"threads": THREADS})

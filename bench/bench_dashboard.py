@@ -60,12 +60,7 @@ def run(ctx: BenchContext) -> Section:
     size = 1_000_000 if ctx.quick else 10_000_000
     label = f"{size // 1_000_000} M"
     section = Section(f"Dashboard: navigation → every panel rendered, {label} events / 30 days (ms)")
-    root = ctx.workdir / f"api-{label.replace(' ', '')}"
-    if not (root / "ready").exists():
-        root = ctx.fresh_dir(f"api-{label.replace(' ', '')}")
-        t0 = time.monotonic()
-        bench_api._prepare(root, size)
-        section.notes.append(f"generated and loaded {label} events in {time.monotonic() - t0:.0f} s")
+    root = bench_api.prepared_warehouse(ctx, size, section)
     _register_sites(root)
     loads = 10 if ctx.quick else 30
     ready = f"() => {{ const ok = ({READY})(); if (ok && !window.__readyAt) window.__readyAt = performance.now(); return ok; }}"
