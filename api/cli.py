@@ -10,7 +10,7 @@ from pathlib import Path
 
 import click
 
-from littlestats.cli import data_dir_option, echo_json, settings_from
+from littlestats.cli_options import data_dir_option, echo_json, settings_from
 from littlestats.controlplane import ControlPlane
 
 

@@ -48,8 +48,19 @@ PAGES = [
 ]
 
 
-def _template(name: str) -> string.Template:
-    return string.Template((TEMPLATES / name).read_text())
+class _Page:
+    """A server-rendered page: its own ``<main>`` (``templates/<name>``) inside the frame every
+    such page shares (``templates/page.html``: head, stylesheets, body)."""
+
+    frame = string.Template((TEMPLATES / "page.html").read_text())
+
+    def __init__(self, name: str, title: str) -> None:
+        self.main = string.Template((TEMPLATES / name).read_text())
+        self.title = title
+
+    def substitute(self, *, stylesheets: str, **values: str) -> str:
+        return self.frame.substitute(title=self.title, stylesheets=stylesheets,
+                                     main=self.main.substitute(**values))
 
 
 def _stylesheets() -> str:
@@ -114,9 +125,9 @@ class Pages:
         self.services = services
         self.dev: bool = services.settings.dev
         self.store = sessions.store_for(services)
-        self.login = _template("login.html")
-        self.logout = _template("logout.html")
-        self.not_found_page = _template("not_found.html")
+        self.login = _Page("login.html", "Log in")
+        self.logout = _Page("logout.html", "Log out")
+        self.not_found_page = _Page("not_found.html", "Not found")
         self._shell: tuple[int, str] | None = None
 
     def set_session_cookie(self, req: falcon.asgi.Request, resp: falcon.asgi.Response, value: str) -> None:

@@ -20,7 +20,7 @@ from typing import Any
 
 import click
 
-from littlestats.cli import data_dir_option, settings_from
+from littlestats.cli_options import data_dir_option, settings_from
 
 
 def _causes(exc: BaseException) -> Iterator[BaseException]:
@@ -115,10 +115,6 @@ def _warn_late(late: list[Any]) -> None:
                    " next load", err=True)
 
 
-# How long a job waits for the warehouse database while another process holds it.
-OWNER_WAIT_SECONDS = 120.0
-
-
 def _server_running(settings: Any) -> bool:
     """Whether a ``littlestats serve`` runs on this data directory: its gunicorn answers on the
     control socket under ``run/`` (a file left by a killed server refuses the connection)."""
@@ -138,14 +134,14 @@ def _owner(settings: Any) -> tuple[Any, Any]:
 
     While a ``littlestats serve`` runs, its warehouse process owns the database: if it is still
     starting, this waits for it (opening the file here would only delay it). While another job
-    holds the database, this waits for it to finish. Either wait lasts up to ``OWNER_WAIT_SECONDS``.
+    holds the database, this waits for it to finish. Either wait lasts up to ``job_wait_seconds``.
     """
     import duckdb
 
     from warehouse.service import Warehouse
     from warehouse.tables import SchemaError
 
-    deadline = time.monotonic() + OWNER_WAIT_SECONDS
+    deadline = time.monotonic() + settings.job_wait_seconds
     said = ""
     while True:
         client = _daemon(settings)
@@ -161,9 +157,11 @@ def _owner(settings: Any) -> tuple[Any, Any]:
             except SchemaError as exc:
                 raise click.ClickException(str(exc)) from exc
             except duckdb.IOException as exc:
+                if "could not set lock" not in str(exc).lower():
+                    raise  # not another holder (a full disk, say): nothing to wait for
                 waiting = "another process to let go of the warehouse database"
-                problem = (f"{settings.warehouse_db} is held by another process ({exc}); run"
-                           " this again once it has finished")
+                problem = (f"the warehouse file is held by another process ({settings.warehouse_db}:"
+                           f" {_first_line(exc)}); run this again once it has finished")
         if time.monotonic() >= deadline:
             raise click.ClickException(problem)
         if waiting != said:  # once, on stderr: stdout carries only the summary

@@ -10,7 +10,7 @@ from typing import Any
 import click
 
 from littlestats.backup import Progress, backup, restore
-from littlestats.cli import data_dir_option, settings_from
+from littlestats.cli_options import data_dir_option, settings_from
 
 
 @contextlib.contextmanager

@@ -6,39 +6,16 @@ import importlib
 import os
 import shutil
 import sys
-from collections.abc import Callable
 from pathlib import Path
-from typing import Any
 
 import click
-import orjson
 
 from littlestats import __version__
-from littlestats.config import ConfigError, Settings, load_settings
+from littlestats.cli_options import data_dir_option, echo_json, settings_from
+from littlestats.config import ConfigError
 from littlestats.controlplane import ControlPlane
 from littlestats.logs import configure as configure_logging
 from littlestats.permissions import use_private_umask
-
-
-def data_dir_option(f: Callable[..., Any]) -> Callable[..., Any]:
-    return click.option(
-        "--data-dir",
-        type=click.Path(path_type=Path, file_okay=False),
-        default=None,
-        help="Data directory (default: $LITTLESTATS_DATA_DIR or ~/.local/share/littlestats).",
-    )(f)
-
-
-def settings_from(**options: Any) -> Settings:
-    """Settings with command-line options applied, or a clean exit naming the bad setting."""
-    try:
-        return load_settings(options)
-    except ConfigError as exc:
-        raise click.ClickException(str(exc)) from None
-
-
-def echo_json(data: Any) -> None:
-    click.echo(orjson.dumps(data, option=orjson.OPT_INDENT_2).decode())
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})

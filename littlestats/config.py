@@ -59,6 +59,9 @@ class Settings:
     segment_seconds: float = 30.0
     # Warehouse loads run this often inside `serve`.
     load_interval_seconds: float = 60.0
+    # A job run by hand (`littlestats load`, `backfill`, ...) waits this long for the warehouse
+    # database while another process holds it, or for a running server's warehouse process.
+    job_wait_seconds: float = 120.0
     # Rows per load transaction when a backlog is loaded (bounds the loader's memory).
     load_chunk_rows: int = 1_000_000
     # DuckDB limits for the warehouse process (it spills to disk beyond the memory limit).

@@ -4,8 +4,10 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+from playwright.sync_api import Playwright, sync_playwright
 
 from tests.server import LiveServer, add_site, running_server
+from tests.tracker.harness import CHROMIUM
 
 
 @pytest.fixture
@@ -28,3 +30,16 @@ def server(data_dir: Path) -> Iterator[LiveServer]:
 @pytest.fixture
 def site(data_dir: Path) -> dict:
     return add_site(data_dir)
+
+
+@pytest.fixture(scope="module")
+def playwright() -> Iterator[Playwright]:
+    """Playwright for one test module's browser tests (the tracker's, the dashboard's).
+
+    Module scope, not session: a running sync Playwright keeps its asyncio loop set as the test
+    process's running loop, so any later test in the same process that calls ``asyncio.run`` (or
+    starts a second Playwright) would fail. It ends with the module that used it."""
+    if not Path(CHROMIUM).exists():
+        pytest.fail("Debian's chromium is not installed: run scripts/test, or apt-get install chromium")
+    with sync_playwright() as p:
+        yield p

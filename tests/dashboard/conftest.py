@@ -9,16 +9,15 @@ from __future__ import annotations
 import time
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
-from pathlib import Path
 
 import pytest
-from playwright.sync_api import Browser, Playwright, sync_playwright
+from playwright.sync_api import Browser, Playwright
 
 from littlestats.controlplane import ControlPlane
 from tests.dashboard.harness import Dashboard, Loaded
 from tests.generator import TrafficSpec, generate
 from tests.server import LiveServer, running_server
-from tests.tracker.harness import CHROMIUM, Warehouse, launch
+from tests.tracker.harness import Warehouse, launch
 
 TIMEZONE = "Europe/Berlin"
 
@@ -57,15 +56,7 @@ def loaded(dash_server: LiveServer, control: ControlPlane) -> Loaded:
     return Loaded(dash_server, site, traffic)
 
 
-@pytest.fixture(scope="session")
-def playwright() -> Iterator[Playwright]:
-    if not Path(CHROMIUM).exists():
-        pytest.fail("Debian's chromium is not installed: run scripts/test, or apt-get install chromium")
-    with sync_playwright() as p:
-        yield p
-
-
-@pytest.fixture(scope="session")
+@pytest.fixture(scope="module")
 def browser(playwright: Playwright) -> Iterator[Browser]:
     b = launch(playwright)
     yield b

@@ -6,6 +6,7 @@ namespace (``unshare``, as an unprivileged user with user namespaces), and the l
 
 from __future__ import annotations
 
+import os
 import shutil
 import subprocess
 import sys
@@ -63,7 +64,8 @@ def test_a_held_warehouse_file_is_named_in_one_line(tmp_path: Path) -> None:
     try:
         assert holder.stdout is not None and holder.stdout.readline().strip() == "held"
         out = subprocess.run([sys.executable, "-m", "littlestats", "load", "--data-dir", str(data_dir)],
-                             capture_output=True, text=True, timeout=120)
+                             capture_output=True, text=True, timeout=120,
+                             env={**os.environ, "LITTLESTATS_JOB_WAIT_SECONDS": "2"})
     finally:
         holder.kill()
         holder.wait()

@@ -1,14 +1,13 @@
 from __future__ import annotations
 
 from collections.abc import Iterator
-from pathlib import Path
 
 import pytest
-from playwright.sync_api import Browser, Playwright, sync_playwright
+from playwright.sync_api import Browser, Playwright
 
 from littlestats.controlplane import ControlPlane
 from tests.server import LiveServer, running_server
-from tests.tracker.harness import CHROMIUM, Harness, PageServer, launch
+from tests.tracker.harness import Harness, PageServer, launch
 
 
 @pytest.fixture(scope="session")
@@ -28,15 +27,7 @@ def page_server() -> Iterator[PageServer]:
     pages.close()
 
 
-@pytest.fixture(scope="session")
-def playwright() -> Iterator[Playwright]:
-    if not Path(CHROMIUM).exists():
-        pytest.fail("Debian's chromium is not installed: run scripts/test, or apt-get install chromium")
-    with sync_playwright() as p:
-        yield p
-
-
-@pytest.fixture(scope="session")
+@pytest.fixture(scope="module")
 def browser(playwright: Playwright) -> Iterator[Browser]:
     # Playwright turns the back/forward cache off by default; real browsers have it on, and the
     # tracker must not count a restored page again.
