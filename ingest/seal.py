@@ -17,6 +17,7 @@ import contextlib
 import logging
 import operator
 import os
+import threading
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
@@ -296,8 +297,23 @@ def _fsync_file(path: Path) -> None:
         os.close(fd)
 
 
+# One sealing pass at a time in a process. A segment another thread is sealing is locked, so a
+# concurrent pass would skip it and return before its Parquet exists: a load by hand that seals
+# first (after asking the workers to rotate) would then miss the events the warehouse process's
+# periodic sweep was sealing at that moment. Waiting for the sweep closes that gap.
+_SEALING = threading.Lock()
+
+
 def seal_all(wal_dir: Path, raw_dir: Path) -> list[SealResult]:
-    """Seal every closed segment and every segment left behind by a dead writer."""
+    """Seal every closed segment and every segment left behind by a dead writer.
+
+    Passes in one process run one after the other, so when this returns every segment that was
+    sealable when it was called is in Parquet (or failed, and stays in the WAL)."""
+    with _SEALING:
+        return _seal_all(wal_dir, raw_dir)
+
+
+def _seal_all(wal_dir: Path, raw_dir: Path) -> list[SealResult]:
     results = []
     for path in sealable_segments(wal_dir):
         try:
