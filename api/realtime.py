@@ -226,14 +226,22 @@ class RealtimeResource:
         self.services = services
         self.auth = auth
 
-    async def on_get(self, req: falcon.asgi.Request, resp: falcon.asgi.Response, site: str) -> None:
+    async def _subscribe(self, req: falcon.asgi.Request, site: str, kind: str,
+                         last_event_id: str | None) -> tuple[Any, Any, Any]:
+        """Authorise the request, subscribe it to its site's feed and open it from
+        ``last_event_id``: the hub, the subscription and the messages it starts with."""
         found, token_id = self.auth.grant(req, site)
         flt = _filter_from_query(req)
         hub = await live_hub(self.services, req.scope)
-        sub = hub.subscribe(found.id, flt, "sse")
+        sub = hub.subscribe(found.id, flt, kind)
         sub.token_id = token_id
         with _service_errors():
-            initial = await hub.open(sub, req.get_header("Last-Event-ID") or req.get_param("lastEventId"))
+            initial = await hub.open(sub, last_event_id)
+        return hub, sub, initial
+
+    async def on_get(self, req: falcon.asgi.Request, resp: falcon.asgi.Response, site: str) -> None:
+        _hub, sub, initial = await self._subscribe(
+            req, site, "sse", req.get_header("Last-Event-ID") or req.get_param("lastEventId"))
         resp.set_header("Cache-Control", "no-store")
         resp.set_header("X-Accel-Buffering", "no")  # nginx: do not buffer the stream
         resp.content_type = "text/event-stream"
@@ -243,13 +251,7 @@ class RealtimeResource:
         try:
             # An HTTPError here closes with 3000 + status, which `websocket_refusals` turns into
             # that HTTP status (401, 403, 404, ...) with this description.
-            found, token_id = self.auth.grant(req, site)
-            flt = _filter_from_query(req)
-            hub = await live_hub(self.services, req.scope)
-            sub = hub.subscribe(found.id, flt, "ws")
-            sub.token_id = token_id
-            with _service_errors():
-                initial = await hub.open(sub, req.get_param("lastEventId"))
+            hub, sub, initial = await self._subscribe(req, site, "ws", req.get_param("lastEventId"))
         except falcon.HTTPError as exc:
             req.scope[REFUSAL_KEY] = exc.description or exc.title
             raise

@@ -99,6 +99,24 @@ def prepared_warehouse(ctx: BenchContext, size: int, section: Section) -> Path:
     return root
 
 
+def register_sites(root: Path) -> None:
+    """Give the generated sites (their ids are the generator's) rows in the control plane, so the
+    server answers for them."""
+    import sqlite3
+
+    from littlestats.controlplane import ControlPlane
+
+    control = ControlPlane(root / "control.sqlite3")
+    for site_id, tz in TZ.items():
+        if control.get_site(site_id) is None:
+            made = control.create_site(f"{site_id}.example", timezone=tz)
+            db = sqlite3.connect(root / "control.sqlite3")
+            db.execute("UPDATE sites SET id = ? WHERE id = ?", (site_id, made.id))
+            db.commit()
+            db.close()
+    control.close()
+
+
 def run(ctx: BenchContext) -> Section:
     import duckdb
 
@@ -199,22 +217,12 @@ ENDPOINTS = {"stats": "stats", "timeseries (day)": "timeseries?granularity=day",
 
 def _http(root: Path, section: Section, budget: float) -> None:
     """The same panels through the real server: HTTP → worker → Unix socket → warehouse process."""
-    import sqlite3
 
     import httpx
 
-    from littlestats.controlplane import ControlPlane
     from tests.server import running_server
 
-    control = ControlPlane(root / "control.sqlite3")
-    for site_id, tz in TZ.items():
-        if control.get_site(site_id) is None:
-            made = control.create_site(f"{site_id}.example", timezone=tz)
-            db = sqlite3.connect(root / "control.sqlite3")
-            db.execute("UPDATE sites SET id = ? WHERE id = ?", (site_id, made.id))
-            db.commit()
-            db.close()
-    control.close()
+    register_sites(root)
     with running_server(root, 2, env={"LITTLESTATS_LOAD_INTERVAL_SECONDS": "3600"}) as srv:
         token = (root / "admin-token").read_text().strip()
         with httpx.Client(base_url=srv.url, headers={"Authorization": f"Bearer {token}"}, timeout=60) as c:

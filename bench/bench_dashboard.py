@@ -61,7 +61,7 @@ def run(ctx: BenchContext) -> Section:
     label = f"{size // 1_000_000} M"
     section = Section(f"Dashboard: navigation → every panel rendered, {label} events / 30 days (ms)")
     root = bench_api.prepared_warehouse(ctx, size, section)
-    _register_sites(root)
+    bench_api.register_sites(root)
     loads = 10 if ctx.quick else 30
     ready = f"() => {{ const ok = ({READY})(); if (ok && !window.__readyAt) window.__readyAt = performance.now(); return ok; }}"
 
@@ -113,22 +113,4 @@ def run(ctx: BenchContext) -> Section:
         "are hashed and cached for a year, so later loads transfer the shell and the API answers only."
     )
     return section
-
-
-def _register_sites(root: Any) -> None:
-    """The generated sites' ids in the control plane (as bench_api's HTTP rows do)."""
-    import sqlite3
-
-    from bench.bench_api import TZ
-    from littlestats.controlplane import ControlPlane
-
-    control = ControlPlane(root / "control.sqlite3")
-    for site_id, tz in TZ.items():
-        if control.get_site(site_id) is None:
-            made = control.create_site(f"{site_id}.example", timezone=tz)
-            db = sqlite3.connect(root / "control.sqlite3")
-            db.execute("UPDATE sites SET id = ? WHERE id = ?", (site_id, made.id))
-            db.commit()
-            db.close()
-    control.close()
 
