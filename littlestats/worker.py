@@ -38,7 +38,11 @@ gets 413 at once, without waiting for the body (Falcon would otherwise wait for 
 before calling the app); a request whose headers have not all arrived within
 ``request_header_timeout_seconds`` of its first byte (or of the connection's opening), or whose
 body pauses longer than ``request_body_timeout_seconds``, gets 408. Each of these answers closes
-the connection. A request that is not HTTP/1.0 or 1.1 (an HTTP/0.9 request line) gets 400 instead
+the connection, gracefully: the server stops writing, then reads and drops what the client still
+sends (for at most ``LINGER_SECONDS`` and ``LINGER_BYTES``) before it closes. Closing with the
+body unread would reset the connection, and a client or proxy still sending the body (nginx
+sends the whole of it before it reads the answer) would see the reset instead of the answer:
+nginx turns it into a 502. A request that is not HTTP/1.0 or 1.1 (an HTTP/0.9 request line) gets 400 instead
 of reaching the app, which cannot serve it. The deadlines cost a request only a clock read: one
 sweep a second per worker checks them, instead of a timer per request.
 """
@@ -240,6 +244,12 @@ class _Held:
 
 SWEEP_SECONDS = 1.0
 
+# How long, and how many bytes, a refused request's connection keeps reading what the client still
+# sends after the refusal (see ``refuse``): enough for a proxy to finish sending a body under its
+# own limit (1 MiB in deploy/nginx.conf) on a slow link, bounded so that it costs little.
+LINGER_SECONDS = 5.0
+LINGER_BYTES = 4 * 1024 * 1024
+
 
 def _sweep(loop: asyncio.AbstractEventLoop, connections: set[Any]) -> None:
     """Answer 408 on every connection of the worker past its deadline; again in a second."""
@@ -268,6 +278,8 @@ class CoalescingHttpToolsProtocol(HttpToolsProtocol):
         self._head_bytes = 0
         self._body_bytes = 0
         self._content_length: bytes | None = None
+        self._lingering = False  # refused: what the client still sends is read and dropped
+        self._dropped = 0
         if not self.waiting.sweeping:
             self.waiting.sweeping = True
             self.loop.call_later(SWEEP_SECONDS, _sweep, self.loop, self.connections)
@@ -278,6 +290,11 @@ class CoalescingHttpToolsProtocol(HttpToolsProtocol):
         self.deadline = self.loop.time() + self.limits.header_timeout  # it may send nothing at all
 
     def data_received(self, data: bytes) -> None:
+        if self._lingering:
+            self._dropped += len(data)
+            if self._dropped > LINGER_BYTES:
+                self.transport.close()
+            return
         self._unset_keepalive_if_required()
         in_head, self._began_in_feed = self._reading_head, False
         try:
@@ -378,7 +395,18 @@ class CoalescingHttpToolsProtocol(HttpToolsProtocol):
         head += [b"content-type: application/json\r\ncontent-length: ", str(len(body)).encode(),
                  b"\r\nconnection: close\r\n\r\n", body]
         self.write(b"".join(head))
-        self.close_when_sent()
+        if self._held or not transport.can_write_eof():
+            self.close_when_sent()
+            return
+        # Lingering close: the answer goes out, then a FIN; the client's remaining bytes are
+        # dropped until it closes its side (``eof_received``) or the linger ends.
+        self._lingering = True
+        self._unset_keepalive_if_required()
+        if cycle is not None and not cycle.response_complete:  # the app, if it has the request,
+            cycle.disconnected = True  # sees the client gone: its answer is not written
+            cycle.message_event.set()
+        transport.write_eof()
+        self.loop.call_later(LINGER_SECONDS, transport.close)
 
     def _count_waiting(self, waits: bool) -> None:
         if waits != self._counted:
@@ -400,6 +428,8 @@ class CoalescingHttpToolsProtocol(HttpToolsProtocol):
         return bool(self._held)
 
     def write(self, data: bytes) -> None:
+        if self._lingering:  # the refusal was the connection's last answer
+            return
         if self._held:
             self._held[-1].data += data
         else:

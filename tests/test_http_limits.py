@@ -148,6 +148,27 @@ def test_an_impossible_content_length_gets_413_at_once(served: tuple[LiveServer,
     assert elapsed < 1 and closed
 
 
+def test_a_body_sent_after_the_413_is_read_and_dropped_not_reset(served: tuple[LiveServer, dict]) -> None:
+    """A proxy (nginx) sends the whole body before it reads the answer. The server reads and
+    drops what comes after its 413 and then closes cleanly: closing with the body unread would
+    reset the connection, and the proxy would see the reset (a 502) instead of the answer."""
+    server, site = served
+    body = b"x" * 200_000
+    head = (f"POST /api/v2/track/{site['id']} HTTP/1.1\r\nHost: x\r\nContent-Type: text/plain\r\n"
+            f"Content-Length: {len(body)}\r\n\r\n").encode()
+    with connect(server) as sock:
+        sock.sendall(head)
+        status, headers, answer = read_response(sock)
+        assert status == 413 and "the limit is 65536" in json.loads(answer)["error"]
+        assert headers["connection"] == "close"
+        time.sleep(0.2)  # the server has finished its answer: without lingering it has closed
+        for offset in range(0, len(body), 16384):  # a reset would fail one of these sends
+            sock.sendall(body[offset:offset + 16384])
+            time.sleep(0.01)
+        sock.shutdown(socket.SHUT_WR)
+        assert sock.recv(1) == b""  # a clean end of stream, not ECONNRESET
+
+
 def test_a_chunked_body_past_the_limit_gets_413(served: tuple[LiveServer, dict]) -> None:
     server, site = served
     chunk = b"x" * 16384
