@@ -75,6 +75,8 @@ class Settings:
     rollup_retention_days: int = 0
     log_level: str = "info"
     log_format: str = "text"  # text | json (one JSON object per line)
+    # Testing hook: `pause:<step>` stops an erasure at that step until killed (warehouse.erase).
+    erase_fault: str = ""
 
     # Derived locations inside the data directory -------------------------------------------
     @property

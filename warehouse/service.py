@@ -17,6 +17,7 @@ import os
 import shutil
 import socketserver
 import threading
+import time as time_module
 from collections.abc import Callable
 from datetime import UTC, date, datetime, time, timedelta
 from pathlib import Path
@@ -27,10 +28,20 @@ import pyarrow as pa
 
 from ingest.rotation import rotate_active_segments
 from ingest.seal import deleted_sites, mark_site_deleted, seal_all, unmark_site_deleted
+from ingest.wal import sealable_segments
 from littlestats.config import Settings
 from littlestats.controlplane import ControlPlane
 from warehouse.compact import compact_raw
 from warehouse.database import connect
+from warehouse.erase import (
+    ErasureError,
+    ErasureResult,
+    apply_erasure,
+    finish_pending,
+    plan_erasure,
+    write_journal,
+)
+from warehouse.erase import fault_point as erase_fault_point
 from warehouse.load import LoadResult, discover_files, load_pending
 from warehouse.protocol import (
     KIND_ARROW,
@@ -68,6 +79,8 @@ class Warehouse:
         self.write_lock = threading.Lock()
         self._cursor_lock = threading.Lock()
         self._upgrade_preaggregates()
+        # An erasure a crash interrupted is completed before anything reads or loads.
+        finish_pending(self.writer, settings.data_dir, settings.raw_dir)
 
     def _upgrade_preaggregates(self) -> None:
         """Rebuild, from the facts, pre-aggregates written by an earlier version's schema."""
@@ -187,6 +200,48 @@ class Warehouse:
                 unmark_site_deleted(self.settings.raw_dir, site_id)
                 raise
 
+    def erase(
+        self, site_id: str, visitor_keys: list[int], user_id: str | None = None,
+        progress: Progress | None = None, seal_wait_seconds: float = 30.0,
+    ) -> ErasureResult:
+        """Erase one person's events from every layer (``warehouse.erase``): the visitor keys, and
+        with ``user_id`` every visitor key linked to it. Ingest goes on; loads wait meanwhile.
+
+        First every worker rotates its WAL segment and the log is sealed, so every event accepted
+        before now is in Parquet; ``ErasureError`` (nothing changed) when that cannot be done.
+        """
+        tz, _ = self._sites()
+        if site_id not in tz:
+            raise ErasureError(f"site {site_id!r} not found")
+        started = datetime.now(UTC)
+        wal_dir, raw_dir = self.settings.wal_dir, self.settings.raw_dir
+        before = {p.name.split(".")[0] for p in sealable_segments(wal_dir)}
+        late = self.rotate_active_segments()
+        if late:
+            raise ErasureError(f"{len(late)} ingest workers did not hand over their write-ahead-log segment in"
+                               " time (stopped or overloaded); nothing was erased: retry in a minute")
+        sealed = 0
+        deadline = time_module.monotonic() + seal_wait_seconds
+        while True:
+            sealed += len(seal_all(wal_dir, raw_dir))
+            # a segment another process is sealing right now is skipped by this pass: wait for it
+            waiting = before & {p.name.split(".")[0] for p in sealable_segments(wal_dir)}
+            if not waiting:
+                break
+            if time_module.monotonic() > deadline:
+                raise ErasureError(f"{len(waiting)} write-ahead-log segments from before the erasure could not be"
+                                   " sealed into Parquet (see the log); nothing was erased: retry once they are")
+            time_module.sleep(0.2)
+        with self.write_lock:
+            erasure = plan_erasure(self.writer, raw_dir, site_id, tz[site_id], visitor_keys, user_id, started,
+                                   sealed)
+            write_journal(self.settings.data_dir, erasure)
+            erase_fault_point(self.settings.erase_fault, "journal", self.settings.run_dir)
+            result = apply_erasure(self.writer, self.settings.data_dir, raw_dir, erasure, progress,
+                                   fault=self.settings.erase_fault)
+        log.info("%s", result.summary())
+        return result
+
     def query_arrow(self, sql: str, params: Any = None) -> pa.Table:
         """Run a read-only query on its own cursor and snapshot."""
         with self._cursor_lock:
@@ -292,6 +347,10 @@ class WarehouseSocketServer(socketserver.ThreadingMixIn, socketserver.UnixStream
             if not is_staging_dir(wh.settings, staging):
                 raise WarehouseError(f"a snapshot goes into a new backup-* directory of {wh.settings.run_dir}")
             return json_frame(wh.snapshot(staging))
+        if op == "erase":
+            keys = [int(k) for k in request.get("visitor_keys") or []]
+            user = request.get("user_id")
+            return json_frame(wh.erase(str(request["site_id"]), keys, None if user is None else str(user)).public())
         if op == "purge_site":
             removed = wh.purge_site(str(request["site_id"]))
             return json_frame({"summary": f"removed {removed} rows", "rows": removed})
