@@ -57,6 +57,17 @@ METRIC_PROPS = {
     "events": {"type": "integer"}, "bounceRate": {"type": "number"}, "avgDuration": {"type": "number"},
     "viewsPerVisit": {"type": "number"}, "conversionRate": {"type": "number"}, "timeOnPage": {"type": "number"},
 }
+_COUNT = {"type": "integer", "minimum": 0}
+ERASURE: dict[str, Any] = {"type": "object", "description": "What the erasure did; no personal data.", "required": [
+    "id", "siteId", "startedAt", "visitorKeys", "rawRowsRemoved", "rowsRemoved", "summary"], "properties": {
+    "id": {"type": "string"}, "siteId": {"type": "string"},
+    "startedAt": {"type": "string", "description": "Events accepted before this time are erased."},
+    "visitorKeys": {**_COUNT, "description": "Visitor keys erased (a user id may stand for several)."},
+    "walSegmentsSealed": _COUNT, "rawFilesRewritten": _COUNT, "rawFilesRemoved": _COUNT, "rawRowsRemoved": _COUNT,
+    "rowsRemoved": {"type": "object", "additionalProperties": _COUNT,
+                    "description": "Rows removed per warehouse table."},
+    "hoursRebuilt": _COUNT, "visitorDaysRebuilt": _COUNT, "resumed": {"type": "boolean"},
+    "seconds": {"type": "number"}, "summary": {"type": "string"}}}
 TOKEN: dict[str, Any] = {"type": "object", "required": ["id", "userId", "name", "createdAt"], "properties": {
     "id": {"type": "string"}, "userId": {"type": "string"}, "name": {"type": "string"},
     "createdAt": {"type": "string"}}}
@@ -168,6 +179,10 @@ def openapi() -> dict[str, Any]:
                                "automatically); retry after the Retry-After header's seconds.")}
     live_unavailable = {"503": _err("The live service is not available (it is restarted "
                                     "automatically); retry after the Retry-After header's seconds.")}
+    erase_unavailable = {"503": _err("The erasure could not run now (an ingest worker did not hand over its"
+                                     " write-ahead log, or the warehouse process is not available); nothing"
+                                     " was erased, or a started erasure completes at the warehouse's restart."
+                                     " Retry after the Retry-After header's seconds.")}
     stats_params = [SITE_PARAM, *COMMON_PARAMS]
     paths: dict[str, Any] = {
         "/api/v2/sites": {
@@ -186,6 +201,24 @@ def openapi() -> dict[str, Any]:
                 **not_found, **unavailable}, [SITE_PARAM], tag="sites"),
         },
         "/api/v2/health/{site}": {"get": health},
+        "/api/v2/sites/{site}/visitors/{visitor}": {
+            "delete": _op("Erase a visitor (right to be forgotten): every event accepted before the request, from"
+                          " raw files, facts and pre-aggregates (docs/erasure.md). Same rights as deleting the site",
+                          {"200": _ok(ERASURE), "400": _err("The visitor id is empty or too long."),
+                           **not_found, **erase_unavailable},
+                          [SITE_PARAM, _param("visitor", {"type": "string", "minLength": 1, "maxLength": 128},
+                                              "The tracker's visitor id (`ls_vid` in the visitor's browser storage).",
+                                              "path")], tag="erasure"),
+        },
+        "/api/v2/sites/{site}/users/{user}": {
+            "delete": _op("Erase a user (right to be forgotten): every visitor ever identified as this user id,"
+                          " with all their events accepted before the request (docs/erasure.md). Same rights as"
+                          " deleting the site",
+                          {"200": _ok(ERASURE), "400": _err("The user id is empty or too long."),
+                           **not_found, **erase_unavailable},
+                          [SITE_PARAM, _param("user", {"type": "string", "minLength": 1, "maxLength": 256},
+                                              "A user id the site sent with `identify()`.", "path")], tag="erasure"),
+        },
         "/api/v2/sites/{site}/goals": {
             "get": _op("Goals", {"200": _ok({"type": "object", "properties": {"goals": {"type": "array", "items": GOAL}}}),
                                  **not_found}, [SITE_PARAM], tag="goals"),

@@ -97,6 +97,50 @@ def seal(data_dir: Path | None) -> None:
     click.echo(f"sealed {len(results)} segments, {sum(r.events for r in results)} events")
 
 
+@main.command()
+@click.option("--site", "site_ref", required=True, help="Site id or domain key.")
+@click.option("--visitor", "visitor_id", default=None, help="The tracker's visitor id (ls_vid in the visitor's browser).")
+@click.option("--visitor-key", type=click.IntRange(0, 2**64 - 1), default=None,
+              help="A stored visitor_key (64-bit, as in the events table).")
+@click.option("--user", "user_id", default=None, help="A user id sent with identify(): every visitor linked to it.")
+@data_dir_option
+def erase(site_ref: str, visitor_id: str | None, visitor_key: int | None, user_id: str | None,
+          data_dir: Path | None) -> None:
+    """Erase one person's events everywhere (right to be forgotten); prints a summary as JSON."""
+    from jobs.cli import _daemon, _progress, explain
+    from warehouse.erase import visitor_key_of
+
+    if [visitor_id, visitor_key, user_id].count(None) != 2:
+        raise click.UsageError("name the person with exactly one of --visitor, --visitor-key or --user")
+    settings = settings_from(data_dir=data_dir)
+    site = ControlPlane(settings.control_db).get_site(site_ref)
+    if site is None:
+        raise click.BadParameter(f"no site {site_ref!r} (see `littlestats sites list`)", param_hint="--site")
+    keys = [visitor_key] if visitor_key is not None else []
+    if visitor_id is not None:
+        keys = [visitor_key_of(site.secret, visitor_id)]
+
+    try:
+        client = _daemon(settings)
+        if client is not None:
+            from rich.console import Console
+
+            with Console(stderr=True).status("erasing (in the running warehouse process)…"):
+                echo_json(client.erase(site.id, keys, user_id))
+            return
+        from warehouse.service import Warehouse
+
+        wh = Warehouse(settings)
+        try:
+            with _progress("erasing: raw files, then the warehouse") as progress:
+                result = wh.erase(site.id, keys, user_id, progress=progress)
+        finally:
+            wh.close()
+    except Exception as exc:
+        raise click.ClickException(explain(exc, "erase", data_dir)) from None
+    echo_json(result.public())
+
+
 # Commands of later components live beside their code and are registered here.
 for _module in ("jobs.cli", "api.cli", "littlestats.backup_cli"):
     try:

@@ -110,13 +110,19 @@ class WarehouseClient:
         return result
 
     def call(self, request: dict[str, Any], timeout: float | None = None) -> Any:
-        """Send one request (``op`` = ``query``, ``load``, ``purge_site``, ``retention``, ``ping``)."""
+        """Send one request (``op`` = ``query``, ``load``, ``purge_site``, ``erase``, ``retention``, ``ping``)."""
         with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as sock:
             sock.settimeout(timeout or self.timeout)
             sock.connect(str(self.path))
             sock.sendall(self._request(request))
             kind, payload = read_frame(sock)
         return _decode(kind, payload)
+
+    def erase(self, site_id: str, visitor_keys: list[int], user_id: str | None = None,
+              timeout: float = 3600.0) -> dict[str, Any]:
+        """Erase one person in the warehouse process (``warehouse.erase``); its summary."""
+        request = {"op": "erase", "site_id": site_id, "visitor_keys": visitor_keys, "user_id": user_id}
+        return dict(self.call(request, timeout=timeout))
 
     async def _call_async(self, request: dict[str, Any]) -> Any:
         reader, writer = await asyncio.wait_for(
