@@ -10,6 +10,7 @@ equals ``without``'s, and no Parquet file, WAL segment or warehouse column holds
 
 from __future__ import annotations
 
+import threading
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -48,6 +49,7 @@ class Erased:
     full: dict[str, Any]
     without: dict[str, Any]
     keys: set[int]  # every visitor key of the two people on `full`
+    person: int  # the key of the one erased by visitor id
     by_visitor: httpx.Response
     by_user: httpx.Response
     expected_rows: tuple[int, int]  # raw rows of each person (generated + posted)
@@ -130,7 +132,7 @@ def erased(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Erased]:
                     events.filter(pl.col("visitor_key") == phone).height + 3)
         keys = {person, phone, tracker_visitor_key(secret, LAPTOP_ID)}
         today = datetime.now(UTC).date().isoformat()
-        yield Erased(srv, admin, full, without, keys, by_visitor, by_user, expected, today)
+        yield Erased(srv, admin, full, without, keys, person, by_visitor, by_user, expected, today)
         admin.close()
 
 
@@ -229,3 +231,46 @@ def test_events_after_the_erasure_are_kept(erased: Erased) -> None:
             break
         time.sleep(0.5)
     assert views == before + 1
+
+
+def test_events_accepted_during_an_erasure_are_erased_or_kept_consistently(erased: Erased) -> None:
+    """Beacons of the person keep arriving while they are erased: each one acknowledged before the
+    erasure started is gone; the others are kept, in the raw files and the warehouse alike."""
+    url, full, data_dir = erased.server.url, erased.full, erased.server.data_dir
+    answered: dict[str, datetime] = {}
+    stop = threading.Event()
+
+    def hammer() -> None:
+        with httpx.Client(timeout=30) as client:
+            n = 0
+            while not stop.is_set():
+                page = f"/during/{n}"
+                r = client.post(f"{url}/api/v2/track/{full['domainKey']}",
+                                json=batch(full, [{"type": "pageview", "url": page, "visitorId": VISITOR_ID}]))
+                assert r.status_code == 200
+                answered[page] = datetime.now(UTC)
+                n += 1
+
+    thread = threading.Thread(target=hammer)
+    thread.start()
+    time.sleep(1.0)
+    r = erased.admin.delete(f"/api/v2/sites/{full['id']}/visitors/{VISITOR_ID}")
+    time.sleep(0.5)
+    stop.set()
+    thread.join()
+    assert r.status_code == 200, r.text
+    started = datetime.fromisoformat(r.json()["startedAt"])
+    assert r.json()["rawRowsRemoved"] >= 2  # the event of the previous test, and some of these
+    load(data_dir)
+
+    raw: set[str] = set()
+    for path in data_dir.rglob("*.parquet"):
+        table = pq.read_table(path, columns=["visitor_key", "pathname"]).to_pylist()
+        raw |= {row["pathname"] for row in table if row["visitor_key"] == erased.person}
+    wh = WarehouseClient(load_settings({"data_dir": data_dir}, environ={}))
+    loaded = {row[0] for row in wh.query_sync("SELECT pathname FROM events WHERE site_id = ? AND visitor_key = ?",
+                                              [full["id"], erased.person]).rows}
+    assert raw == loaded  # raw files and warehouse agree
+    assert raw and raw <= set(answered)  # some were accepted after the start: kept
+    assert all(answered[page] >= started for page in raw)
+    assert any(answered[page] < started for page in answered)  # and some before it: erased
