@@ -2,9 +2,9 @@
 
 ``littlestats erase`` runs as a real process; the ``erase_fault`` setting makes it stop at a named
 step (after the journal is written, after the first raw file is rewritten, inside the warehouse
-transaction, after its commit) until the test kills it. Then either the erasure is run again
-or the warehouse is simply opened again (as the next start or ``littlestats load`` does); the result must equal an erasure
-that ran without interruption, table for table, and hold no trace of the person.
+transaction, after its commit) until the test kills it. Then either the erasure is run again or the
+warehouse is simply opened again (as the next start or ``littlestats load`` does); the result must
+equal an erasure that ran without interruption, table for table, and hold no trace of the person.
 """
 
 from __future__ import annotations
