@@ -113,7 +113,11 @@ def erase(site_ref: str, visitor_id: str | None, visitor_key: int | None, user_i
     if [visitor_id, visitor_key, user_id].count(None) != 2:
         raise click.UsageError("name the person with exactly one of --visitor, --visitor-key or --user")
     settings = settings_from(data_dir=data_dir)
-    site = ControlPlane(settings.control_db).get_site(site_ref)
+    store = ControlPlane(settings.control_db)
+    try:
+        site = store.get_site(site_ref)
+    finally:
+        store.close()
     if site is None:
         raise click.BadParameter(f"no site {site_ref!r} (see `littlestats sites list`)", param_hint="--site")
     keys = [visitor_key] if visitor_key is not None else []

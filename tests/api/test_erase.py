@@ -31,7 +31,7 @@ from littlestats.config import load_settings
 from littlestats.controlplane import ControlPlane
 from tests.api.conftest import wait_for_warehouse
 from tests.generator import TrafficSpec, _write, generate
-from tests.server import LiveServer, running_server
+from tests.server import LiveServer, cli, running_server
 from warehouse.client import WarehouseClient
 
 pytestmark = pytest.mark.slow
@@ -216,6 +216,13 @@ def test_a_visitor_id_too_long_is_a_400_and_erases_nothing(erased: Erased) -> No
     assert r.status_code == 400 and "visitor id" in r.json()["error"]
     r = erased.admin.delete(f"/api/v2/sites/nosuchsite/users/{USER}")
     assert r.status_code == 404
+
+
+def test_the_command_asks_the_running_server(erased: Erased) -> None:
+    out = cli(erased.server.data_dir, "erase", "--site", erased.full["domainKey"], "--user", "nobody")
+    summary = orjson.loads(out)
+    assert summary["siteId"] == erased.full["id"]
+    assert summary["visitorKeys"] == 0 and summary["rawRowsRemoved"] == 0
 
 
 def test_events_after_the_erasure_are_kept(erased: Erased) -> None:
