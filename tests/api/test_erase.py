@@ -88,6 +88,9 @@ def erased(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Erased]:
         full = admin.post("/api/v2/sites", json={"domain": "full.example"}).json()
         without = admin.post("/api/v2/sites", json={"domain": "without.example"}).json()
         wait_for_warehouse(admin, full["id"])
+        for site in (full, without):  # goals, so conversions are compared too
+            admin.post(f"/api/v2/sites/{site['id']}/goals", json={"kind": "event", "value": "Signup"})
+            admin.post(f"/api/v2/sites/{site['id']}/goals", json={"kind": "page", "value": "/pricing"})
         control = ControlPlane(load_settings({"data_dir": data_dir}, environ={}).control_db)
         secret = control.get_site(full["id"]).secret
         control.close()
@@ -156,7 +159,8 @@ def test_erasure_answers_a_summary_of_what_it_removed(erased: Erased) -> None:
 def _without_site(value: Any) -> Any:
     if isinstance(value, dict):
         # ids differ: the other site's copies of the events have their own
-        return {k: _without_site(v) for k, v in value.items() if k not in ("siteId", "id", "visitId", "nextCursor")}
+        return {k: _without_site(v) for k, v in value.items()
+                if k not in ("siteId", "id", "visitId", "nextCursor", "createdAt")}
     if isinstance(value, list):
         return [_without_site(v) for v in value]
     return value
@@ -164,7 +168,7 @@ def _without_site(value: Any) -> Any:
 
 def test_every_number_equals_the_site_that_never_had_them(erased: Erased) -> None:
     window = {"start": "2026-02-28", "end": erased.today}
-    paths = ["stats", "timeseries", *BREAKDOWNS, "utm", "events", "events/properties"]
+    paths = ["stats", "timeseries", *BREAKDOWNS, "utm", "events", "events/properties", "conversions"]
     compared = 0
     for path in paths:
         hourly = {"start": "2026-03-01", "end": "2026-03-03", "granularity": "hour"}
@@ -179,6 +183,8 @@ def test_every_number_equals_the_site_that_never_had_them(erased: Erased) -> Non
     assert compared == len(paths) + 1
     stats = erased.admin.get(f"/api/v2/sites/{erased.full['id']}/stats", params=window).json()
     assert stats["visitors"] > 50 and stats["views"] > 100  # the comparison is about real numbers
+    goals = erased.admin.get(f"/api/v2/sites/{erased.full['id']}/conversions", params=window).json()["goals"]
+    assert len(goals) == 2 and all(g["conversions"] > 0 for g in goals)
 
 
 def test_no_file_segment_or_table_holds_them(erased: Erased) -> None:
