@@ -19,9 +19,9 @@ import falcon.asgi
 from api.auth import authorize
 from api.stats import warehouse
 from ingest.beacon import MAX_USER_ID_LENGTH
+from ingest.identity import tracker_visitor_key
 from littlestats.controlplane import Site
 from littlestats.http import json_response
-from warehouse.erase import visitor_key_of
 from warehouse.protocol import WarehouseError
 
 #: The tracker's visitor ids are at most this long (``ingest.beacon``): longer ones never had data.
@@ -68,7 +68,7 @@ class VisitorErasureResource:
                         visitor: str) -> None:
         _, found = authorize(req, self.services, site)
         visitor = _checked("visitor id", visitor, MAX_VISITOR_ID_LENGTH)
-        json_response(resp, await erase(self.services, found, [visitor_key_of(found.secret, visitor)], None))
+        json_response(resp, await erase(self.services, found, [tracker_visitor_key(found.secret, visitor)], None))
 
 
 class UserErasureResource:
