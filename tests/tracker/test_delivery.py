@@ -146,7 +146,8 @@ def test_destroy_flushes_then_stops_everything(harness: Harness) -> None:
 
 def test_visit_cache_follows_the_server_and_expires_after_30_idle_minutes(harness: Harness) -> None:
     h = harness
-    url = h.add_page("/visit.html", "Visit", flush_interval="100")
+    # The visit is kept in localStorage only when the tracker may store there (data-persistent-id).
+    url = h.add_page("/visit.html", "Visit", flush_interval="100", persistent_id=True)
     page = h.new_page()
     with page.expect_response(lambda r: "/api/v2/track/" in r.url) as first:
         page.goto(url + "?utm_source=ads")
