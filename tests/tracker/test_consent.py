@@ -21,7 +21,7 @@ from playwright.sync_api import BrowserContext, Page, Playwright
 
 from littlestats.controlplane import ControlPlane
 from tests.server import LiveServer, running_server
-from tests.tracker.harness import DESKTOP_UA, Harness, PageServer, launch
+from tests.tracker.harness import CHROMIUM, CHROMIUM_ARGS, DESKTOP_UA, Harness, PageServer, launch
 
 pytestmark = [pytest.mark.browser, pytest.mark.slow]
 
@@ -243,3 +243,27 @@ def test_consent_keeps_the_visitor_across_days_and_withdrawal_removes_everything
     assert [k[0] for k in keys(withdrawn, "/consent-article.html", "event")] == ["fallback"]
     assert [k[0] for k in keys(withdrawn, "/consent-article.html")] == ["fallback"]
     assert person_id != persistent_id and len(person_id) == 36  # random UUIDs
+
+
+def test_a_page_that_is_not_a_secure_context_keeps_no_id(harness: Harness, playwright: Playwright) -> None:
+    """Plain http on a real host name is not a secure context: no crypto.randomUUID, so even
+    data-persistent-id keeps nothing and the visitor is counted as by default."""
+    h = harness
+    h.add_page("/insecure.html", "Insecure", "", flush_interval="200", persistent_id=True)
+    port = h.pages.url.rsplit(":", 1)[1]
+    insecure = playwright.chromium.launch(executable_path=CHROMIUM, args=[
+        *CHROMIUM_ARGS, f"--user-agent={DESKTOP_UA}", "--host-resolver-rules=MAP insecure.test 127.0.0.1"])
+    try:
+        ctx = h.context(browser=insecure)
+        page = ctx.new_page()
+        page.goto(f"http://insecure.test:{port}/insecure.html")
+        assert page.evaluate("isSecureContext") is False
+        page.evaluate("littlestats.consent(true)")
+        assert_nothing_stored(ctx, page)
+        page.evaluate("track('insecure')")
+        events = h.wait_for(lambda e: len(e.named("insecure")) == 1 and len(e.pageviews) == 1)
+    finally:
+        h.close_contexts()
+        insecure.close()
+    assert {r["visitor_key_source"] for r in events.rows} == {"fallback"}
+    assert events.pageviews[0]["hostname"] == "insecure.test"
