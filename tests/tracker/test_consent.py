@@ -198,14 +198,20 @@ def test_consent_keeps_the_visitor_across_days_and_withdrawal_removes_everything
         persistent.goto(opted_in)
         anonymous.goto(article)
         assert stored(anonymous) == NOTHING
-        day2 = h.wait_for(lambda e: len(e.pageviews) == 7)
-        # Withdrawal: everything the tracker stored is gone, and no id is sent any more.
+        second_tab = consenting.new_page()
+        second_tab.goto(banner)  # a second tab of the same person, on a page without the attribute
+        assert sorted(stored(second_tab)["keys"]) == ["ls_id", "ls_visit"]
+        day2 = h.wait_for(lambda e: len(e.pageviews) == 8)
+        # Withdrawal: everything the tracker stored is gone, and no id is sent any more -- from
+        # this tab, and from the other one already open.
         person.evaluate("littlestats.consent(false)")
         assert_nothing_stored(consenting, person)
         person.evaluate("track('withdrawn')")
+        second_tab.evaluate("track('withdrawn')")
+        assert_nothing_stored(consenting, second_tab)
         person.reload()
         assert_nothing_stored(consenting, person)
-        h.wait_for(lambda e: len(e.named("withdrawn")) == 1 and len(e.pageviews) == 8)
+        h.wait_for(lambda e: len(e.named("withdrawn")) == 2 and len(e.pageviews) == 9)
         events = h.settle()
     finally:
         h.close_contexts()
@@ -234,6 +240,7 @@ def test_consent_keeps_the_visitor_across_days_and_withdrawal_removes_everything
     assert s1[0] == "tracker"
     # Day 2: the ids keep their visitors; the person without one counts again (as in Plausible).
     (p2,) = [k for k in keys(second, "/consent-article.html") if k[0] == "tracker"]
+    assert keys(second, "/consent-banner.html") == [p1]  # the second tab: the same visitor
     (a2,) = [k for k in keys(second, "/consent-article.html") if k[0] == "fallback"]
     (s2,) = keys(second, "/consent-persistent.html")
     assert p2 == p1 and s2 == s1
@@ -241,6 +248,7 @@ def test_consent_keeps_the_visitor_across_days_and_withdrawal_removes_everything
     assert len({p1, s1, a1, banner_view}) == 4
     # After consent(false), in the same visit and after a reload: the server's key again.
     assert [k[0] for k in keys(withdrawn, "/consent-article.html", "event")] == ["fallback"]
+    assert [k[0] for k in keys(withdrawn, "/consent-banner.html", "event")] == ["fallback"]
     assert [k[0] for k in keys(withdrawn, "/consent-article.html")] == ["fallback"]
     assert person_id != persistent_id and len(person_id) == 36  # random UUIDs
 

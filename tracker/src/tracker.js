@@ -65,6 +65,8 @@
   // one visit between two visitors: the id counts from the next visit on.
   var memoryVisit = {};
   var currentVisit = (now, v) => {
+    // consent withdrawn in another tab: this one stops keeping and sending the id too
+    if (visitorId && !store.ls_id) consent();
     v = load() || memoryVisit;
     return (memoryVisit = now - v.t < 18e5 ? v : { i: visitorId });
   };
@@ -79,7 +81,7 @@
         store.ls_id = visitorId = store.ls_id || crypto.randomUUID();
         return;
       }
-      delete store.ls_id, delete store.ls_vid, delete store.ls_visit;
+      delete store.ls_visit, delete store.ls_vid, delete store.ls_id;
       memoryVisit = {}; // a withdrawn id is not sent again, not even for the rest of this visit
     } catch (e) {}
     store = visitorId = undefined;
