@@ -1,9 +1,12 @@
 """Visitor keys (SPEC §4): 64-bit keyed hashes, never a raw IP or a reversible id.
 
-* With the tracker's random ``visitorId``: BLAKE2b keyed with the site's secret. Stable for as long
-  as the browser keeps its localStorage, and unlinkable across sites.
-* Without it: BLAKE2b of site + IP + user agent keyed with the day's random salt (Plausible's
-  method). Salts are deleted after a day, so the key cannot be recomputed or linked across days.
+* Without a ``visitorId`` (the tracker's default: it stores nothing on the device): BLAKE2b of
+  site + IP + user agent keyed with the day's random salt (Plausible's method). Salts are deleted
+  after a day, so the key cannot be recomputed or linked across days: a visitor returning on
+  another day is a new visitor.
+* With the tracker's random ``visitorId`` (only when the site opts in with ``data-persistent-id``
+  or the visitor consents): BLAKE2b keyed with the site's secret. Stable for as long as the
+  browser keeps its localStorage, and unlinkable across sites.
 """
 
 from __future__ import annotations

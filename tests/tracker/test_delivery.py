@@ -100,7 +100,8 @@ def test_blocked_storage_never_breaks_the_page_and_still_counts_one_visitor(harn
     page.goto(first)
     with page.expect_navigation():
         page.click("#next")
-    page.evaluate("track('still-works', {ok: true}); identify('u-1')")
+    # Consent cannot be kept without storage: no id, and nothing thrown.
+    page.evaluate("littlestats.consent(true); track('still-works', {ok: true}); identify('u-1')")
     page.close(run_before_unload=True)
 
     h.wait_for(lambda e: len(e.pageviews) == 2 and len(e.of_type("page_exit")) == 2
@@ -146,7 +147,8 @@ def test_destroy_flushes_then_stops_everything(harness: Harness) -> None:
 
 def test_visit_cache_follows_the_server_and_expires_after_30_idle_minutes(harness: Harness) -> None:
     h = harness
-    url = h.add_page("/visit.html", "Visit", flush_interval="100")
+    # The visit is kept in localStorage only when the tracker may store there (data-persistent-id).
+    url = h.add_page("/visit.html", "Visit", flush_interval="100", persistent_id=True)
     page = h.new_page()
     with page.expect_response(lambda r: "/api/v2/track/" in r.url) as first:
         page.goto(url + "?utm_source=ads")

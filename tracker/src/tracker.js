@@ -16,10 +16,10 @@
 ((w, d, nav, loc, hist) => {
   var script = d.currentScript;
   var noop = () => {};
-  var api = { track: noop, identify: noop, trackPageView: noop, destroy: noop };
-  var attr = (name) => script.getAttribute('data-' + name);
-  var flag = (name) => (name = attr(name)) != null && name != 'false';
-  var site = script && attr('site-id');
+  var api = { track: noop, identify: noop, trackPageView: noop, destroy: noop, consent: noop };
+  var attr = script?.dataset || {}; // data-flush-interval is attr.flushInterval
+  var flag = (name) => (name = attr[name]) != null && name != 'false';
+  var site = attr.siteId;
 
   // A second copy of the snippet on the same page keeps the first one running.
   if (!script || w.littlestats?.destroy) return;
@@ -29,48 +29,64 @@
 
   if (
     !site ||
-    (flag('respect-dnt') && (nav.doNotTrack == 1 || nav.globalPrivacyControl)) ||
-    (!flag('allow-localhost') && /^(localhost|127\..*|\[::1\]|.*\.localhost|)$/.test(loc.hostname))
+    (flag('respectDnt') && (nav.doNotTrack == 1 || nav.globalPrivacyControl)) ||
+    (!flag('allowLocalhost') && /^(localhost|127\..*|\[::1\]|.*\.localhost|)$/.test(loc.hostname))
   ) return;
 
   // The API lives next to the script (so a path prefix behind a proxy works); data-host overrides.
-  var host = attr('host');
+  var host = attr.host;
   var endpoint = new URL('api/v2/track/' + site, host ? host.replace(/\/?$/, '/') : script.src);
   var hashRouting = flag('hash');
-  var flushMs = +attr('flush-interval') || 1000;
-  var downloadList = attr('file-downloads');
-  var outbound = flag('outbound-links');
+  var flushMs = +attr.flushInterval || 1000;
+  var downloadList = attr.fileDownloads;
+  var outbound = flag('outboundLinks');
 
-  // --- storage: localStorage when the browser lets us, memory when it does not ---------------
-  var store;
-  try {
-    store = w.localStorage; // throws when the browser blocks storage
-  } catch (e) {
-    store = null;
-  }
-  var load = (key) => {
+  // --- storage: nothing on the visitor's device unless the site asks for it (SPEC §4) --------
+  // By default the visit lives in this page's memory and no visitorId is sent: the server's
+  // daily-salted key (site + IP + user agent) tells visitors apart, so nothing needs consent.
+  // With data-persistent-id, or once the site's consent banner calls littlestats.consent(true),
+  // a random id (ls_id) and the visit (ls_visit) are kept in localStorage; consent(false)
+  // removes them (and ls_vid, where older trackers kept the id).
+  var store; // localStorage while an id may be kept there
+  var visitorId;
+  var load = () => {
     try {
-      return JSON.parse(store.getItem(key));
+      return JSON.parse(store.ls_visit);
     } catch (e) {}
   };
-  var save = (key, value) => {
+  var save = (visit) => {
     try {
-      store.setItem(key, JSON.stringify(value));
+      store.ls_visit = JSON.stringify(visit);
     } catch (e) {}
   };
-  // Without storage we send no visitorId: the server's daily-salted fallback key then keeps one
-  // visitor across page loads, where a new random id on every page would count each page anew.
-  var visitorId =
-    store && (load('ls_vid') || Array.from(crypto.getRandomValues(new Uint32Array(4)), (n) => n.toString(36)).join(''));
-  save('ls_vid', visitorId);
-
-  // The visit: {c: the server's cache answer, t: time of our last event, u: the visit's campaign}.
-  // It ends after 30 minutes without an event, as on the server (SPEC §5).
+  // The visit: {c: the server's cache answer, t: time of our last event, u: the visit's campaign,
+  // i: the visitorId it is counted under}. It ends after 30 minutes without an event, as on the
+  // server (SPEC §5). A visit keeps the id it started with, so consent given halfway never splits
+  // one visit between two visitors: the id counts from the next visit on.
   var memoryVisit = {};
   var currentVisit = (now, v) => {
-    v = load('ls_visit') || memoryVisit;
-    return (memoryVisit = now - v.t < 18e5 ? v : {});
+    // consent withdrawn in another tab: this one stops keeping and sending the id too
+    if (visitorId && !store.ls_id) consent();
+    v = load() || memoryVisit;
+    return (memoryVisit = now - v.t < 18e5 ? v : { i: visitorId });
   };
+  // yes: keep an id (the stored one, else a new one); no: remove everything; null (at start): keep
+  // one only if one is stored. When storage is blocked or full, or the page is not a secure context
+  // (plain http has no crypto.randomUUID), no id at all: a new one on every page would count each
+  // page as a new visitor.
+  var consent = (yes) => {
+    try {
+      store = w.localStorage;
+      if (yes ?? store.ls_id) {
+        store.ls_id = visitorId = store.ls_id || crypto.randomUUID();
+        return;
+      }
+      delete store.ls_visit, delete store.ls_vid, delete store.ls_id;
+      memoryVisit = {}; // a withdrawn id is not sent again, not even for the rest of this visit
+    } catch (e) {}
+    store = visitorId = undefined;
+  };
+  consent(flag('persistentId') || null);
 
   // --- the buffer and its delivery -------------------------------------------------------------
   var queue = [];
@@ -99,7 +115,7 @@
         .then((answer, v) => {
           if (answer.cache) {
             (v = currentVisit(Date.now())).c = answer.cache;
-            save('ls_visit', v);
+            save(v);
           }
         }, noop)
         .then(() => (inflight -= keepalive && body.length));
@@ -133,7 +149,7 @@
     if (!found) for (k in visit.u) params.set(k, visit.u[k]);
     else if (!url) visit.u = campaign;
     visit.t = ts;
-    save('ls_visit', visit);
+    save(visit);
     queue.push({
       type,
       url: u.href.slice(0, 2000),
@@ -142,7 +158,7 @@
       screen: screen.width + 'x' + screen.height,
       language: nav.language,
       timezone: Intl.DateTimeFormat().resolvedOptions().timeZone,
-      visitorId,
+      visitorId: visit.i,
       cache: visit.c,
       ts,
       ...fields
@@ -256,6 +272,7 @@
   api.track = track;
   api.identify = (id, traits) => id != null && push('identify', { id: '' + id, data: props(traits) });
   api.trackPageView = () => view(1);
+  api.consent = (yes) => consent(!!yes);
   api.destroy = () => {
     flush();
     dead = 1;

@@ -23,5 +23,6 @@ export function Snippet({ site }) {
       <p>Paste this into the <code>${'<head>'}</code> of every page of <strong>${site.domain}</strong>:</p>
       <pre tabindex="0" aria-label="Tracker snippet"><code>${text}</code></pre>
       <button type="button" class="button" onClick=${copy}>${copied ? 'Copied' : 'Copy snippet'}</button>
+      <p class="hint">The tracker stores nothing in visitors' browsers (no cookie, no localStorage): a visitor is known by a hash that changes every day, so someone who returns on another day counts again.</p>
     </div>`;
 }
