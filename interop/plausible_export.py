@@ -152,23 +152,23 @@ def export_zip(warehouse: Warehouse, site_id: str, timezone: str, start: date | 
     """Write the site's days ``start``..``end`` (site-local, inclusive; ``None``: from its first /
     to its last day with data) as a Plausible CE CSV export zip to ``out`` (a path or a binary
     stream). ``progress(done, total)`` counts (file, month) steps."""
-    if start is None or end is None:
-        found = data_range(warehouse, site_id, timezone)
-        if found is None and (start is None and end is None):
-            raise ValueError("the site has no data yet: nothing to export")
-        lo_day, hi_day = found or (start or end, start or end)
-        start, end = start or lo_day, end or hi_day
+    found = data_range(warehouse, site_id, timezone)
+    if start is None and end is None and found is None:
+        raise ValueError("the site has no data yet: nothing to export")
+    start = start or (found[0] if found else end)
+    end = end or (found[1] if found else start)
     assert start is not None and end is not None
     if end < start:
         raise ValueError("end is before start")
     zone = ZoneInfo(timezone)
+    # only the days with data are asked for (a wide range over an empty site costs nothing)
     chunks = []
-    d = start
-    while d <= end:
-        chunks.append((d, min(d + timedelta(days=CHUNK_DAYS - 1), end)))
+    d, last_day = (max(start, found[0]), min(end, found[1])) if found else (end + timedelta(days=1), end)
+    while d <= last_day:
+        chunks.append((d, min(d + timedelta(days=CHUNK_DAYS - 1), last_day)))
         d = chunks[-1][1] + timedelta(days=1)
     result = ExportResult(start, end)
-    steps, done = len(EXPORT_COLUMNS) * len(chunks), 0
+    steps, done = len(EXPORT_COLUMNS) * max(len(chunks), 1), 0
     with zipfile.ZipFile(out, "w", compression=zipfile.ZIP_DEFLATED) as archive:
         for table, columns in EXPORT_COLUMNS.items():
             sql = _sql(table)
