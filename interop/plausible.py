@@ -122,10 +122,9 @@ class _Counted(io.RawIOBase):
         return len(data)
 
 
-def _value(file: str, line: int, column: str, text: str) -> Any:
+def _value(file: str, line: int, column: str, text: str, k: str) -> Any:
     if text == "\\N":  # ClickHouse's null: the column's default
         text = ""
-    k = kind(column)
     if k == "str":
         return text
     if k == "date":
@@ -135,7 +134,7 @@ def _value(file: str, line: int, column: str, text: str) -> Any:
             raise PlausibleFormatError(file, f"{text!r} is not a date like 2024-01-31", line, column) from None
     if text == "":
         return 0
-    if not (text.isascii() and text.isdigit()) or int(text) > _MAX_INT:
+    if not (text.isascii() and text.isdigit()) or len(text) > 18 and int(text) > _MAX_INT:
         raise PlausibleFormatError(file, f"{text!r} is not a whole number of at least 0", line, column)
     return int(text)
 
@@ -156,14 +155,14 @@ def read_rows(item: _Input, table: str, tick: Callable[[int], None]) -> Iterator
                 if column not in header and column not in renamed.values():
                     raise PlausibleFormatError(item.name, f"the header has no column {column!r} (it has"
                                                f" {', '.join(header)})", 1, column)
-            wanted = [(i, renamed.get(h, h)) for i, h in enumerate(header)]
+            wanted = [(i, name, kind(name)) for i, name in ((i, renamed.get(h, h)) for i, h in enumerate(header))]
             line = reader.line_num + 1
             for row in reader:
                 if row:
                     if len(row) != len(header):
                         raise PlausibleFormatError(item.name, f"{len(row)} fields, but the header has"
                                                    f" {len(header)}", line)
-                    yield line, {name: _value(item.name, line, name, row[i]) for i, name in wanted}
+                    yield line, {name: _value(item.name, line, name, row[i], k) for i, name, k in wanted}
                 line = reader.line_num + 1
         except csv.Error as exc:
             raise PlausibleFormatError(item.name, f"not valid CSV ({exc})", line) from None
@@ -179,14 +178,19 @@ def _referrer_domain(referrer: str | None) -> str | None:
     return host or None
 
 
+@functools.cache
+def _columns(table: str) -> tuple[tuple[str, str], ...]:
+    return tuple((c, kind(c)) for c in staged_columns(BY_NAME[table]))
+
+
 def to_table_row(table: str, values: dict[str, Any]) -> dict[str, Any]:
     """One CSV row as a row of our imported table (the staged columns)."""
     out: dict[str, Any] = {}
-    for col in staged_columns(BY_NAME[table]):
+    for col, k in _columns(table):
         value = values.get(col)
         if col == "referrer_domain":
             value = _referrer_domain(values.get("referrer"))
-        elif kind(col) == "str":
+        elif k == "str":
             value = value or ("" if col in _NOT_NULL else None)
         elif value is None:
             value = 0
