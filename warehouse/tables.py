@@ -20,6 +20,8 @@ Which table answers what:
   (``count(DISTINCT visitor_key)`` over them gives the same numbers, slower).
 * ``hourly_props`` — custom event property breakdowns per UTC hour.
 * ``loaded_files`` — the manifest of raw Parquet files already loaded (exactly-once).
+* ``imported_*`` — daily aggregates imported from another tool (Plausible CE's CSV layout), one
+  set per import; added to answers only when a query asks (``warehouse.query.imported``).
 """
 
 from __future__ import annotations
