@@ -293,3 +293,35 @@ def test_malformed_files_are_refused_naming_file_line_and_column(
     for part in where:
         assert part in str(exc.value)
     assert env.get(env.fixture, "stats", start="2025-01-01", end="2025-01-31", imported="true")["visits"] == before
+
+
+def test_an_import_never_doubles_native_days(env: Env, tmp_path: Path) -> None:
+    # the native site's own export imported into it: every imported day has native data
+    path = tmp_path / "export.zip"
+    path.write_bytes(env.export)
+    import_zip(env.native, path, "onto-native", settings=env.settings)
+    try:
+        span = {"start": FIRST.isoformat(), "end": LAST.isoformat()}
+        native = env.get(env.native, "stats", **span)
+        merged = env.get(env.native, "stats", **span, imported="true")
+        assert {k: merged[k] for k in ("visitors", "visits", "views")} == \
+            {k: native[k] for k in ("visitors", "visits", "views")}
+        assert merged["imported"]["included"] is False and "native" in merged["imported"]["skipReason"]
+    finally:
+        assert delete_import("onto-native", settings=env.settings) > 0
+
+
+def test_deleting_the_site_removes_its_imports(env: Env, tmp_path: Path) -> None:
+    from warehouse.client import WarehouseClient
+
+    with env.client() as c:
+        site = c.post("/api/v2/sites", json={"domain": "gone.example", "timezone": TZ}).json()["id"]
+    path = tmp_path / "export.zip"
+    path.write_bytes(env.export)
+    import_zip(site, path, "gone", settings=env.settings)
+    count = "SELECT count(*) FROM imported_visitors WHERE site_id = ?"
+    wh = WarehouseClient(env.settings)
+    assert wh.query_sync(count, [site]).scalar() == len(DAYS)
+    with env.client() as c:
+        assert c.delete(f"/api/v2/sites/{site}").status_code == 200
+    assert wh.query_sync(count, [site]).scalar() == 0
