@@ -2,7 +2,7 @@
 
 The zip (``interop.plausible_export``) is written by a worker thread into a temporary file under
 the data directory and streamed from there, so memory stays bounded whatever the range; the file
-is removed once sent. ``start`` / ``end`` are site-local dates (both inclusive); without them the
+is removed once sent (or, if the download never finished, by a later export an hour on). ``start`` / ``end`` are site-local dates (both inclusive); without them the
 export covers the site's first to last day with data.
 """
 
@@ -12,6 +12,7 @@ import asyncio
 import contextlib
 import os
 import tempfile
+import time
 from collections.abc import AsyncIterator
 from datetime import UTC, date, datetime
 from pathlib import Path
@@ -28,6 +29,8 @@ from interop.plausible_layout import archive_filename
 from warehouse.query.model import MAX_RANGE_DAYS
 
 CHUNK = 1 << 16
+#: A temporary zip older than this was left by a download that never finished: removed.
+STALE_SECONDS = 3600
 
 
 def _day(req: Any, name: str) -> date | None:
@@ -41,6 +44,14 @@ def _day(req: Any, name: str) -> date | None:
     if not 1970 <= day.year <= 2999:
         raise falcon.HTTPBadRequest(description=f"invalid parameter '{name}': year must be between 1970 and 2999")
     return day
+
+
+def _remove_stale(folder: Path) -> None:
+    cutoff = time.time() - STALE_SECONDS
+    for old in folder.glob("plausible-*.zip"):
+        with contextlib.suppress(OSError):
+            if old.stat().st_mtime < cutoff:
+                old.unlink()
 
 
 async def _send(path: Path) -> AsyncIterator[bytes]:
@@ -69,6 +80,7 @@ class PlausibleExportResource:
                 raise falcon.HTTPBadRequest(description=f"invalid parameter 'end': at most {MAX_RANGE_DAYS} days")
         folder = self.services.settings.run_dir / "exports"
         folder.mkdir(parents=True, exist_ok=True, mode=0o700)
+        _remove_stale(folder)
         fd, name = tempfile.mkstemp(prefix="plausible-", suffix=".zip", dir=folder)
         os.close(fd)
         path = Path(name)
