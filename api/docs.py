@@ -46,7 +46,17 @@ COMMON_PARAMS = [
            "Filters, all must hold: dim==a|b (is), dim!=a (is not), dim~a (contains), dim!~a (does not "
            "contain); dim is a dimension, props:<name> or goal.", style="form", explode=True),
     _param("metrics", {"type": "string"}, f"Comma-separated metrics: {', '.join(METRICS)}."),
+    _param("imported", {"type": "string", "enum": ["true", "false"]},
+           "true: add imported daily aggregates (a Plausible CE import) for the days before native "
+           "data; false (default): leave them out. Either way the answer then has an `imported` "
+           "object (docs/plausible.md)."),
 ]
+IMPORTED = {"type": "object", "description": "Present when `imported` was sent: whether imported data "
+            "were added, which metrics are approximate, or why they were left out.",
+            "properties": {"requested": {"type": "boolean"}, "included": {"type": "boolean"},
+                           "available": {"type": "boolean"}, "from": _STR_OR_NULL, "to": _STR_OR_NULL,
+                           "approximate": {"type": "array", "items": {"type": "string"}},
+                           "skipReason": {"type": "string"}}}
 PAGING_PARAMS = [
     _param("limit", {"type": "integer", "minimum": 1, "maximum": 10000}, "Rows to return (default 100)."),
     _param("offset", {"type": "integer", "minimum": 0, "maximum": 1000000}, "Rows to skip."),
@@ -127,6 +137,8 @@ QUERY_BODY = {
         "limit": {"type": "integer", "minimum": 1, "maximum": 10000},
         "offset": {"type": "integer", "minimum": 0},
         "q": {"type": "string"},
+        "imported": {"type": "boolean", "description": "Add imported daily aggregates (see the "
+                                                       "`imported` query parameter); meta.imported says how."},
     },
 }
 
@@ -134,7 +146,8 @@ QUERY_BODY = {
 def _breakdown_schema(key: str, field: str) -> dict[str, Any]:
     row = {"type": "object", "required": [field], "properties": {field: _STR_OR_NULL, **METRIC_PROPS}}
     return {"type": "object", "required": ["siteId", "period", key],
-            "properties": {"siteId": {"type": "string"}, "period": PERIOD, key: {"type": "array", "items": row}}}
+            "properties": {"siteId": {"type": "string"}, "period": PERIOD, key: {"type": "array", "items": row},
+                           "imported": IMPORTED}}
 
 
 def _op(summary: str, responses: dict[str, Any], params: list[dict[str, Any]] | None = None,
@@ -287,14 +300,16 @@ def openapi() -> dict[str, Any]:
                 "type": "object", "required": ["siteId", "period", "change"], "properties": {
                     "siteId": {"type": "string"}, "period": PERIOD, **METRIC_PROPS,
                     "change": {"type": "object", "additionalProperties": {"type": ["number", "null"]}},
-                    "previous": {"type": "object"}}}), **not_found, **unavailable}, stats_params),
+                    "previous": {"type": "object"}, "imported": IMPORTED}}), **not_found, **unavailable},
+                stats_params),
         },
         "/api/v2/sites/{site}/timeseries": {
             "get": _op("Time series, gaps filled with zeros, in the site's time zone", {"200": _ok({
                 "type": "object", "required": ["data"], "properties": {
                     "siteId": {"type": "string"}, "granularity": {"type": "string"}, "period": PERIOD,
                     "data": {"type": "array", "items": {"type": "object", "required": ["timestamp"], "properties": {
-                        "timestamp": {"type": "string"}, **METRIC_PROPS}}}}}), **not_found, **unavailable},
+                        "timestamp": {"type": "string"}, **METRIC_PROPS}}},
+                    "imported": IMPORTED}}), **not_found, **unavailable},
                 [*stats_params, _param("granularity", {"type": "string", "enum": list(GRANULARITIES)},
                                        "Bucket size (default hour for today/yesterday/24h, else day).")]),
         },
@@ -349,6 +364,16 @@ def openapi() -> dict[str, Any]:
                 "200": _ok({"type": "object"}), **not_found}, [SITE_PARAM], tag="realtime"),
         },
     }
+    paths["/api/v2/sites/{site}/export"] = {"get": _op(
+        "The site's daily aggregates as a zip in Plausible CE's CSV export layout (docs/plausible.md)", {
+            "200": {"description": "A zip of imported_*_YYYYMMDD_YYYYMMDD.csv files (Content-Disposition "
+                                   "names it)", "content": {"application/zip": {"schema": {
+                                       "type": "string", "format": "binary"}}}},
+            "404": _err("No such site, or not yours; or no data and no start/end."), **unavailable},
+        [SITE_PARAM, _param("start", {"type": "string", "format": "date"},
+                            "First site-local day (default: the first day with data)."),
+         _param("end", {"type": "string", "format": "date"},
+                "Last site-local day, inclusive (default: the last day with data).")], tag="export")}
     for name, (_dim, key, field, _metrics) in BREAKDOWNS.items():
         paths[f"/api/v2/sites/{{site}}/{name}"] = {"get": _op(
             f"Breakdown: {name}", {"200": _ok(_breakdown_schema(key, field)), **not_found, **unavailable},

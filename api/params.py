@@ -8,7 +8,9 @@ Every stats endpoint takes the same parameters (docs/api.md):
 * ``filter`` (repeatable, all must hold): ``dim==a|b`` is, ``dim!=a`` is not, ``dim~a`` contains,
   ``dim!~a`` does not contain; ``dim`` is any dimension, ``props:<name>`` or ``goal``;
 * ``limit`` (1–10000), ``offset``, ``q`` (search in the breakdown's values), ``metrics``
-  (comma-separated, where an endpoint lets you choose).
+  (comma-separated, where an endpoint lets you choose);
+* ``imported`` — ``true`` adds imported daily aggregates (``warehouse.query.imported``), ``false``
+  (the default) leaves them out; either way the answer then says whether the site has any.
 
 Every invalid value is a 400 whose message names the parameter.
 """
@@ -95,6 +97,11 @@ def body_from_params(
         body["filters"] = [parse_filter_param(text) for text in [*_many(req, "filter"), *extra_filters]]
     except QueryError as exc:
         raise bad_request(exc) from None
+    imported = _one(req, "imported")
+    if imported is not None:
+        if imported not in ("true", "false"):
+            raise falcon.HTTPBadRequest(description="invalid parameter 'imported': use true or false")
+        body["imported"] = imported == "true"
     for name in ("limit", "offset"):  # validated everywhere; they page only breakdowns
         value = _one(req, name)
         if value is not None:

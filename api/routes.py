@@ -6,7 +6,7 @@ from typing import Any
 
 import falcon.asgi
 
-from api import docs, erase, me, sites, stats, tokens
+from api import docs, erase, export_plausible, me, sites, stats, tokens
 
 SESSION = stats.SESSION_METRICS
 
@@ -51,6 +51,7 @@ ROUTES: list[tuple[str, str]] = [
     ("POST", "/api/v2/me/password"),
     ("DELETE", "/api/v2/sites/{site}/visitors/{visitor}"),
     ("DELETE", "/api/v2/sites/{site}/users/{user}"),
+    ("GET", "/api/v2/sites/{site}/export"),
 ]
 
 
@@ -77,5 +78,6 @@ def add_routes(app: falcon.asgi.App, services: Any) -> None:
     app.add_route("/api/v2/me/password", me.PasswordResource(services))
     app.add_route("/api/v2/sites/{site}/visitors/{visitor}", erase.VisitorErasureResource(services))
     app.add_route("/api/v2/sites/{site}/users/{user}", erase.UserErasureResource(services))
+    app.add_route("/api/v2/sites/{site}/export", export_plausible.PlausibleExportResource(services))
     app.add_route("/api/v2/openapi.json", docs.OpenAPIResource())
     app.add_route("/api/v2/docs", docs.DocsPage())

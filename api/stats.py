@@ -89,6 +89,12 @@ def camel_metrics(row: dict[str, Any], metrics: tuple[str, ...]) -> dict[str, An
     return {CAMEL[m]: row[m] for m in metrics}
 
 
+def imported_of(answer: Answer) -> dict[str, Any]:
+    """``{"imported": {...}}`` when the request asked about imported data (``imported=``), else
+    nothing: whether they were added, which metrics are approximate, or why they were not."""
+    return {"imported": answer.imported} if answer.imported is not None else {}
+
+
 def change(now: Any, before: Any, metric: str) -> float | None:
     if metric in POINT_CHANGE:
         return round(float(now) - float(before), 1)
@@ -123,7 +129,8 @@ class QueryResource:
                 {"dimensions": [row[d] for d in dims], "metrics": [row[m] for m in q.metrics]}
                 for row in answer.rows
             ],
-            "meta": {"path": answer.path, "reason": answer.reason, "period": period_of(q)},
+            "meta": {"path": answer.path, "reason": answer.reason, "period": period_of(q),
+                     **imported_of(answer)},
             "query": {"siteId": found.id, "metrics": list(q.metrics), "dimensions": dims,
                       "filters": [[f.op, f.dimension, list(f.values)] for f in q.filters]},
         })
@@ -151,6 +158,7 @@ class StatsResource:
             **camel_metrics(cur, q.metrics),
             "change": {CAMEL[m]: change(cur[m], prev[m], m) for m in q.metrics},
             "previous": camel_metrics(prev, q.metrics),
+            **imported_of(now),
         })
 
 
@@ -184,6 +192,7 @@ class TimeseriesResource:
             "granularity": granularity,
             "period": period_of(q),
             "data": [{"timestamp": row[key], **camel_metrics(row, q.metrics)} for row in answer.rows],
+            **imported_of(answer),
         })
 
 
@@ -212,6 +221,7 @@ class BreakdownResource:
             "siteId": found.id,
             "period": period_of(q),
             self.key: [{self.field: row[dimension], **camel_metrics(row, q.metrics)} for row in answer.rows],
+            **imported_of(answer),
         })
 
 

@@ -90,7 +90,7 @@ def test_serve_opens_the_old_data_directory_migrated_with_its_numbers(old_dir: P
     assert "password_hash" in user_columns(old_dir / "control.sqlite3")
     assert "migrated to schema version 2 (users.password_hash" in log
     assert "migrated to schema version 3 (dashboard sessions" in log
-    assert warehouse_versions(old_dir / "warehouse.duckdb") == [1]
+    assert warehouse_versions(old_dir / "warehouse.duckdb") == [m.version for m in warehouse_migrations.MIGRATIONS]
 
 
 def test_control_plane_migration_keeps_the_rows_and_runs_once(old_dir: Path) -> None:
@@ -136,29 +136,32 @@ def test_serve_refuses_a_warehouse_from_a_newer_version_and_says_why(old_dir: Pa
 
 def test_a_new_warehouse_migration_runs_in_order_once(old_dir: Path) -> None:
     path = old_dir / "warehouse.duckdb"
+    released = [m.version for m in warehouse_migrations.MIGRATIONS]
+    step = warehouse_migrations.LATEST + 1
     steps = (*warehouse_migrations.MIGRATIONS,
-             Migration(2, "loaded_files.note", ("ALTER TABLE loaded_files ADD COLUMN note VARCHAR",
-                                                "UPDATE loaded_files SET note = 'before v2'")))
+             Migration(step, "loaded_files.note", ("ALTER TABLE loaded_files ADD COLUMN note VARCHAR",
+                                                   "UPDATE loaded_files SET note = 'before the new step'")))
     con = duckdb.connect(str(path))
     try:
         files = con.execute("SELECT count(*) FROM loaded_files").fetchone()[0]  # type: ignore[index]
         assert files == 1
-        assert [s.version for s in warehouse_migrations.migrate(con, path, steps)] == [2]
-        assert con.execute("SELECT note FROM loaded_files").fetchall() == [("before v2",)]
+        assert [s.version for s in warehouse_migrations.migrate(con, path, steps)] == [*released[1:], step]
+        assert con.execute("SELECT note FROM loaded_files").fetchall() == [("before the new step",)]
         assert con.execute("SELECT count(*) FROM events").fetchone() == (4,)
         assert warehouse_migrations.migrate(con, path, steps) == []
         with pytest.raises(warehouse_migrations.WarehouseTooNew):
-            warehouse_migrations.migrate(con, path)  # this code's list stops at version 1
+            warehouse_migrations.migrate(con, path)  # this code's list stops before the new step
     finally:
         con.close()
-    assert warehouse_versions(path) == [1, 2]
+    assert warehouse_versions(path) == [*released, step]
 
 
 def test_a_failing_warehouse_migration_leaves_the_previous_version(old_dir: Path) -> None:
     path = old_dir / "warehouse.duckdb"
     steps = (*warehouse_migrations.MIGRATIONS,
-             Migration(2, "broken", ("ALTER TABLE loaded_files ADD COLUMN note VARCHAR",
-                                     "ALTER TABLE no_such_table ADD COLUMN x INTEGER")))
+             Migration(warehouse_migrations.LATEST + 1, "broken",
+                       ("ALTER TABLE loaded_files ADD COLUMN note VARCHAR",
+                        "ALTER TABLE no_such_table ADD COLUMN x INTEGER")))
     con = duckdb.connect(str(path))
     try:
         with pytest.raises(duckdb.CatalogException):
@@ -166,6 +169,6 @@ def test_a_failing_warehouse_migration_leaves_the_previous_version(old_dir: Path
         columns = [r[0] for r in con.execute(
             "SELECT column_name FROM information_schema.columns WHERE table_name = 'loaded_files'").fetchall()]
         assert "note" not in columns
-        assert warehouse_migrations.schema_version(con) == 1
+        assert warehouse_migrations.schema_version(con) == warehouse_migrations.LATEST
     finally:
         con.close()

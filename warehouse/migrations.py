@@ -29,7 +29,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from warehouse.tables import SchemaError, create_all
+from warehouse.tables import IMPORTED_TABLES, SchemaError, create_all
 
 log = logging.getLogger("littlestats.warehouse")
 
@@ -48,6 +48,8 @@ class Migration:
 MIGRATIONS: tuple[Migration, ...] = (
     # The tables of warehouse.tables as first released (created by create_all).
     Migration(1, "fact tables, pre-aggregates and the load manifest"),
+    Migration(2, "imported daily aggregates (Plausible CE's CSV layout)",
+              tuple(t.ddl() for t in IMPORTED_TABLES)),
 )
 
 LATEST = MIGRATIONS[-1].version

@@ -241,6 +241,20 @@ class Warehouse:
                                    fault=self.settings.erase_fault)
         log.info("%s", result.summary())
         return result
+    def import_aggregates(self, site_id: str, import_id: str, files: dict[str, Path]) -> dict[str, int]:
+        """Store an import's staged daily aggregates in place of its earlier rows
+        (``warehouse.imported``); the rows stored per table."""
+        from warehouse.imported import store_import
+
+        with self.write_lock:
+            return store_import(self.writer, site_id, import_id, files)
+
+    def delete_import(self, import_id: str) -> int:
+        """Remove an import's aggregates; how many rows."""
+        from warehouse.imported import delete_import
+
+        with self.write_lock:
+            return delete_import(self.writer, import_id)
 
     def query_arrow(self, sql: str, params: Any = None) -> pa.Table:
         """Run a read-only query on its own cursor and snapshot."""
@@ -351,6 +365,18 @@ class WarehouseSocketServer(socketserver.ThreadingMixIn, socketserver.UnixStream
             keys = [int(k) for k in request.get("visitor_keys") or []]
             user = request.get("user_id")
             return json_frame(wh.erase(str(request["site_id"]), keys, None if user is None else str(user)).public())
+        if op == "import_aggregates":
+            from warehouse.imported import staging_dir
+
+            root = staging_dir(wh.settings.run_dir).resolve()
+            files = {str(k): Path(str(v)).resolve() for k, v in dict(request["files"]).items()}
+            if any(not f.is_relative_to(root) for f in files.values()):
+                raise WarehouseError(f"staged import files must lie under {root}")
+            stored = wh.import_aggregates(str(request["site_id"]), str(request["import_id"]), files)
+            return json_frame({"summary": f"stored {sum(stored.values())} rows", "rows": stored})
+        if op == "delete_import":
+            removed = wh.delete_import(str(request["import_id"]))
+            return json_frame({"summary": f"removed {removed} rows", "rows": removed})
         if op == "purge_site":
             removed = wh.purge_site(str(request["site_id"]))
             return json_frame({"summary": f"removed {removed} rows", "rows": removed})

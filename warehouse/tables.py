@@ -20,6 +20,8 @@ Which table answers what:
   (``count(DISTINCT visitor_key)`` over them gives the same numbers, slower).
 * ``hourly_props`` — custom event property breakdowns per UTC hour.
 * ``loaded_files`` — the manifest of raw Parquet files already loaded (exactly-once).
+* ``imported_*`` — daily aggregates imported from another tool (Plausible CE's CSV layout), one
+  set per import; added to answers only when a query asks (``warehouse.query.imported``).
 """
 
 from __future__ import annotations
@@ -311,11 +313,76 @@ LOADED_FILES = Table(
     ),
 )
 
+# Imported aggregates: daily rows from another tool's export (Plausible CE's CSV layout, whose
+# files and columns these tables mirror), one set per import. Values use our vocabulary (null for
+# unknown, `Direct / None`, lower-case devices); `visit_duration` is the day's total in seconds.
+IMPORT = _c("import_id", "VARCHAR", "The import these rows came from (`littlestats imports list`).", False)
+IMPORT_DATE = _c("date", "DATE", "Site-local date the row counts.", False)
+
+
+def _imported(name: str, doc: str, *columns: Col) -> Table:
+    return Table(name, doc + " One row per import, date and value; added to answers by `imported=true`.",
+                 (SITE, IMPORT, IMPORT_DATE, *columns))
+
+
+def _n(name: str, doc: str) -> Col:
+    return _c(name, "BIGINT", doc, False)
+
+
+_VISITORS = _n("visitors", "Unique visitors that day (as counted by the source).")
+_VISITS = _n("visits", "Visits that day.")
+_PAGEVIEWS = _n("pageviews", "Pageviews.")
+_BOUNCES = _n("bounces", "Bounced visits.")
+_DURATION = _n("visit_duration", "Sum of the visits' durations in seconds.")
+_SESSION_COUNTS = (_VISITORS, _VISITS, _DURATION, _BOUNCES, _PAGEVIEWS)
+
+IMPORTED_TABLES = (
+    _imported("imported_visitors", "Imported daily totals.",
+              _VISITORS, _PAGEVIEWS, _BOUNCES, _VISITS, _DURATION),
+    _imported("imported_sources", "Imported visits by source, referrer and UTM tags.",
+              _c("source", "VARCHAR", "Traffic source (`Direct / None` when none)."),
+              _c("referrer", "VARCHAR", "Referrer as the source wrote it (host and path)."),
+              _c("referrer_domain", "VARCHAR", "Host of `referrer` without `www.`."),
+              *(_c(f"utm_{t}", "VARCHAR", f"`utm_{t}`.") for t in ("source", "medium", "campaign", "content", "term")),
+              _PAGEVIEWS, _VISITORS, _VISITS, _DURATION, _BOUNCES),
+    _imported("imported_pages", "Imported pageviews by page.",
+              _c("hostname", "VARCHAR", "Host name."), _c("page", "VARCHAR", "Path of the page.", False),
+              _n("visits", "Visits viewing the page."), _VISITORS, _PAGEVIEWS,
+              _n("exits", "Visits ending on the page (0 when the source has no such column)."),
+              _n("total_scroll_depth", "Sum of the visits' largest scroll depth (%)."),
+              _n("total_scroll_depth_visits", "Visits with a scroll depth."),
+              _n("total_time_on_page", "Sum of time on page in seconds."),
+              _n("total_time_on_page_visits", "Visits with a time on page.")),
+    _imported("imported_entry_pages", "Imported visits by entry page.",
+              _c("entry_page", "VARCHAR", "Entry page.", False), _VISITORS,
+              _n("entrances", "Visits entering on the page."), _DURATION, _BOUNCES, _PAGEVIEWS),
+    _imported("imported_exit_pages", "Imported visits by exit page.",
+              _c("exit_page", "VARCHAR", "Exit page.", False), _VISITORS, _DURATION,
+              _n("exits", "Visits ending on the page."), _BOUNCES, _PAGEVIEWS),
+    _imported("imported_custom_events", "Imported custom events by name.",
+              _c("name", "VARCHAR", "Custom event name.", False),
+              _c("link_url", "VARCHAR", "`url` property of link-click events (else empty)."),
+              _c("path", "VARCHAR", "`path` property of 404 / file-download events (else empty)."),
+              _VISITORS, _n("events", "Events.")),
+    _imported("imported_locations", "Imported visits by country.",
+              _c("country", "VARCHAR", "ISO 3166-1 alpha-2 country code."),
+              _c("region", "VARCHAR", "ISO 3166-2 region code."),
+              _c("city", "BIGINT", "GeoNames city id (0: unknown)."), *_SESSION_COUNTS),
+    _imported("imported_devices", "Imported visits by device.",
+              _c("device", "VARCHAR", "desktop | mobile | tablet."), *_SESSION_COUNTS),
+    _imported("imported_browsers", "Imported visits by browser.",
+              _c("browser", "VARCHAR", "Browser family."), _c("browser_version", "VARCHAR", "Browser version."),
+              *_SESSION_COUNTS),
+    _imported("imported_operating_systems", "Imported visits by operating system.",
+              _c("operating_system", "VARCHAR", "Operating system family."),
+              _c("operating_system_version", "VARCHAR", "Operating system version."), *_SESSION_COUNTS),
+)
+
 FACT_TABLES = (EVENTS, SESSIONS, EVENT_PROPS)
 ROLLUP_TABLES = (HOURLY_ROLLUP, HOURLY_PROPS)
 DAILY_TABLES = (DAILY_VISITORS, DAILY_SESSION_VISITORS, DAILY_PAGE_VISITORS, DAILY_EVENT_VISITORS,
                 DAILY_VISITOR_COUNTS)
-ALL_TABLES = (*FACT_TABLES, *ROLLUP_TABLES, *DAILY_TABLES, LOADED_FILES)
+ALL_TABLES = (*FACT_TABLES, *ROLLUP_TABLES, *DAILY_TABLES, LOADED_FILES, *IMPORTED_TABLES)
 
 PREAGGREGATE_TABLES = (*ROLLUP_TABLES, *DAILY_TABLES)
 

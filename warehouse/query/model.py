@@ -138,6 +138,7 @@ class Query:
     offset: int = 0
     search: str | None = None  # substring search on the first non-time dimension (``q``)
     goals: tuple[tuple[str, str], ...] = ()  # the site's goals as (kind, value), for conversions
+    imported: bool | None = None  # add imported aggregates (warehouse.query.imported); None: not asked
 
     @property
     def time_dimension(self) -> str | None:
@@ -367,11 +368,12 @@ def parse_query(
     Body fields: ``metrics`` (list), ``dimensions`` (list, at most one time dimension and three
     others), ``filters`` (list of ``[op, dimension, [values]]``), ``date_range`` (a period name or
     ``[start, end]``), ``date``, ``order_by`` (list of ``[metric_or_dimension, "asc"|"desc"]``),
-    ``limit``, ``offset``, ``q``.
+    ``limit``, ``offset``, ``q``, ``imported`` (add imported daily aggregates: true / false).
     """
     if not isinstance(body, Mapping):
         raise QueryError("body", "expected a JSON object")
-    known = {"metrics", "dimensions", "filters", "date_range", "date", "order_by", "limit", "offset", "q"}
+    known = {"metrics", "dimensions", "filters", "date_range", "date", "order_by", "limit", "offset", "q",
+             "imported"}
     unknown = sorted(set(body) - known)
     if unknown:
         raise QueryError(unknown[0], f"unknown field; known fields: {', '.join(sorted(known))}")
@@ -440,6 +442,10 @@ def parse_query(
             raise QueryError("q", "search needs a dimension to search in")
         search = search or None
 
+    imported = body.get("imported")
+    if imported is not None and not isinstance(imported, bool):
+        raise QueryError("imported", "expected true or false")
+
     return Query(
         site_id=site_id,
         date_range=date_range,
@@ -451,6 +457,7 @@ def parse_query(
         offset=offset,
         search=search,
         goals=tuple(goals),
+        imported=imported,
     )
 
 

@@ -26,6 +26,7 @@ export function readState(search = location.search) {
     filters: p.getAll('filter'),
     compare: p.get('compare') === 'previous_period',
     metric: p.get('metric') || 'visitors',
+    imported: p.get('imported') === 'true',
   };
 }
 
@@ -41,6 +42,7 @@ export function toSearch(state) {
   for (const f of state.filters) p.append('filter', f);
   if (state.compare) p.set('compare', 'previous_period');
   if (state.metric && state.metric !== 'visitors') p.set('metric', state.metric);
+  if (state.imported) p.set('imported', 'true');
   const s = p.toString();
   return s ? '?' + s : '';
 }
@@ -56,6 +58,7 @@ export function apiParams(state, extra = {}) {
     if (state.date) p.set('date', state.date);
   }
   for (const f of state.filters) p.append('filter', f);
+  if (state.imported) p.set('imported', 'true');
   for (const [k, v] of Object.entries(extra)) if (v != null && v !== '') p.set(k, String(v));
   return p;
 }

@@ -7,6 +7,7 @@ import { Layout, ErrorBox } from '../layout.js';
 import { Kpis } from '../kpis.js';
 import { MainChart } from '../chart.js';
 import { FilterChips, PeriodPicker } from '../toolbar.js';
+import { ImportedToggle } from '../imported.js';
 import { LiveCount, LiveView, useLive } from '../live.js';
 import { Snippet } from '../snippet.js';
 import { SourcesPanel } from '../panels/sources.js';
@@ -27,7 +28,8 @@ export function Dashboard({ siteId }) {
 
   useLayoutEffect(() => {
     let on = true;
-    api(`/sites/${encodeURIComponent(siteId)}/stats`, { params: apiParams(state) }).then(
+    // `imported` always: the answer says whether the site has imported data (for the toggle)
+    api(`/sites/${encodeURIComponent(siteId)}/stats`, { params: apiParams(state, { imported: state.imported ? 'true' : 'false' }) }).then(
       (data) => on && setStats({ data, error: null, for: query }),
       (error) => on && setStats({ data: null, error, for: query }),
     );
@@ -58,6 +60,7 @@ export function Dashboard({ siteId }) {
       <div class="controls">
         <${PeriodPicker} state=${state} period=${stats.data && stats.data.period} />
         <${FilterChips} state=${state} />
+        <${ImportedToggle} state=${state} imported=${stats.data && stats.data.imported} />
       </div>
       ${empty && site && html`<${NoData} site=${site} />`}
       <section class="overview" aria-label="Overview">
