@@ -22,7 +22,7 @@ import falcon.asgi
 import orjson
 
 from api import stream_token
-from api.auth import Principal, authorize
+from api.auth import Principal, authorize, role_on
 from api.live_edge import EdgeHub, LiveServiceUnavailable
 from api.live_service import build_hub, socket_path
 from api.live_service import expected as live_service_expected
@@ -149,7 +149,7 @@ class RealtimeAuth:
             raise falcon.HTTPForbidden(description="this stream token is for another site")
         if grant.user_id is not None:
             user = control.get_user(grant.user_id)
-            if user is None or not Principal(user).can_see(site):
+            if user is None or role_on(Principal(user), site, control) is None:
                 raise falcon.HTTPUnauthorized(description="stream token no longer valid; mint a new one")
         if grant.token_id is not None and control.get_token(grant.token_id) is None:
             raise falcon.HTTPUnauthorized(
