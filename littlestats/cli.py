@@ -60,8 +60,11 @@ def sites() -> None:
 @click.option("--name", default=None, help="Display name (default: the domain).")
 @click.option("--timezone", default="UTC", show_default=True, help="IANA time zone for reports.")
 @click.option("--retention-days", type=int, default=None, help="Days of raw data to keep (0 = forever).")
+@click.option("--owner", default=None, help="Email of the site's owner (a user created if new; default: none, "
+                                             "only server admins see it until `members role`).")
 @data_dir_option
-def sites_add(domain: str, name: str | None, timezone: str, retention_days: int | None, data_dir: Path | None) -> None:
+def sites_add(domain: str, name: str | None, timezone: str, retention_days: int | None, owner: str | None,
+              data_dir: Path | None) -> None:
     """Create a site and print it as JSON (its `domainKey` goes into the tracker snippet)."""
     from api.validation import validate_domain, validate_timezone  # shared with the API
 
@@ -73,7 +76,11 @@ def sites_add(domain: str, name: str | None, timezone: str, retention_days: int 
         raise click.BadParameter(str(exc)) from None
     store = ControlPlane(settings.control_db)
     retention = settings.default_retention_days if retention_days is None else retention_days
-    site = store.create_site(domain, name=name, timezone=timezone, retention_days=retention)
+    owner_id = None
+    if owner:
+        user = store.find_user_by_email(owner) or store.create_user(email=owner, name=owner)
+        owner_id = user.id
+    site = store.create_site(domain, name=name, owner_id=owner_id, timezone=timezone, retention_days=retention)
     echo_json(site.public())
 
 

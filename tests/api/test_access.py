@@ -399,3 +399,31 @@ def test_members_from_the_command_line(world: World) -> None:
     assert world.control.role_of(world.users["owner"], site["id"]) == "admin"
     cli(data_dir, "members", "remove", "viewer@example.com", "--site", site["id"])
     assert world.control.role_of(world.users["viewer"], site["id"]) is None
+    limited = cli(data_dir, "token", "create", "--user", "viewer@example.com", "--scope", "stats:read",
+                  "--site", world.site["id"], "--expires-days", "2").strip()
+    with world.client(token=limited) as c:
+        assert [s["id"] for s in c.get("/api/v2/sites").json()["sites"]] == [world.site["id"]]
+        assert c.post("/api/v2/tokens", json={}).status_code == 403
+    with world.client("server-admin") as c:
+        listed = [t for t in c.get("/api/v2/tokens").json()["tokens"] if t["userId"] == world.users["viewer"]]
+    assert any(t["scopes"] == ["stats:read"] and t["sites"] == [world.site["id"]] and t["expiresAt"]
+               for t in listed)
+    made = cli(data_dir, "sites", "add", "cli-owned.example", "--owner", "owner@example.com")
+    with world.client("owner") as c:
+        mine = c.get("/api/v2/sites").json()["sites"]
+    assert [s["role"] for s in mine if s["domain"] == "cli-owned.example"] == ["owner"], made
+
+
+def test_the_websocket_upgrade_follows_the_same_rule(world: World) -> None:
+    from websockets.exceptions import InvalidStatus
+    from websockets.sync.client import connect
+
+    site = world.site["id"]
+    url = f"ws://127.0.0.1:{world.server.port}/api/v2/realtime/{site}?access_token="
+    with connect(url + world.tokens["viewer"], open_timeout=10) as ws:  # a member: it opens
+        assert ws.protocol.state.name == "OPEN"
+    no_read = _token(world, "viewer", scopes=["admin"])
+    for token, status in ((world.tokens["outsider"], 404), (no_read, 403)):
+        with pytest.raises(InvalidStatus) as refused:
+            connect(url + token, open_timeout=10)
+        assert refused.value.response.status_code == status
