@@ -91,6 +91,6 @@ export function Members({ site }) {
           <button type="button" class="button" onClick=${() => navigator.clipboard && navigator.clipboard.writeText(link.url)}>Copy link</button>
         </div>`}
       ${error && html`<p class="form-error" role="alert">${error.message}</p>`}
-      ${site.role && html`<p class="hint"><button type="button" class="link-button" onClick=${leave}>Leave this site</button> (a site's last owner cannot leave: make someone else an owner first).</p>`}
+      ${site.role && !config.dev && html`<p class="hint"><button type="button" class="link-button" onClick=${leave}>Leave this site</button> (a site's last owner cannot leave: make someone else an owner first).</p>`}
     </section>`;
 }
