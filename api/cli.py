@@ -11,6 +11,7 @@ from pathlib import Path
 
 import click
 
+from littlestats import audit
 from littlestats.cli_options import data_dir_option, echo_json, settings_from
 from littlestats.controlplane import SCOPES, ControlPlane
 
@@ -50,8 +51,14 @@ def token_create(email: str | None, name: str, admin: bool, scopes: tuple[str, .
     expires = None
     if expires_days is not None:
         expires = (datetime.now(UTC) + timedelta(days=expires_days)).isoformat(timespec="seconds")
-    click.echo(store.create_token(user.id, name=name, scopes=tuple(s for s in SCOPES if s in scopes) or None,
-                                  sites=tuple(site_ids) or None, expires_at=expires))
+    plain = store.create_token(user.id, name=name, scopes=tuple(s for s in SCOPES if s in scopes) or None,
+                               sites=tuple(site_ids) or None, expires_at=expires)
+    created = store.find_token(plain)
+    assert created is not None
+    audit.record(store, audit.TOKEN_CREATED, actor=None, target=created.id,
+                 details={"name": name, "owner": user.id, "scopes": " ".join(created.scopes),
+                          "sites": " ".join(site_ids) or None})
+    click.echo(plain)
 
 
 @token.command("list")
@@ -75,14 +82,18 @@ def token_list(email: str | None, data_dir: Path | None) -> None:
 @data_dir_option
 def token_revoke(token_id: str, data_dir: Path | None) -> None:
     """Revoke the token with id TOKEN_ID (see `token list`): it stops working at once."""
-    if not _store(data_dir).delete_token(token_id):
+    store = _store(data_dir)
+    found = store.get_token(token_id)
+    if found is None or not store.delete_token(token_id):
         raise click.BadParameter(f"no token with id {token_id!r}", param_hint="TOKEN_ID")
+    audit.record(store, audit.TOKEN_REVOKED, actor=None, target=found.id,
+                 details={"name": found.name, "owner": found.user_id})
     echo_json({"id": token_id, "revoked": True})
 
 
 @click.group("users")
 def users() -> None:
-    """Manage users (each token belongs to one; a user sees only the sites they own)."""
+    """Manage users (each token belongs to one; a user sees only the sites they are a member of)."""
 
 
 def _read_password(from_stdin: bool) -> str:

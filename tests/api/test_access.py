@@ -16,6 +16,7 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import httpx
+import orjson
 import pytest
 
 from api.routes import POLICY, Rule
@@ -401,6 +402,9 @@ def test_members_from_the_command_line(world: World) -> None:
     assert world.control.role_of(world.users["viewer"], site["id"]) is None
     limited = cli(data_dir, "token", "create", "--user", "viewer@example.com", "--scope", "stats:read",
                   "--site", world.site["id"], "--expires-days", "2").strip()
+    newest = orjson.loads(cli(data_dir, "audit", "--limit", "1"))["entries"][0]
+    assert newest["action"] == "token.created" and newest["actor"]["email"] == "cli"
+    assert newest["details"]["scopes"] == "stats:read"
     with world.client(token=limited) as c:
         assert [s["id"] for s in c.get("/api/v2/sites").json()["sites"]] == [world.site["id"]]
         assert c.post("/api/v2/tokens", json={}).status_code == 403
