@@ -431,3 +431,26 @@ def test_the_websocket_upgrade_follows_the_same_rule(world: World) -> None:
         with pytest.raises(InvalidStatus) as refused:
             connect(url + token, open_timeout=10)
         assert refused.value.response.status_code == status
+
+
+def test_a_member_removed_loses_the_live_streams_already_open(world: World) -> None:
+    from tests.realtime.clients import SSEClient, WSClient
+
+    site = world.new_site("streams.example")
+    with world.client("viewer") as c:
+        minted = c.post(f"/api/v2/realtime/{site['id']}/token").json()
+    by_bearer = SSEClient(f"{world.server.url}/api/v2/realtime/{site['id']}",
+                          headers={"Authorization": f"Bearer {world.tokens['viewer']}"})
+    ws = WSClient(f"ws://127.0.0.1:{world.server.port}{minted['url']}")
+    owner = SSEClient(f"{world.server.url}/api/v2/realtime/{site['id']}",
+                      headers={"Authorization": f"Bearer {world.tokens['owner']}"})
+    for client in (by_bearer, ws, owner):
+        client.wait_for(lambda c: bool(c.of_type("stats_update")))
+    with world.client("owner") as c:
+        assert c.delete(f"/api/v2/sites/{site['id']}/members/{world.users['viewer']}").status_code == 200
+    started = time.monotonic()
+    for client in (by_bearer, ws):
+        assert client.closed.wait(8 - (time.monotonic() - started)), "a removed member's stream is still open"
+    assert ws.close_code == 1008
+    assert not owner.closed.is_set()  # the owner's goes on
+    owner.close()
