@@ -454,3 +454,33 @@ def test_a_member_removed_loses_the_live_streams_already_open(world: World) -> N
     assert ws.close_code == 1008
     assert not owner.closed.is_set()  # the owner's goes on
     owner.close()
+
+
+def test_upgrading_makes_each_sites_owner_its_owner_member(tmp_path: Path) -> None:
+    """A version-4 control plane (sites.owner_id, no members) opened by this version."""
+    import sqlite3
+
+    from littlestats import migrations
+
+    path = tmp_path / "control.sqlite3"
+    with sqlite3.connect(path) as db:
+        for step in migrations.MIGRATIONS[:4]:
+            for statement in step.sql.split(";"):
+                if statement.strip():
+                    db.execute(statement)
+        db.execute("PRAGMA user_version = 4")
+        db.execute("INSERT INTO users (id, email, created_at) VALUES ('u1', 'old@example.com', '2024-01-01')")
+        db.execute("INSERT INTO tokens (id, user_id, token_hash, created_at) VALUES ('t1', 'u1', 'h', '2024-01-01')")
+        for site_id, owner in (("s1", "u1"), ("s2", None)):
+            db.execute("INSERT INTO sites (id, domain_key, domain, name, owner_id, secret, created_at)"
+                       " VALUES (?, ?, 'x.example', 'x', ?, x'00', '2024-01-01')", (site_id, site_id + "k", owner))
+    store = ControlPlane(path)
+    try:
+        assert store.role_of("u1", "s1") == "owner"
+        assert store.list_members("s2") == []
+        assert [s.id for s in store.list_sites("u1")] == ["s1"]
+        token = store.get_token("t1")
+        assert token is not None and token.scopes == ("stats:read", "sites:write", "admin")
+        assert token.sites is None and token.expires_at is None
+    finally:
+        store.close()
