@@ -26,6 +26,7 @@ may read them). Every change is in the audit log (``littlestats.audit``).
 from __future__ import annotations
 
 import asyncio
+import sqlite3
 from typing import Any
 
 import falcon
@@ -278,7 +279,11 @@ async def new_invited_user(control: Any, invitation: Invitation, password: str, 
         raise InvitationError(falcon.HTTP_400, f"invalid parameter 'password': {exc}") from None
     async with passwords.CHECKS:
         password_hash = await asyncio.to_thread(passwords.hash_password, password)
-    user = control.create_user(email=invitation.email, name=name or invitation.email)
+    try:
+        user = control.create_user(email=invitation.email, name=name or invitation.email)
+    except sqlite3.IntegrityError:  # the same form sent twice at once: the other one made the user
+        raise InvitationError(falcon.HTTP_409, f"there already is a user {invitation.email}: log in, then "
+                                               "open the invitation link again to join") from None
     control.set_password_hash(user.id, password_hash)
     return user
 

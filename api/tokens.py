@@ -84,11 +84,11 @@ def _expiry(body: dict[str, Any], principal: Principal) -> str | None:
         raise _bad("expiresAt", "expected an ISO 8601 time such as 2030-01-31T00:00:00Z")
     try:
         when = datetime.fromisoformat(value.replace("Z", "+00:00"))
-    except ValueError:
+        if when.tzinfo is None:
+            when = when.replace(tzinfo=UTC)
+        when = when.astimezone(UTC)
+    except (ValueError, OverflowError):
         raise _bad("expiresAt", "expected an ISO 8601 time such as 2030-01-31T00:00:00Z") from None
-    if when.tzinfo is None:
-        when = when.replace(tzinfo=UTC)
-    when = when.astimezone(UTC)
     if when <= datetime.now(UTC):
         raise _bad("expiresAt", "must be in the future")
     if limit is not None and when > datetime.fromisoformat(limit):

@@ -232,6 +232,9 @@ def test_a_token_cannot_mint_more_than_it_has(world: World) -> None:
     with world.client("owner") as c:
         bad = c.post("/api/v2/tokens", json={"scopes": ["everything"]})
         assert bad.status_code == 400 and "everything" in bad.json()["error"]
+        for when in ("9999-12-31T23:59:59-05:00", "tomorrow", "2001-01-01T00:00:00Z", 5):
+            r = c.post("/api/v2/tokens", json={"expiresAt": when})
+            assert r.status_code == 400 and "expiresAt" in r.json()["error"], (when, r.text)
         with world.client("outsider") as o:
             theirs = o.post("/api/v2/sites", json={"domain": "outsider2.example"}).json()
         foreign = c.post("/api/v2/tokens", json={"sites": [theirs["id"]]})
