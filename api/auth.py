@@ -170,19 +170,25 @@ def _session_principal(req: Any, services: Any) -> Principal | None:
 def site_for(principal: Principal, site_ref: str, services: Any, role: str = "viewer") -> Site:
     """The site `site_ref` (id or domain key) if `principal` has at least `role` on it: 404 when
     it is not a member (or there is no such site), 403 when its role is weaker."""
-    site = services.control.get_site(site_ref) if site_ref else None
-    have = role_on(principal, site, services.control) if site is not None else None
-    if site is None or have is None:
-        raise falcon.HTTPNotFound(description=f"site {site_ref!r} not found")
-    if role_rank(have) < role_rank(role):
-        raise falcon.HTTPForbidden(
-            description=f"this needs the {role} role on the site; you are {_article(have)} {have}: "
-                        "ask one of its owners")
+    site, have = _membership(principal, site_ref, services.control)
+    _need_role(have, role, "this")
     return site
 
 
-def _article(word: str) -> str:
-    return "an" if word[0] in "aeiou" else "a"
+def _membership(principal: Principal, site_ref: str, control: ControlPlane) -> tuple[Site, str]:
+    """The site and the principal's role on it; 404 alike for no such site and no role."""
+    site = control.get_site(site_ref) if site_ref else None
+    have = role_on(principal, site, control) if site is not None else None
+    if site is None or have is None:
+        raise falcon.HTTPNotFound(description=f"site {site_ref!r} not found")
+    return site, have
+
+
+def _need_role(have: str, role: str, what: str) -> None:
+    if role_rank(have) < role_rank(role):
+        article = "an" if have[0] in "aeiou" else "a"
+        raise falcon.HTTPForbidden(description=f"{what} needs the {role} role on the site; you are {article} "
+                                               f"{have}: ask one of its owners")
 
 
 def authorize(
@@ -249,16 +255,9 @@ class AccessPolicy:
             if not principal.is_admin:
                 raise falcon.HTTPForbidden(description="only server admins may do this")
             return
-        site_ref = params.get("site", "")
-        site = self.services.control.get_site(site_ref) if site_ref else None
-        have = role_on(principal, site, self.services.control) if site is not None else None
-        if site is None or have is None:
-            raise falcon.HTTPNotFound(description=f"site {site_ref!r} not found")
-        self._need_scope(principal, rule.scope)
-        if role_rank(have) < role_rank(rule.role):
-            raise falcon.HTTPForbidden(
-                description=f"{method} {template} needs the {rule.role} role on the site; you are "
-                            f"{_article(have)} {have}: ask one of its owners")
+        site, have = _membership(principal, params.get("site", ""), self.services.control)
+        self._need_scope(principal, rule.scope)  # after the 404: a token never learns of others' sites
+        _need_role(have, rule.role, f"{method} {template}")
         req.context.access = (principal, site, have)
 
     def _principal(self, req: Any, query_token: bool) -> Principal:
