@@ -487,3 +487,23 @@ def test_upgrading_makes_each_sites_owner_its_owner_member(tmp_path: Path) -> No
         assert token.sites is None and token.expires_at is None
     finally:
         store.close()
+
+
+def test_the_table_keeps_the_product_rules() -> None:
+    """What the roles mean (docs/access.md), written out by hand: loosening the table fails here."""
+    rules = {(r.method, r.path): (r.role, r.scope) for r in POLICY}
+    assert rules[("DELETE", "/api/v2/sites/{site}")] == ("owner", "sites:write")
+    assert rules[("PATCH", "/api/v2/sites/{site}")] == ("admin", "sites:write")
+    assert rules[("POST", "/api/v2/sites/{site}/goals")] == ("admin", "sites:write")
+    assert rules[("POST", "/api/v2/sites/{site}/invitations")] == ("owner", "sites:write")
+    assert rules[("PATCH", "/api/v2/sites/{site}/members/{user}")] == ("owner", "sites:write")
+    assert rules[("GET", "/api/v2/sites/{site}/audit")] == ("owner", "admin")
+    assert rules[("GET", "/api/v2/audit")] == ("server-admin", "admin")
+    assert rules[("POST", "/api/v2/tokens")] == ("user", "admin")
+    for method, path in rules:
+        if path.startswith("/api/v2/sites/{site}/") and method == "GET" and not path.endswith(
+                ("/members", "/invitations", "/audit")):
+            assert rules[(method, path)] == ("viewer", "stats:read"), path
+    public = {path for (method, path), (role, _scope) in rules.items() if role == "public"}
+    assert public == {"/api/v2/track/{site}", "/api/v2/openapi.json", "/api/v2/docs", "/api/v2/health/{site}",
+                      "/api/v2/invitations/accept"}
