@@ -1,11 +1,23 @@
-"""Bearer-token authentication and site authorisation for every API resource.
+"""Bearer-token authentication, and the one place that decides who may call which route.
 
 Public names (stable; the real-time endpoints use them too):
 
+``AccessPolicy``
+    the Falcon middleware (added by ``api.routes``) that applies ``api.routes.POLICY`` to every
+    request under ``/api/``, HTTP and WebSocket alike: it authenticates the caller, resolves the
+    path's ``{site}``, and answers 404 to a non-member (as for a site that does not exist), 403 to
+    a member below the route's role or a token without its scope. A route missing from the table
+    is refused (403). What it established is kept on the request for ``authorize``.
+
 ``Principal``
-    who is asking: ``user`` (a control-plane ``User``, or ``None`` in dev mode) and ``dev``
-    (``True`` when the server runs with ``--dev``: authentication is off, loopback only, SPEC §11).
-    ``principal.is_admin`` — admins (and dev mode) see every site.
+    who is asking: ``user`` (a control-plane ``User``, or ``None`` in dev mode), ``dev``
+    (``True`` when the server runs with ``--dev``: authentication is off, loopback only, SPEC §11)
+    and ``token`` (the API token used, with its scopes, sites and expiry; ``None`` for a dashboard
+    session, which has every scope). ``principal.is_admin`` — server admins (and dev mode) have
+    the owner role on every site.
+
+``role_on(principal, site, control) -> str | None``
+    the principal's role on a site, read at every request (so a token loses what its user loses).
 
 ``authenticate(req, services, *, allow_query_token=False) -> Principal``
     reads ``Authorization: Bearer <token>``, else the dashboard's session cookie; raises 401
@@ -14,12 +26,12 @@ Public names (stable; the real-time endpoints use them too):
     (``EventSource``, browser WebSockets). A request authenticated by the session cookie must, unless
     it is GET/HEAD/OPTIONS, carry the session's CSRF token in ``X-CSRF-Token`` (else 403).
 
-``site_for(principal, site_ref, services) -> Site``
-    the site by internal id or public domain key; 404 when it does not exist *or* the principal may
-    not see it, so a token never learns whether another owner's site exists.
+``site_for(principal, site_ref, services, role="viewer") -> Site``
+    the site by internal id or public domain key; 404 when it does not exist *or* the principal is
+    not a member, so a token never learns whether another owner's site exists; 403 below ``role``.
 
 ``authorize(req, services, site_ref, *, allow_query_token=False) -> tuple[Principal, Site]``
-    both of the above in one call, what most resources need.
+    the principal and site ``AccessPolicy`` established for this request (or both of the above).
 
 ``ensure_admin_token(settings) -> Path``
     called once by ``littlestats serve`` before workers start: on the first start it creates an
@@ -39,7 +51,8 @@ from typing import TYPE_CHECKING, Any
 
 import falcon
 
-from littlestats.controlplane import ControlPlane, Site, User
+from api import stream_token
+from littlestats.controlplane import SCOPES, ControlPlane, Site, Token, User, role_rank
 
 if TYPE_CHECKING:
     from littlestats.config import Settings
@@ -57,6 +70,8 @@ class Principal:
     dev: bool = False
     #: The id hash of the dashboard session the request came with (``None``: a token, or dev mode).
     session: str | None = None
+    #: The API token the request came with (``None``: a dashboard session, or dev mode).
+    token: Token | None = None
 
     @property
     def is_admin(self) -> bool:
@@ -66,11 +81,27 @@ class Principal:
     def user_id(self) -> str | None:
         return self.user.id if self.user is not None else None
 
-    def can_see(self, site: Site) -> bool:
-        """Admins and dev mode see every site; everyone else only the sites they own."""
-        if self.is_admin:
-            return True
-        return self.user is not None and site.owner_id == self.user.id
+    @property
+    def scopes(self) -> tuple[str, ...]:
+        """What the credential may be used for (a session and dev mode: everything)."""
+        return SCOPES if self.dev or self.token is None else self.token.scopes
+
+    @property
+    def sites(self) -> tuple[str, ...] | None:
+        """The site ids the credential is limited to (``None``: every site its user may see)."""
+        return None if self.dev or self.token is None else self.token.sites
+
+
+def role_on(principal: Principal, site: Site, control: ControlPlane) -> str | None:
+    """The principal's role on `site` now: ``owner`` for server admins and dev mode, the member
+    role otherwise, ``None`` when not a member or the token is limited to other sites."""
+    if principal.dev:
+        return "owner"
+    if principal.user is None or (principal.sites is not None and site.id not in principal.sites):
+        return None
+    if principal.user.is_admin:
+        return "owner"
+    return control.role_of(principal.user.id, site.id)
 
 
 def _bearer(req: Any) -> str | None:
@@ -96,6 +127,9 @@ def authenticate(req: Any, services: Any, *, allow_query_token: bool = False) ->
         # Auth is off in dev mode, but a valid token still identifies its user (owner of new sites).
         user = services.control.user_for_token(token) if token else None
         return Principal(user=user, dev=True)
+    cached = getattr(req.context, "principal", None)
+    if isinstance(cached, Principal):
+        return cached
     if token is None:
         principal = _session_principal(req, services)
         if principal is not None:
@@ -104,10 +138,15 @@ def authenticate(req: Any, services: Any, *, allow_query_token: bool = False) ->
             description="missing API token: send 'Authorization: Bearer <token>'",
             challenges=["Bearer"],
         )
-    user = services.control.user_for_token(token)
-    if user is None:
+    found = services.control.find_token(token)
+    user = services.control.get_user(found.user_id) if found is not None else None
+    if found is None or user is None:
         raise falcon.HTTPUnauthorized(description="invalid API token", challenges=["Bearer"])
-    return Principal(user=user, dev=False)
+    if found.expired():
+        raise falcon.HTTPUnauthorized(
+            description=f"this API token expired at {found.expires_at}: create a new one "
+                        "(POST /api/v2/tokens or `littlestats token create`)", challenges=["Bearer"])
+    return Principal(user=user, dev=False, token=found)
 
 
 def _session_principal(req: Any, services: Any) -> Principal | None:
@@ -128,20 +167,125 @@ def _session_principal(req: Any, services: Any) -> Principal | None:
     return Principal(user=session.user, dev=False, session=session.id_hash)
 
 
-def site_for(principal: Principal, site_ref: str, services: Any) -> Site:
-    """The site `site_ref` (id or domain key) if `principal` may see it, else 404."""
-    site = services.control.get_site(site_ref) if site_ref else None
-    if site is None or not principal.can_see(site):
-        raise falcon.HTTPNotFound(description=f"site {site_ref!r} not found")
+def site_for(principal: Principal, site_ref: str, services: Any, role: str = "viewer") -> Site:
+    """The site `site_ref` (id or domain key) if `principal` has at least `role` on it: 404 when
+    it is not a member (or there is no such site), 403 when its role is weaker."""
+    site, have = _membership(principal, site_ref, services.control)
+    _need_role(have, role, "this")
     return site
+
+
+def _membership(principal: Principal, site_ref: str, control: ControlPlane) -> tuple[Site, str]:
+    """The site and the principal's role on it; 404 alike for no such site and no role."""
+    site = control.get_site(site_ref) if site_ref else None
+    have = role_on(principal, site, control) if site is not None else None
+    if site is None or have is None:
+        raise falcon.HTTPNotFound(description=f"site {site_ref!r} not found")
+    return site, have
+
+
+def _need_role(have: str, role: str, what: str) -> None:
+    if role_rank(have) < role_rank(role):
+        article = "an" if have[0] in "aeiou" else "a"
+        raise falcon.HTTPForbidden(description=f"{what} needs the {role} role on the site; you are {article} "
+                                               f"{have}: ask one of its owners")
 
 
 def authorize(
     req: Any, services: Any, site_ref: str, *, allow_query_token: bool = False
 ) -> tuple[Principal, Site]:
-    """Authenticate `req` and resolve `site_ref` for it (401 / 404 as above)."""
+    """The caller and the site of `req` as ``AccessPolicy`` checked them (401 / 403 / 404 as
+    above when it did not run, e.g. for a request made outside the policy's routes)."""
+    access = getattr(req.context, "access", None)
+    if access is not None and site_ref in (access[1].id, access[1].domain_key):
+        return access[0], access[1]
     principal = authenticate(req, services, allow_query_token=allow_query_token)
     return principal, site_for(principal, site_ref, services)
+
+
+#: Routes that accept ``?access_token=`` and stream tokens (``EventSource`` cannot set headers).
+QUERY_TOKEN_PREFIXES = ("/api/v2/realtime/", "/api/v2/stats/")
+
+
+class AccessPolicy:
+    """Falcon middleware enforcing ``api.routes.POLICY`` for every route under ``/api/``."""
+
+    def __init__(self, services: Any, rules: dict[tuple[str, str], Any]) -> None:
+        self.services = services
+        self.rules = rules
+
+    async def process_resource(self, req: Any, resp: Any, resource: Any, params: dict[str, Any]) -> None:
+        if resource is not None:
+            self.check(req, resource, params, req.method)
+
+    async def process_resource_ws(self, req: Any, ws: Any, resource: Any, params: dict[str, Any]) -> None:
+        if resource is None:
+            return
+        try:
+            self.check(req, resource, params, "GET")
+        except falcon.HTTPError as exc:
+            from api.realtime import REFUSAL_KEY  # the refused upgrade's answer names the reason
+
+            req.scope[REFUSAL_KEY] = exc.description or exc.title
+            raise
+
+    def check(self, req: Any, resource: Any, params: dict[str, Any], method: str) -> None:
+        template = req.uri_template or ""
+        if not template.startswith("/api/"):
+            return  # pages, static files, metrics: not API routes
+        rule = self.rules.get((method, template))
+        if rule is None:
+            responder = "on_websocket" if method == "GET" and req.scope.get("type") == "websocket" \
+                else f"on_{method.lower()}"
+            if method in ("OPTIONS", "HEAD") or not hasattr(resource, responder):
+                return  # Falcon answers 405 (or the CORS preflight): nothing is run
+            log.error("no access policy for %s %s: add it to api.routes.POLICY", method, template)
+            raise falcon.HTTPForbidden(description=f"{method} {template} has no access policy; it stays "
+                                                   "closed until one is added to api.routes.POLICY")
+        if rule.role == "public":
+            return
+        query_token = template.startswith(QUERY_TOKEN_PREFIXES)
+        principal = self._principal(req, query_token)
+        req.context.principal = principal
+        if rule.role == "user":
+            self._need_scope(principal, rule.scope)
+            return
+        if rule.role == "server-admin":
+            self._need_scope(principal, rule.scope)
+            if not principal.is_admin:
+                raise falcon.HTTPForbidden(description="only server admins may do this")
+            return
+        site, have = _membership(principal, params.get("site", ""), self.services.control)
+        self._need_scope(principal, rule.scope)  # after the 404: a token never learns of others' sites
+        _need_role(have, rule.role, f"{method} {template}")
+        req.context.access = (principal, site, have)
+
+    def _principal(self, req: Any, query_token: bool) -> Principal:
+        """The caller; on the real-time routes also the user behind a stream token (``?token=``),
+        held to the same rule as if the API token it was minted with were sent."""
+        plain = req.get_param("token") if query_token else None
+        has_credential = req.get_header("Authorization") or req.get_param("access_token")
+        if not plain or has_credential or self.services.settings.dev:
+            return authenticate(req, self.services, allow_query_token=query_token)
+        control = self.services.control
+        try:
+            grant = stream_token.verify(control.server_secret(stream_token.SECRET_NAME), plain)
+        except stream_token.StreamTokenError as exc:
+            raise falcon.HTTPUnauthorized(description=str(exc), challenges=["Bearer"]) from None
+        user = control.get_user(grant.user_id) if grant.user_id is not None else None
+        token = control.get_token(grant.token_id) if grant.token_id is not None else None
+        if user is None or (grant.token_id is not None and (token is None or token.expired())):
+            raise falcon.HTTPUnauthorized(
+                description="stream token no longer valid (its API token was revoked or expired); "
+                            "mint a new one with a valid API token", challenges=["Bearer"])
+        return Principal(user=user, token=token)
+
+    @staticmethod
+    def _need_scope(principal: Principal, scope: str | None) -> None:
+        if scope is not None and scope not in principal.scopes:
+            raise falcon.HTTPForbidden(
+                description=f"this token lacks the '{scope}' scope (it has: {', '.join(principal.scopes)}); "
+                            "create a token with it")
 
 
 def ensure_admin_token(settings: Settings) -> Path:

@@ -6,12 +6,14 @@ Import-light on purpose (``littlestats.cli`` imports it for every command).
 from __future__ import annotations
 
 import sys
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import click
 
+from littlestats import audit
 from littlestats.cli_options import data_dir_option, echo_json, settings_from
-from littlestats.controlplane import ControlPlane
+from littlestats.controlplane import SCOPES, ControlPlane
 
 
 def _store(data_dir: Path | None) -> ControlPlane:
@@ -27,15 +29,36 @@ def token() -> None:
 @click.option("--user", "email", default=None, help="Email of the token's user (created if new; default: the admin).")
 @click.option("--name", default="", help="A label for the token.")
 @click.option("--admin", is_flag=True, default=False, help="Make a newly created user an admin.")
+@click.option("--scope", "scopes", multiple=True, type=click.Choice(SCOPES),
+              help="What the token may do (repeat; default: every scope). See docs/access.md.")
+@click.option("--site", "sites", multiple=True, help="Limit the token to this site (id or domain key; repeat).")
+@click.option("--expires-days", type=click.IntRange(1, 36_500), default=None, help="Stop working after this many days.")
 @data_dir_option
-def token_create(email: str | None, name: str, admin: bool, data_dir: Path | None) -> None:
+def token_create(email: str | None, name: str, admin: bool, scopes: tuple[str, ...], sites: tuple[str, ...],
+                 expires_days: int | None, data_dir: Path | None) -> None:
     """Create an API token and print it (the only time it is shown)."""
     store = _store(data_dir)
+    site_ids = []
+    for ref in sites:
+        site = store.get_site(ref)
+        if site is None:
+            raise click.BadParameter(f"no site {ref!r} (see `littlestats sites list`)", param_hint="--site")
+        site_ids.append(site.id)
     if email:
         user = store.find_user_by_email(email) or store.create_user(email=email, name=email, is_admin=admin)
     else:
         user = store.find_admin() or store.create_user(email="admin@localhost", name="admin", is_admin=True)
-    click.echo(store.create_token(user.id, name=name))
+    expires = None
+    if expires_days is not None:
+        expires = (datetime.now(UTC) + timedelta(days=expires_days)).isoformat(timespec="seconds")
+    plain = store.create_token(user.id, name=name, scopes=tuple(s for s in SCOPES if s in scopes) or None,
+                               sites=tuple(site_ids) or None, expires_at=expires)
+    created = store.find_token(plain)
+    assert created is not None
+    audit.record(store, audit.TOKEN_CREATED, actor=None, target=created.id,
+                 details={"name": name, "owner": user.id, "scopes": " ".join(created.scopes),
+                          "sites": " ".join(site_ids) or None})
+    click.echo(plain)
 
 
 @token.command("list")
@@ -59,14 +82,18 @@ def token_list(email: str | None, data_dir: Path | None) -> None:
 @data_dir_option
 def token_revoke(token_id: str, data_dir: Path | None) -> None:
     """Revoke the token with id TOKEN_ID (see `token list`): it stops working at once."""
-    if not _store(data_dir).delete_token(token_id):
+    store = _store(data_dir)
+    found = store.get_token(token_id)
+    if found is None or not store.delete_token(token_id):
         raise click.BadParameter(f"no token with id {token_id!r}", param_hint="TOKEN_ID")
+    audit.record(store, audit.TOKEN_REVOKED, actor=None, target=found.id,
+                 details={"name": found.name, "owner": found.user_id})
     echo_json({"id": token_id, "revoked": True})
 
 
 @click.group("users")
 def users() -> None:
-    """Manage users (each token belongs to one; a user sees only the sites they own)."""
+    """Manage users (each token belongs to one; a user sees only the sites they are a member of)."""
 
 
 def _read_password(from_stdin: bool) -> str:

@@ -78,9 +78,30 @@ ERASURE: dict[str, Any] = {"type": "object", "description": "What the erasure di
                     "description": "Rows removed per warehouse table."},
     "hoursRebuilt": _COUNT, "visitorDaysRebuilt": _COUNT, "resumed": {"type": "boolean"},
     "seconds": {"type": "number"}, "summary": {"type": "string"}}}
-TOKEN: dict[str, Any] = {"type": "object", "required": ["id", "userId", "name", "createdAt"], "properties": {
+SCOPE_ENUM = {"type": "string", "enum": ["stats:read", "sites:write", "admin"]}
+TOKEN: dict[str, Any] = {"type": "object", "required": ["id", "userId", "name", "createdAt", "scopes", "sites",
+                                                        "expiresAt"], "properties": {
     "id": {"type": "string"}, "userId": {"type": "string"}, "name": {"type": "string"},
-    "createdAt": {"type": "string"}}}
+    "createdAt": {"type": "string"}, "scopes": {"type": "array", "items": SCOPE_ENUM},
+    "sites": {"type": ["array", "null"], "items": {"type": "string"},
+              "description": "Site ids the token is limited to; null: every site of its user."},
+    "expiresAt": {**_STR_OR_NULL, "description": "When the token stops working; null: never."}}}
+ROLE_ENUM = {"type": "string", "enum": ["viewer", "admin", "owner"]}
+MEMBER: dict[str, Any] = {"type": "object", "required": ["userId", "email", "name", "role", "since"], "properties": {
+    "userId": {"type": "string"}, "email": _STR_OR_NULL, "name": {"type": "string"}, "role": ROLE_ENUM,
+    "since": {"type": "string"}}}
+INVITATION: dict[str, Any] = {"type": "object", "required": ["id", "siteId", "email", "role", "expiresAt", "usable"],
+                              "properties": {
+    "id": {"type": "string"}, "siteId": {"type": "string"}, "email": {"type": "string"}, "role": ROLE_ENUM,
+    "invitedBy": _STR_OR_NULL, "createdAt": {"type": "string"}, "expiresAt": {"type": "string"},
+    "usedAt": _STR_OR_NULL, "usable": {"type": "boolean"}}}
+AUDIT: dict[str, Any] = {"type": "object", "required": ["entries", "next"], "properties": {
+    "entries": {"type": "array", "items": {"type": "object", "required": ["id", "at", "actor", "action"], "properties": {
+        "id": {"type": "integer"}, "at": {"type": "string"},
+        "actor": {"type": "object", "properties": {"id": _STR_OR_NULL, "email": _STR_OR_NULL}},
+        "action": {"type": "string"}, "siteId": _STR_OR_NULL, "target": _STR_OR_NULL,
+        "details": {"type": "object"}}}},
+    "next": {"type": ["integer", "null"], "description": "Pass as `before` for the next page."}}}
 USER: dict[str, Any] = {"type": "object", "required": ["id", "email", "name", "isAdmin"], "properties": {
     "id": {"type": "string"}, "email": _STR_OR_NULL, "name": {"type": "string"}, "isAdmin": {"type": "boolean"}}}
 PERIOD = {"type": "object", "required": ["start", "end", "timezone"],
@@ -99,6 +120,7 @@ SITE = {
         "respectDnt": {"type": "boolean"}, "excludedPaths": {"type": "array", "items": {"type": "string"}},
         "allowedQueryParams": {"type": "array", "items": {"type": "string"}, "description": ALLOWED_QUERY_PARAMS},
         "createdAt": {"type": "string"},
+        "role": {**ROLE_ENUM, "type": ["string", "null"], "description": "Your role on the site."},
     },
 }
 SITE_INPUT = {
@@ -258,8 +280,15 @@ def openapi() -> dict[str, Any]:
                         {"201": _ok({**TOKEN, "required": [*TOKEN["required"], "token"],
                                      "properties": {**TOKEN["properties"], "token": {"type": "string"}}}, "Created"),
                          "403": _err("Dev mode without a token: nobody to own it.")},
-                        body={"type": "object", "additionalProperties": False,
-                              "properties": {"name": {"type": "string", "maxLength": 200}}}, tag="tokens"),
+                        body={"type": "object", "additionalProperties": False, "properties": {
+                            "name": {"type": "string", "maxLength": 200},
+                            "scopes": {"type": "array", "items": SCOPE_ENUM, "minItems": 1,
+                                       "description": "Default: every scope of the credential you send."},
+                            "sites": {"type": "array", "items": {"type": "string"}, "minItems": 1,
+                                      "description": "Limit the token to these sites (ids or domain keys)."},
+                            "expiresAt": {"type": "string", "format": "date-time",
+                                          "description": "When it stops working (default: never)."}}},
+                        tag="tokens"),
         },
         "/api/v2/tokens/{token}": {
             "delete": _op("Revoke a token (it stops working at once; stream tokens minted with it are refused "
@@ -374,10 +403,12 @@ def openapi() -> dict[str, Any]:
                             "First site-local day (default: the first day with data)."),
          _param("end", {"type": "string", "format": "date"},
                 "Last site-local day, inclusive (default: the last day with data).")], tag="export")}
+    paths.update(_access_paths(not_found))
     for name, (_dim, key, field, _metrics) in BREAKDOWNS.items():
         paths[f"/api/v2/sites/{{site}}/{name}"] = {"get": _op(
             f"Breakdown: {name}", {"200": _ok(_breakdown_schema(key, field)), **not_found, **unavailable},
             [*stats_params, *PAGING_PARAMS])}
+    _add_access_rules(paths)
     return {
         "openapi": "3.1.0",
         "info": {"title": "LittleStats API", "version": __version__,
@@ -394,6 +425,93 @@ def openapi() -> dict[str, Any]:
                                   "properties": {"error": {"type": "string"}}}},
         },
     }
+
+
+def _access_paths(not_found: dict[str, Any]) -> dict[str, Any]:
+    """Members, invitations and the audit log (api.members, api.audit)."""
+    user_param = _param("user", {"type": "string"}, "The member's user id.", "path")
+    conflict = {"409": _err("The site would be left without an owner: transfer ownership first.")}
+    ok = _ok({"type": "object"})
+    audit_params = [_param("limit", {"type": "integer", "minimum": 1, "maximum": 500}, "Entries (default 100)."),
+                    _param("before", {"type": "integer", "minimum": 1}, "Entries older than this id.")]
+    return {
+        "/api/v2/sites/{site}/members": {
+            "get": _op("The site's members and their roles", {"200": _ok({
+                "type": "object", "required": ["members"], "properties": {
+                    "members": {"type": "array", "items": MEMBER}, "role": ROLE_ENUM}}), **not_found},
+                [SITE_PARAM], tag="members"),
+        },
+        "/api/v2/sites/{site}/members/{user}": {
+            "patch": _op("Change a member's role", {"200": ok, **not_found, **conflict}, [SITE_PARAM, user_param],
+                         body={"type": "object", "additionalProperties": False, "required": ["role"],
+                               "properties": {"role": ROLE_ENUM}}, tag="members"),
+            "delete": _op("Remove a member", {"200": ok, **not_found, **conflict}, [SITE_PARAM, user_param],
+                          tag="members"),
+        },
+        "/api/v2/sites/{site}/leave": {
+            "post": _op("Leave the site", {"200": ok, **not_found, **conflict}, [SITE_PARAM], tag="members"),
+        },
+        "/api/v2/sites/{site}/transfer": {
+            "post": _op("Make another member an owner (you become an admin)", {"200": ok, **not_found},
+                        [SITE_PARAM], body={"type": "object", "additionalProperties": False, "properties": {
+                            "userId": {"type": "string"}, "email": {"type": "string"}}}, tag="members"),
+        },
+        "/api/v2/sites/{site}/invitations": {
+            "get": _op("Invitations of the site (never their links)", {"200": _ok({
+                "type": "object", "properties": {"invitations": {"type": "array", "items": INVITATION}}}),
+                **not_found}, [SITE_PARAM], tag="members"),
+            "post": _op("Invite someone: the answer's `url` is the one-time link (shown only here; no mail is sent)",
+                        {"201": _ok({**INVITATION, "properties": {
+                            **INVITATION["properties"], "token": {"type": "string"}, "path": {"type": "string"},
+                            "url": {"type": "string"}}}, "Created"), **not_found}, [SITE_PARAM],
+                        body={"type": "object", "additionalProperties": False, "required": ["email"],
+                              "properties": {"email": {"type": "string"}, "role": ROLE_ENUM}}, tag="members"),
+        },
+        "/api/v2/sites/{site}/invitations/{invitation}": {
+            "delete": _op("Withdraw an invitation", {"200": ok, **not_found},
+                          [SITE_PARAM, _param("invitation", {"type": "string"}, "Invitation id.", "path")],
+                          tag="members"),
+        },
+        "/api/v2/invitations/accept": {
+            "post": _op("Accept an invitation: send your token or session to join as yourself, or a password "
+                        "to become a new user with the invited email", {
+                "200": _ok({"type": "object", "properties": {"siteId": {"type": "string"}, "role": ROLE_ENUM,
+                                                             "userId": {"type": "string"}}}),
+                "404": _err("No such invitation."), "409": _err("A user with that email exists: log in first."),
+                "410": _err("The invitation was used or has expired.")},
+                body={"type": "object", "additionalProperties": False, "required": ["token"], "properties": {
+                    "token": {"type": "string"}, "password": {"type": "string"}, "name": {"type": "string"}}},
+                tag="members", security=False),
+        },
+        "/api/v2/sites/{site}/audit": {
+            "get": _op("The site's audit log, newest first", {"200": _ok(AUDIT), **not_found},
+                       [SITE_PARAM, *audit_params], tag="audit"),
+        },
+        "/api/v2/audit": {
+            "get": _op("The server's whole audit log, newest first", {"200": _ok(AUDIT)}, audit_params, tag="audit"),
+        },
+    }
+
+
+ROLE_TEXT = {"public": "anyone", "user": "any signed-in user", "viewer": "viewer, admin or owner of the site",
+             "admin": "admin or owner of the site", "owner": "owner of the site", "server-admin": "server admins"}
+
+
+def _add_access_rules(paths: dict[str, Any]) -> None:
+    """Each operation's required role and token scope, from ``api.routes.POLICY`` (docs/access.md)."""
+    from api.routes import POLICY
+
+    for rule in POLICY:
+        op = paths.get(rule.path, {}).get(rule.method.lower())
+        if op is None:
+            continue
+        op["x-required-role"] = rule.role
+        op["x-required-scope"] = rule.scope
+        scope = f"token scope `{rule.scope}`" if rule.scope else "any token scope"
+        access = f"Access: {ROLE_TEXT[rule.role]}" + ("" if rule.role == "public" else f"; {scope}") + "."
+        op["description"] = (op.get("description", "") + "\n\n" + access).strip()
+        if rule.role not in ("public", "user", "server-admin"):
+            op["responses"].setdefault("403", _err("Your role on the site or your token's scope is not enough."))
 
 
 class OpenAPIResource:
@@ -428,6 +546,8 @@ def render_docs() -> str:
     for path, ops in doc["paths"].items():
         for method, op in ops.items():
             parts.append(f"<h3><code>{e(method.upper())} {e(path)}</code></h3><p>{e(op['summary'])}</p>")
+            if op.get("description"):
+                parts.append(f"<p>{e(op['description'])}</p>")
             if op["parameters"]:
                 rows = "".join(f"<tr><td><code>{e(p['name'])}</code></td><td>{e(p['in'])}</td>"
                                f"<td>{e(p.get('description', ''))}</td></tr>" for p in op["parameters"])

@@ -4,8 +4,8 @@ and ``DELETE /api/v2/sites/{site}/users/{user}``.
 ``visitor`` is the tracker's visitor id (``ls_vid`` in the visitor's browser); the stored key is
 the site's keyed hash of it, as ingest derives it. ``user`` is a user id the site sent with
 ``identify()``: every visitor key ever linked to it is erased. The work runs in the warehouse
-process (``warehouse.erase``); the answer is its summary, which holds no personal data.
-Authorisation is that of deleting the site.
+process (``warehouse.erase``); the answer is its summary, which holds no personal data, and the
+audit log records it in counts. Owners only (``api.routes.POLICY``).
 """
 
 from __future__ import annotations
@@ -20,6 +20,7 @@ from api.auth import authorize
 from api.stats import warehouse
 from ingest.beacon import MAX_USER_ID_LENGTH
 from ingest.identity import tracker_visitor_key
+from littlestats import audit
 from littlestats.controlplane import Site
 from littlestats.http import json_response
 from warehouse.protocol import WarehouseError
@@ -37,7 +38,8 @@ def _checked(name: str, value: str, max_len: int) -> str:
     return value
 
 
-async def erase(services: Any, site: Site, visitor_keys: list[int], user_id: str | None) -> dict[str, Any]:
+async def erase(services: Any, principal: Any, site: Site, visitor_keys: list[int],
+                user_id: str | None) -> dict[str, Any]:
     """Ask the warehouse process to erase; its summary. 503 when it cannot (nothing was erased, or
     it completes the erasure itself at its next start)."""
     request = {"op": "erase", "site_id": site.id, "visitor_keys": visitor_keys, "user_id": user_id}
@@ -55,7 +57,10 @@ async def erase(services: Any, site: Site, visitor_keys: list[int], user_id: str
             description=f"the warehouse is not available to erase ({exc}); an erasure that had started is"
                         " completed when it restarts: retry the request to be sure",
             retry_after=RETRY_AFTER) from None
-    return dict(answer)
+    summary = dict(answer)
+    audit.record_erasure(services.control, summary, actor=principal, site_id=site.id,
+                         by="user" if user_id is not None else "visitor")
+    return summary
 
 
 class VisitorErasureResource:
@@ -66,9 +71,10 @@ class VisitorErasureResource:
 
     async def on_delete(self, req: falcon.asgi.Request, resp: falcon.asgi.Response, site: str,
                         visitor: str) -> None:
-        _, found = authorize(req, self.services, site)
+        principal, found = authorize(req, self.services, site)
         visitor = _checked("visitor id", visitor, MAX_VISITOR_ID_LENGTH)
-        json_response(resp, await erase(self.services, found, [tracker_visitor_key(found.secret, visitor)], None))
+        keys = [tracker_visitor_key(found.secret, visitor)]
+        json_response(resp, await erase(self.services, principal, found, keys, None))
 
 
 class UserErasureResource:
@@ -79,6 +85,6 @@ class UserErasureResource:
 
     async def on_delete(self, req: falcon.asgi.Request, resp: falcon.asgi.Response, site: str,
                         user: str) -> None:
-        _, found = authorize(req, self.services, site)
+        principal, found = authorize(req, self.services, site)
         user = _checked("user id", user, MAX_USER_ID_LENGTH)
-        json_response(resp, await erase(self.services, found, [], user))
+        json_response(resp, await erase(self.services, principal, found, [], user))

@@ -22,7 +22,7 @@ import falcon.asgi
 import orjson
 
 from api import stream_token
-from api.auth import Principal, authorize
+from api.auth import Principal, authorize, role_on
 from api.live_edge import EdgeHub, LiveServiceUnavailable
 from api.live_service import build_hub, socket_path
 from api.live_service import expected as live_service_expected
@@ -80,10 +80,12 @@ REVOCATION_CHECK_SECONDS = 2.0
 
 class RevocationWatch:
     """Ends the worker's streams whose API token was revoked (``DELETE /api/v2/tokens/{id}``, or
-    its user deleted), within ``REVOCATION_CHECK_SECONDS``: each stream remembers the API token that
-    authorised it (directly, or through the stream token minted with it), and every two seconds the
-    worker asks the control plane which of its streams' tokens still exist: one indexed lookup per
-    distinct token, however many streams share it."""
+    its user deleted), or whose user is no longer a member of the site (docs/access.md), within
+    ``REVOCATION_CHECK_SECONDS``: each stream remembers the API token that authorised it (directly,
+    or through the stream token minted with it) and the user, and every two seconds the worker asks
+    the control plane which of its streams' tokens still exist and which users still have a role:
+    one indexed lookup per distinct token and per distinct (user, site), however many streams
+    share them."""
 
     def __init__(self, services: Any) -> None:
         self.services = services
@@ -102,10 +104,16 @@ class RevocationWatch:
             return 0
         control = self.services.control
         gone = {token_id for token_id in hub.token_ids() if control.get_token(token_id) is None}
-        ended = hub.revoke(gone) if gone else 0
+        left = {(user_id, site_id) for user_id, site_id in hub.members() if not self._member(user_id, site_id)}
+        ended = hub.revoke(gone, left) if gone or left else 0
         if ended:
-            log.info("ended %d live streams whose API token was revoked", ended)
+            log.info("ended %d live streams whose API token was revoked or whose user lost the site", ended)
         return ended
+
+    def _member(self, user_id: str, site_id: str) -> bool:
+        control = self.services.control
+        user = control.get_user(user_id)
+        return user is not None and (user.is_admin or control.role_of(user_id, site_id) is not None)
 
 
 @contextlib.contextmanager
@@ -137,7 +145,8 @@ class RealtimeAuth:
         or through a stream token; ``None`` in dev mode without a token)."""
         token = req.get_param("token")
         if not token:
-            site = authorize(req, self.services, site_ref, allow_query_token=True)[1]
+            principal, site = authorize(req, self.services, site_ref, allow_query_token=True)
+            req.context.stream_user = principal.user_id if not principal.dev else None
             return site, self.api_token_id(req)
         try:
             grant = stream_token.verify(self.secret, token)
@@ -149,12 +158,13 @@ class RealtimeAuth:
             raise falcon.HTTPForbidden(description="this stream token is for another site")
         if grant.user_id is not None:
             user = control.get_user(grant.user_id)
-            if user is None or not Principal(user).can_see(site):
+            if user is None or role_on(Principal(user), site, control) is None:
                 raise falcon.HTTPUnauthorized(description="stream token no longer valid; mint a new one")
         if grant.token_id is not None and control.get_token(grant.token_id) is None:
             raise falcon.HTTPUnauthorized(
                 description="the API token this stream token was minted with was revoked; "
                             "mint a new one with a valid API token", challenges=["Bearer"])
+        req.context.stream_user = grant.user_id if not self.services.settings.dev else None
         return site, grant.token_id
 
     def api_token_id(self, req: Any) -> str | None:
@@ -235,6 +245,7 @@ class RealtimeResource:
         hub = await live_hub(self.services, req.scope)
         sub = hub.subscribe(found.id, flt, kind)
         sub.token_id = token_id
+        sub.user_id = getattr(req.context, "stream_user", None)
         with _service_errors():
             initial = await hub.open(sub, last_event_id)
         return hub, sub, initial

@@ -2,11 +2,12 @@
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from typing import Any
 
 import falcon.asgi
 
-from api import docs, erase, export_plausible, me, sites, stats, tokens
+from api import audit, auth, docs, erase, export_plausible, me, members, sites, stats, tokens
 
 SESSION = stats.SESSION_METRICS
 
@@ -25,38 +26,92 @@ BREAKDOWNS: dict[str, tuple[str, str, str, tuple[str, ...]]] = {
     "screens": ("screen", "screens", "screen", SESSION),
 }
 
-#: (method, path template) of every authenticated route under /api/v2 this module adds.
-ROUTES: list[tuple[str, str]] = [
-    ("GET", "/api/v2/sites"),
-    ("POST", "/api/v2/sites"),
-    ("GET", "/api/v2/sites/{site}"),
-    ("PATCH", "/api/v2/sites/{site}"),
-    ("DELETE", "/api/v2/sites/{site}"),
-    ("GET", "/api/v2/health/{site}"),
-    ("POST", "/api/v2/sites/{site}/query"),
-    ("GET", "/api/v2/sites/{site}/stats"),
-    ("GET", "/api/v2/sites/{site}/timeseries"),
-    *(("GET", f"/api/v2/sites/{{site}}/{name}") for name in BREAKDOWNS),
-    ("GET", "/api/v2/sites/{site}/utm"),
-    ("GET", "/api/v2/sites/{site}/events"),
-    ("GET", "/api/v2/sites/{site}/events/properties"),
-    ("GET", "/api/v2/sites/{site}/goals"),
-    ("POST", "/api/v2/sites/{site}/goals"),
-    ("DELETE", "/api/v2/sites/{site}/goals/{goal}"),
-    ("GET", "/api/v2/sites/{site}/conversions"),
-    ("GET", "/api/v2/tokens"),
-    ("POST", "/api/v2/tokens"),
-    ("DELETE", "/api/v2/tokens/{token}"),
-    ("GET", "/api/v2/me"),
-    ("POST", "/api/v2/me/password"),
-    ("DELETE", "/api/v2/sites/{site}/visitors/{visitor}"),
-    ("DELETE", "/api/v2/sites/{site}/users/{user}"),
-    ("GET", "/api/v2/sites/{site}/export"),
+@dataclass(frozen=True)
+class Rule:
+    """Who may call one route: ``role`` and the token ``scope`` it needs (docs/access.md).
+
+    ``role``: ``public`` (anyone, no token needed), ``user`` (any signed-in user or valid token;
+    no site in the path), ``viewer`` / ``admin`` / ``owner`` (at least that role on the path's
+    ``{site}``; server admins have every role on every site), ``server-admin`` (``users.is_admin``).
+    ``scope``: what a token must carry (``None``: any token). A non-member gets 404 for a site
+    route, exactly as for a site that does not exist; a member without the role, or a token
+    without the scope, gets 403. ``api.auth.AccessPolicy`` enforces this table for every request
+    under ``/api/``; a route under ``/api/`` missing from it is refused with 403.
+    """
+
+    method: str
+    path: str
+    role: str
+    scope: str | None
+    summary: str = ""
+
+
+ROLE_NAMES = ("public", "user", "viewer", "admin", "owner", "server-admin")
+READ, WRITE, ADMIN = "stats:read", "sites:write", "admin"
+
+#: Every route under /api/, with its rule. Add a route here when you add it to an app.
+POLICY: list[Rule] = [
+    Rule("POST", "/api/v2/track/{site}", "public", None, "beacons from the tracker"),
+    Rule("GET", "/api/v2/openapi.json", "public", None, "the OpenAPI document"),
+    Rule("GET", "/api/v2/docs", "public", None, "the API's HTML reference"),
+    Rule("GET", "/api/v2/health/{site}", "public", None, "service health (the site's only for its members)"),
+    Rule("GET", "/api/v2/sites", "user", READ, "list the sites you are a member of"),
+    Rule("POST", "/api/v2/sites", "user", WRITE, "create a site (you become its owner)"),
+    Rule("GET", "/api/v2/sites/{site}", "viewer", READ),
+    Rule("PATCH", "/api/v2/sites/{site}", "admin", WRITE, "change a site's settings"),
+    Rule("DELETE", "/api/v2/sites/{site}", "owner", WRITE, "delete a site and its data"),
+    Rule("POST", "/api/v2/sites/{site}/query", "viewer", READ),
+    Rule("GET", "/api/v2/sites/{site}/stats", "viewer", READ),
+    Rule("GET", "/api/v2/sites/{site}/timeseries", "viewer", READ),
+    *(Rule("GET", f"/api/v2/sites/{{site}}/{name}", "viewer", READ) for name in BREAKDOWNS),
+    Rule("GET", "/api/v2/sites/{site}/utm", "viewer", READ),
+    Rule("GET", "/api/v2/sites/{site}/events", "viewer", READ),
+    Rule("GET", "/api/v2/sites/{site}/events/properties", "viewer", READ),
+    Rule("GET", "/api/v2/sites/{site}/goals", "viewer", READ),
+    Rule("POST", "/api/v2/sites/{site}/goals", "admin", WRITE),
+    Rule("DELETE", "/api/v2/sites/{site}/goals/{goal}", "admin", WRITE),
+    Rule("GET", "/api/v2/sites/{site}/conversions", "viewer", READ),
+    Rule("GET", "/api/v2/sites/{site}/members", "admin", READ, "the site's members and their roles"),
+    Rule("PATCH", "/api/v2/sites/{site}/members/{user}", "owner", WRITE, "change a member's role"),
+    Rule("DELETE", "/api/v2/sites/{site}/members/{user}", "owner", WRITE, "remove a member"),
+    Rule("POST", "/api/v2/sites/{site}/leave", "viewer", WRITE, "leave the site (not its last owner)"),
+    Rule("POST", "/api/v2/sites/{site}/transfer", "owner", WRITE, "make another member the owner"),
+    Rule("GET", "/api/v2/sites/{site}/invitations", "admin", READ, "open and used invitations"),
+    Rule("POST", "/api/v2/sites/{site}/invitations", "owner", WRITE, "invite someone by email"),
+    Rule("DELETE", "/api/v2/sites/{site}/invitations/{invitation}", "owner", WRITE, "withdraw an invitation"),
+    Rule("POST", "/api/v2/invitations/accept", "public", None,
+         "accept an invitation: its token, and a password for a new user (or a signed-in user joins)"),
+    Rule("GET", "/api/v2/sites/{site}/audit", "owner", ADMIN, "the site's audit log"),
+    Rule("GET", "/api/v2/audit", "server-admin", ADMIN, "the whole server's audit log"),
+    Rule("GET", "/api/v2/tokens", "user", ADMIN, "your API tokens (a server admin's: all)"),
+    Rule("POST", "/api/v2/tokens", "user", ADMIN, "create a token (never more than the caller's)"),
+    Rule("DELETE", "/api/v2/tokens/{token}", "user", ADMIN, "revoke a token"),
+    Rule("GET", "/api/v2/me", "user", None, "who you are"),
+    Rule("POST", "/api/v2/me/password", "user", ADMIN, "change your dashboard password"),
+    Rule("GET", "/api/v2/stats/{site}", "viewer", READ, "live stats (a stream token works too)"),
+    Rule("GET", "/api/v2/realtime/{site}", "viewer", READ, "live events, SSE or WebSocket (a stream token works too)"),
+    Rule("POST", "/api/v2/realtime/{site}/token", "viewer", READ, "a short-lived stream token"),
+    Rule("DELETE", "/api/v2/sites/{site}/visitors/{visitor}", "owner", WRITE,
+         "erase a visitor's events everywhere (docs/erasure.md)"),
+    Rule("DELETE", "/api/v2/sites/{site}/users/{user}", "owner", WRITE,
+         "erase an identified user's events everywhere (docs/erasure.md)"),
+    Rule("GET", "/api/v2/sites/{site}/export", "viewer", READ, "daily aggregates as a Plausible CE export zip"),
 ]
+
+#: The rule of each (method, path template).
+RULES: dict[tuple[str, str], Rule] = {(r.method, r.path): r for r in POLICY}
+assert len(RULES) == len(POLICY), "a route is listed twice in POLICY"
+assert all(r.role in ROLE_NAMES for r in POLICY)
+
+#: (method, path template) of every authenticated route under /api/v2 this module adds.
+ROUTES: list[tuple[str, str]] = [(r.method, r.path) for r in POLICY
+                                 if r.role != "public" and not r.path.startswith(("/api/v2/stats/", "/api/v2/realtime/"))
+                                 ] + [("GET", "/api/v2/health/{site}")]
 
 
 def add_routes(app: falcon.asgi.App, services: Any) -> None:
-    """Register the query API on a worker's Falcon app."""
+    """Register the query API on a worker's Falcon app, and the policy that guards every route."""
+    app.add_middleware(auth.AccessPolicy(services, RULES))
     app.add_route("/api/v2/sites", sites.SitesResource(services))
     app.add_route("/api/v2/sites/{site}", sites.SiteResource(services))
     app.add_route("/api/v2/health/{site}", sites.HealthResource(services))
@@ -74,6 +129,15 @@ def add_routes(app: falcon.asgi.App, services: Any) -> None:
     app.add_route("/api/v2/sites/{site}/conversions", stats.ConversionsResource(services))
     app.add_route("/api/v2/tokens", tokens.TokensResource(services))
     app.add_route("/api/v2/tokens/{token}", tokens.TokenResource(services))
+    app.add_route("/api/v2/sites/{site}/members", members.MembersResource(services))
+    app.add_route("/api/v2/sites/{site}/members/{user}", members.MemberResource(services))
+    app.add_route("/api/v2/sites/{site}/leave", members.LeaveResource(services))
+    app.add_route("/api/v2/sites/{site}/transfer", members.TransferResource(services))
+    app.add_route("/api/v2/sites/{site}/invitations", members.InvitationsResource(services))
+    app.add_route("/api/v2/sites/{site}/invitations/{invitation}", members.InvitationResource(services))
+    app.add_route("/api/v2/invitations/accept", members.AcceptResource(services))
+    app.add_route("/api/v2/sites/{site}/audit", audit.SiteAuditResource(services))
+    app.add_route("/api/v2/audit", audit.ServerAuditResource(services))
     app.add_route("/api/v2/me", me.MeResource(services))
     app.add_route("/api/v2/me/password", me.PasswordResource(services))
     app.add_route("/api/v2/sites/{site}/visitors/{visitor}", erase.VisitorErasureResource(services))

@@ -2,7 +2,8 @@
 
 Shapes per SPEC §7: a site is ``Site.public()`` (``id``, ``domainKey``, ``domain``, ``name``,
 ``timezone``, ``retentionDays``, ``allowedHostnames``, ``respectDnt``, ``excludedPaths``,
-``allowedQueryParams``, ``createdAt``). Deleting a site removes its data everywhere: the site is
+``allowedQueryParams``, ``createdAt``), plus ``role``: the caller's role on it (docs/access.md).
+Who may call what is ``api.routes.POLICY``'s business, checked before any of these run. Deleting a site removes its data everywhere: the site is
 first marked deleted (every worker answers 404 for it from then on, and its events still in the
 write-ahead log are dropped when sealed), then the warehouse process purges its raw files, facts
 and pre-aggregates, then the control plane forgets it and its goals.
@@ -19,9 +20,10 @@ import falcon
 import falcon.asgi
 import orjson
 
-from api.auth import authenticate, authorize
+from api.auth import Principal, authenticate, authorize, role_on
 from api.stats import sql_rows, warehouse
 from api.validation import validate_domain, validate_timezone
+from littlestats import audit
 from littlestats.controlplane import Site, SiteSettings
 from littlestats.http import json_response, read_body
 from warehouse.protocol import WarehouseError
@@ -131,12 +133,21 @@ class SitesResource:
 
     async def on_get(self, req: falcon.asgi.Request, resp: falcon.asgi.Response) -> None:
         principal = authenticate(req, self.services)
-        owner = None if principal.is_admin else principal.user_id
-        sites = self.services.control.list_sites(owner)
-        json_response(resp, {"sites": [s.public() for s in sites]})
+        control = self.services.control
+        if principal.is_admin:
+            sites = control.list_sites()
+        elif principal.user_id is None:
+            sites = []
+        else:
+            sites = control.list_sites(principal.user_id)
+        listed = [(s, role_on(principal, s, control)) for s in sites]
+        json_response(resp, {"sites": [public_site(s, role) for s, role in listed if role is not None]})
 
     async def on_post(self, req: falcon.asgi.Request, resp: falcon.asgi.Response) -> None:
         principal = authenticate(req, self.services)
+        if principal.sites is not None:
+            raise falcon.HTTPForbidden(description="this token is limited to some sites and cannot create "
+                                                   "new ones: use a token without a site list")
         changes = site_changes(await json_body(req), creating=True)
         settings = SiteSettings(**changes.pop("_settings", {}))
         site = self.services.control.create_site(
@@ -147,7 +158,19 @@ class SitesResource:
             retention_days=changes.get("retention_days", self.services.settings.default_retention_days),
             settings=settings,
         )
-        json_response(resp, site.public(), status=falcon.HTTP_201)
+        audit.record(self.services.control, audit.SITE_CREATED, actor=principal, site_id=site.id,
+                     details={"domain": site.domain})
+        json_response(resp, public_site(site, "owner"), status=falcon.HTTP_201)
+
+
+def public_site(site: Site, role: str | None) -> dict[str, Any]:
+    """A site as the API shows it to a caller with `role` on it."""
+    return {**site.public(), "role": role}
+
+
+def _role(req: falcon.asgi.Request, principal: Principal, site: Site, services: Any) -> str | None:
+    access = getattr(req.context, "access", None)
+    return access[2] if access is not None else role_on(principal, site, services.control)
 
 
 class SiteResource:
@@ -157,21 +180,21 @@ class SiteResource:
         self.services = services
 
     async def on_get(self, req: falcon.asgi.Request, resp: falcon.asgi.Response, site: str) -> None:
-        _, found = authorize(req, self.services, site)
-        json_response(resp, found.public())
+        principal, found = authorize(req, self.services, site)
+        json_response(resp, public_site(found, _role(req, principal, found, self.services)))
 
     async def on_patch(self, req: falcon.asgi.Request, resp: falcon.asgi.Response, site: str) -> None:
-        _, found = authorize(req, self.services, site)
+        principal, found = authorize(req, self.services, site)
         changes = site_changes(await json_body(req), creating=False)
         settings = changes.pop("_settings", None)
         if settings:
             changes["settings"] = replace(found.settings, **settings)
         updated = self.services.control.update_site(found.id, **changes)
         assert updated is not None
-        json_response(resp, updated.public())
+        json_response(resp, public_site(updated, _role(req, principal, found, self.services)))
 
     async def on_delete(self, req: falcon.asgi.Request, resp: falcon.asgi.Response, site: str) -> None:
-        _, found = authorize(req, self.services, site)
+        principal, found = authorize(req, self.services, site)
         control = self.services.control
         control.mark_site_deleted(found.id)  # from here on, no worker accepts its beacons
         try:
@@ -180,6 +203,8 @@ class SiteResource:
             control.unmark_site_deleted(found.id)
             raise
         control.delete_site(found.id)
+        audit.record(control, audit.SITE_DELETED, actor=principal, site_id=found.id,
+                     details={"domain": found.domain})
         json_response(resp, {"id": found.id, "deleted": True, "dataPurged": purged})
 
 
@@ -279,4 +304,4 @@ class HealthResource:
             return None  # an anonymous monitor: the service's health only
         principal = authenticate(req, self.services)
         found = self.services.control.get_site(site_ref) if site_ref else None
-        return found if found is not None and principal.can_see(found) else None
+        return found if found is not None and role_on(principal, found, self.services.control) else None

@@ -155,6 +155,7 @@ class Subscriber:
         self.closed = False
         self.dropped = False
         self.token_id: str | None = None  # the API token that authorised it (``revoke``)
+        self.user_id: str | None = None  # whose role on the site allowed it (``revoke``)
         self.revoked = False
         self.waiting = False
         self.last_take = time.monotonic()
@@ -335,13 +336,16 @@ class Fanout:
         elif not sub.waiting and sub.task is not None and not sub.task.done():
             sub.task.cancel(DROP_REASON)  # it is blocked writing to a client that does not read
 
-    def revoke(self, token_ids: set[str]) -> int:
-        """End the streams authorised by these (revoked) API tokens: an SSE response completes, a
+    def revoke(self, token_ids: set[str], members: frozenset[tuple[str, str]] | set[tuple[str, str]] = frozenset()
+               ) -> int:
+        """End the streams authorised by these (revoked) API tokens, or opened by these (user id,
+        site id) pairs (the user lost their role on the site): an SSE response completes, a
         WebSocket is closed with 1008. Returns how many ended."""
         ended = 0
         for subs in list(self.subscribers.values()):
             for sub in list(subs):
-                if sub.token_id is not None and sub.token_id in token_ids:
+                if ((sub.token_id is not None and sub.token_id in token_ids)
+                        or (sub.user_id is not None and (sub.user_id, sub.site_id) in members)):
                     sub.revoked = True
                     self.unsubscribe(sub)
                     ended += 1
@@ -350,6 +354,11 @@ class Fanout:
     def token_ids(self) -> set[str]:
         """The API tokens that authorised the open streams."""
         return {sub.token_id for subs in self.subscribers.values() for sub in subs if sub.token_id is not None}
+
+    def members(self) -> set[tuple[str, str]]:
+        """The (user id, site id) pairs whose role allowed the open streams."""
+        return {(sub.user_id, sub.site_id) for subs in self.subscribers.values() for sub in subs
+                if sub.user_id is not None}
 
     def deliver(self, subs: Iterable[Subscriber], item: Any, size: int) -> None:
         for sub in list(subs):

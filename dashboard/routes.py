@@ -2,8 +2,11 @@
 
 Pages need a dashboard session (``dashboard.sessions``) unless the server runs with ``--dev``;
 without one they redirect (303) to ``/login?next=<the page>``. ``/sites/{site}…`` also checks, as the
-API does, that the user may see the site, and answers the same 404 page for a site that is not
-theirs as for one that does not exist. The shell (``static/index.html``, the app's build output)
+API does, that the user is a member of the site, and answers the same 404 page for a site that is
+not theirs as for one that does not exist; ``/sites/{site}/settings`` needs the admin role (a
+viewer gets a 403 page). ``/invite/{token}`` is an invitation's one-time link (docs/access.md):
+a form to set a password (someone new) or a button to join (someone logged in), CSRF-protected
+like the login form. The shell (``static/index.html``, the app's build output)
 gets the page's configuration in ``<meta name="littlestats" content="…">``: the CSRF token, the
 user and whether the server runs in dev mode (JSON, HTML-escaped; no inline script, so the strict
 Content-Security-Policy holds).
@@ -23,6 +26,7 @@ import falcon
 import falcon.asgi
 import orjson
 
+from api import members
 from api.auth import Principal, site_for
 from api.me import public_user
 from dashboard import passwords, sessions
@@ -128,6 +132,7 @@ class Pages:
         self.login = _Page("login.html", "Log in")
         self.logout = _Page("logout.html", "Log out")
         self.not_found_page = _Page("not_found.html", "Not found")
+        self.invite = _Page("invite.html", "Invitation")
         self._shell: tuple[int, str] | None = None
 
     def set_session_cookie(self, req: falcon.asgi.Request, resp: falcon.asgi.Response, value: str) -> None:
@@ -140,6 +145,11 @@ class Pages:
     def not_found(self, resp: falcon.asgi.Response, message: str) -> None:
         _html(resp, self.not_found_page.substitute(stylesheets=_stylesheets(), message=html.escape(message)),
               falcon.HTTP_404)
+
+    def notice(self, resp: falcon.asgi.Response, title: str, message: str, status: str) -> None:
+        page = _Page("notice.html", title)
+        _html(resp, page.substitute(stylesheets=_stylesheets(), heading=html.escape(title),
+                                    message=html.escape(message)), status)
 
     def shell(self) -> str | None:
         """The app shell, re-read when the build replaces it."""
@@ -174,10 +184,15 @@ class ShellResource:
                 return
             principal = Principal(user=session.user, session=session.id_hash)
         if site is not None:
+            settings_page = (req.uri_template or "").endswith("/settings")
             try:
-                site_for(principal, site, pages.services)
+                site_for(principal, site, pages.services, role="admin" if settings_page else "viewer")
             except falcon.HTTPNotFound:
                 pages.not_found(resp, f"There is no site {site!r} that you can see.")
+                return
+            except falcon.HTTPForbidden:
+                pages.notice(resp, "Not allowed", "You can read this site's statistics, but its settings are "
+                                                  "for its admins and owners.", falcon.HTTP_403)
                 return
         shell = pages.shell()
         if shell is None:
@@ -304,6 +319,112 @@ class LogoutResource:
         _redirect(resp, "/" if pages.dev else "/login")
 
 
+INVITE_COOKIE = "ls_invite"
+
+
+class InviteResource:
+    """``GET /invite/{token}`` (the form) and ``POST /invite/{token}`` (csrf, and for someone new:
+    name, password, password2): accept an invitation, then go to the site's dashboard."""
+
+    def __init__(self, pages: Pages) -> None:
+        self.pages = pages
+
+    def _invitation(self, resp: falcon.asgi.Response, token: str) -> members.Invitation | None:
+        try:
+            return members.usable_invitation(self.pages.services.control, token)
+        except members.InvitationError as exc:
+            self.pages.notice(resp, "Invitation not valid", str(exc), exc.status)
+            return None
+
+    def render(self, req: falcon.asgi.Request, resp: falcon.asgi.Response, token: str,
+               invitation: members.Invitation, session: sessions.Session | None, message: str = "",
+               status: str = falcon.HTTP_200) -> None:
+        pages = self.pages
+        site = pages.services.control.get_site(invitation.site_id)
+        action = html.escape(f"/invite/{token}")
+        if session is not None:
+            what = f"you are logged in as {session.user.email or session.user.name}"
+            form = (f'<form method="post" action="{action}"><input type="hidden" name="csrf" '
+                    f'value="{html.escape(session.csrf)}"><button type="submit">Join</button></form>')
+        else:
+            what = f"for {invitation.email}"
+            cookies = [v for v in req.get_cookie_values(INVITE_COOKIE) or [] if 0 < len(v) <= 100]
+            cookie = cookies[0] if cookies else pages.store.new_login_cookie()
+            resp.set_cookie(INVITE_COOKIE, cookie, max_age=sessions.LOGIN_COOKIE_LIFETIME, path="/invite",
+                            secure=sessions.is_https(req, pages.services), http_only=True, same_site="Lax")
+            form = (f'<form method="post" action="{action}">'
+                    f'<input type="hidden" name="csrf" value="{html.escape(pages.store.login_token(cookie))}">'
+                    f'<label for="email">Email</label><input id="email" type="email" value="{html.escape(invitation.email)}" '
+                    'readonly autocomplete="username">'
+                    '<label for="name">Your name (optional)</label><input id="name" name="name" autocomplete="name">'
+                    '<label for="password">Choose a password (at least 8 characters)</label>'
+                    '<input id="password" name="password" type="password" autocomplete="new-password" required autofocus>'
+                    '<label for="password2">The password again</label>'
+                    '<input id="password2" name="password2" type="password" autocomplete="new-password" required>'
+                    '<button type="submit">Set password and join</button></form>'
+                    f'<p class="hint">Already have an account? <a href="/login?next={quote(f"/invite/{token}", safe="")}">'
+                    'Log in</a> first, then open this link again.</p>')
+        _html(resp, pages.invite.substitute(
+            stylesheets=_stylesheets(),
+            site=html.escape(site.name if site else "a site"), role=html.escape(invitation.role),
+            what=html.escape(what), form=form,
+            message=f'<p class="error" role="alert">{html.escape(message)}</p>' if message else "",
+        ), status)
+
+    async def on_get(self, req: falcon.asgi.Request, resp: falcon.asgi.Response, token: str) -> None:
+        if self.pages.dev:
+            self.pages.notice(resp, "Dev mode", "The server runs with --dev: there are no logins, so "
+                                                "there is nothing to join.", falcon.HTTP_404)
+            return
+        invitation = self._invitation(resp, token)
+        if invitation is not None:
+            self.render(req, resp, token, invitation, sessions.session_of(req, self.pages.services))
+
+    async def on_post(self, req: falcon.asgi.Request, resp: falcon.asgi.Response, token: str) -> None:
+        pages = self.pages
+        form = await _form(req)
+        if pages.dev:
+            _redirect(resp, "/")
+            return
+        invitation = self._invitation(resp, token)
+        if invitation is None:
+            return
+        control = pages.services.control
+        session = sessions.session_of(req, pages.services)
+        try:
+            if session is not None:
+                if not sessions.csrf_ok(session, form.get("csrf")):
+                    self.render(req, resp, token, invitation, session, status=falcon.HTTP_403,
+                                message="That form did not come from this page; press Join again.")
+                    return
+                members.join(control, invitation, session.user)
+            else:
+                cookies = req.get_cookie_values(INVITE_COOKIE) or []
+                if not pages.store.login_token_valid(cookies[0] if cookies else None, form.get("csrf")):
+                    self.render(req, resp, token, invitation, None, status=falcon.HTTP_403,
+                                message="This form had expired or did not come from this page (is the browser "
+                                        "blocking cookies?). Please try again.")
+                    return
+                if form.get("password", "") != form.get("password2", ""):
+                    self.render(req, resp, token, invitation, None, status=falcon.HTTP_400,
+                                message="The two passwords differ: type the same one twice.")
+                    return
+                user = await members.new_invited_user(control, invitation, form.get("password", ""),
+                                                      form.get("name", "").strip()[:200])
+                members.join(control, invitation, user)
+                session = pages.store.create(user)
+                pages.set_session_cookie(req, resp, session.cookie)
+                resp.unset_cookie(INVITE_COOKIE, same_site="Lax", path="/invite")
+        except members.InvitationError as exc:
+            if exc.status == falcon.HTTP_400:  # the password rule: ask again
+                self.render(req, resp, token, invitation, None, status=exc.status,
+                            message=str(exc).replace("invalid parameter 'password': ", "The password: "))
+                return
+            pages.notice(resp, "Invitation not valid", str(exc), exc.status)
+            return
+        _redirect(resp, f"/sites/{quote(invitation.site_id, safe='')}")
+
+
 def add_routes(app: falcon.asgi.App, services: Any) -> None:
     """Register the dashboard's pages and files on a worker's Falcon app."""
     pages = Pages(services)
@@ -312,5 +433,6 @@ def add_routes(app: falcon.asgi.App, services: Any) -> None:
         app.add_route(path, shell)
     app.add_route("/login", LoginResource(pages))
     app.add_route("/logout", LogoutResource(pages))
+    app.add_route("/invite/{token}", InviteResource(pages))
     app.add_route("/login.css", LoginStyleResource(STATIC))
     app.add_route("/assets/{file}", AssetResource(STATIC / "assets"))

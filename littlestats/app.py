@@ -184,7 +184,7 @@ class Readiness:
     def _ingest_part(self, disk: dict[str, Any]) -> dict[str, Any]:
         problems = []
         try:
-            self.services.control.list_sites(owner_id="")
+            self.services.control.list_sites(member_id="")
         except Exception as exc:
             problems.append(f"control plane: {exc}")
         if self.services.wal.closed:

@@ -10,7 +10,7 @@ from pathlib import Path
 
 import click
 
-from littlestats import __version__
+from littlestats import __version__, audit
 from littlestats.cli_options import data_dir_option, echo_json, settings_from
 from littlestats.config import ConfigError
 from littlestats.controlplane import ControlPlane
@@ -60,8 +60,11 @@ def sites() -> None:
 @click.option("--name", default=None, help="Display name (default: the domain).")
 @click.option("--timezone", default="UTC", show_default=True, help="IANA time zone for reports.")
 @click.option("--retention-days", type=int, default=None, help="Days of raw data to keep (0 = forever).")
+@click.option("--owner", default=None, help="Email of the site's owner (a user created if new; default: none, "
+                                             "only server admins see it until `members role`).")
 @data_dir_option
-def sites_add(domain: str, name: str | None, timezone: str, retention_days: int | None, data_dir: Path | None) -> None:
+def sites_add(domain: str, name: str | None, timezone: str, retention_days: int | None, owner: str | None,
+              data_dir: Path | None) -> None:
     """Create a site and print it as JSON (its `domainKey` goes into the tracker snippet)."""
     from api.validation import validate_domain, validate_timezone  # shared with the API
 
@@ -73,7 +76,11 @@ def sites_add(domain: str, name: str | None, timezone: str, retention_days: int 
         raise click.BadParameter(str(exc)) from None
     store = ControlPlane(settings.control_db)
     retention = settings.default_retention_days if retention_days is None else retention_days
-    site = store.create_site(domain, name=name, timezone=timezone, retention_days=retention)
+    owner_id = None
+    if owner:
+        user = store.find_user_by_email(owner) or store.create_user(email=owner, name=owner)
+        owner_id = user.id
+    site = store.create_site(domain, name=name, owner_id=owner_id, timezone=timezone, retention_days=retention)
     echo_json(site.public())
 
 
@@ -130,23 +137,29 @@ def erase(site_ref: str, visitor_id: str | None, visitor_key: int | None, user_i
             from rich.console import Console
 
             with Console(stderr=True).status("erasing (in the running warehouse process)…"):
-                echo_json(client.erase(site.id, keys, user_id))
-            return
-        from warehouse.service import Warehouse
+                summary = client.erase(site.id, keys, user_id)
+        else:
+            from warehouse.service import Warehouse
 
-        wh = Warehouse(settings)
-        try:
-            with _progress("erasing: raw files, then the warehouse") as progress:
-                result = wh.erase(site.id, keys, user_id, progress=progress)
-        finally:
-            wh.close()
+            wh = Warehouse(settings)
+            try:
+                with _progress("erasing: raw files, then the warehouse") as progress:
+                    summary = wh.erase(site.id, keys, user_id, progress=progress).public()
+            finally:
+                wh.close()
     except Exception as exc:
         raise click.ClickException(explain(exc, "erase", data_dir)) from None
-    echo_json(result.public())
+    store = ControlPlane(settings.control_db)
+    try:
+        audit.record_erasure(store, summary, actor=None, site_id=site.id,
+                             by="user" if user_id is not None else "visitor")
+    finally:
+        store.close()
+    echo_json(summary)
 
 
 # Commands of later components live beside their code and are registered here.
-for _module in ("jobs.cli", "api.cli", "littlestats.backup_cli"):
+for _module in ("jobs.cli", "api.cli", "api.access_cli", "littlestats.backup_cli"):
     try:
         for _command in importlib.import_module(_module).COMMANDS:
             main.add_command(_command)

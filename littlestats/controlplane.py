@@ -1,8 +1,12 @@
-"""Control-plane store: users, API tokens, sites, goals and daily salts.
+"""Control-plane store: users, API tokens, sites, their members, goals, invitations, the audit log
+and daily salts.
 
 A small SQLite database in WAL mode that every process (ingest workers, the warehouse process, the
 CLI) opens on its own. It never lives in the DuckDB file the loader holds for writing (SPEC §6).
-Tokens are stored as SHA-256 hashes only; the plain token is shown once, when created.
+Tokens and invitation links are stored as SHA-256 hashes only; the plain value is shown once, when
+created. Who may do what on a site is its members' roles (``site_members``; docs/access.md); the
+``sites.owner_id`` column of schema version 1 is no longer read (version 5 made each such owner an
+owner member) and is left NULL for new sites.
 """
 
 from __future__ import annotations
@@ -67,13 +71,23 @@ class SiteSettings:
         return orjson.dumps(asdict(self)).decode()
 
 
+#: Site roles, weakest first: a role can do everything the ones before it can.
+ROLES = ("viewer", "admin", "owner")
+#: Token scopes (docs/access.md); a token without a scope list has every one.
+SCOPES = ("stats:read", "sites:write", "admin")
+
+
+def role_rank(role: str | None) -> int:
+    """0 for no role, then 1 (viewer), 2 (admin), 3 (owner)."""
+    return ROLES.index(role) + 1 if role in ROLES else 0
+
+
 @dataclass(frozen=True)
 class Site:
     id: str
     domain_key: str
     domain: str
     name: str
-    owner_id: str | None
     timezone: str
     retention_days: int
     settings: SiteSettings
@@ -99,15 +113,87 @@ class Site:
 
 @dataclass(frozen=True)
 class Token:
-    """An API token's metadata (the token itself is never stored, only its hash)."""
+    """An API token's metadata (the token itself is never stored, only its hash).
+
+    ``scopes``: what it may be used for (``SCOPES``); ``sites``: the site ids it is limited to
+    (``None``: every site of its user); ``expires_at``: ISO time after which it is refused
+    (``None``: never). Whatever it allows, its user's role on a site is checked at each request.
+    """
 
     id: str
     user_id: str
     name: str
     created_at: str
+    scopes: tuple[str, ...] = SCOPES
+    sites: tuple[str, ...] | None = None
+    expires_at: str | None = None
 
     def public(self) -> dict[str, Any]:
-        return {"id": self.id, "userId": self.user_id, "name": self.name, "createdAt": self.created_at}
+        return {"id": self.id, "userId": self.user_id, "name": self.name, "createdAt": self.created_at,
+                "scopes": list(self.scopes), "sites": None if self.sites is None else list(self.sites),
+                "expiresAt": self.expires_at}
+
+    def expired(self, now: datetime | None = None) -> bool:
+        if self.expires_at is None:
+            return False
+        return datetime.fromisoformat(self.expires_at) <= (now or datetime.now(UTC))
+
+
+@dataclass(frozen=True)
+class Member:
+    """A user's role on a site."""
+
+    site_id: str
+    user_id: str
+    email: str | None
+    name: str
+    role: str
+    created_at: str
+
+    def public(self) -> dict[str, Any]:
+        return {"userId": self.user_id, "email": self.email, "name": self.name, "role": self.role,
+                "since": self.created_at}
+
+
+@dataclass(frozen=True)
+class Invitation:
+    """A one-time link that makes whoever opens it a member (only its hash is stored)."""
+
+    id: str
+    site_id: str
+    email: str
+    role: str
+    invited_by: str | None
+    created_at: str
+    expires_at: str
+    used_at: str | None
+    used_by: str | None
+
+    def public(self) -> dict[str, Any]:
+        return {"id": self.id, "siteId": self.site_id, "email": self.email, "role": self.role,
+                "invitedBy": self.invited_by, "createdAt": self.created_at, "expiresAt": self.expires_at,
+                "usedAt": self.used_at}
+
+    def usable(self, now: datetime | None = None) -> bool:
+        return self.used_at is None and datetime.fromisoformat(self.expires_at) > (now or datetime.now(UTC))
+
+
+@dataclass(frozen=True)
+class AuditEntry:
+    """One administrative action: who did what, when, on which site (never visitor data)."""
+
+    id: int
+    at: str
+    actor_id: str | None
+    actor_email: str | None
+    action: str
+    site_id: str | None
+    target: str | None
+    details: dict[str, Any]
+
+    def public(self) -> dict[str, Any]:
+        return {"id": self.id, "at": self.at, "actor": {"id": self.actor_id, "email": self.actor_email},
+                "action": self.action, "siteId": self.site_id, "target": self.target, "details": self.details}
 
 
 @dataclass(frozen=True)
@@ -137,13 +223,16 @@ def _site(row: sqlite3.Row) -> Site:
         domain_key=row["domain_key"],
         domain=row["domain"],
         name=row["name"],
-        owner_id=row["owner_id"],
         timezone=row["timezone"],
         retention_days=row["retention_days"],
         settings=SiteSettings.from_json(row["settings"]),
         secret=bytes(row["secret"]),
         created_at=row["created_at"],
     )
+
+
+class LastOwner(ValueError):
+    """A change that would leave a site without an owner."""
 
 
 class ControlPlane:
@@ -210,15 +299,14 @@ class ControlPlane:
         domain_key = new_id(6)
         with self._tx() as db:
             db.execute(
-                "INSERT INTO sites (id, domain_key, domain, name, owner_id, timezone,"
+                "INSERT INTO sites (id, domain_key, domain, name, timezone,"
                 " retention_days, settings, secret, created_at)"
-                " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
                 (
                     site_id,
                     domain_key,
                     domain,
                     name or domain,
-                    owner_id,
                     timezone,
                     retention_days,
                     (settings or SiteSettings()).to_json(),
@@ -226,6 +314,9 @@ class ControlPlane:
                     _now(),
                 ),
             )
+            if owner_id is not None:  # whoever creates a site is its first owner
+                db.execute("INSERT INTO site_members (site_id, user_id, role, created_at) VALUES (?, ?, 'owner', ?)",
+                           (site_id, owner_id, _now()))
         site = self.get_site(site_id)
         assert site is not None
         return site
@@ -240,15 +331,16 @@ class ControlPlane:
         )
         return _site(row) if row else None
 
-    def list_sites(self, owner_id: str | None = None) -> list[Site]:
+    def list_sites(self, member_id: str | None = None) -> list[Site]:
+        """Every site (those `member_id` has a role on, when given), oldest first."""
         live = "id NOT IN (SELECT id FROM deleted_sites)"
-        if owner_id is None:
+        if member_id is None:
             rows = self._conn().execute(f"SELECT * FROM sites WHERE {live} ORDER BY created_at, id").fetchall()  # noqa: S608
         else:
             rows = (
                 self._conn()
-                .execute(f"SELECT * FROM sites WHERE owner_id = ? AND {live} ORDER BY created_at, id",  # noqa: S608
-                         (owner_id,))
+                .execute(f"SELECT * FROM sites WHERE id IN (SELECT site_id FROM site_members WHERE user_id = ?)"  # noqa: S608
+                         f" AND {live} ORDER BY created_at, id", (member_id,))
                 .fetchall()
             )
         return [_site(r) for r in rows]
@@ -351,22 +443,32 @@ class ControlPlane:
         rows = self._conn().execute("SELECT * FROM users ORDER BY created_at, id").fetchall()
         return [User(r["id"], r["email"], r["name"], bool(r["is_admin"]), r["created_at"]) for r in rows]
 
-    def create_token(self, user_id: str, name: str = "") -> str:
-        """Create an API token for `user_id` and return it in plain text (the only time it is)."""
+    def create_token(self, user_id: str, name: str = "", scopes: tuple[str, ...] | None = None,
+                     sites: tuple[str, ...] | None = None, expires_at: str | None = None) -> str:
+        """Create an API token for `user_id` and return it in plain text (the only time it is).
+
+        ``scopes=None`` gives every scope, ``sites=None`` every site of the user (``Token``)."""
         token = "ls_" + secrets.token_urlsafe(32)
         with self._tx() as db:
             db.execute(
-                "INSERT INTO tokens (id, user_id, name, token_hash, created_at) VALUES (?, ?, ?, ?, ?)",
-                (new_id(), user_id, name, hash_token(token), _now()),
+                "INSERT INTO tokens (id, user_id, name, token_hash, created_at, scopes, sites, expires_at)"
+                " VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+                (new_id(), user_id, name, hash_token(token), _now(),
+                 None if scopes is None else orjson.dumps(list(scopes)).decode(),
+                 None if sites is None else orjson.dumps(list(sites)).decode(), expires_at),
             )
         return token
 
+    _TOKEN_COLUMNS = "id, user_id, name, created_at, scopes, sites, expires_at"
+
     def _token(self, row: Any) -> Token:
-        return Token(row["id"], row["user_id"], row["name"], row["created_at"])
+        scopes = SCOPES if row["scopes"] is None else tuple(orjson.loads(row["scopes"]))
+        sites = None if row["sites"] is None else tuple(orjson.loads(row["sites"]))
+        return Token(row["id"], row["user_id"], row["name"], row["created_at"], scopes, sites, row["expires_at"])
 
     def list_tokens(self, user_id: str | None = None) -> list[Token]:
         """Every token (of ``user_id`` only, when given), oldest first."""
-        sql = "SELECT id, user_id, name, created_at FROM tokens"
+        sql = f"SELECT {self._TOKEN_COLUMNS} FROM tokens"  # noqa: S608
         args: tuple[str, ...] = ()
         if user_id is not None:
             sql, args = sql + " WHERE user_id = ?", (user_id,)
@@ -374,13 +476,13 @@ class ControlPlane:
 
     def get_token(self, token_id: str) -> Token | None:
         row = self._conn().execute(
-            "SELECT id, user_id, name, created_at FROM tokens WHERE id = ?", (token_id,)).fetchone()
+            f"SELECT {self._TOKEN_COLUMNS} FROM tokens WHERE id = ?", (token_id,)).fetchone()  # noqa: S608
         return self._token(row) if row else None
 
     def find_token(self, token: str) -> Token | None:
         """The metadata of a plain-text token, if it is valid."""
         row = self._conn().execute(
-            "SELECT id, user_id, name, created_at FROM tokens WHERE token_hash = ?", (hash_token(token),)).fetchone()
+            f"SELECT {self._TOKEN_COLUMNS} FROM tokens WHERE token_hash = ?", (hash_token(token),)).fetchone()  # noqa: S608
         return self._token(row) if row else None
 
     def delete_token(self, token_id: str) -> bool:
@@ -405,6 +507,142 @@ class ControlPlane:
         with self._tx() as db:
             return db.execute(
                 "UPDATE users SET password_hash = ? WHERE id = ?", (password_hash, user_id)).rowcount > 0
+
+    # members and invitations ------------------------------------------------------------------
+    def role_of(self, user_id: str, site_id: str) -> str | None:
+        """The user's role on the site (``None``: not a member)."""
+        row = self._conn().execute(
+            "SELECT role FROM site_members WHERE site_id = ? AND user_id = ?", (site_id, user_id)).fetchone()
+        return row["role"] if row else None
+
+    def list_members(self, site_id: str) -> list[Member]:
+        rows = self._conn().execute(
+            "SELECT m.site_id, m.user_id, u.email, u.name, m.role, m.created_at FROM site_members m"
+            " JOIN users u ON u.id = m.user_id WHERE m.site_id = ? ORDER BY m.created_at, u.email",
+            (site_id,)).fetchall()
+        return [Member(r["site_id"], r["user_id"], r["email"], r["name"], r["role"], r["created_at"]) for r in rows]
+
+    def set_member(self, site_id: str, user_id: str, role: str) -> None:
+        """Add the user to the site with `role`, or change the role they have."""
+        if role not in ROLES:
+            raise ValueError(f"unknown role {role!r}")
+        with self._tx() as db:
+            db.execute("INSERT INTO site_members (site_id, user_id, role, created_at) VALUES (?, ?, ?, ?)"
+                       " ON CONFLICT (site_id, user_id) DO UPDATE SET role = excluded.role",
+                       (site_id, user_id, role, _now()))
+
+    def remove_member(self, site_id: str, user_id: str) -> bool:
+        """Take the user's role on the site away; refused (``LastOwner``) for the last owner."""
+        with self._tx() as db:
+            self._keep_an_owner(db, site_id, user_id)
+            return db.execute("DELETE FROM site_members WHERE site_id = ? AND user_id = ?",
+                              (site_id, user_id)).rowcount > 0
+
+    def change_role(self, site_id: str, user_id: str, role: str) -> bool:
+        """Change a member's role (``False``: not a member); the last owner stays an owner."""
+        if role not in ROLES:
+            raise ValueError(f"unknown role {role!r}")
+        with self._tx() as db:
+            if role != "owner":
+                self._keep_an_owner(db, site_id, user_id)
+            return db.execute("UPDATE site_members SET role = ? WHERE site_id = ? AND user_id = ?",
+                              (role, site_id, user_id)).rowcount > 0
+
+    def transfer_ownership(self, site_id: str, from_user: str, to_user: str) -> None:
+        """`to_user` (a member) becomes an owner and `from_user` an admin, in one transaction."""
+        with self._tx() as db:
+            if db.execute("UPDATE site_members SET role = 'owner' WHERE site_id = ? AND user_id = ?",
+                          (site_id, to_user)).rowcount == 0:
+                raise KeyError(to_user)
+            db.execute("UPDATE site_members SET role = 'admin' WHERE site_id = ? AND user_id = ?",
+                       (site_id, from_user))
+
+    @staticmethod
+    def _keep_an_owner(db: sqlite3.Connection, site_id: str, user_id: str) -> None:
+        owners = [r[0] for r in db.execute(
+            "SELECT user_id FROM site_members WHERE site_id = ? AND role = 'owner'", (site_id,)).fetchall()]
+        if owners == [user_id]:
+            raise LastOwner("a site needs an owner: make another member an owner first (or transfer "
+                            "ownership), then try again")
+
+    def create_invitation(self, site_id: str, email: str, role: str, invited_by: str | None,
+                          lifetime_seconds: int) -> tuple[Invitation, str]:
+        """A one-time invitation and its plain token (the only time it is shown)."""
+        if role not in ROLES:
+            raise ValueError(f"unknown role {role!r}")
+        plain = "inv_" + secrets.token_urlsafe(32)
+        now = datetime.now(UTC)
+        expires = datetime.fromtimestamp(now.timestamp() + lifetime_seconds, UTC).isoformat(timespec="seconds")
+        invitation_id = new_id()
+        with self._tx() as db:
+            db.execute("INSERT INTO invitations (id, token_hash, site_id, email, role, invited_by, created_at,"
+                       " expires_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+                       (invitation_id, hash_token(plain), site_id, email, role, invited_by,
+                        now.isoformat(timespec="seconds"), expires))
+        found = self.get_invitation(invitation_id)
+        assert found is not None
+        return found, plain
+
+    @staticmethod
+    def _invitation(row: Any) -> Invitation:
+        return Invitation(row["id"], row["site_id"], row["email"], row["role"], row["invited_by"],
+                          row["created_at"], row["expires_at"], row["used_at"], row["used_by"])
+
+    def get_invitation(self, invitation_id: str) -> Invitation | None:
+        row = self._conn().execute("SELECT * FROM invitations WHERE id = ?", (invitation_id,)).fetchone()
+        return self._invitation(row) if row else None
+
+    def find_invitation(self, plain: str) -> Invitation | None:
+        """The invitation of a link's token (used or expired ones too: check ``usable()``)."""
+        row = self._conn().execute("SELECT * FROM invitations WHERE token_hash = ?", (hash_token(plain),)).fetchone()
+        return self._invitation(row) if row else None
+
+    def list_invitations(self, site_id: str) -> list[Invitation]:
+        rows = self._conn().execute("SELECT * FROM invitations WHERE site_id = ? ORDER BY created_at, id",
+                                    (site_id,)).fetchall()
+        return [self._invitation(r) for r in rows]
+
+    def delete_invitation(self, site_id: str, invitation_id: str) -> bool:
+        with self._tx() as db:
+            return db.execute("DELETE FROM invitations WHERE site_id = ? AND id = ?",
+                              (site_id, invitation_id)).rowcount > 0
+
+    def accept_invitation(self, invitation_id: str, user_id: str) -> bool:
+        """Use the invitation for `user_id` (once): they become a member with its role, or keep a
+        stronger role they already have. ``False`` when it was used or expired meanwhile."""
+        now = _now()
+        with self._tx() as db:
+            row = db.execute("SELECT * FROM invitations WHERE id = ?", (invitation_id,)).fetchone()
+            if row is None or not self._invitation(row).usable():
+                return False
+            db.execute("UPDATE invitations SET used_at = ?, used_by = ? WHERE id = ?", (now, user_id, invitation_id))
+            current = db.execute("SELECT role FROM site_members WHERE site_id = ? AND user_id = ?",
+                                 (row["site_id"], user_id)).fetchone()
+            if current is None:
+                db.execute("INSERT INTO site_members (site_id, user_id, role, created_at) VALUES (?, ?, ?, ?)",
+                           (row["site_id"], user_id, row["role"], now))
+            elif role_rank(row["role"]) > role_rank(current["role"]):
+                db.execute("UPDATE site_members SET role = ? WHERE site_id = ? AND user_id = ?",
+                           (row["role"], row["site_id"], user_id))
+        return True
+
+    # audit log --------------------------------------------------------------------------------
+    def add_audit(self, action: str, actor_id: str | None, actor_email: str | None, site_id: str | None,
+                  target: str | None, details: dict[str, Any]) -> int:
+        with self._tx() as db:
+            cursor = db.execute(
+                "INSERT INTO audit_log (at, actor_id, actor_email, action, site_id, target, details)"
+                " VALUES (?, ?, ?, ?, ?, ?, ?)",
+                (_now(), actor_id, actor_email, action, site_id, target, orjson.dumps(details).decode()))
+            return int(cursor.lastrowid or 0)
+
+    def list_audit(self, site_id: str | None = None, limit: int = 100, before: int | None = None) -> list[AuditEntry]:
+        """Newest first: the site's entries (every entry when ``site_id`` is ``None``)."""
+        rows = self._conn().execute(
+            "SELECT * FROM audit_log WHERE (? IS NULL OR site_id = ?) AND (? IS NULL OR id < ?)"
+            " ORDER BY id DESC LIMIT ?", (site_id, site_id, before, before, limit)).fetchall()
+        return [AuditEntry(r["id"], r["at"], r["actor_id"], r["actor_email"], r["action"], r["site_id"],
+                           r["target"], orjson.loads(r["details"])) for r in rows]
 
     # goals ------------------------------------------------------------------------------------
     def list_goals(self, site_id: str) -> list[Goal]:

@@ -95,6 +95,49 @@ MIGRATIONS = (
     Migration(4, "deleted sites", """
     CREATE TABLE IF NOT EXISTS deleted_sites (id TEXT PRIMARY KEY, deleted_at TEXT NOT NULL);
     """),
+    # Teams and roles (docs/access.md): a site's members with their role (every site's former
+    # owner becomes its first owner member), one-time invitations (only a hash of each link's
+    # token is stored), token scopes, site lists and expiry (NULL: as before, every right of the
+    # token's user), and the audit log of administrative actions (no visitor data).
+    Migration(5, "site members, invitations, token scopes, audit log", """
+    CREATE TABLE IF NOT EXISTS site_members (
+        site_id    TEXT NOT NULL REFERENCES sites(id) ON DELETE CASCADE,
+        user_id    TEXT NOT NULL REFERENCES users(id) ON DELETE CASCADE,
+        role       TEXT NOT NULL CHECK (role IN ('owner', 'admin', 'viewer')),
+        created_at TEXT NOT NULL,
+        PRIMARY KEY (site_id, user_id)
+    );
+    CREATE INDEX IF NOT EXISTS site_members_user ON site_members(user_id);
+    INSERT OR IGNORE INTO site_members (site_id, user_id, role, created_at)
+        SELECT id, owner_id, 'owner', created_at FROM sites WHERE owner_id IS NOT NULL;
+    CREATE TABLE IF NOT EXISTS invitations (
+        id          TEXT PRIMARY KEY,
+        token_hash  TEXT NOT NULL UNIQUE,
+        site_id     TEXT NOT NULL REFERENCES sites(id) ON DELETE CASCADE,
+        email       TEXT NOT NULL,
+        role        TEXT NOT NULL CHECK (role IN ('owner', 'admin', 'viewer')),
+        invited_by  TEXT REFERENCES users(id) ON DELETE SET NULL,
+        created_at  TEXT NOT NULL,
+        expires_at  TEXT NOT NULL,
+        used_at     TEXT,
+        used_by     TEXT REFERENCES users(id) ON DELETE SET NULL
+    );
+    CREATE INDEX IF NOT EXISTS invitations_site ON invitations(site_id);
+    ALTER TABLE tokens ADD COLUMN scopes TEXT;
+    ALTER TABLE tokens ADD COLUMN sites TEXT;
+    ALTER TABLE tokens ADD COLUMN expires_at TEXT;
+    CREATE TABLE IF NOT EXISTS audit_log (
+        id          INTEGER PRIMARY KEY AUTOINCREMENT,
+        at          TEXT NOT NULL,
+        actor_id    TEXT,
+        actor_email TEXT,
+        action      TEXT NOT NULL,
+        site_id     TEXT,
+        target      TEXT,
+        details     TEXT NOT NULL DEFAULT '{}'
+    );
+    CREATE INDEX IF NOT EXISTS audit_log_site ON audit_log(site_id, id);
+    """),
 )
 
 LATEST = MIGRATIONS[-1].version

@@ -20,7 +20,8 @@ REALTIME_ROUTES = [("GET", "/api/v2/stats/{site}"), ("POST", "/api/v2/realtime/{
 
 
 def _path(template: str, site: str) -> str:
-    return template.replace("{site}", site).replace("{goal}", "nogoal")
+    return (template.replace("{site}", site).replace("{goal}", "nogoal").replace("{user}", "nouser")
+            .replace("{invitation}", "noinvitation"))
 
 
 def _body(method: str) -> dict | None:

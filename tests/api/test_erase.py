@@ -156,6 +156,18 @@ def test_erasure_answers_a_summary_of_what_it_removed(erased: Erased) -> None:
     assert not any(str(k) in text for k in erased.keys)
 
 
+def test_each_erasure_is_in_the_audit_log_in_counts_only(erased: Erased) -> None:
+    test_the_command_asks_the_running_server(erased)  # one more, from the command line
+    r = erased.admin.get(f"/api/v2/sites/{erased.full['id']}/audit")
+    assert r.status_code == 200, r.text
+    runs = [e for e in r.json()["entries"] if e["action"] == "erasure.run"]
+    by = sorted((e["details"]["by"], e["details"]["rawRowsRemoved"], e["actor"]["email"] == "cli") for e in runs)
+    assert by == sorted([("visitor", erased.expected_rows[0], False), ("user", erased.expected_rows[1], False),
+                         ("user", 0, True)])
+    text = orjson.dumps(runs).decode()
+    assert USER not in text and VISITOR_ID not in text and not any(str(k) in text for k in erased.keys)
+
+
 def _without_site(value: Any) -> Any:
     if isinstance(value, dict):
         # ids differ: the other site's copies of the events have their own

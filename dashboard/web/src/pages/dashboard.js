@@ -55,7 +55,7 @@ export function Dashboard({ siteId }) {
       <div class="toolbar">
         <h1 class="site-title">${site ? site.name || site.domain : '\u00a0'}</h1>
         <${LiveCount} live=${live} onOpen=${() => setLiveOpen(true)} />
-        <a class="settings-link" href=${`/sites/${encodeURIComponent(siteId)}/settings`}>Site settings</a>
+        ${site && site.role !== 'viewer' && html`<a class="settings-link" href=${`/sites/${encodeURIComponent(siteId)}/settings`}>Site settings</a>`}
       </div>
       <div class="controls">
         <${PeriodPicker} state=${state} period=${stats.data && stats.data.period} />

@@ -1,10 +1,12 @@
 // /sites/{id}/settings: name, time zone, retention, hostnames, excluded paths, DNT, goals, the
-// snippet, and deleting the site (its domain must be typed).
+// snippet, members, and deleting the site (its domain must be typed). Admins and owners only (the
+// server refuses the page to viewers); members and deleting are the owners'.
 import { useEffect, useState } from 'preact/hooks';
 import { html } from '../html.js';
 import { api, useApi } from '../api.js';
 import { Layout, ErrorBox } from '../layout.js';
 import { Snippet } from '../snippet.js';
+import { Members } from '../members.js';
 
 const lines = (text) => text.split('\n').map((s) => s.trim()).filter(Boolean);
 
@@ -19,11 +21,14 @@ export function SiteSettings({ siteId }) {
     <${Layout} site=${site}>
       <div class="page-head"><h1>Site settings</h1>
         ${site && html`<a href=${`/sites/${id}`}>Back to the dashboard</a>`}</div>
-      ${!site ? html`<div class="skeleton" aria-busy="true"><span></span><span></span></div>` : html`
+      ${!site ? html`<div class="skeleton" aria-busy="true"><span></span><span></span></div>`
+        : site.role === 'viewer' ? html`<div class="notice" role="status"><p>You can read this site's statistics; its settings are for its admins and owners.</p></div>`
+        : html`
         <${General} site=${site} onSaved=${() => setVersion(version + 1)} />
         <section class="card" aria-labelledby="snippet-title"><h2 id="snippet-title">Tracker snippet</h2><${Snippet} site=${site} /></section>
         <${Goals} site=${site} />
-        <${Danger} site=${site} />`}
+        <${Members} site=${site} />
+        ${(site.role === 'owner' || site.role === null) && html`<${Danger} site=${site} />`}`}
     </${Layout}>`;
 }
 
