@@ -140,6 +140,9 @@ def authorize(
     req: Any, services: Any, site_ref: str, *, allow_query_token: bool = False
 ) -> tuple[Principal, Site]:
     """Authenticate `req` and resolve `site_ref` for it (401 / 404 as above)."""
+    grant = getattr(req.context, "share", None)
+    if grant is not None:  # admitted by a share link's own route (api.shares): its one site only
+        return grant.principal, grant.site_for(site_ref)
     principal = authenticate(req, services, allow_query_token=allow_query_token)
     return principal, site_for(principal, site_ref, services)
 

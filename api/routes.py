@@ -6,7 +6,7 @@ from typing import Any
 
 import falcon.asgi
 
-from api import docs, me, sites, stats, tokens
+from api import docs, me, shares, sites, stats, tokens
 
 SESSION = stats.SESSION_METRICS
 
@@ -49,6 +49,20 @@ ROUTES: list[tuple[str, str]] = [
     ("DELETE", "/api/v2/tokens/{token}"),
     ("GET", "/api/v2/me"),
     ("POST", "/api/v2/me/password"),
+    ("GET", "/api/v2/sites/{site}/shares"),
+    ("POST", "/api/v2/sites/{site}/shares"),
+    ("PATCH", "/api/v2/sites/{site}/shares/{share}"),
+    ("DELETE", "/api/v2/sites/{site}/shares/{share}"),
+]
+
+#: What a share link reads (api/shares.py), under /share/{slug}/api/v2/sites/{site}/: the dashboard's
+#: aggregate views and the general query, never settings, goals' definitions or the raw event list.
+SHARE_READS = ("stats", "timeseries", *BREAKDOWNS, "utm", "events/properties", "conversions", "query")
+
+#: (method, path template) of every route a share link's credentials are accepted by.
+SHARE_ROUTES: list[tuple[str, str]] = [
+    *(("POST" if name == "query" else "GET", f"{shares.SHARE_PREFIX}/sites/{{site}}/{name}") for name in SHARE_READS),
+    ("GET", f"{shares.SHARE_PREFIX}/live"),
 ]
 
 
@@ -73,5 +87,13 @@ def add_routes(app: falcon.asgi.App, services: Any) -> None:
     app.add_route("/api/v2/tokens/{token}", tokens.TokenResource(services))
     app.add_route("/api/v2/me", me.MeResource(services))
     app.add_route("/api/v2/me/password", me.PasswordResource(services))
+    reads: dict[str, Any] = {"stats": stats.StatsResource(services), "timeseries": stats.TimeseriesResource(services)}
+    for name, (dimension, key, field, metrics) in BREAKDOWNS.items():
+        reads[name] = stats.BreakdownResource(services, dimension, key, field, metrics)
+    reads.update({"utm": stats.UtmResource(services, None, "utm", "value", SESSION),
+                  "events/properties": stats.EventPropertiesResource(services),
+                  "conversions": stats.ConversionsResource(services), "query": stats.QueryResource(services)})
+    assert set(reads) == set(SHARE_READS)
+    shares.add_share_routes(app, services, reads)
     app.add_route("/api/v2/openapi.json", docs.OpenAPIResource())
     app.add_route("/api/v2/docs", docs.DocsPage())
