@@ -6,6 +6,8 @@ from __future__ import annotations
 
 import html
 import re
+import subprocess
+import sys
 import threading
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -28,6 +30,7 @@ pytestmark = [pytest.mark.browser, pytest.mark.slow]
 
 TIMEZONE = "Europe/Berlin"
 PASSWORD = "share password 7"
+OWNER_PASSWORD = "owner password 8"
 KPI_FIELDS = {"visitors": "visitors", "visits": "visits", "views": "views", "bounce_rate": "bounceRate"}
 
 
@@ -233,3 +236,45 @@ def test_a_public_site_is_open_at_its_domain(shared: Shared, dash: Dashboard) ->
     gone = dash.open("/share/shared.example", wait=False)
     expect(gone.locator("h1")).to_have_text("Not found")
     dash.errors.clear()
+
+
+def test_the_owner_makes_and_revokes_a_link_in_the_site_settings(shared: Shared, dash: Dashboard) -> None:
+    out = subprocess.run([sys.executable, "-m", "littlestats", "users", "passwd", "admin@localhost", "--password-stdin",
+                          "--data-dir", str(shared.server.data_dir)], input=OWNER_PASSWORD + "\n",
+                         capture_output=True, text=True, timeout=60)
+    assert out.returncode == 0, out.stderr
+    owner = dash.open("/login", wait=False)
+    owner.fill("input[name=email]", "admin@localhost")
+    owner.fill("input[name=password]", OWNER_PASSWORD)
+    owner.click("button[type=submit]")
+    owner.wait_for_url(re.compile(r"/$"))
+    owner.goto(f"{shared.server.url}/sites/{shared.site['id']}/settings")
+    card = owner.locator("#sharing")
+    card.locator("input[name=label]").fill("Board")
+    card.locator("input[name=password]").fill(PASSWORD)
+    card.locator("button[type=submit]").click()
+    url = card.locator("[data-share-url]").inner_text()
+    assert url.startswith(f"{shared.server.url}/share/")
+    made = next(s for s in shared.api.get(f"/api/v2/sites/{shared.site['id']}/shares").json()["shares"]
+                if s["label"] == "Board")
+    assert made["hasPassword"] and url.split("/share/")[1].startswith(made["slugHint"])
+    expect(card.locator(f'li[data-share="{made["id"]}"]')).to_contain_text("password")
+
+    viewer = dash.open(url.removeprefix(shared.server.url), wait=False)
+    viewer.fill("input[name=password]", PASSWORD)
+    viewer.click("button[type=submit]")
+    dash.wait_ready(viewer)
+
+    card.locator(f'li[data-share="{made["id"]}"] button').click()
+    expect(card.locator(f'li[data-share="{made["id"]}"]')).to_have_count(0)
+    response = viewer.reload()
+    assert response is not None and response.status == 404
+    dash.errors.clear()  # the 404 itself
+
+    site = f"/api/v2/sites/{shared.site['id']}"
+    for on in (True, False):
+        with owner.expect_response(lambda r: r.request.method == "PATCH" and r.url.endswith(site)) as patched:
+            card.locator("[data-public]").set_checked(on)
+        assert patched.value.status == 200
+        assert shared.api.get(site).json()["public"] is on
+        expect(card.locator("[data-public]")).to_be_checked(checked=on)

@@ -5,6 +5,7 @@ import { html } from '../html.js';
 import { api, useApi } from '../api.js';
 import { Layout, ErrorBox } from '../layout.js';
 import { Snippet } from '../snippet.js';
+import { ShareSettings } from '../share-settings.js';
 
 const lines = (text) => text.split('\n').map((s) => s.trim()).filter(Boolean);
 
@@ -23,6 +24,7 @@ export function SiteSettings({ siteId }) {
         <${General} site=${site} onSaved=${() => setVersion(version + 1)} />
         <section class="card" aria-labelledby="snippet-title"><h2 id="snippet-title">Tracker snippet</h2><${Snippet} site=${site} /></section>
         <${Goals} site=${site} />
+        <${ShareSettings} site=${site} onSaved=${() => setVersion(version + 1)} />
         <${Danger} site=${site} />`}
     </${Layout}>`;
 }
