@@ -282,6 +282,16 @@ def test_wrong_passwords_are_rate_limited_per_link(setup: Setup) -> None:
         assert unlock(setup, c, other).status_code == 303
 
 
+def test_wrong_passwords_are_rate_limited_per_client(setup: Setup) -> None:
+    first, second = setup.new_share(password=PASSWORD), setup.new_share(password=PASSWORD)
+    with setup.visitor() as c:  # one address guessing at two links
+        for share in (first, first, first, second, second):
+            assert unlock(setup, c, share, "guess guess").status_code == 401
+        assert unlock(setup, c, second).status_code == 429  # the link's own count is only 2
+    with setup.visitor() as c:
+        assert unlock(setup, c, second).status_code == 303
+
+
 def test_a_revoked_link_gets_nothing(setup: Setup) -> None:
     open_share = setup.new_share()
     locked = setup.new_share(password=PASSWORD)

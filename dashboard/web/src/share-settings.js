@@ -55,7 +55,7 @@ export function ShareSettings({ site, onSaved }) {
   const live = shares.data ? shares.data.shares.filter((s) => !s.revoked) : [];
   const publicUrl = `${location.origin}/share/${site.domain}`;
   return html`
-    <section class="card" id="sharing" aria-labelledby="sharing-title">
+    <section class="card share-card" id="sharing" aria-labelledby="sharing-title">
       <h2 id="sharing-title">Sharing</h2>
       <p class="hint">A share link shows this site's dashboard, read-only, to anyone who has it: no settings, no other site, no live event list.</p>
       <label class="toggle"><input type="checkbox" checked=${isPublic} onChange=${setPublic} data-public />
