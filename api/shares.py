@@ -21,6 +21,7 @@ expiry and its password hash (a new password ends the old sessions).
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
 import hmac
 import re
@@ -107,8 +108,6 @@ def share_changes(body: dict[str, Any]) -> dict[str, Any]:
 
 
 async def _hash(password: str) -> str:
-    import asyncio
-
     from dashboard.passwords import CHECKS, hash_password
 
     async with CHECKS:
