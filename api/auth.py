@@ -196,6 +196,9 @@ def authorize(
 ) -> tuple[Principal, Site]:
     """The caller and the site of `req` as ``AccessPolicy`` checked them (401 / 403 / 404 as
     above when it did not run, e.g. for a request made outside the policy's routes)."""
+    grant = getattr(req.context, "share", None)
+    if grant is not None:  # admitted by a share link's own route (api.shares): its one site only
+        return grant.principal, grant.site_for(site_ref)
     access = getattr(req.context, "access", None)
     if access is not None and site_ref in (access[1].id, access[1].domain_key):
         return access[0], access[1]

@@ -36,6 +36,7 @@ def _param(name: str, schema: dict[str, Any], description: str, where: str = "qu
 
 
 SITE_PARAM = _param("site", {"type": "string"}, "Site id or public domain key.", "path")
+SHARE_PARAM = _param("share", {"type": "string"}, "Share link id (from GET /api/v2/sites/{site}/shares).", "path")
 COMMON_PARAMS = [
     _param("period", {"type": "string", "enum": [p for p in PERIODS if p != "custom"]},
            "Date range shortcut in the site's time zone (default 30d). Not with start/end."),
@@ -109,6 +110,7 @@ PERIOD = {"type": "object", "required": ["start", "end", "timezone"],
 ALLOWED_QUERY_PARAMS = ("Query-string parameters kept besides utm_*, ref, source and via (a trailing * is a"
                         " prefix); every other one is dropped from page and referrer URLs before an event is"
                         " written.")
+PUBLIC = "The site's read-only dashboard is open to anyone at /share/{domain} (docs/sharing.md)."
 SITE = {
     "type": "object",
     "required": ["id", "domainKey", "domain", "name", "timezone", "retentionDays", "allowedHostnames", "createdAt"],
@@ -119,6 +121,7 @@ SITE = {
         "allowedHostnames": {"type": "array", "items": {"type": "string"}},
         "respectDnt": {"type": "boolean"}, "excludedPaths": {"type": "array", "items": {"type": "string"}},
         "allowedQueryParams": {"type": "array", "items": {"type": "string"}, "description": ALLOWED_QUERY_PARAMS},
+        "public": {"type": "boolean", "description": PUBLIC},
         "createdAt": {"type": "string"},
         "role": {**ROLE_ENUM, "type": ["string", "null"], "description": "Your role on the site."},
     },
@@ -136,6 +139,32 @@ SITE_INPUT = {
         "excludedIps": {"type": "array", "items": {"type": "string"}, "maxItems": 100},
         "allowedQueryParams": {"type": "array", "items": {"type": "string", "maxLength": 100}, "maxItems": 100,
                                "example": ["page", "ab_*"], "description": ALLOWED_QUERY_PARAMS},
+        "public": {"type": "boolean", "description": PUBLIC},
+    },
+}
+SHARE: dict[str, Any] = {
+    "type": "object",
+    "required": ["id", "siteId", "slugHint", "label", "hasPassword", "embedOrigins", "createdAt", "revoked"],
+    "properties": {
+        "id": {"type": "string"}, "siteId": {"type": "string"},
+        "slugHint": {"type": "string", "description": "The first characters of the link's slug (the slug "
+                                                      "itself is shown once, when the link is made)."},
+        "label": {"type": "string"}, "hasPassword": {"type": "boolean"},
+        "embedOrigins": {"type": "array", "items": {"type": "string"},
+                         "description": "Origins that may show the link in a frame (CSP frame-ancestors)."},
+        "createdAt": {"type": "string"}, "createdBy": _STR_OR_NULL, "revokedAt": _STR_OR_NULL,
+        "revoked": {"type": "boolean"},
+    },
+}
+SHARE_INPUT = {
+    "type": "object",
+    "additionalProperties": False,
+    "properties": {
+        "label": {"type": "string", "maxLength": 200},
+        "password": {"type": ["string", "null"], "minLength": 8, "maxLength": 1024,
+                     "description": "Ask viewers for this password (null: none)."},
+        "embedOrigins": {"type": "array", "maxItems": 20, "example": ["https://blog.example.com"],
+                         "items": {"type": "string", "pattern": "^https?://[^/]+$"}},
     },
 }
 GOAL: dict[str, Any] = {"type": "object", "required": ["id", "kind", "value"],
@@ -265,6 +294,28 @@ def openapi() -> dict[str, Any]:
         "/api/v2/sites/{site}/goals/{goal}": {
             "delete": _op("Delete a goal", {"200": _ok({"type": "object"}), **not_found},
                           [SITE_PARAM, _param("goal", {"type": "string"}, "Goal id.", "path")], tag="goals"),
+        },
+        "/api/v2/sites/{site}/shares": {
+            "get": _op("The site's share links (revoked ones too; never the links themselves)", {"200": _ok({
+                "type": "object", "required": ["shares", "public"], "properties": {
+                    "shares": {"type": "array", "items": SHARE}, "public": {"type": "boolean"}}}), **not_found},
+                [SITE_PARAM], tag="shares"),
+            "post": _op("Make a share link: a read-only dashboard of the site at `path` (/share/{slug}); "
+                        "the answer's `slug` is the only time it is shown", {
+                "201": _ok({**SHARE, "required": [*SHARE["required"], "slug", "path", "url"], "properties": {
+                    **SHARE["properties"], "slug": {"type": "string"}, "path": {"type": "string"},
+                    "url": {"type": "string"}}}, "Created"), **not_found},
+                [SITE_PARAM], body=SHARE_INPUT, tag="shares"),
+        },
+        "/api/v2/sites/{site}/shares/{share}": {
+            "patch": _op("Change a share link's label, password or embed origins (a new password ends the "
+                         "sessions opened with the old one)", {
+                "200": _ok(SHARE), "404": _err("No such site or share link, or not yours."),
+                "409": _err("The link is revoked.")},
+                [SITE_PARAM, SHARE_PARAM], body=SHARE_INPUT, tag="shares"),
+            "delete": _op("Revoke a share link: it and every session opened through it stop working at once", {
+                "200": _ok(SHARE), "404": _err("No such site or share link, or not yours.")},
+                [SITE_PARAM, SHARE_PARAM], tag="shares"),
         },
         "/api/v2/sites/{site}/conversions": {
             "get": _op("Conversions and conversion rate of every goal", {"200": _ok({"type": "object", "properties": {
@@ -416,7 +467,10 @@ def openapi() -> dict[str, Any]:
                                 "`Authorization: Bearer <token>` (except in --dev mode), or the "
                                 "dashboard's session cookie plus an `X-CSRF-Token` header on every "
                                 "request but GET/HEAD/OPTIONS (see docs/dashboard-auth.md). Errors are "
-                                '`{"error": "..."}`. See docs/api.md.'},
+                                '`{"error": "..."}`. See docs/api.md. A share link /share/{slug} reads the '
+                                "stats, timeseries, breakdown, utm, events/properties, conversions and query "
+                                "endpoints of its one site under /share/{slug}/api/v2/sites/{site}/…, and the "
+                                "live visitor count at /share/{slug}/api/v2/live (docs/sharing.md)."},
         "servers": [{"url": "/"}],
         "paths": paths,
         "components": {

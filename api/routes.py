@@ -7,7 +7,19 @@ from typing import Any
 
 import falcon.asgi
 
-from api import audit, auth, docs, erase, export_plausible, me, members, sites, stats, tokens
+from api import (
+    audit,
+    auth,
+    docs,
+    erase,
+    export_plausible,
+    me,
+    members,
+    shares,
+    sites,
+    stats,
+    tokens,
+)
 
 SESSION = stats.SESSION_METRICS
 
@@ -96,6 +108,20 @@ POLICY: list[Rule] = [
     Rule("DELETE", "/api/v2/sites/{site}/users/{user}", "owner", WRITE,
          "erase an identified user's events everywhere (docs/erasure.md)"),
     Rule("GET", "/api/v2/sites/{site}/export", "viewer", READ, "daily aggregates as a Plausible CE export zip"),
+    Rule("GET", "/api/v2/sites/{site}/shares", "admin", READ, "the site's share links (never the links themselves)"),
+    Rule("POST", "/api/v2/sites/{site}/shares", "admin", WRITE, "create a share link (shown once)"),
+    Rule("PATCH", "/api/v2/sites/{site}/shares/{share}", "admin", WRITE, "change a share link's label, password or origins"),
+    Rule("DELETE", "/api/v2/sites/{site}/shares/{share}", "admin", WRITE, "revoke a share link"),
+]
+
+#: What a share link reads (api/shares.py), under /share/{slug}/api/v2/sites/{site}/: the dashboard's
+#: aggregate views and the general query, never settings, goals' definitions or the raw event list.
+SHARE_READS = ("stats", "timeseries", *BREAKDOWNS, "utm", "events/properties", "conversions", "query")
+
+#: (method, path template) of every route a share link's credentials are accepted by.
+SHARE_ROUTES: list[tuple[str, str]] = [
+    *(("POST" if name == "query" else "GET", f"{shares.SHARE_PREFIX}/sites/{{site}}/{name}") for name in SHARE_READS),
+    ("GET", f"{shares.SHARE_PREFIX}/live"),
 ]
 
 #: The rule of each (method, path template).
@@ -143,5 +169,13 @@ def add_routes(app: falcon.asgi.App, services: Any) -> None:
     app.add_route("/api/v2/sites/{site}/visitors/{visitor}", erase.VisitorErasureResource(services))
     app.add_route("/api/v2/sites/{site}/users/{user}", erase.UserErasureResource(services))
     app.add_route("/api/v2/sites/{site}/export", export_plausible.PlausibleExportResource(services))
+    reads: dict[str, Any] = {"stats": stats.StatsResource(services), "timeseries": stats.TimeseriesResource(services)}
+    for name, (dimension, key, field, metrics) in BREAKDOWNS.items():
+        reads[name] = stats.BreakdownResource(services, dimension, key, field, metrics)
+    reads.update({"utm": stats.UtmResource(services, None, "utm", "value", SESSION),
+                  "events/properties": stats.EventPropertiesResource(services),
+                  "conversions": stats.ConversionsResource(services), "query": stats.QueryResource(services)})
+    assert set(reads) == set(SHARE_READS)
+    shares.add_share_routes(app, services, reads)
     app.add_route("/api/v2/openapi.json", docs.OpenAPIResource())
     app.add_route("/api/v2/docs", docs.DocsPage())

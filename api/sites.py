@@ -32,7 +32,7 @@ log = logging.getLogger(__name__)
 
 MAX_LIST = 100
 SITE_FIELDS = {"domain", "name", "timezone", "retentionDays", "allowedHostnames", "respectDnt",
-               "excludedPaths", "excludedIps", "allowedQueryParams"}
+               "excludedPaths", "excludedIps", "allowedQueryParams", "public"}
 MAX_QUERY_PARAM_LENGTH = 100
 
 
@@ -120,6 +120,10 @@ def site_changes(body: dict[str, Any], creating: bool) -> dict[str, Any]:
         if not isinstance(body["respectDnt"], bool):
             raise _bad("respectDnt", "expected true or false")
         settings["respect_dnt"] = body["respectDnt"]
+    if "public" in body:  # the read-only dashboard open to anyone at /share/{domain}
+        if not isinstance(body["public"], bool):
+            raise _bad("public", "expected true or false")
+        settings["public"] = body["public"]
     if settings:
         out["_settings"] = settings
     return out

@@ -436,3 +436,6 @@ def add_routes(app: falcon.asgi.App, services: Any) -> None:
     app.add_route("/invite/{token}", InviteResource(pages))
     app.add_route("/login.css", LoginStyleResource(STATIC))
     app.add_route("/assets/{file}", AssetResource(STATIC / "assets"))
+    from dashboard import share  # share links' pages (/share/{slug}); it builds on this module
+
+    share.add_routes(app, services, pages)

@@ -156,6 +156,73 @@ def erase(site_ref: str, visitor_id: str | None, visitor_key: int | None, user_i
     finally:
         store.close()
     echo_json(summary)
+@main.group()
+def shares() -> None:
+    """Share links: a site's read-only dashboard at /share/{slug} (docs/sharing.md)."""
+
+
+def _share_site(store: ControlPlane, site: str) -> str:
+    found = store.get_site(site)
+    if found is None:
+        raise click.BadParameter(f"no site {site!r} (see `littlestats sites list`)", param_hint="--site")
+    return found.id
+
+
+@shares.command("add")
+@click.option("--site", required=True, help="The site's id or domain key.")
+@click.option("--label", default="", help="A label, to tell links apart.")
+@click.option("--password-stdin", is_flag=True, default=False,
+              help="Protect the link with a password read from the first line of standard input.")
+@click.option("--embed-origin", "origins", multiple=True,
+              help="An origin that may embed the link in a frame, e.g. https://blog.example.com (repeatable).")
+@data_dir_option
+def shares_add(site: str, label: str, password_stdin: bool, origins: tuple[str, ...], data_dir: Path | None) -> None:
+    """Create a share link and print it as JSON: its `path` is shown this once (only a hash is kept)."""
+    import falcon
+
+    from api.shares import share_changes
+    from dashboard.passwords import hash_password
+
+    body: dict[str, object] = {"label": label, "embedOrigins": list(origins)}
+    if password_stdin:
+        body["password"] = sys.stdin.readline().rstrip("\r\n")
+    try:
+        changes = share_changes(body)
+    except falcon.HTTPBadRequest as exc:
+        raise click.UsageError(str(exc.description)) from None
+    store = ControlPlane(settings_from(data_dir=data_dir).control_db)
+    password = changes.get("password")
+    share, slug = store.create_share(_share_site(store, site), label=changes["label"],
+                                     password_hash=hash_password(password) if password else None,
+                                     embed_origins=changes["embed_origins"])
+    audit.record(store, audit.SHARE_CREATED, actor=None, site_id=share.site_id, target=share.id,
+                 details={"label": share.label, "password": password is not None,
+                          "embedOrigins": len(share.embed_origins)})
+    echo_json({**share.public(), "slug": slug, "path": f"/share/{slug}"})
+
+
+@shares.command("list")
+@click.option("--site", required=True, help="The site's id or domain key.")
+@data_dir_option
+def shares_list(site: str, data_dir: Path | None) -> None:
+    """Print the site's share links as JSON (revoked ones too; never the links themselves)."""
+    store = ControlPlane(settings_from(data_dir=data_dir).control_db)
+    echo_json({"shares": [s.public() for s in store.list_shares(_share_site(store, site))]})
+
+
+@shares.command("revoke")
+@click.option("--site", required=True, help="The site's id or domain key.")
+@click.argument("share_id")
+@data_dir_option
+def shares_revoke(site: str, share_id: str, data_dir: Path | None) -> None:
+    """Revoke the share link SHARE_ID (see `shares list`): it stops working at once."""
+    store = ControlPlane(settings_from(data_dir=data_dir).control_db)
+    revoked = store.revoke_share(_share_site(store, site), share_id)
+    if revoked is None:
+        raise click.BadParameter(f"no share link {share_id!r} of this site", param_hint="SHARE_ID")
+    audit.record(store, audit.SHARE_REVOKED, actor=None, site_id=revoked.site_id, target=revoked.id,
+                 details={"label": revoked.label})
+    echo_json(revoked.public())
 
 
 # Commands of later components live beside their code and are registered here.

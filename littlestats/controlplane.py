@@ -55,6 +55,8 @@ class SiteSettings:
     # Query-string parameters kept beside the built-in ones (`ingest.pipeline.KEPT_QUERY_PARAMS`);
     # every other parameter is dropped before an event is written.
     allowed_query_params: tuple[str, ...] = ()
+    # The site's read-only dashboard is open to anyone at /share/{domain} (docs/sharing.md).
+    public: bool = False
 
     @classmethod
     def from_json(cls, raw: str | bytes) -> SiteSettings:
@@ -65,6 +67,7 @@ class SiteSettings:
             excluded_paths=tuple(data.get("excluded_paths", ())),
             excluded_ips=tuple(data.get("excluded_ips", ())),
             allowed_query_params=tuple(data.get("allowed_query_params", ())),
+            public=bool(data.get("public", False)),
         )
 
     def to_json(self) -> str:
@@ -107,6 +110,7 @@ class Site:
             "respectDnt": self.settings.respect_dnt,
             "excludedPaths": list(self.settings.excluded_paths),
             "allowedQueryParams": list(self.settings.allowed_query_params),
+            "public": self.settings.public,
             "createdAt": self.created_at,
         }
 
@@ -215,6 +219,33 @@ class Goal:
 
     def public(self) -> dict[str, Any]:
         return {"id": self.id, "kind": self.kind, "value": self.value, "createdAt": self.created_at}
+
+
+@dataclass(frozen=True)
+class Share:
+    """A share link of one site (the slug itself is never stored, only its hash)."""
+
+    id: str
+    site_id: str
+    slug_hint: str
+    label: str
+    password_hash: str | None = field(repr=False)
+    embed_origins: tuple[str, ...]
+    created_at: str
+    created_by: str | None
+    revoked_at: str | None
+
+    def public(self) -> dict[str, Any]:
+        return {"id": self.id, "siteId": self.site_id, "slugHint": self.slug_hint, "label": self.label,
+                "hasPassword": self.password_hash is not None, "embedOrigins": list(self.embed_origins),
+                "createdAt": self.created_at, "createdBy": self.created_by, "revokedAt": self.revoked_at,
+                "revoked": self.revoked_at is not None}
+
+
+def _share(row: sqlite3.Row) -> Share:
+    return Share(row["id"], row["site_id"], row["slug_hint"], row["label"], row["password_hash"],
+                 tuple(orjson.loads(row["embed_origins"] or "[]")), row["created_at"], row["created_by"],
+                 row["revoked_at"])
 
 
 def _site(row: sqlite3.Row) -> Site:
@@ -676,6 +707,72 @@ class ControlPlane:
     def delete_goal(self, site_id: str, goal_id: str) -> bool:
         with self._tx() as db:
             return db.execute("DELETE FROM goals WHERE site_id = ? AND id = ?", (site_id, goal_id)).rowcount > 0
+
+    # share links (docs/sharing.md) ----------------------------------------------------------------
+    def create_share(self, site_id: str, *, label: str = "", password_hash: str | None = None,
+                     embed_origins: tuple[str, ...] = (), created_by: str | None = None) -> tuple[Share, str]:
+        """A new share link of `site_id` and its slug in plain text (the only time it is known)."""
+        slug = secrets.token_urlsafe(18)  # 144 random bits; never a domain (no dot)
+        share_id = new_id()
+        with self._tx() as db:
+            db.execute(
+                "INSERT INTO shares (id, site_id, slug_hash, slug_hint, label, password_hash, embed_origins,"
+                " created_at, created_by) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                (share_id, site_id, hash_token(slug), slug[:4], label, password_hash,
+                 orjson.dumps(list(embed_origins)).decode(), _now(), created_by),
+            )
+        share = self.get_share(site_id, share_id)
+        assert share is not None
+        return share, slug
+
+    def list_shares(self, site_id: str) -> list[Share]:
+        """Every share link of the site, revoked ones too, oldest first."""
+        rows = self._conn().execute(
+            "SELECT * FROM shares WHERE site_id = ? ORDER BY created_at, id", (site_id,)).fetchall()
+        return [_share(r) for r in rows]
+
+    def get_share(self, site_id: str, share_id: str) -> Share | None:
+        row = self._conn().execute(
+            "SELECT * FROM shares WHERE site_id = ? AND id = ?", (site_id, share_id)).fetchone()
+        return _share(row) if row else None
+
+    def find_share(self, slug: str) -> Share | None:
+        """The live (not revoked) share a plain-text slug names, if any."""
+        row = self._conn().execute(
+            "SELECT * FROM shares WHERE slug_hash = ? AND revoked_at IS NULL", (hash_token(slug),)).fetchone()
+        return _share(row) if row else None
+
+    def update_share(self, site_id: str, share_id: str, **changes: Any) -> Share | None:
+        """Change a share's ``label``, ``password_hash`` or ``embed_origins``."""
+        allowed = {"label", "password_hash", "embed_origins"}
+        unknown = set(changes) - allowed
+        if unknown:
+            raise ValueError(f"cannot change {sorted(unknown)}")
+        if "embed_origins" in changes:
+            changes["embed_origins"] = orjson.dumps(list(changes["embed_origins"])).decode()
+        if changes:
+            assignments = ", ".join(f"{column} = ?" for column in changes)  # names from `allowed`
+            with self._tx() as db:
+                db.execute(f"UPDATE shares SET {assignments} WHERE site_id = ? AND id = ?",  # noqa: S608
+                           (*changes.values(), site_id, share_id))
+        return self.get_share(site_id, share_id)
+
+    def revoke_share(self, site_id: str, share_id: str) -> Share | None:
+        """Revoke a share: its link and every session opened through it stop working at once."""
+        with self._tx() as db:
+            db.execute("UPDATE shares SET revoked_at = ? WHERE site_id = ? AND id = ? AND revoked_at IS NULL",
+                       (_now(), site_id, share_id))
+        return self.get_share(site_id, share_id)
+
+    def public_site(self, domain: str) -> Site | None:
+        """The oldest site with this domain whose dashboard is public (``SiteSettings.public``)."""
+        for row in self._conn().execute(
+                "SELECT * FROM sites WHERE domain = ? AND id NOT IN (SELECT id FROM deleted_sites)"
+                " ORDER BY created_at, id", (domain,)).fetchall():
+            site = _site(row)
+            if site.settings.public:
+                return site
+        return None
 
     # server secrets ---------------------------------------------------------------------------
     def server_secret(self, name: str) -> bytes:

@@ -138,6 +138,24 @@ MIGRATIONS = (
     );
     CREATE INDEX IF NOT EXISTS audit_log_site ON audit_log(site_id, id);
     """),
+    # Share links: a read-only dashboard of one site at /share/{slug}. The slug is a bearer secret,
+    # so only its SHA-256 is stored (like API tokens); `slug_hint` is its first characters, to tell
+    # links apart. `embed_origins` is a JSON list of the origins that may frame the share.
+    Migration(6, "share links", """
+    CREATE TABLE IF NOT EXISTS shares (
+        id            TEXT PRIMARY KEY,
+        site_id       TEXT NOT NULL REFERENCES sites(id) ON DELETE CASCADE,
+        slug_hash     TEXT NOT NULL UNIQUE,
+        slug_hint     TEXT NOT NULL,
+        label         TEXT NOT NULL DEFAULT '',
+        password_hash TEXT,
+        embed_origins TEXT NOT NULL DEFAULT '[]',
+        created_at    TEXT NOT NULL,
+        created_by    TEXT REFERENCES users(id) ON DELETE SET NULL,
+        revoked_at    TEXT
+    );
+    CREATE INDEX IF NOT EXISTS shares_site ON shares(site_id);
+    """),
 )
 
 LATEST = MIGRATIONS[-1].version

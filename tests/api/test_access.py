@@ -500,9 +500,13 @@ def test_the_table_keeps_the_product_rules() -> None:
     assert rules[("GET", "/api/v2/sites/{site}/audit")] == ("owner", "admin")
     assert rules[("GET", "/api/v2/audit")] == ("server-admin", "admin")
     assert rules[("POST", "/api/v2/tokens")] == ("user", "admin")
+    assert rules[("GET", "/api/v2/sites/{site}/shares")] == ("admin", "stats:read")
+    assert rules[("POST", "/api/v2/sites/{site}/shares")] == ("admin", "sites:write")
+    assert rules[("DELETE", "/api/v2/sites/{site}/users/{user}")] == ("owner", "sites:write")
+    assert rules[("DELETE", "/api/v2/sites/{site}/visitors/{visitor}")] == ("owner", "sites:write")
     for method, path in rules:
         if path.startswith("/api/v2/sites/{site}/") and method == "GET" and not path.endswith(
-                ("/members", "/invitations", "/audit")):
+                ("/members", "/invitations", "/audit", "/shares")):
             assert rules[(method, path)] == ("viewer", "stats:read"), path
     public = {path for (method, path), (role, _scope) in rules.items() if role == "public"}
     assert public == {"/api/v2/track/{site}", "/api/v2/openapi.json", "/api/v2/docs", "/api/v2/health/{site}",

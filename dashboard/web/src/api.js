@@ -13,8 +13,12 @@ export function loginUrl() {
   return '/login?next=' + encodeURIComponent(location.pathname + location.search);
 }
 
+// A share link's page (config.share) reads through the share's own API, which answers the read
+// endpoints of the dashboard for that site only.
+const BASE = config.share ? config.share.base + '/api/v2' : '/api/v2';
+
 export async function api(path, { method = 'GET', params, body } = {}) {
-  let url = '/api/v2' + path;
+  let url = BASE + path;
   const qs = params ? params.toString() : '';
   if (qs) url += (url.includes('?') ? '&' : '?') + qs;
   const headers = { Accept: 'application/json' };
@@ -30,6 +34,10 @@ export async function api(path, { method = 'GET', params, body } = {}) {
     });
   } catch {
     throw new ApiError(0, 'The server could not be reached. Check that it is running, then reload.');
+  }
+  if (resp.status === 401 && config.share) {
+    location.reload(); // the share's password session ended: the server asks for it again
+    throw new ApiError(401, 'Enter the password again.');
   }
   if (resp.status === 401 && !config.dev) {
     location.assign(loginUrl());

@@ -6,9 +6,11 @@ import { Dashboard } from './pages/dashboard.js';
 import { Sites } from './pages/sites.js';
 import { SiteSettings } from './pages/site-settings.js';
 import { UserSettings } from './pages/user-settings.js';
+import { config } from './config.js';
 import './style.css';
 
 function route(path) {
+  if (config.share) return html`<${Dashboard} siteId=${config.share.site.id} />`;
   const parts = path.split('/').filter(Boolean).map(decodeURIComponent);
   if (parts.length === 0) return html`<${Sites} />`;
   if (parts[0] === 'settings' && parts.length === 1) return html`<${UserSettings} />`;

@@ -17,13 +17,20 @@ import { DevicesPanel } from '../panels/devices.js';
 import { LanguagesPanel } from '../panels/languages.js';
 import { GoalsPanel } from '../panels/goals.js';
 import { EventsPanel } from '../panels/events.js';
+import { config } from '../config.js';
+import { ShareLayout, ShareLiveCount, useShareLive } from '../share.js';
+
+// A share link's page shows this dashboard read-only: no settings, no site switcher, no live
+// event list (only how many visitors are on the site now).
+const shared = config.share;
+const Frame = shared ? ShareLayout : Layout;
 
 export function Dashboard({ siteId }) {
   const state = useUrlState();
-  const siteReq = useApi(`/sites/${encodeURIComponent(siteId)}`, null, siteId);
+  const siteReq = useApi(shared ? null : `/sites/${encodeURIComponent(siteId)}`, null, siteId);
   const [stats, setStats] = useState({ data: null, error: null });
   const [liveOpen, setLiveOpen] = useState(false);
-  const live = useLive(siteId);
+  const live = (shared ? useShareLive : useLive)(siteId);
   const query = apiParams(state).toString();
 
   useLayoutEffect(() => {
@@ -43,26 +50,27 @@ export function Dashboard({ siteId }) {
     if (location.search !== toSearch(state)) navigate(state, { replace: true });
   }, []);
   useKeyboard(state);
-  const site = siteReq.data;
-  if (siteReq.error) return html`<${Layout}><${ErrorBox} error=${siteReq.error} what="this site" /></${Layout}>`;
+  const site = shared ? shared.site : siteReq.data;
+  if (siteReq.error && !shared) return html`<${Layout}><${ErrorBox} error=${siteReq.error} what="this site" /></${Layout}>`;
   if (site) document.title = `${site.name || site.domain} · LittleStats`;
 
   const props = { siteId, state };
   const empty = stats.data && stats.data.visitors === 0 && stats.data.views === 0 && state.filters.length === 0;
   return html`
-    <${Layout} site=${site} wide>
+    <${Frame} site=${site} wide>
       <div class="dashboard" data-search=${toSearch(state)} data-query=${query}>
       <div class="toolbar">
         <h1 class="site-title">${site ? site.name || site.domain : '\u00a0'}</h1>
-        <${LiveCount} live=${live} onOpen=${() => setLiveOpen(true)} />
-        ${site && site.role !== 'viewer' && html`<a class="settings-link" href=${`/sites/${encodeURIComponent(siteId)}/settings`}>Site settings</a>`}
+        ${shared ? html`<${ShareLiveCount} live=${live} />` : html`
+          <${LiveCount} live=${live} onOpen=${() => setLiveOpen(true)} />
+          ${site && site.role !== 'viewer' && html`<a class="settings-link" href=${`/sites/${encodeURIComponent(siteId)}/settings`}>Site settings</a>`}`}
       </div>
       <div class="controls">
         <${PeriodPicker} state=${state} period=${stats.data && stats.data.period} />
         <${FilterChips} state=${state} />
         <${ImportedToggle} state=${state} imported=${stats.data && stats.data.imported} />
       </div>
-      ${empty && site && html`<${NoData} site=${site} />`}
+      ${empty && site && !shared && html`<${NoData} site=${site} />`}
       <section class="overview" aria-label="Overview">
         <${Kpis} stats=${stats.data} error=${stats.error} state=${state} loadedFor=${stats.for} ready=${stats.for === query} />
         <${MainChart} ...${props} />
@@ -76,9 +84,9 @@ export function Dashboard({ siteId }) {
         <${GoalsPanel} ...${props} />
         <${EventsPanel} ...${props} />
       </div>
-      ${liveOpen && html`<${LiveView} live=${live} onClose=${() => setLiveOpen(false)} />`}
+      ${liveOpen && !shared && html`<${LiveView} live=${live} onClose=${() => setLiveOpen(false)} />`}
       </div>
-    </${Layout}>`;
+    </${Frame}>`;
 }
 
 function NoData({ site }) {

@@ -7,6 +7,7 @@ import { api, useApi } from '../api.js';
 import { Layout, ErrorBox } from '../layout.js';
 import { Snippet } from '../snippet.js';
 import { Members } from '../members.js';
+import { ShareSettings } from '../share-settings.js';
 
 const lines = (text) => text.split('\n').map((s) => s.trim()).filter(Boolean);
 
@@ -28,6 +29,7 @@ export function SiteSettings({ siteId }) {
         <section class="card" aria-labelledby="snippet-title"><h2 id="snippet-title">Tracker snippet</h2><${Snippet} site=${site} /></section>
         <${Goals} site=${site} />
         <${Members} site=${site} />
+        <${ShareSettings} site=${site} onSaved=${() => setVersion(version + 1)} />
         ${(site.role === 'owner' || site.role === null) && html`<${Danger} site=${site} />`}`}
     </${Layout}>`;
 }

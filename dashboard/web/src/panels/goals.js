@@ -3,6 +3,7 @@ import { html } from '../html.js';
 import { Panel } from '../panel.js';
 import { api } from '../api.js';
 import { apiParams } from '../state.js';
+import { config } from '../config.js';
 
 async function loadGoals(siteId, state, { limit, offset = 0, q = '' }) {
   // A goal filter would make every goal but that one 0 %: the panel lists all goals under the
@@ -26,6 +27,6 @@ export const GOAL_TABS = [
 ];
 
 export function GoalsPanel(props) {
-  const empty = html`<span>No goals yet. <a href=${`/sites/${encodeURIComponent(props.siteId)}/settings#goals`}>Add one in the site's settings</a>: a custom event name or a page.</span>`;
+  const empty = config.share ? 'No goals.' : html`<span>No goals yet. <a href=${`/sites/${encodeURIComponent(props.siteId)}/settings#goals`}>Add one in the site's settings</a>: a custom event name or a page.</span>`;
   return html`<${Panel} id="goals" title="Goals" tabs=${GOAL_TABS.map((t) => ({ ...t, empty }))} ...${props} />`;
 }
