@@ -6,7 +6,7 @@ from typing import Any
 
 import falcon.asgi
 
-from api import docs, me, sites, stats, tokens
+from api import docs, imports, me, sites, stats, tokens
 
 SESSION = stats.SESSION_METRICS
 
@@ -49,6 +49,10 @@ ROUTES: list[tuple[str, str]] = [
     ("DELETE", "/api/v2/tokens/{token}"),
     ("GET", "/api/v2/me"),
     ("POST", "/api/v2/me/password"),
+    ("GET", "/api/v2/sites/{site}/imports"),
+    ("POST", "/api/v2/sites/{site}/imports"),
+    ("GET", "/api/v2/sites/{site}/imports/{import_id}"),
+    ("DELETE", "/api/v2/sites/{site}/imports/{import_id}"),
 ]
 
 
@@ -73,5 +77,7 @@ def add_routes(app: falcon.asgi.App, services: Any) -> None:
     app.add_route("/api/v2/tokens/{token}", tokens.TokenResource(services))
     app.add_route("/api/v2/me", me.MeResource(services))
     app.add_route("/api/v2/me/password", me.PasswordResource(services))
+    app.add_route("/api/v2/sites/{site}/imports", imports.ImportsResource(services))
+    app.add_route("/api/v2/sites/{site}/imports/{import_id}", imports.ImportResource(services))
     app.add_route("/api/v2/openapi.json", docs.OpenAPIResource())
     app.add_route("/api/v2/docs", docs.DocsPage())

@@ -86,7 +86,7 @@ def test_serve_opens_the_old_data_directory_migrated_with_its_numbers(old_dir: P
         stats: dict[str, Any] = r.json()
         assert {k: stats[k] for k in EXPECTED["stats"]} == EXPECTED["stats"]
         log = server.log()
-    assert control_version(old_dir / "control.sqlite3") == control_migrations.LATEST == 4
+    assert control_version(old_dir / "control.sqlite3") == control_migrations.LATEST == 7
     assert "password_hash" in user_columns(old_dir / "control.sqlite3")
     assert "migrated to schema version 2 (users.password_hash" in log
     assert "migrated to schema version 3 (dashboard sessions" in log

@@ -187,6 +187,15 @@ class Warehouse:
                 unmark_site_deleted(self.settings.raw_dir, site_id)
                 raise
 
+    def delete_import(self, site_id: str, import_id: str) -> dict[str, Any]:
+        """Remove an import's raw files and facts and rebuild what they touched
+        (``interop.unload``)."""
+        from interop.unload import remove_import
+
+        tz, _ = self._sites()
+        with self.write_lock:
+            return remove_import(self.writer, self.settings.raw_dir, site_id, import_id, tz)
+
     def query_arrow(self, sql: str, params: Any = None) -> pa.Table:
         """Run a read-only query on its own cursor and snapshot."""
         with self._cursor_lock:
@@ -295,6 +304,8 @@ class WarehouseSocketServer(socketserver.ThreadingMixIn, socketserver.UnixStream
         if op == "purge_site":
             removed = wh.purge_site(str(request["site_id"]))
             return json_frame({"summary": f"removed {removed} rows", "rows": removed})
+        if op == "delete_import":
+            return json_frame(wh.delete_import(str(request["site_id"]), str(request["import_id"])))
         raise WarehouseError(f"unknown operation {op!r}")
 
     def serve_in_thread(self) -> threading.Thread:
