@@ -7,6 +7,8 @@ resumes without double counting.
 
 from __future__ import annotations
 
+import csv
+import io
 import os
 import signal
 import sqlite3
@@ -199,3 +201,89 @@ def test_an_import_killed_midway_resumes_without_double_counting(env: Env) -> No
     out = env.run_import("littlestats-v2", path, site)
     assert "imported" in out
     assert env.numbers(site) == _want(hits)
+
+
+def _wait_done(env: Env, site: dict[str, Any], ident: str, timeout: float = 120) -> dict[str, Any]:
+    deadline = time.monotonic() + timeout
+    while True:
+        record: dict[str, Any] = env.api.get(f"/api/v2/sites/{site['id']}/imports/{ident}").json()
+        if record["status"] in ("done", "failed") or time.monotonic() > deadline:
+            return record
+        time.sleep(0.2)
+
+
+def test_api_upload_raw_body_then_again_then_delete(env: Env) -> None:
+    site = env.site("upload.example")
+    hits = F.history(visitors=150, seed=21)
+    path = env.files / "upload.csv"
+    F.write_goatcounter(path, hits)
+    body = path.read_bytes()
+    assert len(body) > 64 * 1024  # above every other route's body limit
+    url = f"/api/v2/sites/{site['id']}/imports"
+    r = env.api.post(url, params={"source": "goatcounter", "filename": "export.csv"}, content=body)
+    assert r.status_code == 202, r.text
+    ident = r.json()["import"]["id"]
+    record = _wait_done(env, site, ident)
+    assert record["status"] == "done", record
+    assert record["fileName"] == "export.csv" and record["eventsWritten"] > 0
+    cli(env.data_dir, "load")
+    assert env.numbers(site) == _want(hits)
+    again = env.api.post(url, params={"source": "goatcounter"}, content=body)
+    assert again.status_code == 200 and again.json()["alreadyImported"] is True
+    assert "nothing to do" in again.json()["message"]
+    assert not list((env.data_dir / "imports" / "uploads").glob("*"))  # uploads are not kept
+    gone = env.api.delete(f"{url}/{ident}")
+    assert gone.status_code == 200 and gone.json()["deleted"] is True
+    assert env.numbers(site)["views"] == 0
+    assert env.api.get(f"{url}/{ident}").status_code == 404
+
+
+def test_api_upload_multipart(env: Env) -> None:
+    site = env.site("multipart.example")
+    hits = F.history(visitors=12, seed=22)
+    path = env.files / "website_event.csv"
+    F.write_umami(path, hits, "multipart.example")
+    r = env.api.post(f"/api/v2/sites/{site['id']}/imports", data={"source": "umami"},
+                     files={"file": ("website_event.csv", path.read_bytes(), "text/csv")})
+    assert r.status_code == 202, r.text
+    record = _wait_done(env, site, r.json()["import"]["id"])
+    assert record["status"] == "done" and record["fileName"] == "website_event.csv"
+    cli(env.data_dir, "load")
+    assert env.numbers(site) == _want(hits)
+
+
+def test_api_refuses_bad_uploads_with_a_clear_4xx(env: Env) -> None:
+    site = env.site("refuse.example")
+    url = f"/api/v2/sites/{site['id']}/imports"
+    r = env.api.post(url, content=b"2,Path\n")
+    assert r.status_code == 400 and "'source'" in r.json()["error"]
+    r = env.api.post(url, params={"source": "matomo"}, content=b"x")
+    assert r.status_code == 400 and "matomo" in r.json()["error"]
+    r = env.api.post(url, params={"source": "umami"}, content=b"")
+    assert r.status_code == 400 and "empty" in r.json()["error"]
+    assert env.api.get(f"{url}/imp0000").status_code == 404
+
+
+def test_a_malformed_upload_fails_naming_file_line_and_column(env: Env) -> None:
+    site = env.site("malformed.example")
+    hits = F.history(visitors=4, seed=23)
+    rows = F.goat_rows(hits)
+    human = [i for i, row in enumerate(rows) if row[7] == "0"]
+    rows[human[2]][-1] = "yesterday-ish"  # the Date of the 3rd human row (bots are skipped unread)
+    buf = io.StringIO()
+    writer = csv.writer(buf, lineterminator="\n")
+    writer.writerow(F.GOAT_HEADER)
+    writer.writerows(rows)
+    r = env.api.post(f"/api/v2/sites/{site['id']}/imports",
+                     params={"source": "goatcounter", "filename": "bad.csv"}, content=buf.getvalue())
+    assert r.status_code == 202, r.text
+    record = _wait_done(env, site, r.json()["import"]["id"])
+    assert record["status"] == "failed"
+    # the line the row starts on (a quoted title before it spans two lines)
+    reader = csv.reader(io.StringIO(buf.getvalue()))
+    start = 1
+    for row in reader:
+        if "yesterday-ish" in row:
+            line = start
+        start = reader.line_num + 1
+    assert record["message"] == f"bad.csv, line {line}, column Date: 'yesterday-ish' is not an RFC 3339 time"
