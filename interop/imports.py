@@ -314,3 +314,25 @@ def write_batch(raw_dir: Path, site_id: str, ident: str, number: int, events: li
         for future in [pool.submit(write_parquet_atomic, table, path) for table, path in parts]:
             future.result()
     return len(parts)
+
+
+def delete(settings: Settings, store: ImportStore, record: ImportRecord, client: Any = None,
+           warehouse: Any = None) -> dict[str, Any]:
+    """Delete an import (``interop.unload``): through the running warehouse process (``client``)
+    or a warehouse opened here; an aggregate source's own ``delete``. The record goes last, so an
+    interrupted delete is finished by running it again."""
+    source = source_of(record.source)
+    with exclusive(settings, record.id):
+        store.update(record.id, status="deleting")
+        if source.writes_events:
+            if client is not None:
+                removed = client.call({"op": "delete_import", "site_id": record.site_id,
+                                       "import_id": record.id}, timeout=3600)
+            else:
+                removed = warehouse.delete_import(record.site_id, record.id)
+        else:
+            assert source.delete is not None
+            result = _function(source.delete)(import_id=record.id)
+            removed = result if isinstance(result, dict) else {"result": result}
+        store.delete(record.id)
+    return dict(removed)
