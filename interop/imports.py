@@ -55,6 +55,8 @@ from littlestats.controlplane import Site
 
 #: Events per written batch (and checkpoint): bounds memory, and what a resume redoes at most.
 BATCH_EVENTS = 200_000
+#: Rows between two progress reports (the record's counts, the CLI's bar) within a batch.
+PROGRESS_ROWS = 25_000
 #: Files of a batch written at once (each is fsynced: the disk's latency, not the CPU, bounds it).
 WRITERS = 8
 #: Read buffer for hashing the file.
@@ -243,6 +245,14 @@ def _import_events(settings: Settings, store: ImportStore, record: ImportRecord,
 
     for event in module.read(path, ctx):
         state.rows += 1
+        if state.rows % PROGRESS_ROWS == 0:
+            store.update(record.id, rows_read=state.rows, skipped=dict(ctx.skipped),
+                         bytes_read=int(ctx.fraction * record.file_size),
+                         events_written=state.written)
+            if progress:
+                updated = store.get(record.id)
+                if updated:
+                    progress(updated)
         ts = event["ts"]
         if ts >= cutoff:
             ctx.skip("overlap_with_live")

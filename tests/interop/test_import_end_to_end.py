@@ -17,7 +17,7 @@ import sys
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -124,29 +124,37 @@ def test_importing_the_same_file_twice_counts_it_once_and_says_so(env: Env) -> N
 
 
 def test_delete_removes_the_events_their_visits_and_raw_files(env: Env) -> None:
-    site = env.site("delete.example")
+    site, control = env.site("delete.example"), env.site("control.example")
     kept_hits = F.history(visitors=8, seed=11)
-    gone_hits = F.history(visitors=8, seed=12)
+    # the same visitors a few minutes later: their events join the kept import's visits, so
+    # deleting them must split those visits again
+    gone_hits = [F.Hit(h.visitor, h.ip, h.ua, h.ts + timedelta(minutes=3), h.kind, "/later", h.referrer,
+                       h.name, bot=h.bot) for h in kept_hits]
     kept, gone = env.files / "kept.csv", env.files / "gone.csv"
     F.write_goatcounter(kept, kept_hits)
-    # the same visitors (session ids) in both files: deleting one import must re-sessionize
-    # the other's events of the visits they shared
-    F.write_umami(gone, gone_hits, "delete.example")
+    F.write_goatcounter(gone, gone_hits)
+    env.run_import("goatcounter", kept, control)
+    alone = env.api.get(f"/api/v2/sites/{control['id']}/stats", params=RANGE).json()
     env.run_import("goatcounter", kept, site)
-    env.run_import("umami", gone, site)
+    env.run_import("goatcounter", gone, site)
     both = env.numbers(site)
-    assert both["views"] == _want(kept_hits)["views"] + _want(gone_hits)["views"]
+    assert both["views"] == 2 * _want(kept_hits)["views"]
+    merged = env.api.get(f"/api/v2/sites/{site['id']}/stats", params=RANGE).json()
+    assert merged["visits"] == alone["visits"]  # one visit each, not two
     records = env.api.get(f"/api/v2/sites/{site['id']}/imports").json()["imports"]
-    umami = next(r for r in records if r["source"] == "umami")
-    out = cli(env.data_dir, "imports", "delete", umami["id"])
-    assert f"deleted import {umami['id']}" in out
+    second = next(r for r in records if r["fileName"] == "gone.csv")
+    out = cli(env.data_dir, "imports", "delete", second["id"])
+    assert f"deleted import {second['id']}" in out
     assert env.numbers(site) == _want(kept_hits)
+    after = env.api.get(f"/api/v2/sites/{site['id']}/stats", params=RANGE).json()
+    for metric in ("views", "visits", "visitors", "bounceRate", "avgDuration"):
+        assert after[metric] == alone[metric], metric  # as if it had never been imported
     raw = env.data_dir / "raw" / f"site_id={site['id']}"
-    assert not [p for p in raw.rglob("*.parquet") if umami["id"] in p.name]
+    assert not [p for p in raw.rglob("*.parquet") if second["id"] in p.name]
     listed = [r["id"] for r in env.api.get(f"/api/v2/sites/{site['id']}/imports").json()["imports"]]
-    assert umami["id"] not in listed
+    assert second["id"] not in listed
     # and it can be imported again, counting once
-    env.run_import("umami", gone, site)
+    env.run_import("goatcounter", gone, site)
     assert env.numbers(site) == both
 
 
