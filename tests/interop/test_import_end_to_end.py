@@ -22,6 +22,7 @@ from pathlib import Path
 from typing import Any
 
 import httpx
+import pyarrow.parquet as pq
 import pytest
 
 from tests.interop import formats as F
@@ -151,6 +152,11 @@ def test_delete_removes_the_events_their_visits_and_raw_files(env: Env) -> None:
         assert after[metric] == alone[metric], metric  # as if it had never been imported
     raw = env.data_dir / "raw" / f"site_id={site['id']}"
     assert not [p for p in raw.rglob("*.parquet") if second["id"] in p.name]
+    # loaded hours were merged into part-hourly.parquet files (warehouse.compact): rewritten
+    ids = [i for path in sorted(raw.rglob("*.parquet"))
+           for i in pq.ParquetFile(path).read(columns=["event_id"]).column("event_id").to_pylist()]
+    assert ids and not [i for i in ids if i.startswith(second["id"])]
+    assert len(ids) == len(set(ids)) == len(F.counted([h for h in kept_hits if h.kind in ("pageview", "event")]))
     listed = [r["id"] for r in env.api.get(f"/api/v2/sites/{site['id']}/imports").json()["imports"]]
     assert second["id"] not in listed
     # and it can be imported again, counting once
