@@ -10,6 +10,7 @@ the import stops with a message naming the file, the line (row) and the column.
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 from collections import Counter
 from dataclasses import dataclass, field
@@ -47,6 +48,7 @@ class SourceContext:
     #: how much of the file has been read, 0..1 (progress)
     fraction: float = 0.0
     _salts: dict[date, bytes] = field(default_factory=dict)
+    _keys: dict[str, int] = field(default_factory=dict)
 
     def error(self, line: int | str | None, column: str | None, message: str) -> ImportFormatError:
         return ImportFormatError(self.file_name, line, column, message)
@@ -58,7 +60,12 @@ class SourceContext:
     def key_from_id(self, source: str, foreign_id: str) -> int:
         """Visitor key from the old tool's own visitor (or session) id: keyed with the site's
         secret, like the tracker's ``visitorId`` (the same id always gives the same key)."""
-        return tracker_visitor_key(self.site.secret, f"{source}:{foreign_id}")
+        key = self._keys.get(foreign_id)
+        if key is None:
+            if len(self._keys) > 100_000:  # a visitor's rows are mostly close together
+                self._keys.clear()
+            key = self._keys[foreign_id] = tracker_visitor_key(self.site.secret, f"{source}:{foreign_id}")
+        return key
 
     def key_from_ip(self, ts: datetime, ip: str, user_agent: str) -> int:
         """Visitor key from a raw IP and user agent, by the live rule (site + IP + UA hashed with a
@@ -181,6 +188,9 @@ def parse_time(text: str) -> datetime:
     value = text.strip()
     if not value:
         raise ValueError("empty time")
+    if value[-1:] in "Zz" and len(value) in (20, 24):  # the common RFC 3339 form, fast
+        with contextlib.suppress(ValueError):
+            return datetime.fromisoformat(value).astimezone(UTC)
     if value.lstrip("-").replace(".", "", 1).isdigit():
         number = float(value)
         if abs(number) > 1e11:  # milliseconds

@@ -40,6 +40,7 @@ from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from datetime import UTC, datetime, time, timedelta
+from operator import itemgetter
 from pathlib import Path
 from typing import Any
 
@@ -307,7 +308,7 @@ def write_batch(raw_dir: Path, site_id: str, ident: str, number: int, events: li
         elif f.name == "received_at":
             values = [received_at] * len(events)
         else:
-            values = [e[f.name] for e in events]
+            values = list(map(itemgetter(f.name), events))
         columns.append(pa.array(values, type=f.type))
     table = pa.Table.from_arrays(columns, schema=RAW_EVENT_SCHEMA)
     frame = pl.from_arrow(table)

@@ -10,6 +10,7 @@ the User-Agent when older exports carry one.
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -24,6 +25,7 @@ COLUMNS = ("Path", "Title", "Event", "User-Agent", "Browser", "System", "Session
 OS_NAMES = {"macOS": "Mac OS X", "OS X": "Mac OS X", "iPadOS": "iOS"}
 
 
+@functools.lru_cache(maxsize=4096)
 def _split_version(text: str) -> tuple[str | None, str | None]:
     """``"Firefox 120"`` → ("Firefox", "120"); a name without a version stays whole."""
     text = text.strip()
