@@ -84,6 +84,8 @@ def read(path: Path, ctx: SourceContext) -> Iterator[ImportedEvent]:
         props = _properties(db, site_id, ctx)
         has_sessions = "sessions" in tables(db)
         visitor = "s.visitor_id" if has_sessions else "NULL"
+        user = ("s.identified_user_id" if has_sessions
+                and "identified_user_id" in columns(db, "sessions") else "NULL")
         join = "LEFT JOIN sessions s ON s.id = e.session_id" if has_sessions else ""
         total = db.execute("SELECT count(*) FROM events WHERE site_id = ?", (site_id,)).fetchone()[0] or 1
         cols = [c for c in ("url_query", "url_hash", "referrer_domain", "referrer_path", "page_title",
@@ -93,7 +95,7 @@ def read(path: Path, ctx: SourceContext) -> Iterator[ImportedEvent]:
         select = ", ".join(f"e.{c}" for c in cols)
         cursor = db.execute(
             f"SELECT e.id, e.session_id, e.event_type, e.url_path, e.created_at, {select},"  # noqa: S608
-            f" {visitor} AS visitor_id FROM events e {join} WHERE e.site_id = ?"
+            f" {visitor} AS visitor_id, {user} AS user_id FROM events e {join} WHERE e.site_id = ?"
             " ORDER BY e.created_at, e.id", (site_id,))
         for n, r in enumerate(cursor, 1):
             row = dict(r)
@@ -138,7 +140,7 @@ def read(path: Path, ctx: SourceContext) -> Iterator[ImportedEvent]:
                 os=row.get("os"), os_version=row.get("os_version"), screen=row.get("screen"),
                 language=row.get("language"), timezone=row.get("timezone"),
                 engagement_ms=int(float(engagement) * 1000) if engagement and kind in (3, 4) else None,
-                props=event_props if kind == 2 else None,
+                props=event_props if kind == 2 else None, user_id=row.get("user_id"),
                 dedup_key=(row["session_id"], kind, page, row["created_at"]),
             )
     finally:
