@@ -74,6 +74,9 @@ def remove_facts(con: duckdb.DuckDBPyConnection, site_id: str, ident: str,
     prefix = ident + "-"
     con.begin()
     try:
+        # the import's files are gone: a re-import writes the same names, to be loaded again
+        con.execute("DELETE FROM loaded_files WHERE site_id = ? AND contains(path, ?)",
+                    [site_id, f"/part-{ident}-"])
         con.execute(
             "CREATE OR REPLACE TEMP TABLE gone AS SELECT site_id, visitor_key, ts, session_id"
             " FROM events WHERE site_id = ? AND starts_with(event_id, ?)", [site_id, prefix])
@@ -96,8 +99,6 @@ def remove_facts(con: duckdb.DuckDBPyConnection, site_id: str, ident: str,
                     " WHERE e.site_id = g.site_id AND e.session_id = g.session_id")
         con.execute("DELETE FROM sessions s USING gone_visits g"
                     " WHERE s.site_id = g.site_id AND s.session_id = g.session_id")
-        con.execute("DELETE FROM loaded_files WHERE site_id = ? AND contains(path, ?)",
-                    [site_id, f"/part-{ident}-"])
         if refeed.height:
             try:
                 _merge_events(con, refeed, site_tz)
