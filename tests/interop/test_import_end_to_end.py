@@ -195,7 +195,7 @@ def _batches_done(data_dir: Path, site_id: str) -> int:
 
 def test_an_import_killed_midway_resumes_without_double_counting(env: Env) -> None:
     site = env.site("resume.example")
-    hits = F.history(visitors=300, seed=9, duplicates=True)
+    hits = F.history(visitors=150, seed=9, duplicates=True)
     path = env.files / "resume.sqlite"
     F.write_v2(path, hits, "resume.example")
     args = [sys.executable, "-m", "littlestats", "import", "littlestats-v2", str(path), "--site",
