@@ -107,6 +107,12 @@ def test_each_source_gives_the_numbers_of_its_history(env: Env, case: str) -> No
         assert record["skipped"]["duplicates"] == sum(h.duplicate for h in hits) > 0
     if source in ("littlestats-v1", "goatcounter"):
         assert record["skipped"]["bots"] == sum(h.bot for h in hits) > 0
+    if source == "littlestats-v1":  # raw IPs and user agents are used, never stored
+        # the facts are loaded from these files only: every value of every row, decoded
+        stored = [repr(pq.ParquetFile(p).read().to_pylist())
+                  for p in (env.data_dir / "raw" / f"site_id={site['id']}").rglob("*.parquet")]
+        assert stored and not [t for t in stored if "198.51.100." in t or "Gecko/20100101" in t]
+        assert any("Firefox" in t for t in stored)  # what the user agent told is kept, parsed
     if source == "littlestats-v2":  # heartbeats and exits are no views, whatever the old tables say
         kinds = {h.kind for h in F.counted(hits)}
         assert {"heartbeat", "exit"} <= kinds
