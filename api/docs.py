@@ -216,6 +216,67 @@ def _op(summary: str, responses: dict[str, Any], params: list[dict[str, Any]] | 
     return op
 
 
+IMPORT = {"type": "object", "required": ["id", "siteId", "source", "status", "progress"], "properties": {
+    "id": {"type": "string", "description": "Derived from the site, the source and the file's SHA-256."},
+    "siteId": {"type": "string"},
+    "source": {"type": "string", "enum": ["littlestats-v2", "littlestats-v1", "goatcounter", "umami", "plausible"]},
+    "fileName": {"type": "string"}, "fileSha256": {"type": "string"}, "fileSize": {"type": "integer"},
+    "status": {"type": "string", "enum": ["running", "done", "failed", "deleting"]},
+    "progress": {"type": "number", "description": "Share of the file read, 0..1."},
+    "rowsRead": {"type": "integer"}, "eventsWritten": {"type": "integer"},
+    "skipped": {"type": "object", "additionalProperties": {"type": "integer"},
+                "description": "Rows not imported, by reason: bots, duplicates, overlap_with_live,"
+                               " older_than_retention, other_websites."},
+    "firstEvent": _STR_OR_NULL, "lastEvent": _STR_OR_NULL,
+    "cutoff": {"type": ["string", "null"], "description": "Events at or after this time were skipped: the"
+                                                          " site has live traffic from then."},
+    "message": {"type": ["string", "null"], "description": "Why a failed import failed (file, line, column)."},
+    "createdAt": {"type": "string"}, "updatedAt": {"type": "string"}, "finishedAt": _STR_OR_NULL}}
+
+
+def _import_paths(not_found: dict[str, Any], unavailable: dict[str, Any]) -> dict[str, Any]:
+    """``/api/v2/sites/{site}/imports…`` (docs/import.md)."""
+    import_param = _param("import_id", {"type": "string"}, "Import id.", "path")
+    upload = _op("Upload an export file to import (raw body with ?source=, or multipart/form-data with"
+                 " fields `source` and `file`)", {
+        "200": _ok({"type": "object", "properties": {"import": IMPORT, "alreadyImported": {"type": "boolean"},
+                                                     "message": {"type": "string"}}},
+                   "This file was already imported into the site: nothing was done."),
+        "202": _ok({"type": "object", "properties": {"import": IMPORT}},
+                   "The import runs in the background; GET the imports to follow it."),
+        "413": _err("The file is larger than the upload limit."), **not_found},
+        [SITE_PARAM,
+         _param("source", {"type": "string", "enum": ["littlestats-v2", "littlestats-v1", "goatcounter",
+                                                      "umami", "plausible"]},
+                "The format of the file (a form field instead, in a multipart upload)."),
+         _param("filename", {"type": "string"}, "Name to record for a raw-body upload.")],
+        tag="imports")
+    upload["requestBody"] = {"required": True, "content": {
+        "application/octet-stream": {"schema": {"type": "string", "format": "binary"}},
+        "multipart/form-data": {"schema": {"type": "object", "required": ["file"], "properties": {
+            "source": {"type": "string"}, "file": {"type": "string", "format": "binary"}}}}}}
+    return {
+        "/api/v2/sites/{site}/imports": {
+            "get": _op("The site's imports with their progress", {"200": _ok({
+                "type": "object", "required": ["siteId", "imports"], "properties": {
+                    "siteId": {"type": "string"}, "imports": {"type": "array", "items": IMPORT}}}),
+                **not_found}, [SITE_PARAM], tag="imports"),
+            "post": upload,
+        },
+        "/api/v2/sites/{site}/imports/{import_id}": {
+            "get": _op("One import", {"200": _ok(IMPORT), **not_found}, [SITE_PARAM, import_param],
+                       tag="imports"),
+            "delete": _op("Delete an import: its events, and the visits and pre-aggregates they were part of"
+                          " are recomputed", {
+                "200": _ok({"type": "object", "properties": {"id": {"type": "string"},
+                                                             "deleted": {"type": "boolean"},
+                                                             "removed": {"type": "object"}}}),
+                "409": _err("The import is running; wait for it to finish."), **not_found, **unavailable},
+                [SITE_PARAM, import_param], tag="imports"),
+        },
+    }
+
+
 @lru_cache(maxsize=1)
 def openapi() -> dict[str, Any]:
     """The OpenAPI 3.1 document of every endpoint."""
@@ -460,6 +521,7 @@ def openapi() -> dict[str, Any]:
             f"Breakdown: {name}", {"200": _ok(_breakdown_schema(key, field)), **not_found, **unavailable},
             [*stats_params, *PAGING_PARAMS])}
     _add_access_rules(paths)
+    paths.update(_import_paths(not_found, unavailable))
     return {
         "openapi": "3.1.0",
         "info": {"title": "LittleStats API", "version": __version__,

@@ -13,6 +13,7 @@ from api import (
     docs,
     erase,
     export_plausible,
+    imports,
     me,
     members,
     shares,
@@ -112,6 +113,10 @@ POLICY: list[Rule] = [
     Rule("POST", "/api/v2/sites/{site}/shares", "admin", WRITE, "create a share link (shown once)"),
     Rule("PATCH", "/api/v2/sites/{site}/shares/{share}", "admin", WRITE, "change a share link's label, password or origins"),
     Rule("DELETE", "/api/v2/sites/{site}/shares/{share}", "admin", WRITE, "revoke a share link"),
+    Rule("GET", "/api/v2/sites/{site}/imports", "admin", READ, "the site's imports and their progress"),
+    Rule("POST", "/api/v2/sites/{site}/imports", "admin", WRITE, "import another tool's export (docs/import.md)"),
+    Rule("GET", "/api/v2/sites/{site}/imports/{import_id}", "admin", READ, "one import's progress and counts"),
+    Rule("DELETE", "/api/v2/sites/{site}/imports/{import_id}", "admin", WRITE, "delete an import's data"),
 ]
 
 #: What a share link reads (api/shares.py), under /share/{slug}/api/v2/sites/{site}/: the dashboard's
@@ -177,5 +182,7 @@ def add_routes(app: falcon.asgi.App, services: Any) -> None:
                   "conversions": stats.ConversionsResource(services), "query": stats.QueryResource(services)})
     assert set(reads) == set(SHARE_READS)
     shares.add_share_routes(app, services, reads)
+    app.add_route("/api/v2/sites/{site}/imports", imports.ImportsResource(services))
+    app.add_route("/api/v2/sites/{site}/imports/{import_id}", imports.ImportResource(services))
     app.add_route("/api/v2/openapi.json", docs.OpenAPIResource())
     app.add_route("/api/v2/docs", docs.DocsPage())

@@ -25,7 +25,7 @@ class Column:
 _STR = pa.string()
 
 COLUMNS: tuple[Column, ...] = (
-    Column("event_id", _STR, False, "Unique id of the event (UUIDv7, time ordered); the load key."),
+    Column("event_id", _STR, False, "Unique id of the event (UUIDv7, time ordered; `<import id>-<row>` for imported history, docs/import.md); the load key."),
     Column("site_id", _STR, False, "Internal id of the site (never the public domain key)."),
     Column("ts", pa.timestamp("ms", tz="UTC"), False, "Event time: the client's `ts` when accepted, else `received_at`."),
     Column("received_at", pa.timestamp("ms", tz="UTC"), False, "When the server accepted the event."),

@@ -312,6 +312,6 @@ def import_zip(site_id: str, path_or_files: str | Path | Sequence[str | Path], i
 
 def delete_import(import_id: str, *, settings: Settings) -> int:
     """Remove the aggregates of ``import_id``; how many rows."""
-    answer = _on_warehouse(settings, {"op": "delete_import", "import_id": import_id},
-                           lambda wh: {"rows": wh.delete_import(import_id)})
+    answer = _on_warehouse(settings, {"op": "delete_aggregates", "import_id": import_id},
+                           lambda wh: {"rows": wh.delete_aggregates(import_id)})
     return int(answer["rows"])

@@ -156,6 +156,33 @@ MIGRATIONS = (
     );
     CREATE INDEX IF NOT EXISTS shares_site ON shares(site_id);
     """),
+    # Imports of other tools' data (interop.imports): one row per (site, source, file content),
+    # with its progress, so that re-importing a file is a no-op and a crashed import resumes.
+    Migration(7, "imports", """
+    CREATE TABLE IF NOT EXISTS imports (
+        id               TEXT PRIMARY KEY,
+        site_id          TEXT NOT NULL REFERENCES sites(id) ON DELETE CASCADE,
+        source           TEXT NOT NULL,
+        file_name        TEXT NOT NULL,
+        file_sha256      TEXT NOT NULL,
+        file_size        INTEGER NOT NULL,
+        status           TEXT NOT NULL,
+        cutoff           TEXT,
+        batch_events     INTEGER,
+        batches_done     INTEGER NOT NULL DEFAULT 0,
+        bytes_read       INTEGER NOT NULL DEFAULT 0,
+        rows_read        INTEGER NOT NULL DEFAULT 0,
+        events_written   INTEGER NOT NULL DEFAULT 0,
+        skipped          TEXT NOT NULL DEFAULT '{}',
+        first_ts         TEXT,
+        last_ts          TEXT,
+        message          TEXT,
+        created_at       TEXT NOT NULL,
+        updated_at       TEXT NOT NULL,
+        finished_at      TEXT
+    );
+    CREATE INDEX IF NOT EXISTS imports_site ON imports(site_id);
+    """),
 )
 
 LATEST = MIGRATIONS[-1].version

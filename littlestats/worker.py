@@ -51,6 +51,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import re
 import resource
 import weakref
 from collections import deque
@@ -137,6 +138,14 @@ class RequestLimits:
     max_header_bytes: int = 32 * 1024
     max_header_count: int = 100
     max_body_bytes: int = 64 * 1024
+    #: an import's upload (``POST /api/v2/sites/{site}/imports``) streams to a file: its own limit
+    max_import_bytes: int = 4 * 1024**3
+
+    def body_limit(self, method: bytes, url: bytes) -> int:
+        """The largest body this request may send."""
+        if method == b"POST" and _IMPORT_UPLOAD.match(url):
+            return self.max_import_bytes
+        return self.max_body_bytes
 
     @classmethod
     def from_settings(cls, settings: Any) -> RequestLimits:
@@ -149,6 +158,9 @@ class RequestLimits:
             max_header_count=settings.max_header_count,
             max_body_bytes=max(settings.max_body_bytes, API_BODY_LIMIT),
         )
+
+
+_IMPORT_UPLOAD = re.compile(rb"^/api/v2/sites/[^/?]+/imports/?(\?|$)")
 
 
 class _Refused(Exception):
@@ -278,6 +290,7 @@ class CoalescingHttpToolsProtocol(HttpToolsProtocol):
         self._head_bytes = 0
         self._body_bytes = 0
         self._content_length: bytes | None = None
+        self._body_limit = self.limits.max_body_bytes  # the current request's (``body_limit``)
         self._lingering = False  # refused: what the client still sends is read and dropped
         self._dropped = 0
         if not self.waiting.sweeping:
@@ -348,9 +361,10 @@ class CoalescingHttpToolsProtocol(HttpToolsProtocol):
         version = self.parser.get_http_version()
         if version != "1.1" and version != "1.0":
             raise _Refused(400, f"HTTP/{version} is not supported; send HTTP/1.1")
-        if self._content_length is not None and int(self._content_length) > limits.max_body_bytes:
+        self._body_limit = limits.body_limit(self.parser.get_method(), self.url)
+        if self._content_length is not None and int(self._content_length) > self._body_limit:
             raise _Refused(413, f"request body is {int(self._content_length)} bytes; "
-                                f"the limit is {limits.max_body_bytes}")
+                                f"the limit is {self._body_limit}")
         self._reading_head = False
         self.deadline = self.loop.time() + limits.body_timeout
         super().on_headers_complete()
@@ -358,8 +372,8 @@ class CoalescingHttpToolsProtocol(HttpToolsProtocol):
     def on_body(self, body: bytes) -> None:
         super().on_body(body)
         self._body_bytes += len(body)
-        if self._body_bytes > self.limits.max_body_bytes:  # a chunked body with no length
-            raise _Refused(413, f"request body exceeds the limit of {self.limits.max_body_bytes} bytes")
+        if self._body_bytes > self._body_limit:  # a chunked body with no length
+            raise _Refused(413, f"request body exceeds the limit of {self._body_limit} bytes")
         self.deadline = self.loop.time() + self.limits.body_timeout
 
     def on_message_complete(self) -> None:

@@ -111,7 +111,7 @@ class WarehouseClient:
 
     def call(self, request: dict[str, Any], timeout: float | None = None) -> Any:
         """Send one request (``op`` = ``query``, ``load``, ``purge_site``, ``erase``, ``retention``,
-        ``ping``, ``import_aggregates``, ``delete_import``)."""
+        ``ping``, ``import_aggregates``, ``delete_aggregates``, ``delete_import``)."""
         with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as sock:
             sock.settimeout(timeout or self.timeout)
             sock.connect(str(self.path))

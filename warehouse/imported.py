@@ -6,7 +6,7 @@ one Parquet file per imported table (the table's columns after ``site_id``, ``im
 ``<run dir>/imports/``; ``store_import`` then replaces every row of that import id with the staged
 rows in one transaction, so running the same import again never counts it twice and a crash
 leaves the previous state or the new one. The warehouse process runs both (requests
-``import_aggregates`` and ``delete_import``); the query engine merges the rows into answers
+``import_aggregates`` and ``delete_aggregates``); the query engine merges the rows into answers
 (``warehouse.query.imported``).
 """
 

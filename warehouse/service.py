@@ -249,12 +249,21 @@ class Warehouse:
         with self.write_lock:
             return store_import(self.writer, site_id, import_id, files)
 
-    def delete_import(self, import_id: str) -> int:
+    def delete_aggregates(self, import_id: str) -> int:
         """Remove an import's aggregates; how many rows."""
         from warehouse.imported import delete_import
 
         with self.write_lock:
             return delete_import(self.writer, import_id)
+
+    def delete_import(self, site_id: str, import_id: str) -> dict[str, Any]:
+        """Remove an import's raw files and facts and rebuild what they touched
+        (``interop.unload``)."""
+        from interop.unload import remove_import
+
+        tz, _ = self._sites()
+        with self.write_lock:
+            return remove_import(self.writer, self.settings.raw_dir, site_id, import_id, tz)
 
     def query_arrow(self, sql: str, params: Any = None) -> pa.Table:
         """Run a read-only query on its own cursor and snapshot."""
@@ -374,12 +383,14 @@ class WarehouseSocketServer(socketserver.ThreadingMixIn, socketserver.UnixStream
                 raise WarehouseError(f"staged import files must lie under {root}")
             stored = wh.import_aggregates(str(request["site_id"]), str(request["import_id"]), files)
             return json_frame({"summary": f"stored {sum(stored.values())} rows", "rows": stored})
-        if op == "delete_import":
-            removed = wh.delete_import(str(request["import_id"]))
+        if op == "delete_aggregates":
+            removed = wh.delete_aggregates(str(request["import_id"]))
             return json_frame({"summary": f"removed {removed} rows", "rows": removed})
         if op == "purge_site":
             removed = wh.purge_site(str(request["site_id"]))
             return json_frame({"summary": f"removed {removed} rows", "rows": removed})
+        if op == "delete_import":
+            return json_frame(wh.delete_import(str(request["site_id"]), str(request["import_id"])))
         raise WarehouseError(f"unknown operation {op!r}")
 
     def serve_in_thread(self) -> threading.Thread:

@@ -96,7 +96,7 @@ EVENTS = Table(
     "One row per accepted event (every raw Parquet row, loaded exactly once; custom properties are "
     "in `event_props`). `session_id` links it to its visit.",
     (
-        _c("event_id", "VARCHAR", "Unique id of the event (UUIDv7).", False),
+        _c("event_id", "VARCHAR", "Unique id of the event (UUIDv7; `<import id>-<row>` for imported history).", False),
         SITE,
         _c("ts", "TIMESTAMPTZ", "Event time (UTC).", False),
         _c("received_at", "TIMESTAMPTZ", "When the server accepted the event (UTC).", False),

@@ -9,6 +9,8 @@ writes one (``plausible_csv``), checked against sums of the rows the generator w
 from __future__ import annotations
 
 import io
+import subprocess
+import sys
 import zipfile
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -17,6 +19,7 @@ from pathlib import Path
 from typing import Any
 
 import httpx
+import orjson
 import pytest
 
 from interop.plausible import PlausibleFormatError, delete_import, import_zip
@@ -325,3 +328,28 @@ def test_deleting_the_site_removes_its_imports(env: Env, tmp_path: Path) -> None
     with env.client() as c:
         assert c.delete(f"/api/v2/sites/{site}").status_code == 200
     assert wh.query_sync(count, [site]).scalar() == 0
+
+
+def test_the_import_command_brings_a_plausible_export_in_and_deletes_it(env: Env, tmp_path: Path) -> None:
+    """`littlestats import plausible FILE --site`, `imports list` and `imports delete`: the same
+    framework as the raw-event sources (idempotent by the file's content)."""
+    with env.client() as c:
+        site = c.post("/api/v2/sites", json={"domain": "cli-import.example", "timezone": TZ}).json()
+    path = tmp_path / "export.zip"
+    path.write_bytes(env.export)
+    out = cli(env.data_dir, "import", "plausible", str(path), "--site", site["id"])
+    assert "imported" in out, out
+    again = cli(env.data_dir, "import", "plausible", str(path), "--site", site["id"])
+    assert "already imported" in again, again
+    span = {"start": FIRST.isoformat(), "end": LAST.isoformat()}
+    native = env.get(env.native, "stats", **span)
+    assert env.get(site["id"], "stats", **span, imported="true")["visits"] == native["visits"]
+    listed = orjson.loads(cli(env.data_dir, "imports", "list", "--site", site["id"]))["imports"]
+    assert [(r["source"], r["status"]) for r in listed] == [("plausible", "done")]
+    cli(env.data_dir, "imports", "delete", listed[0]["id"])
+    assert env.get(site["id"], "stats", **span, imported="true")["visits"] == 0
+    bad = _zip(tmp_path, "imported_visitors_20260301_20260304.csv", '"date","visitors"\n"2026-03-01","many"\n')
+    failed = subprocess.run([sys.executable, "-m", "littlestats", "import", "plausible", str(bad), "--site",
+                             site["id"], "--data-dir", str(env.data_dir)], capture_output=True, text=True, timeout=120)
+    assert failed.returncode == 1 and "Traceback" not in failed.stderr, failed.stderr
+    assert "imported_visitors" in failed.stderr and "line 1, column 'pageviews'" in failed.stderr, failed.stderr

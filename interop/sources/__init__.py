@@ -1,0 +1,1 @@
+"""One module per foreign format: each turns its rows into our raw events (``interop.events``)."""
