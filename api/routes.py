@@ -6,7 +6,7 @@ from typing import Any
 
 import falcon.asgi
 
-from api import docs, me, sites, stats, tokens
+from api import docs, export, me, sites, sql, stats, tokens
 
 SESSION = stats.SESSION_METRICS
 
@@ -49,6 +49,8 @@ ROUTES: list[tuple[str, str]] = [
     ("DELETE", "/api/v2/tokens/{token}"),
     ("GET", "/api/v2/me"),
     ("POST", "/api/v2/me/password"),
+    ("GET", "/api/v2/sites/{site}/export/raw"),
+    ("POST", "/api/v2/sql"),
 ]
 
 
@@ -75,3 +77,6 @@ def add_routes(app: falcon.asgi.App, services: Any) -> None:
     app.add_route("/api/v2/me/password", me.PasswordResource(services))
     app.add_route("/api/v2/openapi.json", docs.OpenAPIResource())
     app.add_route("/api/v2/docs", docs.DocsPage())
+    app.add_route("/api/v2/sites/{site}/export/raw", export.RawExportResource(services))
+    app.add_route("/api/v2/sql", sql.SqlResource(services))
+    app.add_middleware(export.CsvAnswers())  # CSV answers of the stats endpoints

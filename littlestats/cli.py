@@ -98,7 +98,7 @@ def seal(data_dir: Path | None) -> None:
 
 
 # Commands of later components live beside their code and are registered here.
-for _module in ("jobs.cli", "api.cli", "littlestats.backup_cli"):
+for _module in ("jobs.cli", "api.cli", "littlestats.backup_cli", "littlestats.export_cli"):
     try:
         for _command in importlib.import_module(_module).COMMANDS:
             main.add_command(_command)

@@ -41,6 +41,7 @@ from warehouse.protocol import (
     frame,
     read_frame,
 )
+from warehouse.sql import SqlAnswer
 
 Params = list[Any] | dict[str, Any] | None
 
@@ -67,6 +68,13 @@ class QueryResult:
         return self.rows[0][0] if self.rows else None
 
 
+def _sql_answer(table: Any) -> SqlAnswer:
+    if not isinstance(table, pa.Table):
+        raise WarehouseError("the warehouse answered an analyst query without rows")
+    truncated = (table.schema.metadata or {}).get(b"truncated") == b"true"
+    return SqlAnswer(table.replace_schema_metadata(None), truncated)
+
+
 class Warehouse(Protocol):
     """What the query API needs from the warehouse."""
 
@@ -75,13 +83,14 @@ class Warehouse(Protocol):
     def query_sync(self, sql: str, params: Params = None) -> QueryResult: ...
 
 
-def _decode(kind: int, payload: bytes) -> Any:
+def _decode(kind: int, payload: bytes, raw_arrow: bool = False) -> Any:
     if kind == KIND_ERROR:
         err = orjson.loads(payload)
         raise WarehouseError(err["message"], err["type"])
     if kind == KIND_ARROW:
         with pa.ipc.open_stream(payload) as reader:
-            return QueryResult.from_arrow(reader.read_all())
+            table = reader.read_all()
+        return table if raw_arrow else QueryResult.from_arrow(table)
     if kind == KIND_JSON:
         return orjson.loads(payload)
     raise WarehouseError(f"unknown frame kind {kind}")
@@ -109,16 +118,30 @@ class WarehouseClient:
         assert isinstance(result, QueryResult)
         return result
 
-    def call(self, request: dict[str, Any], timeout: float | None = None) -> Any:
+    async def sql(self, text: str, sites: list[str] | None, *, time_limit: float | None = None,
+                  max_rows: int | None = None) -> SqlAnswer:
+        """An analyst's read-only query, run by the warehouse process (``warehouse.sql``):
+        ``sites`` the caller may see (``None``: all). A refused or failed query raises
+        ``WarehouseError`` whose ``kind`` is ``SqlRefused``, ``SqlFailed`` or ``SqlTimeLimit``."""
+        request = {"op": "sql", "sql": text, "sites": sites, "time_limit": time_limit, "max_rows": max_rows}
+        return _sql_answer(await self._call_async(request, raw_arrow=True))
+
+    def sql_sync(self, text: str, sites: list[str] | None, *, time_limit: float | None = None,
+                 max_rows: int | None = None) -> SqlAnswer:
+        """The same as :meth:`sql`, blocking."""
+        request = {"op": "sql", "sql": text, "sites": sites, "time_limit": time_limit, "max_rows": max_rows}
+        return _sql_answer(self.call(request, raw_arrow=True))
+
+    def call(self, request: dict[str, Any], timeout: float | None = None, raw_arrow: bool = False) -> Any:
         """Send one request (``op`` = ``query``, ``load``, ``purge_site``, ``retention``, ``ping``)."""
         with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as sock:
             sock.settimeout(timeout or self.timeout)
             sock.connect(str(self.path))
             sock.sendall(self._request(request))
             kind, payload = read_frame(sock)
-        return _decode(kind, payload)
+        return _decode(kind, payload, raw_arrow)
 
-    async def _call_async(self, request: dict[str, Any]) -> Any:
+    async def _call_async(self, request: dict[str, Any], raw_arrow: bool = False) -> Any:
         reader, writer = await asyncio.wait_for(
             asyncio.open_unix_connection(str(self.path)), self.timeout
         )
@@ -130,7 +153,7 @@ class WarehouseClient:
             payload = await asyncio.wait_for(reader.readexactly(length), self.timeout)
         finally:
             writer.close()
-        return _decode(kind, payload)
+        return _decode(kind, payload, raw_arrow)
 
     def available(self) -> bool:
         """Whether a warehouse process answers on the socket."""

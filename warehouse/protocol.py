@@ -19,6 +19,7 @@ from decimal import Decimal
 from typing import Any
 
 import orjson
+import pyarrow as pa
 
 HEADER = struct.Struct(">IB")
 KIND_JSON = ord("J")
@@ -87,6 +88,16 @@ def frame(kind: int, payload: bytes) -> bytes:
 def json_frame(data: Any) -> bytes:
     """A ``J`` frame."""
     return frame(KIND_JSON, orjson.dumps(data, default=str))
+
+
+def arrow_frame(table: pa.Table, metadata: dict[bytes, bytes] | None = None) -> bytes:
+    """An ``A`` frame holding ``table`` (``metadata`` rides on its schema)."""
+    if metadata:
+        table = table.replace_schema_metadata({**(table.schema.metadata or {}), **metadata})
+    sink = pa.BufferOutputStream()
+    with pa.ipc.new_stream(sink, table.schema) as writer:
+        writer.write_table(table)
+    return frame(KIND_ARROW, sink.getvalue().to_pybytes())
 
 
 def error_frame(exc: BaseException) -> bytes:

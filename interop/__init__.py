@@ -1,0 +1,1 @@
+"""Moving data in and out of LittleStats: importers and exporters."""
