@@ -191,7 +191,10 @@ def run_readonly(
         timer.daemon = True
         timer.start()
         try:
-            reader = cur.sql(sql).fetch_arrow_reader(batch_size=min(max_rows + 1, 65_536))
+            relation = cur.sql(sql)
+            # ``to_arrow_reader`` since DuckDB 1.4; ``fetch_arrow_reader`` before (deprecated since)
+            to_reader = getattr(relation, "to_arrow_reader", None) or relation.fetch_arrow_reader
+            reader = to_reader(batch_size=min(max_rows + 1, 65_536))
             batches: list[pa.RecordBatch] = []
             rows = 0
             truncated = False
