@@ -147,7 +147,7 @@ FORMAT_PARAM = _param("format", {"type": "string", "enum": ["json", "csv"]},
                       "Answer format (default json, or text/csv when the Accept header prefers it).")
 SQL_ANSWER = {"type": "object", "required": ["columns", "rows", "rowCount", "truncated"], "properties": {
     "columns": {"type": "array", "items": {"type": "object", "required": ["name", "type"], "properties": {
-        "name": {"type": "string"}, "type": {"type": "string", "description": "Arrow type of the column."}}}},
+        "name": {"type": "string"}, "type": {"type": "string", "description": "DuckDB type of the column (VARCHAR, BIGINT, ...)."}}}},
     "rows": {"type": "array", "items": {"type": "array"}},
     "rowCount": {"type": "integer"},
     "truncated": {"type": "boolean", "description": "More rows matched than maxRows; only the first came."}}}

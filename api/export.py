@@ -215,6 +215,10 @@ class CsvAnswers:
         resp.text = None
         resp.content_type = f"{CSV}; charset=utf-8; header=present"
         resp.downloadable_as = filename(endpoint, data)
+        if endpoint == "events":  # the list's paging, which has no place in the rows
+            resp.set_header("X-Total-Count", str(data.get("total", "")))
+            if data.get("nextCursor"):
+                resp.set_header("X-Next-Cursor", str(data["nextCursor"]))
         resp.stream = aiter_chunks(csv_chunks(columns, ([row.get(c) for c in columns] for row in rows)))
 
 

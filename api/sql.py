@@ -112,7 +112,8 @@ class SqlResource:
         resp.status = falcon.HTTP_200
         resp.content_type = falcon.MEDIA_JSON
         resp.data = orjson.dumps({
-            "columns": [{"name": f.name, "type": str(f.type)} for f in table.schema],
+            "columns": [{"name": name, "type": kind} for name, kind in
+                        zip(table.column_names, answer.types or [str(f.type) for f in table.schema], strict=True)],
             "rows": values,
             "rowCount": len(values),
             "truncated": answer.truncated,

@@ -71,8 +71,9 @@ class QueryResult:
 def _sql_answer(table: Any) -> SqlAnswer:
     if not isinstance(table, pa.Table):
         raise WarehouseError("the warehouse answered an analyst query without rows")
-    truncated = (table.schema.metadata or {}).get(b"truncated") == b"true"
-    return SqlAnswer(table.replace_schema_metadata(None), truncated)
+    meta = table.schema.metadata or {}
+    types = tuple(orjson.loads(meta[b"types"])) if b"types" in meta else ()
+    return SqlAnswer(table.replace_schema_metadata(None), meta.get(b"truncated") == b"true", types)
 
 
 class Warehouse(Protocol):

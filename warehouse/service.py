@@ -284,7 +284,8 @@ class WarehouseSocketServer(socketserver.ThreadingMixIn, socketserver.UnixStream
             sites = request.get("sites")
             answer = wh.analyst_sql(str(request["sql"]), None if sites is None else [str(s) for s in sites],
                                     request.get("time_limit"), request.get("max_rows"))
-            return arrow_frame(answer.table, {b"truncated": b"true" if answer.truncated else b"false"})
+            return arrow_frame(answer.table, {b"truncated": b"true" if answer.truncated else b"false",
+                                              b"types": orjson.dumps(answer.types)})
         if op == "ping":
             return json_frame("pong")
         if op == "load":

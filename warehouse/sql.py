@@ -57,10 +57,12 @@ class SqlFailed(ValueError):
 
 @dataclass(frozen=True)
 class SqlAnswer:
-    """The rows of an analyst's query (at most ``max_rows``) and whether more were cut off."""
+    """The rows of an analyst's query (at most ``max_rows``), whether more were cut off, and the
+    DuckDB type of each column (``VARCHAR``, ``BIGINT``, ``TIMESTAMP WITH TIME ZONE`` …)."""
 
     table: pa.Table
     truncated: bool
+    types: tuple[str, ...] = ()
 
 
 def check_statement(sql: str, con: duckdb.DuckDBPyConnection) -> None:
@@ -192,6 +194,7 @@ def run_readonly(
         timer.start()
         try:
             relation = cur.sql(sql)
+            types = tuple(str(t) for t in relation.types)
             # ``to_arrow_reader`` since DuckDB 1.4; ``fetch_arrow_reader`` before (deprecated since)
             to_reader = getattr(relation, "to_arrow_reader", None) or relation.fetch_arrow_reader
             reader = to_reader(batch_size=min(max_rows + 1, 65_536))
@@ -212,7 +215,7 @@ def run_readonly(
                                    "and was stopped: narrow it (a date range, fewer joins) or "
                                    "query a pre-aggregate") from None
             raise SqlFailed(_first_line(exc)) from None
-        return SqlAnswer(table, truncated)
+        return SqlAnswer(table, truncated, types)
     finally:
         if timer is not None:
             timer.cancel()

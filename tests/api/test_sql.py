@@ -92,7 +92,7 @@ def test_admin_sees_every_site_and_the_answer_has_columns(setup: Setup) -> None:
     r = sql(setup.admin, "SELECT site_id, count(*) AS n FROM events GROUP BY site_id ORDER BY site_id")
     assert r.status_code == 200, r.text
     body = r.json()
-    assert [c["name"] for c in body["columns"]] == ["site_id", "n"]
+    assert body["columns"] == [{"name": "site_id", "type": "VARCHAR"}, {"name": "n", "type": "BIGINT"}]
     assert dict(body["rows"]) == setup.sent
     assert body["rowCount"] == 2 and body["truncated"] is False
 
