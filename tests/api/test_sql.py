@@ -149,6 +149,10 @@ REFUSED = {
     "SELECT current_setting('memory_limit')": "current_setting",
     "SELECT (SELECT count(*) FROM read_parquet('x.parquet')) AS n": "read_parquet",
     "EXPLAIN SELECT 1": "EXPLAIN",
+    "SHOW TABLES": "unknown table",
+    "SELECT * FROM information_schema.tables": "without a catalog or schema",
+    "FROM read_blob('/etc/passwd')": "read_blob",
+    "SELECT system.main.current_setting('threads')": "current_setting",
     "": "empty",
 }
 

@@ -62,3 +62,21 @@ def test_a_site_restriction_equals_a_where_on_the_file(warehouse: Path) -> None:
             run_readonly(con, "SELECT * FROM read_parquet('raw/*/*/*/*.parquet')", [one], time_limit=5, max_rows=1)
     finally:
         con.close()
+
+
+@pytest.mark.parametrize("sql", [
+    "FROM events USING SAMPLE 10",
+    "SELECT * FROM (FROM sessions) s WHERE s.pageviews > 1 LIMIT 3",
+    "SELECT count(*) FROM events e1 POSITIONAL JOIN events e2",
+    "UNPIVOT (SELECT site_id, views, visits FROM hourly_rollup) ON views, visits INTO NAME k VALUE v",
+    "SELECT to_json(s) FROM sessions s LIMIT 1",
+    "DESCRIBE sessions",
+    "SUMMARIZE hourly_rollup",
+])
+def test_unusual_read_syntax_is_checked_and_runs(warehouse: Path, sql: str) -> None:
+    con = duckdb.connect(str(warehouse), read_only=True)
+    try:
+        answer = run_readonly(con, sql, None, time_limit=30, max_rows=10)
+    finally:
+        con.close()
+    assert answer.table.num_rows > 0
