@@ -19,6 +19,7 @@ from __future__ import annotations
 import asyncio
 import csv
 import io
+import logging
 import re
 from collections.abc import AsyncIterator, Iterable, Iterator
 from datetime import datetime
@@ -32,6 +33,8 @@ from api.auth import authorize
 from api.params import CAMEL, _one, bad_request
 from interop.export_raw import hours_of, parquet_stream
 from warehouse.query.model import QueryError, parse_date_range
+
+log = logging.getLogger(__name__)
 
 CSV = "text/csv"
 PARQUET = "application/vnd.apache.parquet"
@@ -209,7 +212,10 @@ class CsvAnswers:
         if endpoint is None or not req_succeeded or not str(resp.status).startswith("200"):
             return
         body = await resp.render_body()
-        data = orjson.loads(body or b"{}")
+        if body is None:  # a streamed answer: not one this middleware knows how to turn into rows
+            log.warning("CSV asked of %s, which answered with a stream: sent as it is", req.path)
+            return
+        data = orjson.loads(body)
         columns, rows = answer_rows(endpoint, data, req)
         resp.data = None
         resp.text = None

@@ -38,7 +38,7 @@ def _hours_bar() -> Iterator[Any]:
         yield update
 
 
-def _range(settings: Settings, site_tz: str, start: str | None, end: str | None) -> tuple[datetime | None, datetime | None]:
+def _range(site_tz: str, start: str | None, end: str | None) -> tuple[datetime | None, datetime | None]:
     from warehouse.query.model import QueryError, parse_date_range
 
     if start is None and end is None:
@@ -74,7 +74,7 @@ def export_command(site_ref: str, fmt: str, raw_flag: bool, start: str | None, e
         store.close()
     if site is None:
         raise click.BadParameter(f"no site {site_ref!r}; see `littlestats sites list`", param_hint="--site")
-    lo, hi = _range(settings, site.timezone, start, end)
+    lo, hi = _range(site.timezone, start, end)
     if raw_flag or fmt == "raw":
         from interop.export_raw import write_hive
 
