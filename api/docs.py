@@ -167,7 +167,7 @@ def _add_exports(paths: dict[str, Any], not_found: dict[str, Any], unavailable: 
             op["description"] = CSV_NOTE
     paths["/api/v2/sites/{site}/export/raw"] = {"get": _op(
         "The site's raw events as one Parquet file (the raw schema of docs/schema.md), streamed",
-        {"200": {"description": "A Parquet file, one row group per UTC hour; a valid empty file when "
+        {"200": {"description": "A Parquet file ordered by time, in row groups of about 128 Ki rows; a valid empty file when "
                                 "no event is in the range.",
                  "content": {"application/vnd.apache.parquet": {"schema": binary}}}, **not_found},
         [SITE_PARAM,

@@ -2,15 +2,15 @@
 
 Raw events live in ``raw/site_id=<id>/date=YYYY-MM-DD/hour=HH/part-*.parquet`` (docs/schema.md).
 An export reads them one UTC hour partition at a time, so memory is bounded by one hour of one
-site, whatever the range:
+site (and one row group being gathered), whatever the range:
 
 1. ``hour_partitions`` — the site's hour directories that overlap ``[start, end)``;
 2. ``read_hour`` — that hour's files, with the documented raw schema (``ingest.schema``), rows
    outside the range dropped and each ``event_id`` once (for an instant after raw compaction the
    merged hourly file and its parts both exist; an event id only ever sits in the hour of its
    ``ts``), ordered by ``ts``;
-3. ``parquet_stream`` writes each hour as a row group of one Parquet file, yielding its bytes as
-   they are written (``GET /api/v2/sites/{id}/export/raw``); ``write_hive`` writes each hour as
+3. ``parquet_stream`` writes the hours, in row groups of about 128 Ki rows, into one Parquet file,
+   yielding its bytes as they are written (``GET /api/v2/sites/{id}/export/raw``); ``write_hive`` writes each hour as
    ``part-export.parquet`` in the same layout as ``raw/`` (``littlestats export --format raw``).
 
 Events accepted in the last few seconds are still in the write-ahead log: they appear once sealed
@@ -33,6 +33,8 @@ from ingest.schema import COLUMN_NAMES, RAW_EVENT_SCHEMA
 
 #: Name of each hour's file in a Hive-partitioned export.
 EXPORT_FILE = "part-export.parquet"
+#: Rows per row group of a streamed export (memory holds one row group and one hour).
+ROW_GROUP_ROWS = 128 * 1024
 #: A partition whose files change while it is read (compaction merges them) is read again.
 READ_ATTEMPTS = 3
 
@@ -170,17 +172,25 @@ class _Chunks:
         return out
 
 
-def parquet_stream(tables: Iterator[pa.Table]) -> Iterator[bytes]:
-    """One zstd Parquet file of the raw schema, an hour per row group, as chunks of bytes (a
-    valid empty file when there is no table)."""
+def parquet_stream(tables: Iterator[pa.Table], row_group_rows: int = ROW_GROUP_ROWS) -> Iterator[bytes]:
+    """One zstd Parquet file of the raw schema, as chunks of bytes while it is written (a valid
+    empty file when there is no table). Consecutive tables are gathered into row groups of about
+    ``row_group_rows`` rows: hours are small, and a row group per hour would make the file's
+    footer (and the writer's memory) grow with the number of hours."""
     sink = _Chunks()
     writer = pq.ParquetWriter(sink, RAW_EVENT_SCHEMA, compression="zstd")  # type: ignore[arg-type]
+    pending: list[pa.Table] = []
+    rows = 0
     try:
         for table in tables:
-            writer.write_table(table, row_group_size=max(1, table.num_rows))
-            chunk = sink.take()
-            if chunk:
-                yield chunk
+            pending.append(table)
+            rows += table.num_rows
+            if rows >= row_group_rows:
+                writer.write_table(pa.concat_tables(pending), row_group_size=rows)
+                pending, rows = [], 0
+                yield sink.take()
+        if pending:
+            writer.write_table(pa.concat_tables(pending), row_group_size=rows)
     finally:
         writer.close()
     yield sink.take()
