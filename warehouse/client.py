@@ -134,7 +134,7 @@ class WarehouseClient:
         return _sql_answer(self.call(request, raw_arrow=True))
 
     def call(self, request: dict[str, Any], timeout: float | None = None, raw_arrow: bool = False) -> Any:
-        """Send one request (``op`` = ``query``, ``load``, ``purge_site``, ``retention``, ``ping``)."""
+        """Send one request (``op`` = ``query``, ``sql``, ``load``, ``purge_site``, ``retention``, ``ping``)."""
         with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as sock:
             sock.settimeout(timeout or self.timeout)
             sock.connect(str(self.path))

@@ -3,7 +3,8 @@
 A frame is a 4-byte big-endian length, one kind byte and a payload:
 
 * ``J`` — JSON: a request ``{"op": "query", "sql": ..., "params": ...}`` or an operation's answer;
-* ``A`` — a query result as an Arrow IPC stream (types survive: timestamps, dates, decimals);
+* ``A`` — a query result as an Arrow IPC stream (types survive: timestamps, dates, decimals; an
+  analyst query's answer carries ``truncated`` and ``types`` in its schema metadata);
 * ``E`` — an error ``{"type": ..., "message": ...}``.
 
 Parameters are JSON; ``datetime``, ``date`` and ``Decimal`` values are tagged so that they reach
