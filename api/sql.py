@@ -81,7 +81,8 @@ class SqlResource:
             raise falcon.HTTPBadRequest(description="invalid field 'sql': send {\"sql\": \"SELECT …\"}")
         settings = self.services.settings
         max_rows = _positive(body, "maxRows", settings.sql_max_rows, int)
-        time_limit = _positive(body, "timeLimit", settings.sql_time_limit_seconds, float)
+        time_limit = _positive(body, "timeLimit", settings.sql_time_limit_seconds, float) \
+            or settings.sql_time_limit_seconds
         sites = None if principal.is_admin else [
             s.id for s in self.services.control.list_sites() if principal.can_see(s)]
         try:

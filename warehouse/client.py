@@ -125,13 +125,14 @@ class WarehouseClient:
         ``sites`` the caller may see (``None``: all). A refused or failed query raises
         ``WarehouseError`` whose ``kind`` is ``SqlRefused``, ``SqlFailed`` or ``SqlTimeLimit``."""
         request = {"op": "sql", "sql": text, "sites": sites, "time_limit": time_limit, "max_rows": max_rows}
-        return _sql_answer(await self._call_async(request, raw_arrow=True))
+        wait = max(self.timeout, (time_limit or 0) + 30)  # the query's own limit, then the answer
+        return _sql_answer(await self._call_async(request, raw_arrow=True, timeout=wait))
 
     def sql_sync(self, text: str, sites: list[str] | None, *, time_limit: float | None = None,
                  max_rows: int | None = None) -> SqlAnswer:
         """The same as :meth:`sql`, blocking."""
         request = {"op": "sql", "sql": text, "sites": sites, "time_limit": time_limit, "max_rows": max_rows}
-        return _sql_answer(self.call(request, raw_arrow=True))
+        return _sql_answer(self.call(request, timeout=max(self.timeout, (time_limit or 0) + 30), raw_arrow=True))
 
     def call(self, request: dict[str, Any], timeout: float | None = None, raw_arrow: bool = False) -> Any:
         """Send one request (``op`` = ``query``, ``sql``, ``load``, ``purge_site``, ``retention``, ``ping``)."""
@@ -142,16 +143,18 @@ class WarehouseClient:
             kind, payload = read_frame(sock)
         return _decode(kind, payload, raw_arrow)
 
-    async def _call_async(self, request: dict[str, Any], raw_arrow: bool = False) -> Any:
+    async def _call_async(self, request: dict[str, Any], raw_arrow: bool = False,
+                          timeout: float | None = None) -> Any:
+        wait = timeout or self.timeout
         reader, writer = await asyncio.wait_for(
             asyncio.open_unix_connection(str(self.path)), self.timeout
         )
         try:
             writer.write(self._request(request))
             await writer.drain()
-            header = await asyncio.wait_for(reader.readexactly(HEADER.size), self.timeout)
+            header = await asyncio.wait_for(reader.readexactly(HEADER.size), wait)
             length, kind = HEADER.unpack(header)
-            payload = await asyncio.wait_for(reader.readexactly(length), self.timeout)
+            payload = await asyncio.wait_for(reader.readexactly(length), wait)
         finally:
             writer.close()
         return _decode(kind, payload, raw_arrow)
