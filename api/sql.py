@@ -41,6 +41,19 @@ def _json_default(value: Any) -> Any:
     return str(value)
 
 
+def column_values(column: pa.ChunkedArray) -> list[Any]:
+    """A column as Python values; one Python cannot hold (a date of ``infinity``, …) as text."""
+    try:
+        return column.to_pylist()  # type: ignore[no-any-return]
+    except (OverflowError, ValueError, pa.ArrowException):
+        return column.cast(pa.string()).to_pylist()  # type: ignore[no-any-return]
+
+
+def python_rows(table: pa.Table) -> list[tuple[Any, ...]]:
+    """The rows of an answer as tuples of Python values."""
+    return list(zip(*(column_values(c) for c in table.columns), strict=True))
+
+
 def _positive(body: dict[str, Any], name: str, limit: float, kind: type) -> Any:
     value = body.get(name)
     if value is None:
@@ -106,10 +119,9 @@ class SqlResource:
         if fmt == "csv":
             resp.content_type = f"{CSV}; charset=utf-8; header=present"
             resp.downloadable_as = "littlestats-sql.csv"
-            rows = zip(*(c.to_pylist() for c in table.columns), strict=True)
-            resp.stream = aiter_chunks(csv_chunks(table.column_names, rows))
+            resp.stream = aiter_chunks(csv_chunks(table.column_names, python_rows(table)))
             return
-        values = [list(r) for r in zip(*(c.to_pylist() for c in table.columns), strict=True)]
+        values = [list(r) for r in python_rows(table)]
         resp.status = falcon.HTTP_200
         resp.content_type = falcon.MEDIA_JSON
         resp.data = orjson.dumps({

@@ -175,7 +175,9 @@ def _write(answer: Any, fmt: str, out: Path | None) -> None:
 
 
 def _render(table: Any, fmt: str) -> str:
-    rows = list(zip(*(c.to_pylist() for c in table.columns), strict=True))
+    from api.sql import python_rows
+
+    rows = python_rows(table)
     if fmt == "csv":
         from api.export import csv_chunks
 

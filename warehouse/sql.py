@@ -81,7 +81,11 @@ def check_statement(sql: str, con: duckdb.DuckDBPyConnection) -> None:
         raise SqlRefused(f"only a read query (SELECT, WITH, FROM, VALUES, DESCRIBE, SUMMARIZE) is "
                          f"allowed here, not a {kind.name} statement: the warehouse is read-only")
     raw = con.execute("SELECT json_serialize_sql(?)", [sql]).fetchone()
-    tree = orjson.loads(raw[0]) if raw else {"error": True}
+    try:
+        tree = orjson.loads(raw[0]) if raw else {"error": True}
+    except orjson.JSONDecodeError:  # nested deeper than the syntax tree reader follows
+        raise SqlRefused("the query is nested too deeply to be checked; flatten its subqueries "
+                         "(WITH helps)") from None
     if tree.get("error"):
         raise SqlRefused(f"the query cannot be checked: {tree.get('error_message', 'unsupported syntax')}")
     ctes = set(_cte_names(tree))

@@ -181,6 +181,21 @@ def test_errors_in_the_query_are_400_with_duckdbs_message(setup: Setup) -> None:
     assert httpx.post(f"{setup.server.url}/api/v2/sql", json={"sql": "SELECT 1"}).status_code == 401
 
 
+def test_odd_values_and_odd_queries_never_give_a_500(setup: Setup) -> None:
+    r = sql(setup.admin, "SELECT 'infinity'::DATE AS d, INTERVAL 1 DAY AS i, 1::HUGEINT AS h, uuid() AS u, "
+                         "[1, 2] AS l, {'a': 1} AS s, 'x'::BLOB AS b, 'nan'::DOUBLE AS n")
+    assert r.status_code == 200, r.text
+    assert r.json()["rows"][0][2] == 1
+    for fmt in ("csv", "parquet"):
+        assert setup.admin.post("/api/v2/sql", params={"format": fmt}, json={"sql": "SELECT 'infinity'::DATE AS d"}
+                                ).status_code == 200
+    nested = "SELECT * FROM " + "(SELECT * FROM " * 500 + "events" + ") t" * 500
+    r = sql(setup.admin, nested)
+    assert r.status_code == 400 and "nested too deeply" in r.json()["error"]
+    r = sql(setup.admin, "SELECT '\u0000' AS nul")
+    assert r.status_code == 200
+
+
 def test_the_time_limit_stops_a_runaway_query(setup: Setup) -> None:
     started = time.monotonic()
     r = sql(setup.admin, "SELECT count(*) FROM range(1000000000) a, range(1000000000) b "

@@ -81,3 +81,13 @@ def test_unusual_read_syntax_is_checked_and_runs(warehouse: Path, sql: str) -> N
     finally:
         con.close()
     assert answer.table.num_rows > 0
+
+
+def test_a_query_nested_too_deeply_to_check_is_refused(warehouse: Path) -> None:
+    nested = "SELECT * FROM " + "(SELECT * FROM " * 500 + "events" + ") t" * 500
+    con = duckdb.connect(str(warehouse), read_only=True)
+    try:
+        with pytest.raises(SqlRefused, match="nested too deeply"):
+            run_readonly(con, nested, None, time_limit=5, max_rows=1)
+    finally:
+        con.close()
