@@ -48,10 +48,10 @@ class Ran:
     stderr: str
 
 
-def run(data_dir: Path, *args: str) -> Ran:
+def run(data_dir: Path, *args: str, stdin: str | None = None) -> Ran:
     """Run a ``littlestats`` command in this process (the real command, without paying a new
     interpreter's imports each time) against ``data_dir``."""
-    result = CliRunner().invoke(main, [*args, "--data-dir", str(data_dir)], catch_exceptions=False)
+    result = CliRunner().invoke(main, [*args, "--data-dir", str(data_dir)], input=stdin, catch_exceptions=False)
     return Ran(result.exit_code, result.stdout, result.stderr)
 
 
@@ -147,6 +147,9 @@ def test_the_first_analyst_query_of_the_docs_runs_while_serve_runs(setup: Setup,
     assert result.returncode == 0, result.stderr
     [row] = json.loads(result.stdout)
     assert (row["visitors"], row["views"]) == (visitors, len(setup.sent))
+    result = run(setup.data_dir, "sql", "-", "--format", "csv", stdin=sql)  # the query from a file
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.splitlines()[0] == "visitors,visits,views,bounce_rate,avg_duration_s"
     result = run(setup.data_dir, "sql", sql)  # a table for people
     assert result.returncode == 0 and "visitors" in result.stdout and "(1 rows)" in result.stdout
     out = tmp_path / "summary.parquet"
