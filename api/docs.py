@@ -275,6 +275,56 @@ def _import_paths(not_found: dict[str, Any], unavailable: dict[str, Any]) -> dic
                 [SITE_PARAM, import_param], tag="imports"),
         },
     }
+CSV_NOTE = ("With `?format=csv` or `Accept: text/csv`: the same rows and columns as CSV (RFC 4180; nested "
+            "fields flattened as `outer.inner`, lists as JSON text; see docs/export.md).")
+FORMAT_PARAM = _param("format", {"type": "string", "enum": ["json", "csv"]},
+                      "Answer format (default json, or text/csv when the Accept header prefers it).")
+SQL_ANSWER = {"type": "object", "required": ["columns", "rows", "rowCount", "truncated"], "properties": {
+    "columns": {"type": "array", "items": {"type": "object", "required": ["name", "type"], "properties": {
+        "name": {"type": "string"}, "type": {"type": "string", "description": "DuckDB type of the column (VARCHAR, BIGINT, ...)."}}}},
+    "rows": {"type": "array", "items": {"type": "array"}},
+    "rowCount": {"type": "integer"},
+    "truncated": {"type": "boolean", "description": "More rows matched than maxRows; only the first came."}}}
+
+
+def _add_exports(paths: dict[str, Any], not_found: dict[str, Any], unavailable: dict[str, Any]) -> None:
+    """CSV answers of every stats endpoint, the raw Parquet export and analysts' SQL (docs/export.md)."""
+    from api.export import stats_endpoint
+
+    binary = {"type": "string", "format": "binary"}
+    for path, ops in paths.items():
+        if stats_endpoint(path) is None:
+            continue
+        for op in ops.values():
+            op["parameters"] = [*op["parameters"], FORMAT_PARAM]
+            op["responses"]["200"]["content"]["text/csv"] = {"schema": {"type": "string"}}
+            op["description"] = CSV_NOTE
+    paths["/api/v2/sites/{site}/export/raw"] = {"get": _op(
+        "The site's raw events as one Parquet file (the raw schema of docs/schema.md), streamed",
+        {"200": {"description": "A Parquet file ordered by time, in row groups of about 128 Ki rows; a valid empty file when "
+                                "no event is in the range.",
+                 "content": {"application/vnd.apache.parquet": {"schema": binary}}}, **not_found},
+        [SITE_PARAM,
+         _param("start", {"type": "string"}, "Start: ISO date (site-local day) or datetime. Needs end; "
+                                             "without both, every event."),
+         _param("end", {"type": "string"}, "End: ISO date (inclusive) or datetime (exclusive). Needs start."),
+         _param("format", {"type": "string", "enum": ["parquet"]}, "Only parquet.")], tag="export")}
+    paths["/api/v2/sql"] = {"post": _op(
+        "Read-only SQL over the warehouse tables of docs/schema.md (one SELECT; your sites only "
+        "unless you are an admin; time and row limits)",
+        {"200": {"description": "The rows (JSON), or CSV / Parquet with ?format= or Accept. The "
+                                "X-Truncated header says whether rows were cut at maxRows.",
+                 "content": {"application/json": {"schema": SQL_ANSWER}, "text/csv": {"schema": {"type": "string"}},
+                             "application/vnd.apache.parquet": {"schema": binary}}},
+         "400": _err("Not one read query over the documented tables, an error in it, or it ran over "
+                     "the time limit (the message says which)."), **unavailable},
+        [_param("format", {"type": "string", "enum": ["json", "csv", "parquet"]}, "Answer format (default json).")],
+        body={"type": "object", "required": ["sql"], "properties": {
+            "sql": {"type": "string", "description": "One SELECT / WITH / FROM statement."},
+            "maxRows": {"type": "integer", "minimum": 1, "description": "At most this many rows (and at most "
+                                                                        "the server's sql_max_rows)."},
+            "timeLimit": {"type": "number", "exclusiveMinimum": 0, "description": "Stop after this many seconds "
+                          "(at most the server's sql_time_limit_seconds)."}}}, tag="export")}
 
 
 @lru_cache(maxsize=1)
@@ -522,6 +572,7 @@ def openapi() -> dict[str, Any]:
             [*stats_params, *PAGING_PARAMS])}
     _add_access_rules(paths)
     paths.update(_import_paths(not_found, unavailable))
+    _add_exports(paths, not_found, unavailable)
     return {
         "openapi": "3.1.0",
         "info": {"title": "LittleStats API", "version": __version__,

@@ -12,12 +12,14 @@ from api import (
     auth,
     docs,
     erase,
+    export,
     export_plausible,
     imports,
     me,
     members,
     shares,
     sites,
+    sql,
     stats,
     tokens,
 )
@@ -117,6 +119,8 @@ POLICY: list[Rule] = [
     Rule("POST", "/api/v2/sites/{site}/imports", "admin", WRITE, "import another tool's export (docs/import.md)"),
     Rule("GET", "/api/v2/sites/{site}/imports/{import_id}", "admin", READ, "one import's progress and counts"),
     Rule("DELETE", "/api/v2/sites/{site}/imports/{import_id}", "admin", WRITE, "delete an import's data"),
+    Rule("GET", "/api/v2/sites/{site}/export/raw", "viewer", READ, "the site's raw events as one Parquet file"),
+    Rule("POST", "/api/v2/sql", "user", READ, "read-only SQL over the warehouse tables (your sites only; docs/export.md)"),
 ]
 
 #: What a share link reads (api/shares.py), under /share/{slug}/api/v2/sites/{site}/: the dashboard's
@@ -186,3 +190,6 @@ def add_routes(app: falcon.asgi.App, services: Any) -> None:
     app.add_route("/api/v2/sites/{site}/imports/{import_id}", imports.ImportResource(services))
     app.add_route("/api/v2/openapi.json", docs.OpenAPIResource())
     app.add_route("/api/v2/docs", docs.DocsPage())
+    app.add_route("/api/v2/sites/{site}/export/raw", export.RawExportResource(services))
+    app.add_route("/api/v2/sql", sql.SqlResource(services))
+    app.add_middleware(export.CsvAnswers())  # CSV answers of the stats endpoints

@@ -70,6 +70,10 @@ class Settings:
     # DuckDB writes its write-ahead log into the database file once the log is this big. Rarer
     # checkpoints rewrite the busy row groups (recent hours and days) once for many loads.
     warehouse_checkpoint_threshold: str = "256MB"
+    # Analysts' read-only SQL (`littlestats sql`, POST /api/v2/sql): a query is stopped after this
+    # many seconds and answers at most this many rows (a request may ask for less).
+    sql_time_limit_seconds: float = 30.0
+    sql_max_rows: int = 100_000
     # Default retention for new sites; pre-aggregates are kept this long (0 = forever).
     default_retention_days: int = 0
     rollup_retention_days: int = 0

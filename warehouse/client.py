@@ -41,6 +41,7 @@ from warehouse.protocol import (
     frame,
     read_frame,
 )
+from warehouse.sql import SqlAnswer
 
 Params = list[Any] | dict[str, Any] | None
 
@@ -67,6 +68,14 @@ class QueryResult:
         return self.rows[0][0] if self.rows else None
 
 
+def _sql_answer(table: Any) -> SqlAnswer:
+    if not isinstance(table, pa.Table):
+        raise WarehouseError("the warehouse answered an analyst query without rows")
+    meta = table.schema.metadata or {}
+    types = tuple(orjson.loads(meta[b"types"])) if b"types" in meta else ()
+    return SqlAnswer(table.replace_schema_metadata(None), meta.get(b"truncated") == b"true", types)
+
+
 class Warehouse(Protocol):
     """What the query API needs from the warehouse."""
 
@@ -75,13 +84,14 @@ class Warehouse(Protocol):
     def query_sync(self, sql: str, params: Params = None) -> QueryResult: ...
 
 
-def _decode(kind: int, payload: bytes) -> Any:
+def _decode(kind: int, payload: bytes, raw_arrow: bool = False) -> Any:
     if kind == KIND_ERROR:
         err = orjson.loads(payload)
         raise WarehouseError(err["message"], err["type"])
     if kind == KIND_ARROW:
         with pa.ipc.open_stream(payload) as reader:
-            return QueryResult.from_arrow(reader.read_all())
+            table = reader.read_all()
+        return table if raw_arrow else QueryResult.from_arrow(table)
     if kind == KIND_JSON:
         return orjson.loads(payload)
     raise WarehouseError(f"unknown frame kind {kind}")
@@ -109,15 +119,30 @@ class WarehouseClient:
         assert isinstance(result, QueryResult)
         return result
 
-    def call(self, request: dict[str, Any], timeout: float | None = None) -> Any:
-        """Send one request (``op`` = ``query``, ``load``, ``purge_site``, ``erase``, ``retention``,
+    async def sql(self, text: str, sites: list[str] | None, *, time_limit: float | None = None,
+                  max_rows: int | None = None) -> SqlAnswer:
+        """An analyst's read-only query, run by the warehouse process (``warehouse.sql``):
+        ``sites`` the caller may see (``None``: all). A refused or failed query raises
+        ``WarehouseError`` whose ``kind`` is ``SqlRefused``, ``SqlFailed`` or ``SqlTimeLimit``."""
+        request = {"op": "sql", "sql": text, "sites": sites, "time_limit": time_limit, "max_rows": max_rows}
+        wait = max(self.timeout, (time_limit or 0) + 30)  # the query's own limit, then the answer
+        return _sql_answer(await self._call_async(request, raw_arrow=True, timeout=wait))
+
+    def sql_sync(self, text: str, sites: list[str] | None, *, time_limit: float | None = None,
+                 max_rows: int | None = None) -> SqlAnswer:
+        """The same as :meth:`sql`, blocking."""
+        request = {"op": "sql", "sql": text, "sites": sites, "time_limit": time_limit, "max_rows": max_rows}
+        return _sql_answer(self.call(request, timeout=max(self.timeout, (time_limit or 0) + 30), raw_arrow=True))
+
+    def call(self, request: dict[str, Any], timeout: float | None = None, raw_arrow: bool = False) -> Any:
+        """Send one request (``op`` = ``query``, ``sql``, ``load``, ``purge_site``, ``erase``, ``retention``,
         ``ping``, ``import_aggregates``, ``delete_aggregates``, ``delete_import``)."""
         with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as sock:
             sock.settimeout(timeout or self.timeout)
             sock.connect(str(self.path))
             sock.sendall(self._request(request))
             kind, payload = read_frame(sock)
-        return _decode(kind, payload)
+        return _decode(kind, payload, raw_arrow)
 
     def erase(self, site_id: str, visitor_keys: list[int], user_id: str | None = None,
               timeout: float = 3600.0) -> dict[str, Any]:
@@ -125,19 +150,21 @@ class WarehouseClient:
         request = {"op": "erase", "site_id": site_id, "visitor_keys": visitor_keys, "user_id": user_id}
         return dict(self.call(request, timeout=timeout))
 
-    async def _call_async(self, request: dict[str, Any]) -> Any:
+    async def _call_async(self, request: dict[str, Any], raw_arrow: bool = False,
+                          timeout: float | None = None) -> Any:
+        wait = timeout or self.timeout
         reader, writer = await asyncio.wait_for(
             asyncio.open_unix_connection(str(self.path)), self.timeout
         )
         try:
             writer.write(self._request(request))
             await writer.drain()
-            header = await asyncio.wait_for(reader.readexactly(HEADER.size), self.timeout)
+            header = await asyncio.wait_for(reader.readexactly(HEADER.size), wait)
             length, kind = HEADER.unpack(header)
-            payload = await asyncio.wait_for(reader.readexactly(length), self.timeout)
+            payload = await asyncio.wait_for(reader.readexactly(length), wait)
         finally:
             writer.close()
-        return _decode(kind, payload)
+        return _decode(kind, payload, raw_arrow)
 
     def available(self) -> bool:
         """Whether a warehouse process answers on the socket."""

@@ -28,14 +28,36 @@ For analysts: everything LittleStats knows lives in open formats you can query w
   merged file and deleting its parts both can be seen: count `DISTINCT event_id` when exactness
   matters.
 * **Warehouse** — one DuckDB database, `<data dir>/warehouse.duckdb`, loaded from the raw files
-  every minute by `littlestats serve` (or `littlestats load`). While `serve` runs it holds the file
-  for writing; stop it (or copy the file) to open it with the `duckdb` CLI, or query through the
-  running service.
+  every minute by `littlestats serve` (or `littlestats load`). While `serve` runs its warehouse
+  process holds the file for writing, so query it through that process: `littlestats sql` on the
+  server, or `POST /api/v2/sql` with an API token (next section). With the server stopped, the
+  `duckdb` CLI, polars or pandas open the file directly (`duckdb -readonly warehouse.duckdb`).
 
 Conventions: snake_case; every timestamp is `TIMESTAMPTZ` in UTC; every table has `site_id`
 (the internal site id, see `littlestats sites list`); `visitor_key` is a 64-bit keyed hash of the
 visitor, never reversible to an IP address. Site-local dates (`local_date`) use the site's time
 zone.
+
+## Querying while the server runs
+
+Every example query below runs as written while `littlestats serve` runs, through the warehouse
+process, on a consistent snapshot (a load committing meanwhile is not seen half-done):
+
+```
+littlestats sql "SELECT count(*) FROM events"                  # a table for people
+littlestats sql - --format csv < summary.sql > summary.csv     # the query from a file
+littlestats sql "SELECT * FROM sessions" --format parquet --out sessions.parquet
+curl -H "Authorization: Bearer $TOKEN" -d '{"sql": "SELECT count(*) FROM events"}' \
+    http://127.0.0.1:8000/api/v2/sql
+```
+
+It is read-only: one `SELECT` (or `WITH`, `FROM`, `VALUES`, `DESCRIBE`, `SUMMARIZE`) statement
+over the tables on this page, named without a schema; files (`read_parquet`, `read_csv`, …),
+settings, `ATTACH`, `COPY`, `PRAGMA` and every write are refused. A query stops after
+`sql_time_limit_seconds` (30 s) and answers at most `sql_max_rows` rows (100,000). Over the API a
+token that is not an admin's sees only its own sites' rows, in every table. The raw-file query at
+the end of this page reads files, so it runs with `duckdb` in the data directory instead (the raw
+files are never held by the server). [export.md](export.md) has the details, and exports.
 
 ## Definitions (SPEC §5)
 

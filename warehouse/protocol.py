@@ -3,7 +3,8 @@
 A frame is a 4-byte big-endian length, one kind byte and a payload:
 
 * ``J`` — JSON: a request ``{"op": "query", "sql": ..., "params": ...}`` or an operation's answer;
-* ``A`` — a query result as an Arrow IPC stream (types survive: timestamps, dates, decimals);
+* ``A`` — a query result as an Arrow IPC stream (types survive: timestamps, dates, decimals; an
+  analyst query's answer carries ``truncated`` and ``types`` in its schema metadata);
 * ``E`` — an error ``{"type": ..., "message": ...}``.
 
 Parameters are JSON; ``datetime``, ``date`` and ``Decimal`` values are tagged so that they reach
@@ -19,6 +20,7 @@ from decimal import Decimal
 from typing import Any
 
 import orjson
+import pyarrow as pa
 
 HEADER = struct.Struct(">IB")
 KIND_JSON = ord("J")
@@ -87,6 +89,16 @@ def frame(kind: int, payload: bytes) -> bytes:
 def json_frame(data: Any) -> bytes:
     """A ``J`` frame."""
     return frame(KIND_JSON, orjson.dumps(data, default=str))
+
+
+def arrow_frame(table: pa.Table, metadata: dict[bytes, bytes] | None = None) -> bytes:
+    """An ``A`` frame holding ``table`` (``metadata`` rides on its schema)."""
+    if metadata:
+        table = table.replace_schema_metadata({**(table.schema.metadata or {}), **metadata})
+    sink = pa.BufferOutputStream()
+    with pa.ipc.new_stream(sink, table.schema) as writer:
+        writer.write_table(table)
+    return frame(KIND_ARROW, sink.getvalue().to_pybytes())
 
 
 def error_frame(exc: BaseException) -> bytes:

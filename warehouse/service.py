@@ -47,6 +47,7 @@ from warehouse.protocol import (
     KIND_ARROW,
     KIND_JSON,
     WarehouseError,
+    arrow_frame,
     decode_params,
     error_frame,
     frame,
@@ -60,6 +61,7 @@ from warehouse.retention import (
     purge_site_data,
 )
 from warehouse.rollups import reaggregate
+from warehouse.sql import SqlAnswer, run_readonly
 from warehouse.tables import recreate_stale_preaggregates
 
 log = logging.getLogger("littlestats.warehouse")
@@ -278,6 +280,15 @@ class Warehouse:
         finally:
             cur.close()
 
+    def analyst_sql(self, sql: str, sites: list[str] | None, time_limit: float | None = None,
+                    max_rows: int | None = None) -> SqlAnswer:
+        """An analyst's read-only query (``warehouse.sql``), within the configured time and row
+        limits (a request may ask for less); ``sites`` limits it to those sites' rows."""
+        limit = self.settings.sql_time_limit_seconds
+        rows = self.settings.sql_max_rows
+        return run_readonly(self.con, sql, sites,
+                            time_limit=min(time_limit or limit, limit), max_rows=min(max_rows or rows, rows))
+
     def snapshot(self, staging: Path) -> dict[str, int]:
         """Freeze a copy of the warehouse file and links to every raw file into ``staging``, with
         no load, compaction or retention in between (``littlestats.backup``)."""
@@ -347,6 +358,12 @@ class WarehouseSocketServer(socketserver.ThreadingMixIn, socketserver.UnixStream
             with pa.ipc.new_stream(sink, table.schema) as writer:
                 writer.write_table(table)
             return frame(KIND_ARROW, sink.getvalue().to_pybytes())
+        if op == "sql":
+            sites = request.get("sites")
+            answer = wh.analyst_sql(str(request["sql"]), None if sites is None else [str(s) for s in sites],
+                                    request.get("time_limit"), request.get("max_rows"))
+            return arrow_frame(answer.table, {b"truncated": b"true" if answer.truncated else b"false",
+                                              b"types": orjson.dumps(answer.types)})
         if op == "ping":
             return json_frame("pong")
         if op == "load":

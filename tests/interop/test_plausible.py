@@ -353,3 +353,14 @@ def test_the_import_command_brings_a_plausible_export_in_and_deletes_it(env: Env
                              site["id"], "--data-dir", str(env.data_dir)], capture_output=True, text=True, timeout=120)
     assert failed.returncode == 1 and "Traceback" not in failed.stderr, failed.stderr
     assert "imported_visitors" in failed.stderr and "line 1, column 'pageviews'" in failed.stderr, failed.stderr
+
+
+def test_the_export_command_writes_what_the_api_sends(env: Env, tmp_path: Path) -> None:
+    out = tmp_path / "cli.zip"
+    said = cli(env.data_dir, "export", "--site", env.native, "--start", FIRST.isoformat(), "--end", LAST.isoformat(),
+               "--out", str(out))
+    assert "daily rows" in said, said
+    ours, api = zipfile.ZipFile(out), zipfile.ZipFile(io.BytesIO(env.export))
+    assert sorted(ours.namelist()) == sorted(api.namelist())
+    for name in api.namelist():
+        assert ours.read(name) == api.read(name), name
