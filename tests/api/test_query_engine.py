@@ -85,6 +85,12 @@ COVERED = [
     {"metrics": ["visitors"], "date_range": "7d"},
     {"metrics": ["visitors", "visits"], "date_range": ["2026-03-02T05:00:00Z", "2026-03-03T17:00:00Z"],
      "dimensions": ["time:hour"]},
+    # filters on the breakdown's own visit attribute: the unfiltered rows whose value passes
+    {"metrics": SESSION, "dimensions": ["country"], "filters": [["is", "country", ["DE"]]]},
+    {"metrics": SESSION, "dimensions": ["country"], "filters": [["is_not", "country", ["DE", "FR"]]]},
+    {"metrics": SESSION, "dimensions": ["source"], "filters": [["contains", "source", ["o"]],
+                                                               ["not_contains", "source", ["direct"]]]},
+    {"metrics": SESSION, "dimensions": ["time:day", "device"], "filters": [["is", "device", ["mobile", "tablet"]]]},
 ]
 
 
@@ -114,6 +120,10 @@ def test_preaggregates_and_facts_agree(warehouse: duckdb.DuckDBPyConnection, sit
     ({"metrics": ["visitors"], "filters": [["is", "country", ["DE"]], ["is", "page", ["/"]]]}, "facts"),
     ({"metrics": ["visitors"], "date_range": ["2026-03-01T00:30:00Z", "2026-03-02T00:00:00Z"]}, "facts"),
     ({"metrics": ["time_on_page"], "dimensions": ["page"]}, "facts"),
+    ({"metrics": SESSION, "dimensions": ["source"], "filters": [["is", "country", ["DE"]]]}, "facts"),
+    ({"metrics": SESSION, "dimensions": ["country"], "filters": [["is", "country", ["DE"]], ["is", "device", ["mobile"]]]},
+     "facts"),
+    ({"metrics": ["visitors", "views"], "dimensions": ["page"], "filters": [["is", "page", ["/"]]]}, "facts"),
 ])
 def test_planner_falls_back_when_preaggregates_do_not_cover(body: dict[str, Any], path: str) -> None:
     q = parse_query("site-a", "UTC", {"date_range": RANGE, **body}, goals=GOALS, now=NOW)
