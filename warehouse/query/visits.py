@@ -119,7 +119,8 @@ def _visitors_by_day(q: Query, p: Params, site: str, start: str, end: str) -> li
     r = q.date_range
     gran = q.granularity
     assert gran is not None
-    first_day, end_day = p(r.start.astimezone(r.zone).date()), p(r.end.astimezone(r.zone).date())
+    first, last = r.start.astimezone(r.zone).date(), r.end.astimezone(r.zone).date()
+    first_day, end_day, before = p(first), p(last), p(first - timedelta(days=1))
 
     def day(ts: str) -> str:
         return bucket("day", ts, p, r.timezone, r)
@@ -128,8 +129,12 @@ def _visitors_by_day(q: Query, p: Params, site: str, start: str, end: str) -> li
         return date_bucket(gran, d)
 
     return [
+        # d0 / d1: the local days of the visit's first and last event, or the day before / after
+        # the range for a visit that starts / ends outside it (every range day up to its last
+        # event / from its first event is then strictly between)
         "ms AS (SELECT s.visitor_key, s.started_at, s.ended_at, s.is_bounce, s.duration_ms,"
-        f" {day('s.started_at')} AS d0, {day('s.ended_at')} AS d1 FROM sessions s WHERE "
+        f" CASE WHEN s.started_at < {start} THEN {before} ELSE {day('s.started_at')} END AS d0,"
+        f" CASE WHEN s.ended_at >= {end} THEN {end_day} ELSE {day('s.ended_at')} END AS d1 FROM sessions s WHERE "
         + where([f"s.site_id = {site}", f"s.started_at < {end}", f"s.ended_at >= {start}",
                  *session_predicates(q, p, "s")])
         + ")",
