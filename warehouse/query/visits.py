@@ -19,6 +19,12 @@ visits' instead of the range's. Straddlers of a few boundaries (a total has two:
 and end) are joined per boundary, so each join's time bounds let DuckDB skip the row groups
 outside them.
 
+A time series by day, week or month over whole local days that counts no events per bucket
+(visitors, visits, bounce rate, duration: the dashboard's chart) reads no events at all: a visit
+has events on the local days it started and ended, and on a day strictly between them every event
+of its visitor is its own, so the visitor's ``daily_visitors`` row says whether it had one then
+(``_visitors_by_day``).
+
 Covers: visit-attribute filters only (no event-level filter), no breakdown dimension, optionally
 by time, metrics ``visitors``, ``visits``, ``views``, ``events``, ``bounce_rate``,
 ``visit_duration``, ``views_per_visit``.
@@ -99,7 +105,7 @@ def _whole_local_days(q: Query) -> bool:
     return all(t.astimezone(r.zone).time() == time(0) for t in (r.start, r.end))
 
 
-def visitor_days_cover(q: Query) -> bool:
+def _reads_no_events(q: Query) -> bool:
     """Whether a time series' visitors come from the visit rows and ``daily_visitors`` alone
     (``_visitors_by_day``): by day, week or month over whole site-local days, with no metric that
     counts events per bucket."""
@@ -156,7 +162,7 @@ def visit_sql(q: Query) -> SQL:
     r = q.date_range
     site, start, end = p(q.site_id), p(r.start), p(r.end)
     gran = q.granularity
-    if visitor_days_cover(q):
+    if _reads_no_events(q):
         ctes = _visitors_by_day(q, p, site, start, end)
         return _finish(q, p, ctes, start, "visitors" in q.metrics, date_bucket(gran or "day", "d0"))
 
