@@ -9,7 +9,11 @@ first load of a context is cold (assets fetched); the rest find the hashed asset
 returning user does.
 
 Reported: p50/p95 of the page (targets: p95 < 500 ms unfiltered, < 1 s filtered), the p95 of the
-API requests the page made (browser resource timing), and the bytes transferred per load.
+API requests the page made (browser resource timing), and the bytes transferred per load. Before the
+browser runs, where the time goes: the page's warehouse questions (``QUESTIONS``: the KPIs for the
+range and the previous one, the chart, the first tab of every panel) run in process on the same
+file, each one alone (its CPU time: DuckDB's threads included) and all at once (wall time, as the
+warehouse process meets them), with the path the planner took.
 Usage: ``python -m bench --only dashboard [--quick]``.
 """
 
@@ -17,6 +21,7 @@ from __future__ import annotations
 
 import statistics
 import time
+from pathlib import Path
 from typing import Any
 
 from bench.harness import BenchContext, Section
@@ -43,6 +48,74 @@ MEASURE = """
 """
 
 
+_SESSION = ["visitors", "visits", "views", "bounce_rate", "visit_duration"]
+_STATS = ["visitors", "visits", "views", "events", "bounce_rate", "visit_duration", "views_per_visit"]
+_PREVIOUS = ("2026-01-30", "2026-02-28")  # the 30 days before RANGE: the KPIs' comparison
+#: What the dashboard asks the warehouse on a load (dashboard/web/src): name → (dimensions, metrics, range).
+QUESTIONS: dict[str, tuple[list[str], list[str], tuple[str, str]]] = {
+    "stats": ([], _STATS, RANGE),
+    "stats, previous period": ([], _STATS, _PREVIOUS),
+    "timeseries (visitors by day)": (["time:day"], ["visitors"], RANGE),
+    "pages": (["page"], ["visitors", "views"], RANGE),
+    "sources": (["source"], _SESSION, RANGE),
+    "countries": (["country"], _SESSION, RANGE),
+    "devices": (["device"], _SESSION, RANGE),
+    "languages": (["language"], _SESSION, RANGE),
+    "event names": (["event"], ["visitors", "events"], RANGE),
+}
+
+
+def _questions(root: Path, section: Section, rounds: int) -> None:
+    """CPU time of each question alone, and the wall time of all of them at once, in process with
+    the warehouse process's 2 DuckDB threads: what the page's API requests cost the warehouse."""
+    import threading
+
+    import duckdb
+
+    from warehouse.query.model import parse_query
+    from warehouse.query.planner import plan
+
+    con = duckdb.connect(str(root / "warehouse.duckdb"), read_only=True, config={"threads": 2})
+    con.execute("SET TimeZone = 'UTC'")
+
+    def run(sql: str, params: dict[str, Any]) -> None:
+        cur = con.cursor()
+        try:
+            cur.execute(sql, params).fetchall()
+        finally:
+            cur.close()
+
+    for name, filters in (("unfiltered", []), ("country==DE", [["is", "country", ["DE"]]])):
+        plans = {}
+        for question, (dims, metrics, dates) in QUESTIONS.items():
+            body = {"date_range": list(dates), "dimensions": dims, "metrics": metrics, "limit": 10, "filters": filters}
+            plans[question] = plan(parse_query(SITE, "Europe/Berlin", body))
+        cpu: dict[str, list[float]] = {q: [] for q in plans}
+        burst: list[float] = []
+        for p in plans.values():  # warm-up
+            run(p.sql.text, p.sql.params)
+        for _ in range(rounds):
+            for q, p in plans.items():
+                t = time.process_time()
+                run(p.sql.text, p.sql.params)
+                cpu[q].append((time.process_time() - t) * 1000)
+            threads = [threading.Thread(target=run, args=(p.sql.text, p.sql.params)) for p in plans.values()]
+            t = time.perf_counter()
+            for th in threads:
+                th.start()
+            for th in threads:
+                th.join()
+            burst.append((time.perf_counter() - t) * 1000)
+        total = 0.0
+        for q, p in plans.items():
+            section.add(f"{name}: {q} ({p.path}), CPU median", statistics.median(cpu[q]), "ms")
+            total += statistics.median(cpu[q])
+        section.add(f"{name}: the page's questions, CPU sum", total, "ms")
+        section.add(f"{name}: the page's questions at once, wall median", statistics.median(burst), "ms")
+        print(f"  {name}: questions' CPU {total:.0f} ms, all at once {statistics.median(burst):.0f} ms wall", flush=True)
+    con.close()
+
+
 def _p(samples: list[float], q: int) -> float:
     if len(samples) == 1:
         return samples[0]
@@ -61,6 +134,7 @@ def run(ctx: BenchContext) -> Section:
     label = f"{size // 1_000_000} M"
     section = Section(f"Dashboard: navigation → every panel rendered, {label} events / 30 days (ms)")
     root = bench_api.prepared_warehouse(ctx, size, section)
+    _questions(root, section, 3 if ctx.quick else 7)
     bench_api.register_sites(root)
     loads = 10 if ctx.quick else 30
     ready = f"() => {{ const ok = ({READY})(); if (ok && !window.__readyAt) window.__readyAt = performance.now(); return ok; }}"

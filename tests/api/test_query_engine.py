@@ -7,6 +7,7 @@ import itertools
 from collections.abc import Iterator
 from datetime import UTC, date, datetime, timedelta
 from typing import Any
+from zoneinfo import ZoneInfo
 
 import duckdb
 import polars as pl
@@ -84,6 +85,12 @@ COVERED = [
     {"metrics": ["visitors"], "date_range": "7d"},
     {"metrics": ["visitors", "visits"], "date_range": ["2026-03-02T05:00:00Z", "2026-03-03T17:00:00Z"],
      "dimensions": ["time:hour"]},
+    # filters on the breakdown's own visit attribute: the unfiltered rows whose value passes
+    {"metrics": SESSION, "dimensions": ["country"], "filters": [["is", "country", ["DE"]]]},
+    {"metrics": SESSION, "dimensions": ["country"], "filters": [["is_not", "country", ["DE", "FR"]]]},
+    {"metrics": SESSION, "dimensions": ["source"], "filters": [["contains", "source", ["o"]],
+                                                               ["not_contains", "source", ["direct"]]]},
+    {"metrics": SESSION, "dimensions": ["time:day", "device"], "filters": [["is", "device", ["mobile", "tablet"]]]},
 ]
 
 
@@ -113,6 +120,10 @@ def test_preaggregates_and_facts_agree(warehouse: duckdb.DuckDBPyConnection, sit
     ({"metrics": ["visitors"], "filters": [["is", "country", ["DE"]], ["is", "page", ["/"]]]}, "facts"),
     ({"metrics": ["visitors"], "date_range": ["2026-03-01T00:30:00Z", "2026-03-02T00:00:00Z"]}, "facts"),
     ({"metrics": ["time_on_page"], "dimensions": ["page"]}, "facts"),
+    ({"metrics": SESSION, "dimensions": ["source"], "filters": [["is", "country", ["DE"]]]}, "facts"),
+    ({"metrics": SESSION, "dimensions": ["country"], "filters": [["is", "country", ["DE"]], ["is", "device", ["mobile"]]]},
+     "facts"),
+    ({"metrics": ["visitors", "views"], "dimensions": ["page"], "filters": [["is", "page", ["/"]]]}, "facts"),
 ])
 def test_planner_falls_back_when_preaggregates_do_not_cover(body: dict[str, Any], path: str) -> None:
     q = parse_query("site-a", "UTC", {"date_range": RANGE, **body}, goals=GOALS, now=NOW)
@@ -131,6 +142,9 @@ VISIT_BODIES = [
     {"metrics": ["visitors", "views"]},
     {"metrics": ["visits", "bounce_rate"]},
     *({"metrics": ALL, "dimensions": [f"time:{g}"]} for g in ("hour", "day", "week", "month")),
+    # visitors per bucket from the visit rows and daily_visitors (whole days), no events read
+    *({"metrics": ["visitors"], "dimensions": [f"time:{g}"]} for g in ("hour", "day", "week", "month")),
+    {"metrics": ["visitors", "visits", "bounce_rate", "visit_duration"], "dimensions": ["time:day"]},
 ]
 
 
@@ -440,3 +454,76 @@ def test_an_exit_in_the_same_millisecond_as_a_pageview_is_the_previous_pages_tim
         con.close()
         by_page = {row["page"]: row["time_on_page"] for row in answer.rows}
         assert by_page == {"/": 90.0, "/b": 7.0}, exit_id
+
+
+def test_visitors_by_day_of_visits_spanning_several_days_equal_truth(tmp_path: Any) -> None:
+    """Visitors per day under a visit filter come from the visit rows and ``daily_visitors``,
+    reading no events: a visit counts its visitor on the days it started and ended and, for a
+    visit spanning three days or more, on the days in between where its visitor had an event —
+    none for a page left open for a day and a half, whose exit is the visit's last event. Visits
+    crossing the range's edges count only their days inside it."""
+    from ingest.seal import events_to_table, write_parquet_atomic
+    from tests.warehouse.frames import event
+
+    zone = "Europe/Berlin"  # minute 0 is 2026-03-01 12:00 UTC; the range starts at 2026-02-28 23:00 UTC
+
+    def visit(key: int, country: str, minutes: list[int], exit_at: int | None = None) -> list[dict[str, Any]]:
+        out = [event(m, visitor_key=key, country=country, site_id="s1", pathname=f"/p{i % 3}")
+               for i, m in enumerate(minutes)]
+        if exit_at is not None:
+            out.append(event(exit_at, visitor_key=key, country=country, site_id="s1", type="page_exit",
+                             engagement_ms=60_000))
+        return out
+
+    visits = [
+        visit(1, "DE", list(range(-900, 2701, 25))),  # from before the range into its third day
+        visit(1, "FR", [2800, 2810]),  # the same visitor's next visit, not matching
+        visit(2, "DE", list(range(600, 3001, 20))),  # three days inside the range
+        visit(3, "DE", [650, 670, 690]),  # crosses one local midnight (23:00 UTC)
+        visit(4, "DE", list(range(3400, 3701, 20))),  # crosses the range's end (minute 3540)
+        visit(5, "DE", [600], exit_at=2600),  # left open: events on its first and last day only
+        visit(6, "FR", list(range(0, 3001, 20))),  # long, not matching
+        visit(7, "DE", [100, 110]),  # an ordinary visit
+    ]
+    events = [e for v in visits for e in v]
+
+    def raw(e: dict[str, Any]) -> dict[str, Any]:
+        ms = int(e["ts"].timestamp() * 1000)
+        return {**e, "ts": ms, "received_at": ms, "props_str": None, "props_num": None, "props_bool": None}
+
+    by_hour: dict[datetime, list[dict[str, Any]]] = {}
+    for e in events:
+        by_hour.setdefault(e["ts"].replace(minute=0, second=0, microsecond=0), []).append(raw(e))
+    for hour, rows in by_hour.items():
+        write_parquet_atomic(events_to_table(rows), tmp_path / "raw" / "site_id=s1" / f"date={hour:%Y-%m-%d}"
+                             / f"hour={hour:%H}" / "part-1.parquet")
+    con = connect(tmp_path / "warehouse.duckdb")
+    load_pending(con, tmp_path / "raw", {"s1": zone})
+    assert con.execute("SELECT count(*) FROM sessions").fetchone() == (len(visits),)
+
+    def execute(sql: str, params: dict[str, Any]) -> Rows:
+        res = con.execute(sql, params)
+        return Rows([c[0] for c in res.description], res.fetchall())
+
+    date_range = ["2026-03-01", "2026-03-03"]
+    start, end = datetime(2026, 2, 28, 23, tzinfo=UTC), datetime(2026, 3, 3, 23, tzinfo=UTC)
+    truth: dict[str, set[int]] = {}
+    for v in visits:
+        for e in v:
+            if e["country"] == "DE" and start <= e["ts"] < end:
+                day = e["ts"].astimezone(ZoneInfo(zone)).date().isoformat()
+                truth.setdefault(day, set()).add(e["visitor_key"])
+    assert truth["2026-03-02"] == {1, 2, 3}  # not 5: visitor 5's page stayed open all day without an event
+    for gran in ("day", "week", "month"):
+        for metrics in (["visitors"], ["visitors", "visits", "bounce_rate", "visit_duration"]):
+            q = parse_query("s1", zone, {"date_range": date_range, "metrics": metrics, "dimensions": [f"time:{gran}"],
+                                         "filters": [["is", "country", ["DE"]]]}, now=NOW)
+            chosen = plan(q)
+            assert chosen.path == "visits" and "FROM events" not in chosen.sql.text
+            assert run_with(q, execute).rows == run_with(q, execute, "facts").rows, (gran, metrics)
+    q = parse_query("s1", zone, {"date_range": date_range, "metrics": ["visitors"], "dimensions": ["time:day"],
+                                 "filters": [["is", "country", ["DE"]]]}, now=NOW)
+    rows = run_with(q, execute).rows
+    con.close()
+    assert {r["time:day"]: r["visitors"] for r in rows} == {d: len(truth.get(d, ())) for d in
+                                                            ("2026-03-01", "2026-03-02", "2026-03-03")}

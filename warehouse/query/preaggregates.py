@@ -7,7 +7,7 @@ The numbers must equal the fact path's (``facts.py``) to the last digit — a te
 generated data — so this path only takes questions whose building blocks are sums of hourly rows
 or exact distinct counts over whole site-local days:
 
-* no filters;
+* no filters, or filters only on the one visit attribute the query breaks down by;
 * no dimension, one visit attribute, ``page``, ``event`` or ``props:<name>``, optionally by time;
 * the range starts and ends on UTC hour boundaries, and the site's UTC offset is whole hours
   (so every rollup hour lies inside one local day);
@@ -22,7 +22,15 @@ from __future__ import annotations
 from datetime import UTC, datetime, timedelta
 
 from warehouse.query.model import PROP_PREFIX, Query
-from warehouse.query.sql import SESSION_COLUMNS, SQL, Params, bucket, date_bucket, final_select
+from warehouse.query.sql import (
+    SESSION_COLUMNS,
+    SQL,
+    Params,
+    bucket,
+    date_bucket,
+    final_select,
+    predicate,
+)
 
 #: Visit attributes ``daily_visitor_counts`` holds (exact visitors by attribute).
 DAILY_SESSION_COLUMNS = SESSION_COLUMNS - {"browser_version", "os_version"}
@@ -50,11 +58,21 @@ def _whole_local_days(q: Query) -> bool:
     return all(t.astimezone(r.zone).time() == datetime.min.time() for t in (r.start, r.end))
 
 
+def _filters_on_breakdown(q: Query) -> bool:
+    """Every filter is on the one visit attribute the query breaks down by (``country==DE`` by
+    country: what a click on a panel's row asks of that panel). By a visit attribute every metric
+    is over the visits with that value, so the answer is the unfiltered breakdown's rows whose
+    value passes the filters."""
+    dims = q.plain_dimensions
+    return (len(dims) == 1 and dims[0] in SESSION_COLUMNS
+            and all(f.dimension == dims[0] for f in q.filters))
+
+
 def coverage(q: Query) -> str | None:
     """``None`` when the pre-aggregates answer ``q`` exactly, else the reason they do not."""
-    if q.filters:
-        return "filters need the fact tables"
     dims = q.plain_dimensions
+    if q.filters and not _filters_on_breakdown(q):
+        return "filters need the fact tables"
     if len(dims) > 1:
         return "more than one non-time dimension"
     if not _whole_hours(q):
@@ -102,6 +120,8 @@ def preaggregate_sql(q: Query) -> SQL:
 
     dimension = dim or "total"
     value_col = "value" if dim else None
+    # filters on the breakdown's own dimension (``_filters_on_breakdown``): its rows whose value passes
+    values = "".join(f" AND {predicate('value', f, p)}" for f in q.filters)
     if value_col:
         keys.append(value_col)
     n = len(keys)
@@ -113,7 +133,7 @@ def preaggregate_sql(q: Query) -> SQL:
         f" {'0' if page_like else 'sum(visits)'} AS visits, sum(views) AS views, sum(events) AS events,"
         " sum(bounces) AS bounces, sum(duration_ms) AS duration_ms"
         f" FROM hourly_rollup WHERE site_id = {p(site)} AND dimension = {p(dimension)}"
-        f" AND hour >= {p(r.start)} AND hour < {p(r.end)}{' GROUP BY ALL' if n else ''})"
+        f" AND hour >= {p(r.start)} AND hour < {p(r.end)}{values}{' GROUP BY ALL' if n else ''})"
     )
     if "visitors" in q.metrics and not visitors_from_hours:
         # Each visitor counts once per bucket: on its first day there (no earlier day with the
@@ -127,7 +147,7 @@ def preaggregate_sql(q: Query) -> SQL:
         ctes.append(
             f"v AS (SELECT {vsel}CAST(sum(visitors) AS BIGINT) AS visitors FROM daily_visitor_counts"
             f" WHERE site_id = {p(site)} AND dimension = {p(dimension)} AND local_date >= {d0}"
-            f" AND local_date < {d1}{first}{' GROUP BY ALL' if n else ''})"
+            f" AND local_date < {d1}{first}{values}{' GROUP BY ALL' if n else ''})"
         )
         rest = ("coalesce(v.visitors, 0) AS visitors, coalesce(r.visits, 0) AS visits,"
                 " coalesce(r.views, 0) AS views, coalesce(r.events, 0) AS events,"
