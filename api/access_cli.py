@@ -12,7 +12,7 @@ from typing import Any
 import click
 
 from littlestats import audit
-from littlestats.cli_options import data_dir_option, echo_json, settings_from
+from littlestats.cli_options import data_dir_option, echo_json, settings_from, site_of
 from littlestats.controlplane import ROLES, ControlPlane, LastOwner, Site, User
 
 site_option = click.option("--site", "site_ref", required=True, help="Site id or domain key.")
@@ -21,13 +21,6 @@ site_option = click.option("--site", "site_ref", required=True, help="Site id or
 def _open(data_dir: Path | None) -> tuple[ControlPlane, Any]:
     settings = settings_from(data_dir=data_dir)
     return ControlPlane(settings.control_db), settings
-
-
-def _site(store: ControlPlane, ref: str) -> Site:
-    site = store.get_site(ref)
-    if site is None:
-        raise click.BadParameter(f"no site {ref!r} (see `littlestats sites list`)", param_hint="--site")
-    return site
 
 
 def _member(store: ControlPlane, site: Site, who: str) -> User:
@@ -49,7 +42,7 @@ def members() -> None:
 def members_list(site_ref: str, data_dir: Path | None) -> None:
     """Print the site's members and open invitations as JSON."""
     store, _settings = _open(data_dir)
-    site = _site(store, site_ref)
+    site = site_of(site_ref, store)
     echo_json({"members": [m.public() for m in store.list_members(site.id)],
                "invitations": [i.public() for i in store.list_invitations(site.id) if i.usable()]})
 
@@ -66,7 +59,7 @@ def members_invite(email: str, site_ref: str, role: str, base_url: str | None, d
     from api.members import create_invitation, invitation_path, valid_email
 
     store, settings = _open(data_dir)
-    site = _site(store, site_ref)
+    site = site_of(site_ref, store)
     try:
         email = valid_email(email)
     except Exception as exc:  # falcon's 400, named for the API
@@ -84,7 +77,7 @@ def members_invite(email: str, site_ref: str, role: str, base_url: str | None, d
 def members_remove(user: str, site_ref: str, data_dir: Path | None) -> None:
     """Take USER's (email or id) role on the site away."""
     store, _settings = _open(data_dir)
-    site = _site(store, site_ref)
+    site = site_of(site_ref, store)
     found = _member(store, site, user)
     role = store.role_of(found.id, site.id)
     try:
@@ -103,7 +96,7 @@ def members_remove(user: str, site_ref: str, data_dir: Path | None) -> None:
 def members_role(user: str, role: str, site_ref: str, data_dir: Path | None) -> None:
     """Give USER (email or id) ROLE on the site (adds them when they are not a member yet)."""
     store, _settings = _open(data_dir)
-    site = _site(store, site_ref)
+    site = site_of(site_ref, store)
     found = store.find_user_by_email(user) or store.get_user(user)
     if found is None:
         raise click.BadParameter(f"no user {user!r}: invite them (`littlestats members invite`)", param_hint="USER")
@@ -130,7 +123,7 @@ def members_role(user: str, role: str, site_ref: str, data_dir: Path | None) -> 
 def members_transfer(user: str, site_ref: str, data_dir: Path | None) -> None:
     """Make USER (a member: email or id) an owner; every other owner becomes an admin."""
     store, _settings = _open(data_dir)
-    site = _site(store, site_ref)
+    site = site_of(site_ref, store)
     found = _member(store, site, user)
     store.set_member(site.id, found.id, "owner")
     for member in store.list_members(site.id):
@@ -148,7 +141,7 @@ def members_transfer(user: str, site_ref: str, data_dir: Path | None) -> None:
 def audit_command(site_ref: str | None, limit: int, data_dir: Path | None) -> None:
     """Print the audit log as JSON, newest first."""
     store, _settings = _open(data_dir)
-    site_id = _site(store, site_ref).id if site_ref else None
+    site_id = site_of(site_ref, store).id if site_ref else None
     echo_json({"entries": [e.public() for e in store.list_audit(site_id, limit=limit)]})
 
 

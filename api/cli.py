@@ -12,7 +12,7 @@ from pathlib import Path
 import click
 
 from littlestats import audit
-from littlestats.cli_options import data_dir_option, echo_json, settings_from
+from littlestats.cli_options import data_dir_option, echo_json, settings_from, site_of
 from littlestats.controlplane import SCOPES, ControlPlane
 
 
@@ -40,10 +40,7 @@ def token_create(email: str | None, name: str, admin: bool, scopes: tuple[str, .
     store = _store(data_dir)
     site_ids = []
     for ref in sites:
-        site = store.get_site(ref)
-        if site is None:
-            raise click.BadParameter(f"no site {ref!r} (see `littlestats sites list`)", param_hint="--site")
-        site_ids.append(site.id)
+        site_ids.append(site_of(ref, store).id)
     if email:
         user = store.find_user_by_email(email) or store.create_user(email=email, name=email, is_admin=admin)
     else:

@@ -15,21 +15,7 @@ from typing import Any
 
 import click
 
-from littlestats.cli_options import data_dir_option, echo_json, settings_from
-
-
-def _site(settings: Any, ref: str) -> Any:
-    from littlestats.controlplane import ControlPlane
-
-    store = ControlPlane(settings.control_db)
-    try:
-        site = store.get_site(ref)
-    finally:
-        store.close()
-    if site is None:
-        raise click.ClickException(f"no site {ref!r}: give its id or domain key"
-                                   " (`littlestats sites list`)")
-    return site
+from littlestats.cli_options import data_dir_option, echo_json, settings_from, site_of
 
 
 class _Bar:
@@ -106,7 +92,7 @@ def import_command(source: str, file: Path, site_ref: str, source_site: str | No
 
     settings = settings_from(data_dir=data_dir)
     settings.ensure_dirs()
-    site = _site(settings, site_ref)
+    site = site_of(site_ref, settings=settings)
     store = ImportStore(settings.control_db)
     try:
         record = prepare(store, site, source, file, file_name)
@@ -160,7 +146,7 @@ def imports_list(site_ref: str | None, data_dir: Path | None) -> None:
     from interop.records import ImportStore
 
     settings = settings_from(data_dir=data_dir)
-    site_id = _site(settings, site_ref).id if site_ref else None
+    site_id = site_of(site_ref, settings=settings).id if site_ref else None
     store = ImportStore(settings.control_db)
     try:
         echo_json({"imports": [r.public() for r in store.list(site_id)]})

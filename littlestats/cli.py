@@ -11,7 +11,7 @@ from pathlib import Path
 import click
 
 from littlestats import __version__, audit
-from littlestats.cli_options import data_dir_option, echo_json, settings_from
+from littlestats.cli_options import data_dir_option, echo_json, settings_from, site_of
 from littlestats.config import ConfigError
 from littlestats.controlplane import ControlPlane
 from littlestats.logs import configure as configure_logging
@@ -120,13 +120,7 @@ def erase(site_ref: str, visitor_id: str | None, visitor_key: int | None, user_i
     if [visitor_id, visitor_key, user_id].count(None) != 2:
         raise click.UsageError("name the person with exactly one of --visitor, --visitor-key or --user")
     settings = settings_from(data_dir=data_dir)
-    store = ControlPlane(settings.control_db)
-    try:
-        site = store.get_site(site_ref)
-    finally:
-        store.close()
-    if site is None:
-        raise click.BadParameter(f"no site {site_ref!r} (see `littlestats sites list`)", param_hint="--site")
+    site = site_of(site_ref, settings=settings)
     keys = [visitor_key] if visitor_key is not None else []
     if visitor_id is not None:
         keys = [visitor_key_of(site.secret, visitor_id)]
@@ -161,13 +155,6 @@ def shares() -> None:
     """Share links: a site's read-only dashboard at /share/{slug} (docs/sharing.md)."""
 
 
-def _share_site(store: ControlPlane, site: str) -> str:
-    found = store.get_site(site)
-    if found is None:
-        raise click.BadParameter(f"no site {site!r} (see `littlestats sites list`)", param_hint="--site")
-    return found.id
-
-
 @shares.command("add")
 @click.option("--site", required=True, help="The site's id or domain key.")
 @click.option("--label", default="", help="A label, to tell links apart.")
@@ -192,7 +179,7 @@ def shares_add(site: str, label: str, password_stdin: bool, origins: tuple[str, 
         raise click.UsageError(str(exc.description)) from None
     store = ControlPlane(settings_from(data_dir=data_dir).control_db)
     password = changes.get("password")
-    share, slug = store.create_share(_share_site(store, site), label=changes["label"],
+    share, slug = store.create_share(site_of(site, store).id, label=changes["label"],
                                      password_hash=hash_password(password) if password else None,
                                      embed_origins=changes["embed_origins"])
     audit.record(store, audit.SHARE_CREATED, actor=None, site_id=share.site_id, target=share.id,
@@ -207,7 +194,7 @@ def shares_add(site: str, label: str, password_stdin: bool, origins: tuple[str, 
 def shares_list(site: str, data_dir: Path | None) -> None:
     """Print the site's share links as JSON (revoked ones too; never the links themselves)."""
     store = ControlPlane(settings_from(data_dir=data_dir).control_db)
-    echo_json({"shares": [s.public() for s in store.list_shares(_share_site(store, site))]})
+    echo_json({"shares": [s.public() for s in store.list_shares(site_of(site, store).id)]})
 
 
 @shares.command("revoke")
@@ -217,7 +204,7 @@ def shares_list(site: str, data_dir: Path | None) -> None:
 def shares_revoke(site: str, share_id: str, data_dir: Path | None) -> None:
     """Revoke the share link SHARE_ID (see `shares list`): it stops working at once."""
     store = ControlPlane(settings_from(data_dir=data_dir).control_db)
-    revoked = store.revoke_share(_share_site(store, site), share_id)
+    revoked = store.revoke_share(site_of(site, store).id, share_id)
     if revoked is None:
         raise click.BadParameter(f"no share link {share_id!r} of this site", param_hint="SHARE_ID")
     audit.record(store, audit.SHARE_REVOKED, actor=None, site_id=revoked.site_id, target=revoked.id,

@@ -15,6 +15,7 @@ import click
 import orjson
 
 from littlestats.config import ConfigError, Settings, load_settings
+from littlestats.controlplane import ControlPlane, Site
 
 
 def data_dir_option(f: Callable[..., Any]) -> Callable[..., Any]:
@@ -36,3 +37,22 @@ def settings_from(**options: Any) -> Settings:
 
 def echo_json(data: Any) -> None:
     click.echo(orjson.dumps(data, option=orjson.OPT_INDENT_2).decode())
+
+
+def site_of(ref: str, store: ControlPlane | None = None, settings: Settings | None = None,
+            option: str = "--site") -> Site:
+    """The site by id or domain key (from ``store``, or the control plane of ``settings``), or a
+    clean exit that says how to find it."""
+    own = store is None
+    if store is None:
+        assert settings is not None
+        store = ControlPlane(settings.control_db)
+    try:
+        site = store.get_site(ref)
+    finally:
+        if own:
+            store.close()
+    if site is None:
+        raise click.BadParameter(f"no site {ref!r}: give its id or domain key (see `littlestats sites list`)",
+                                 param_hint=option)
+    return site

@@ -16,7 +16,7 @@ from typing import Any
 
 import click
 
-from littlestats.cli_options import data_dir_option, settings_from
+from littlestats.cli_options import data_dir_option, settings_from, site_of
 from littlestats.config import Settings
 
 
@@ -63,16 +63,8 @@ def _range(site_tz: str, start: str | None, end: str | None) -> tuple[datetime |
 def export_command(site_ref: str, fmt: str, raw_flag: bool, start: str | None, end: str | None, out: Path,
                    data_dir: Path | None) -> None:
     """Export a site's data: raw events for analysts, or a zip for Plausible."""
-    from littlestats.controlplane import ControlPlane
-
     settings = settings_from(data_dir=data_dir)
-    store = ControlPlane(settings.control_db)
-    try:
-        site = store.get_site(site_ref)
-    finally:
-        store.close()
-    if site is None:
-        raise click.BadParameter(f"no site {site_ref!r}; see `littlestats sites list`", param_hint="--site")
+    site = site_of(site_ref, settings=settings)
     lo, hi = _range(site.timezone, start, end)
     if raw_flag or fmt == "raw":
         from interop.export_raw import write_hive
