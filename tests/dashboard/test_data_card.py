@@ -175,6 +175,26 @@ def test_details_download_csv_equals_the_api(imported: Imported) -> None:
     assert {r["page"]: int(r["views"]) for r in table} == dict(views)
 
 
+def test_the_card_fits_375_px_and_is_reached_with_tab(imported: Imported) -> None:
+    page = imported.page
+    page.set_viewport_size({"width": 375, "height": 800})
+    try:
+        page.goto(imported.settings)
+        expect(page.locator(f"li[data-import='{imported.import_id}']")).to_be_visible()
+        assert page.evaluate("document.documentElement.scrollWidth") <= 375
+        page.focus("#export-start")
+        reached: list[str] = []  # the card's controls in Tab order (a date field takes 3 Tabs)
+        for _ in range(30):
+            page.keyboard.press("Tab")
+            name = page.evaluate("document.activeElement.id || document.activeElement.getAttribute('aria-label')")
+            if name and name not in reached:
+                reached.append(name)
+        assert reached[:6] == ["export-start", "export-end", "export-plausible", "export-raw", "import-source", "import-file"]
+        assert "Delete the import of goatcounter-export.csv" in reached
+    finally:
+        page.set_viewport_size({"width": 1280, "height": 900})
+
+
 def test_deleting_the_import_empties_the_list(imported: Imported) -> None:
     page = imported.page
     page.goto(imported.settings)
