@@ -17,10 +17,14 @@ export function loginUrl() {
 // endpoints of the dashboard for that site only.
 const BASE = config.share ? config.share.base + '/api/v2' : '/api/v2';
 
-export async function api(path, { method = 'GET', params, body } = {}) {
-  let url = BASE + path;
+// The address of `path` with `params`: what `api` fetches, and what a download link points at.
+export function apiUrl(path, params) {
   const qs = params ? params.toString() : '';
-  if (qs) url += (url.includes('?') ? '&' : '?') + qs;
+  return BASE + path + (qs ? (path.includes('?') ? '&' : '?') + qs : '');
+}
+
+export async function api(path, { method = 'GET', params, body } = {}) {
+  const url = apiUrl(path, params);
   const headers = { Accept: 'application/json' };
   if (method !== 'GET') headers['X-CSRF-Token'] = config.csrf;
   if (body !== undefined) headers['Content-Type'] = 'application/json';

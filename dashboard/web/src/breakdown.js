@@ -1,6 +1,6 @@
 // One way to ask for a breakdown: a named endpoint of the API, shaped into plain rows
 // {value, cells: {metric: number}} that the panels and their details view render.
-import { api } from './api.js';
+import { api, apiUrl } from './api.js';
 import { apiParams } from './state.js';
 import { COLUMNS } from './columns.js';
 
@@ -14,6 +14,15 @@ export async function loadBreakdown(siteId, state, tab, { limit, offset = 0, q =
     value: row[tab.field],
     cells: Object.fromEntries(want.map((m) => [m, row[COLUMNS[m].field]])),
   }));
+}
+
+// The CSV of what `loadBreakdown` shows (every row, up to the API's 10,000), for a download
+// link; null for a tab loaded another way (e.g. through POST /query).
+export function breakdownCsvUrl(siteId, state, tab, { q = '', metrics }) {
+  if (tab.load || tab.details || !tab.endpoint) return null;
+  const want = metrics || tab.metrics;
+  const params = apiParams(state, { ...(tab.params || {}), limit: 10000, q, metrics: want.join(','), format: 'csv' });
+  return apiUrl(`/sites/${encodeURIComponent(siteId)}/${tab.endpoint}`, params);
 }
 
 // One or two dimensions through the general query (e.g. browser + version), one row per value

@@ -2,7 +2,7 @@
 // with search and paging. A click on a row filters the whole dashboard by its value.
 import { useEffect, useLayoutEffect, useRef, useState } from 'preact/hooks';
 import { html } from './html.js';
-import { loadBreakdown } from './breakdown.js';
+import { breakdownCsvUrl, loadBreakdown } from './breakdown.js';
 import { COLUMNS } from './columns.js';
 import { apiParams, navigate, withFilter } from './state.js';
 
@@ -131,6 +131,7 @@ function Details({ title, tab, siteId, state, onClose }) {
   }, [query, offset]);
 
   const rows = result.rows ? result.rows.slice(0, PAGE) : null;
+  const csv = breakdownCsvUrl(siteId, state, tab, { q: query, metrics });
   const more = result.rows && result.rows.length > PAGE;
   const pick = (row) => {
     onClose();
@@ -170,6 +171,7 @@ function Details({ title, tab, siteId, state, onClose }) {
         <button type="button" class="button" disabled=${offset === 0} onClick=${() => setOffset(Math.max(0, offset - PAGE))}>Previous</button>
         <span>${rows && rows.length ? `${offset + 1}–${offset + rows.length}` : ''}</span>
         <button type="button" class="button" disabled=${!more} onClick=${() => setOffset(offset + PAGE)}>Next</button>
+        ${csv && html`<a class="csv-link" href=${csv} download>Download CSV</a>`}
       </footer>
     </dialog>`;
 }
