@@ -17,11 +17,12 @@ from api.auth import authorize
 from littlestats.http import json_response
 
 MAX_LIMIT = 500
+MAX_ID = 2**63 - 1  # SQLite's largest integer: an entry id is never above it
 
 
 def _page(req: falcon.asgi.Request, services: Any, site_id: str | None) -> dict[str, Any]:
     limit = req.get_param_as_int("limit", min_value=1, max_value=MAX_LIMIT) or 100
-    before = req.get_param_as_int("before", min_value=1)
+    before = req.get_param_as_int("before", min_value=1, max_value=MAX_ID)
     entries = services.control.list_audit(site_id, limit=limit, before=before)
     return {"entries": [e.public() for e in entries],
             "next": entries[-1].id if len(entries) == limit else None}

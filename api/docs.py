@@ -298,7 +298,7 @@ def _add_exports(paths: dict[str, Any], not_found: dict[str, Any], unavailable: 
         for op in ops.values():
             op["parameters"] = [*op["parameters"], FORMAT_PARAM]
             op["responses"]["200"]["content"]["text/csv"] = {"schema": {"type": "string"}}
-            op["description"] = CSV_NOTE
+            op["description"] = f"{op['description']}\n\n{CSV_NOTE}" if op.get("description") else CSV_NOTE
     paths["/api/v2/sites/{site}/export/raw"] = {"get": _op(
         "The site's raw events as one Parquet file (the raw schema of docs/schema.md), streamed",
         {"200": {"description": "A Parquet file ordered by time, in row groups of about 128 Ki rows; a valid empty file when "
@@ -570,9 +570,9 @@ def openapi() -> dict[str, Any]:
         paths[f"/api/v2/sites/{{site}}/{name}"] = {"get": _op(
             f"Breakdown: {name}", {"200": _ok(_breakdown_schema(key, field)), **not_found, **unavailable},
             [*stats_params, *PAGING_PARAMS])}
-    _add_access_rules(paths)
     paths.update(_import_paths(not_found, unavailable))
     _add_exports(paths, not_found, unavailable)
+    _add_access_rules(paths)  # last: every operation above gets its role and scope
     return {
         "openapi": "3.1.0",
         "info": {"title": "LittleStats API", "version": __version__,

@@ -9,7 +9,6 @@ Heavy modules are imported inside the commands to keep ``littlestats --help`` fa
 
 from __future__ import annotations
 
-import errno
 import functools
 import time
 from collections.abc import Callable, Iterator
@@ -38,9 +37,10 @@ def explain(exc: BaseException, command: str, data_dir: Path | None = None) -> s
     """One line for the operator: what went wrong, and what to do next."""
     where = f" of {data_dir}" if data_dir else ""
     retry = f"run `littlestats {command}` again: it resumes where it stopped and nothing accepted is lost"
+    from littlestats.disk import is_disk_full
+
     for cause in _causes(exc):
-        if ((isinstance(cause, OSError) and cause.errno == errno.ENOSPC)
-                or "no space left on device" in str(cause).lower()):
+        if is_disk_full(cause):
             return f"{command} failed: no space left on the disk{where} (ENOSPC). Free some space, then {retry}."
         if "could not set lock" in str(cause).lower():
             return (f"{command} failed: the warehouse file is held by another process ({_first_line(cause)}). "

@@ -97,6 +97,19 @@ class LiveServer:
             time.sleep(0.1)
         raise RuntimeError(f"littlestats serve did not become healthy:\n{self.log()}")
 
+    def wait_ready(self, timeout: float = 60) -> None:
+        """Wait until ``/readyz`` says every part is up (the warehouse process and the live
+        service start a few seconds after the workers answer)."""
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            try:
+                if httpx.get(self.url + "/readyz", timeout=2).json().get("status") == "ready":
+                    return
+            except (httpx.HTTPError, ValueError):
+                pass
+            time.sleep(0.1)
+        raise RuntimeError(f"littlestats serve did not become ready:\n{self.log()}")
+
     def log(self) -> str:
         return self.log_path.read_text(errors="replace") if self.log_path else ""
 

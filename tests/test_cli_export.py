@@ -120,16 +120,6 @@ def test_raw_export_of_a_range_and_bad_input(setup: Setup, tmp_path: Path) -> No
     assert bad.returncode != 0 and "--end" in bad.stderr
 
 
-def test_plausible_export_needs_its_module(setup: Setup, tmp_path: Path) -> None:
-    try:
-        import interop.plausible  # noqa: F401
-    except ModuleNotFoundError:
-        result = run(setup.data_dir, "export", "--site", setup.site["id"], "--out", str(tmp_path / "x.zip"))
-        assert result.returncode != 0 and "--format raw" in result.stderr
-    else:
-        pytest.skip("the Plausible export is installed; its own tests cover it")
-
-
 def first_analyst_query(site_id: str) -> str:
     """The first example of docs/schema.md, for this site and the days around today."""
     today = date.today()

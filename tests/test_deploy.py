@@ -96,6 +96,7 @@ def backend(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Backend]:
     key = add_site(data_dir)["domainKey"]
     env = {"LITTLESTATS_TRUSTED_PROXIES": "127.0.0.1/32,::1/128"}
     with running_server(data_dir, 2, "--dev", env=env) as server:
+        server.wait_ready()
         yield Backend(server, key)
 
 

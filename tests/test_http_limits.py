@@ -29,6 +29,7 @@ def served(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[LiveServe
     env = {"LITTLESTATS_REQUEST_HEADER_TIMEOUT_SECONDS": str(TIMEOUT),
            "LITTLESTATS_REQUEST_BODY_TIMEOUT_SECONDS": str(TIMEOUT)}
     with running_server(data_dir, 1, "--dev", env=env) as server:
+        server.wait_ready()
         yield server, site
 
 

@@ -354,6 +354,9 @@ def test_the_audit_log_records_who_did_what(world: World) -> None:
         c.patch(f"/api/v2/sites/{sid}/members/{world.users['viewer']}", json={"role": "admin"})
         c.delete(f"/api/v2/sites/{sid}/members/{world.users['viewer']}")
         entries = c.get(f"/api/v2/sites/{sid}/audit").json()["entries"]
+        for before in ("5374747222529209903611904", "0", "x"):  # past SQLite's integers: a 400, not a 500
+            r = c.get(f"/api/v2/sites/{sid}/audit", params={"before": before})
+            assert r.status_code == 400 and "before" in r.json()["error"], r.text
     actions = [e["action"] for e in reversed(entries)]
     assert actions == ["site.created", "invitation.created", "invitation.accepted", "member.added",
                        "invitation.created", "invitation.accepted", "member.added", "member.role_changed",
@@ -503,10 +506,12 @@ def test_the_table_keeps_the_product_rules() -> None:
     assert rules[("GET", "/api/v2/sites/{site}/shares")] == ("admin", "stats:read")
     assert rules[("POST", "/api/v2/sites/{site}/shares")] == ("admin", "sites:write")
     assert rules[("DELETE", "/api/v2/sites/{site}/users/{user}")] == ("owner", "sites:write")
+    assert rules[("GET", "/api/v2/sites/{site}/imports")] == ("admin", "stats:read")
+    assert rules[("POST", "/api/v2/sites/{site}/imports")] == ("admin", "sites:write")
     assert rules[("DELETE", "/api/v2/sites/{site}/visitors/{visitor}")] == ("owner", "sites:write")
     for method, path in rules:
         if path.startswith("/api/v2/sites/{site}/") and method == "GET" and not path.endswith(
-                ("/members", "/invitations", "/audit", "/shares")):
+                ("/members", "/invitations", "/audit", "/shares", "/imports", "/imports/{import_id}")):
             assert rules[(method, path)] == ("viewer", "stats:read"), path
     public = {path for (method, path), (role, _scope) in rules.items() if role == "public"}
     assert public == {"/api/v2/track/{site}", "/api/v2/openapi.json", "/api/v2/docs", "/api/v2/health/{site}",

@@ -15,7 +15,7 @@ from interop.sources import goatcounter, littlestats_v1, littlestats_v2, umami
 from littlestats.controlplane import Site, SiteSettings
 from tests.interop import formats as F
 
-SITE = Site(id="s1", domain_key="k1", domain="example.com", name="x", owner_id=None, timezone="UTC",
+SITE = Site(id="s1", domain_key="k1", domain="example.com", name="x", timezone="UTC",
             retention_days=0, settings=SiteSettings(), secret=b"k" * 32, created_at="2025-01-01")
 
 
