@@ -366,12 +366,12 @@ class ControlPlane:
         """Every site (those `member_id` has a role on, when given), oldest first."""
         live = "id NOT IN (SELECT id FROM deleted_sites)"
         if member_id is None:
-            rows = self._conn().execute(f"SELECT * FROM sites WHERE {live} ORDER BY created_at, id").fetchall()  # noqa: S608
+            rows = self._conn().execute(f"SELECT * FROM sites WHERE {live} ORDER BY created_at, rowid").fetchall()  # noqa: S608
         else:
             rows = (
                 self._conn()
                 .execute(f"SELECT * FROM sites WHERE id IN (SELECT site_id FROM site_members WHERE user_id = ?)"  # noqa: S608
-                         f" AND {live} ORDER BY created_at, id", (member_id,))
+                         f" AND {live} ORDER BY created_at, rowid", (member_id,))
                 .fetchall()
             )
         return [_site(r) for r in rows]
@@ -466,12 +466,12 @@ class ControlPlane:
     def find_admin(self) -> User | None:
         """The first admin user, if any (``littlestats serve`` creates one on first start)."""
         row = self._conn().execute(
-            "SELECT id FROM users WHERE is_admin = 1 ORDER BY created_at, id LIMIT 1"
+            "SELECT id FROM users WHERE is_admin = 1 ORDER BY created_at, rowid LIMIT 1"
         ).fetchone()
         return self.get_user(row["id"]) if row else None
 
     def list_users(self) -> list[User]:
-        rows = self._conn().execute("SELECT * FROM users ORDER BY created_at, id").fetchall()
+        rows = self._conn().execute("SELECT * FROM users ORDER BY created_at, rowid").fetchall()
         return [User(r["id"], r["email"], r["name"], bool(r["is_admin"]), r["created_at"]) for r in rows]
 
     def create_token(self, user_id: str, name: str = "", scopes: tuple[str, ...] | None = None,
@@ -503,7 +503,7 @@ class ControlPlane:
         args: tuple[str, ...] = ()
         if user_id is not None:
             sql, args = sql + " WHERE user_id = ?", (user_id,)
-        return [self._token(r) for r in self._conn().execute(sql + " ORDER BY created_at, id", args).fetchall()]
+        return [self._token(r) for r in self._conn().execute(sql + " ORDER BY created_at, rowid", args).fetchall()]
 
     def get_token(self, token_id: str) -> Token | None:
         row = self._conn().execute(
@@ -629,7 +629,7 @@ class ControlPlane:
         return self._invitation(row) if row else None
 
     def list_invitations(self, site_id: str) -> list[Invitation]:
-        rows = self._conn().execute("SELECT * FROM invitations WHERE site_id = ? ORDER BY created_at, id",
+        rows = self._conn().execute("SELECT * FROM invitations WHERE site_id = ? ORDER BY created_at, rowid",
                                     (site_id,)).fetchall()
         return [self._invitation(r) for r in rows]
 
@@ -679,7 +679,7 @@ class ControlPlane:
     def list_goals(self, site_id: str) -> list[Goal]:
         rows = (
             self._conn()
-            .execute("SELECT * FROM goals WHERE site_id = ? ORDER BY created_at, id", (site_id,))
+            .execute("SELECT * FROM goals WHERE site_id = ? ORDER BY created_at, rowid", (site_id,))
             .fetchall()
         )
         return [Goal(r["id"], r["site_id"], r["kind"], r["value"], r["created_at"]) for r in rows]
@@ -728,7 +728,7 @@ class ControlPlane:
     def list_shares(self, site_id: str) -> list[Share]:
         """Every share link of the site, revoked ones too, oldest first."""
         rows = self._conn().execute(
-            "SELECT * FROM shares WHERE site_id = ? ORDER BY created_at, id", (site_id,)).fetchall()
+            "SELECT * FROM shares WHERE site_id = ? ORDER BY created_at, rowid", (site_id,)).fetchall()
         return [_share(r) for r in rows]
 
     def get_share(self, site_id: str, share_id: str) -> Share | None:
@@ -768,7 +768,7 @@ class ControlPlane:
         """The oldest site with this domain whose dashboard is public (``SiteSettings.public``)."""
         for row in self._conn().execute(
                 "SELECT * FROM sites WHERE domain = ? AND id NOT IN (SELECT id FROM deleted_sites)"
-                " ORDER BY created_at, id", (domain,)).fetchall():
+                " ORDER BY created_at, rowid", (domain,)).fetchall():
             site = _site(row)
             if site.settings.public:
                 return site

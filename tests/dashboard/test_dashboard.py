@@ -230,13 +230,13 @@ def test_details_search_and_paging(loaded: Loaded, dashboard: Dashboard) -> None
     page = dashboard.open(f"/sites/{loaded.id}?period=7d")
     page.click('[data-panel="pages"] .panel-foot button')
     dialog = page.locator("dialog.details")
-    dialog.locator("tbody tr").first.wait_for()
+    page.wait_for_selector('dialog.details[data-loaded="0:"]')  # its own first page, not the panel's rows
     api = dashboard.api(f"/sites/{loaded.id}/pages", {"period": "7d", "limit": "21",
                                                       "metrics": "visitors,views,visits,bounce_rate,time_on_page"})
     shown = dialog.locator("tbody tr td:first-child").all_inner_texts()
     assert shown == [r["page"] for r in api["pages"][:20]]
     dialog.get_by_role("button", name="Next").click()
-    page.wait_for_selector('dialog.details[data-loaded="20:"]')
+    page.wait_for_selector('dialog.details[data-loaded="20:"]', timeout=60_000)  # a loaded CI machine
     assert dialog.locator("tbody tr td:first-child").all_inner_texts() == [r["page"] for r in api["pages"][20:21]] + \
         dialog.locator("tbody tr td:first-child").all_inner_texts()[1:]
     dialog.get_by_label("Search top pages").fill("page/1")
