@@ -86,7 +86,6 @@ def import_command(source: str, file: Path, site_ref: str, source_site: str | No
     file again does nothing; an import that stopped midway resumes."""
     from interop.events import ImportFormatError
     from interop.imports import BATCH_EVENTS, ImportRefused, cutoff_for, prepare, run
-    from interop.plausible import PlausibleFormatError
     from interop.records import ImportStore
     from jobs.cli import _owner, explain
 
@@ -113,7 +112,7 @@ def import_command(source: str, file: Path, site_ref: str, source_site: str | No
         finally:
             if wh is not None:
                 wh.close()
-    except (ImportFormatError, ImportRefused, PlausibleFormatError) as exc:
+    except (ImportFormatError, ImportRefused) as exc:
         raise click.ClickException(f"import failed: {exc}") from None
     except click.ClickException:
         raise

@@ -96,13 +96,6 @@ class ImportRefused(ValueError):
     """An import that cannot start (unknown source, running elsewhere, ...); the message says why."""
 
 
-def _source_errors() -> tuple[type[Exception], ...]:
-    """The malformed-file errors of the aggregate sources (their messages name file, line, column)."""
-    from interop.plausible import PlausibleFormatError
-
-    return (PlausibleFormatError,)
-
-
 def _function(spec: str) -> Callable[..., Any]:
     module, _, name = spec.partition(":")
     return getattr(importlib.import_module(module), name)  # type: ignore[no-any-return]
@@ -203,7 +196,7 @@ def run(settings: Settings, store: ImportStore, record: ImportRecord, site: Site
                 rows = sum(dict(getattr(result, "rows", {})).values())
                 store.update(record.id, rows_read=rows, events_written=rows)
         except BaseException as exc:
-            message = str(exc) if isinstance(exc, (ImportFormatError, ImportRefused, *_source_errors())) else (
+            message = str(exc) if isinstance(exc, (ImportFormatError, ImportRefused)) else (
                 f"{type(exc).__name__}: {exc}")
             with contextlib.suppress(Exception):
                 store.update(record.id, status="failed", message=message)

@@ -31,6 +31,7 @@ from urllib.parse import urlsplit
 import pyarrow as pa
 import pyarrow.parquet as pq
 
+from interop.events import ImportFormatError
 from interop.plausible_export import export_zip
 from interop.plausible_layout import RENAMED, REQUIRED, kind, parse_file_name
 from littlestats.config import Settings
@@ -46,13 +47,11 @@ _NOT_NULL = {"page", "entry_page", "exit_page", "name"}
 _ARROW = {"DATE": pa.date32(), "VARCHAR": pa.string(), "BIGINT": pa.int64()}
 
 
-class PlausibleFormatError(ValueError):
+class PlausibleFormatError(ImportFormatError):
     """A file that is not Plausible's CSV layout; the message names file, line and column."""
 
     def __init__(self, file: str, message: str, line: int | None = None, column: str | None = None) -> None:
-        where = file + (f", line {line}" if line is not None else "") + (f", column {column!r}" if column else "")
-        super().__init__(f"{where}: {message}")
-        self.file, self.line, self.column = file, line, column
+        super().__init__(file, line, repr(column) if column else None, message)
 
 
 @dataclass
