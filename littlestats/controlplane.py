@@ -6,12 +6,12 @@ CLI) opens on its own. It never lives in the DuckDB file the loader holds for wr
 Tokens and invitation links are stored as SHA-256 hashes only; the plain value is shown once, when
 created. Who may do what on a site is its members' roles (``site_members``; docs/access.md); the
 ``sites.owner_id`` column of schema version 1 is no longer read (version 5 made each such owner an
-owner member) and is left NULL for new sites.
+owner member) and is left NULL for new sites. Members, invitations, the audit log and share links
+have their queries in ``littlestats.access_store``, which ``ControlPlane`` inherits.
 """
 
 from __future__ import annotations
 
-import hashlib
 import mmap
 import os
 import secrets
@@ -28,20 +28,23 @@ from typing import Any
 
 import orjson
 
+from littlestats.access_store import (
+    ROLES,
+    SCOPES,
+    AccessStore,
+    AuditEntry,
+    Invitation,
+    LastOwner,
+    Member,
+    Share,
+    role_rank,
+)
+from littlestats.ids import hash_token, new_id, now_iso
 from littlestats.migrations import migrate
 
-
-def _now() -> str:
-    return datetime.now(UTC).isoformat(timespec="seconds")
-
-
-def new_id(nbytes: int = 9) -> str:
-    """A URL-safe random identifier."""
-    return secrets.token_urlsafe(nbytes).replace("-", "x").replace("_", "y")
-
-
-def hash_token(token: str) -> str:
-    return hashlib.sha256(token.encode()).hexdigest()
+# The records of littlestats.access_store are the control plane's too: callers import them here.
+__all__ = ["ROLES", "SCOPES", "AuditEntry", "ControlPlane", "Goal", "Invitation", "LastOwner", "Member", "Share", "Site",
+           "SiteCache", "SiteSettings", "Token", "User", "hash_token", "new_id", "role_rank"]
 
 
 @dataclass(frozen=True)
@@ -72,17 +75,6 @@ class SiteSettings:
 
     def to_json(self) -> str:
         return orjson.dumps(asdict(self)).decode()
-
-
-#: Site roles, weakest first: a role can do everything the ones before it can.
-ROLES = ("viewer", "admin", "owner")
-#: Token scopes (docs/access.md); a token without a scope list has every one.
-SCOPES = ("stats:read", "sites:write", "admin")
-
-
-def role_rank(role: str | None) -> int:
-    """0 for no role, then 1 (viewer), 2 (admin), 3 (owner)."""
-    return ROLES.index(role) + 1 if role in ROLES else 0
 
 
 @dataclass(frozen=True)
@@ -144,63 +136,6 @@ class Token:
 
 
 @dataclass(frozen=True)
-class Member:
-    """A user's role on a site."""
-
-    site_id: str
-    user_id: str
-    email: str | None
-    name: str
-    role: str
-    created_at: str
-
-    def public(self) -> dict[str, Any]:
-        return {"userId": self.user_id, "email": self.email, "name": self.name, "role": self.role,
-                "since": self.created_at}
-
-
-@dataclass(frozen=True)
-class Invitation:
-    """A one-time link that makes whoever opens it a member (only its hash is stored)."""
-
-    id: str
-    site_id: str
-    email: str
-    role: str
-    invited_by: str | None
-    created_at: str
-    expires_at: str
-    used_at: str | None
-    used_by: str | None
-
-    def public(self) -> dict[str, Any]:
-        return {"id": self.id, "siteId": self.site_id, "email": self.email, "role": self.role,
-                "invitedBy": self.invited_by, "createdAt": self.created_at, "expiresAt": self.expires_at,
-                "usedAt": self.used_at}
-
-    def usable(self, now: datetime | None = None) -> bool:
-        return self.used_at is None and datetime.fromisoformat(self.expires_at) > (now or datetime.now(UTC))
-
-
-@dataclass(frozen=True)
-class AuditEntry:
-    """One administrative action: who did what, when, on which site (never visitor data)."""
-
-    id: int
-    at: str
-    actor_id: str | None
-    actor_email: str | None
-    action: str
-    site_id: str | None
-    target: str | None
-    details: dict[str, Any]
-
-    def public(self) -> dict[str, Any]:
-        return {"id": self.id, "at": self.at, "actor": {"id": self.actor_id, "email": self.actor_email},
-                "action": self.action, "siteId": self.site_id, "target": self.target, "details": self.details}
-
-
-@dataclass(frozen=True)
 class User:
     id: str
     email: str | None
@@ -221,33 +156,6 @@ class Goal:
         return {"id": self.id, "kind": self.kind, "value": self.value, "createdAt": self.created_at}
 
 
-@dataclass(frozen=True)
-class Share:
-    """A share link of one site (the slug itself is never stored, only its hash)."""
-
-    id: str
-    site_id: str
-    slug_hint: str
-    label: str
-    password_hash: str | None = field(repr=False)
-    embed_origins: tuple[str, ...]
-    created_at: str
-    created_by: str | None
-    revoked_at: str | None
-
-    def public(self) -> dict[str, Any]:
-        return {"id": self.id, "siteId": self.site_id, "slugHint": self.slug_hint, "label": self.label,
-                "hasPassword": self.password_hash is not None, "embedOrigins": list(self.embed_origins),
-                "createdAt": self.created_at, "createdBy": self.created_by, "revokedAt": self.revoked_at,
-                "revoked": self.revoked_at is not None}
-
-
-def _share(row: sqlite3.Row) -> Share:
-    return Share(row["id"], row["site_id"], row["slug_hint"], row["label"], row["password_hash"],
-                 tuple(orjson.loads(row["embed_origins"] or "[]")), row["created_at"], row["created_by"],
-                 row["revoked_at"])
-
-
 def _site(row: sqlite3.Row) -> Site:
     return Site(
         id=row["id"],
@@ -262,11 +170,7 @@ def _site(row: sqlite3.Row) -> Site:
     )
 
 
-class LastOwner(ValueError):
-    """A change that would leave a site without an owner."""
-
-
-class ControlPlane:
+class ControlPlane(AccessStore):
     """Access to the control-plane database. One instance per process; thread-safe.
 
     Beside the database, ``<name>.generation`` holds a counter that grows whenever a site is
@@ -342,12 +246,12 @@ class ControlPlane:
                     retention_days,
                     (settings or SiteSettings()).to_json(),
                     secrets.token_bytes(32),
-                    _now(),
+                    now_iso(),
                 ),
             )
             if owner_id is not None:  # whoever creates a site is its first owner
                 db.execute("INSERT INTO site_members (site_id, user_id, role, created_at) VALUES (?, ?, 'owner', ?)",
-                           (site_id, owner_id, _now()))
+                           (site_id, owner_id, now_iso()))
         site = self.get_site(site_id)
         assert site is not None
         return site
@@ -397,7 +301,7 @@ class ControlPlane:
         """First step of deleting a site: from now on no process finds it (ingest answers 404),
         and its events are dropped wherever they still are (WAL, sealed files)."""
         with self._tx() as db:
-            db.execute("INSERT OR IGNORE INTO deleted_sites (id, deleted_at) VALUES (?, ?)", (site_id, _now()))
+            db.execute("INSERT OR IGNORE INTO deleted_sites (id, deleted_at) VALUES (?, ?)", (site_id, now_iso()))
         self._bump_generation()
 
     def unmark_site_deleted(self, site_id: str) -> None:
@@ -413,7 +317,7 @@ class ControlPlane:
     def delete_site(self, site_id: str) -> bool:
         """Forget the site and its goals; it stays in ``deleted_site_ids``."""
         with self._tx() as db:
-            db.execute("INSERT OR IGNORE INTO deleted_sites (id, deleted_at) VALUES (?, ?)", (site_id, _now()))
+            db.execute("INSERT OR IGNORE INTO deleted_sites (id, deleted_at) VALUES (?, ?)", (site_id, now_iso()))
             deleted = db.execute("DELETE FROM sites WHERE id = ?", (site_id,)).rowcount > 0
         self._bump_generation()
         return deleted
@@ -445,7 +349,7 @@ class ControlPlane:
 
     # users and tokens -------------------------------------------------------------------------
     def create_user(self, email: str | None = None, name: str = "", is_admin: bool = False) -> User:
-        user = User(new_id(), email, name, is_admin, _now())
+        user = User(new_id(), email, name, is_admin, now_iso())
         with self._tx() as db:
             db.execute(
                 "INSERT INTO users (id, email, name, is_admin, created_at) VALUES (?, ?, ?, ?, ?)",
@@ -484,7 +388,7 @@ class ControlPlane:
             db.execute(
                 "INSERT INTO tokens (id, user_id, name, token_hash, created_at, scopes, sites, expires_at)"
                 " VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
-                (new_id(), user_id, name, hash_token(token), _now(),
+                (new_id(), user_id, name, hash_token(token), now_iso(),
                  None if scopes is None else orjson.dumps(list(scopes)).decode(),
                  None if sites is None else orjson.dumps(list(sites)).decode(), expires_at),
             )
@@ -539,142 +443,6 @@ class ControlPlane:
             return db.execute(
                 "UPDATE users SET password_hash = ? WHERE id = ?", (password_hash, user_id)).rowcount > 0
 
-    # members and invitations ------------------------------------------------------------------
-    def role_of(self, user_id: str, site_id: str) -> str | None:
-        """The user's role on the site (``None``: not a member)."""
-        row = self._conn().execute(
-            "SELECT role FROM site_members WHERE site_id = ? AND user_id = ?", (site_id, user_id)).fetchone()
-        return row["role"] if row else None
-
-    def list_members(self, site_id: str) -> list[Member]:
-        rows = self._conn().execute(
-            "SELECT m.site_id, m.user_id, u.email, u.name, m.role, m.created_at FROM site_members m"
-            " JOIN users u ON u.id = m.user_id WHERE m.site_id = ? ORDER BY m.created_at, u.email",
-            (site_id,)).fetchall()
-        return [Member(r["site_id"], r["user_id"], r["email"], r["name"], r["role"], r["created_at"]) for r in rows]
-
-    def set_member(self, site_id: str, user_id: str, role: str) -> None:
-        """Add the user to the site with `role`, or change the role they have."""
-        if role not in ROLES:
-            raise ValueError(f"unknown role {role!r}")
-        with self._tx() as db:
-            db.execute("INSERT INTO site_members (site_id, user_id, role, created_at) VALUES (?, ?, ?, ?)"
-                       " ON CONFLICT (site_id, user_id) DO UPDATE SET role = excluded.role",
-                       (site_id, user_id, role, _now()))
-
-    def remove_member(self, site_id: str, user_id: str) -> bool:
-        """Take the user's role on the site away; refused (``LastOwner``) for the last owner."""
-        with self._tx() as db:
-            self._keep_an_owner(db, site_id, user_id)
-            return db.execute("DELETE FROM site_members WHERE site_id = ? AND user_id = ?",
-                              (site_id, user_id)).rowcount > 0
-
-    def change_role(self, site_id: str, user_id: str, role: str) -> bool:
-        """Change a member's role (``False``: not a member); the last owner stays an owner."""
-        if role not in ROLES:
-            raise ValueError(f"unknown role {role!r}")
-        with self._tx() as db:
-            if role != "owner":
-                self._keep_an_owner(db, site_id, user_id)
-            return db.execute("UPDATE site_members SET role = ? WHERE site_id = ? AND user_id = ?",
-                              (role, site_id, user_id)).rowcount > 0
-
-    def transfer_ownership(self, site_id: str, from_user: str, to_user: str) -> None:
-        """`to_user` (a member) becomes an owner and `from_user` an admin, in one transaction."""
-        with self._tx() as db:
-            if db.execute("UPDATE site_members SET role = 'owner' WHERE site_id = ? AND user_id = ?",
-                          (site_id, to_user)).rowcount == 0:
-                raise KeyError(to_user)
-            db.execute("UPDATE site_members SET role = 'admin' WHERE site_id = ? AND user_id = ?",
-                       (site_id, from_user))
-
-    @staticmethod
-    def _keep_an_owner(db: sqlite3.Connection, site_id: str, user_id: str) -> None:
-        owners = [r[0] for r in db.execute(
-            "SELECT user_id FROM site_members WHERE site_id = ? AND role = 'owner'", (site_id,)).fetchall()]
-        if owners == [user_id]:
-            raise LastOwner("a site needs an owner: make another member an owner first (or transfer "
-                            "ownership), then try again")
-
-    def create_invitation(self, site_id: str, email: str, role: str, invited_by: str | None,
-                          lifetime_seconds: int) -> tuple[Invitation, str]:
-        """A one-time invitation and its plain token (the only time it is shown)."""
-        if role not in ROLES:
-            raise ValueError(f"unknown role {role!r}")
-        plain = "inv_" + secrets.token_urlsafe(32)
-        now = datetime.now(UTC)
-        expires = datetime.fromtimestamp(now.timestamp() + lifetime_seconds, UTC).isoformat(timespec="seconds")
-        invitation_id = new_id()
-        with self._tx() as db:
-            db.execute("INSERT INTO invitations (id, token_hash, site_id, email, role, invited_by, created_at,"
-                       " expires_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
-                       (invitation_id, hash_token(plain), site_id, email, role, invited_by,
-                        now.isoformat(timespec="seconds"), expires))
-        found = self.get_invitation(invitation_id)
-        assert found is not None
-        return found, plain
-
-    @staticmethod
-    def _invitation(row: Any) -> Invitation:
-        return Invitation(row["id"], row["site_id"], row["email"], row["role"], row["invited_by"],
-                          row["created_at"], row["expires_at"], row["used_at"], row["used_by"])
-
-    def get_invitation(self, invitation_id: str) -> Invitation | None:
-        row = self._conn().execute("SELECT * FROM invitations WHERE id = ?", (invitation_id,)).fetchone()
-        return self._invitation(row) if row else None
-
-    def find_invitation(self, plain: str) -> Invitation | None:
-        """The invitation of a link's token (used or expired ones too: check ``usable()``)."""
-        row = self._conn().execute("SELECT * FROM invitations WHERE token_hash = ?", (hash_token(plain),)).fetchone()
-        return self._invitation(row) if row else None
-
-    def list_invitations(self, site_id: str) -> list[Invitation]:
-        rows = self._conn().execute("SELECT * FROM invitations WHERE site_id = ? ORDER BY created_at, rowid",
-                                    (site_id,)).fetchall()
-        return [self._invitation(r) for r in rows]
-
-    def delete_invitation(self, site_id: str, invitation_id: str) -> bool:
-        with self._tx() as db:
-            return db.execute("DELETE FROM invitations WHERE site_id = ? AND id = ?",
-                              (site_id, invitation_id)).rowcount > 0
-
-    def accept_invitation(self, invitation_id: str, user_id: str) -> bool:
-        """Use the invitation for `user_id` (once): they become a member with its role, or keep a
-        stronger role they already have. ``False`` when it was used or expired meanwhile."""
-        now = _now()
-        with self._tx() as db:
-            row = db.execute("SELECT * FROM invitations WHERE id = ?", (invitation_id,)).fetchone()
-            if row is None or not self._invitation(row).usable():
-                return False
-            db.execute("UPDATE invitations SET used_at = ?, used_by = ? WHERE id = ?", (now, user_id, invitation_id))
-            current = db.execute("SELECT role FROM site_members WHERE site_id = ? AND user_id = ?",
-                                 (row["site_id"], user_id)).fetchone()
-            if current is None:
-                db.execute("INSERT INTO site_members (site_id, user_id, role, created_at) VALUES (?, ?, ?, ?)",
-                           (row["site_id"], user_id, row["role"], now))
-            elif role_rank(row["role"]) > role_rank(current["role"]):
-                db.execute("UPDATE site_members SET role = ? WHERE site_id = ? AND user_id = ?",
-                           (row["role"], row["site_id"], user_id))
-        return True
-
-    # audit log --------------------------------------------------------------------------------
-    def add_audit(self, action: str, actor_id: str | None, actor_email: str | None, site_id: str | None,
-                  target: str | None, details: dict[str, Any]) -> int:
-        with self._tx() as db:
-            cursor = db.execute(
-                "INSERT INTO audit_log (at, actor_id, actor_email, action, site_id, target, details)"
-                " VALUES (?, ?, ?, ?, ?, ?, ?)",
-                (_now(), actor_id, actor_email, action, site_id, target, orjson.dumps(details).decode()))
-            return int(cursor.lastrowid or 0)
-
-    def list_audit(self, site_id: str | None = None, limit: int = 100, before: int | None = None) -> list[AuditEntry]:
-        """Newest first: the site's entries (every entry when ``site_id`` is ``None``)."""
-        rows = self._conn().execute(
-            "SELECT * FROM audit_log WHERE (? IS NULL OR site_id = ?) AND (? IS NULL OR id < ?)"
-            " ORDER BY id DESC LIMIT ?", (site_id, site_id, before, before, limit)).fetchall()
-        return [AuditEntry(r["id"], r["at"], r["actor_id"], r["actor_email"], r["action"], r["site_id"],
-                           r["target"], orjson.loads(r["details"])) for r in rows]
-
     # goals ------------------------------------------------------------------------------------
     def list_goals(self, site_id: str) -> list[Goal]:
         rows = (
@@ -697,7 +465,7 @@ class ControlPlane:
         with self._tx() as db:
             db.execute(
                 "INSERT OR IGNORE INTO goals (id, site_id, kind, value, created_at) VALUES (?, ?, ?, ?, ?)",
-                (new_id(), site_id, kind, value, _now()),
+                (new_id(), site_id, kind, value, now_iso()),
             )
             row = db.execute(
                 "SELECT * FROM goals WHERE site_id = ? AND kind = ? AND value = ?", (site_id, kind, value)
@@ -707,62 +475,6 @@ class ControlPlane:
     def delete_goal(self, site_id: str, goal_id: str) -> bool:
         with self._tx() as db:
             return db.execute("DELETE FROM goals WHERE site_id = ? AND id = ?", (site_id, goal_id)).rowcount > 0
-
-    # share links (docs/sharing.md) ----------------------------------------------------------------
-    def create_share(self, site_id: str, *, label: str = "", password_hash: str | None = None,
-                     embed_origins: tuple[str, ...] = (), created_by: str | None = None) -> tuple[Share, str]:
-        """A new share link of `site_id` and its slug in plain text (the only time it is known)."""
-        slug = secrets.token_urlsafe(18)  # 144 random bits; never a domain (no dot)
-        share_id = new_id()
-        with self._tx() as db:
-            db.execute(
-                "INSERT INTO shares (id, site_id, slug_hash, slug_hint, label, password_hash, embed_origins,"
-                " created_at, created_by) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
-                (share_id, site_id, hash_token(slug), slug[:4], label, password_hash,
-                 orjson.dumps(list(embed_origins)).decode(), _now(), created_by),
-            )
-        share = self.get_share(site_id, share_id)
-        assert share is not None
-        return share, slug
-
-    def list_shares(self, site_id: str) -> list[Share]:
-        """Every share link of the site, revoked ones too, oldest first."""
-        rows = self._conn().execute(
-            "SELECT * FROM shares WHERE site_id = ? ORDER BY created_at, rowid", (site_id,)).fetchall()
-        return [_share(r) for r in rows]
-
-    def get_share(self, site_id: str, share_id: str) -> Share | None:
-        row = self._conn().execute(
-            "SELECT * FROM shares WHERE site_id = ? AND id = ?", (site_id, share_id)).fetchone()
-        return _share(row) if row else None
-
-    def find_share(self, slug: str) -> Share | None:
-        """The live (not revoked) share a plain-text slug names, if any."""
-        row = self._conn().execute(
-            "SELECT * FROM shares WHERE slug_hash = ? AND revoked_at IS NULL", (hash_token(slug),)).fetchone()
-        return _share(row) if row else None
-
-    def update_share(self, site_id: str, share_id: str, **changes: Any) -> Share | None:
-        """Change a share's ``label``, ``password_hash`` or ``embed_origins``."""
-        allowed = {"label", "password_hash", "embed_origins"}
-        unknown = set(changes) - allowed
-        if unknown:
-            raise ValueError(f"cannot change {sorted(unknown)}")
-        if "embed_origins" in changes:
-            changes["embed_origins"] = orjson.dumps(list(changes["embed_origins"])).decode()
-        if changes:
-            assignments = ", ".join(f"{column} = ?" for column in changes)  # names from `allowed`
-            with self._tx() as db:
-                db.execute(f"UPDATE shares SET {assignments} WHERE site_id = ? AND id = ?",  # noqa: S608
-                           (*changes.values(), site_id, share_id))
-        return self.get_share(site_id, share_id)
-
-    def revoke_share(self, site_id: str, share_id: str) -> Share | None:
-        """Revoke a share: its link and every session opened through it stop working at once."""
-        with self._tx() as db:
-            db.execute("UPDATE shares SET revoked_at = ? WHERE site_id = ? AND id = ? AND revoked_at IS NULL",
-                       (_now(), site_id, share_id))
-        return self.get_share(site_id, share_id)
 
     def public_site(self, domain: str) -> Site | None:
         """The oldest site with this domain whose dashboard is public (``SiteSettings.public``)."""
@@ -847,3 +559,4 @@ class SiteCache:
             self._entries.clear()
         self._entries[id_or_key] = (now + (self.ttl if site else self.negative_ttl), site)
         return site
+
