@@ -1,9 +1,10 @@
 """Data out over HTTP: CSV answers of every stats endpoint, and a site's raw events as Parquet.
 
-**CSV** (docs/export.md). ``CsvAnswers`` is one middleware for every stats endpoint (``stats``,
+**CSV** (docs/export.md). ``csv_answers(resource, endpoint)`` wraps each stats resource (``stats``,
 ``timeseries``, the named breakdowns, ``utm``, ``events``, ``events/properties``, ``conversions``,
-``query``): when the request says ``?format=csv`` (or ``Accept: text/csv`` without a format), the
-endpoint's JSON answer is turned into CSV rows here — the resources know nothing of it. Each row
+``query``; ``api.routes`` registers them so, under ``/api/v2`` and a share's routes alike): when the
+request says ``?format=csv`` (or ``Accept: text/csv`` without a format), the endpoint's JSON answer
+is turned into CSV rows here — the resources know nothing of it, and no other route pays for it. Each row
 of the answer's list becomes a CSV row with the same fields; nested objects are flattened with dots
 (``period.start``, ``change.views``, ``props.plan``), lists become JSON text, ``null`` an empty
 field. Quoting follows RFC 4180 (``,`` ``"`` and line breaks quoted, ``"`` doubled, CRLF line ends).
@@ -196,36 +197,48 @@ def filename(endpoint: str, data: dict[str, Any], ext: str = "csv") -> str:
 
 
 class CsvAnswers:
-    """Middleware: CSV instead of JSON for the stats endpoints when the client asks for it."""
+    """A stats resource that answers CSV instead of JSON when the client asks for it."""
 
-    async def process_request(self, req: falcon.asgi.Request, resp: falcon.asgi.Response) -> None:
-        endpoint = stats_endpoint(req.path)
-        if endpoint is not None:
-            req.context.csv_endpoint = endpoint if wants_csv(req) else None  # 400 on a bad format
+    def __init__(self, resource: Any, endpoint: str) -> None:
+        self.resource, self.endpoint = resource, endpoint
 
-    async def process_response(self, req: falcon.asgi.Request, resp: falcon.asgi.Response,
-                               resource: Any, req_succeeded: bool) -> None:
-        if not hasattr(req.context, "csv_endpoint"):
-            return
+    async def _respond(self, responder: Any, req: falcon.asgi.Request, resp: falcon.asgi.Response,
+                       params: dict[str, Any]) -> None:
+        csv_wanted = wants_csv(req)  # a 400 on a bad format, before any work
+        await responder(req, resp, **params)
         resp.vary = ("Accept",)
-        endpoint = req.context.csv_endpoint
-        if endpoint is None or not req_succeeded or not str(resp.status).startswith("200"):
+        if not csv_wanted or not str(resp.status).startswith("200"):
             return
         body = await resp.render_body()
-        if body is None:  # a streamed answer: not one this middleware knows how to turn into rows
+        if body is None:  # a streamed answer: not one this wrapper knows how to turn into rows
             log.warning("CSV asked of %s, which answered with a stream: sent as it is", req.path)
             return
         data = orjson.loads(body)
-        columns, rows = answer_rows(endpoint, data, req)
+        columns, rows = answer_rows(self.endpoint, data, req)
         resp.data = None
         resp.text = None
         resp.content_type = f"{CSV}; charset=utf-8; header=present"
-        resp.downloadable_as = filename(endpoint, data)
-        if endpoint == "events":  # the list's paging, which has no place in the rows
+        resp.downloadable_as = filename(self.endpoint, data)
+        if self.endpoint == "events":  # the list's paging, which has no place in the rows
             resp.set_header("X-Total-Count", str(data.get("total", "")))
             if data.get("nextCursor"):
                 resp.set_header("X-Next-Cursor", str(data["nextCursor"]))
         resp.stream = aiter_chunks(csv_chunks(columns, ([row.get(c) for c in columns] for row in rows)))
+
+
+class _CsvGet(CsvAnswers):
+    async def on_get(self, req: falcon.asgi.Request, resp: falcon.asgi.Response, **params: Any) -> None:
+        await self._respond(self.resource.on_get, req, resp, params)
+
+
+class _CsvPost(CsvAnswers):
+    async def on_post(self, req: falcon.asgi.Request, resp: falcon.asgi.Response, **params: Any) -> None:
+        await self._respond(self.resource.on_post, req, resp, params)
+
+
+def csv_answers(resource: Any, endpoint: str) -> CsvAnswers:
+    """`resource` (a stats endpoint's, answering GET or POST) with CSV answers on request."""
+    return _CsvPost(resource, endpoint) if hasattr(resource, "on_post") else _CsvGet(resource, endpoint)
 
 
 class RawExportResource:

@@ -152,16 +152,19 @@ def add_routes(app: falcon.asgi.App, services: Any) -> None:
     app.add_route("/api/v2/health/{site}", sites.HealthResource(services))
     app.add_route("/api/v2/sites/{site}/goals", sites.GoalsResource(services))
     app.add_route("/api/v2/sites/{site}/goals/{goal}", sites.GoalResource(services))
-    app.add_route("/api/v2/sites/{site}/query", stats.QueryResource(services))
-    app.add_route("/api/v2/sites/{site}/stats", stats.StatsResource(services))
-    app.add_route("/api/v2/sites/{site}/timeseries", stats.TimeseriesResource(services))
+    # The stats endpoints, once: under /api/v2 and (the aggregate ones) under a share's routes, each
+    # answering CSV on request.
+    answers: dict[str, Any] = {"query": stats.QueryResource(services), "stats": stats.StatsResource(services),
+                               "timeseries": stats.TimeseriesResource(services)}
     for name, (dimension, key, field, metrics) in BREAKDOWNS.items():
-        app.add_route(f"/api/v2/sites/{{site}}/{name}",
-                      stats.BreakdownResource(services, dimension, key, field, metrics))
-    app.add_route("/api/v2/sites/{site}/utm", stats.UtmResource(services, None, "utm", "value", SESSION))
-    app.add_route("/api/v2/sites/{site}/events", stats.EventsResource(services))
-    app.add_route("/api/v2/sites/{site}/events/properties", stats.EventPropertiesResource(services))
-    app.add_route("/api/v2/sites/{site}/conversions", stats.ConversionsResource(services))
+        answers[name] = stats.BreakdownResource(services, dimension, key, field, metrics)
+    answers.update({"utm": stats.UtmResource(services, None, "utm", "value", SESSION),
+                    "events": stats.EventsResource(services),
+                    "events/properties": stats.EventPropertiesResource(services),
+                    "conversions": stats.ConversionsResource(services)})
+    answers = {name: export.csv_answers(resource, name) for name, resource in answers.items()}
+    for name, resource in answers.items():
+        app.add_route(f"/api/v2/sites/{{site}}/{name}", resource)
     app.add_route("/api/v2/tokens", tokens.TokensResource(services))
     app.add_route("/api/v2/tokens/{token}", tokens.TokenResource(services))
     app.add_route("/api/v2/sites/{site}/members", members.MembersResource(services))
@@ -178,18 +181,10 @@ def add_routes(app: falcon.asgi.App, services: Any) -> None:
     app.add_route("/api/v2/sites/{site}/visitors/{visitor}", erase.VisitorErasureResource(services))
     app.add_route("/api/v2/sites/{site}/users/{user}", erase.UserErasureResource(services))
     app.add_route("/api/v2/sites/{site}/export", export_plausible.PlausibleExportResource(services))
-    reads: dict[str, Any] = {"stats": stats.StatsResource(services), "timeseries": stats.TimeseriesResource(services)}
-    for name, (dimension, key, field, metrics) in BREAKDOWNS.items():
-        reads[name] = stats.BreakdownResource(services, dimension, key, field, metrics)
-    reads.update({"utm": stats.UtmResource(services, None, "utm", "value", SESSION),
-                  "events/properties": stats.EventPropertiesResource(services),
-                  "conversions": stats.ConversionsResource(services), "query": stats.QueryResource(services)})
-    assert set(reads) == set(SHARE_READS)
-    shares.add_share_routes(app, services, reads)
+    shares.add_share_routes(app, services, {name: answers[name] for name in SHARE_READS})
     app.add_route("/api/v2/sites/{site}/imports", imports.ImportsResource(services))
     app.add_route("/api/v2/sites/{site}/imports/{import_id}", imports.ImportResource(services))
     app.add_route("/api/v2/openapi.json", docs.OpenAPIResource())
     app.add_route("/api/v2/docs", docs.DocsPage())
     app.add_route("/api/v2/sites/{site}/export/raw", export.RawExportResource(services))
     app.add_route("/api/v2/sql", sql.SqlResource(services))
-    app.add_middleware(export.CsvAnswers())  # CSV answers of the stats endpoints

@@ -205,6 +205,19 @@ def test_a_link_reads_what_the_api_answers(setup: Setup) -> None:
     assert setup.admin.get(f"/api/v2/sites/{setup.site['id']}/stats", params=setup.params).json()["visitors"] == 4
 
 
+
+def test_a_link_answers_csv_as_the_api_does(setup: Setup) -> None:
+    """The dashboard's "Download CSV" works on a shared dashboard too: the same CSV as the API's."""
+    share = setup.new_share()
+    with setup.visitor() as c:
+        for name in ("pages", "countries", "timeseries"):
+            params = {**setup.params, "format": "csv"}
+            via_share = c.get(f"{share['path']}/api/v2/sites/{setup.site['id']}/{name}", params=params)
+            direct = setup.admin.get(f"/api/v2/sites/{setup.site['id']}/{name}", params=params)
+            assert via_share.status_code == direct.status_code == 200, via_share.text
+            assert via_share.headers["content-type"].startswith("text/csv")
+            assert via_share.text == direct.text and via_share.text.count("\r\n") > 1, name
+
 def test_a_link_reaches_no_other_route(setup: Setup) -> None:
     """Walk every route of the API with everything a share's holder has: the slug (as a token,
     as an access_token, as a cookie) and a live password session."""
