@@ -21,7 +21,7 @@ from littlestats.config import Settings
 
 
 @contextlib.contextmanager
-def _hours_bar() -> Iterator[Any]:
+def _bar(what: str = "export (hours)") -> Iterator[Any]:
     from rich.console import Console
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
@@ -29,7 +29,7 @@ def _hours_bar() -> Iterator[Any]:
     with Progress("[progress.description]{task.description}", BarColumn(), MofNCompleteColumn(),
                   TextColumn("{task.fields[events]:,} events"), TimeElapsedColumn(),
                   console=Console(stderr=True)) as bar:
-        task = bar.add_task("export (hours)", total=None, events=0)
+        task = bar.add_task(what, total=None, events=0)
 
         def update(done: int, total: int, events: int) -> None:
             bar.update(task, completed=done, total=total, events=events)
@@ -71,24 +71,11 @@ def export_command(site_ref: str, fmt: str, raw_flag: bool, start: str | None, e
 
         if out.exists() and not out.is_dir():
             raise click.BadParameter(f"{out} is a file; give a directory", param_hint="--out")
-        with _hours_bar() as progress:
+        with _bar() as progress:
             result = write_hive(settings.raw_dir, site.id, out, lo, hi, progress)
         click.echo(f"exported {result.summary()} to {out}")
         return
     _plausible_zip(settings, site, start, end, out)
-
-
-class _Rows:
-    """``query_sync`` over a warehouse opened here (no server running), as the export reads it."""
-
-    def __init__(self, wh: Any) -> None:
-        self.wh = wh
-
-    def query_sync(self, sql: str, params: Any = None) -> Any:
-        from types import SimpleNamespace
-
-        table = self.wh.query_arrow(sql, params)
-        return SimpleNamespace(rows=list(zip(*(column.to_pylist() for column in table.columns), strict=True)))
 
 
 def _plausible_zip(settings: Any, site: Any, start: str | None, end: str | None, out: Path) -> None:
@@ -109,8 +96,8 @@ def _plausible_zip(settings: Any, site: Any, start: str | None, end: str | None,
         raise click.BadParameter(f"{out} is a directory; give the .zip file to write", param_hint="--out")
     client, wh = _owner(settings)
     try:
-        with _hours_bar() as progress:
-            result = export_zip(client if client is not None else _Rows(wh), site.id, site.timezone,
+        with _bar("export (files × months)") as progress:
+            result = export_zip(client if client is not None else wh, site.id, site.timezone,
                                 days[0], days[1], out, lambda done, total: progress(done, total, 0))
     except ValueError as exc:
         raise click.ClickException(f"export failed: {exc}: give --start and --end for an empty export") from None
@@ -119,7 +106,7 @@ def _plausible_zip(settings: Any, site: Any, start: str | None, end: str | None,
     finally:
         if wh is not None:
             wh.close()
-    click.echo(f"exported {result.summary()} ({result.first} to {result.last}) to {out}")
+    click.echo(f"exported {result.summary()} to {out}")
 
 
 @click.command("sql")

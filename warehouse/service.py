@@ -267,6 +267,13 @@ class Warehouse:
         with self.write_lock:
             return remove_import(self.writer, self.settings.raw_dir, site_id, import_id, tz)
 
+    def query_sync(self, sql: str, params: Any = None) -> Any:
+        """``query_arrow`` as rows: the same interface as ``WarehouseClient.query_sync``, so code that
+        reads through the running warehouse process also reads a file opened here."""
+        from warehouse.client import QueryResult
+
+        return QueryResult.from_arrow(self.query_arrow(sql, params))
+
     def query_arrow(self, sql: str, params: Any = None) -> pa.Table:
         """Run a read-only query on its own cursor and snapshot."""
         with self._cursor_lock:

@@ -25,7 +25,7 @@ from playwright.sync_api import Browser, Locator, Page, expect
 from tests.dashboard.test_auth import add_user, create_site, sign_in
 from tests.interop import formats as F
 from tests.server import LiveServer, running_server
-from tests.tracker.harness import Warehouse, launch
+from tests.tracker.harness import Warehouse
 
 pytestmark = [pytest.mark.browser, pytest.mark.slow]
 
@@ -59,13 +59,6 @@ def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LiveServer]:
     with running_server(data_dir, 1) as srv:
         add_user(data_dir, *OWNER)
         yield srv
-
-
-@pytest.fixture(scope="module")
-def browser(playwright: Any) -> Iterator[Browser]:
-    b = launch(playwright)
-    yield b
-    b.close()
 
 
 def _upload(page: Page, source: str, path: Path) -> Locator:

@@ -13,7 +13,6 @@ from playwright.sync_api import Browser, Page, expect
 
 from tests.dashboard.test_auth import add_user, create_site, sign_in
 from tests.server import LiveServer, running_server
-from tests.tracker.harness import launch
 
 pytestmark = [pytest.mark.browser, pytest.mark.slow]
 
@@ -29,13 +28,6 @@ def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LiveServer]:
         add_user(data_dir, *OWNER)
         add_user(data_dir, *EXISTING)
         yield srv
-
-
-@pytest.fixture(scope="module")
-def browser(playwright: Any) -> Iterator[Browser]:
-    b = launch(playwright)
-    yield b
-    b.close()
 
 
 def _invite(page: Page, server: LiveServer, site: dict[str, Any], email: str, role: str) -> str:
