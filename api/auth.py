@@ -104,6 +104,14 @@ def role_on(principal: Principal, site: Site, control: ControlPlane) -> str | No
     return control.role_of(principal.user.id, site.id)
 
 
+def visible_sites(principal: Principal, services: Any) -> list[Site]:
+    """The sites the principal has a role on and its token may reach, oldest first (one query)."""
+    control = services.control
+    sites = control.list_sites() if principal.is_admin else (
+        control.list_sites(member_id=principal.user_id) if principal.user_id else [])
+    return [s for s in sites if principal.sites is None or s.id in principal.sites]
+
+
 def _bearer(req: Any) -> str | None:
     header = req.get_header("Authorization")
     if not header:

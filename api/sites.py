@@ -20,7 +20,7 @@ import falcon
 import falcon.asgi
 import orjson
 
-from api.auth import Principal, authenticate, authorize, role_on
+from api.auth import Principal, authenticate, authorize, role_on, visible_sites
 from api.stats import sql_rows, warehouse
 from api.validation import validate_domain, validate_timezone
 from littlestats import audit
@@ -138,13 +138,7 @@ class SitesResource:
     async def on_get(self, req: falcon.asgi.Request, resp: falcon.asgi.Response) -> None:
         principal = authenticate(req, self.services)
         control = self.services.control
-        if principal.is_admin:
-            sites = control.list_sites()
-        elif principal.user_id is None:
-            sites = []
-        else:
-            sites = control.list_sites(principal.user_id)
-        listed = [(s, role_on(principal, s, control)) for s in sites]
+        listed = [(s, role_on(principal, s, control)) for s in visible_sites(principal, self.services)]
         json_response(resp, {"sites": [public_site(s, role) for s, role in listed if role is not None]})
 
     async def on_post(self, req: falcon.asgi.Request, resp: falcon.asgi.Response) -> None:

@@ -21,7 +21,7 @@ import orjson
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from api.auth import authenticate, role_on
+from api.auth import authenticate, visible_sites
 from api.export import CSV, PARQUET, aiter_chunks, csv_chunks
 from api.params import _one
 from api.stats import warehouse, warehouse_unavailable
@@ -96,9 +96,8 @@ class SqlResource:
         max_rows = _positive(body, "maxRows", settings.sql_max_rows, int)
         time_limit = _positive(body, "timeLimit", settings.sql_time_limit_seconds, float) \
             or settings.sql_time_limit_seconds
-        control = self.services.control  # the sites the caller has a role on (and its token may reach)
         sites = None if principal.is_admin and principal.sites is None else [
-            s.id for s in control.list_sites() if role_on(principal, s, control) is not None]
+            s.id for s in visible_sites(principal, self.services)]
         try:
             answer = await warehouse(self.services).sql(body["sql"], sites, time_limit=time_limit,
                                                         max_rows=max_rows)
