@@ -3,6 +3,11 @@
 Raw events are written to ``raw/site_id=<id>/date=YYYY-MM-DD/hour=HH/part-<segment>.parquet``
 (zstd). ``site_id`` is both a partition key and a column, so a single file stands on its own;
 ``date`` and ``hour`` are the UTC date and hour of ``ts``.
+
+The schema only ever grows at the end, by nullable columns: a file written by an earlier release
+lacks the newer columns, and every reader conforms it (``conform`` for pyarrow tables, the
+loader's ``read_raw`` / ``scan_raw`` for polars), which reads the missing columns as nulls.
+Analysts reading the files with DuckDB pass ``union_by_name = true`` for the same effect.
 """
 
 from __future__ import annotations
@@ -63,6 +68,20 @@ COLUMNS: tuple[Column, ...] = (
 
 RAW_EVENT_SCHEMA = pa.schema([pa.field(c.name, c.type, nullable=c.nullable) for c in COLUMNS])
 COLUMN_NAMES = tuple(c.name for c in COLUMNS)
+
+
+def conform(table: pa.Table) -> pa.Table:
+    """``table`` (a raw file as read) in this release's raw schema: columns it lacks (written before
+    they existed) are added as nulls, in schema order; columns this release does not know are dropped."""
+    if table.schema.equals(RAW_EVENT_SCHEMA):
+        return table
+    missing = [c for c in COLUMNS if c.name not in table.column_names]
+    for c in missing:
+        if not c.nullable:
+            raise ValueError(f"raw file lacks the required column {c.name!r}")
+    columns = [table[c.name].cast(c.type) if c.name in table.column_names else pa.nulls(table.num_rows, c.type)
+               for c in COLUMNS]
+    return pa.Table.from_arrays(columns, schema=RAW_EVENT_SCHEMA)
 
 
 def markdown_table() -> str:

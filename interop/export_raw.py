@@ -29,7 +29,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
-from ingest.schema import COLUMN_NAMES, RAW_EVENT_SCHEMA
+from ingest.schema import RAW_EVENT_SCHEMA, conform
 
 #: Name of each hour's file in a Hive-partitioned export.
 EXPORT_FILE = "part-export.parquet"
@@ -105,7 +105,7 @@ def read_hour(part: HourPartition, start: datetime | None = None, end: datetime 
     for attempt in range(READ_ATTEMPTS):
         files = sorted(part.path.glob("part-*.parquet"))
         try:
-            tables = [pq.read_table(f, columns=list(COLUMN_NAMES)).cast(RAW_EVENT_SCHEMA) for f in files]
+            tables = [conform(pq.read_table(f)) for f in files]
             break
         except FileNotFoundError:
             if attempt == READ_ATTEMPTS - 1:

@@ -28,6 +28,7 @@ import polars as pl
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
+from ingest.schema import conform
 from ingest.seal import write_parquet_atomic
 from warehouse.database import register
 from warehouse.load import _EVENT_COLUMNS, _merge_events
@@ -56,7 +57,7 @@ def remove_raw(raw_dir: Path, site_id: str, ident: str) -> tuple[int, int]:
                 mine = pc.starts_with(ids, ident + "-")
                 if not pc.any(mine).as_py():
                     continue
-                table = pq.read_table(path)
+                table = conform(pq.read_table(path))
                 kept = table.filter(pc.invert(mine))
                 if kept.num_rows:
                     write_parquet_atomic(kept, path)

@@ -43,7 +43,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
-from ingest.schema import RAW_EVENT_SCHEMA
+from ingest.schema import conform
 from ingest.seal import write_parquet_atomic
 from ingest.wal import fsync_dir
 from warehouse.load import HOURLY_NAME, RawFile, discover_files
@@ -85,7 +85,7 @@ def compactable(files: list[RawFile], now: datetime) -> list[list[RawFile]]:
 def merge_tables(tables: list[pa.Table]) -> tuple[pa.Table, int]:
     """The rows of ``tables`` ordered by ``(ts, event_id)``, one per ``event_id``; and how many
     duplicates were dropped (an event's copies are identical: same id, same time)."""
-    table = pa.concat_tables([t.select(RAW_EVENT_SCHEMA.names).cast(RAW_EVENT_SCHEMA) for t in tables])
+    table = pa.concat_tables([conform(t) for t in tables])
     table = table.take(pc.sort_indices(table, sort_keys=[("ts", "ascending"), ("event_id", "ascending")]))
     ids = table["event_id"].combine_chunks()
     if len(ids) < 2:
@@ -135,7 +135,7 @@ def _compact_group(
 ) -> None:
     target = group[0].path.parent / HOURLY_NAME
     try:
-        merged, duplicates = merge_tables([pq.ParquetFile(f.path).read() for f in group])
+        merged, duplicates = merge_tables([pq.read_table(f.path) for f in group])
     except (OSError, pa.ArrowException) as exc:
         log.warning("not compacting %s: %s (its files stay as they are)", target.parent, exc)
         return

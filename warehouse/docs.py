@@ -26,7 +26,9 @@ For analysts: everything LittleStats knows lives in open formats you can query w
   files are merged into one, `part-hourly.parquet` (ordered by `ts`, one row per `event_id`); a
   late event's file beside it is merged in at the next load. For the instant between writing the
   merged file and deleting its parts both can be seen: count `DISTINCT event_id` when exactness
-  matters.
+  matters. The schema below only grows, by nullable columns at the end: files written by an
+  earlier release lack the newer columns, so read them with `union_by_name = true` (the missing
+  columns read as nulls).
 * **Warehouse** — one DuckDB database, `<data dir>/warehouse.duckdb`, loaded from the raw files
   every minute by `littlestats serve` (or `littlestats load`). While `serve` runs its warehouse
   process holds the file for writing, so query it through that process: `littlestats sql` on the
@@ -109,7 +111,7 @@ RAW_SECTION = """\
 ## Raw event Parquet columns
 
 Query them directly, e.g. from the data directory:
-`SELECT * FROM read_parquet('raw/*/*/*/*.parquet', hive_partitioning = true)`.
+`SELECT * FROM read_parquet('raw/*/*/*/*.parquet', hive_partitioning = true, union_by_name = true)`.
 
 {table}
 """
@@ -282,7 +284,7 @@ Raw Parquet, straight from the files (run from the data directory):
 
 ```sql
 SELECT site_id, date, count(*) AS events, count(DISTINCT visitor_key) AS visitors
-FROM read_parquet('raw/*/*/*/*.parquet', hive_partitioning = true)
+FROM read_parquet('raw/*/*/*/*.parquet', hive_partitioning = true, union_by_name = true)
 GROUP BY site_id, date
 ORDER BY site_id, date
 LIMIT 5;

@@ -54,10 +54,11 @@ import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
 from ingest.identity import tracker_visitor_key
+from ingest.schema import conform
 from ingest.seal import write_parquet_atomic
 from ingest.wal import fsync_dir
 from warehouse.database import register
-from warehouse.load import RawFile, discover_files
+from warehouse.load import RawFile, discover_files, scan_raw
 from warehouse.rollups import local_days_span, rebuild_days, rebuild_hours
 from warehouse.tables import (
     DAILY_EVENT_VISITORS,
@@ -244,7 +245,7 @@ def linked_visitor_keys(
     (which keep it on later events and visits of the visitor)."""
     keys: set[int] = set()
     if files:
-        found = (pl.scan_parquet([f.path for f in files], hive_partitioning=False)
+        found = (scan_raw([f.path for f in files])
                  .filter(pl.col("user_id") == user_id).select("visitor_key").unique().collect())
         keys.update(int(k) for k in found["visitor_key"].to_list())
     for table in (EVENTS, SESSIONS):
@@ -263,7 +264,7 @@ def plan_raw(files: list[RawFile], keys: Iterable[int]) -> list[tuple[RawFile, i
         return []
     by_path = {str(f.path): f for f in files}
     counts = (
-        pl.scan_parquet([f.path for f in files], hive_partitioning=False, include_file_paths="_file")
+        scan_raw([f.path for f in files], include_file_paths="_file")
         .select("_file", pl.col("visitor_key").is_in(pl.Series(keys, dtype=pl.UInt64).implode()).alias("hit"))
         .group_by("_file").agg(pl.len().alias("rows"), pl.col("hit").sum().alias("removed"))
         .filter(pl.col("removed") > 0)
@@ -278,7 +279,7 @@ def rewrite_raw_file(path: Path, keys: Iterable[int]) -> tuple[int, int]:
     over the old one), or delete it when none would be left. ``(rows removed, rows left)``;
     ``(0, n)`` for a file already rewritten, ``(0, 0)`` for one already deleted."""
     try:
-        table = pq.read_table(path)
+        table = conform(pq.read_table(path))
     except FileNotFoundError:
         return 0, 0
     hit = pc.is_in(table["visitor_key"], value_set=pa.array(sorted(set(keys)), pa.uint64()))

@@ -38,6 +38,7 @@ import polars as pl
 import pyarrow as pa
 import pyarrow.parquet as pq
 
+from ingest.schema import RAW_EVENT_SCHEMA
 from warehouse.database import register
 from warehouse.rollups import local_days_span, rebuild_days, rebuild_hours
 from warehouse.sessionize import ENGAGEMENT_TYPES, VISIT_GAP, sessionize
@@ -170,12 +171,23 @@ def plan_chunks(files: list[RawFile], max_rows: int = CHUNK_ROWS) -> list[list[R
     return chunks
 
 
+#: The raw schema as polars reads it; files written before a column existed read it as nulls.
+RAW_POLARS_SCHEMA = pl.Schema(pl.from_arrow(RAW_EVENT_SCHEMA.empty_table()).schema)  # type: ignore[union-attr]
+
+
+def scan_raw(paths: list[Path], include_file_paths: str | None = None) -> pl.LazyFrame:
+    """Raw files as one lazy frame in this release's raw schema (``ingest.schema``: older files'
+    missing columns are nulls)."""
+    return pl.scan_parquet(paths, hive_partitioning=False, schema=RAW_POLARS_SCHEMA,
+                           missing_columns="insert", include_file_paths=include_file_paths)
+
+
 def read_raw(files: list[RawFile]) -> pl.DataFrame:
     """The raw events of ``files`` with a ``_file`` column (the path), timestamps in µs UTC."""
     # One contiguous chunk per column: frames read from thousands of small files otherwise keep
     # a chunk per file, and gathers/joins over them cost an order of magnitude more.
-    df = pl.read_parquet([f.path for f in files], hive_partitioning=False,
-                         include_file_paths="_file").rechunk()
+    df = pl.read_parquet([f.path for f in files], hive_partitioning=False, schema=RAW_POLARS_SCHEMA,
+                         missing_columns="insert", include_file_paths="_file").rechunk()
     return df.with_columns(
         pl.col("ts").cast(pl.Datetime("us", "UTC")),
         pl.col("received_at").cast(pl.Datetime("us", "UTC")),
