@@ -31,7 +31,7 @@ def test_loader_killed_at_random_points_leaves_the_same_tables(tmp_path: Path) -
     traffic.write_raw(clean / "raw")
     shutil.copytree(clean / "raw", killed / "raw")
     # small transactions so kills land before, inside and between them
-    env = {"LITTLESTATS_LOAD_CHUNK_ROWS": "700"}
+    env = {"LITTLESTATS_LOAD_CHUNK_ROWS": "3000"}
 
     subprocess.run([sys.executable, "-m", "littlestats", "load", "--data-dir", str(clean)],
                    env={**os.environ, **env}, check=True, capture_output=True, timeout=300)
