@@ -6,12 +6,16 @@ No images, no links that track, no remote content: the HTML is a few tables with
 from __future__ import annotations
 
 import html
+from email import policy
 from email.message import EmailMessage
 from email.utils import formatdate, make_msgid
 from typing import Any
 
 from notify.compose import HEADLINE, Report
 
+#: Headers up to 200 characters stay on one line (the default folds a long subject oddly; RFC 5322
+#: allows 998).
+MAIL_POLICY = policy.default.clone(max_line_length=200)
 LABELS = {"visitors": "Visitors", "visits": "Visits", "views": "Pageviews", "bounce_rate": "Bounce rate",
           "visit_duration": "Visit duration"}
 
@@ -87,7 +91,7 @@ def report_html(report: Report) -> str:
 
 def message(sender: str, recipient: str, subject: str, text: str, html_body: str) -> EmailMessage:
     """A mail with a text and an HTML alternative, marked as automatic (no auto-replies)."""
-    msg = EmailMessage()
+    msg = EmailMessage(policy=MAIL_POLICY)
     msg["From"] = sender
     msg["To"] = recipient
     msg["Subject"] = subject
