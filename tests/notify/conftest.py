@@ -31,7 +31,7 @@ class Inbox:
 
     mails: list[tuple[str, list[str], EmailMessage]] = field(default_factory=list)
 
-    async def handle_DATA(self, server: Any, session: Any, envelope: Any) -> str:  # noqa: N802 (aiosmtpd's name)
+    async def handle_DATA(self, server: Any, session: Any, envelope: Any) -> str:
         msg = email.message_from_bytes(envelope.content, policy=email.policy.default)
         assert isinstance(msg, EmailMessage)
         self.mails.append((envelope.mail_from, list(envelope.rcpt_tos), msg))
@@ -77,7 +77,7 @@ def receiver(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Receiver]:
     state = Receiver(f"https://127.0.0.1:{server.server_address[1]}/hooks/littlestats", ca_file)
 
     class Handler(http.server.BaseHTTPRequestHandler):
-        def do_POST(self) -> None:  # noqa: N802 (http.server's name)
+        def do_POST(self) -> None:
             body = self.rfile.read(int(self.headers.get("Content-Length", "0")))
             state.requests.append(({k.lower(): v for k, v in self.headers.items()}, body))
             status = state.answers.pop(0) if state.answers else 200
