@@ -268,3 +268,29 @@ def test_webhook_urls_must_be_https(url: object, loopback_http: bool, ok: bool) 
     else:
         with pytest.raises(webhooks.BadWebhookUrl):
             webhooks.check_url(url, loopback_http)
+
+
+def test_an_old_control_plane_upgrades_and_takes_subscriptions_rules_and_webhooks(tmp_path: Path) -> None:
+    """The data directory of the first release (tests/fixtures/datadir-v1) gains the tables."""
+    import shutil
+
+    from littlestats.migrations import LATEST
+    from tests.test_upgrade import FIXTURE, control_version
+
+    shutil.copytree(FIXTURE / "data", tmp_path / "data")
+    path = tmp_path / "data" / "control.sqlite3"
+    assert control_version(path) < LATEST
+    store = ControlPlane(path)
+    try:
+        assert control_version(path) == LATEST
+        site = store.list_sites()[0]
+        assert store.create_report(site.id, "a@old.example", "weekly", None) is not None
+        store.create_alert(site.id, "drop", 50, 10, ("a@old.example",), False, None)
+        hook = store.create_webhook(site.id, "https://hooks.example/x", ("alert",), None)
+        store.queue_delivery(hook.id, site.id, "test", "{}")
+        assert [len(store.list_reports(site.id)), len(store.list_alerts(site.id)),
+                len(store.list_deliveries(hook.id))] == [1, 1, 1]
+        store.delete_site(site.id)  # its records go with it
+        assert store.list_reports() == [] and store.list_webhooks() == [] and store.list_alerts() == []
+    finally:
+        store.close()
