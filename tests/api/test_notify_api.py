@@ -1,5 +1,6 @@
 """The reports, alerts and webhooks API over real HTTP: one ``littlestats serve`` with an SMTP
-server (aiosmtpd) and an HTTPS webhook receiver (trustme) of the test's own, and one without SMTP.
+server (aiosmtpd) and an HTTPS webhook receiver (trustme) of the test's own, and the shared
+authenticated server, which has no SMTP.
 Managing them, what is refused (4xx naming the field), test sends that really arrive."""
 
 from __future__ import annotations
@@ -15,8 +16,8 @@ import httpx
 import orjson
 import pytest
 
-from tests.api.conftest import wait_for_warehouse
-from tests.notify.conftest import Inbox, Receiver
+from tests.api.conftest import AuthServer, wait_for_warehouse
+from tests.notify.conftest import Inbox, Receiver, receiver, smtp  # noqa: F401 (fixtures)
 from tests.server import cli, running_server
 
 pytestmark = pytest.mark.slow
@@ -35,7 +36,8 @@ class Setup:
 
 
 @pytest.fixture(scope="module")
-def setup(tmp_path_factory: pytest.TempPathFactory, smtp: tuple[Inbox, int], receiver: Receiver) -> Iterator[Setup]:
+def setup(tmp_path_factory: pytest.TempPathFactory, smtp: tuple[Inbox, int],  # noqa: F811
+          receiver: Receiver) -> Iterator[Setup]:  # noqa: F811
     inbox, port = smtp
     data_dir: Path = tmp_path_factory.mktemp("notify-api") / "data"
     data_dir.mkdir()
@@ -178,13 +180,15 @@ def test_nothing_a_client_sends_is_a_500(setup: Setup) -> None:
     assert setup.admin.get(setup.path("webhooks/nope/deliveries?limit=0")).status_code in (400, 404)
 
 
-def test_without_smtp_the_api_says_reports_are_not_sent(tmp_path_factory: pytest.TempPathFactory) -> None:
-    data_dir: Path = tmp_path_factory.mktemp("no-smtp") / "data"
-    data_dir.mkdir()
-    with running_server(data_dir, 1, "--dev") as srv, httpx.Client(base_url=srv.url, timeout=30) as c:
-        site = c.post("/api/v2/sites", json={"domain": "quiet.example"}).json()
-        r = c.post(f"/api/v2/sites/{site['id']}/reports", json={"email": "a@quiet.example", "frequency": "monthly"})
-        assert r.status_code == 201
-        assert r.json()["smtp"]["configured"] is False and "not mailed" in r.json()["smtp"]["message"]
-        sent = c.post(f"/api/v2/sites/{site['id']}/reports/{r.json()['id']}/test")
-        assert sent.status_code == 409 and "no SMTP server is configured" in sent.json()["error"]
+def test_without_smtp_the_api_says_reports_are_not_sent(auth_server: AuthServer) -> None:
+    with auth_server.client(auth_server.admin_token) as c:
+        reports = f"/api/v2/sites/{auth_server.site['id']}/reports"
+        r = c.post(reports, json={"email": "a@quiet.example", "frequency": "monthly"})
+        assert r.status_code == 201, r.text
+        try:
+            assert r.json()["smtp"]["configured"] is False and "not mailed" in r.json()["smtp"]["message"]
+            assert c.get(reports).json()["smtp"]["configured"] is False
+            sent = c.post(f"{reports}/{r.json()['id']}/test")
+            assert sent.status_code == 409 and "no SMTP server is configured" in sent.json()["error"]
+        finally:
+            c.delete(f"{reports}/{r.json()['id']}")
