@@ -275,6 +275,110 @@ def _import_paths(not_found: dict[str, Any], unavailable: dict[str, Any]) -> dic
                 [SITE_PARAM, import_param], tag="imports"),
         },
     }
+
+
+REPORT: dict[str, Any] = {"type": "object", "required": ["id", "siteId", "email", "frequency"], "properties": {
+    "id": {"type": "string"}, "siteId": {"type": "string"}, "email": {"type": "string"},
+    "frequency": {"type": "string", "enum": ["weekly", "monthly"]},
+    "lastPeriod": {"type": ["string", "null"], "description": "First day of the last period mailed (or, before the"
+                                                              " first mail, of the period that ended before subscribing)."},
+    "createdAt": {"type": "string"}}}
+SMTP_STATE = {"type": "object", "properties": {"configured": {"type": "boolean"}, "message": _STR_OR_NULL},
+              "description": "Whether the server can mail at all (docs/reports.md); without SMTP nothing is sent."}
+ALERT = {"type": "object", "required": ["id", "direction", "thresholdPercent", "minVisitors"], "properties": {
+    "id": {"type": "string"}, "siteId": {"type": "string"}, "direction": {"type": "string", "enum": ["spike", "drop"]},
+    "thresholdPercent": {"type": "integer"}, "minVisitors": {"type": "integer"},
+    "recipients": {"type": "array", "items": {"type": "string"}}, "webhooks": {"type": "boolean"},
+    "firing": {"type": "boolean", "description": "The last hour judged was beyond the threshold."},
+    "lastHour": _STR_OR_NULL, "lastFiredAt": _STR_OR_NULL, "createdAt": {"type": "string"}}}
+WEBHOOK: dict[str, Any] = {"type": "object", "required": ["id", "url", "events"], "properties": {
+    "id": {"type": "string"}, "siteId": {"type": "string"}, "url": {"type": "string"},
+    "events": {"type": "array", "items": {"type": "string", "enum": ["goal.conversions", "alert"]}},
+    "secretHint": {"type": "string", "description": "The secret's first characters, to tell webhooks apart."},
+    "createdAt": {"type": "string"}}}
+DELIVERY = {"type": "object", "required": ["id", "event", "status", "attempts"], "properties": {
+    "id": {"type": "integer"}, "webhookId": {"type": "string"},
+    "event": {"type": "string", "enum": ["goal.conversions", "alert", "test"]},
+    "status": {"type": "string", "enum": ["pending", "delivered", "failed"]},
+    "attempts": {"type": "array", "items": {"type": "object", "properties": {
+        "at": {"type": "string"}, "statusCode": {"type": ["integer", "null"]}, "error": _STR_OR_NULL,
+        "ms": {"type": "integer"}}}},
+    "nextAttemptAt": _STR_OR_NULL, "createdAt": {"type": "string"}, "payload": {"type": "object"}}}
+
+
+def _notify_paths(not_found: dict[str, Any], unavailable: dict[str, Any]) -> dict[str, Any]:
+    """Mailed reports, alert rules and webhooks (api.notify, docs/reports.md)."""
+    def ident(name: str, what: str) -> dict[str, Any]:
+        return _param(name, {"type": "string"}, f"The {what}'s id.", "path")
+
+    limit = {"409": _err("Already subscribed, or the site has as many as allowed.")}
+    no_smtp = {"409": _err("No SMTP server is configured: nothing can be mailed."),
+               "502": _err("The SMTP server refused the mail or could not be reached.")}
+    gone = {"204": {"description": "Deleted."}, **not_found}
+    report_in = {"type": "object", "required": ["email", "frequency"], "additionalProperties": False,
+                 "properties": {"email": {"type": "string"}, "frequency": {"type": "string",
+                                                                          "enum": ["weekly", "monthly"]}}}
+    alert_in = {"type": "object", "required": ["direction", "thresholdPercent"], "additionalProperties": False,
+                "properties": {"direction": {"type": "string", "enum": ["spike", "drop"]},
+                               "thresholdPercent": {"type": "integer", "minimum": 1, "maximum": 1000,
+                                                    "description": "At most 100 for a drop."},
+                               "minVisitors": {"type": "integer", "minimum": 1, "default": 10},
+                               "recipients": {"type": "array", "maxItems": 10, "items": {"type": "string"}},
+                               "webhooks": {"type": "boolean", "default": False}}}
+    hook_in = {"type": "object", "required": ["url"], "additionalProperties": False, "properties": {
+        "url": {"type": "string", "description": "https:// (http:// only to loopback, with"
+                                                 " webhook_allow_http_loopback)."},
+        "events": {"type": "array", "items": {"type": "string", "enum": ["goal.conversions", "alert"]}}}}
+    tag = "reports"
+    return {
+        "/api/v2/sites/{site}/reports": {
+            "get": _op("The site's report subscriptions", {"200": _ok({"type": "object", "properties": {
+                "reports": {"type": "array", "items": REPORT}, "smtp": SMTP_STATE}}), **not_found},
+                [SITE_PARAM], tag=tag),
+            "post": _op("Subscribe a recipient to the weekly or monthly report",
+                        {"201": _ok({**REPORT, "properties": {**REPORT["properties"], "smtp": SMTP_STATE}}),
+                         **limit, **not_found}, [SITE_PARAM], report_in, tag=tag)},
+        "/api/v2/sites/{site}/reports/{report}": {
+            "delete": _op("Unsubscribe", gone, [SITE_PARAM, ident("report", "subscription")], tag=tag)},
+        "/api/v2/sites/{site}/reports/{report}/test": {
+            "post": _op("Mail the last complete period's report now", {"200": _ok({"type": "object", "properties": {
+                "sent": {"type": "boolean"}, "to": {"type": "string"}, "subject": {"type": "string"},
+                "report": {"type": "object"}}}), **no_smtp, **not_found, **unavailable},
+                [SITE_PARAM, ident("report", "subscription")], tag=tag)},
+        "/api/v2/sites/{site}/alerts": {
+            "get": _op("The site's alert rules", {"200": _ok({"type": "object", "properties": {
+                "alerts": {"type": "array", "items": ALERT}, "smtp": SMTP_STATE}}), **not_found},
+                [SITE_PARAM], tag=tag),
+            "post": _op("Create an alert rule: this hour's visitors against the same hour a week before",
+                        {"201": _ok(ALERT), **limit, **not_found}, [SITE_PARAM], alert_in, tag=tag)},
+        "/api/v2/sites/{site}/alerts/{alert}": {
+            "delete": _op("Delete an alert rule", gone, [SITE_PARAM, ident("alert", "rule")], tag=tag)},
+        "/api/v2/sites/{site}/alerts/{alert}/test": {
+            "post": _op("Send the rule's message for the last closed hour, marked as a test", {"200": _ok({
+                "type": "object", "properties": {"alert": {"type": "object"}, "recipients": {"type": "array"},
+                                                 "problems": {"type": "array", "items": {"type": "string"}}}}),
+                **not_found, **unavailable}, [SITE_PARAM, ident("alert", "rule")], tag=tag)},
+        "/api/v2/sites/{site}/webhooks": {
+            "get": _op("The site's webhooks (never their secrets)", {"200": _ok({"type": "object", "properties": {
+                "webhooks": {"type": "array", "items": WEBHOOK}}}), **not_found}, [SITE_PARAM], tag=tag),
+            "post": _op("Register a webhook; the answer holds its signing secret, the only time it is shown",
+                        {"201": _ok({**WEBHOOK, "properties": {**WEBHOOK["properties"], "secret": {"type": "string"}}}),
+                         **limit, **not_found}, [SITE_PARAM], hook_in, tag=tag)},
+        "/api/v2/sites/{site}/webhooks/{webhook}": {
+            "delete": _op("Delete a webhook and its deliveries", gone, [SITE_PARAM, ident("webhook", "webhook")],
+                          tag=tag)},
+        "/api/v2/sites/{site}/webhooks/{webhook}/deliveries": {
+            "get": _op("The webhook's delivery log, newest first, with every attempt", {"200": _ok({
+                "type": "object", "properties": {"webhookId": {"type": "string"},
+                                                 "deliveries": {"type": "array", "items": DELIVERY}}}), **not_found},
+                [SITE_PARAM, ident("webhook", "webhook"),
+                 _param("limit", {"type": "integer", "minimum": 1, "maximum": 100}, "At most this many.")], tag=tag)},
+        "/api/v2/sites/{site}/webhooks/{webhook}/test": {
+            "post": _op("Send a test event now (retried later like any delivery when it fails)",
+                        {"200": _ok(DELIVERY), **not_found}, [SITE_PARAM, ident("webhook", "webhook")], tag=tag)},
+    }
+
+
 CSV_NOTE = ("With `?format=csv` or `Accept: text/csv`: the same rows and columns as CSV (RFC 4180; nested "
             "fields flattened as `outer.inner`, lists as JSON text; see docs/export.md).")
 FORMAT_PARAM = _param("format", {"type": "string", "enum": ["json", "csv"]},
@@ -571,6 +675,7 @@ def openapi() -> dict[str, Any]:
             f"Breakdown: {name}", {"200": _ok(_breakdown_schema(key, field)), **not_found, **unavailable},
             [*stats_params, *PAGING_PARAMS])}
     paths.update(_import_paths(not_found, unavailable))
+    paths.update(_notify_paths(not_found, unavailable))
     _add_exports(paths, not_found, unavailable)
     _add_access_rules(paths)  # last: every operation above gets its role and scope
     return {

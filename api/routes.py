@@ -17,6 +17,7 @@ from api import (
     imports,
     me,
     members,
+    notify,
     shares,
     sites,
     sql,
@@ -121,6 +122,19 @@ POLICY: list[Rule] = [
     Rule("DELETE", "/api/v2/sites/{site}/imports/{import_id}", "admin", WRITE, "delete an import's data"),
     Rule("GET", "/api/v2/sites/{site}/export/raw", "viewer", READ, "the site's raw events as one Parquet file"),
     Rule("POST", "/api/v2/sql", "user", READ, "read-only SQL over the warehouse tables (your sites only; docs/export.md)"),
+    Rule("GET", "/api/v2/sites/{site}/reports", "admin", READ, "the site's mailed report subscriptions (docs/reports.md)"),
+    Rule("POST", "/api/v2/sites/{site}/reports", "admin", WRITE, "subscribe a recipient to weekly or monthly reports"),
+    Rule("DELETE", "/api/v2/sites/{site}/reports/{report}", "admin", WRITE, "unsubscribe a recipient"),
+    Rule("POST", "/api/v2/sites/{site}/reports/{report}/test", "admin", WRITE, "mail the last complete period now"),
+    Rule("GET", "/api/v2/sites/{site}/alerts", "admin", READ, "the site's traffic alert rules"),
+    Rule("POST", "/api/v2/sites/{site}/alerts", "admin", WRITE, "create a spike or drop alert rule"),
+    Rule("DELETE", "/api/v2/sites/{site}/alerts/{alert}", "admin", WRITE, "delete an alert rule"),
+    Rule("POST", "/api/v2/sites/{site}/alerts/{alert}/test", "admin", WRITE, "send an alert rule's message as a test"),
+    Rule("GET", "/api/v2/sites/{site}/webhooks", "admin", READ, "the site's webhooks (never their secrets)"),
+    Rule("POST", "/api/v2/sites/{site}/webhooks", "admin", WRITE, "register an HTTPS webhook (its secret is shown once)"),
+    Rule("DELETE", "/api/v2/sites/{site}/webhooks/{webhook}", "admin", WRITE, "delete a webhook and its pending deliveries"),
+    Rule("GET", "/api/v2/sites/{site}/webhooks/{webhook}/deliveries", "admin", READ, "a webhook's delivery log"),
+    Rule("POST", "/api/v2/sites/{site}/webhooks/{webhook}/test", "admin", WRITE, "send a test event to a webhook now"),
 ]
 
 #: What a share link reads (api/shares.py), under /share/{slug}/api/v2/sites/{site}/: the dashboard's
@@ -188,3 +202,13 @@ def add_routes(app: falcon.asgi.App, services: Any) -> None:
     app.add_route("/api/v2/docs", docs.DocsPage())
     app.add_route("/api/v2/sites/{site}/export/raw", export.RawExportResource(services))
     app.add_route("/api/v2/sql", sql.SqlResource(services))
+    app.add_route("/api/v2/sites/{site}/reports", notify.ReportsResource(services))
+    app.add_route("/api/v2/sites/{site}/reports/{report}", notify.ReportResource(services))
+    app.add_route("/api/v2/sites/{site}/reports/{report}/test", notify.ReportTestResource(services))
+    app.add_route("/api/v2/sites/{site}/alerts", notify.AlertsResource(services))
+    app.add_route("/api/v2/sites/{site}/alerts/{alert}", notify.AlertResource(services))
+    app.add_route("/api/v2/sites/{site}/alerts/{alert}/test", notify.AlertTestResource(services))
+    app.add_route("/api/v2/sites/{site}/webhooks", notify.WebhooksResource(services))
+    app.add_route("/api/v2/sites/{site}/webhooks/{webhook}", notify.WebhookResource(services))
+    app.add_route("/api/v2/sites/{site}/webhooks/{webhook}/deliveries", notify.WebhookDeliveriesResource(services))
+    app.add_route("/api/v2/sites/{site}/webhooks/{webhook}/test", notify.WebhookTestResource(services))

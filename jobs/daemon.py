@@ -6,7 +6,8 @@ one writer of the DuckDB file. It:
 * owns the DuckDB file and answers read queries from the API workers over the Unix socket
   ``settings.warehouse_socket`` (``warehouse.service``);
 * runs the scheduled jobs with APScheduler: seal + load every ``load_interval_seconds`` (an
-  accepted event is queryable within two intervals), retention once a day;
+  accepted event is queryable within two intervals), retention once a day, and every minute the
+  notifications (``notify.schedule``: due reports, alerts, goal conversions, webhook retries);
 * sweeps the WAL for segments that crashed workers left behind (as before).
 
 It exits when its parent (``serve``) goes away or on SIGTERM/SIGINT, and with status
@@ -37,6 +38,9 @@ log = logging.getLogger("littlestats.daemon")
 
 #: Retention runs this long after start, then daily.
 RETENTION_DELAY = timedelta(minutes=5)
+
+#: Notifications (reports, alerts, webhooks) are looked at this often.
+NOTIFY_INTERVAL = timedelta(minutes=1)
 
 #: Exit status asking the supervisor for a fresh process: DuckDB invalidated the database.
 EXIT_REOPEN = 3
@@ -69,7 +73,8 @@ def _job(name: str, fn: object, reopen: threading.Event | None = None) -> object
 
 def build_scheduler(warehouse: object, settings: Settings,
                     reopen: threading.Event | None = None) -> BackgroundScheduler:
-    """The scheduled jobs: load every ``load_interval_seconds``, full load hourly, retention daily.
+    """The scheduled jobs: load every ``load_interval_seconds``, full load hourly, retention daily,
+    notifications every minute.
 
     ``reopen`` is set when a job finds the database invalidated by DuckDB.
     """
@@ -89,6 +94,11 @@ def build_scheduler(warehouse: object, settings: Settings,
     scheduler.add_job(_job("retention", warehouse.retention, reopen), "interval", id="retention",
                       hours=24, next_run_time=now + RETENTION_DELAY, max_instances=1,
                       coalesce=True)
+    from notify.schedule import run_scheduled
+
+    scheduler.add_job(_job("notifications", lambda: run_scheduled(settings, warehouse), reopen), "interval",
+                      id="notify", seconds=NOTIFY_INTERVAL.total_seconds(), next_run_time=now + NOTIFY_INTERVAL,
+                      max_instances=1, coalesce=True)
     return scheduler
 
 

@@ -33,10 +33,13 @@ OWNERSHIP_TRANSFERRED = "ownership.transferred"
 SHARE_CREATED = "share.created"
 SHARE_REVOKED = "share.revoked"
 ERASURE_RUN = "erasure.run"
+WEBHOOK_CREATED = "webhook.created"
+WEBHOOK_DELETED = "webhook.deleted"
 
 ACTIONS = (SITE_CREATED, SITE_DELETED, TOKEN_CREATED, TOKEN_REVOKED, MEMBER_ADDED, MEMBER_REMOVED,
            MEMBER_LEFT, MEMBER_ROLE_CHANGED, INVITATION_CREATED, INVITATION_ACCEPTED,
-           INVITATION_WITHDRAWN, OWNERSHIP_TRANSFERRED, SHARE_CREATED, SHARE_REVOKED, ERASURE_RUN)
+           INVITATION_WITHDRAWN, OWNERSHIP_TRANSFERRED, SHARE_CREATED, SHARE_REVOKED, ERASURE_RUN,
+           WEBHOOK_CREATED, WEBHOOK_DELETED)
 
 #: Detail keys refused: they would put a visitor's identity into the log.
 VISITOR_KEYS = frozenset({"visitor", "visitorId", "visitor_id", "visitorKey", "userId", "user_id",

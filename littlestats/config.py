@@ -81,6 +81,25 @@ class Settings:
     log_format: str = "text"  # text | json (one JSON object per line)
     # Testing hook: `pause:<step>` stops an erasure at that step until killed (warehouse.erase).
     erase_fault: str = ""
+    # Outgoing mail for scheduled reports and alerts (docs/reports.md). No host: nothing is sent.
+    smtp_host: str = ""
+    smtp_port: int = 587
+    smtp_security: str = "starttls"  # starttls | tls (implicit, usually port 465) | none
+    smtp_user: str = ""
+    smtp_password: str = ""
+    smtp_from: str = ""
+    smtp_timeout_seconds: float = 15.0
+    # Webhooks (docs/reports.md): receivers must be HTTPS; plain http is accepted only for a
+    # loopback receiver when this is on (development and tests).
+    webhook_allow_http_loopback: bool = False
+    # A PEM file of extra certificate authorities trusted for webhook receivers (an internal CA).
+    webhook_ca_file: str = ""
+    webhook_timeout_seconds: float = 10.0
+
+    @property
+    def smtp_configured(self) -> bool:
+        """Whether reports and alerts can be mailed (an SMTP host and a From address are set)."""
+        return bool(self.smtp_host and self.smtp_from)
 
     # Derived locations inside the data directory -------------------------------------------
     @property
@@ -227,5 +246,11 @@ def _validate(s: Settings) -> None:
         raise ConfigError(f"setting 'trusted_proxies': {exc}") from exc
     if s.log_format not in ("text", "json"):
         raise ConfigError("setting 'log_format' must be 'text' or 'json'")
+    if s.smtp_security not in ("starttls", "tls", "none"):
+        raise ConfigError("setting 'smtp_security' must be 'starttls', 'tls' or 'none'")
+    if s.smtp_host and not s.smtp_from:
+        raise ConfigError("setting 'smtp_from' is needed when 'smtp_host' is set (the reports' From address)")
+    if s.webhook_ca_file and not Path(s.webhook_ca_file).is_file():
+        raise ConfigError(f"setting 'webhook_ca_file': file {s.webhook_ca_file} does not exist")
     if s.geoip_mmdb and not Path(s.geoip_mmdb).is_file():
         raise ConfigError(f"setting 'geoip_mmdb': file {s.geoip_mmdb} does not exist")

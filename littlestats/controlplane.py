@@ -7,7 +7,8 @@ Tokens and invitation links are stored as SHA-256 hashes only; the plain value i
 created. Who may do what on a site is its members' roles (``site_members``; docs/access.md); the
 ``sites.owner_id`` column of schema version 1 is no longer read (version 5 made each such owner an
 owner member) and is left NULL for new sites. Members, invitations, the audit log and share links
-have their queries in ``littlestats.access_store``, which ``ControlPlane`` inherits.
+have their queries in ``littlestats.access_store``, report subscriptions, alert rules and webhooks
+in ``littlestats.notify_store``; ``ControlPlane`` inherits both.
 """
 
 from __future__ import annotations
@@ -41,6 +42,7 @@ from littlestats.access_store import (
 )
 from littlestats.ids import hash_token, new_id, now_iso
 from littlestats.migrations import migrate
+from littlestats.notify_store import NotifyStore
 
 # The records of littlestats.access_store are the control plane's too: callers import them here.
 __all__ = ["ROLES", "SCOPES", "AuditEntry", "ControlPlane", "Goal", "Invitation", "LastOwner", "Member", "Share", "Site",
@@ -170,7 +172,7 @@ def _site(row: sqlite3.Row) -> Site:
     )
 
 
-class ControlPlane(AccessStore):
+class ControlPlane(AccessStore, NotifyStore):
     """Access to the control-plane database. One instance per process; thread-safe.
 
     Beside the database, ``<name>.generation`` holds a counter that grows whenever a site is

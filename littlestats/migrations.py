@@ -183,6 +183,61 @@ MIGRATIONS = (
     );
     CREATE INDEX IF NOT EXISTS imports_site ON imports(site_id);
     """),
+    # Reports that arrive (notify/, docs/reports.md): mailed reports, traffic alerts, webhooks and
+    # their delivery log. ``last_period`` / ``last_hour`` / ``goals_checked_until`` are the
+    # watermarks that make a restart neither repeat nor skip a period or an hour.
+    Migration(8, "report subscriptions, alert rules, webhooks and their deliveries", """
+    CREATE TABLE IF NOT EXISTS report_subscriptions (
+        id           TEXT PRIMARY KEY,
+        site_id      TEXT NOT NULL REFERENCES sites(id) ON DELETE CASCADE,
+        email        TEXT NOT NULL,
+        frequency    TEXT NOT NULL CHECK (frequency IN ('weekly', 'monthly')),
+        last_period  TEXT,
+        created_at   TEXT NOT NULL,
+        created_by   TEXT,
+        UNIQUE (site_id, email, frequency)
+    );
+    CREATE TABLE IF NOT EXISTS alert_rules (
+        id                 TEXT PRIMARY KEY,
+        site_id            TEXT NOT NULL REFERENCES sites(id) ON DELETE CASCADE,
+        direction          TEXT NOT NULL CHECK (direction IN ('spike', 'drop')),
+        threshold_percent  INTEGER NOT NULL,
+        min_visitors       INTEGER NOT NULL,
+        recipients         TEXT NOT NULL DEFAULT '[]',
+        webhooks           INTEGER NOT NULL DEFAULT 0,
+        firing             INTEGER NOT NULL DEFAULT 0,
+        last_hour          TEXT,
+        last_fired_at      TEXT,
+        created_at         TEXT NOT NULL,
+        created_by         TEXT
+    );
+    CREATE INDEX IF NOT EXISTS alert_rules_site ON alert_rules(site_id);
+    CREATE TABLE IF NOT EXISTS webhooks (
+        id                   TEXT PRIMARY KEY,
+        site_id              TEXT NOT NULL REFERENCES sites(id) ON DELETE CASCADE,
+        url                  TEXT NOT NULL,
+        secret               TEXT NOT NULL,
+        events               TEXT NOT NULL,
+        goals_checked_until  TEXT,
+        created_at           TEXT NOT NULL,
+        created_by           TEXT
+    );
+    CREATE INDEX IF NOT EXISTS webhooks_site ON webhooks(site_id);
+    CREATE TABLE IF NOT EXISTS webhook_deliveries (
+        id                INTEGER PRIMARY KEY AUTOINCREMENT,
+        webhook_id        TEXT NOT NULL REFERENCES webhooks(id) ON DELETE CASCADE,
+        site_id           TEXT NOT NULL,
+        event             TEXT NOT NULL,
+        payload           TEXT NOT NULL,
+        status            TEXT NOT NULL CHECK (status IN ('pending', 'delivered', 'failed')),
+        attempts          TEXT NOT NULL DEFAULT '[]',
+        next_attempt_at   TEXT,
+        created_at        TEXT NOT NULL,
+        updated_at        TEXT NOT NULL
+    );
+    CREATE INDEX IF NOT EXISTS webhook_deliveries_due ON webhook_deliveries(status, next_attempt_at);
+    CREATE INDEX IF NOT EXISTS webhook_deliveries_hook ON webhook_deliveries(webhook_id, id);
+    """),
 )
 
 LATEST = MIGRATIONS[-1].version

@@ -1,5 +1,5 @@
 // /sites/{id}/settings: name, time zone, retention, hostnames, excluded paths, DNT, goals, the
-// snippet, members, sharing, import and export, and deleting the site (its domain must be typed). Admins and owners only (the
+// snippet, members, sharing, import and export, reports and alerts, and deleting the site (its domain must be typed). Admins and owners only (the
 // server refuses the page to viewers); members and deleting are the owners'.
 import { useEffect, useState } from 'preact/hooks';
 import { html } from '../html.js';
@@ -9,6 +9,7 @@ import { Snippet } from '../snippet.js';
 import { Members } from '../members.js';
 import { ShareSettings } from '../share-settings.js';
 import { DataCard } from '../data-card.js';
+import { ReportsCard } from '../reports-card.js';
 
 const lines = (text) => text.split('\n').map((s) => s.trim()).filter(Boolean);
 
@@ -32,6 +33,7 @@ export function SiteSettings({ siteId }) {
         <${Members} site=${site} />
         <${ShareSettings} site=${site} onSaved=${() => setVersion(version + 1)} />
         <${DataCard} site=${site} />
+        <${ReportsCard} site=${site} />
         ${(site.role === 'owner' || site.role === null) && html`<${Danger} site=${site} />`}`}
     </${Layout}>`;
 }
