@@ -29,9 +29,9 @@ from warehouse.query.sql import (
     final_select,
     full_join,
     goal_hits,
-    revenue_blocks,
     has_event_filters,
     has_session_filters,
+    revenue_blocks,
     session_predicates,
     where,
 )

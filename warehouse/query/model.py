@@ -71,7 +71,7 @@ PERIODS = ("today", "yesterday", "24h", "7d", "28d", "30d", "90d", "month", "las
 MAX_LIMIT = 10_000
 MAX_BUCKETS = 10_000
 MAX_RANGE_DAYS = 3_660
-_PROP_KEY = re.compile(r"^[A-Za-z0-9_.:\-$ ]{1,64}$")
+PROP_KEY = re.compile(r"^[A-Za-z0-9_.:\-$ ]{1,64}$")
 
 
 class QueryError(ValueError):
@@ -245,7 +245,7 @@ def _check_dimension(name: Any, param: str, allow_time: bool = True) -> str:
         return name
     if name.startswith(PROP_PREFIX):
         key = name[len(PROP_PREFIX) :]
-        if not _PROP_KEY.match(key):
+        if not PROP_KEY.match(key):
             raise QueryError(param, f"{name!r}: property names are 1-64 letters, digits or _.:-$ ")
         return name
     if allow_time and name in TIME_DIMENSIONS:

@@ -17,7 +17,15 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
-from warehouse.query.model import DIMENSIONS, PROP_PREFIX, REVENUE_METRICS, DateRange, Filter, GoalSpec, Query
+from warehouse.query.model import (
+    DIMENSIONS,
+    PROP_PREFIX,
+    REVENUE_METRICS,
+    DateRange,
+    Filter,
+    GoalSpec,
+    Query,
+)
 from warehouse.query.patterns import is_pattern, pattern_regex
 
 #: Visit attributes: columns of ``sessions`` (and dimensions of the rollups).
