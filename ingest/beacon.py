@@ -201,8 +201,10 @@ def parse_revenue(data: Any) -> tuple[float, str] | None:
     """``revenue`` of a custom event: ``{"amount": number, "currency": "EUR"}`` (null: none).
 
     The amount is a finite number of at most ``MAX_REVENUE`` in magnitude (refunds may be
-    negative); the currency an ISO 4217 code of three letters, taken in upper case."""
-    if data is None:
+    negative); the currency an ISO 4217 code of three letters, taken in upper case. A string,
+    number or boolean is no revenue and left out: ``track(name, {revenue: 5})`` sends a plain
+    property called ``revenue``, which the tracker passes on here too."""
+    if data is None or isinstance(data, (str, int, float)):  # (bool is an int)
         return None
     if not isinstance(data, dict) or set(data) - {"amount", "currency"}:
         raise BeaconError("'revenue' must be an object {\"amount\": number, \"currency\": \"EUR\"}")

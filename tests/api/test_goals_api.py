@@ -142,7 +142,7 @@ def test_bad_revenue_settings_are_refused(shop: Shop, revenue: Any) -> None:
     ({"amount": 10, "currency": "EURO"}, "revenue.currency"),
     ({"amount": 10}, "revenue.currency"),
     ({"amount": 10, "currency": "EUR", "tax": 2}, "'revenue' must be an object"),
-    (99.9, "'revenue' must be an object"),
+    ([99.9, "EUR"], "'revenue' must be an object"),
 ])
 def test_a_beacon_with_bad_revenue_is_refused_naming_it(shop: Shop, revenue: Any, words: str) -> None:
     # in a batch the bad event is rejected alone (the protocol's rule for any bad event) ...
@@ -155,6 +155,14 @@ def test_a_beacon_with_bad_revenue_is_refused_naming_it(shop: Shop, revenue: Any
                         json={"type": "event", "name": "Purchase", "url": "https://goals.example/", "revenue": revenue},
                         headers={"User-Agent": FIREFOX})
     assert single.status_code == 400 and words in single.text
+
+
+def test_a_plain_revenue_property_is_no_revenue(shop: Shop) -> None:
+    """``track('Tip', {revenue: 5})`` sends ``revenue: 5`` beside the property: left out, not refused."""
+    r = httpx.post(f"{shop.auth.url}/api/v2/track/{shop.site['domainKey']}", headers={"User-Agent": FIREFOX},
+                   json={"type": "event", "name": "Tip", "url": "https://goals.example/", "revenue": 5,
+                         "data": {"revenue": 5}})
+    assert r.status_code in (200, 202) and r.json()["accepted"] == 1, r.text
 
 
 def test_revenue_on_a_pageview_is_refused(shop: Shop) -> None:
