@@ -463,9 +463,10 @@ def openapi() -> dict[str, Any]:
                 "goals": {"type": "array", "items": {"type": "object", "properties": {
                     **GOAL["properties"], "visitors": {"type": "integer"}, "conversions": {"type": "integer"},
                     "conversionRate": {"type": "number"},
-                    "revenue": {"type": "object", "description": "With the site's revenue currency set.", "properties": {
-                        "currency": _CODE, "total": {"type": "number"}, "average": {"type": "number"},
-                        "unconverted": {"type": "integer"}}}}}}}}), **not_found, **unavailable}, stats_params,
+                    "currency": {**_CODE, "description": "With the site's revenue currency set: it, and the"
+                                                         " goal's revenue metrics."},
+                    "totalRevenue": {"type": "number"}, "averageRevenue": {"type": "number"},
+                    "revenueUnconverted": {"type": "integer"}}}}}}), **not_found, **unavailable}, stats_params,
                 tag="goals"),
         },
         "/api/v2/tokens": {

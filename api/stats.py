@@ -352,8 +352,8 @@ class ConversionsResource:
             item = {**g.public(), "visitors": row.get("visitors", 0), "conversions": row.get("events", 0),
                     "conversionRate": row.get("conversion_rate", 0.0)}
             if found.settings.currency is not None:
-                item["revenue"] = {"currency": found.settings.currency, "total": row.get("total_revenue", 0.0),
-                                   "average": row.get("average_revenue", 0.0),
-                                   "unconverted": row.get("revenue_unconverted", 0)}
+                item |= {"currency": found.settings.currency, "totalRevenue": row.get("total_revenue", 0.0),
+                         "averageRevenue": row.get("average_revenue", 0.0),
+                         "revenueUnconverted": row.get("revenue_unconverted", 0)}
             out.append(item)
         json_response(resp, {"siteId": found.id, "period": period_of(base), "goals": out})

@@ -46,7 +46,7 @@ PANELS: dict[str, list[tuple[str, str, dict[str, str], str, str]]] = {
         ("screens", "/screens", {"metrics": SESSION}, "screens", "screen"),
     ],
     "events": [("events", "/events", {}, "names", "name")],
-    "goals": [("goals", "/conversions", {}, "goals", "value")],
+    "goals": [("goals", "/conversions", {}, "goals", "name")],
 }
 #: KPI → field of /stats
 KPI_FIELDS = {"visitors": "visitors", "visits": "visits", "views": "views",
@@ -265,10 +265,33 @@ def test_a_goal_added_in_settings_shows_its_conversions(loaded: Loaded, dashboar
     conv = dashboard.api(f"/sites/{loaded.id}/conversions", {"period": "7d"})["goals"][0]
     assert rows[0]["value"] == "Signup"
     assert rows[0]["metrics"] == {"visitors": str(conv["visitors"]), "conversions": str(conv["conversions"]),
-                                  "conversion_rate": str(conv["conversionRate"])}
+                                  "conversion_rate": str(conv["conversionRate"]), "revenue": None}
     truth = loaded.events_in(*_period(dashboard.api(f"/sites/{loaded.id}/stats", {"period": "7d"})))
     signups = truth.filter((truth["type"] == "event") & (truth["name"] == "Signup"))
     assert conv["conversions"] == signups.height and conv["visitors"] == signups["visitor_key"].n_unique()
+
+    # A page pattern and an event goal narrowed by a property, from the same form.
+    page = dashboard.open(f"/sites/{loaded.id}/settings")
+    page.select_option("#goal-kind", "page")
+    page.fill("#goal-value", "/page/1*")
+    page.get_by_role("button", name="Add goal").click()
+    page.wait_for_selector('[data-goal="Visit /page/1*"]')
+    page.select_option("#goal-kind", "event")
+    page.fill("#goal-value", "Signup")
+    page.fill("#goal-prop-key", "plan")
+    page.fill("#goal-prop-value", "pro")
+    page.check("#goal-revenue")
+    page.get_by_role("button", name="Add goal").click()
+    page.wait_for_selector('[data-goal="Signup (plan = pro)"]')
+    goals = {g["name"]: g for g in dashboard.api(f"/sites/{loaded.id}/goals")["goals"]}
+    assert goals["Signup (plan = pro)"]["property"] == {"key": "plan", "value": "pro"}
+    assert goals["Signup (plan = pro)"]["revenue"] is True
+
+    page = dashboard.open(f"/sites/{loaded.id}?period=7d")
+    shown = {r["value"]: r for r in dashboard.rows(page, "goals")}
+    views = truth.filter((truth["type"] == "pageview") & truth["pathname"].str.contains(r"^/page/1[^/]*$"))
+    assert shown["Visit /page/1*"]["metrics"]["conversions"] == str(views.height)
+    assert shown["Visit /page/1*"]["label"].startswith("Visit /page/1*")
 
 
 def test_sites_page_lists_visitors_today(loaded: Loaded, dashboard: Dashboard) -> None:
