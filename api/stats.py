@@ -344,7 +344,9 @@ class ConversionsResource:
         if found.settings.currency is not None:
             metrics += ["total_revenue", "average_revenue", "revenue_unconverted"]
         base = query_from_params(req, found, goals_of(self.services, found), metrics, [GOAL], paged=False)
-        answer = await execute(self.services, replace(base, limit=len(goals) or 1, offset=0, search=None))
+        # Every goal under the other filters: a goal filter would leave only its own goals.
+        answer = await execute(self.services, replace(base.without_goal_filters(), limit=len(goals) or 1, offset=0,
+                                                      search=None))
         rows = {r[GOAL]: r for r in answer.rows}
         out = []
         for g in goals:

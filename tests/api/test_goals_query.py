@@ -217,3 +217,28 @@ def test_revenue_needs_a_currency_and_goal_names_are_checked() -> None:
         parse_query(SITE, ZONE, {"filters": [["is", "goal", ["Signup (plan = free)"]]]}, goals=GOALS, now=NOW)
     q = parse_query(SITE, ZONE, {"metrics": ["conversion_rate"], "dimensions": ["goal"]}, goals=GOALS, now=NOW)
     assert q.dimensions == ("goal",)
+
+
+def test_an_older_warehouse_gains_revenue_and_loads_it(tmp_path_factory: pytest.TempPathFactory) -> None:
+    """A warehouse from before revenue (the upgrade fixture) gets the columns at the end of
+    ``events`` and loads raw files that carry revenue, and raw files that lack the columns."""
+    import shutil
+    from pathlib import Path
+
+    root = tmp_path_factory.mktemp("old")
+    shutil.copy(Path(__file__).parents[1] / "fixtures" / "datadir-v1" / "data" / "warehouse.duckdb", root / "wh.duckdb")
+    traffic = generate(TrafficSpec(visitors=60, days=1, seed=3, loads=1))
+    traffic.write_raw(root / "raw")
+    con = connect(root / "wh.duckdb")
+    try:
+        columns = [r[0] for r in con.execute("SELECT column_name FROM information_schema.columns"
+                                             " WHERE table_name = 'events' ORDER BY ordinal_position").fetchall()]
+        assert columns[-2:] == ["revenue_amount", "revenue_currency"]
+        load_pending(con, root / "raw", SPEC.timezones)
+        stored = con.execute("SELECT event_id, revenue_amount, revenue_currency FROM events"
+                             " WHERE revenue_amount IS NOT NULL ORDER BY event_id").fetchall()
+    finally:
+        con.close()
+    want = traffic.events.filter(pl.col("revenue_amount").is_not_null()).sort("event_id")
+    assert stored == list(zip(want["event_id"], want["revenue_amount"], want["revenue_currency"], strict=True))
+    assert stored
