@@ -293,6 +293,13 @@ def test_a_goal_added_in_settings_shows_its_conversions(loaded: Loaded, dashboar
     assert shown["Visit /page/1*"]["metrics"]["conversions"] == str(views.height)
     assert shown["Visit /page/1*"]["label"].startswith("Visit /page/1*")
 
+    # Under a goal filter every breakdown shows its rows' conversion rates, as the API answers them.
+    page = dashboard.open(f"/sites/{loaded.id}?period=7d&filter=goal%3D%3DSignup")
+    sources = {r["value"]: r["metrics"] for r in dashboard.rows(page, "sources")}
+    api = dashboard.api(f"/sites/{loaded.id}/sources", {"period": "7d", "filter": "goal==Signup"})["sources"]
+    assert sources and {k: float(v["conversion_rate"]) for k, v in sources.items()} == {
+        r["source"]: r["conversionRate"] for r in api[:len(sources)]}
+
 
 def test_sites_page_lists_visitors_today(loaded: Loaded, dashboard: Dashboard) -> None:
     page = dashboard.open("/")
