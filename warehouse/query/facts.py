@@ -28,7 +28,7 @@ from warehouse.query.sql import (
     event_predicates,
     final_select,
     full_join,
-    goal_hits,
+    goal_events,
     has_event_filters,
     has_session_filters,
     revenue_blocks,
@@ -48,9 +48,7 @@ def _event_keys(q: Query, p: Params, prefix: str) -> tuple[str, list[str], list[
         if d in SESSION_COLUMNS:
             exprs.append(f"{prefix}s.{d}")
         elif d == GOAL:
-            a = f"{prefix}g{i}"
-            joins += f" JOIN goal_hits {a} ON {a}.event_id = e.event_id"
-            exprs.append(f"{a}.goal")
+            exprs.append("e.goal")  # ``e`` is ``goal_events`` then
         elif d.startswith(PROP_PREFIX):
             a = f"{prefix}p{i}"
             joins += (
@@ -101,7 +99,8 @@ def fact_sql(q: Query) -> SQL:
     site, start, end, tz = q.site_id, q.date_range.start, q.date_range.end, q.date_range.timezone
     gran = q.granularity
     dims = q.plain_dimensions
-    ctes: list[str] = [goal_hits(q, p)] if GOAL in dims else []
+    ctes: list[str] = [goal_events(q, p)] if GOAL in dims else []
+    source = "goal_events" if GOAL in dims else "events"  # by goal: each goal's events, with it
     revenue = bool(set(q.metrics) & set(REVENUE_METRICS))
 
     ses_where = [f"s.site_id = {p(site)}", f"s.started_at >= {p(start)}", f"s.started_at < {p(end)}",
@@ -184,14 +183,14 @@ def fact_sql(q: Query) -> SQL:
             f"base AS (SELECT {sel}count(DISTINCT e.visitor_key) AS visitors, 0 AS visits,"
             " count(*) FILTER (WHERE e.type = 'pageview') AS views,"
             f" {counted_events} AS events, 0 AS bounces, 0 AS duration_ms, {top}"
-            f" FROM events e{joins} WHERE {where(ev_where)}{' GROUP BY ALL' if n else ''})"
+            f" FROM {source} e{joins} WHERE {where(ev_where)}{' GROUP BY ALL' if n else ''})"
         )
         return final_select(q, ctes, p)
     ctes.append(
         f"em AS (SELECT {sel}count(DISTINCT e.visitor_key) AS visitors,"
         " count(*) FILTER (WHERE e.type = 'pageview') AS views,"
         f" {counted_events} AS events, {top}"
-        f" FROM events e{joins} WHERE {where(ev_where)}{' GROUP BY ALL' if n else ''})"
+        f" FROM {source} e{joins} WHERE {where(ev_where)}{' GROUP BY ALL' if n else ''})"
     )
 
     # Visit metrics: visits started in the range, grouped by start time and, for event-level
@@ -202,7 +201,7 @@ def fact_sql(q: Query) -> SQL:
         pjoins, pexprs, ptypes = _event_keys(q, p, "x")
         pair_sel = ", ".join(f"{e} AS v{i}" for i, e in enumerate(pexprs))
         pair_where = [f"e.site_id = {p(site)}", f"e.ts >= {p(start)}", *event_predicates(q, p, "e"), *ptypes]
-        ctes.append(f"pairs AS (SELECT DISTINCT e.session_id, {pair_sel} FROM events e{pjoins}"
+        ctes.append(f"pairs AS (SELECT DISTINCT e.session_id, {pair_sel} FROM {source} e{pjoins}"
                     f" WHERE {where(pair_where)})")
         s_from += " JOIN pairs pr ON pr.session_id = s.session_id"
         s_exprs += [f"pr.v{i}" for i in range(len(pexprs))]

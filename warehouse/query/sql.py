@@ -88,20 +88,17 @@ def goal_predicate(q: Query, p: Params, a: str) -> str:
     return "(" + (" OR ".join(goal_match(g, q.site_id, p, a) for g in q.selected_goals()) or "false") + ")"
 
 
-def goal_hits(q: Query, p: Params) -> str:
-    """CTE ``goal_hits(event_id, goal)``: one row per event of the site from the range's start on
-    and goal it completes (the selected goals: ``Query.selected_goals``), for the ``goal``
-    dimension. An event completing two goals counts for each."""
+def goal_events(q: Query, p: Params) -> str:
+    """CTE ``goal_events``: the site's events from the range's start on that complete a selected
+    goal (``Query.selected_goals``), each with the ``goal`` it completes, for the ``goal``
+    dimension: it stands in for ``events``. An event completing two goals is there twice."""
     goals = q.selected_goals()
     if not goals:
-        return "goal_hits AS (SELECT CAST(NULL AS VARCHAR) AS event_id, CAST(NULL AS VARCHAR) AS goal WHERE false)"
-    matches = [goal_match(g, q.site_id, p, "e.") for g in goals]
-    names = ", ".join(f"CASE WHEN {m} THEN {p(g.name)} END" for g, m in zip(goals, matches, strict=True))
-    return (
-        f"goal_hits AS (SELECT event_id, goal FROM (SELECT e.event_id, unnest([{names}]) AS goal FROM events e"
-        f" WHERE e.site_id = {p(q.site_id)} AND e.ts >= {p(q.date_range.start)} AND ({' OR '.join(matches)}))"
-        " WHERE goal IS NOT NULL)"
-    )
+        return "goal_events AS (SELECT *, CAST(NULL AS VARCHAR) AS goal FROM events WHERE false)"
+    site, start = p(q.site_id), p(q.date_range.start)
+    parts = [f"SELECT e.*, {p(g.name)} AS goal FROM events e WHERE e.site_id = {site} AND e.ts >= {start}"
+             f" AND {goal_match(g, q.site_id, p, 'e.')}" for g in goals]
+    return f"goal_events AS ({' UNION ALL '.join(parts)})"
 
 
 def revenue_value(q: Query, p: Params, a: str) -> str:
