@@ -293,6 +293,22 @@ def test_a_goal_added_in_settings_shows_its_conversions(loaded: Loaded, dashboar
     assert shown["Visit /page/1*"]["metrics"]["conversions"] == str(views.height)
     assert shown["Visit /page/1*"]["label"].startswith("Visit /page/1*")
 
+    # The revenue currency and rates from the settings form; revenue goals then show revenue.
+    page = dashboard.open(f"/sites/{loaded.id}/settings")
+    page.fill("#revenue-currency", "EUR")
+    page.fill("#revenue-rates", "USD=0.5\nGBP=1.2")
+    page.locator('form[aria-labelledby="general-title"] button[type="submit"]').click()
+    page.wait_for_selector('form[aria-labelledby="general-title"] [role="status"]')
+    assert dashboard.api(f"/sites/{loaded.id}")["revenue"] == {"currency": "EUR", "rates": {"GBP": 1.2, "USD": 0.5}}
+    page = dashboard.open(f"/sites/{loaded.id}?period=7d")
+    shown = {r["value"]: r for r in dashboard.rows(page, "goals")}
+    rates = {"EUR": 1.0, "USD": 0.5, "GBP": 1.2}
+    pro = truth.filter((truth["type"] == "event") & (truth["name"] == "Signup") & (truth["_prop_plan"] == "pro")
+                       & truth["revenue_currency"].is_in(list(rates)))
+    revenue = sum(a * rates[c] for a, c in zip(pro["revenue_amount"], pro["revenue_currency"], strict=True))
+    assert revenue > 0 and float(shown["Signup (plan = pro)"]["metrics"]["revenue"]) == pytest.approx(revenue, abs=0.01)
+    assert shown["Visit /page/1*"]["metrics"]["revenue"] is None  # not a revenue goal
+
     # Under a goal filter every breakdown shows its rows' conversion rates, as the API answers them.
     page = dashboard.open(f"/sites/{loaded.id}?period=7d&filter=goal%3D%3DSignup")
     sources = {r["value"]: r["metrics"] for r in dashboard.rows(page, "sources")}
