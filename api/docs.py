@@ -67,6 +67,7 @@ METRIC_PROPS = {
     "visitors": {"type": "integer"}, "visits": {"type": "integer"}, "views": {"type": "integer"},
     "events": {"type": "integer"}, "bounceRate": {"type": "number"}, "avgDuration": {"type": "number"},
     "viewsPerVisit": {"type": "number"}, "conversionRate": {"type": "number"}, "timeOnPage": {"type": "number"},
+    "totalRevenue": {"type": "number"}, "averageRevenue": {"type": "number"}, "revenueUnconverted": {"type": "integer"},
 }
 _COUNT = {"type": "integer", "minimum": 0}
 ERASURE: dict[str, Any] = {"type": "object", "description": "What the erasure did; no personal data.", "required": [
@@ -111,6 +112,16 @@ ALLOWED_QUERY_PARAMS = ("Query-string parameters kept besides utm_*, ref, source
                         " prefix); every other one is dropped from page and referrer URLs before an event is"
                         " written.")
 PUBLIC = "The site's read-only dashboard is open to anyone at /share/{domain} (docs/sharing.md)."
+REVENUE_TEXT = ("The currency revenue is reported in (ISO 4217) and the owner's exchange rates into it: rates maps"
+                " a currency to the value of one unit of it in `currency` ({\"USD\": 0.92} for EUR). Applied at"
+                " query time; revenue in a currency without a rate is left out and counted as revenue_unconverted."
+                " null: no revenue metrics.")
+_CODE = {"type": "string", "pattern": "^[A-Z]{3}$", "example": "EUR"}
+REVENUE_SETTING = {"type": ["object", "null"], "description": REVENUE_TEXT, "additionalProperties": False,
+                   "required": ["currency"], "properties": {
+                       "currency": _CODE,
+                       "rates": {"type": "object", "maxProperties": 200, "example": {"USD": 0.92},
+                                 "additionalProperties": {"type": "number", "exclusiveMinimum": 0, "maximum": 1e9}}}}
 SITE = {
     "type": "object",
     "required": ["id", "domainKey", "domain", "name", "timezone", "retentionDays", "allowedHostnames", "createdAt"],
@@ -122,6 +133,7 @@ SITE = {
         "respectDnt": {"type": "boolean"}, "excludedPaths": {"type": "array", "items": {"type": "string"}},
         "allowedQueryParams": {"type": "array", "items": {"type": "string"}, "description": ALLOWED_QUERY_PARAMS},
         "public": {"type": "boolean", "description": PUBLIC},
+        "revenue": REVENUE_SETTING,
         "createdAt": {"type": "string"},
         "role": {**ROLE_ENUM, "type": ["string", "null"], "description": "Your role on the site."},
     },
@@ -140,6 +152,7 @@ SITE_INPUT = {
         "allowedQueryParams": {"type": "array", "items": {"type": "string", "maxLength": 100}, "maxItems": 100,
                                "example": ["page", "ab_*"], "description": ALLOWED_QUERY_PARAMS},
         "public": {"type": "boolean", "description": PUBLIC},
+        "revenue": REVENUE_SETTING,
     },
 }
 SHARE: dict[str, Any] = {
@@ -167,9 +180,25 @@ SHARE_INPUT = {
                          "items": {"type": "string", "pattern": "^https?://[^/]+$"}},
     },
 }
-GOAL: dict[str, Any] = {"type": "object", "required": ["id", "kind", "value"],
-        "properties": {"id": {"type": "string"}, "kind": {"type": "string", "enum": ["event", "page"]},
-                       "value": {"type": "string"}, "createdAt": {"type": "string"}}}
+GOAL_PROPERTY = {"type": ["object", "null"], "additionalProperties": False, "required": ["key", "value"],
+                 "description": "Event goals only: completed only when the event has this property value.",
+                 "properties": {"key": {"type": "string", "pattern": "^[A-Za-z0-9_.:\\-$ ]{1,64}$", "example": "plan"},
+                                "value": {"type": "string", "minLength": 1, "maxLength": 500, "example": "pro"}}}
+GOAL_VALUE = ("A page goal: a path or pattern starting with / (`*` one path segment, `**` any depth: /blog/*,"
+              " /docs/**); an event goal: the custom event name.")
+GOAL: dict[str, Any] = {"type": "object", "required": ["id", "name", "kind", "value"],
+        "properties": {"id": {"type": "string"},
+                       "name": {"type": "string", "description": "What goal filters and the goal dimension call it:"
+                                " `Visit /blog/*`, `Signup`, `Signup (plan = pro)` unless named otherwise."},
+                       "kind": {"type": "string", "enum": ["event", "page"]},
+                       "value": {"type": "string", "description": GOAL_VALUE}, "property": GOAL_PROPERTY,
+                       "revenue": {"type": "boolean", "description": "A revenue goal: its events carry revenue."},
+                       "createdAt": {"type": "string"}}}
+GOAL_INPUT = {"type": "object", "additionalProperties": False, "required": ["value"], "properties": {
+    "kind": {"type": "string", "enum": ["event", "page"], "default": "event"},
+    "value": {"type": "string", "minLength": 1, "maxLength": 2000, "description": GOAL_VALUE, "example": "/blog/*"},
+    "name": {"type": "string", "minLength": 1, "maxLength": 200},
+    "property": GOAL_PROPERTY, "revenue": {"type": "boolean", "default": False}}}
 QUERY_BODY = {
     "type": "object",
     "additionalProperties": False,
@@ -177,10 +206,10 @@ QUERY_BODY = {
         "metrics": {"type": "array", "items": {"type": "string", "enum": list(METRICS)}},
         "dimensions": {"type": "array", "items": {"type": "string"},
                        "description": f"Up to one of time:{'|'.join(GRANULARITIES)} and up to three of "
-                                      f"{', '.join(DIMENSIONS)}, props:<name>."},
+                                      f"{', '.join(DIMENSIONS)}, props:<name>, goal (the site's goals by name)."},
         "filters": {"type": "array", "items": {"type": "array", "minItems": 3, "maxItems": 3},
                     "description": f"[operator, dimension, [values]]; operators {', '.join(OPERATORS)}; "
-                                   "dimension 'goal' filters on a goal."},
+                                   "dimension 'goal' (operator 'is') filters on goals by name."},
         "date_range": {"oneOf": [{"type": "string", "enum": [p for p in PERIODS if p != "custom"]},
                                  {"type": "array", "items": {"type": "string"}, "minItems": 2, "maxItems": 2}]},
         "date": {"type": "string", "format": "date"},
@@ -501,10 +530,11 @@ def openapi() -> dict[str, Any]:
         "/api/v2/sites/{site}/goals": {
             "get": _op("Goals", {"200": _ok({"type": "object", "properties": {"goals": {"type": "array", "items": GOAL}}}),
                                  **not_found}, [SITE_PARAM], tag="goals"),
-            "post": _op("Create a goal (custom event name or page path)", {"201": _ok(GOAL, "Created"), **not_found},
-                        [SITE_PARAM], body={"type": "object", "additionalProperties": False, "required": ["value"],
-                                            "properties": {"kind": {"type": "string", "enum": ["event", "page"]},
-                                                           "value": {"type": "string"}}}, tag="goals"),
+            "post": _op("Create a goal (page path or pattern; custom event, optionally with a property value and"
+                        " revenue); at most 100 per site",
+                        {"201": _ok(GOAL, "Created (or the same goal existed)"), **not_found,
+                         "409": _err("Another goal has this name.")},
+                        [SITE_PARAM], body=GOAL_INPUT, tag="goals"),
         },
         "/api/v2/sites/{site}/goals/{goal}": {
             "delete": _op("Delete a goal", {"200": _ok({"type": "object"}), **not_found},
@@ -536,7 +566,12 @@ def openapi() -> dict[str, Any]:
             "get": _op("Conversions and conversion rate of every goal", {"200": _ok({"type": "object", "properties": {
                 "goals": {"type": "array", "items": {"type": "object", "properties": {
                     **GOAL["properties"], "visitors": {"type": "integer"}, "conversions": {"type": "integer"},
-                    "conversionRate": {"type": "number"}}}}}}), **not_found, **unavailable}, stats_params, tag="goals"),
+                    "conversionRate": {"type": "number"},
+                    "currency": {**_CODE, "description": "With the site's revenue currency set: it, and the"
+                                                         " goal's revenue metrics."},
+                    "totalRevenue": {"type": "number"}, "averageRevenue": {"type": "number"},
+                    "revenueUnconverted": {"type": "integer"}}}}}}), **not_found, **unavailable}, stats_params,
+                tag="goals"),
         },
         "/api/v2/tokens": {
             "get": _op("Your API tokens (an admin's: every token); never the tokens themselves", {"200": _ok({
@@ -813,7 +848,7 @@ def render_docs() -> str:
              "/api/v2/openapi.json</a>.</p>",
              f"<h2>Metrics</h2><table>{''.join(f'<tr><td><code>{e(k)}</code></td><td>{e(v)}</td></tr>' for k, v in METRICS.items())}</table>",
              f"<h2>Dimensions</h2><p>{', '.join(f'<code>{e(d)}</code>' for d in DIMENSIONS)}, "
-             "<code>props:&lt;name&gt;</code>, and <code>time:hour|day|week|month</code> in queries.</p>",
+             "<code>props:&lt;name&gt;</code>, <code>goal</code>, and <code>time:hour|day|week|month</code> in queries.</p>",
              "<h2>Endpoints</h2>"]
     for path, ops in doc["paths"].items():
         for method, op in ops.items():

@@ -56,7 +56,8 @@ _LISTS: dict[str, str | None] = {
 #: Columns of an empty list (rows name their own columns otherwise).
 _EVENT_COLUMNS = ("id", "timestamp", "name", "page", "hostname", "visitId", "source", "country",
                   "device", "browser", "os")
-_GOAL_COLUMNS = ("id", "kind", "value", "createdAt", "visitors", "conversions", "conversionRate")
+_GOAL_COLUMNS = ("id", "name", "kind", "value", "property", "revenue", "createdAt", "visitors", "conversions",
+                 "conversionRate")
 
 
 def _breakdowns() -> dict[str, tuple[str, str, tuple[str, ...]]]:

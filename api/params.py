@@ -17,12 +17,21 @@ Every invalid value is a 400 whose message names the parameter.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from typing import Any
 
 import falcon
 
 from littlestats.controlplane import Site
-from warehouse.query.model import METRICS, Query, QueryError, parse_filter_param, parse_query
+from warehouse.query.model import (
+    METRICS,
+    Currency,
+    GoalSpec,
+    Query,
+    QueryError,
+    parse_filter_param,
+    parse_query,
+)
 
 #: API (camelCase) names of metrics in the named endpoints' answers.
 CAMEL = {
@@ -35,6 +44,9 @@ CAMEL = {
     "views_per_visit": "viewsPerVisit",
     "conversion_rate": "conversionRate",
     "time_on_page": "timeOnPage",
+    "total_revenue": "totalRevenue",
+    "average_revenue": "averageRevenue",
+    "revenue_unconverted": "revenueUnconverted",
 }
 _BY_CAMEL = {v: k for k, v in CAMEL.items()}
 
@@ -113,13 +125,19 @@ def body_from_params(
     return body
 
 
+def currency_of(site: Site) -> Currency | None:
+    """The site's revenue currency and exchange rates, for the revenue metrics (None: not set)."""
+    settings = site.settings
+    return None if settings.currency is None else Currency(settings.currency, settings.exchange_rates)
+
+
 def query_from_params(
-    req: Any, site: Site, goals: list[tuple[str, str]], metrics: list[str], dimensions: list[str],
+    req: Any, site: Site, goals: Sequence[GoalSpec | tuple[str, str]], metrics: list[str], dimensions: list[str],
     *, paged: bool = True, extra_filters: tuple[str, ...] = (),
 ) -> Query:
     """Parse and validate a named endpoint's query string into a ``Query`` (400 naming the param)."""
     body = body_from_params(req, metrics, dimensions, paged=paged, extra_filters=extra_filters)
     try:
-        return parse_query(site.id, site.timezone, body, goals=goals)
+        return parse_query(site.id, site.timezone, body, goals=goals, currency=currency_of(site))
     except QueryError as exc:
         raise bad_request(exc) from None

@@ -23,17 +23,26 @@ import orjson
 from api.auth import Principal, authenticate, authorize, role_on, visible_sites
 from api.stats import sql_rows, warehouse
 from api.validation import validate_domain, validate_timezone
+from ingest.beacon import CURRENCY
 from littlestats import audit
 from littlestats.controlplane import Site, SiteSettings
 from littlestats.http import json_response, read_body
 from warehouse.protocol import WarehouseError
+from warehouse.query.model import PROP_KEY, goal_name
+from warehouse.query.patterns import MAX_PATTERN_LENGTH, check_pattern
 
 log = logging.getLogger(__name__)
 
 MAX_LIST = 100
 SITE_FIELDS = {"domain", "name", "timezone", "retentionDays", "allowedHostnames", "respectDnt",
-               "excludedPaths", "excludedIps", "allowedQueryParams", "public"}
+               "excludedPaths", "excludedIps", "allowedQueryParams", "public", "revenue"}
 MAX_QUERY_PARAM_LENGTH = 100
+MAX_RATES = 200  # exchange rates per site
+MAX_RATE = 1e9
+MAX_GOALS = 100  # goals per site
+MAX_GOAL_NAME = 200
+MAX_GOAL_EVENT = 200  # the wire protocol's longest event name
+MAX_GOAL_PROP_VALUE = 500  # the wire protocol's longest property value
 
 
 async def json_body(req: falcon.asgi.Request) -> dict[str, Any]:
@@ -124,9 +133,36 @@ def site_changes(body: dict[str, Any], creating: bool) -> dict[str, Any]:
         if not isinstance(body["public"], bool):
             raise _bad("public", "expected true or false")
         settings["public"] = body["public"]
+    if "revenue" in body:
+        settings.update(revenue_settings(body["revenue"]))
     if settings:
         out["_settings"] = settings
     return out
+
+
+def revenue_settings(value: Any) -> dict[str, Any]:
+    """``revenue``: ``{"currency": "EUR", "rates": {"USD": 0.92}}`` (one USD is 0.92 EUR), or null
+    to turn revenue off. Rates are the owner's: nothing is fetched."""
+    if value is None:
+        return {"currency": None, "exchange_rates": ()}
+    if not isinstance(value, dict) or set(value) - {"currency", "rates"}:
+        raise _bad("revenue", 'expected {"currency": "EUR", "rates": {"USD": 0.92, ...}} or null')
+    currency = value.get("currency")
+    if not isinstance(currency, str) or not CURRENCY.fullmatch(currency):
+        raise _bad("revenue.currency", "expected an ISO 4217 currency code of three upper-case letters, e.g. EUR")
+    rates = value.get("rates", {})
+    if not isinstance(rates, dict) or len(rates) > MAX_RATES:
+        raise _bad("revenue.rates", f"expected an object of at most {MAX_RATES} currency codes to rates")
+    out = []
+    for code, rate in rates.items():
+        if not CURRENCY.fullmatch(code):
+            raise _bad("revenue.rates", f"{code[:10]!r} is not an ISO 4217 code of three upper-case letters")
+        if isinstance(rate, bool) or not isinstance(rate, (int, float)) or not 0 < rate <= MAX_RATE:
+            raise _bad("revenue.rates", f"the rate of {code} must be a number above 0 and at most {MAX_RATE:.0e}:"
+                       f" the value of one {code} in {currency}")
+        if code != currency:
+            out.append((code, float(rate)))
+    return {"currency": currency, "exchange_rates": tuple(sorted(out))}
 
 
 class SitesResource:
@@ -222,7 +258,9 @@ async def purge(services: Any, site: Site) -> bool:
 
 
 class GoalsResource:
-    """``GET/POST /api/v2/sites/{site}/goals``: goals are custom event names or page paths."""
+    """``GET/POST /api/v2/sites/{site}/goals``: a page goal is a path or pattern (``/blog/*`` one
+    segment, ``/docs/**`` any depth); an event goal a custom event name, optionally narrowed by a
+    property (``{"key": "plan", "value": "pro"}``) and marked as carrying ``revenue``."""
 
     def __init__(self, services: Any) -> None:
         self.services = services
@@ -233,22 +271,63 @@ class GoalsResource:
 
     async def on_post(self, req: falcon.asgi.Request, resp: falcon.asgi.Response, site: str) -> None:
         _, found = authorize(req, self.services, site)
-        body = await json_body(req)
-        unknown = sorted(set(body) - {"kind", "value"})
-        if unknown:
-            raise _bad(unknown[0], "unknown field; known fields: kind, value")
-        kind = body.get("kind", "event")
-        if kind not in ("event", "page"):
-            raise _bad("kind", "expected 'event' (a custom event name) or 'page' (a path)")
-        value = _string(body, "value", 500)
-        if value is None:
-            raise _bad("value", "required: the event name or page path")
-        if kind == "page" and not value.startswith("/"):
-            raise _bad("value", "a page goal is a path starting with /")
-        if len(self.services.control.list_goals(found.id)) >= 100:
-            raise _bad("value", "a site has at most 100 goals")
-        goal = self.services.control.create_goal(found.id, kind, value)
+        spec = goal_definition(await json_body(req))
+        control = self.services.control
+        existing = control.list_goals(found.id)
+        name = spec["name"] or goal_name(spec["kind"], spec["value"], spec["prop_key"], spec["prop_value"])
+        same = next((g for g in existing if g.name == name), None)
+        if same is not None:
+            if (same.kind, same.value, same.prop_key, same.prop_value, same.revenue) != (
+                    spec["kind"], spec["value"], spec["prop_key"], spec["prop_value"], spec["revenue"]):
+                raise falcon.HTTPConflict(description=f"invalid parameter 'name': the site has another goal called"
+                                                      f" {name!r}; choose another name")
+            json_response(resp, same.public(), status=falcon.HTTP_201)  # the same goal again: idempotent
+            return
+        if len(existing) >= MAX_GOALS:
+            raise _bad("value", f"a site has at most {MAX_GOALS} goals; delete one first")
+        goal = control.create_goal(found.id, spec["kind"], spec["value"], name, spec["prop_key"], spec["prop_value"],
+                                   spec["revenue"])
         json_response(resp, goal.public(), status=falcon.HTTP_201)
+
+
+def goal_definition(body: dict[str, Any]) -> dict[str, Any]:
+    """A validated goal definition from a POST body (400 naming the first bad field)."""
+    known = ("kind", "value", "name", "property", "revenue")
+    unknown = sorted(set(body) - set(known))
+    if unknown:
+        raise _bad(unknown[0], f"unknown field; known fields: {', '.join(known)}")
+    kind = body.get("kind", "event")
+    if kind not in ("event", "page"):
+        raise _bad("kind", "expected 'event' (a custom event name) or 'page' (a path or pattern)")
+    value = _string(body, "value", MAX_PATTERN_LENGTH if kind == "page" else MAX_GOAL_EVENT)
+    if value is None:
+        raise _bad("value", "required: the event name, or the page path or pattern (/blog/*, /docs/**)")
+    out: dict[str, Any] = {"kind": kind, "value": value, "name": _string(body, "name", MAX_GOAL_NAME),
+                           "prop_key": None, "prop_value": None, "revenue": False}
+    if kind == "page":
+        if not value.startswith("/"):
+            raise _bad("value", "a page goal is a path or pattern starting with /")
+        problem = check_pattern(value)
+        if problem:
+            raise _bad("value", problem)
+        for field_name in ("property", "revenue"):
+            if body.get(field_name) not in (None, False):
+                raise _bad(field_name, "only event goals have a property condition or revenue")
+        return out
+    prop = body.get("property")
+    if prop is not None:
+        if (not isinstance(prop, dict) or set(prop) != {"key", "value"}
+                or not isinstance(prop["key"], str) or not PROP_KEY.match(prop["key"])
+                or not isinstance(prop["value"], str) or not 0 < len(prop["value"]) <= MAX_GOAL_PROP_VALUE
+                or "\x00" in prop["value"]):
+            raise _bad("property", 'expected {"key": "plan", "value": "pro"}: a property name of 1-64 letters,'
+                       f" digits or _.:-$ and a value of 1-{MAX_GOAL_PROP_VALUE} characters")
+        out["prop_key"], out["prop_value"] = prop["key"], prop["value"]
+    revenue = body.get("revenue", False)
+    if not isinstance(revenue, bool):
+        raise _bad("revenue", "expected true (the goal's events carry revenue) or false")
+    out["revenue"] = revenue
+    return out
 
 
 class GoalResource:

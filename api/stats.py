@@ -16,14 +16,15 @@ import falcon.asgi
 import orjson
 
 from api.auth import authorize
-from api.params import CAMEL, _one, bad_request, parse_metrics, query_from_params
+from api.params import CAMEL, _one, bad_request, currency_of, parse_metrics, query_from_params
 from littlestats.controlplane import Site
 from littlestats.http import json_response, read_body
 from warehouse.client import WarehouseClient
 from warehouse.query import eventlist
 from warehouse.query.model import (
+    GOAL,
     GRANULARITIES,
-    Filter,
+    GoalSpec,
     Query,
     QueryError,
     check_buckets,
@@ -47,8 +48,10 @@ def warehouse(services: Any) -> WarehouseClient:
     return wh  # type: ignore[no-any-return]
 
 
-def goals_of(services: Any, site: Site) -> list[tuple[str, str]]:
-    return [(g.kind, g.value) for g in services.control.list_goals(site.id)]
+def goals_of(services: Any, site: Site) -> list[GoalSpec]:
+    """The site's goals as the query engine takes them."""
+    return [GoalSpec(g.name, g.kind, g.value, g.prop_key, g.prop_value, g.revenue)
+            for g in services.control.list_goals(site.id)]
 
 
 async def execute(services: Any, q: Query) -> Answer:
@@ -119,7 +122,8 @@ class QueryResource:
         if not isinstance(body, dict):
             raise falcon.HTTPBadRequest(description="invalid parameter 'body': expected a JSON object")
         try:
-            q = parse_query(found.id, found.timezone, body, goals=goals_of(self.services, found))
+            q = parse_query(found.id, found.timezone, body, goals=goals_of(self.services, found),
+                            currency=currency_of(found))
         except QueryError as exc:
             raise bad_request(exc) from None
         answer = await execute(self.services, q)
@@ -216,6 +220,12 @@ class BreakdownResource:
         dimension = self.dimension_for(req)
         metrics = parse_metrics(req, self.default_metrics)
         q = query_from_params(req, found, goals_of(self.services, found), metrics, [dimension])
+        if _one(req, "metrics") is None and q.goal_filter() is not None:
+            # Under a goal filter every breakdown says how each row converts, and what it earned.
+            extra = ["conversion_rate"]
+            if q.currency is not None and any(g.revenue for g in q.selected_goals()):
+                extra += ["total_revenue", "average_revenue"]
+            q = replace(q, metrics=tuple(dict.fromkeys([*q.metrics, *extra])))
         answer = await execute(self.services, q)
         json_response(resp, {
             "siteId": found.id,
@@ -321,7 +331,8 @@ class EventPropertiesResource:
 
 
 class ConversionsResource:
-    """``GET /api/v2/sites/{site}/conversions``: every goal's conversions and conversion rate."""
+    """``GET /api/v2/sites/{site}/conversions``: every goal's conversions, conversion rate and, with
+    the site's revenue currency set, revenue — one query by the ``goal`` dimension."""
 
     def __init__(self, services: Any) -> None:
         self.services = services
@@ -329,16 +340,22 @@ class ConversionsResource:
     async def on_get(self, req: falcon.asgi.Request, resp: falcon.asgi.Response, site: str) -> None:
         _, found = authorize(req, self.services, site)
         goals = self.services.control.list_goals(found.id)
-        pairs = [(g.kind, g.value) for g in goals]
-        base = query_from_params(req, found, pairs, ["visitors"], [], paged=False)
+        metrics = ["visitors", "events", "conversion_rate"]
+        if found.settings.currency is not None:
+            metrics += ["total_revenue", "average_revenue", "revenue_unconverted"]
+        base = query_from_params(req, found, goals_of(self.services, found), metrics, [GOAL], paged=False)
+        # Every goal under the other filters: a goal filter would leave only its own goals.
+        answer = await execute(self.services, replace(base.without_goal_filters(), limit=len(goals) or 1, offset=0,
+                                                      search=None))
+        rows = {r[GOAL]: r for r in answer.rows}
         out = []
         for g in goals:
-            goal = Filter("is", "goal", (f"{g.kind}:{g.value}",))
-            q = replace(base.without_goal_filters(), metrics=("visitors", "events", "views", "conversion_rate"),
-                        filters=(*base.without_goal_filters().filters, goal))
-            answer = await execute(self.services, q)
-            row = answer.rows[0] if answer.rows else {"visitors": 0, "events": 0, "views": 0, "conversion_rate": 0.0}
-            out.append({**g.public(), "visitors": row["visitors"],
-                        "conversions": row["events"] if g.kind == "event" else row["views"],
-                        "conversionRate": row["conversion_rate"]})
+            row = rows.get(g.name, {})
+            item = {**g.public(), "visitors": row.get("visitors", 0), "conversions": row.get("events", 0),
+                    "conversionRate": row.get("conversion_rate", 0.0)}
+            if found.settings.currency is not None:
+                item |= {"currency": found.settings.currency, "totalRevenue": row.get("total_revenue", 0.0),
+                         "averageRevenue": row.get("average_revenue", 0.0),
+                         "revenueUnconverted": row.get("revenue_unconverted", 0)}
+            out.append(item)
         json_response(resp, {"siteId": found.id, "period": period_of(base), "goals": out})

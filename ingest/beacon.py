@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import functools
 import math
+import re
 from dataclasses import dataclass, field
 from typing import Annotated, Any, Literal
 
@@ -34,6 +35,10 @@ MAX_ENGAGEMENT_MS = 86_400_000  # `engagementTime`: a day
 # is written as an integer (2**64) or a float (1e308): JavaScript's Number.MAX_SAFE_INTEGER, past
 # which the tracker's own numbers stop being exact.
 MAX_NUMBER = 2**53 - 1
+# `revenue.amount` of a custom event: at most a trillion in magnitude (any real order's value; a
+# larger one is a unit mistake, refused rather than summed into every revenue figure).
+MAX_REVENUE = 1e12
+CURRENCY = re.compile(r"[A-Z]{3}")
 
 
 @dataclass(frozen=True)
@@ -75,6 +80,7 @@ class Beacon:
     user_id: str | None = None
     engagement_ms: int | None = None
     ts: int | None = None  # client epoch ms
+    revenue: tuple[float, str] | None = None  # (amount, ISO 4217 currency) of a custom event
 
 
 @dataclass(slots=True)
@@ -191,6 +197,26 @@ def parse_props(data: Any, limits: Limits, what: str = "data") -> dict[str, str 
     return props
 
 
+def parse_revenue(data: Any) -> tuple[float, str] | None:
+    """``revenue`` of a custom event: ``{"amount": number, "currency": "EUR"}`` (null: none).
+
+    The amount is a finite number of at most ``MAX_REVENUE`` in magnitude (refunds may be
+    negative); the currency an ISO 4217 code of three letters, taken in upper case. A string,
+    number or boolean is no revenue and left out: ``track(name, {revenue: 5})`` sends a plain
+    property called ``revenue``, which the tracker passes on here too."""
+    if data is None or isinstance(data, (str, int, float)):  # (bool is an int)
+        return None
+    if not isinstance(data, dict) or set(data) - {"amount", "currency"}:
+        raise BeaconError("'revenue' must be an object {\"amount\": number, \"currency\": \"EUR\"}")
+    amount, currency = data.get("amount"), data.get("currency")
+    if isinstance(amount, bool) or not isinstance(amount, (int, float)) or not math.isfinite(amount) \
+            or abs(amount) > MAX_REVENUE:
+        raise BeaconError(f"'revenue.amount' must be a finite number between -{MAX_REVENUE:.0e} and {MAX_REVENUE:.0e}")
+    if not isinstance(currency, str) or not CURRENCY.fullmatch(currency.upper()):
+        raise BeaconError("'revenue.currency' must be an ISO 4217 currency code of three letters, e.g. EUR")
+    return float(amount), currency.upper()
+
+
 # Optional string fields: wire name → (Beacon attribute, maximum length; 0 = max_string_length).
 # In Beacon's field order: they follow `type` and `url`.
 STRING_FIELDS = (
@@ -233,8 +259,11 @@ def parse_event(raw: Any, limits: Limits, batch: bool) -> Beacon:
         if not (name or "").strip():
             raise BeaconError("'name' must not be empty for a custom event")
         beacon.name = name
+        beacon.revenue = parse_revenue(raw.get("revenue"))
     elif kind == "identify":
         beacon.user_id = _string(raw, "id", MAX_USER_ID_LENGTH, required=True)
+    if kind != "event" and raw.get("revenue") is not None:
+        raise BeaconError("'revenue' is only for custom events (type 'event')")
     if "engagementTime" in raw:
         engagement = _number(raw, "engagementTime")
         if engagement is not None:
@@ -293,6 +322,7 @@ def _wire_decoder(limits: Limits) -> msgspec.json.Decoder[Any]:
         ("ts", wire_number, None),
         ("cache", dict[str, cache_value] | None, None),
         ("data", Annotated[dict[prop_key, prop_value], Meta(max_length=limits.max_props)] | None, None),
+        ("revenue", dict[str, str | float] | None, None),
     ]
     rename = {attr: wire for wire, attr, _ in STRING_FIELDS}
     rename |= {"engagement_time": "engagementTime", "site_id": "siteId", "sent_at": "sentAt"}
@@ -348,10 +378,17 @@ def _wire_beacon(wire: Any) -> Beacon | None:
         if wire.name is None or not wire.name.strip():
             return None
         beacon.name = wire.name
+        if wire.revenue is not None:
+            try:
+                beacon.revenue = parse_revenue(wire.revenue)
+            except BeaconError:
+                return None
     elif kind == "identify":
         if wire.id is None:
             return None
         beacon.user_id = wire.id
+    if kind != "event" and wire.revenue is not None:
+        return None
     if wire.engagement_time is not None:
         beacon.engagement_ms = int(wire.engagement_time)
     if wire.ts is not None:

@@ -303,6 +303,7 @@ def put_fields(beacon: Beacon, ctx: RequestContext, event: Event) -> Drop | None
     event["timezone"] = beacon.timezone
     event["engagement_ms"] = beacon.engagement_ms if kind in ("page_exit", "engagement") else None
     event["user_id"] = beacon.user_id if kind == "identify" else None
+    event["revenue_amount"], event["revenue_currency"] = beacon.revenue or (None, None)
     if kind == "identify" and not event["pathname"]:
         event["pathname"] = "/"
     return None

@@ -64,6 +64,8 @@ COLUMNS: tuple[Column, ...] = (
     Column("props_str", pa.map_(_STR, _STR), True, "Custom string properties."),
     Column("props_num", pa.map_(_STR, pa.float64()), True, "Custom number properties."),
     Column("props_bool", pa.map_(_STR, pa.bool_()), True, "Custom boolean properties."),
+    Column("revenue_amount", pa.float64(), True, "Monetary value of a custom event (`revenue.amount`), in `revenue_currency`; null when the event carries none."),
+    Column("revenue_currency", _STR, True, "ISO 4217 code of `revenue_amount` (upper case, e.g. `EUR`)."),
 )
 
 RAW_EVENT_SCHEMA = pa.schema([pa.field(c.name, c.type, nullable=c.nullable) for c in COLUMNS])

@@ -178,6 +178,8 @@ def build_event(
         "props_str": strings,
         "props_num": numbers,
         "props_bool": bools,
+        "revenue_amount": None,  # the old tools' exports carry no revenue
+        "revenue_currency": None,
     }
 
 

@@ -62,6 +62,10 @@ class SiteSettings:
     allowed_query_params: tuple[str, ...] = ()
     # The site's read-only dashboard is open to anyone at /share/{domain} (docs/sharing.md).
     public: bool = False
+    # Revenue is reported in this ISO 4217 currency (None: no revenue metrics); amounts in another
+    # currency are converted at query time with the owner's rates (one unit of it in `currency`).
+    currency: str | None = None
+    exchange_rates: tuple[tuple[str, float], ...] = ()
 
     @classmethod
     def from_json(cls, raw: str | bytes) -> SiteSettings:
@@ -73,6 +77,8 @@ class SiteSettings:
             excluded_ips=tuple(data.get("excluded_ips", ())),
             allowed_query_params=tuple(data.get("allowed_query_params", ())),
             public=bool(data.get("public", False)),
+            currency=data.get("currency"),
+            exchange_rates=tuple((str(c), float(r)) for c, r in data.get("exchange_rates", ())),
         )
 
     def to_json(self) -> str:
@@ -105,6 +111,8 @@ class Site:
             "excludedPaths": list(self.settings.excluded_paths),
             "allowedQueryParams": list(self.settings.allowed_query_params),
             "public": self.settings.public,
+            "revenue": None if self.settings.currency is None else {
+                "currency": self.settings.currency, "rates": dict(self.settings.exchange_rates)},
             "createdAt": self.created_at,
         }
 
@@ -148,14 +156,29 @@ class User:
 
 @dataclass(frozen=True)
 class Goal:
+    """A conversion goal: a pageview of a path or pattern (``page``), or a custom event
+    (``event``), optionally only with property ``prop_key`` = ``prop_value``; ``revenue`` marks a
+    goal whose events carry revenue. ``name`` is what filters and breakdowns call it."""
+
     id: str
     site_id: str
     kind: str  # "event" | "page"
     value: str
     created_at: str
+    name: str = ""
+    prop_key: str | None = None
+    prop_value: str | None = None
+    revenue: bool = False
 
     def public(self) -> dict[str, Any]:
-        return {"id": self.id, "kind": self.kind, "value": self.value, "createdAt": self.created_at}
+        prop = {"key": self.prop_key, "value": self.prop_value} if self.prop_key is not None else None
+        return {"id": self.id, "name": self.name, "kind": self.kind, "value": self.value, "property": prop,
+                "revenue": self.revenue, "createdAt": self.created_at}
+
+
+def _goal(row: sqlite3.Row) -> Goal:
+    return Goal(row["id"], row["site_id"], row["kind"], row["value"], row["created_at"], row["name"],
+                row["prop_key"], row["prop_value"], bool(row["revenue"]))
 
 
 def _site(row: sqlite3.Row) -> Site:
@@ -452,7 +475,7 @@ class ControlPlane(AccessStore, NotifyStore):
             .execute("SELECT * FROM goals WHERE site_id = ? ORDER BY created_at, rowid", (site_id,))
             .fetchall()
         )
-        return [Goal(r["id"], r["site_id"], r["kind"], r["value"], r["created_at"]) for r in rows]
+        return [_goal(r) for r in rows]
 
     def get_goal(self, site_id: str, goal_id: str) -> Goal | None:
         row = (
@@ -460,19 +483,23 @@ class ControlPlane(AccessStore, NotifyStore):
             .execute("SELECT * FROM goals WHERE site_id = ? AND id = ?", (site_id, goal_id))
             .fetchone()
         )
-        return Goal(row["id"], row["site_id"], row["kind"], row["value"], row["created_at"]) if row else None
+        return _goal(row) if row else None
 
-    def create_goal(self, site_id: str, kind: str, value: str) -> Goal:
-        """A goal: a custom event name (``event``) or a page path (``page``). Idempotent."""
+    def create_goal(self, site_id: str, kind: str, value: str, name: str | None = None,
+                    prop_key: str | None = None, prop_value: str | None = None, revenue: bool = False) -> Goal:
+        """A goal (see ``Goal``); ``name`` defaults to ``goal_name``'s. Idempotent by name: the
+        goal already called ``name`` is returned as it is (the caller compares definitions)."""
+        from warehouse.query.model import goal_name
+
+        name = name or goal_name(kind, value, prop_key, prop_value)
         with self._tx() as db:
             db.execute(
-                "INSERT OR IGNORE INTO goals (id, site_id, kind, value, created_at) VALUES (?, ?, ?, ?, ?)",
-                (new_id(), site_id, kind, value, now_iso()),
+                "INSERT OR IGNORE INTO goals (id, site_id, kind, value, prop_key, prop_value, revenue, name,"
+                " created_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                (new_id(), site_id, kind, value, prop_key, prop_value, int(revenue), name, now_iso()),
             )
-            row = db.execute(
-                "SELECT * FROM goals WHERE site_id = ? AND kind = ? AND value = ?", (site_id, kind, value)
-            ).fetchone()
-        return Goal(row["id"], row["site_id"], row["kind"], row["value"], row["created_at"])
+            row = db.execute("SELECT * FROM goals WHERE site_id = ? AND name = ?", (site_id, name)).fetchone()
+        return _goal(row)
 
     def delete_goal(self, site_id: str, goal_id: str) -> bool:
         with self._tx() as db:

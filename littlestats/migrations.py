@@ -238,6 +238,30 @@ MIGRATIONS = (
     CREATE INDEX IF NOT EXISTS webhook_deliveries_due ON webhook_deliveries(status, next_attempt_at);
     CREATE INDEX IF NOT EXISTS webhook_deliveries_hook ON webhook_deliveries(webhook_id, id);
     """),
+    # Goals get a display name (unique per site: filters and the goal dimension use it), an
+    # optional property condition for event goals and a revenue flag. SQLite cannot change a
+    # UNIQUE constraint in place, so the table is rebuilt; existing goals keep their ids and get
+    # the names their definitions imply ('Visit /path' for a page goal, the event name otherwise).
+    Migration(9, "goal names, property conditions and revenue goals", """
+    CREATE TABLE goals_next (
+        id         TEXT PRIMARY KEY,
+        site_id    TEXT NOT NULL REFERENCES sites(id) ON DELETE CASCADE,
+        kind       TEXT NOT NULL CHECK (kind IN ('event', 'page')),
+        value      TEXT NOT NULL,
+        prop_key   TEXT,
+        prop_value TEXT,
+        revenue    INTEGER NOT NULL DEFAULT 0,
+        name       TEXT NOT NULL,
+        created_at TEXT NOT NULL,
+        UNIQUE (site_id, name)
+    );
+    INSERT OR IGNORE INTO goals_next (id, site_id, kind, value, name, created_at)
+        SELECT id, site_id, kind, value, CASE kind WHEN 'page' THEN 'Visit ' || value ELSE value END, created_at
+        FROM goals ORDER BY created_at, rowid;
+    DROP TABLE goals;
+    ALTER TABLE goals_next RENAME TO goals;
+    CREATE INDEX IF NOT EXISTS goals_site ON goals(site_id)
+    """),
 )
 
 LATEST = MIGRATIONS[-1].version

@@ -66,6 +66,9 @@ SCREENS = ["1920x1080", "390x844", "1280x800", None]
 LANGUAGES = ["en-US", "de-DE", "fr-FR", None]
 EVENT_NAMES = ["Signup", "Download", "Outbound Link: Click", "Play"]
 PLANS = ["free", "pro", "team"]
+#: Revenue: every ``Signup`` with a paid plan carries an amount in one of these currencies.
+REVENUE_EVENT = "Signup"
+CURRENCIES = ["EUR", "USD", "GBP", "JPY"]
 
 
 @dataclass(frozen=True)
@@ -292,6 +295,13 @@ def generate(spec: TrafficSpec) -> Traffic:
         "visit_id": pl.Series(e_visit, dtype=pl.Int64),
     })
     events = events.with_columns(pl.col("ts").alias("received_at"))
+    # Revenue from a generator of its own, so the draws above stay what they were.
+    money = np.random.default_rng(spec.seed + 1_000_003)
+    paid = ((events["name"] == REVENUE_EVENT) & events["_prop_plan"].is_in(["pro", "team"])).fill_null(False)
+    events = events.with_columns(
+        only(paid.to_numpy(), pl.Series(np.round(money.uniform(1, 500, size=n_events), 2))).alias("revenue_amount"),
+        only(paid.to_numpy(), col(CURRENCIES, money.integers(0, len(CURRENCIES), size=n_events))).alias("revenue_currency"),
+    )
 
     # Arrival ------------------------------------------------------------------------------
     slice_ms = span_ms / spec.loads + 1

@@ -249,6 +249,24 @@ SELECT converted.n AS converted, everyone.n AS visitors,
 FROM converted, everyone;
 ```
 
+Revenue of a custom event in the site's currency (amounts are stored in the currency sent; the
+rates are the site's, here one USD = 0.92 EUR; a currency without a rate is left out):
+
+```sql
+SELECT sum(revenue_amount * CASE revenue_currency WHEN 'EUR' THEN 1 WHEN 'USD' THEN 0.92 END) AS revenue_eur,
+    count(*) FILTER (WHERE revenue_currency NOT IN ('EUR', 'USD')) AS unconverted
+FROM events
+WHERE site_id = 'site-a' AND type = 'event' AND name = 'Signup' AND revenue_amount IS NOT NULL
+    AND ts >= TIMESTAMPTZ '2026-03-01 00:00:00+00' AND ts < TIMESTAMPTZ '2026-04-01 00:00:00+00';
+```
+
+Visitors who completed a page goal with a pattern (`/page/*`: one path segment):
+
+```sql
+SELECT count(DISTINCT visitor_key) FROM events
+WHERE site_id = 'site-a' AND type = 'pageview' AND regexp_full_match(pathname, '^/page/[^/]*$');
+```
+
 A custom event's property breakdown:
 
 ```sql

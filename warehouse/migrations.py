@@ -50,6 +50,9 @@ MIGRATIONS: tuple[Migration, ...] = (
     Migration(1, "fact tables, pre-aggregates and the load manifest"),
     Migration(2, "imported daily aggregates (Plausible CE's CSV layout)",
               tuple(t.ddl() for t in IMPORTED_TABLES)),
+    Migration(3, "events.revenue_amount, events.revenue_currency (revenue of custom events)",
+              ("ALTER TABLE events ADD COLUMN IF NOT EXISTS revenue_amount DOUBLE",
+               "ALTER TABLE events ADD COLUMN IF NOT EXISTS revenue_currency VARCHAR")),
 )
 
 LATEST = MIGRATIONS[-1].version

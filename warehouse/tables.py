@@ -116,6 +116,9 @@ EVENTS = Table(
         _c("timezone", "VARCHAR", "Browser time zone (IANA name)."),
         _c("engagement_ms", "BIGINT", "Visible time on page in ms (`page_exit`, `engagement`)."),
         _c("user_id", "VARCHAR", "User id from `identify`."),
+        # added by warehouse migration 3 (ALTER TABLE … ADD COLUMN appends: keep them last)
+        _c("revenue_amount", "DOUBLE", "Monetary value of a custom event, in `revenue_currency`; null when none."),
+        _c("revenue_currency", "VARCHAR", "ISO 4217 code of `revenue_amount` (e.g. `EUR`)."),
     ),
 )
 

@@ -46,7 +46,7 @@ PANELS: dict[str, list[tuple[str, str, dict[str, str], str, str]]] = {
         ("screens", "/screens", {"metrics": SESSION}, "screens", "screen"),
     ],
     "events": [("events", "/events", {}, "names", "name")],
-    "goals": [("goals", "/conversions", {}, "goals", "value")],
+    "goals": [("goals", "/conversions", {}, "goals", "name")],
 }
 #: KPI → field of /stats
 KPI_FIELDS = {"visitors": "visitors", "visits": "visits", "views": "views",
@@ -265,10 +265,56 @@ def test_a_goal_added_in_settings_shows_its_conversions(loaded: Loaded, dashboar
     conv = dashboard.api(f"/sites/{loaded.id}/conversions", {"period": "7d"})["goals"][0]
     assert rows[0]["value"] == "Signup"
     assert rows[0]["metrics"] == {"visitors": str(conv["visitors"]), "conversions": str(conv["conversions"]),
-                                  "conversion_rate": str(conv["conversionRate"])}
+                                  "conversion_rate": str(conv["conversionRate"]), "revenue": None}
     truth = loaded.events_in(*_period(dashboard.api(f"/sites/{loaded.id}/stats", {"period": "7d"})))
     signups = truth.filter((truth["type"] == "event") & (truth["name"] == "Signup"))
     assert conv["conversions"] == signups.height and conv["visitors"] == signups["visitor_key"].n_unique()
+
+    # A page pattern and an event goal narrowed by a property, from the same form.
+    page = dashboard.open(f"/sites/{loaded.id}/settings")
+    page.select_option("#goal-kind", "page")
+    page.fill("#goal-value", "/page/1*")
+    page.get_by_role("button", name="Add goal").click()
+    page.wait_for_selector('[data-goal="Visit /page/1*"]')
+    page.select_option("#goal-kind", "event")
+    page.fill("#goal-value", "Signup")
+    page.fill("#goal-prop-key", "plan")
+    page.fill("#goal-prop-value", "pro")
+    page.check("#goal-revenue")
+    page.get_by_role("button", name="Add goal").click()
+    page.wait_for_selector('[data-goal="Signup (plan = pro)"]')
+    goals = {g["name"]: g for g in dashboard.api(f"/sites/{loaded.id}/goals")["goals"]}
+    assert goals["Signup (plan = pro)"]["property"] == {"key": "plan", "value": "pro"}
+    assert goals["Signup (plan = pro)"]["revenue"] is True
+
+    page = dashboard.open(f"/sites/{loaded.id}?period=7d")
+    shown = {r["value"]: r for r in dashboard.rows(page, "goals")}
+    views = truth.filter((truth["type"] == "pageview") & truth["pathname"].str.contains(r"^/page/1[^/]*$"))
+    assert shown["Visit /page/1*"]["metrics"]["conversions"] == str(views.height)
+    assert shown["Visit /page/1*"]["label"].startswith("Visit /page/1*")
+
+    # The revenue currency and rates from the settings form; revenue goals then show revenue.
+    page = dashboard.open(f"/sites/{loaded.id}/settings")
+    page.fill("#revenue-currency", "EUR")
+    page.fill("#revenue-rates", "USD=0.5\nGBP=1.2")
+    page.locator('form[aria-labelledby="general-title"] button[type="submit"]').click()
+    page.wait_for_selector('form[aria-labelledby="general-title"] [role="status"]')
+    assert dashboard.api(f"/sites/{loaded.id}")["revenue"] == {"currency": "EUR", "rates": {"GBP": 1.2, "USD": 0.5}}
+    page = dashboard.open(f"/sites/{loaded.id}?period=7d")
+    shown = {r["value"]: r for r in dashboard.rows(page, "goals")}
+    rates = {"EUR": 1.0, "USD": 0.5, "GBP": 1.2}
+    pro = truth.filter((truth["type"] == "event") & (truth["name"] == "Signup") & (truth["_prop_plan"] == "pro")
+                       & truth["revenue_currency"].is_in(list(rates)))
+    revenue = sum(a * rates[c] for a, c in zip(pro["revenue_amount"], pro["revenue_currency"], strict=True))
+    assert revenue > 0 and float(shown["Signup (plan = pro)"]["metrics"]["revenue"]) == pytest.approx(revenue, abs=0.01)
+    assert shown["Visit /page/1*"]["metrics"]["revenue"] is None  # not a revenue goal
+
+    # Under a goal filter every breakdown shows its rows' conversion rates, as the API answers them.
+    page = dashboard.open(f"/sites/{loaded.id}?period=7d&filter=goal%3D%3DSignup")
+    sources = {r["value"]: r["metrics"] for r in dashboard.rows(page, "sources")}
+    api = dashboard.api(f"/sites/{loaded.id}/sources", {"period": "7d", "filter": "goal==Signup"})["sources"]
+    assert sources and {k: float(v["conversion_rate"]) for k, v in sources.items()} == {
+        r["source"]: r["conversionRate"] for r in api[:len(sources)]}
 
 
 def test_sites_page_lists_visitors_today(loaded: Loaded, dashboard: Dashboard) -> None:

@@ -141,6 +141,8 @@ def good_events(draw: st.DrawFn, limits: Limits, in_batch: bool = False, tracker
     pairs: list[tuple[str, Any]] = [("type", kind), ("url", draw(clean_text(limits.max_string_length)))]
     if kind == "event":
         pairs.append(("name", draw(clean_text(200, min_length=1).filter(str.strip))))
+        if draw(st.booleans()):
+            pairs.append(("revenue", draw(good_revenue)))
     if kind == "identify":
         pairs.append(("id", draw(clean_text(256))))
     optional: list[tuple[str, st.SearchStrategy[Any]]] = [
@@ -156,6 +158,13 @@ def good_events(draw: st.DrawFn, limits: Limits, in_batch: bool = False, tracker
         if draw(st.booleans()):
             pairs.append((key, draw(st.none() | strategy)))
     return Object(draw(st.permutations(pairs)))
+
+
+good_revenue = st.builds(
+    lambda amount, currency: Object([("amount", amount), ("currency", currency)]),
+    st.integers(-10**12, 10**12) | st.floats(-1e12, 1e12) | st.sampled_from([0, -0.0, 99.9]),
+    st.sampled_from(["EUR", "usd", "Jpy"]),
+)
 
 
 @functools.cache
@@ -181,6 +190,11 @@ def field_values(limits: Limits) -> dict[str, st.SearchStrategy[Any]]:
         "ts": numbers | leaves,
         "cache": caches,
         "data": props | values,
+        "revenue": good_revenue | st.sampled_from([
+            Object([("amount", 10**12 + 1), ("currency", "EUR")]), Object([("amount", "1"), ("currency", "EUR")]),
+            Object([("amount", 1), ("currency", "EURO")]), Object([("amount", 1)]),
+            Object([("amount", 1), ("currency", "EUR"), ("tax", 1)]), Object([("amount", True), ("currency", "EUR")]),
+            RawNumber("1e400"), 5, "EUR", [1]]) | values,
     }
 
 

@@ -40,6 +40,8 @@ def frame(*events: dict[str, Any]) -> pl.DataFrame:
             schema[c.name] = pl.UInt64
         elif c.name == "engagement_ms":
             schema[c.name] = pl.Int64
+        elif c.name == "revenue_amount":
+            schema[c.name] = pl.Float64
         else:
             schema[c.name] = pl.String
     return pl.DataFrame(list(events), schema=schema)

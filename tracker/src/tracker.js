@@ -52,12 +52,12 @@
   var load = () => {
     try {
       return JSON.parse(store.ls_visit);
-    } catch (e) {}
+    } catch {}
   };
   var save = (visit) => {
     try {
       store.ls_visit = JSON.stringify(visit);
-    } catch (e) {}
+    } catch {}
   };
   // The visit: {c: the server's cache answer, t: time of our last event, u: the visit's campaign,
   // i: the visitorId it is counted under}. It ends after 30 minutes without an event, as on the
@@ -83,7 +83,7 @@
       }
       delete store.ls_visit, delete store.ls_vid, delete store.ls_id;
       memoryVisit = {}; // a withdrawn id is not sent again, not even for the rest of this visit
-    } catch (e) {}
+    } catch {}
     store = visitorId = undefined;
   };
   consent(flag('persistentId') || null);
@@ -180,7 +180,8 @@
     return out;
   };
 
-  var track = (name, data) => name && push('event', { name: '' + name, data: props(data) });
+  // `revenue: {amount, currency}` among the properties goes apart, as the event's revenue.
+  var track = (name, data) => name && push('event', { revenue: data?.revenue, name: '' + name, data: props(data) });
 
   // --- time on page: visible time only ---------------------------------------------------------
   var page; // the URL of the current page view

@@ -18,7 +18,7 @@ visits and their events.
 
 from __future__ import annotations
 
-from warehouse.query.model import PROP_PREFIX, Query
+from warehouse.query.model import GOAL, PROP_PREFIX, REVENUE_METRICS, Query
 from warehouse.query.sql import (
     EVENT_COLUMNS,
     SESSION_COLUMNS,
@@ -28,8 +28,10 @@ from warehouse.query.sql import (
     event_predicates,
     final_select,
     full_join,
+    goal_events,
     has_event_filters,
     has_session_filters,
+    revenue_blocks,
     session_predicates,
     where,
 )
@@ -45,6 +47,8 @@ def _event_keys(q: Query, p: Params, prefix: str) -> tuple[str, list[str], list[
     for i, d in enumerate(q.plain_dimensions):
         if d in SESSION_COLUMNS:
             exprs.append(f"{prefix}s.{d}")
+        elif d == GOAL:
+            exprs.append("e.goal")  # ``e`` is ``goal_events`` then
         elif d.startswith(PROP_PREFIX):
             a = f"{prefix}p{i}"
             joins += (
@@ -56,8 +60,8 @@ def _event_keys(q: Query, p: Params, prefix: str) -> tuple[str, list[str], list[
             exprs.append(f"e.{EVENT_COLUMNS[d]}")
             if d == "event":
                 types.add("e.type = 'event'")
-            elif not any(f.dimension in ("event", "goal") or f.dimension.startswith(PROP_PREFIX)
-                         for f in q.filters):
+            elif GOAL not in q.plain_dimensions and not any(
+                    f.dimension in ("event", GOAL) or f.dimension.startswith(PROP_PREFIX) for f in q.filters):
                 # By page: pageviews — unless the question is about custom events (a goal, an
                 # event name, a property), then the pages those events happened on.
                 types.add("e.type = 'pageview'")
@@ -95,7 +99,9 @@ def fact_sql(q: Query) -> SQL:
     site, start, end, tz = q.site_id, q.date_range.start, q.date_range.end, q.date_range.timezone
     gran = q.granularity
     dims = q.plain_dimensions
-    ctes: list[str] = []
+    ctes: list[str] = [goal_events(q, p)] if GOAL in dims else []
+    source = "goal_events" if GOAL in dims else "events"  # by goal: each goal's events, with it
+    revenue = bool(set(q.metrics) & set(REVENUE_METRICS))
 
     ses_where = [f"s.site_id = {p(site)}", f"s.started_at >= {p(start)}", f"s.started_at < {p(end)}",
                  *session_predicates(q, p, "s")]
@@ -110,17 +116,34 @@ def fact_sql(q: Query) -> SQL:
         # Every metric over the visits that started in the range with these attributes.
         exprs = ([bucket(gran, "s.started_at", p, tz, q.date_range)] if gran else []) + [f"s.{d}" for d in dims]
         sel = ", ".join(f"{e} AS k{i}" for i, e in enumerate(exprs))
-        ctes.append(
-            f"base AS (SELECT {sel}, count(DISTINCT s.visitor_key) AS visitors, count(*) AS visits,"
+        visits = (
+            f"SELECT {sel}, count(DISTINCT s.visitor_key) AS visitors, count(*) AS visits,"
             " sum(s.pageviews) AS views, sum(s.custom_events) AS events,"
             " count(*) FILTER (WHERE s.is_bounce) AS bounces, sum(s.duration_ms) AS duration_ms,"
-            f" 0 AS top_ms, 0 AS top_n FROM sessions s WHERE {where(ses_where)} GROUP BY ALL)"
+            f" 0 AS top_ms, 0 AS top_n FROM sessions s WHERE {where(ses_where)} GROUP BY ALL"
+        )
+        if not revenue:
+            ctes.append(f"base AS ({visits})")
+            return final_select(q, ctes, p)
+        # Revenue: of the events of those visits that match the event filters (a goal's events).
+        keys = [f"k{i}" for i in range(len(exprs))]
+        ctes.append(f"sv AS ({visits})")
+        ctes.append(
+            f"rv AS (SELECT {sel}, {revenue_blocks(q, p, 'e.')} FROM sessions s JOIN events e"
+            " ON e.session_id = s.session_id AND e.site_id = s.site_id AND e.revenue_amount IS NOT NULL"
+            f" WHERE {where([*ses_where, *event_predicates(q, p, 'e')])} GROUP BY ALL)"
+        )
+        on = " AND ".join(f"sv.{k} IS NOT DISTINCT FROM rv.{k}" for k in keys)
+        ctes.append(
+            f"base AS (SELECT {', '.join('sv.' + k for k in keys)}, visitors, visits, views, events, bounces,"
+            " duration_ms, top_ms, top_n, coalesce(rv.revenue, 0) AS revenue, coalesce(rv.revenue_n, 0) AS revenue_n,"
+            f" coalesce(rv.unconverted, 0) AS unconverted FROM sv LEFT JOIN rv ON {on})"
         )
         return final_select(q, ctes, p)
 
     # Only the halves the metrics need: event counts (em) and/or visit counts (sm).
     need_events = bool(set(q.metrics) & {"visitors", "views", "events", "time_on_page", "conversion_rate",
-                                          "views_per_visit"})
+                                          "views_per_visit", *REVENUE_METRICS})
     need_visits = bool(set(q.metrics) & {"visits", "bounce_rate", "visit_duration", "views_per_visit"})
 
     # Event metrics, grouped by event time and event-level values.
@@ -147,23 +170,27 @@ def fact_sql(q: Query) -> SQL:
         joins += (" JOIN fs ON fs.visitor_key = e.visitor_key AND e.ts >= fs.started_at"
                   " AND e.ts <= fs.ended_at")
     top = "0 AS top_ms, 0 AS top_n"
+    if revenue:
+        top += ", " + revenue_blocks(q, p, "e.")
+    # By goal, a goal's completions are its events: custom events, or pageviews of a page goal.
+    counted_events = "count(*)" if GOAL in dims else "count(*) FILTER (WHERE e.type = 'event')"
     if "time_on_page" in q.metrics:
         ctes.append(_time_on_page(q, p))
         joins += " LEFT JOIN top ON top.event_id = e.event_id"
-        top = "coalesce(sum(top.top_ms), 0) AS top_ms, count(top.top_ms) AS top_n"
+        top = "coalesce(sum(top.top_ms), 0) AS top_ms, count(top.top_ms) AS top_n" + top[len("0 AS top_ms, 0 AS top_n"):]
     if not need_visits:
         ctes.append(
             f"base AS (SELECT {sel}count(DISTINCT e.visitor_key) AS visitors, 0 AS visits,"
             " count(*) FILTER (WHERE e.type = 'pageview') AS views,"
-            f" count(*) FILTER (WHERE e.type = 'event') AS events, 0 AS bounces, 0 AS duration_ms, {top}"
-            f" FROM events e{joins} WHERE {where(ev_where)}{' GROUP BY ALL' if n else ''})"
+            f" {counted_events} AS events, 0 AS bounces, 0 AS duration_ms, {top}"
+            f" FROM {source} e{joins} WHERE {where(ev_where)}{' GROUP BY ALL' if n else ''})"
         )
         return final_select(q, ctes, p)
     ctes.append(
         f"em AS (SELECT {sel}count(DISTINCT e.visitor_key) AS visitors,"
         " count(*) FILTER (WHERE e.type = 'pageview') AS views,"
-        f" count(*) FILTER (WHERE e.type = 'event') AS events, {top}"
-        f" FROM events e{joins} WHERE {where(ev_where)}{' GROUP BY ALL' if n else ''})"
+        f" {counted_events} AS events, {top}"
+        f" FROM {source} e{joins} WHERE {where(ev_where)}{' GROUP BY ALL' if n else ''})"
     )
 
     # Visit metrics: visits started in the range, grouped by start time and, for event-level
@@ -174,7 +201,7 @@ def fact_sql(q: Query) -> SQL:
         pjoins, pexprs, ptypes = _event_keys(q, p, "x")
         pair_sel = ", ".join(f"{e} AS v{i}" for i, e in enumerate(pexprs))
         pair_where = [f"e.site_id = {p(site)}", f"e.ts >= {p(start)}", *event_predicates(q, p, "e"), *ptypes]
-        ctes.append(f"pairs AS (SELECT DISTINCT e.session_id, {pair_sel} FROM events e{pjoins}"
+        ctes.append(f"pairs AS (SELECT DISTINCT e.session_id, {pair_sel} FROM {source} e{pjoins}"
                     f" WHERE {where(pair_where)})")
         s_from += " JOIN pairs pr ON pr.session_id = s.session_id"
         s_exprs += [f"pr.v{i}" for i in range(len(pexprs))]
@@ -189,5 +216,5 @@ def fact_sql(q: Query) -> SQL:
                     " 0 AS events, bounces, duration_ms, 0 AS top_ms, 0 AS top_n FROM sm)")
         ctes = [c for c in ctes if not c.startswith("em AS")]
         return final_select(q, ctes, p)
-    ctes.append(f"base AS ({full_join('em', 'sm', n)})")
+    ctes.append(f"base AS ({full_join('em', 'sm', n, revenue)})")
     return final_select(q, ctes, p)

@@ -25,9 +25,15 @@ METRICS: dict[str, str] = {
     "bounce_rate": "Percentage of visits with one pageview, no custom event and under 10 s of engagement.",
     "visit_duration": "Average visit duration in seconds (last event − first event + final page engagement).",
     "views_per_visit": "Average number of pageviews per visit.",
-    "conversion_rate": "Percentage of visitors who completed the goal filtered on (needs a goal filter).",
+    "conversion_rate": "Percentage of visitors who completed the goal: needs a goal filter or the `goal` dimension.",
     "time_on_page": "Average seconds spent on the page per pageview (engagement time reported by the tracker).",
+    "total_revenue": "Sum of the revenue the counted custom events carry, in the site's currency (converted with "
+                     "the site's exchange rates; needs the site's revenue currency).",
+    "average_revenue": "Average revenue per counted custom event that carries revenue, in the site's currency.",
+    "revenue_unconverted": "Counted custom events carrying revenue in a currency the site has no exchange rate "
+                           "for: left out of total_revenue and average_revenue.",
 }
+REVENUE_METRICS = ("total_revenue", "average_revenue", "revenue_unconverted")
 
 #: Dimensions a query can group or filter by: API name → level.
 #: ``event`` dimensions are attributes of single events (a visit can have many values);
@@ -56,6 +62,8 @@ DIMENSIONS: dict[str, str] = {
     "screen": "session",
 }
 PROP_PREFIX = "props:"
+#: The dimension whose values are the site's goals (by display name); also a filter.
+GOAL = "goal"
 TIME_DIMENSIONS = ("time:hour", "time:day", "time:week", "time:month")
 GRANULARITIES = ("hour", "day", "week", "month")
 OPERATORS = ("is", "is_not", "contains", "not_contains")
@@ -63,7 +71,7 @@ PERIODS = ("today", "yesterday", "24h", "7d", "28d", "30d", "90d", "month", "las
 MAX_LIMIT = 10_000
 MAX_BUCKETS = 10_000
 MAX_RANGE_DAYS = 3_660
-_PROP_KEY = re.compile(r"^[A-Za-z0-9_.:\-$ ]{1,64}$")
+PROP_KEY = re.compile(r"^[A-Za-z0-9_.:\-$ ]{1,64}$")
 
 
 class QueryError(ValueError):
@@ -125,6 +133,52 @@ class DateRange:
 
 
 @dataclass(frozen=True)
+class GoalSpec:
+    """A goal as queries see it: completed by a pageview whose path matches ``value`` (``page``: an
+    exact path or a pattern of ``warehouse.query.patterns``) or by a custom event named ``value``
+    (``event``), optionally only when its property ``prop_key`` has the text ``prop_value``.
+    ``name`` is what filters and the ``goal`` dimension call it (``goal_name``)."""
+
+    name: str
+    kind: str
+    value: str
+    prop_key: str | None = None
+    prop_value: str | None = None
+    revenue: bool = False  # a revenue goal: its events carry revenue (the dashboard shows it)
+
+    def aliases(self) -> tuple[str, ...]:
+        """What a goal filter may name it by: its name; a goal without a property condition also
+        by its value and ``kind:value`` (the forms before goals had names)."""
+        if self.prop_key is not None:
+            return (self.name,)
+        return (self.name, self.value, f"{self.kind}:{self.value}")
+
+
+def goal_name(kind: str, value: str, prop_key: str | None = None, prop_value: str | None = None) -> str:
+    """The display name of a goal, Plausible's way: ``Visit /blog/*``, ``Signup``,
+    ``Signup (plan = pro)``."""
+    base = f"Visit {value}" if kind == "page" else value
+    return base if prop_key is None else f"{base} ({prop_key} = {prop_value})"
+
+
+def as_goal(goal: GoalSpec | tuple[str, str]) -> GoalSpec:
+    """A ``GoalSpec``; a ``(kind, value)`` pair is a goal without property condition."""
+    if isinstance(goal, GoalSpec):
+        return goal
+    kind, value = goal
+    return GoalSpec(goal_name(kind, value), kind, value)
+
+
+@dataclass(frozen=True)
+class Currency:
+    """The site's revenue currency and the owner's exchange rates into it: ``rates`` maps a
+    currency code to the value of one unit of it in ``code`` (``{"USD": 0.92}`` for EUR)."""
+
+    code: str
+    rates: tuple[tuple[str, float], ...] = ()
+
+
+@dataclass(frozen=True)
 class Query:
     """A validated question about one site. Build it with ``parse_query``."""
 
@@ -137,8 +191,9 @@ class Query:
     limit: int = 100
     offset: int = 0
     search: str | None = None  # substring search on the first non-time dimension (``q``)
-    goals: tuple[tuple[str, str], ...] = ()  # the site's goals as (kind, value), for conversions
+    goals: tuple[GoalSpec, ...] = ()  # the site's goals, for goal filters and the goal dimension
     imported: bool | None = None  # add imported aggregates (warehouse.query.imported); None: not asked
+    currency: Currency | None = None  # the site's revenue currency, for the revenue metrics
 
     @property
     def time_dimension(self) -> str | None:
@@ -162,6 +217,13 @@ class Query:
     def goal_filter(self) -> Filter | None:
         return next((f for f in self.filters if f.dimension == "goal"), None)
 
+    def selected_goals(self) -> tuple[GoalSpec, ...]:
+        """The goals a goal filter names (every goal of the site without one)."""
+        f = self.goal_filter()
+        if f is None:
+            return self.goals
+        return tuple(g for g in self.goals if set(g.aliases()) & set(f.values))
+
 
 def dimension_level(name: str) -> str:
     if name.startswith(PROP_PREFIX):
@@ -183,12 +245,14 @@ def _check_dimension(name: Any, param: str, allow_time: bool = True) -> str:
         return name
     if name.startswith(PROP_PREFIX):
         key = name[len(PROP_PREFIX) :]
-        if not _PROP_KEY.match(key):
+        if not PROP_KEY.match(key):
             raise QueryError(param, f"{name!r}: property names are 1-64 letters, digits or _.:-$ ")
         return name
     if allow_time and name in TIME_DIMENSIONS:
         return name
-    known = ", ".join([*DIMENSIONS, "props:<name>", *(TIME_DIMENSIONS if allow_time else ())])
+    if allow_time and name == GOAL:
+        return name
+    known = ", ".join([*DIMENSIONS, "props:<name>", *((GOAL, *TIME_DIMENSIONS) if allow_time else ())])
     raise QueryError(param, f"unknown dimension {name!r}; use one of {known}")
 
 
@@ -360,8 +424,9 @@ def parse_query(
     site_id: str,
     timezone: str,
     body: Mapping[str, Any],
-    goals: Sequence[tuple[str, str]] = (),
+    goals: Sequence[GoalSpec | tuple[str, str]] = (),
     now: datetime | None = None,
+    currency: Currency | None = None,
 ) -> Query:
     """Validate a query given as JSON (the ``POST /query`` body) into a ``Query``.
 
@@ -369,6 +434,8 @@ def parse_query(
     others), ``filters`` (list of ``[op, dimension, [values]]``), ``date_range`` (a period name or
     ``[start, end]``), ``date``, ``order_by`` (list of ``[metric_or_dimension, "asc"|"desc"]``),
     ``limit``, ``offset``, ``q``, ``imported`` (add imported daily aggregates: true / false).
+    ``goals`` are the site's goals (a ``(kind, value)`` pair is a goal without property condition);
+    ``currency`` its revenue currency, without which revenue metrics are refused.
     """
     if not isinstance(body, Mapping):
         raise QueryError("body", "expected a JSON object")
@@ -401,13 +468,18 @@ def parse_query(
     goal_filters = [f for f in filters if f.dimension == "goal"]
     if len(goal_filters) > 1:
         raise QueryError("filters", "at most one goal filter")
-    goal_set = {f"{kind}:{value}" for kind, value in goals} | {value for _, value in goals}
+    goal_specs = tuple(as_goal(g) for g in goals)
+    goal_set = {alias for g in goal_specs for alias in g.aliases()}
     for f in goal_filters:
         for v in f.values:
             if v not in goal_set:
                 raise QueryError("filters", f"{v!r} is not a goal of this site")
     if "conversion_rate" in metrics and not goal_filters and "goal" not in dims:
-        raise QueryError("metrics", "conversion_rate needs a goal filter, e.g. ['is', 'goal', ['Signup']]")
+        raise QueryError("metrics", "conversion_rate needs a goal filter, e.g. ['is', 'goal', ['Signup']], or the"
+                                    " dimension 'goal'")
+    if set(metrics) & set(REVENUE_METRICS) and currency is None:
+        raise QueryError("metrics", "revenue metrics need the site's revenue currency: set it with PATCH"
+                                    " /api/v2/sites/{site} {\"revenue\": {\"currency\": \"EUR\"}}")
     if "time_on_page" in metrics and any(d not in ("page",) and not d.startswith("time:") for d in dims):
         raise QueryError("metrics", "time_on_page can only be broken down by page")
 
@@ -456,8 +528,9 @@ def parse_query(
         limit=limit,
         offset=offset,
         search=search,
-        goals=tuple(goals),
+        goals=goal_specs,
         imported=imported,
+        currency=currency,
     )
 
 

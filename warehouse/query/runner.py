@@ -4,7 +4,8 @@
 one dict per row with the dimension values under their names (``time:day`` …) and the metrics,
 plus which path answered. Time buckets are rendered in the site's time zone; time-only queries get
 every bucket of the range, zeros where nothing happened. ``conversion_rate`` runs the query a
-second time without the goal filter (the visitors who could have converted).
+second time without the goal filter and the ``goal`` dimension (the visitors who could have
+converted).
 """
 
 from __future__ import annotations
@@ -14,12 +15,13 @@ from dataclasses import dataclass, field, replace
 from datetime import UTC, date, datetime, timedelta
 from typing import Any, Protocol
 
-from warehouse.query.model import Query
+from warehouse.query.model import GOAL, MAX_LIMIT, Query
 from warehouse.query.planner import Plan, plan
 from warehouse.query.sql import key_dimensions
 
-ROUNDING = {"bounce_rate": 1, "visit_duration": 1, "views_per_visit": 2, "time_on_page": 1, "conversion_rate": 2}
-INTEGER_METRICS = ("visitors", "visits", "views", "events")
+ROUNDING = {"bounce_rate": 1, "visit_duration": 1, "views_per_visit": 2, "time_on_page": 1, "conversion_rate": 2,
+            "total_revenue": 2, "average_revenue": 2}
+INTEGER_METRICS = ("visitors", "visits", "views", "events", "revenue_unconverted")
 
 
 class Rows(Protocol):
@@ -49,9 +51,14 @@ class Answer:
 def _plans(q: Query, force: str | None) -> list[Plan]:
     plans = [plan(q, force)]
     if "conversion_rate" in q.metrics:
-        total = replace(q.without_goal_filters(), metrics=("visitors",), order_by=(), limit=10_000, offset=0)
-        plans.append(plan(total, force))
+        plans.append(plan(conversion_totals(q), force))
     return plans
+
+
+def conversion_totals(q: Query) -> Query:
+    """The visitors who could have converted: ``q`` without goal filter and ``goal`` dimension."""
+    return replace(q.without_goal_filters(), dimensions=tuple(d for d in q.dimensions if d != GOAL),
+                   metrics=("visitors",), order_by=(), limit=MAX_LIMIT, offset=0, search=None)
 
 
 async def run(q: Query, warehouse: AsyncWarehouse, force: str | None = None) -> Answer:
@@ -103,9 +110,10 @@ def assemble(q: Query, plans: list[Plan], results: list[Rows]) -> Answer:
             row[metric] = raw[n + j]
         rows.append(row)
     if "conversion_rate" in q.metrics:
-        totals = {tuple(r[:n]): r[n] for r in results[1].rows}
+        by = key_dimensions(conversion_totals(q))
+        totals = {tuple(r[:len(by)]): r[len(by)] for r in results[1].rows}
         for row in rows:
-            total = totals.get(tuple(row[k] for k in names), 0)
+            total = totals.get(tuple(row[k] for k in by), 0)
             # (sums may come back as Decimal: HUGEINT crosses the warehouse socket as decimal128)
             row["conversion_rate"] = 100.0 * float(row["conversion_rate"]) / float(total) if total else 0.0
     if q.time_dimension and not q.plain_dimensions:

@@ -17,7 +17,16 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
-from warehouse.query.model import DIMENSIONS, PROP_PREFIX, DateRange, Filter, Query
+from warehouse.query.model import (
+    DIMENSIONS,
+    PROP_PREFIX,
+    REVENUE_METRICS,
+    DateRange,
+    Filter,
+    GoalSpec,
+    Query,
+)
+from warehouse.query.patterns import is_pattern, pattern_regex
 
 #: Visit attributes: columns of ``sessions`` (and dimensions of the rollups).
 SESSION_COLUMNS = frozenset(d for d, level in DIMENSIONS.items() if level == "session")
@@ -59,16 +68,59 @@ def predicate(column: str, f: Filter, p: Params) -> str:
     return f"coalesce({parts}, false)" if f.op == "contains" else f"NOT coalesce({parts}, false)"
 
 
-def goal_predicate(f: Filter, goals: tuple[tuple[str, str], ...], p: Params, a: str) -> str:
-    """Events completing any goal named in a goal filter (by ``value`` or ``kind:value``)."""
-    parts = []
-    for kind, value in goals:
-        if value in f.values or f"{kind}:{value}" in f.values:
-            if kind == "event":
-                parts.append(f"({a}type = 'event' AND {a}name = {p(value)})")
-            else:
-                parts.append(f"({a}type = 'pageview' AND {a}pathname = {p(value)})")
-    return "(" + (" OR ".join(parts) or "false") + ")"
+def goal_match(goal: GoalSpec, site: str, p: Params, a: str) -> str:
+    """Events (alias prefix ``a``) completing ``goal``: a pageview of a matching path (a pattern
+    through ``regexp_full_match`` with its regular expression bound), or a custom event of that
+    name, with the property value when the goal names one."""
+    if goal.kind == "page":
+        path = (f"regexp_full_match({a}pathname, {p(pattern_regex(goal.value))})" if is_pattern(goal.value)
+                else f"{a}pathname = {p(goal.value)}")
+        return f"({a}type = 'pageview' AND {path})"
+    match = f"{a}type = 'event' AND {a}name = {p(goal.value)}"
+    if goal.prop_key is not None:
+        match += (f" AND {a}event_id IN (SELECT event_id FROM event_props WHERE site_id = {p(site)}"
+                  f" AND event_type = 'event' AND key = {p(goal.prop_key)} AND value = {p(goal.prop_value)})")
+    return f"({match})"
+
+
+def goal_predicate(q: Query, p: Params, a: str) -> str:
+    """Events completing any goal the goal filter names."""
+    return "(" + (" OR ".join(goal_match(g, q.site_id, p, a) for g in q.selected_goals()) or "false") + ")"
+
+
+def goal_events(q: Query, p: Params) -> str:
+    """CTE ``goal_events``: the site's events from the range's start on that complete a selected
+    goal (``Query.selected_goals``), each with the ``goal`` it completes, for the ``goal``
+    dimension: it stands in for ``events``. An event completing two goals is there twice."""
+    goals = q.selected_goals()
+    if not goals:
+        return "goal_events AS (SELECT *, CAST(NULL AS VARCHAR) AS goal FROM events WHERE false)"
+    site, start = p(q.site_id), p(q.date_range.start)
+    parts = [f"SELECT e.*, {p(g.name)} AS goal FROM events e WHERE e.site_id = {site} AND e.ts >= {start}"
+             f" AND {goal_match(g, q.site_id, p, 'e.')}" for g in goals]
+    return f"goal_events AS ({' UNION ALL '.join(parts)})"
+
+
+def revenue_value(q: Query, p: Params, a: str) -> str:
+    """An event's revenue in the site's currency: its amount times the rate of its currency (1 for
+    the site's own); null for no revenue and for a currency without a rate."""
+    cur = q.currency
+    if cur is None:
+        return "CAST(NULL AS DOUBLE)"
+    cases = f" WHEN {p(cur.code)} THEN {a}revenue_amount"
+    cases += "".join(f" WHEN {p(code)} THEN {a}revenue_amount * {p(rate)}" for code, rate in cur.rates
+                     if code != cur.code)
+    return f"(CASE WHEN {a}type = 'event' THEN CASE {a}revenue_currency{cases} END END)"
+
+
+def revenue_blocks(q: Query, p: Params, a: str) -> str:
+    """The revenue building blocks over events (alias prefix ``a``): ``revenue`` (converted sum),
+    ``revenue_n`` (events converted), ``unconverted`` (events with revenue no rate converts)."""
+    value = revenue_value(q, p, a)
+    return (f"coalesce(sum({value}), 0) AS revenue, count({value}) AS revenue_n,"
+            f" count(*) FILTER (WHERE {a}type = 'event' AND {a}revenue_amount IS NOT NULL AND {value} IS NULL)"
+            " AS unconverted")
+
 
 
 def event_predicates(q: Query, p: Params, alias: str) -> list[str]:
@@ -77,7 +129,7 @@ def event_predicates(q: Query, p: Params, alias: str) -> list[str]:
     out = []
     for f in q.filters:
         if f.dimension == "goal":
-            out.append(goal_predicate(f, q.goals, p, a))
+            out.append(goal_predicate(q, p, a))
         elif f.dimension.startswith(PROP_PREFIX):
             positive = Filter("contains" if f.op in ("contains", "not_contains") else "is", f.dimension, f.values)
             sub = (
@@ -156,10 +208,13 @@ def key_dimensions(q: Query) -> list[str]:
     return ([q.time_dimension] if q.time_dimension else []) + list(q.plain_dimensions)
 
 
-def full_join(left: str, right: str, n_keys: int) -> str:
-    """``left`` (visitors, views, events, top_*) ⟗ ``right`` (visits, bounces, duration_ms)."""
+def full_join(left: str, right: str, n_keys: int, revenue: bool = False) -> str:
+    """``left`` (visitors, views, events, top_*, and with ``revenue`` the revenue blocks) ⟗
+    ``right`` (visits, bounces, duration_ms)."""
     blocks = [("l", "visitors"), ("r", "visits"), ("l", "views"), ("l", "events"),
               ("r", "bounces"), ("r", "duration_ms"), ("l", "top_ms"), ("l", "top_n")]
+    if revenue:
+        blocks += [("l", "revenue"), ("l", "revenue_n"), ("l", "unconverted")]
     rest = ", ".join(f"coalesce({side}.{c}, 0) AS {c}" for side, c in blocks)
     if not n_keys:
         return f"SELECT {rest} FROM {left} l, {right} r"
@@ -179,6 +234,9 @@ DERIVED = {
     "views_per_visit": "CASE WHEN visits > 0 THEN views * 1.0 / visits END",
     "time_on_page": "CASE WHEN top_n > 0 THEN top_ms / 1000.0 / top_n END",
     "conversion_rate": "visitors",  # completed by the runner (needs visitors without the goal)
+    "total_revenue": "revenue",
+    "average_revenue": "CASE WHEN revenue_n > 0 THEN revenue / revenue_n END",
+    "revenue_unconverted": "unconverted",
 }
 
 
@@ -198,6 +256,8 @@ def final_select(q: Query, ctes: list[str], p: Params) -> SQL:
         counted.add("visits")
     if "time_on_page" in q.metrics:
         counted.add("views")
+    if set(q.metrics) & set(REVENUE_METRICS):
+        counted |= {"revenue_n", "unconverted"}
     counted = counted or {"visitors"}
     conditions.append("(" + " OR ".join(f"{c} <> 0" for c in sorted(counted)) + ")")
     by_name = dict(zip(names, keys, strict=True))

@@ -11,6 +11,9 @@ export const COLUMNS = {
   time_on_page: { field: 'timeOnPage', header: 'Time on page', format: fmt.duration },
   conversions: { field: 'conversions', header: 'Conversions', format: fmt.compact },
   conversion_rate: { field: 'conversionRate', header: 'Conversion rate', format: fmt.percent },
+  revenue: { field: 'totalRevenue', header: 'Revenue', format: fmt.money },
+  total_revenue: { field: 'totalRevenue', header: 'Revenue', format: fmt.money },
+  average_revenue: { field: 'averageRevenue', header: 'Average revenue', format: fmt.money },
 };
 
 export const SESSION = ['visitors', 'visits', 'views', 'bounce_rate', 'visit_duration'];

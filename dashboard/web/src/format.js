@@ -2,12 +2,14 @@
 const number = new Intl.NumberFormat();
 const compact = new Intl.NumberFormat(undefined, { notation: 'compact', maximumFractionDigits: 1 });
 const decimal = new Intl.NumberFormat(undefined, { maximumFractionDigits: 2 });
+const money = new Intl.NumberFormat(undefined, { minimumFractionDigits: 2, maximumFractionDigits: 2 });
 const percent1 = new Intl.NumberFormat(undefined, { maximumFractionDigits: 1 });
 
 export const fmt = {
   number: (n) => (n == null ? '–' : number.format(n)),
   compact: (n) => (n == null ? '–' : Math.abs(n) >= 10000 ? compact.format(n) : number.format(n)),
   decimal: (n) => (n == null ? '–' : decimal.format(n)),
+  money: (n) => (n == null ? '–' : money.format(n)),
   percent: (n) => (n == null ? '–' : percent1.format(n) + '%'),
   duration(seconds) {
     if (seconds == null) return '–';

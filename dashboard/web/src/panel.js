@@ -9,9 +9,19 @@ import { apiParams, navigate, withFilter } from './state.js';
 const TOP = 10;
 const PAGE = 20;
 
+// Under a goal filter a breakdown also says how each row converts (the API's conversion rate).
+function withConversions(tab, state) {
+  if (tab.load || !state.filters.some((f) => f.startsWith('goal=='))) return tab;
+  const shown = tab.metrics.slice(0, tab.shown || 1);
+  if (shown.includes('conversion_rate')) return tab;
+  const detail = (tab.detailMetrics || tab.metrics).filter((m) => m !== 'conversion_rate');
+  return { ...tab, metrics: [...shown, 'conversion_rate'], shown: shown.length + 1,
+    detailMetrics: [...detail, 'conversion_rate'] };
+}
+
 export function Panel({ title, tabs, siteId, state, id, note }) {
   const [tabId, setTabId] = useState(tabs[0].id);
-  const tab = tabs.find((t) => t.id === tabId) || tabs[0];
+  const tab = withConversions(tabs.find((t) => t.id === tabId) || tabs[0], state);
   const [result, setResult] = useState({ rows: null, error: null });
   const [details, setDetails] = useState(false);
   // What the rows answer: the API query they were loaded for (tests wait for it to be current).

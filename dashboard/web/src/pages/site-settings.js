@@ -46,6 +46,8 @@ function General({ site, onSaved }) {
       name: site.name || '', timezone: site.timezone, retentionDays: String(site.retentionDays || 0),
       allowedHostnames: (site.allowedHostnames || []).join('\n'), excludedPaths: (site.excludedPaths || []).join('\n'),
       respectDnt: !!site.respectDnt,
+      currency: site.revenue ? site.revenue.currency : '',
+      rates: site.revenue ? Object.entries(site.revenue.rates).map(([c, r]) => `${c}=${r}`).join('\n') : '',
     });
   }, [site]);
   if (!form) return null;
@@ -59,6 +61,7 @@ function General({ site, onSaved }) {
         body: {
           name: form.name, timezone: form.timezone, retentionDays: Number(form.retentionDays) || 0,
           allowedHostnames: lines(form.allowedHostnames), excludedPaths: lines(form.excludedPaths), respectDnt: form.respectDnt,
+          revenue: revenueSetting(form),
         },
       });
       setStatus({ ok: 'Saved.' });
@@ -82,10 +85,30 @@ function General({ site, onSaved }) {
       <label>Allowed hostnames (one per line; empty = any) <textarea class="input" rows="3" value=${form.allowedHostnames} onInput=${set('allowedHostnames')}></textarea></label>
       <label>Excluded paths (one per line, <code>*</code> as a wildcard) <textarea class="input" rows="3" value=${form.excludedPaths} onInput=${set('excludedPaths')}></textarea></label>
       <label class="toggle"><input type="checkbox" checked=${form.respectDnt} onChange=${set('respectDnt')} /> Respect Do-Not-Track and Global Privacy Control</label>
+      <label>Revenue currency (ISO 4217, e.g. EUR; empty = no revenue) <input id="revenue-currency" class="input" maxlength="3" value=${form.currency} onInput=${set('currency')} /></label>
+      <label>Exchange rates into it (one per line: <code>USD=0.92</code> means one USD is 0.92 of your currency) <textarea id="revenue-rates" class="input" rows="3" value=${form.rates} onInput=${set('rates')}></textarea>
+        <span class="hint">Applied when reports are made, to all history; revenue in a currency without a rate is not counted.</span></label>
       ${status && status.error && html`<p class="form-error" role="alert">${status.error.message}</p>`}
       ${status && status.ok && html`<p class="form-ok" role="status">${status.ok}</p>`}
       <div class="actions"><button type="submit" class="button primary">Save</button></div>
     </form>`;
+}
+
+// {currency, rates} for PATCH /sites/:id from the form's text (null turns revenue off).
+function revenueSetting(form) {
+  const currency = form.currency.trim().toUpperCase();
+  if (!currency) return null;
+  const rates = {};
+  for (const line of lines(form.rates)) {
+    const [code, rate] = line.split('=').map((s) => s.trim());
+    rates[(code || '').toUpperCase()] = Number(rate);
+  }
+  return { currency, rates };
+}
+
+function goalLabel(g) {
+  const extra = [g.property && 'property', g.revenue && 'revenue'].filter(Boolean).join(', ');
+  return extra ? `${g.name} (${extra})` : g.name;
 }
 
 function Goals({ site }) {
@@ -94,13 +117,22 @@ function Goals({ site }) {
   const goals = useApi(`/sites/${id}/goals`, null, version);
   const [kind, setKind] = useState('event');
   const [value, setValue] = useState('');
+  const [propKey, setPropKey] = useState('');
+  const [propValue, setPropValue] = useState('');
+  const [revenue, setRevenue] = useState(false);
   const [error, setError] = useState(null);
   const add = async (e) => {
     e.preventDefault();
     setError(null);
     try {
-      await api(`/sites/${id}/goals`, { method: 'POST', body: { kind, value: value.trim() } });
+      const body = { kind, value: value.trim() };
+      if (kind === 'event' && propKey.trim()) body.property = { key: propKey.trim(), value: propValue };
+      if (kind === 'event' && revenue) body.revenue = true;
+      await api(`/sites/${id}/goals`, { method: 'POST', body });
       setValue('');
+      setPropKey('');
+      setPropValue('');
+      setRevenue(false);
       setVersion(version + 1);
     } catch (err) {
       setError(err);
@@ -119,18 +151,24 @@ function Goals({ site }) {
   return html`
     <section class="card" id="goals" aria-labelledby="goals-title">
       <h2 id="goals-title">Goals</h2>
-      <p class="hint">A goal is a custom event name (<code>Signup</code>) or a page path (<code>/thank-you</code>); the dashboard's Goals panel shows their conversions.</p>
+      <p class="hint">A goal is a custom event (<code>Signup</code>, optionally only with a property value such as <code>plan</code> = <code>pro</code>, and marked as carrying revenue) or a page: a path (<code>/thank-you</code>) or a pattern, <code>*</code> for one path segment (<code>/blog/*</code>), <code>**</code> for any depth (<code>/docs/**</code>). The dashboard's Goals panel shows their conversions.</p>
       ${goals.error && html`<p class="form-error" role="alert">${goals.error.message}</p>`}
       ${list.length > 0 && html`<ul class="goal-list">${list.map((g) => html`
-        <li data-goal=${g.value}><span>${g.kind === 'page' ? 'Page' : 'Event'}: <strong>${g.value}</strong></span>
-          <button type="button" class="button danger-quiet" aria-label=${`Delete goal ${g.value}`} onClick=${() => remove(g)}>Delete</button></li>`)}</ul>`}
+        <li data-goal=${g.name}><span>${g.kind === 'page' ? 'Page' : 'Event'}: <strong>${goalLabel(g)}</strong></span>
+          <button type="button" class="button danger-quiet" aria-label=${`Delete goal ${g.name}`} onClick=${() => remove(g)}>Delete</button></li>`)}</ul>`}
       <form class="inline-form" onSubmit=${add}>
         <label class="sr-only" for="goal-kind">Kind</label>
         <select id="goal-kind" class="select" value=${kind} onChange=${(e) => setKind(e.currentTarget.value)}>
           <option value="event">Custom event</option><option value="page">Page visit</option>
         </select>
-        <label class="sr-only" for="goal-value">Event name or page path</label>
-        <input id="goal-value" class="input" required placeholder=${kind === 'page' ? '/thank-you' : 'Signup'} value=${value} onInput=${(e) => setValue(e.currentTarget.value)} />
+        <label class="sr-only" for="goal-value">Event name or page path or pattern</label>
+        <input id="goal-value" class="input" required placeholder=${kind === 'page' ? '/blog/*' : 'Signup'} value=${value} onInput=${(e) => setValue(e.currentTarget.value)} />
+        ${kind === 'event' && html`
+          <label class="sr-only" for="goal-prop-key">Property name (optional)</label>
+          <input id="goal-prop-key" class="input" placeholder="property (optional)" value=${propKey} onInput=${(e) => setPropKey(e.currentTarget.value)} />
+          <label class="sr-only" for="goal-prop-value">Property value</label>
+          <input id="goal-prop-value" class="input" placeholder="value" value=${propValue} onInput=${(e) => setPropValue(e.currentTarget.value)} />
+          <label class="toggle"><input id="goal-revenue" type="checkbox" checked=${revenue} onChange=${(e) => setRevenue(e.currentTarget.checked)} /> Revenue</label>`}
         <button type="submit" class="button primary">Add goal</button>
       </form>
       ${error && html`<p class="form-error" role="alert">${error.message}</p>`}

@@ -1,4 +1,4 @@
-// Goals: conversions and conversion rate of every goal of the site.
+// Goals: conversions, conversion rate and (with the site's revenue currency) revenue of every goal.
 import { html } from '../html.js';
 import { Panel } from '../panel.js';
 import { api } from '../api.js';
@@ -11,22 +11,24 @@ async function loadGoals(siteId, state, { limit, offset = 0, q = '' }) {
   const data = await api(`/sites/${encodeURIComponent(siteId)}/conversions`, { params: apiParams(state) });
   const needle = q.toLowerCase();
   return data.goals
-    .filter((g) => !needle || g.value.toLowerCase().includes(needle))
+    .filter((g) => !needle || g.name.toLowerCase().includes(needle))
     .slice(offset, offset + limit)
     .map((g) => ({
-      value: g.value,
+      value: g.name, // what the goal filter and the goal dimension call it
       goal: g,
-      cells: { visitors: g.visitors, conversions: g.conversions, conversion_rate: g.conversionRate },
+      cells: {
+        visitors: g.visitors, conversions: g.conversions, conversion_rate: g.conversionRate,
+        revenue: g.revenue && g.totalRevenue != null ? g.totalRevenue : null, // revenue goals only
+      },
     }));
 }
 
 export const GOAL_TABS = [
   { id: 'goals', label: 'Goals', valueHeader: 'Goal', dimension: 'goal', load: loadGoals,
-    metrics: ['visitors', 'conversions', 'conversion_rate'], shown: 3,
-    label_of: (v) => (v.startsWith('/') ? `Visit ${v}` : v) },
+    metrics: ['visitors', 'conversions', 'conversion_rate', 'revenue'], shown: 4 },
 ];
 
 export function GoalsPanel(props) {
-  const empty = config.share ? 'No goals.' : html`<span>No goals yet. <a href=${`/sites/${encodeURIComponent(props.siteId)}/settings#goals`}>Add one in the site's settings</a>: a custom event name or a page.</span>`;
+  const empty = config.share ? 'No goals.' : html`<span>No goals yet. <a href=${`/sites/${encodeURIComponent(props.siteId)}/settings#goals`}>Add one in the site's settings</a>: a custom event or a page (<code>/blog/*</code> patterns too).</span>`;
   return html`<${Panel} id="goals" title="Goals" tabs=${GOAL_TABS.map((t) => ({ ...t, empty }))} ...${props} />`;
 }
