@@ -151,7 +151,7 @@ class ReportTestResource:
         if not settings.smtp_configured:
             raise falcon.HTTPConflict(description=str(mail.SmtpNotConfigured()))
         period = last_complete(sub.frequency, found.timezone, datetime.now(UTC))
-        goals = [(g.kind, g.value) for g in self.services.control.list_goals(found.id)]
+        goals = self.services.control.goal_specs(found.id)
         composed = await _in_thread(compose, found, period, goals, warehouse(self.services))
         msg = report_message(composed, settings.smtp_from, sub.email)
         await _in_thread(mail.send, settings, [msg])

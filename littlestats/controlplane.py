@@ -43,6 +43,7 @@ from littlestats.access_store import (
 from littlestats.ids import hash_token, new_id, now_iso
 from littlestats.migrations import migrate
 from littlestats.notify_store import NotifyStore
+from warehouse.query.model import GoalSpec
 
 # The records of littlestats.access_store are the control plane's too: callers import them here.
 __all__ = ["ROLES", "SCOPES", "AuditEntry", "ControlPlane", "Goal", "Invitation", "LastOwner", "Member", "Share", "Site",
@@ -476,6 +477,11 @@ class ControlPlane(AccessStore, NotifyStore):
             .fetchall()
         )
         return [_goal(r) for r in rows]
+
+    def goal_specs(self, site_id: str) -> list[GoalSpec]:
+        """The site's goals as the query engine takes them (``Query.goals``)."""
+        return [GoalSpec(g.name, g.kind, g.value, g.prop_key, g.prop_value, g.revenue)
+                for g in self.list_goals(site_id)]
 
     def get_goal(self, site_id: str, goal_id: str) -> Goal | None:
         row = (

@@ -63,7 +63,7 @@ def send(site: str, period: str, recipient: str | None, dry_run: bool, as_json: 
     store = ControlPlane(settings.control_db)
     try:
         found = site_of(site, store)
-        goals = [(g.kind, g.value) for g in store.list_goals(found.id)]
+        goals = store.goal_specs(found.id)
     finally:
         store.close()
     chosen = parse_period(period, found.timezone, datetime.now(UTC))

@@ -14,6 +14,7 @@ from typing import Any
 from littlestats.controlplane import Site
 from notify.periods import Period
 from warehouse.query import Filter, Query, parse_query, run_sync
+from warehouse.query.model import GoalSpec
 from warehouse.query.runner import SyncWarehouse
 
 HEADLINE = ("visitors", "visits", "views", "bounce_rate", "visit_duration")
@@ -54,14 +55,14 @@ class Report:
                 "topPages": self.top_pages, "topSources": self.top_sources, "goals": self.goals}
 
 
-def period_query(site: Site, period: Period, goals: list[tuple[str, str]], **body: Any) -> Query:
+def period_query(site: Site, period: Period, goals: list[GoalSpec], **body: Any) -> Query:
     """A query over the whole site-local days of ``period``."""
     return parse_query(site.id, site.timezone,
                        {"date_range": [period.start.isoformat(), period.last_day.isoformat()], **body},
                        goals=goals)
 
 
-def compose(site: Site, period: Period, goals: list[tuple[str, str]], warehouse: SyncWarehouse) -> Report:
+def compose(site: Site, period: Period, goals: list[GoalSpec], warehouse: SyncWarehouse) -> Report:
     """Ask the query engine everything a report shows."""
 
     def headline(p: Period) -> dict[str, float]:
@@ -76,10 +77,10 @@ def compose(site: Site, period: Period, goals: list[tuple[str, str]], warehouse:
                     [{"page": r["page"], "visitors": r["visitors"], "views": r["views"]} for r in pages.rows],
                     [{"source": r["source"], "visitors": r["visitors"]} for r in sources.rows])
     base = period_query(site, period, goals, metrics=["visitors", "events", "views"])
-    for kind, value in goals:
-        q = replace(base, filters=(Filter("is", "goal", (f"{kind}:{value}",)),))
+    for goal in goals:
+        q = replace(base, filters=(Filter("is", "goal", (goal.name,)),))
         rows = run_sync(q, warehouse).rows
         row = rows[0] if rows else {"visitors": 0, "events": 0, "views": 0}
-        report.goals.append({"goal": value, "kind": kind, "visitors": row["visitors"],
-                             "conversions": row["events"] if kind == "event" else row["views"]})
+        report.goals.append({"goal": goal.name, "kind": goal.kind, "visitors": row["visitors"],
+                             "conversions": row["events"] if goal.kind == "event" else row["views"]})
     return report

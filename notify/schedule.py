@@ -68,7 +68,7 @@ def send_due_reports(store: ControlPlane, settings: Settings, warehouse: SyncWar
         site = sites.get(sub.site_id)
         if site is None or time.monotonic() - _mail_failed_at.get(sub.id, -1e9) < MAIL_RETRY_SECONDS:
             continue
-        goals = [(g.kind, g.value) for g in store.list_goals(site.id)]
+        goals = store.goal_specs(site.id)
         for period in due_periods(sub.frequency, site.timezone, sub.last_period, now):
             report = compose(site, period, goals, warehouse)
             try:

@@ -31,6 +31,7 @@ from littlestats.controlplane import ControlPlane, Site
 from littlestats.notify_store import Delivery, Webhook
 from notify.periods import hour_key
 from warehouse.query import DateRange, Filter, Query, run_sync
+from warehouse.query.model import GoalSpec
 from warehouse.query.runner import SyncWarehouse
 
 log = logging.getLogger("littlestats.webhooks")
@@ -159,20 +160,21 @@ def deliver_due(store: ControlPlane, settings: Settings, now: datetime | None = 
     return counts
 
 
-def goal_conversions(site: Site, goals: list[tuple[str, str]], start: datetime, end: datetime,
+def goal_conversions(site: Site, goals: list[GoalSpec], start: datetime, end: datetime,
                      warehouse: SyncWarehouse) -> list[dict[str, Any]]:
     """Each goal completed in ``[start, end)``: ``{goal, kind, conversions, visitors}`` — counted by
     the query engine's goal filter, the one definition of "this event completes this goal"."""
     out = []
-    for kind, value in goals:
+    for goal in goals:
         q = Query(site.id, DateRange(start, end, site.timezone), metrics=("visitors", "events", "views"),
-                  filters=(Filter("is", "goal", (f"{kind}:{value}",)),), goals=tuple(goals))
+                  filters=(Filter("is", "goal", (goal.name,)),), goals=tuple(goals))
         rows = run_sync(q, warehouse).rows
         if not rows:
             continue
-        conversions = int(rows[0]["events"] if kind == "event" else rows[0]["views"])
+        conversions = int(rows[0]["events"] if goal.kind == "event" else rows[0]["views"])
         if conversions:
-            out.append({"goal": value, "kind": kind, "conversions": conversions, "visitors": int(rows[0]["visitors"])})
+            out.append({"goal": goal.name, "kind": goal.kind, "conversions": conversions,
+                        "visitors": int(rows[0]["visitors"])})
     return out
 
 
@@ -186,7 +188,7 @@ def find_conversions(store: ControlPlane, site: Site, hook: Webhook, until: date
     start = max(datetime.fromisoformat(hook.goals_checked_until), until - MAX_GOAL_WINDOW)
     if start >= until:
         return 0
-    goals = [(g.kind, g.value) for g in store.list_goals(site.id)]
+    goals = store.goal_specs(site.id)
     found = goal_conversions(site, goals, start, until, warehouse) if goals else []
     window = {"start": start.isoformat(), "end": until.isoformat()}
     payloads = [envelope(site, "goal.conversions", {**row, "window": window}) for row in found]

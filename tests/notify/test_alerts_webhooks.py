@@ -148,7 +148,7 @@ def test_goal_conversions_arrive_signed_once_per_hour(world: World) -> None:
         assert outcome.conversions_queued == 2 and outcome.deliveries == {"delivered": 2}
         payloads = [verified(goals_hook.secret, h, b) for h, b in world.receiver.requests]
         got = {p["data"]["goal"]: (p["data"]["conversions"], p["data"]["visitors"]) for p in payloads}  # type: ignore[index]
-        assert got == {"Signup": (4, 3), "/pricing": (2, 2)}
+        assert got == {"Signup": (4, 3), "Visit /pricing": (2, 2)}
         assert {str(p["data"]["window"]) for p in payloads} == {  # type: ignore[index]
             str({"start": H.isoformat(), "end": (H + HOUR).isoformat()})}
         # the next pass looks at the next hour only: 30 pageviews of "/", no goal
