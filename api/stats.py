@@ -16,7 +16,7 @@ import falcon.asgi
 import orjson
 
 from api.auth import authorize
-from api.params import CAMEL, _one, bad_request, parse_metrics, query_from_params
+from api.params import CAMEL, _one, bad_request, parse_metrics, query_from_params, segment_lookup
 from littlestats.controlplane import Site
 from littlestats.http import json_response, read_body
 from warehouse.client import WarehouseClient
@@ -89,6 +89,27 @@ def camel_metrics(row: dict[str, Any], metrics: tuple[str, ...]) -> dict[str, An
     return {CAMEL[m]: row[m] for m in metrics}
 
 
+def comparison_of(q: Query) -> dict[str, Any]:
+    """``{"comparisonPeriod": {...}}`` when ``q`` compares with another range, else nothing."""
+    if q.compare is None:
+        return {}
+    r = q.compare
+    return {"comparisonPeriod": {"start": r.local_start().isoformat(), "end": r.local_end().isoformat(),
+                                 "timezone": r.timezone, "mode": r.period}}
+
+
+def compared(row: dict[str, Any], metrics: tuple[str, ...], time_key: str | None = None) -> dict[str, Any]:
+    """A row's ``comparison`` (``warehouse.query.compare``) in the named endpoints' shape: the
+    metrics' values in the comparison range (camelCase; a series' ``timestamp``), and ``change``
+    per metric as ``{absolute, percent}``. Nothing when the query does not compare."""
+    if "comparison" not in row:
+        return {}
+    then = row["comparison"]
+    out: dict[str, Any] = {"timestamp": then[time_key]} if time_key else {}
+    return {"comparison": {**out, **camel_metrics(then, metrics),
+                           "change": {CAMEL[m]: row["change"][m] for m in metrics}}}
+
+
 def imported_of(answer: Answer) -> dict[str, Any]:
     """``{"imported": {...}}`` when the request asked about imported data (``imported=``), else
     nothing: whether they were added, which metrics are approximate, or why they were not."""
@@ -119,20 +140,26 @@ class QueryResource:
         if not isinstance(body, dict):
             raise falcon.HTTPBadRequest(description="invalid parameter 'body': expected a JSON object")
         try:
-            q = parse_query(found.id, found.timezone, body, goals=goals_of(self.services, found))
+            q = parse_query(found.id, found.timezone, body, goals=goals_of(self.services, found),
+                            segments=segment_lookup(self.services, found))
         except QueryError as exc:
             raise bad_request(exc) from None
         answer = await execute(self.services, q)
         dims = [d for d in ([q.time_dimension] if q.time_dimension else []) + list(q.plain_dimensions)]
         json_response(resp, {
             "results": [
-                {"dimensions": [row[d] for d in dims], "metrics": [row[m] for m in q.metrics]}
+                {"dimensions": [row[d] for d in dims], "metrics": [row[m] for m in q.metrics],
+                 **({"comparison": {
+                     "dimensions": [row["comparison"].get(d, row[d]) for d in dims],
+                     "metrics": [row["comparison"][m] for m in q.metrics],
+                     "change": [row["change"][m] for m in q.metrics]}} if "comparison" in row else {})}
                 for row in answer.rows
             ],
             "meta": {"path": answer.path, "reason": answer.reason, "period": period_of(q),
-                     **imported_of(answer)},
+                     **comparison_of(q), **imported_of(answer)},
             "query": {"siteId": found.id, "metrics": list(q.metrics), "dimensions": dims,
-                      "filters": [[f.op, f.dimension, list(f.values)] for f in q.filters]},
+                      "filters": [[f.op, f.dimension, list(f.values)] for f in q.filters],
+                      **({"segment": q.segment} if q.segment else {})},
         })
 
 
@@ -145,19 +172,21 @@ class StatsResource:
     async def on_get(self, req: falcon.asgi.Request, resp: falcon.asgi.Response, site: str) -> None:
         _, found = authorize(req, self.services, site)
         metrics = parse_metrics(req, STATS_METRICS)
-        q = query_from_params(req, found, goals_of(self.services, found), metrics, [], paged=False)
-        # Both periods at once: the warehouse process answers each request on its own cursor.
-        now, before = await asyncio.gather(
-            execute(self.services, q), execute(self.services, q.with_range(q.date_range.previous()))
-        )
-        cur = now.rows[0] if now.rows else {m: 0 for m in q.metrics}
-        prev = before.rows[0] if before.rows else {m: 0 for m in q.metrics}
+        q = query_from_params(req, found, goals_of(self.services, found), metrics, [], paged=False,
+                              segments=segment_lookup(self.services, found))
+        if q.compare is None:  # the aggregate numbers always compare: by default with the previous period
+            q = replace(q, compare=replace(q.date_range.previous(), period="previous_period"))
+        now = await execute(self.services, q)
+        cur = now.rows[0]
+        prev = cur["comparison"]
         json_response(resp, {
             "siteId": found.id,
             "period": period_of(q),
             **camel_metrics(cur, q.metrics),
             "change": {CAMEL[m]: change(cur[m], prev[m], m) for m in q.metrics},
             "previous": camel_metrics(prev, q.metrics),
+            **comparison_of(q),
+            **compared(cur, q.metrics),
             **imported_of(now),
         })
 
@@ -179,19 +208,21 @@ class TimeseriesResource:
             raise falcon.HTTPBadRequest(
                 description=f"invalid parameter 'granularity': use one of {', '.join(GRANULARITIES)}"
             )
-        q = query_from_params(req, found, goals_of(self.services, found), metrics, [], paged=False)
+        q = query_from_params(req, found, goals_of(self.services, found), metrics, [], paged=False, segments=segment_lookup(self.services, found))
         try:
             check_buckets(q.date_range, granularity, "granularity")
         except QueryError as exc:
             raise bad_request(exc) from None
-        q = query_from_params(req, found, goals_of(self.services, found), metrics, [f"time:{granularity}"], paged=False)
+        q = query_from_params(req, found, goals_of(self.services, found), metrics, [f"time:{granularity}"], paged=False, segments=segment_lookup(self.services, found))
         answer = await execute(self.services, q)
         key = f"time:{granularity}"
         json_response(resp, {
             "siteId": found.id,
             "granularity": granularity,
             "period": period_of(q),
-            "data": [{"timestamp": row[key], **camel_metrics(row, q.metrics)} for row in answer.rows],
+            **comparison_of(q),
+            "data": [{"timestamp": row[key], **camel_metrics(row, q.metrics), **compared(row, q.metrics, key)}
+                     for row in answer.rows],
             **imported_of(answer),
         })
 
@@ -215,12 +246,14 @@ class BreakdownResource:
         _, found = authorize(req, self.services, site)
         dimension = self.dimension_for(req)
         metrics = parse_metrics(req, self.default_metrics)
-        q = query_from_params(req, found, goals_of(self.services, found), metrics, [dimension])
+        q = query_from_params(req, found, goals_of(self.services, found), metrics, [dimension], segments=segment_lookup(self.services, found))
         answer = await execute(self.services, q)
         json_response(resp, {
             "siteId": found.id,
             "period": period_of(q),
-            self.key: [{self.field: row[dimension], **camel_metrics(row, q.metrics)} for row in answer.rows],
+            **comparison_of(q),
+            self.key: [{self.field: row[dimension], **camel_metrics(row, q.metrics), **compared(row, q.metrics)}
+                       for row in answer.rows],
             **imported_of(answer),
         })
 
@@ -250,7 +283,7 @@ class EventsResource:
     async def on_get(self, req: falcon.asgi.Request, resp: falcon.asgi.Response, site: str) -> None:
         _, found = authorize(req, self.services, site)
         goals = goals_of(self.services, found)
-        q = query_from_params(req, found, goals, ["visitors", "events"], ["event"])
+        q = query_from_params(req, found, goals, ["visitors", "events"], ["event"], segments=segment_lookup(self.services, found))
         size = q.limit if req.params.get("limit") is not None else 50
         if size > 1000:
             raise falcon.HTTPBadRequest(description="invalid parameter 'limit': at most 1000 events per page")
@@ -279,7 +312,9 @@ class EventsResource:
         json_response(resp, {
             "siteId": found.id,
             "period": period_of(q),
-            "names": [{"name": r["event"], "events": r["events"], "visitors": r["visitors"]} for r in names.rows],
+            **comparison_of(q),
+            "names": [{"name": r["event"], "events": r["events"], "visitors": r["visitors"],
+                       **compared(r, ("events", "visitors"))} for r in names.rows],
             "events": items,
             "total": total,
             "nextCursor": next_cursor,
@@ -298,7 +333,7 @@ class EventPropertiesResource:
         event, prop = _one(req, "event"), _one(req, "property")
         extra = (f"event=={event.replace('|', chr(92) + '|')}",) if event else ()
         if prop is None:
-            q = query_from_params(req, found, goals, ["events"], [], extra_filters=extra)
+            q = query_from_params(req, found, goals, ["events"], [], extra_filters=extra, segments=segment_lookup(self.services, found))
             sql = eventlist.property_keys_sql(q, q.limit)
             rows = await sql_rows(self.services, sql.text, sql.params)
             json_response(resp, {"siteId": found.id, "period": period_of(q),
@@ -306,7 +341,7 @@ class EventPropertiesResource:
             return
         metrics = parse_metrics(req, ("events", "visitors"))
         try:
-            q = query_from_params(req, found, goals, metrics, [f"props:{prop}"], extra_filters=extra)
+            q = query_from_params(req, found, goals, metrics, [f"props:{prop}"], extra_filters=extra, segments=segment_lookup(self.services, found))
         except falcon.HTTPBadRequest as exc:
             if "dimensions" in (exc.description or ""):
                 raise falcon.HTTPBadRequest(description="invalid parameter 'property': not a property name") from None
@@ -316,7 +351,9 @@ class EventPropertiesResource:
             "siteId": found.id,
             "period": period_of(q),
             "property": prop,
-            "values": [{"value": r[f"props:{prop}"], **camel_metrics(r, q.metrics)} for r in answer.rows],
+            **comparison_of(q),
+            "values": [{"value": r[f"props:{prop}"], **camel_metrics(r, q.metrics), **compared(r, q.metrics)}
+                       for r in answer.rows],
         })
 
 
@@ -330,15 +367,24 @@ class ConversionsResource:
         _, found = authorize(req, self.services, site)
         goals = self.services.control.list_goals(found.id)
         pairs = [(g.kind, g.value) for g in goals]
-        base = query_from_params(req, found, pairs, ["visitors"], [], paged=False)
+        base = query_from_params(req, found, pairs, ["visitors"], [], paged=False, segments=segment_lookup(self.services, found))
         out = []
         for g in goals:
             goal = Filter("is", "goal", (f"{g.kind}:{g.value}",))
             q = replace(base.without_goal_filters(), metrics=("visitors", "events", "views", "conversion_rate"),
                         filters=(*base.without_goal_filters().filters, goal))
             answer = await execute(self.services, q)
-            row = answer.rows[0] if answer.rows else {"visitors": 0, "events": 0, "views": 0, "conversion_rate": 0.0}
-            out.append({**g.public(), "visitors": row["visitors"],
-                        "conversions": row["events"] if g.kind == "event" else row["views"],
-                        "conversionRate": row["conversion_rate"]})
-        json_response(resp, {"siteId": found.id, "period": period_of(base), "goals": out})
+            row: dict[str, Any] = (answer.rows[0] if answer.rows
+                                   else {"visitors": 0, "events": 0, "views": 0, "conversion_rate": 0.0})
+            conversions = "events" if g.kind == "event" else "views"
+            item = {**g.public(), "visitors": row["visitors"], "conversions": row[conversions],
+                    "conversionRate": row["conversion_rate"]}
+            if "comparison" in row:
+                then, delta = row["comparison"], row["change"]
+                item["comparison"] = {
+                    "visitors": then["visitors"], "conversions": then[conversions],
+                    "conversionRate": then["conversion_rate"],
+                    "change": {"visitors": delta["visitors"], "conversions": delta[conversions],
+                               "conversionRate": delta["conversion_rate"]}}
+            out.append(item)
+        json_response(resp, {"siteId": found.id, "period": period_of(base), **comparison_of(base), "goals": out})
