@@ -47,11 +47,18 @@ export async function loadPairs(siteId, state, dimensions, { limit, offset = 0, 
   }));
 }
 
-const OP_NAMES = { '==': 'is', '!=': 'is_not', '~': 'contains', '!~': 'not_contains' };
+// The query-string filter operators (docs/api.md) and the query's names for them.
+const OP_NAMES = {
+  '==': 'is', '!=': 'is_not', '~': 'contains', '!~': 'not_contains', '~=': 'matches',
+  '!~=': 'does_not_match', '*=': 'matches_wildcard', '!*=': 'does_not_match_wildcard',
+};
 
 function toQueryFilter(text) {
-  const m = /^([a-z_]+|props:[^=!~]+)(==|!=|!~|~)(.*)$/s.exec(text);
+  const m = /^([a-z_]+|props:[^=!~*]+)(==|!=|!~=|!\*=|~=|\*=|!~|~)(.*)$/s.exec(text);
   if (!m) return ['is', text, []]; // not a filter: let the API name the problem
-  const values = m[3].split(/(?<!\\)\|/).map((v) => v.replace(/\\\|/g, '|'));
-  return [OP_NAMES[m[2]], m[1], values];
+  const op = OP_NAMES[m[2]];
+  // a regular expression is one value: its | is an alternation
+  const values = op === 'matches' || op === 'does_not_match'
+    ? [m[3]] : m[3].split(/(?<!\\)\|/).map((v) => v.replace(/\\\|/g, '|'));
+  return [op, m[1], values];
 }
