@@ -26,7 +26,7 @@ export function breakdownCsvUrl(siteId, state, tab, { q = '', metrics }) {
 }
 
 // One or two dimensions through the general query (e.g. browser + version), one row per value
-// or pair; the range and filters are the URL's, in the query's spelling.
+// or pair; the range, filters and segment are the URL's, in the query's spelling.
 export async function loadPairs(siteId, state, dimensions, { limit, offset = 0, q = '', metrics }) {
   const params = apiParams(state);
   const body = {
@@ -38,6 +38,7 @@ export async function loadPairs(siteId, state, dimensions, { limit, offset = 0, 
     offset,
   };
   if (params.get('date')) body.date = params.get('date');
+  if (params.get('segment')) body.segment = params.get('segment');
   if (q) body.q = q;
   const data = await api(`/sites/${encodeURIComponent(siteId)}/query`, { method: 'POST', body });
   return data.results.map((r) => ({
