@@ -496,7 +496,8 @@ def openapi() -> dict[str, Any]:
             "get": _op("Conversions and conversion rate of every goal", {"200": _ok({"type": "object", "properties": {
                 "goals": {"type": "array", "items": {"type": "object", "properties": {
                     **GOAL["properties"], "visitors": {"type": "integer"}, "conversions": {"type": "integer"},
-                    "conversionRate": {"type": "number"}}}}}}), **not_found, **unavailable}, stats_params, tag="goals"),
+                    "conversionRate": {"type": "number"}, "comparison": COMPARISON}}},
+                "comparisonPeriod": COMPARISON_PERIOD}}), **not_found, **unavailable}, stats_params, tag="goals"),
         },
         "/api/v2/tokens": {
             "get": _op("Your API tokens (an admin's: every token); never the tokens themselves", {"200": _ok({
@@ -584,7 +585,8 @@ def openapi() -> dict[str, Any]:
             "get": _op("Custom events: names with counts, and the raw list (newest first) with a cursor", {"200": _ok({
                 "type": "object", "required": ["events", "total", "nextCursor"], "properties": {
                     "names": {"type": "array", "items": {"type": "object", "properties": {
-                        "name": _STR_OR_NULL, "events": {"type": "integer"}, "visitors": {"type": "integer"}}}},
+                        "name": _STR_OR_NULL, "events": {"type": "integer"}, "visitors": {"type": "integer"},
+                        "comparison": COMPARISON}}}, "comparisonPeriod": COMPARISON_PERIOD,
                     "events": {"type": "array", "items": {"type": "object"}}, "total": {"type": "integer"},
                     "nextCursor": _STR_OR_NULL}}), **not_found, **unavailable},
                 [*stats_params, *PAGING_PARAMS, _param("cursor", {"type": "string"}, "nextCursor of the previous page.")]),

@@ -334,6 +334,9 @@ class EventPropertiesResource:
         extra = (f"event=={event.replace('|', chr(92) + '|')}",) if event else ()
         if prop is None:
             q = query_from_params(req, found, goals, ["events"], [], extra_filters=extra, segments=segment_lookup(self.services, found))
+            if q.compare is not None:
+                raise falcon.HTTPBadRequest(description="invalid parameter 'compare': the list of property names"
+                                                        " does not compare; ask for one property's values")
             sql = eventlist.property_keys_sql(q, q.limit)
             rows = await sql_rows(self.services, sql.text, sql.params)
             json_response(resp, {"siteId": found.id, "period": period_of(q),

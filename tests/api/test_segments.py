@@ -178,5 +178,13 @@ def test_breakdowns_and_series_compare_by_value_and_by_position(env: Env) -> Non
         change(r["metrics"][0], d["visitors"]) for r, d in zip(answer["results"], days, strict=True)]
     goals = env.get("conversions", **RANGE, compare="previous_period")["goals"]
     assert goals[0]["comparison"]["conversions"] == env.get("conversions", **BEFORE)["goals"][0]["conversions"]
+    names = env.get("events", **RANGE, compare="previous_period")["names"]
+    names_before = {n["name"]: n["events"] for n in env.get("events", **BEFORE)["names"]}
+    assert names and all(n["comparison"]["events"] == names_before.get(n["name"], 0) for n in names)
+    values = env.get("events/properties", **RANGE, property="plan", compare="previous_period")["values"]
+    values_before = {v["value"]: v["events"] for v in env.get("events/properties", **BEFORE, property="plan")["values"]}
+    assert values and all(v["comparison"]["events"] == values_before.get(v["value"], 0) for v in values)
+    assert env.error("GET", "events/properties", params={**RANGE, "compare": "previous_period"}).startswith(
+        "invalid parameter 'compare'")
     assert env.error("GET", "pages", params={**RANGE, "compare": "last_week"}).startswith(
         "invalid parameter 'compare'")
