@@ -15,7 +15,15 @@ import falcon.asgi
 import orjson
 
 from littlestats import __version__
-from warehouse.query.model import DIMENSIONS, GRANULARITIES, METRICS, OPERATORS, PERIODS
+from warehouse.query.model import (
+    COMPARISONS,
+    DIMENSIONS,
+    GRANULARITIES,
+    METRICS,
+    OPERATORS,
+    PERIODS,
+)
+from warehouse.query.regex import MAX_REGEX_LENGTH
 
 ERROR = {"$ref": "#/components/schemas/Error"}
 _STR_OR_NULL = {"type": ["string", "null"]}
@@ -36,6 +44,7 @@ def _param(name: str, schema: dict[str, Any], description: str, where: str = "qu
 
 
 SITE_PARAM = _param("site", {"type": "string"}, "Site id or public domain key.", "path")
+SEGMENT_PARAM = _param("segment", {"type": "string"}, "Segment id or name.", "path")
 SHARE_PARAM = _param("share", {"type": "string"}, "Share link id (from GET /api/v2/sites/{site}/shares).", "path")
 COMMON_PARAMS = [
     _param("period", {"type": "string", "enum": [p for p in PERIODS if p != "custom"]},
@@ -45,7 +54,17 @@ COMMON_PARAMS = [
     _param("date", {"type": "string", "format": "date"}, "Move 'today' to this date for period shortcuts."),
     _param("filter", {"type": "array", "items": {"type": "string"}},
            "Filters, all must hold: dim==a|b (is), dim!=a (is not), dim~a (contains), dim!~a (does not "
-           "contain); dim is a dimension, props:<name> or goal.", style="form", explode=True),
+           "contain), dim~=regex (matches a regular expression, RE2 syntax, anywhere in the value; at most "
+           f"{MAX_REGEX_LENGTH} characters), dim!~=regex (does not match), dim*=/blog/*|/docs/** (matches a "
+           "wildcard pattern: * within a path segment, ** across; the whole value), dim!*=pattern (does not "
+           "match); dim is a dimension, props:<name> or goal.", style="form", explode=True),
+    _param("segment", {"type": "string"}, "A saved segment's name or id (GET /api/v2/sites/{site}/segments): "
+           "its filters are added to `filter`'s. An unknown segment is a 400."),
+    _param("compare", {"type": "string"}, "previous_period, year_over_year or <start>,<end> (dates or "
+           "datetimes, as start/end): every row also carries `comparison` — the metrics over that range and "
+           "`change` per metric as {absolute, percent} (percent null when the comparison is 0); breakdown "
+           "rows match by value, time-series buckets by position; the answer's `comparisonPeriod` names the "
+           "range (docs/api.md)."),
     _param("metrics", {"type": "string"}, f"Comma-separated metrics: {', '.join(METRICS)}."),
     _param("imported", {"type": "string", "enum": ["true", "false"]},
            "true: add imported daily aggregates (a Plausible CE import) for the days before native "
@@ -199,6 +218,25 @@ GOAL_INPUT = {"type": "object", "additionalProperties": False, "required": ["val
     "value": {"type": "string", "minLength": 1, "maxLength": 2000, "description": GOAL_VALUE, "example": "/blog/*"},
     "name": {"type": "string", "minLength": 1, "maxLength": 200},
     "property": GOAL_PROPERTY, "revenue": {"type": "boolean", "default": False}}}
+SEGMENT: dict[str, Any] = {"type": "object", "required": ["id", "name", "filters"], "properties": {
+    "id": {"type": "string"}, "name": {"type": "string", "maxLength": 100},
+    "filters": {"type": "array", "items": {"type": "array", "minItems": 3, "maxItems": 3},
+                "description": "[operator, dimension, [values]], as the general query takes them"},
+    "createdBy": _STR_OR_NULL, "createdAt": {"type": "string"}, "updatedAt": {"type": "string"}}}
+SEGMENT_INPUT: dict[str, Any] = {"type": "object", "additionalProperties": False, "properties": {
+    "name": {"type": "string", "minLength": 1, "maxLength": 100},
+    "filters": {"type": "array", "minItems": 1, "maxItems": 20,
+                "items": {"type": "array", "minItems": 3, "maxItems": 3}}}}
+COMPARISON = {"type": "object", "description": "Present with `compare`: the metrics over the comparison range "
+              "(a series' `timestamp` is the comparison's bucket) and `change` per metric as {absolute, "
+              "percent}; null values where there is no counterpart.",
+              "properties": {"timestamp": _STR_OR_NULL, **METRIC_PROPS, "change": {
+                  "type": "object", "additionalProperties": {"type": "object", "properties": {
+                      "absolute": {"type": ["number", "null"]}, "percent": {"type": ["number", "null"]}}}}}}
+COMPARISON_PERIOD = {"type": "object", "description": "Present with `compare`: the comparison range.",
+                     "properties": {"start": {"type": "string"}, "end": {"type": "string"},
+                                    "timezone": {"type": "string"},
+                                    "mode": {"type": "string", "enum": [*COMPARISONS, "custom"]}}}
 QUERY_BODY = {
     "type": "object",
     "additionalProperties": False,
@@ -208,8 +246,16 @@ QUERY_BODY = {
                        "description": f"Up to one of time:{'|'.join(GRANULARITIES)} and up to three of "
                                       f"{', '.join(DIMENSIONS)}, props:<name>, goal (the site's goals by name)."},
         "filters": {"type": "array", "items": {"type": "array", "minItems": 3, "maxItems": 3},
-                    "description": f"[operator, dimension, [values]]; operators {', '.join(OPERATORS)}; "
+                    "description": f"[operator, dimension, [values]]; operators {', '.join(OPERATORS)} "
+                                   "(matches: a regular expression, RE2 syntax, anywhere in the value; "
+                                   "matches_wildcard: * within a path segment, ** across, the whole value); "
                                    "dimension 'goal' (operator 'is') filters on goals by name."},
+        "segment": {"type": "string", "description": "A saved segment's name or id: its filters are added."},
+        "compare": {"oneOf": [{"type": "string", "enum": list(COMPARISONS)},
+                              {"type": "array", "items": {"type": "string"}, "minItems": 2, "maxItems": 2}],
+                    "description": "Answer for this range too: each result gains `comparison` with the "
+                                   "comparison range's `dimensions` (time bucket) and `metrics`, and "
+                                   "`change` per metric as {absolute, percent}; meta.comparisonPeriod."},
         "date_range": {"oneOf": [{"type": "string", "enum": [p for p in PERIODS if p != "custom"]},
                                  {"type": "array", "items": {"type": "string"}, "minItems": 2, "maxItems": 2}]},
         "date": {"type": "string", "format": "date"},
@@ -224,10 +270,11 @@ QUERY_BODY = {
 
 
 def _breakdown_schema(key: str, field: str) -> dict[str, Any]:
-    row = {"type": "object", "required": [field], "properties": {field: _STR_OR_NULL, **METRIC_PROPS}}
+    row = {"type": "object", "required": [field], "properties": {field: _STR_OR_NULL, **METRIC_PROPS,
+                                                                 "comparison": COMPARISON}}
     return {"type": "object", "required": ["siteId", "period", key],
             "properties": {"siteId": {"type": "string"}, "period": PERIOD, key: {"type": "array", "items": row},
-                           "imported": IMPORTED}}
+                           "comparisonPeriod": COMPARISON_PERIOD, "imported": IMPORTED}}
 
 
 def _op(summary: str, responses: dict[str, Any], params: list[dict[str, Any]] | None = None,
@@ -536,6 +583,23 @@ def openapi() -> dict[str, Any]:
                          "409": _err("Another goal has this name.")},
                         [SITE_PARAM], body=GOAL_INPUT, tag="goals"),
         },
+        "/api/v2/sites/{site}/segments": {
+            "get": _op("Saved segments: named filter sets, usable by name in every query", {"200": _ok({
+                "type": "object", "required": ["segments"], "properties": {
+                    "segments": {"type": "array", "items": SEGMENT}}}), **not_found}, [SITE_PARAM], tag="segments"),
+            "post": _op("Save a segment (filters validated as the query's)", {
+                "201": _ok(SEGMENT, "Created"), **not_found,
+                "409": _err("The site already has a segment of this name.")},
+                [SITE_PARAM], body={**SEGMENT_INPUT, "required": ["name", "filters"]}, tag="segments"),
+        },
+        "/api/v2/sites/{site}/segments/{segment}": {
+            "get": _op("One segment", {"200": _ok(SEGMENT), **not_found}, [SITE_PARAM, SEGMENT_PARAM], tag="segments"),
+            "patch": _op("Rename a segment or replace its filters", {
+                "200": _ok(SEGMENT), **not_found, "409": _err("The site already has a segment of this name.")},
+                [SITE_PARAM, SEGMENT_PARAM], body=SEGMENT_INPUT, tag="segments"),
+            "delete": _op("Delete a segment", {"200": _ok({"type": "object"}), **not_found},
+                          [SITE_PARAM, SEGMENT_PARAM], tag="segments"),
+        },
         "/api/v2/sites/{site}/goals/{goal}": {
             "delete": _op("Delete a goal", {"200": _ok({"type": "object"}), **not_found},
                           [SITE_PARAM, _param("goal", {"type": "string"}, "Goal id.", "path")], tag="goals"),
@@ -570,8 +634,8 @@ def openapi() -> dict[str, Any]:
                     "currency": {**_CODE, "description": "With the site's revenue currency set: it, and the"
                                                          " goal's revenue metrics."},
                     "totalRevenue": {"type": "number"}, "averageRevenue": {"type": "number"},
-                    "revenueUnconverted": {"type": "integer"}}}}}}), **not_found, **unavailable}, stats_params,
-                tag="goals"),
+                    "revenueUnconverted": {"type": "integer"}, "comparison": COMPARISON}}},
+                "comparisonPeriod": COMPARISON_PERIOD}}), **not_found, **unavailable}, stats_params, tag="goals"),
         },
         "/api/v2/tokens": {
             "get": _op("Your API tokens (an admin's: every token); never the tokens themselves", {"200": _ok({
@@ -621,16 +685,21 @@ def openapi() -> dict[str, Any]:
             "post": _op("General query: metrics × dimensions × filters × date range", {"200": _ok({
                 "type": "object", "required": ["results", "meta"], "properties": {
                     "results": {"type": "array", "items": {"type": "object", "properties": {
-                        "dimensions": {"type": "array"}, "metrics": {"type": "array"}}}},
+                        "dimensions": {"type": "array"}, "metrics": {"type": "array"},
+                        "comparison": {"type": "object", "description": "Present with `compare`.", "properties": {
+                            "dimensions": {"type": "array"}, "metrics": {"type": "array"},
+                            "change": {"type": "array", "items": {"type": "object"}}}}}}},
                     "meta": {"type": "object"}, "query": {"type": "object"}}}), **not_found, **unavailable},
                 [SITE_PARAM], body=QUERY_BODY),
         },
         "/api/v2/sites/{site}/stats": {
-            "get": _op("Aggregate stats with change vs the previous period", {"200": _ok({
+            "get": _op("Aggregate stats with change vs the previous period (or the `compare` range)", {"200": _ok({
                 "type": "object", "required": ["siteId", "period", "change"], "properties": {
                     "siteId": {"type": "string"}, "period": PERIOD, **METRIC_PROPS,
-                    "change": {"type": "object", "additionalProperties": {"type": ["number", "null"]}},
-                    "previous": {"type": "object"}, "imported": IMPORTED}}), **not_found, **unavailable},
+                    "change": {"type": "object", "additionalProperties": {"type": ["number", "null"]},
+                               "description": "% change for counts and durations, percentage points for rates"},
+                    "previous": {"type": "object"}, "comparison": COMPARISON,
+                    "comparisonPeriod": COMPARISON_PERIOD, "imported": IMPORTED}}), **not_found, **unavailable},
                 stats_params),
         },
         "/api/v2/sites/{site}/timeseries": {
@@ -638,8 +707,8 @@ def openapi() -> dict[str, Any]:
                 "type": "object", "required": ["data"], "properties": {
                     "siteId": {"type": "string"}, "granularity": {"type": "string"}, "period": PERIOD,
                     "data": {"type": "array", "items": {"type": "object", "required": ["timestamp"], "properties": {
-                        "timestamp": {"type": "string"}, **METRIC_PROPS}}},
-                    "imported": IMPORTED}}), **not_found, **unavailable},
+                        "timestamp": {"type": "string"}, **METRIC_PROPS, "comparison": COMPARISON}}},
+                    "comparisonPeriod": COMPARISON_PERIOD, "imported": IMPORTED}}), **not_found, **unavailable},
                 [*stats_params, _param("granularity", {"type": "string", "enum": list(GRANULARITIES)},
                                        "Bucket size (default hour for today/yesterday/24h, else day).")]),
         },
@@ -654,7 +723,8 @@ def openapi() -> dict[str, Any]:
             "get": _op("Custom events: names with counts, and the raw list (newest first) with a cursor", {"200": _ok({
                 "type": "object", "required": ["events", "total", "nextCursor"], "properties": {
                     "names": {"type": "array", "items": {"type": "object", "properties": {
-                        "name": _STR_OR_NULL, "events": {"type": "integer"}, "visitors": {"type": "integer"}}}},
+                        "name": _STR_OR_NULL, "events": {"type": "integer"}, "visitors": {"type": "integer"},
+                        "comparison": COMPARISON}}}, "comparisonPeriod": COMPARISON_PERIOD,
                     "events": {"type": "array", "items": {"type": "object"}}, "total": {"type": "integer"},
                     "nextCursor": _STR_OR_NULL}}), **not_found, **unavailable},
                 [*stats_params, *PAGING_PARAMS, _param("cursor", {"type": "string"}, "nextCursor of the previous page.")]),

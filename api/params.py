@@ -6,7 +6,12 @@ Every stats endpoint takes the same parameters (docs/api.md):
   ``month``, ``last_month``, ``6mo``, ``12mo``, ``year``; or ``start`` + ``end`` (ISO dates, whole
   site-local days, ``end`` inclusive; or ISO datetimes, ``end`` exclusive); ``date`` moves "today";
 * ``filter`` (repeatable, all must hold): ``dim==a|b`` is, ``dim!=a`` is not, ``dim~a`` contains,
-  ``dim!~a`` does not contain; ``dim`` is any dimension, ``props:<name>`` or ``goal``;
+  ``dim!~a`` does not contain, ``dim~=regex`` matches, ``dim!~=regex`` does not match,
+  ``dim*=/blog/*`` matches the wildcard pattern, ``dim!*=pattern`` does not; ``dim`` is any
+  dimension, ``props:<name>`` or ``goal``;
+* ``segment`` — a saved segment's name or id: its filters are added to the ``filter`` ones;
+* ``compare`` — ``previous_period``, ``year_over_year`` or ``<start>,<end>``: every number also for
+  that range, with the change (``warehouse.query.compare``);
 * ``limit`` (1–10000), ``offset``, ``q`` (search in the breakdown's values), ``metrics``
   (comma-separated, where an endpoint lets you choose);
 * ``imported`` — ``true`` adds imported daily aggregates (``warehouse.query.imported``), ``false``
@@ -17,7 +22,7 @@ Every invalid value is a 400 whose message names the parameter.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import Any
 
 import falcon
@@ -109,6 +114,10 @@ def body_from_params(
         body["filters"] = [parse_filter_param(text) for text in [*_many(req, "filter"), *extra_filters]]
     except QueryError as exc:
         raise bad_request(exc) from None
+    for name in ("segment", "compare"):
+        value = _one(req, name)
+        if value:
+            body[name] = value
     imported = _one(req, "imported")
     if imported is not None:
         if imported not in ("true", "false"):
@@ -133,11 +142,23 @@ def currency_of(site: Site) -> Currency | None:
 
 def query_from_params(
     req: Any, site: Site, goals: Sequence[GoalSpec | tuple[str, str]], metrics: list[str], dimensions: list[str],
-    *, paged: bool = True, extra_filters: tuple[str, ...] = (),
+    *, paged: bool = True, extra_filters: tuple[str, ...] = (), segments: Callable[[str], Any] | None = None,
 ) -> Query:
-    """Parse and validate a named endpoint's query string into a ``Query`` (400 naming the param)."""
+    """Parse and validate a named endpoint's query string into a ``Query`` (400 naming the param);
+    ``segments`` resolves ``segment=`` (``segment_lookup``)."""
     body = body_from_params(req, metrics, dimensions, paged=paged, extra_filters=extra_filters)
     try:
-        return parse_query(site.id, site.timezone, body, goals=goals, currency=currency_of(site))
+        return parse_query(site.id, site.timezone, body, goals=goals, currency=currency_of(site), segments=segments)
     except QueryError as exc:
         raise bad_request(exc) from None
+
+
+def segment_lookup(services: Any, site: Site) -> Callable[[str], Any]:
+    """What ``parse_query`` calls to turn a saved segment's name or id into its filters
+    (``None``: the site has no such segment)."""
+
+    def lookup(name_or_id: str) -> Any:
+        found = services.control.find_segment(site.id, name_or_id)
+        return found.filters if found is not None else None
+
+    return lookup

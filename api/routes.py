@@ -18,6 +18,7 @@ from api import (
     me,
     members,
     notify,
+    segments,
     shares,
     sites,
     sql,
@@ -87,6 +88,11 @@ POLICY: list[Rule] = [
     Rule("POST", "/api/v2/sites/{site}/goals", "admin", WRITE),
     Rule("DELETE", "/api/v2/sites/{site}/goals/{goal}", "admin", WRITE),
     Rule("GET", "/api/v2/sites/{site}/conversions", "viewer", READ),
+    Rule("GET", "/api/v2/sites/{site}/segments", "viewer", READ, "the site's saved segments (filter sets)"),
+    Rule("POST", "/api/v2/sites/{site}/segments", "admin", WRITE, "save a segment"),
+    Rule("GET", "/api/v2/sites/{site}/segments/{segment}", "viewer", READ, "one segment, by id or name"),
+    Rule("PATCH", "/api/v2/sites/{site}/segments/{segment}", "admin", WRITE, "rename a segment or change its filters"),
+    Rule("DELETE", "/api/v2/sites/{site}/segments/{segment}", "admin", WRITE, "delete a segment"),
     Rule("GET", "/api/v2/sites/{site}/members", "admin", READ, "the site's members and their roles"),
     Rule("PATCH", "/api/v2/sites/{site}/members/{user}", "owner", WRITE, "change a member's role"),
     Rule("DELETE", "/api/v2/sites/{site}/members/{user}", "owner", WRITE, "remove a member"),
@@ -166,6 +172,8 @@ def add_routes(app: falcon.asgi.App, services: Any) -> None:
     app.add_route("/api/v2/health/{site}", sites.HealthResource(services))
     app.add_route("/api/v2/sites/{site}/goals", sites.GoalsResource(services))
     app.add_route("/api/v2/sites/{site}/goals/{goal}", sites.GoalResource(services))
+    app.add_route("/api/v2/sites/{site}/segments", segments.SegmentsResource(services))
+    app.add_route("/api/v2/sites/{site}/segments/{segment}", segments.SegmentResource(services))
     # The stats endpoints, once: under /api/v2 and (the aggregate ones) under a share's routes, each
     # answering CSV on request.
     answers: dict[str, Any] = {"query": stats.QueryResource(services), "stats": stats.StatsResource(services),

@@ -16,11 +16,19 @@ import falcon.asgi
 import orjson
 
 from api.auth import authorize
-from api.params import CAMEL, _one, bad_request, currency_of, parse_metrics, query_from_params
+from api.params import (
+    CAMEL,
+    _one,
+    bad_request,
+    currency_of,
+    parse_metrics,
+    query_from_params,
+    segment_lookup,
+)
 from littlestats.controlplane import Site
 from littlestats.http import json_response, read_body
 from warehouse.client import WarehouseClient
-from warehouse.query import eventlist
+from warehouse.query import compare, eventlist
 from warehouse.query.model import (
     GOAL,
     GRANULARITIES,
@@ -91,6 +99,27 @@ def camel_metrics(row: dict[str, Any], metrics: tuple[str, ...]) -> dict[str, An
     return {CAMEL[m]: row[m] for m in metrics}
 
 
+def comparison_of(q: Query) -> dict[str, Any]:
+    """``{"comparisonPeriod": {...}}`` when ``q`` compares with another range, else nothing."""
+    if q.compare is None:
+        return {}
+    r = q.compare
+    return {"comparisonPeriod": {"start": r.local_start().isoformat(), "end": r.local_end().isoformat(),
+                                 "timezone": r.timezone, "mode": r.period}}
+
+
+def compared(row: dict[str, Any], metrics: tuple[str, ...], time_key: str | None = None) -> dict[str, Any]:
+    """A row's ``comparison`` (``warehouse.query.compare``) in the named endpoints' shape: the
+    metrics' values in the comparison range (camelCase; a series' ``timestamp``), and ``change``
+    per metric as ``{absolute, percent}``. Nothing when the query does not compare."""
+    if "comparison" not in row:
+        return {}
+    then = row["comparison"]
+    out: dict[str, Any] = {"timestamp": then[time_key]} if time_key else {}
+    return {"comparison": {**out, **camel_metrics(then, metrics),
+                           "change": {CAMEL[m]: row["change"][m] for m in metrics}}}
+
+
 def imported_of(answer: Answer) -> dict[str, Any]:
     """``{"imported": {...}}`` when the request asked about imported data (``imported=``), else
     nothing: whether they were added, which metrics are approximate, or why they were not."""
@@ -122,20 +151,25 @@ class QueryResource:
             raise falcon.HTTPBadRequest(description="invalid parameter 'body': expected a JSON object")
         try:
             q = parse_query(found.id, found.timezone, body, goals=goals_of(self.services, found),
-                            currency=currency_of(found))
+                            currency=currency_of(found), segments=segment_lookup(self.services, found))
         except QueryError as exc:
             raise bad_request(exc) from None
         answer = await execute(self.services, q)
         dims = [d for d in ([q.time_dimension] if q.time_dimension else []) + list(q.plain_dimensions)]
         json_response(resp, {
             "results": [
-                {"dimensions": [row[d] for d in dims], "metrics": [row[m] for m in q.metrics]}
+                {"dimensions": [row[d] for d in dims], "metrics": [row[m] for m in q.metrics],
+                 **({"comparison": {
+                     "dimensions": [row["comparison"].get(d, row[d]) for d in dims],
+                     "metrics": [row["comparison"][m] for m in q.metrics],
+                     "change": [row["change"][m] for m in q.metrics]}} if "comparison" in row else {})}
                 for row in answer.rows
             ],
             "meta": {"path": answer.path, "reason": answer.reason, "period": period_of(q),
-                     **imported_of(answer)},
+                     **comparison_of(q), **imported_of(answer)},
             "query": {"siteId": found.id, "metrics": list(q.metrics), "dimensions": dims,
-                      "filters": [[f.op, f.dimension, list(f.values)] for f in q.filters]},
+                      "filters": [[f.op, f.dimension, list(f.values)] for f in q.filters],
+                      **({"segment": q.segment} if q.segment else {})},
         })
 
 
@@ -148,19 +182,21 @@ class StatsResource:
     async def on_get(self, req: falcon.asgi.Request, resp: falcon.asgi.Response, site: str) -> None:
         _, found = authorize(req, self.services, site)
         metrics = parse_metrics(req, STATS_METRICS)
-        q = query_from_params(req, found, goals_of(self.services, found), metrics, [], paged=False)
-        # Both periods at once: the warehouse process answers each request on its own cursor.
-        now, before = await asyncio.gather(
-            execute(self.services, q), execute(self.services, q.with_range(q.date_range.previous()))
-        )
-        cur = now.rows[0] if now.rows else {m: 0 for m in q.metrics}
-        prev = before.rows[0] if before.rows else {m: 0 for m in q.metrics}
+        q = query_from_params(req, found, goals_of(self.services, found), metrics, [], paged=False,
+                              segments=segment_lookup(self.services, found))
+        if q.compare is None:  # the aggregate numbers always compare: by default with the previous period
+            q = replace(q, compare=replace(q.date_range.previous(), period="previous_period"))
+        now = await execute(self.services, q)
+        cur = now.rows[0]
+        prev = cur["comparison"]
         json_response(resp, {
             "siteId": found.id,
             "period": period_of(q),
             **camel_metrics(cur, q.metrics),
             "change": {CAMEL[m]: change(cur[m], prev[m], m) for m in q.metrics},
             "previous": camel_metrics(prev, q.metrics),
+            **comparison_of(q),
+            **compared(cur, q.metrics),
             **imported_of(now),
         })
 
@@ -182,19 +218,21 @@ class TimeseriesResource:
             raise falcon.HTTPBadRequest(
                 description=f"invalid parameter 'granularity': use one of {', '.join(GRANULARITIES)}"
             )
-        q = query_from_params(req, found, goals_of(self.services, found), metrics, [], paged=False)
+        q = query_from_params(req, found, goals_of(self.services, found), metrics, [], paged=False, segments=segment_lookup(self.services, found))
         try:
             check_buckets(q.date_range, granularity, "granularity")
         except QueryError as exc:
             raise bad_request(exc) from None
-        q = query_from_params(req, found, goals_of(self.services, found), metrics, [f"time:{granularity}"], paged=False)
+        q = query_from_params(req, found, goals_of(self.services, found), metrics, [f"time:{granularity}"], paged=False, segments=segment_lookup(self.services, found))
         answer = await execute(self.services, q)
         key = f"time:{granularity}"
         json_response(resp, {
             "siteId": found.id,
             "granularity": granularity,
             "period": period_of(q),
-            "data": [{"timestamp": row[key], **camel_metrics(row, q.metrics)} for row in answer.rows],
+            **comparison_of(q),
+            "data": [{"timestamp": row[key], **camel_metrics(row, q.metrics), **compared(row, q.metrics, key)}
+                     for row in answer.rows],
             **imported_of(answer),
         })
 
@@ -218,7 +256,8 @@ class BreakdownResource:
         _, found = authorize(req, self.services, site)
         dimension = self.dimension_for(req)
         metrics = parse_metrics(req, self.default_metrics)
-        q = query_from_params(req, found, goals_of(self.services, found), metrics, [dimension])
+        q = query_from_params(req, found, goals_of(self.services, found), metrics, [dimension],
+                              segments=segment_lookup(self.services, found))
         if _one(req, "metrics") is None and q.goal_filter() is not None:
             # Under a goal filter every breakdown says how each row converts, and what it earned.
             extra = ["conversion_rate"]
@@ -229,7 +268,9 @@ class BreakdownResource:
         json_response(resp, {
             "siteId": found.id,
             "period": period_of(q),
-            self.key: [{self.field: row[dimension], **camel_metrics(row, q.metrics)} for row in answer.rows],
+            **comparison_of(q),
+            self.key: [{self.field: row[dimension], **camel_metrics(row, q.metrics), **compared(row, q.metrics)}
+                       for row in answer.rows],
             **imported_of(answer),
         })
 
@@ -259,7 +300,7 @@ class EventsResource:
     async def on_get(self, req: falcon.asgi.Request, resp: falcon.asgi.Response, site: str) -> None:
         _, found = authorize(req, self.services, site)
         goals = goals_of(self.services, found)
-        q = query_from_params(req, found, goals, ["visitors", "events"], ["event"])
+        q = query_from_params(req, found, goals, ["visitors", "events"], ["event"], segments=segment_lookup(self.services, found))
         size = q.limit if req.params.get("limit") is not None else 50
         if size > 1000:
             raise falcon.HTTPBadRequest(description="invalid parameter 'limit': at most 1000 events per page")
@@ -288,7 +329,9 @@ class EventsResource:
         json_response(resp, {
             "siteId": found.id,
             "period": period_of(q),
-            "names": [{"name": r["event"], "events": r["events"], "visitors": r["visitors"]} for r in names.rows],
+            **comparison_of(q),
+            "names": [{"name": r["event"], "events": r["events"], "visitors": r["visitors"],
+                       **compared(r, ("events", "visitors"))} for r in names.rows],
             "events": items,
             "total": total,
             "nextCursor": next_cursor,
@@ -307,7 +350,10 @@ class EventPropertiesResource:
         event, prop = _one(req, "event"), _one(req, "property")
         extra = (f"event=={event.replace('|', chr(92) + '|')}",) if event else ()
         if prop is None:
-            q = query_from_params(req, found, goals, ["events"], [], extra_filters=extra)
+            q = query_from_params(req, found, goals, ["events"], [], extra_filters=extra, segments=segment_lookup(self.services, found))
+            if q.compare is not None:
+                raise falcon.HTTPBadRequest(description="invalid parameter 'compare': the list of property names"
+                                                        " does not compare; ask for one property's values")
             sql = eventlist.property_keys_sql(q, q.limit)
             rows = await sql_rows(self.services, sql.text, sql.params)
             json_response(resp, {"siteId": found.id, "period": period_of(q),
@@ -315,7 +361,7 @@ class EventPropertiesResource:
             return
         metrics = parse_metrics(req, ("events", "visitors"))
         try:
-            q = query_from_params(req, found, goals, metrics, [f"props:{prop}"], extra_filters=extra)
+            q = query_from_params(req, found, goals, metrics, [f"props:{prop}"], extra_filters=extra, segments=segment_lookup(self.services, found))
         except falcon.HTTPBadRequest as exc:
             if "dimensions" in (exc.description or ""):
                 raise falcon.HTTPBadRequest(description="invalid parameter 'property': not a property name") from None
@@ -325,7 +371,9 @@ class EventPropertiesResource:
             "siteId": found.id,
             "period": period_of(q),
             "property": prop,
-            "values": [{"value": r[f"props:{prop}"], **camel_metrics(r, q.metrics)} for r in answer.rows],
+            **comparison_of(q),
+            "values": [{"value": r[f"props:{prop}"], **camel_metrics(r, q.metrics), **compared(r, q.metrics)}
+                       for r in answer.rows],
         })
 
 
@@ -342,19 +390,32 @@ class ConversionsResource:
         metrics = ["visitors", "events", "conversion_rate"]
         if found.settings.currency is not None:
             metrics += ["total_revenue", "average_revenue", "revenue_unconverted"]
-        base = query_from_params(req, found, goals_of(self.services, found), metrics, [GOAL], paged=False)
+        base = query_from_params(req, found, goals_of(self.services, found), metrics, [GOAL], paged=False,
+                                 segments=segment_lookup(self.services, found))
         # Every goal under the other filters: a goal filter would leave only its own goals.
-        answer = await execute(self.services, replace(base.without_goal_filters(), limit=len(goals) or 1, offset=0,
-                                                      search=None))
-        rows = {r[GOAL]: r for r in answer.rows}
+        every = replace(base.without_goal_filters(), limit=len(goals) or 1, offset=0, search=None)
+        ranges = [compare.base_query(every)] + ([compare.comparison_query(every)] if every.compare else [])
+        answers = await asyncio.gather(*(execute(self.services, q) for q in ranges))
+        by_goal = [{r[GOAL]: r for r in a.rows} for a in answers]
         out = []
         for g in goals:
-            row = rows.get(g.name, {})
-            item = {**g.public(), "visitors": row.get("visitors", 0), "conversions": row.get("events", 0),
-                    "conversionRate": row.get("conversion_rate", 0.0)}
+            now = self.figures(by_goal[0].get(g.name, {}), found)
+            item = {**g.public(), **now}
+            if len(by_goal) > 1:
+                then = self.figures(by_goal[1].get(g.name, {}), found)
+                item["comparison"] = {**then, "change": {
+                    k: compare.change(now[k], then[k], 2 if isinstance(now[k], float) else 0) for k in now}}
             if found.settings.currency is not None:
-                item |= {"currency": found.settings.currency, "totalRevenue": row.get("total_revenue", 0.0),
-                         "averageRevenue": row.get("average_revenue", 0.0),
-                         "revenueUnconverted": row.get("revenue_unconverted", 0)}
+                item["currency"] = found.settings.currency
             out.append(item)
-        json_response(resp, {"siteId": found.id, "period": period_of(base), "goals": out})
+        json_response(resp, {"siteId": found.id, "period": period_of(base), **comparison_of(base), "goals": out})
+
+    @staticmethod
+    def figures(row: dict[str, Any], site: Site) -> dict[str, Any]:
+        """A goal's numbers from its row of the ``goal`` breakdown (zeros when it had none)."""
+        out = {"visitors": row.get("visitors", 0), "conversions": row.get("events", 0),
+               "conversionRate": row.get("conversion_rate", 0.0)}
+        if site.settings.currency is not None:
+            out |= {"totalRevenue": row.get("total_revenue", 0.0), "averageRevenue": row.get("average_revenue", 0.0),
+                    "revenueUnconverted": row.get("revenue_unconverted", 0)}
+        return out

@@ -46,7 +46,7 @@ from littlestats.notify_store import NotifyStore
 from warehouse.query.model import GoalSpec
 
 # The records of littlestats.access_store are the control plane's too: callers import them here.
-__all__ = ["ROLES", "SCOPES", "AuditEntry", "ControlPlane", "Goal", "Invitation", "LastOwner", "Member", "Share", "Site",
+__all__ = ["ROLES", "SCOPES", "AuditEntry", "ControlPlane", "Goal", "Invitation", "LastOwner", "Member", "Segment", "Share", "Site",
            "SiteCache", "SiteSettings", "Token", "User", "hash_token", "new_id", "role_rank"]
 
 
@@ -180,6 +180,28 @@ class Goal:
 def _goal(row: sqlite3.Row) -> Goal:
     return Goal(row["id"], row["site_id"], row["kind"], row["value"], row["created_at"], row["name"],
                 row["prop_key"], row["prop_value"], bool(row["revenue"]))
+
+
+@dataclass(frozen=True)
+class Segment:
+    """A saved, named filter set of a site: ``filters`` as the query API takes them."""
+
+    id: str
+    site_id: str
+    name: str
+    filters: list[Any]
+    created_by: str | None
+    created_at: str
+    updated_at: str
+
+    def public(self) -> dict[str, Any]:
+        return {"id": self.id, "name": self.name, "filters": self.filters, "createdBy": self.created_by,
+                "createdAt": self.created_at, "updatedAt": self.updated_at}
+
+
+def _segment(row: sqlite3.Row) -> Segment:
+    return Segment(row["id"], row["site_id"], row["name"], orjson.loads(row["filters"]), row["created_by"],
+                   row["created_at"], row["updated_at"])
 
 
 def _site(row: sqlite3.Row) -> Site:
@@ -510,6 +532,51 @@ class ControlPlane(AccessStore, NotifyStore):
     def delete_goal(self, site_id: str, goal_id: str) -> bool:
         with self._tx() as db:
             return db.execute("DELETE FROM goals WHERE site_id = ? AND id = ?", (site_id, goal_id)).rowcount > 0
+
+    # segments ---------------------------------------------------------------------------------
+    def list_segments(self, site_id: str) -> list[Segment]:
+        rows = self._conn().execute(
+            "SELECT * FROM segments WHERE site_id = ? ORDER BY name, id", (site_id,)).fetchall()
+        return [_segment(r) for r in rows]
+
+    def find_segment(self, site_id: str, name_or_id: str) -> Segment | None:
+        """The site's segment with this id, or else this name."""
+        row = self._conn().execute(
+            "SELECT * FROM segments WHERE site_id = ? AND (id = ? OR name = ?) ORDER BY id = ? DESC LIMIT 1",
+            (site_id, name_or_id, name_or_id, name_or_id)).fetchone()
+        return _segment(row) if row else None
+
+    def create_segment(self, site_id: str, name: str, filters: list[Any], created_by: str | None) -> Segment | None:
+        """A new segment; ``None`` when the site already has one by this name."""
+        now = now_iso()
+        with self._tx() as db:
+            cur = db.execute(
+                "INSERT OR IGNORE INTO segments (id, site_id, name, filters, created_by, created_at, updated_at)"
+                " VALUES (?, ?, ?, ?, ?, ?, ?)",
+                (new_id(), site_id, name, orjson.dumps(filters).decode(), created_by, now, now))
+            if cur.rowcount == 0:
+                return None
+            row = db.execute("SELECT * FROM segments WHERE site_id = ? AND name = ?", (site_id, name)).fetchone()
+        return _segment(row)
+
+    def update_segment(self, site_id: str, segment_id: str, name: str | None,
+                       filters: list[Any] | None) -> Segment | None:
+        """Rename a segment and/or replace its filters; ``None`` when it does not exist. A name
+        another segment of the site has raises ``sqlite3.IntegrityError``."""
+        with self._tx() as db:
+            if name is not None:
+                db.execute("UPDATE segments SET name = ? WHERE site_id = ? AND id = ?", (name, site_id, segment_id))
+            if filters is not None:
+                db.execute("UPDATE segments SET filters = ? WHERE site_id = ? AND id = ?",
+                           (orjson.dumps(filters).decode(), site_id, segment_id))
+            db.execute("UPDATE segments SET updated_at = ? WHERE site_id = ? AND id = ?",
+                       (now_iso(), site_id, segment_id))
+            row = db.execute("SELECT * FROM segments WHERE site_id = ? AND id = ?", (site_id, segment_id)).fetchone()
+        return _segment(row) if row else None
+
+    def delete_segment(self, site_id: str, segment_id: str) -> bool:
+        with self._tx() as db:
+            return db.execute("DELETE FROM segments WHERE site_id = ? AND id = ?", (site_id, segment_id)).rowcount > 0
 
     def public_site(self, domain: str) -> Site | None:
         """The oldest site with this domain whose dashboard is public (``SiteSettings.public``)."""

@@ -262,6 +262,19 @@ MIGRATIONS = (
     ALTER TABLE goals_next RENAME TO goals;
     CREATE INDEX IF NOT EXISTS goals_site ON goals(site_id)
     """),
+    # Saved segments (api/segments.py): a named filter set per site, usable by name in every query.
+    Migration(10, "segments", """
+    CREATE TABLE IF NOT EXISTS segments (
+        id          TEXT PRIMARY KEY,
+        site_id     TEXT NOT NULL REFERENCES sites(id) ON DELETE CASCADE,
+        name        TEXT NOT NULL,
+        filters     TEXT NOT NULL,
+        created_by  TEXT REFERENCES users(id) ON DELETE SET NULL,
+        created_at  TEXT NOT NULL,
+        updated_at  TEXT NOT NULL,
+        UNIQUE (site_id, name)
+    );
+    """),
 )
 
 LATEST = MIGRATIONS[-1].version

@@ -112,6 +112,18 @@ def test_control_plane_migration_keeps_the_rows_and_runs_once(old_dir: Path) -> 
         db.execute("COMMIT")
 
 
+def test_an_upgraded_control_plane_saves_segments(old_dir: Path) -> None:
+    store = ControlPlane(old_dir / "control.sqlite3")
+    try:
+        site = store.get_site(EXPECTED["domainKey"])
+        assert site is not None
+        saved = store.create_segment(site.id, "Germany", [["is", "country", ["DE"]]], None)
+        assert saved is not None and store.find_segment(site.id, "Germany") == saved
+        assert store.create_segment(site.id, "Germany", [], None) is None  # names are unique per site
+    finally:
+        store.close()
+
+
 def test_a_control_plane_from_a_newer_version_is_refused(old_dir: Path) -> None:
     path = old_dir / "control.sqlite3"
     with sqlite3.connect(path) as db:

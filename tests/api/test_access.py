@@ -102,6 +102,8 @@ BODIES = {
     ("POST", "/api/v2/me/password"): {"current": "x", "new": "short"},
     ("POST", "/api/v2/track/{site}"): {},
     ("POST", "/api/v2/sites/{site}/query"): {"metrics": ["nonsense"]},
+    ("POST", "/api/v2/sites/{site}/segments"): {"name": "matrix", "filters": [["matches", "page", ["^/blog/"]]]},
+    ("PATCH", "/api/v2/sites/{site}/segments/{segment}"): {"name": "renamed"},
 }
 #: Rules whose allowed call would change who is a member, or delete the site: a fresh site each time.
 DESTRUCTIVE = {("DELETE", "/api/v2/sites/{site}"), ("POST", "/api/v2/sites/{site}/leave"),
@@ -110,7 +112,8 @@ DESTRUCTIVE = {("DELETE", "/api/v2/sites/{site}"), ("POST", "/api/v2/sites/{site
 
 def _call(w: World, rule: Rule, who: str, site: dict) -> httpx.Response:
     path = (rule.path.replace("{site}", site["id"]).replace("{goal}", "nogoal").replace("{token}", "notoken")
-            .replace("{user}", w.users["viewer"]).replace("{invitation}", "noinvitation"))
+            .replace("{user}", w.users["viewer"]).replace("{invitation}", "noinvitation")
+            .replace("{segment}", "nosegment"))
     with w.client(who) as c:
         if rule.path == "/api/v2/realtime/{site}":  # a stream: only its status matters
             with c.stream("GET", path, headers={"Accept": "text/event-stream"}) as r:

@@ -26,7 +26,8 @@ from warehouse.query.model import (
 
 NOW = datetime(2026, 3, 15, 10, tzinfo=UTC)
 GOALS = [("event", "Signup")]
-PARAMS = {"metrics", "dimensions", "filters", "date_range", "date", "order_by", "limit", "offset", "q", "body"}
+PARAMS = {"metrics", "dimensions", "filters", "date_range", "date", "order_by", "limit", "offset", "q", "body",
+          "compare"}
 
 json_values = st.recursive(
     st.none() | st.booleans() | st.integers(-10**6, 10**6) | st.floats(allow_nan=False) | st.text(max_size=20),
@@ -46,6 +47,8 @@ plausible_bodies = st.fixed_dictionaries({}, optional={
     "limit": st.integers(-5, 20000) | json_values,
     "q": st.text(max_size=5) | json_values,
     "order_by": st.lists(st.tuples(names, st.sampled_from(["asc", "desc", "up"])).map(list), max_size=2),
+    "compare": st.sampled_from(["previous_period", "year_over_year", "2026-01-01,2026-01-02", "nope"])
+    | st.lists(st.dates().map(str), min_size=2, max_size=2) | json_values,
 })
 
 
@@ -64,7 +67,8 @@ def test_every_body_parses_or_names_the_bad_parameter(body: dict[str, Any]) -> N
 
 @settings(max_examples=300, deadline=None)
 @given(text=st.text(max_size=30) | st.builds(lambda d, o, v: f"{d}{o}{v}", names,
-                                            st.sampled_from(["==", "!=", "~", "!~", "="]), st.text(max_size=8)))
+                                            st.sampled_from(["==", "!=", "~", "!~", "=", "~=", "!~=", "*=", "!*="]),
+                                            st.text(max_size=8)))
 def test_every_filter_string_parses_or_names_filter(text: str) -> None:
     try:
         f = parse_filter_param(text)

@@ -157,6 +157,31 @@ def test_clicking_a_row_filters_every_panel_and_the_chip_edits_it(loaded: Loaded
     _check_kpis(dashboard, page, loaded.id, [("period", "7d")])
 
 
+def test_a_regex_filter_saved_as_a_segment_filters_every_panel(loaded: Loaded, dashboard: Dashboard) -> None:
+    """A regex filter in the URL (one value, its | an alternation) is what the API answers for it;
+    "Save as segment" stores it and the page then filters by the segment's name instead."""
+    page = dashboard.open(f"/sites/{loaded.id}?period=7d&filter=country~%3D%5E(DE%7CFR)%24")
+    regex = [("period", "7d"), ("filter", "country~=^(DE|FR)$")]
+    stats = _check_kpis(dashboard, page, loaded.id, regex)
+    assert stats["visitors"] == dashboard.api(f"/sites/{loaded.id}/stats", [
+        ("period", "7d"), ("filter", "country==DE|FR")])["visitors"]
+    assert sorted(r["value"] for r in dashboard.rows(page, "locations")) == ["DE", "FR"]
+    page.get_by_role("button", name="Save as segment").click()
+    page.fill("#segment-name", "DE or FR")
+    page.get_by_role("button", name="Save", exact=True).click()
+    page.wait_for_url(re.compile(r"segment=DE"))
+    assert _query(page.url) == {"period": ["7d"], "segment": ["DE or FR"]}
+    dashboard.wait_ready(page)
+    by_segment = [("period", "7d"), ("segment", "DE or FR")]
+    assert _check_kpis(dashboard, page, loaded.id, by_segment)["visitors"] == stats["visitors"]
+    _check_panels(dashboard, page, loaded.id, by_segment, tabs=False)
+    assert page.locator("#segment-select").input_value() == "DE or FR"
+    page.locator('.chip[data-segment="DE or FR"] .chip-remove').click()
+    page.wait_for_function("() => !location.search.includes('segment')")
+    dashboard.wait_ready(page)
+    _check_kpis(dashboard, page, loaded.id, [("period", "7d")])
+
+
 def test_period_picker_custom_range_keyboard_and_comparison(loaded: Loaded, dashboard: Dashboard) -> None:
     page = dashboard.open(f"/sites/{loaded.id}")
     assert _query(page.url) == {}  # 30 days is the default, as in the API
@@ -174,13 +199,23 @@ def test_period_picker_custom_range_keyboard_and_comparison(loaded: Loaded, dash
     dashboard.wait_ready(page)
     stats = _check_kpis(dashboard, page, loaded.id, [("period", "7d")])
 
-    page.get_by_label("Compare with previous period").check()
+    page.select_option("#compare-select", "previous_period")
     page.wait_for_url(re.compile(r"compare=previous_period"))
     dashboard.wait_ready(page)
     # The chart redraws with the comparison series once its own timeseries answer is in.
     expect(page.locator(".u-legend")).to_contain_text("Previous period", timeout=10_000)
     was = page.locator('[data-kpi="visits"] .kpi-previous').inner_text()
     assert was == f"was {stats['previous']['visits']:,}"
+    page.select_option("#compare-select", "year_over_year")
+    page.wait_for_url(re.compile(r"compare=year_over_year"))
+    dashboard.wait_ready(page)
+    expect(page.locator(".u-legend")).to_contain_text("Last year", timeout=10_000)
+    last_year = dashboard.api(f"/sites/{loaded.id}/stats", [("period", "7d"), ("compare", "year_over_year")])
+    expect(page.locator('[data-kpi="visits"] .kpi-previous')).to_have_text(
+        f"was {last_year['previous']['visits']:,}")
+    page.select_option("#compare-select", "previous_period")
+    page.wait_for_url(re.compile(r"compare=previous_period"))
+    dashboard.wait_ready(page)
 
     page.click('[data-kpi="views"]')
     page.wait_for_url(re.compile(r"metric=views"))

@@ -9,11 +9,14 @@ offending parameter (the API turns it into a 400).
 from __future__ import annotations
 
 import re
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from datetime import UTC, date, datetime, time, timedelta
 from typing import Any
 from zoneinfo import ZoneInfo
+
+from warehouse.query.patterns import check_pattern
+from warehouse.query.regex import check_regex
 
 # --- vocabulary ------------------------------------------------------------------------------
 
@@ -66,12 +69,18 @@ PROP_PREFIX = "props:"
 GOAL = "goal"
 TIME_DIMENSIONS = ("time:hour", "time:day", "time:week", "time:month")
 GRANULARITIES = ("hour", "day", "week", "month")
-OPERATORS = ("is", "is_not", "contains", "not_contains")
+OPERATORS = ("is", "is_not", "contains", "not_contains", "matches", "does_not_match",
+             "matches_wildcard", "does_not_match_wildcard")
+#: The negative operators keep unknown (null) values; each is the negation of its positive one.
+NEGATED = {"is_not": "is", "not_contains": "contains", "does_not_match": "matches",
+           "does_not_match_wildcard": "matches_wildcard"}
+COMPARISONS = ("previous_period", "year_over_year")
 PERIODS = ("today", "yesterday", "24h", "7d", "28d", "30d", "90d", "month", "last_month", "6mo", "12mo", "year", "custom")
 MAX_LIMIT = 10_000
 MAX_BUCKETS = 10_000
 MAX_RANGE_DAYS = 3_660
 PROP_KEY = re.compile(r"^[A-Za-z0-9_.:\-$ ]{1,64}$")
+MAX_FILTERS = 20
 
 
 class QueryError(ValueError):
@@ -89,7 +98,11 @@ class QueryError(ValueError):
 @dataclass(frozen=True)
 class Filter:
     """``dimension <op> values``: ``is`` / ``is_not`` match any of ``values`` exactly;
-    ``contains`` / ``not_contains`` match a case-insensitive substring of any of them."""
+    ``contains`` / ``not_contains`` match a case-insensitive substring of any of them;
+    ``matches`` / ``does_not_match`` match a regular expression (RE2, anywhere in the value,
+    ``warehouse.query.regex``); ``matches_wildcard`` / ``does_not_match_wildcard`` match a
+    wildcard pattern (``*`` within a path segment, ``**`` across, the whole value;
+    ``warehouse.query.patterns``). The negative operators keep values that are unknown (null)."""
 
     op: str
     dimension: str
@@ -124,6 +137,28 @@ class DateRange:
             return DateRange(_local_midnight(first, zone), self.start, self.timezone, "previous")
         length = self.end - self.start
         return DateRange(self.start - length, self.start, self.timezone, "previous")
+
+    def year_before(self) -> DateRange:
+        """The same stretch of the site's calendar one year earlier (for ``year_over_year``).
+
+        Whole local days map to the same dates a year before (29 February to 28 February), so
+        the comparison covers whole local days too, whatever DST did in between; otherwise each
+        end's local wall-clock time moves back a year (an instant skipped by DST resolves the
+        way ``zoneinfo`` resolves it, ``fold=0``)."""
+        zone = self.zone
+        lo, hi = self.start.astimezone(zone), self.end.astimezone(zone)
+        if lo.time() == time(0) and hi.time() == time(0):
+            first, last = _year_before(lo.date()), _year_before(hi.date())
+            if last <= first:  # 29 Feb → 28 Feb alone: the range still has one day
+                last = first + timedelta(days=1)
+            return DateRange(_local_midnight(first, zone), _local_midnight(last, zone), self.timezone,
+                             "year_over_year")
+        start = datetime.combine(_year_before(lo.date()), lo.time().replace(tzinfo=None), tzinfo=zone)
+        end = datetime.combine(_year_before(hi.date()), hi.time().replace(tzinfo=None), tzinfo=zone)
+        start, end = start.astimezone(UTC), end.astimezone(UTC)
+        if end <= start:
+            end = start + (self.end - self.start)
+        return DateRange(start, end, self.timezone, "year_over_year")
 
     def local_start(self) -> datetime:
         return self.start.astimezone(self.zone)
@@ -194,6 +229,10 @@ class Query:
     goals: tuple[GoalSpec, ...] = ()  # the site's goals, for goal filters and the goal dimension
     imported: bool | None = None  # add imported aggregates (warehouse.query.imported); None: not asked
     currency: Currency | None = None  # the site's revenue currency, for the revenue metrics
+    #: The range to compare with (``warehouse.query.compare``); its ``period`` says how it was asked
+    #: for: ``previous_period``, ``year_over_year`` or ``custom``. None: no comparison.
+    compare: DateRange | None = None
+    segment: str | None = None  # the saved segment whose filters were added (its name, for the answer)
 
     @property
     def time_dimension(self) -> str | None:
@@ -280,8 +319,24 @@ def _check_filter(raw: Any, param: str) -> Filter:
         text = str(v)
         if len(text) > 2000 or "\x00" in text:
             raise QueryError(param, "filter values must be at most 2000 characters, without NUL")
+        problem = None
+        if op in ("matches", "does_not_match"):
+            problem = check_regex(text)
+        elif op in ("matches_wildcard", "does_not_match_wildcard"):
+            problem = check_pattern(text)
+        if problem:
+            raise QueryError(param, f"filter [{op!r}, {dim!r}]: {problem}")
         out.append(text)
     return Filter(op, dim, tuple(out))
+
+
+def parse_filters(raw: Any, param: str = "filters") -> tuple[Filter, ...]:
+    """A list of ``[op, dimension, [values]]`` filters, validated (what ``parse_query`` and saved
+    segments accept)."""
+    filters = tuple(_check_filter(f, param) for f in _as_list(raw, param))
+    if len(filters) > MAX_FILTERS:
+        raise QueryError(param, f"at most {MAX_FILTERS} filters")
+    return filters
 
 
 def _parse_day(text: str, param: str) -> date:
@@ -327,6 +382,12 @@ def _local_midnight(day: date, zone: ZoneInfo) -> datetime:
     if not 1970 <= day.year <= 2999:
         raise QueryError("date", "year must be between 1970 and 2999")
     return datetime.combine(day, time(0), tzinfo=zone).astimezone(UTC)
+
+
+def _year_before(day: date) -> date:
+    if day.month == 2 and day.day == 29:
+        return date(day.year - 1, 2, 28)
+    return day.replace(year=day.year - 1)
 
 
 def _month_start(day: date) -> date:
@@ -427,20 +488,25 @@ def parse_query(
     goals: Sequence[GoalSpec | tuple[str, str]] = (),
     now: datetime | None = None,
     currency: Currency | None = None,
+    segments: Callable[[str], Any] | None = None,
 ) -> Query:
     """Validate a query given as JSON (the ``POST /query`` body) into a ``Query``.
 
     Body fields: ``metrics`` (list), ``dimensions`` (list, at most one time dimension and three
     others), ``filters`` (list of ``[op, dimension, [values]]``), ``date_range`` (a period name or
     ``[start, end]``), ``date``, ``order_by`` (list of ``[metric_or_dimension, "asc"|"desc"]``),
-    ``limit``, ``offset``, ``q``, ``imported`` (add imported daily aggregates: true / false).
+    ``limit``, ``offset``, ``q``, ``imported`` (add imported daily aggregates: true / false),
+    ``segment`` (a saved segment's name or id: its filters are added to ``filters``; ``segments``
+    looks it up and returns its filters, or ``None`` when the site has no such segment),
+    ``compare`` (``previous_period``, ``year_over_year`` or ``[start, end]``: answer for that range
+    too, ``warehouse.query.compare``).
     ``goals`` are the site's goals (a ``(kind, value)`` pair is a goal without property condition);
     ``currency`` its revenue currency, without which revenue metrics are refused.
     """
     if not isinstance(body, Mapping):
         raise QueryError("body", "expected a JSON object")
     known = {"metrics", "dimensions", "filters", "date_range", "date", "order_by", "limit", "offset", "q",
-             "imported"}
+             "imported", "segment", "compare"}
     unknown = sorted(set(body) - known)
     if unknown:
         raise QueryError(unknown[0], f"unknown field; known fields: {', '.join(sorted(known))}")
@@ -462,9 +528,15 @@ def parse_query(
     if len([d for d in dims if not d.startswith("time:")]) > 3:
         raise QueryError("dimensions", "at most three non-time dimensions")
 
-    filters = tuple(_check_filter(f, "filters") for f in _as_list(body.get("filters"), "filters"))
-    if len(filters) > 20:
-        raise QueryError("filters", "at most 20 filters")
+    filters = parse_filters(body.get("filters"))
+    segment = body.get("segment")
+    if segment is not None:
+        if not isinstance(segment, str) or not segment or len(segment) > 100:
+            raise QueryError("segment", "expected a segment's name or id")
+        saved = segments(segment) if segments is not None else None
+        if saved is None:
+            raise QueryError("segment", f"unknown segment {segment!r}; list them with GET /api/v2/sites/{{id}}/segments")
+        filters = (*parse_filters(saved, "segment"), *filters)
     goal_filters = [f for f in filters if f.dimension == "goal"]
     if len(goal_filters) > 1:
         raise QueryError("filters", "at most one goal filter")
@@ -495,6 +567,9 @@ def parse_query(
         raise QueryError("date_range", "a period name like '7d' or [start, end]")
     if dims and (g := next((d for d in dims if d.startswith("time:")), None)):
         check_buckets(date_range, g.split(":", 1)[1], "dimensions")
+    compare = parse_compare(body.get("compare"), date_range, now)
+    if compare is not None and (g := next((d for d in dims if d.startswith("time:")), None)):
+        check_buckets(compare, g.split(":", 1)[1], "compare")
 
     order_by = []
     for item in _as_list(body.get("order_by"), "order_by"):
@@ -531,7 +606,29 @@ def parse_query(
         goals=goal_specs,
         imported=imported,
         currency=currency,
+        compare=compare,
+        segment=segment,
     )
+
+
+def parse_compare(raw: Any, date_range: DateRange, now: datetime | None = None) -> DateRange | None:
+    """The comparison range: ``previous_period`` (the same length right before), ``year_over_year``
+    (``DateRange.year_before``) or a custom ``[start, end]`` (dates or datetimes, as ``date_range``)."""
+    if raw is None:
+        return None
+    if raw == "previous_period":
+        return replace(date_range.previous(), period="previous_period")
+    if raw == "year_over_year":
+        return date_range.year_before()
+    if isinstance(raw, str) and "," in raw:
+        raw = raw.split(",", 1)
+    if isinstance(raw, (list, tuple)) and len(raw) == 2 and all(isinstance(x, str) for x in raw):
+        try:
+            custom = parse_date_range(date_range.timezone, start=raw[0], end=raw[1], now=now)
+        except QueryError as exc:
+            raise QueryError("compare", exc.message) from None
+        return replace(custom, period="custom")
+    raise QueryError("compare", f"use one of {', '.join(COMPARISONS)} or a range [start, end]")
 
 
 def check_buckets(date_range: DateRange, granularity: str, param: str) -> None:
@@ -543,23 +640,34 @@ def check_buckets(date_range: DateRange, granularity: str, param: str) -> None:
 
 # --- the query-string filter form ------------------------------------------------------------
 
-_FILTER = re.compile(r"^(?P<dim>[A-Za-z_][A-Za-z0-9_]*(?::[^=!~]{1,64})?)(?P<op>==|!=|!~|~)(?P<value>.*)$", re.S)
-_OPS = {"==": "is", "!=": "is_not", "~": "contains", "!~": "not_contains"}
+_FILTER = re.compile(
+    r"^(?P<dim>[A-Za-z_][A-Za-z0-9_]*(?::[^=!~*]{1,64})?)(?P<op>==|!=|!~=|!\*=|~=|\*=|!~|~)(?P<value>.*)$", re.S
+)
+#: The query-string operators (``docs/api.md``) and the query model's names for them.
+URL_OPERATORS = {"==": "is", "!=": "is_not", "~": "contains", "!~": "not_contains", "~=": "matches",
+                 "!~=": "does_not_match", "*=": "matches_wildcard", "!*=": "does_not_match_wildcard"}
 
 
 def parse_filter_param(text: str, param: str = "filter") -> Filter:
-    """``dim==a|b`` (is), ``dim!=a`` (is not), ``dim~a`` (contains), ``dim!~a`` (does not contain).
+    """``dim==a|b`` (is), ``dim!=a`` (is not), ``dim~a`` (contains), ``dim!~a`` (does not contain),
+    ``dim~=regex`` (matches), ``dim!~=regex`` (does not match), ``dim*=/blog/*`` (matches the
+    wildcard pattern), ``dim!*=/blog/*`` (does not match it).
 
-    ``|`` separates alternatives (``country==DE|FR``); ``\\|`` is a literal bar. Property filters
+    ``|`` separates alternatives (``country==DE|FR``); ``\\|`` is a literal bar. A regular
+    expression is one value, its ``|`` an alternation (``page~=^/(blog|docs)/``). Property filters
     use ``props:<name>``; goals ``goal==Signup``.
     """
     m = _FILTER.match(text)
     if not m:
-        raise QueryError(param, f"{text!r} is not a filter like country==DE, page!=/x, page~blog")
-    values = [v.replace("\\|", "|") for v in re.split(r"(?<!\\)\|", m.group("value"))]
+        raise QueryError(param, f"{text!r} is not a filter like country==DE, page!=/x, page~blog, page~=^/blog/")
+    op = URL_OPERATORS[m.group("op")]
+    if op in ("matches", "does_not_match"):
+        values = [m.group("value")]
+    else:
+        values = [v.replace("\\|", "|") for v in re.split(r"(?<!\\)\|", m.group("value"))]
     if any(v == "" for v in values):
         raise QueryError(param, f"{text!r}: empty filter value")
-    return _check_filter([_OPS[m.group("op")], m.group("dim"), values], param)
+    return _check_filter([op, m.group("dim"), values], param)
 
 
 @dataclass

@@ -10,11 +10,13 @@ converted).
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field, replace
 from datetime import UTC, date, datetime, timedelta
 from typing import Any, Protocol
 
+from warehouse.query import compare
 from warehouse.query.model import GOAL, MAX_LIMIT, Query
 from warehouse.query.planner import Plan, plan
 from warehouse.query.sql import key_dimensions
@@ -46,6 +48,7 @@ class Answer:
     path: str = ""
     reason: str = ""
     imported: dict[str, Any] | None = None  # whether imported aggregates were added, and how
+    comparison: Answer | None = None  # the comparison range's own answer, when ``q.compare`` is set
 
 
 def _plans(q: Query, force: str | None) -> list[Plan]:
@@ -63,6 +66,11 @@ def conversion_totals(q: Query) -> Query:
 
 async def run(q: Query, warehouse: AsyncWarehouse, force: str | None = None) -> Answer:
     """Answer ``q`` through an async warehouse (``WarehouseClient``)."""
+    if q.compare is not None:
+        # Both ranges at once: the warehouse process answers each request on its own cursor.
+        now, then = await asyncio.gather(run(compare.base_query(q), warehouse, force),
+                                         run(compare.comparison_query(q), warehouse, force))
+        return _compared(q, now, then)
     if q.imported is not None:
         from warehouse.query import imported  # adds imported aggregates: its own module
 
@@ -74,6 +82,9 @@ async def run(q: Query, warehouse: AsyncWarehouse, force: str | None = None) -> 
 
 def run_sync(q: Query, warehouse: SyncWarehouse, force: str | None = None) -> Answer:
     """Answer ``q`` through a blocking warehouse (``LocalWarehouse`` or ``WarehouseClient``)."""
+    if q.compare is not None:
+        return _compared(q, run_sync(compare.base_query(q), warehouse, force),
+                         run_sync(compare.comparison_query(q), warehouse, force))
     if q.imported is not None:
         from warehouse.query import imported  # adds imported aggregates: its own module
 
@@ -85,6 +96,9 @@ def run_sync(q: Query, warehouse: SyncWarehouse, force: str | None = None) -> An
 
 def run_with(q: Query, execute: Callable[[str, dict[str, Any]], Rows], force: str | None = None) -> Answer:
     """Answer ``q`` with any ``execute(sql, params)`` returning ``.columns``/``.rows``."""
+    if q.compare is not None:
+        return _compared(q, run_with(compare.base_query(q), execute, force),
+                         run_with(compare.comparison_query(q), execute, force))
     plans = _plans(q, force)
     return assemble(q, plans, [execute(p.sql.text, p.sql.params) for p in plans])
 
@@ -92,8 +106,17 @@ def run_with(q: Query, execute: Callable[[str, dict[str, Any]], Rows], force: st
 async def run_async_with(
     q: Query, execute: Callable[[str, dict[str, Any]], Awaitable[Rows]], force: str | None = None
 ) -> Answer:
+    if q.compare is not None:
+        return _compared(q, await run_async_with(compare.base_query(q), execute, force),
+                         await run_async_with(compare.comparison_query(q), execute, force))
     plans = _plans(q, force)
     return assemble(q, plans, [await execute(p.sql.text, p.sql.params) for p in plans])
+
+
+def _compared(q: Query, now: Answer, then: Answer) -> Answer:
+    """The answer for ``q`` with ``comparison`` and ``change`` on every row (``compare.merge``)."""
+    rows = compare.merge(q, now.rows, then.rows, then.query)
+    return replace(now, query=q, rows=rows, comparison=then)
 
 
 def assemble(q: Query, plans: list[Plan], results: list[Rows]) -> Answer:

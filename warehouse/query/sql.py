@@ -19,6 +19,7 @@ from typing import Any
 
 from warehouse.query.model import (
     DIMENSIONS,
+    NEGATED,
     PROP_PREFIX,
     REVENUE_METRICS,
     DateRange,
@@ -60,12 +61,25 @@ def where(parts: list[str]) -> str:
 
 
 def predicate(column: str, f: Filter, p: Params) -> str:
-    """``column <op> values``; ``is_not`` / ``not_contains`` keep unknown (null) values."""
-    if f.op in ("is", "is_not"):
+    """``column <op> values``; the negative operators (``NEGATED``) keep unknown (null) values.
+
+    Regular expressions and wildcard patterns are bound parameters like every value: DuckDB
+    compiles a constant pattern once per query (RE2, linear time)."""
+    positive = NEGATED.get(f.op, f.op)
+    if positive == "is":
         match = f"{column} IN ({', '.join(p(v) for v in f.values)})"
-        return match if f.op == "is" else f"({column} IS NULL OR NOT ({match}))"
-    parts = " OR ".join(f"contains(lower({column}), lower({p(v)}))" for v in f.values)
-    return f"coalesce({parts}, false)" if f.op == "contains" else f"NOT coalesce({parts}, false)"
+    elif positive == "contains":
+        match = " OR ".join(f"contains(lower({column}), lower({p(v)}))" for v in f.values)
+    elif positive == "matches":
+        match = " OR ".join(f"regexp_matches({column}, {p(v)})" for v in f.values)
+    else:  # matches_wildcard: an exact value stays an equality (dictionary and zone-map friendly)
+        match = " OR ".join(
+            f"regexp_full_match({column}, {p(pattern_regex(v))})" if is_pattern(v) else f"{column} = {p(v)}"
+            for v in f.values
+        )
+    if positive != "is":  # NULL IN (...) is already not true; the others may yield null
+        match = f"coalesce({match}, false)"
+    return match if f.op == positive else f"({column} IS NULL OR NOT ({match}))"
 
 
 def goal_match(goal: GoalSpec, site: str, p: Params, a: str) -> str:
@@ -131,12 +145,14 @@ def event_predicates(q: Query, p: Params, alias: str) -> list[str]:
         if f.dimension == "goal":
             out.append(goal_predicate(q, p, a))
         elif f.dimension.startswith(PROP_PREFIX):
-            positive = Filter("contains" if f.op in ("contains", "not_contains") else "is", f.dimension, f.values)
+            # An event passes a negative property filter when no value of the property matches
+            # (so events without the property pass too).
+            positive = Filter(NEGATED.get(f.op, f.op), f.dimension, f.values)
             sub = (
                 f"{a}event_id IN (SELECT event_id FROM event_props WHERE site_id = {p(q.site_id)}"
                 f" AND key = {p(f.dimension[len(PROP_PREFIX):])} AND {predicate('value', positive, p)})"
             )
-            out.append(sub if f.op in ("is", "contains") else f"NOT ({sub})")
+            out.append(sub if f.op == positive.op else f"NOT ({sub})")
         elif f.dimension in EVENT_COLUMNS:
             out.append(predicate(a + EVENT_COLUMNS[f.dimension], f, p))
     return out

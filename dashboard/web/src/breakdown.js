@@ -26,7 +26,7 @@ export function breakdownCsvUrl(siteId, state, tab, { q = '', metrics }) {
 }
 
 // One or two dimensions through the general query (e.g. browser + version), one row per value
-// or pair; the range and filters are the URL's, in the query's spelling.
+// or pair; the range, filters and segment are the URL's, in the query's spelling.
 export async function loadPairs(siteId, state, dimensions, { limit, offset = 0, q = '', metrics }) {
   const params = apiParams(state);
   const body = {
@@ -38,6 +38,7 @@ export async function loadPairs(siteId, state, dimensions, { limit, offset = 0, 
     offset,
   };
   if (params.get('date')) body.date = params.get('date');
+  if (params.get('segment')) body.segment = params.get('segment');
   if (q) body.q = q;
   const data = await api(`/sites/${encodeURIComponent(siteId)}/query`, { method: 'POST', body });
   return data.results.map((r) => ({
@@ -47,11 +48,18 @@ export async function loadPairs(siteId, state, dimensions, { limit, offset = 0, 
   }));
 }
 
-const OP_NAMES = { '==': 'is', '!=': 'is_not', '~': 'contains', '!~': 'not_contains' };
+// The query-string filter operators (docs/api.md) and the query's names for them.
+const OP_NAMES = {
+  '==': 'is', '!=': 'is_not', '~': 'contains', '!~': 'not_contains', '~=': 'matches',
+  '!~=': 'does_not_match', '*=': 'matches_wildcard', '!*=': 'does_not_match_wildcard',
+};
 
 function toQueryFilter(text) {
-  const m = /^([a-z_]+|props:[^=!~]+)(==|!=|!~|~)(.*)$/s.exec(text);
+  const m = /^([a-z_]+|props:[^=!~*]+)(==|!=|!~=|!\*=|~=|\*=|!~|~)(.*)$/s.exec(text);
   if (!m) return ['is', text, []]; // not a filter: let the API name the problem
-  const values = m[3].split(/(?<!\\)\|/).map((v) => v.replace(/\\\|/g, '|'));
-  return [OP_NAMES[m[2]], m[1], values];
+  const op = OP_NAMES[m[2]];
+  // a regular expression is one value: its | is an alternation
+  const values = op === 'matches' || op === 'does_not_match'
+    ? [m[3]] : m[3].split(/(?<!\\)\|/).map((v) => v.replace(/\\\|/g, '|'));
+  return [op, m[1], values];
 }

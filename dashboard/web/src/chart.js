@@ -1,5 +1,6 @@
-// The main chart: the chosen metric over the period (uPlot), the previous period drawn behind it
-// when comparing; the legend under it shows the exact values of the bucket under the pointer.
+// The main chart: the chosen metric over the period (uPlot), the comparison period (the API's
+// `compare`: previous period or last year) drawn behind it; the legend under it shows the exact
+// values of the bucket under the pointer.
 import uPlot from 'uplot';
 import { useEffect, useLayoutEffect, useRef, useState } from 'preact/hooks';
 import { html } from './html.js';
@@ -22,17 +23,6 @@ export function granularityFor(state) {
   return 'day';
 }
 
-const isoDay = (ms) => new Date(ms).toISOString().slice(0, 10);
-
-// The period of equal length just before `period` ({start, end} local ISO, end exclusive), as an
-// inclusive range of dates — the same "previous period" the API's /stats compares with.
-export function previousRange(period) {
-  const start = Date.parse(period.start.slice(0, 10));
-  const end = Date.parse(period.end.slice(0, 10));
-  const days = Math.max(1, Math.round((end - start) / DAY));
-  return { start: isoDay(start - days * DAY), end: isoDay(start - DAY) };
-}
-
 function cssVar(name) {
   return getComputedStyle(document.documentElement).getPropertyValue(name).trim();
 }
@@ -47,15 +37,14 @@ export function MainChart({ siteId, state }) {
   useLayoutEffect(() => {
     let live = true;
     const site = `/sites/${encodeURIComponent(siteId)}/timeseries`;
-    const params = apiParams(state, { granularity, metrics: m.id });
+    const params = apiParams(state, { granularity, metrics: m.id, compare: state.compare || null });
     api(site, { params })
-      .then(async (data) => {
-        let previous = null;
-        if (state.compare) {
-          const prev = previousRange(data.period);
-          const p = apiParams({ ...state, period: 'custom', start: prev.start, end: prev.end, date: null }, { granularity, metrics: m.id });
-          previous = await api(site, { params: p });
-        }
+      .then((data) => {
+        // The comparison's buckets, aligned by position with this period's (the API's `compare`).
+        const previous = state.compare ? {
+          data: data.data.map((p) => (p.comparison && p.comparison.timestamp
+            ? { timestamp: p.comparison.timestamp, [m.field]: p.comparison[m.field] } : null)),
+        } : null;
         if (live) setSeries({ data, previous, error: null, for: key });
       })
       .catch((error) => live && setSeries({ data: null, previous: null, error, for: key }));
@@ -71,12 +60,13 @@ export function MainChart({ siteId, state }) {
   return html`
     <figure class="chart" data-for-search=${series.for || ''} data-ready=${ready} data-metric=${m.id}>
       <figcaption class="sr-only">${m.label} by ${granularity}</figcaption>
-      ${series.data ? html`<${Plot} data=${series.data} previous=${series.previous} metric=${m} granularity=${granularity} />`
+      ${series.data ? html`<${Plot} data=${series.data} previous=${series.previous} metric=${m} granularity=${granularity}
+        previousLabel=${state.compare === 'year_over_year' ? 'Last year' : 'Previous period'} />`
         : html`<div class="chart-loading" aria-busy="true"></div>`}
     </figure>`;
 }
 
-function Plot({ data, previous, metric, granularity }) {
+function Plot({ data, previous, metric, granularity, previousLabel }) {
   const ref = useRef(null);
   const [dark, setDark] = useState(() => matchMedia('(prefers-color-scheme: dark)').matches);
   useEffect(() => {
@@ -105,7 +95,7 @@ function Plot({ data, previous, metric, granularity }) {
     const values = [xs];
     if (prevYs) {
       series.push({
-        label: 'Previous period', stroke: muted, width: 1.5, dash: [4, 4], points: { show: false },
+        label: previousLabel, stroke: muted, width: 1.5, dash: [4, 4], points: { show: false },
         value: (u, v, si, i) => (v == null ? '–' : `${exact(v)}${prevRows[i] ? ' (' + bucketLabel(prevRows[i].timestamp, granularity, true) + ')' : ''}`),
       });
       values.push(prevYs);
@@ -138,7 +128,7 @@ function Plot({ data, previous, metric, granularity }) {
       ro.disconnect();
       plot.destroy();
     };
-  }, [data, previous, metric.id, dark]);
+  }, [data, previous, metric.id, dark, previousLabel]);
 
   return html`<div class="plot" ref=${ref}></div>`;
 }

@@ -1,5 +1,5 @@
 // The dashboard's whole state lives in the query string, spelled as the API spells it:
-//   ?period=30d&filter=country==DE&filter=page~blog&compare=previous_period&metric=views
+//   ?period=30d&filter=country==DE&filter=page~blog&segment=Blog&compare=previous_period&metric=views
 // so a URL can be bookmarked or sent, and the API answers the same question for it.
 import { useEffect, useState } from 'preact/hooks';
 
@@ -14,6 +14,12 @@ export const PERIODS = [
   { id: 'custom', label: 'Custom range', key: 'c' },
 ];
 
+// What the chart and the totals can compare with (the API's `compare`).
+export const COMPARISONS = [
+  { id: 'previous_period', label: 'Previous period' },
+  { id: 'year_over_year', label: 'Same period last year' },
+];
+
 export function readState(search = location.search) {
   const p = new URLSearchParams(search);
   const start = p.get('start');
@@ -24,7 +30,8 @@ export function readState(search = location.search) {
     end: start && end ? end : null,
     date: p.get('date'),
     filters: p.getAll('filter'),
-    compare: p.get('compare') === 'previous_period',
+    segment: p.get('segment') || '',
+    compare: COMPARISONS.some((c) => c.id === p.get('compare')) ? p.get('compare') : '',
     metric: p.get('metric') || 'visitors',
     imported: p.get('imported') === 'true',
   };
@@ -40,7 +47,8 @@ export function toSearch(state) {
   }
   if (state.date && state.period !== 'custom') p.set('date', state.date);
   for (const f of state.filters) p.append('filter', f);
-  if (state.compare) p.set('compare', 'previous_period');
+  if (state.segment) p.set('segment', state.segment);
+  if (state.compare) p.set('compare', state.compare);
   if (state.metric && state.metric !== 'visitors') p.set('metric', state.metric);
   if (state.imported) p.set('imported', 'true');
   const s = p.toString();
@@ -58,6 +66,7 @@ export function apiParams(state, extra = {}) {
     if (state.date) p.set('date', state.date);
   }
   for (const f of state.filters) p.append('filter', f);
+  if (state.segment) p.set('segment', state.segment);
   if (state.imported) p.set('imported', 'true');
   for (const [k, v] of Object.entries(extra)) if (v != null && v !== '') p.set(k, String(v));
   return p;
@@ -93,7 +102,13 @@ export const OPS = [
   { op: '!=', label: 'is not' },
   { op: '~', label: 'contains' },
   { op: '!~', label: 'does not contain' },
+  { op: '*=', label: 'matches pattern' },
+  { op: '!*=', label: 'does not match pattern' },
+  { op: '~=', label: 'matches regex' },
+  { op: '!~=', label: 'does not match regex' },
 ];
+// A regular expression is one value whose | is an alternation: never escaped.
+const REGEX_OPS = ['~=', '!~='];
 
 export const DIMENSION_LABELS = {
   page: 'Page', entry_page: 'Entry page', exit_page: 'Exit page', hostname: 'Hostname',
@@ -105,13 +120,13 @@ export const DIMENSION_LABELS = {
 };
 
 export function parseFilter(text) {
-  const m = /^([a-z_]+|props:[^=!~]+)(==|!=|!~|~)(.*)$/s.exec(text);
+  const m = /^([a-z_]+|props:[^=!~*]+)(==|!=|!~=|!\*=|~=|\*=|!~|~)(.*)$/s.exec(text);
   if (!m) return null;
-  return { dimension: m[1], op: m[2], value: m[3].replace(/\\\|/g, '|') };
+  return { dimension: m[1], op: m[2], value: REGEX_OPS.includes(m[2]) ? m[3] : m[3].replace(/\\\|/g, '|') };
 }
 
 export function formatFilter(dimension, op, value) {
-  return `${dimension}${op}${String(value).replace(/\|/g, '\\|')}`;
+  return `${dimension}${op}${REGEX_OPS.includes(op) ? String(value) : String(value).replace(/\|/g, '\\|')}`;
 }
 
 export function dimensionLabel(dimension) {

@@ -1,7 +1,8 @@
-// The period picker, the comparison toggle and the filter chips.
+// The period picker, the comparison choice, the filter chips and the saved segments.
 import { useEffect, useState } from 'preact/hooks';
 import { html } from './html.js';
-import { OPS, PERIODS, dimensionLabel, formatFilter, navigate, parseFilter } from './state.js';
+import { api } from './api.js';
+import { COMPARISONS, OPS, PERIODS, dimensionLabel, formatFilter, navigate, parseFilter } from './state.js';
 import { dateRange } from './format.js';
 
 export function PeriodPicker({ state, period }) {
@@ -37,17 +38,24 @@ export function PeriodPicker({ state, period }) {
           <button type="submit" class="button">Apply</button>
         </form>`}
       <span class="range-text" data-range>${dateRange(period)}</span>
-      <label class="toggle">
-        <input type="checkbox" checked=${state.compare} onChange=${(e) => navigate({ ...state, compare: e.currentTarget.checked })} />
-        Compare with previous period
-      </label>
+      <label class="sr-only" for="compare-select">Compare with</label>
+      <select id="compare-select" class="select" value=${state.compare} onChange=${(e) => navigate({ ...state, compare: e.currentTarget.value })}>
+        <option value="">No comparison</option>
+        ${COMPARISONS.map((c) => html`<option value=${c.id}>Compare: ${c.label.toLowerCase()}</option>`)}
+      </select>
     </div>`;
 }
 
 export function FilterChips({ state }) {
-  if (!state.filters.length) return null;
+  if (!state.filters.length && !state.segment) return null;
   return html`
     <div class="chips" aria-label="Filters">
+      ${state.segment && html`
+        <span class="chip" data-segment=${state.segment}>
+          <span class="chip-text">Segment <strong>${state.segment}</strong></span>
+          <button type="button" class="chip-remove" aria-label=${`Remove segment ${state.segment}`}
+            onClick=${() => navigate({ ...state, segment: '' })}>✕</button>
+        </span>`}
       ${state.filters.map((f, i) => html`<${Chip} key=${f} text=${f} index=${i} state=${state} />`)}
       ${state.filters.length > 1 && html`
         <button type="button" class="link-button" onClick=${() => navigate({ ...state, filters: [] })}>Clear all</button>`}
@@ -92,3 +100,63 @@ function Chip({ text, index, state }) {
         </form>`}
     </span>`;
 }
+
+// The site's saved segments: choose one (its filters apply to every panel, `segment=` in the URL),
+// or save the current filters as a new one (admins; the API answers 403 to viewers).
+export function SegmentPicker({ siteId, state, canSave }) {
+  const [segments, setSegments] = useState(null);
+  const [message, setMessage] = useState('');
+  const load = () => api(`/sites/${encodeURIComponent(siteId)}/segments`).then(
+    (data) => setSegments(data.segments), () => setSegments([]));
+  useEffect(() => {
+    load();
+  }, [siteId]);
+  const toFilters = () => state.filters.map((text) => {
+    const f = parseFilter(text);
+    return f && [OP_QUERY[f.op], f.dimension, f.op === '~=' || f.op === '!~=' ? [f.value] : f.value.split('|')];
+  }).filter(Boolean);
+  const [naming, setNaming] = useState(false);
+  const [name, setName] = useState('');
+  const save = async (e) => {
+    e.preventDefault();
+    if (!name.trim()) return;
+    try {
+      await api(`/sites/${encodeURIComponent(siteId)}/segments`, { method: 'POST', body: { name, filters: toFilters() } });
+      setMessage('');
+      setNaming(false);
+      setName('');
+      await load();
+      navigate({ ...state, filters: [], segment: name.trim() });
+    } catch (error) {
+      setMessage(error.message);
+    }
+  };
+  if (segments === null) return null;
+  return html`
+    <div class="segments">
+      ${segments.length > 0 && html`
+        <label class="sr-only" for="segment-select">Segment</label>
+        <select id="segment-select" class="select" value=${state.segment}
+          onChange=${(e) => navigate({ ...state, segment: e.currentTarget.value })}>
+          <option value="">All visitors</option>
+          ${segments.map((s) => html`<option value=${s.name}>${s.name}</option>`)}
+        </select>`}
+      ${canSave && state.filters.length > 0 && !naming && html`
+        <button type="button" class="link-button" onClick=${() => setNaming(true)}>Save as segment</button>`}
+      ${naming && html`
+        <form class="segment-save" onSubmit=${save}>
+          <label class="sr-only" for="segment-name">Segment name</label>
+          <input id="segment-name" class="input" placeholder="Segment name" maxlength="100" required value=${name}
+            onInput=${(e) => setName(e.currentTarget.value)} />
+          <button type="submit" class="button">Save</button>
+          <button type="button" class="link-button" onClick=${() => setNaming(false)}>Cancel</button>
+        </form>`}
+      ${message && html`<span class="segment-error" role="alert">${message}</span>`}
+    </div>`;
+}
+
+// The query's operator names for the URL's (as api.params reads them).
+const OP_QUERY = {
+  '==': 'is', '!=': 'is_not', '~': 'contains', '!~': 'not_contains', '~=': 'matches',
+  '!~=': 'does_not_match', '*=': 'matches_wildcard', '!*=': 'does_not_match_wildcard',
+};

@@ -6,7 +6,7 @@ import { apiParams, navigate, PERIODS, toSearch, useUrlState } from '../state.js
 import { Layout, ErrorBox } from '../layout.js';
 import { Kpis } from '../kpis.js';
 import { MainChart } from '../chart.js';
-import { FilterChips, PeriodPicker } from '../toolbar.js';
+import { FilterChips, PeriodPicker, SegmentPicker } from '../toolbar.js';
 import { ImportedToggle } from '../imported.js';
 import { LiveCount, LiveView, useLive } from '../live.js';
 import { Snippet } from '../snippet.js';
@@ -36,14 +36,16 @@ export function Dashboard({ siteId }) {
   useLayoutEffect(() => {
     let on = true;
     // `imported` always: the answer says whether the site has imported data (for the toggle)
-    api(`/sites/${encodeURIComponent(siteId)}/stats`, { params: apiParams(state, { imported: state.imported ? 'true' : 'false' }) }).then(
-      (data) => on && setStats({ data, error: null, for: query }),
-      (error) => on && setStats({ data: null, error, for: query }),
+    api(`/sites/${encodeURIComponent(siteId)}/stats`, {
+      params: apiParams(state, { imported: state.imported ? 'true' : 'false', compare: state.compare || 'previous_period' }),
+    }).then(
+      (data) => on && setStats({ data, error: null, for: query, compare: state.compare }),
+      (error) => on && setStats({ data: null, error, for: query, compare: state.compare }),
     );
     return () => {
       on = false;
     };
-  }, [siteId, query]);
+  }, [siteId, query, state.compare]);
 
   useEffect(() => {
     // One spelling per state: a bookmarked URL reads the same as the one the page would write.
@@ -68,11 +70,12 @@ export function Dashboard({ siteId }) {
       <div class="controls">
         <${PeriodPicker} state=${state} period=${stats.data && stats.data.period} />
         <${FilterChips} state=${state} />
+        ${!shared && html`<${SegmentPicker} siteId=${siteId} state=${state} canSave=${site && site.role !== 'viewer'} />`}
         <${ImportedToggle} state=${state} imported=${stats.data && stats.data.imported} />
       </div>
       ${empty && site && !shared && html`<${NoData} site=${site} />`}
       <section class="overview" aria-label="Overview">
-        <${Kpis} stats=${stats.data} error=${stats.error} state=${state} loadedFor=${stats.for} ready=${stats.for === query} />
+        <${Kpis} stats=${stats.data} error=${stats.error} state=${state} loadedFor=${stats.for} ready=${stats.for === query && stats.compare === state.compare} />
         <${MainChart} ...${props} />
       </section>
       <div class="panels">
@@ -119,7 +122,7 @@ function useKeyboard(state) {
       if (document.querySelector('dialog[open]')) return;
       const period = PERIODS.find((p) => p.key === e.key && p.id !== 'custom');
       if (period) navigate({ ...state, period: period.id, start: null, end: null, date: null });
-      else if (e.key === 'x') navigate({ ...state, compare: !state.compare });
+      else if (e.key === 'x') navigate({ ...state, compare: state.compare ? '' : 'previous_period' });
       else if (e.key === 'Escape' && state.filters.length) navigate({ ...state, filters: [] });
     };
     addEventListener('keydown', onKey);
