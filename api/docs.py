@@ -111,6 +111,11 @@ ALLOWED_QUERY_PARAMS = ("Query-string parameters kept besides utm_*, ref, source
                         " prefix); every other one is dropped from page and referrer URLs before an event is"
                         " written.")
 PUBLIC = "The site's read-only dashboard is open to anyone at /share/{domain} (docs/sharing.md)."
+DROP_SPAM = ("Drop events whose referrer (or a parent domain of it) is on the bundled referrer-spam list"
+             " (default true; docs/ingest.md).")
+DROP_DATACENTER = ("Drop events from IPs in cloud providers' published networks (AWS, Azure, Google,"
+                   " DigitalOcean, Oracle, JD Cloud; default true). Turn off when visitors come through"
+                   " a corporate proxy hosted in a cloud.")
 SITE = {
     "type": "object",
     "required": ["id", "domainKey", "domain", "name", "timezone", "retentionDays", "allowedHostnames", "createdAt"],
@@ -122,6 +127,8 @@ SITE = {
         "respectDnt": {"type": "boolean"}, "excludedPaths": {"type": "array", "items": {"type": "string"}},
         "allowedQueryParams": {"type": "array", "items": {"type": "string"}, "description": ALLOWED_QUERY_PARAMS},
         "public": {"type": "boolean", "description": PUBLIC},
+        "dropReferrerSpam": {"type": "boolean", "description": DROP_SPAM},
+        "dropDatacenterIps": {"type": "boolean", "description": DROP_DATACENTER},
         "createdAt": {"type": "string"},
         "role": {**ROLE_ENUM, "type": ["string", "null"], "description": "Your role on the site."},
     },
@@ -140,6 +147,8 @@ SITE_INPUT = {
         "allowedQueryParams": {"type": "array", "items": {"type": "string", "maxLength": 100}, "maxItems": 100,
                                "example": ["page", "ab_*"], "description": ALLOWED_QUERY_PARAMS},
         "public": {"type": "boolean", "description": PUBLIC},
+        "dropReferrerSpam": {"type": "boolean", "description": DROP_SPAM},
+        "dropDatacenterIps": {"type": "boolean", "description": DROP_DATACENTER},
     },
 }
 SHARE: dict[str, Any] = {

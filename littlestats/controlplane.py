@@ -60,6 +60,10 @@ class SiteSettings:
     allowed_query_params: tuple[str, ...] = ()
     # The site's read-only dashboard is open to anyone at /share/{domain} (docs/sharing.md).
     public: bool = False
+    # Drop events whose referrer is on the referrer-spam list / whose client IP is in a cloud
+    # provider's networks (ingest/traffic.py); on unless the site turns them off.
+    drop_referrer_spam: bool = True
+    drop_datacenter_ips: bool = True
 
     @classmethod
     def from_json(cls, raw: str | bytes) -> SiteSettings:
@@ -71,6 +75,8 @@ class SiteSettings:
             excluded_ips=tuple(data.get("excluded_ips", ())),
             allowed_query_params=tuple(data.get("allowed_query_params", ())),
             public=bool(data.get("public", False)),
+            drop_referrer_spam=bool(data.get("drop_referrer_spam", True)),
+            drop_datacenter_ips=bool(data.get("drop_datacenter_ips", True)),
         )
 
     def to_json(self) -> str:
@@ -103,6 +109,8 @@ class Site:
             "excludedPaths": list(self.settings.excluded_paths),
             "allowedQueryParams": list(self.settings.allowed_query_params),
             "public": self.settings.public,
+            "dropReferrerSpam": self.settings.drop_referrer_spam,
+            "dropDatacenterIps": self.settings.drop_datacenter_ips,
             "createdAt": self.created_at,
         }
 
