@@ -67,6 +67,7 @@ METRIC_PROPS = {
     "visitors": {"type": "integer"}, "visits": {"type": "integer"}, "views": {"type": "integer"},
     "events": {"type": "integer"}, "bounceRate": {"type": "number"}, "avgDuration": {"type": "number"},
     "viewsPerVisit": {"type": "number"}, "conversionRate": {"type": "number"}, "timeOnPage": {"type": "number"},
+    "scrollDepth": {"type": ["number", "null"], "description": "Average of the visits' deepest scroll on the page, percent."},
 }
 _COUNT = {"type": "integer", "minimum": 0}
 ERASURE: dict[str, Any] = {"type": "object", "description": "What the erasure did; no personal data.", "required": [
@@ -205,6 +206,8 @@ QUERY_BODY = {
 
 def _breakdown_schema(key: str, field: str) -> dict[str, Any]:
     row = {"type": "object", "required": [field], "properties": {field: _STR_OR_NULL, **METRIC_PROPS}}
+    if key == "cities":  # the GeoNames id, and the city's name for display (api.stats.LABELS)
+        row["properties"]["cityName"] = _STR_OR_NULL
     return {"type": "object", "required": ["siteId", "period", key],
             "properties": {"siteId": {"type": "string"}, "period": PERIOD, key: {"type": "array", "items": row},
                            "imported": IMPORTED}}

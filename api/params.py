@@ -35,6 +35,7 @@ CAMEL = {
     "views_per_visit": "viewsPerVisit",
     "conversion_rate": "conversionRate",
     "time_on_page": "timeOnPage",
+    "scroll_depth": "scrollDepth",
 }
 _BY_CAMEL = {v: k for k, v in CAMEL.items()}
 

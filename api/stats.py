@@ -196,6 +196,11 @@ class TimeseriesResource:
         })
 
 
+#: Dimensions whose rows also carry a display name: dimension → (name dimension, row field). The
+#: name depends on the value alone, so grouping by both gives the same rows.
+LABELS = {"city": ("city_name", "cityName")}
+
+
 class BreakdownResource:
     """A top-N list by one dimension: ``/referrers``, ``/pages``, ``/countries`` …"""
 
@@ -215,12 +220,15 @@ class BreakdownResource:
         _, found = authorize(req, self.services, site)
         dimension = self.dimension_for(req)
         metrics = parse_metrics(req, self.default_metrics)
-        q = query_from_params(req, found, goals_of(self.services, found), metrics, [dimension])
+        label = LABELS.get(dimension)
+        q = query_from_params(req, found, goals_of(self.services, found), metrics,
+                              [dimension, label[0]] if label else [dimension])
         answer = await execute(self.services, q)
         json_response(resp, {
             "siteId": found.id,
             "period": period_of(q),
-            self.key: [{self.field: row[dimension], **camel_metrics(row, q.metrics)} for row in answer.rows],
+            self.key: [{self.field: row[dimension], **({label[1]: row[label[0]]} if label else {}),
+                        **camel_metrics(row, q.metrics)} for row in answer.rows],
             **imported_of(answer),
         })
 

@@ -128,7 +128,14 @@ def put_geolocation(ctx: RequestContext, event: Event, lookup: CountryLookup, co
         value = ctx.headers.get(country_header.lower(), "").strip().upper()
         if len(value) == 2 and value.isalpha() and value not in ("XX", "T1"):
             country = value
-    event["country"] = country or lookup.country(ctx.ip)
+            if lookup.reader is None:  # no database could add a region or city
+                event["country"] = country
+                return None
+    found, place = lookup.locate(ctx.ip)
+    event["country"] = country or found
+    # A region or city is kept only where the database agrees with the country chosen.
+    if found and event["country"] == found:
+        event["region"], event["city"], event["city_name"] = place
     return None
 
 
@@ -326,6 +333,7 @@ def put_fields(beacon: Beacon, ctx: RequestContext, event: Event) -> Drop | None
     event["language"] = beacon.language
     event["timezone"] = beacon.timezone
     event["engagement_ms"] = beacon.engagement_ms if kind in ("page_exit", "engagement") else None
+    event["scroll_depth"] = beacon.scroll_depth if kind in ("page_exit", "engagement") else None
     event["user_id"] = beacon.user_id if kind == "identify" else None
     if kind == "identify" and not event["pathname"]:
         event["pathname"] = "/"
@@ -347,7 +355,7 @@ class Pipeline:
             ("drop_do_not_track", drop_do_not_track),
             ("drop_excluded_ip", drop_excluded_ip),
             ("drop_datacenter_ip", (lambda ctx, e: drop_datacenter_ip(ctx, e, ranges)) if ranges is not None else None),
-            ("put_geolocation", lambda ctx, e: put_geolocation(ctx, e, countries, country_header)),
+            ("put_geolocation", lambda ctx, e: put_geolocation(ctx, e, countries, country_header)),  # + region, city
             ("read_user_agent", read_user_agent),
         ]
         event_steps: list[tuple[str, EventStep | None]] = [

@@ -50,6 +50,12 @@ MIGRATIONS: tuple[Migration, ...] = (
     Migration(1, "fact tables, pre-aggregates and the load manifest"),
     Migration(2, "imported daily aggregates (Plausible CE's CSV layout)",
               tuple(t.ddl() for t in IMPORTED_TABLES)),
+    Migration(3, "region and city of events and visits; scroll depth of events",
+              ("ALTER TABLE events ADD COLUMN region VARCHAR", "ALTER TABLE events ADD COLUMN city VARCHAR",
+               "ALTER TABLE events ADD COLUMN city_name VARCHAR",
+               "ALTER TABLE events ADD COLUMN scroll_depth SMALLINT",
+               "ALTER TABLE sessions ADD COLUMN region VARCHAR", "ALTER TABLE sessions ADD COLUMN city VARCHAR",
+               "ALTER TABLE sessions ADD COLUMN city_name VARCHAR")),
 )
 
 LATEST = MIGRATIONS[-1].version

@@ -27,7 +27,10 @@ METRICS: dict[str, str] = {
     "views_per_visit": "Average number of pageviews per visit.",
     "conversion_rate": "Percentage of visitors who completed the goal filtered on (needs a goal filter).",
     "time_on_page": "Average seconds spent on the page per pageview (engagement time reported by the tracker).",
+    "scroll_depth": "Average of each visit's deepest scroll on the page, in percent of its height (reported on page exit).",
 }
+#: Metrics of a page: only by page (and time).
+PAGE_METRICS = ("time_on_page", "scroll_depth")
 
 #: Dimensions a query can group or filter by: API name → level.
 #: ``event`` dimensions are attributes of single events (a visit can have many values);
@@ -54,6 +57,9 @@ DIMENSIONS: dict[str, str] = {
     "os_version": "session",
     "language": "session",
     "screen": "session",
+    "region": "session",
+    "city": "session",
+    "city_name": "session",
 }
 PROP_PREFIX = "props:"
 TIME_DIMENSIONS = ("time:hour", "time:day", "time:week", "time:month")
@@ -408,8 +414,9 @@ def parse_query(
                 raise QueryError("filters", f"{v!r} is not a goal of this site")
     if "conversion_rate" in metrics and not goal_filters and "goal" not in dims:
         raise QueryError("metrics", "conversion_rate needs a goal filter, e.g. ['is', 'goal', ['Signup']]")
-    if "time_on_page" in metrics and any(d not in ("page",) and not d.startswith("time:") for d in dims):
-        raise QueryError("metrics", "time_on_page can only be broken down by page")
+    for m in PAGE_METRICS:
+        if m in metrics and any(d not in ("page",) and not d.startswith("time:") for d in dims):
+            raise QueryError("metrics", f"{m} can only be broken down by page")
 
     raw_range = body.get("date_range", "30d")
     date_arg = body.get("date")
