@@ -205,9 +205,9 @@ QUERY_BODY = {
 
 
 def _breakdown_schema(key: str, field: str) -> dict[str, Any]:
-    row = {"type": "object", "required": [field], "properties": {field: _STR_OR_NULL, **METRIC_PROPS}}
-    if key == "cities":  # the GeoNames id, and the city's name for display (api.stats.LABELS)
-        row["properties"]["cityName"] = _STR_OR_NULL
+    # Cities: the GeoNames id, and the city's name for display (api.stats.LABELS).
+    label = {"cityName": _STR_OR_NULL} if key == "cities" else {}
+    row = {"type": "object", "required": [field], "properties": {field: _STR_OR_NULL, **label, **METRIC_PROPS}}
     return {"type": "object", "required": ["siteId", "period", key],
             "properties": {"siteId": {"type": "string"}, "period": PERIOD, key: {"type": "array", "items": row},
                            "imported": IMPORTED}}

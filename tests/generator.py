@@ -286,6 +286,11 @@ def generate(spec: TrafficSpec) -> Traffic:
         "timezone": const(None),
         "engagement_ms": only(e_is_exit, pl.Series(engagement, dtype=pl.Int64)),
         "user_id": const(None),
+        "region": const(None),
+        "city": const(None),
+        "city_name": const(None),
+        # derived from the engagement, so the generator's random sequence is unchanged
+        "scroll_depth": only(e_is_exit, pl.Series(engagement // 1000 % 101, dtype=pl.Int16)),
         "_prop_plan": only(e_is_ce, col(PLANS, rng.integers(0, len(PLANS), size=n_events))),
         "_prop_amount": only(e_is_ce, pl.Series(rng.integers(1, 100, size=n_events).astype(float))),
         "_prop_trial": only(e_is_ce, pl.Series(rng.random(n_events) < 0.5)),
