@@ -232,9 +232,11 @@ def test_details_search_and_paging(loaded: Loaded, dashboard: Dashboard) -> None
     dialog = page.locator("dialog.details")
     page.wait_for_selector('dialog.details[data-loaded="0:"]')  # its own first page, not the panel's rows
     api = dashboard.api(f"/sites/{loaded.id}/pages", {"period": "7d", "limit": "21",
-                                                      "metrics": "visitors,views,visits,bounce_rate,time_on_page"})
+                                                      "metrics": "visitors,views,visits,bounce_rate,time_on_page,scroll_depth"})
     shown = dialog.locator("tbody tr td:first-child").all_inner_texts()
     assert shown == [r["page"] for r in api["pages"][:20]]
+    headers = dialog.locator("thead th").all_inner_texts()
+    assert headers[-2:] == ["Time on page", "Scroll depth"]
     dialog.get_by_role("button", name="Next").click()
     page.wait_for_selector('dialog.details[data-loaded="20:"]', timeout=60_000)  # a loaded CI machine
     assert dialog.locator("tbody tr td:first-child").all_inner_texts() == [r["page"] for r in api["pages"][20:21]] + \
@@ -243,7 +245,7 @@ def test_details_search_and_paging(loaded: Loaded, dashboard: Dashboard) -> None
     page.wait_for_selector('dialog.details[data-loaded="0:page/1"]')
     searched = dialog.locator("tbody tr td:first-child").all_inner_texts()
     expected = dashboard.api(f"/sites/{loaded.id}/pages", {"period": "7d", "q": "page/1", "limit": "21",
-                                                          "metrics": "visitors,views,visits,bounce_rate,time_on_page"})
+                                                          "metrics": "visitors,views,visits,bounce_rate,time_on_page,scroll_depth"})
     assert searched == [r["page"] for r in expected["pages"][:20]]
     assert searched and all("page/1" in s for s in searched)
     # A row of the details view filters the dashboard too.
