@@ -35,7 +35,9 @@ PANELS: dict[str, list[tuple[str, str, dict[str, str], str, str]]] = {
         ("entry-pages", "/entry-pages", {"metrics": SESSION}, "entryPages", "page"),
         ("exit-pages", "/exit-pages", {"metrics": SESSION}, "exitPages", "page"),
     ],
-    "locations": [("countries", "/countries", {"metrics": SESSION}, "countries", "country")],
+    "locations": [("countries", "/countries", {"metrics": SESSION}, "countries", "country"),
+                  ("regions", "/regions", {"metrics": SESSION}, "regions", "region"),
+                  ("cities", "/cities", {"metrics": SESSION}, "cities", "city")],
     "devices": [
         ("devices", "/devices", {"metrics": SESSION}, "devices", "device"),
         ("browsers", "/browsers", {"metrics": SESSION}, "browsers", "browser"),
@@ -113,6 +115,11 @@ def test_every_kpi_and_the_first_rows_of_every_panel_equal_the_api(loaded: Loade
     assert truth["visitors"] > 100
     assert {k: int(dashboard.kpis(page)[k]["value"]) for k in truth} == truth
     assert _check_panels(dashboard, page, loaded.id, params, tabs=True) > 60
+    # A city is shown by its name (its row's value is the GeoNames id).
+    page.click('[data-panel="locations"] [data-tab-id="cities"]')
+    berlin = page.locator('[data-panel="locations"] li[data-value="2950159"] .label')
+    assert berlin.inner_text() == "Berlin"
+    page.click('[data-panel="locations"] [data-tab-id="countries"]')
     # Numbers are formatted for the browser's locale (en-US here).
     views = dashboard.kpis(page)["views"]["text"]
     assert views == (f"{stats['views']:,}" if stats["views"] < 10_000 else views)

@@ -41,7 +41,8 @@ export function LocationsPanel(props) {
   const query = apiParams(props.state).toString();
   useEffect(() => {
     let live = true;
-    loadBreakdown(props.siteId, props.state, PLACE_TABS[0], { limit: 1 }).then(
+    // Two rows: at most one of them is the visits without a region.
+    loadBreakdown(props.siteId, props.state, PLACE_TABS[0], { limit: 2 }).then(
       (rows) => live && setPlaces(rows.some((r) => r.value != null)),
       () => live && setPlaces(false),
     );
