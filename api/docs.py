@@ -87,6 +87,7 @@ METRIC_PROPS = {
     "events": {"type": "integer"}, "bounceRate": {"type": "number"}, "avgDuration": {"type": "number"},
     "viewsPerVisit": {"type": "number"}, "conversionRate": {"type": "number"}, "timeOnPage": {"type": "number"},
     "totalRevenue": {"type": "number"}, "averageRevenue": {"type": "number"}, "revenueUnconverted": {"type": "integer"},
+    "scrollDepth": {"type": ["number", "null"], "description": "Average of the visits' deepest scroll on the page, percent."},
 }
 _COUNT = {"type": "integer", "minimum": 0}
 ERASURE: dict[str, Any] = {"type": "object", "description": "What the erasure did; no personal data.", "required": [
@@ -141,6 +142,11 @@ REVENUE_SETTING = {"type": ["object", "null"], "description": REVENUE_TEXT, "add
                        "currency": _CODE,
                        "rates": {"type": "object", "maxProperties": 200, "example": {"USD": 0.92},
                                  "additionalProperties": {"type": "number", "exclusiveMinimum": 0, "maximum": 1e9}}}}
+DROP_SPAM = ("Drop events whose referrer (or a parent domain of it) is on the bundled referrer-spam list"
+             " (default true; docs/ingest.md).")
+DROP_DATACENTER = ("Drop events from IPs in cloud providers' published networks (AWS, Azure, Google,"
+                   " DigitalOcean, Oracle, JD Cloud; default true). Turn off when visitors come through"
+                   " a corporate proxy hosted in a cloud.")
 SITE = {
     "type": "object",
     "required": ["id", "domainKey", "domain", "name", "timezone", "retentionDays", "allowedHostnames", "createdAt"],
@@ -153,6 +159,8 @@ SITE = {
         "allowedQueryParams": {"type": "array", "items": {"type": "string"}, "description": ALLOWED_QUERY_PARAMS},
         "public": {"type": "boolean", "description": PUBLIC},
         "revenue": REVENUE_SETTING,
+        "dropReferrerSpam": {"type": "boolean", "description": DROP_SPAM},
+        "dropDatacenterIps": {"type": "boolean", "description": DROP_DATACENTER},
         "createdAt": {"type": "string"},
         "role": {**ROLE_ENUM, "type": ["string", "null"], "description": "Your role on the site."},
     },
@@ -172,6 +180,8 @@ SITE_INPUT = {
                                "example": ["page", "ab_*"], "description": ALLOWED_QUERY_PARAMS},
         "public": {"type": "boolean", "description": PUBLIC},
         "revenue": REVENUE_SETTING,
+        "dropReferrerSpam": {"type": "boolean", "description": DROP_SPAM},
+        "dropDatacenterIps": {"type": "boolean", "description": DROP_DATACENTER},
     },
 }
 SHARE: dict[str, Any] = {
@@ -270,7 +280,9 @@ QUERY_BODY = {
 
 
 def _breakdown_schema(key: str, field: str) -> dict[str, Any]:
-    row = {"type": "object", "required": [field], "properties": {field: _STR_OR_NULL, **METRIC_PROPS,
+    # Cities: the GeoNames id, and the city's name for display (api.stats.LABELS).
+    label = {"cityName": _STR_OR_NULL} if key == "cities" else {}
+    row = {"type": "object", "required": [field], "properties": {field: _STR_OR_NULL, **label, **METRIC_PROPS,
                                                                  "comparison": COMPARISON}}
     return {"type": "object", "required": ["siteId", "period", key],
             "properties": {"siteId": {"type": "string"}, "period": PERIOD, key: {"type": "array", "items": row},

@@ -52,6 +52,7 @@ CAMEL = {
     "total_revenue": "totalRevenue",
     "average_revenue": "averageRevenue",
     "revenue_unconverted": "revenueUnconverted",
+    "scroll_depth": "scrollDepth",
 }
 _BY_CAMEL = {v: k for k, v in CAMEL.items()}
 

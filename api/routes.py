@@ -36,6 +36,8 @@ BREAKDOWNS: dict[str, tuple[str, str, str, tuple[str, ...]]] = {
     "entry-pages": ("entry_page", "entryPages", "page", SESSION),
     "exit-pages": ("exit_page", "exitPages", "page", SESSION),
     "countries": ("country", "countries", "country", SESSION),
+    "regions": ("region", "regions", "region", SESSION),
+    "cities": ("city", "cities", "city", SESSION),
     "devices": ("device", "devices", "device", SESSION),
     "browsers": ("browser", "browsers", "browser", SESSION),
     "os": ("os", "os", "os", SESSION),

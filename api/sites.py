@@ -2,7 +2,7 @@
 
 Shapes per SPEC §7: a site is ``Site.public()`` (``id``, ``domainKey``, ``domain``, ``name``,
 ``timezone``, ``retentionDays``, ``allowedHostnames``, ``respectDnt``, ``excludedPaths``,
-``allowedQueryParams``, ``createdAt``), plus ``role``: the caller's role on it (docs/access.md).
+``allowedQueryParams``, ``dropReferrerSpam``, ``dropDatacenterIps``, ``createdAt``), plus ``role``: the caller's role on it (docs/access.md).
 Who may call what is ``api.routes.POLICY``'s business, checked before any of these run. Deleting a site removes its data everywhere: the site is
 first marked deleted (every worker answers 404 for it from then on, and its events still in the
 write-ahead log are dropped when sealed), then the warehouse process purges its raw files, facts
@@ -35,7 +35,8 @@ log = logging.getLogger(__name__)
 
 MAX_LIST = 100
 SITE_FIELDS = {"domain", "name", "timezone", "retentionDays", "allowedHostnames", "respectDnt",
-               "excludedPaths", "excludedIps", "allowedQueryParams", "public", "revenue"}
+               "excludedPaths", "excludedIps", "allowedQueryParams", "public", "revenue", "dropReferrerSpam",
+               "dropDatacenterIps"}
 MAX_QUERY_PARAM_LENGTH = 100
 MAX_RATES = 200  # exchange rates per site
 MAX_RATE = 1e9
@@ -129,12 +130,15 @@ def site_changes(body: dict[str, Any], creating: bool) -> dict[str, Any]:
         if not isinstance(body["respectDnt"], bool):
             raise _bad("respectDnt", "expected true or false")
         settings["respect_dnt"] = body["respectDnt"]
-    if "public" in body:  # the read-only dashboard open to anyone at /share/{domain}
-        if not isinstance(body["public"], bool):
-            raise _bad("public", "expected true or false")
-        settings["public"] = body["public"]
     if "revenue" in body:
         settings.update(revenue_settings(body["revenue"]))
+    for field_name, key in (("public", "public"),  # the read-only dashboard open to anyone at /share/{domain}
+                            ("dropReferrerSpam", "drop_referrer_spam"),
+                            ("dropDatacenterIps", "drop_datacenter_ips")):
+        if field_name in body:
+            if not isinstance(body[field_name], bool):
+                raise _bad(field_name, "expected true or false")
+            settings[key] = body[field_name]
     if settings:
         out["_settings"] = settings
     return out

@@ -237,6 +237,11 @@ class TimeseriesResource:
         })
 
 
+#: Dimensions whose rows also carry a display name: dimension → (name dimension, row field). The
+#: name depends on the value alone, so grouping by both gives the same rows.
+LABELS = {"city": ("city_name", "cityName")}
+
+
 class BreakdownResource:
     """A top-N list by one dimension: ``/referrers``, ``/pages``, ``/countries`` …"""
 
@@ -256,7 +261,9 @@ class BreakdownResource:
         _, found = authorize(req, self.services, site)
         dimension = self.dimension_for(req)
         metrics = parse_metrics(req, self.default_metrics)
-        q = query_from_params(req, found, goals_of(self.services, found), metrics, [dimension],
+        label = LABELS.get(dimension)
+        q = query_from_params(req, found, goals_of(self.services, found), metrics,
+                              [dimension, label[0]] if label else [dimension],
                               segments=segment_lookup(self.services, found))
         if _one(req, "metrics") is None and q.goal_filter() is not None:
             # Under a goal filter every breakdown says how each row converts, and what it earned.
@@ -269,8 +276,8 @@ class BreakdownResource:
             "siteId": found.id,
             "period": period_of(q),
             **comparison_of(q),
-            self.key: [{self.field: row[dimension], **camel_metrics(row, q.metrics), **compared(row, q.metrics)}
-                       for row in answer.rows],
+            self.key: [{self.field: row[dimension], **({label[1]: row[label[0]]} if label else {}),
+                        **camel_metrics(row, q.metrics), **compared(row, q.metrics)} for row in answer.rows],
             **imported_of(answer),
         })
 

@@ -30,7 +30,11 @@ class BeaconError(ValueError):
 # Fixed bounds of the wire protocol (the configurable ones are `Limits`).
 MAX_EVENT_NAME_LENGTH = 200  # `name` of a custom event
 MAX_USER_ID_LENGTH = 256  # `id` of an identify event
-MAX_ENGAGEMENT_MS = 86_400_000  # `engagementTime`: a day
+# `engagementTime` (ms) and `scrollDepth` (percent of the page's height) above these count as
+# these: a tab left open for days, a page that grew shorter after it was scrolled. Negative
+# values are refused.
+MAX_ENGAGEMENT_MS = 86_400_000  # a day
+MAX_SCROLL_DEPTH = 100
 # The largest magnitude of any number on the wire (`ts`, `sentAt`, numeric properties), whether it
 # is written as an integer (2**64) or a float (1e308): JavaScript's Number.MAX_SAFE_INTEGER, past
 # which the tracker's own numbers stop being exact.
@@ -81,6 +85,7 @@ class Beacon:
     engagement_ms: int | None = None
     ts: int | None = None  # client epoch ms
     revenue: tuple[float, str] | None = None  # (amount, ISO 4217 currency) of a custom event
+    scroll_depth: int | None = None  # percent, 0-100
 
 
 @dataclass(slots=True)
@@ -267,9 +272,15 @@ def parse_event(raw: Any, limits: Limits, batch: bool) -> Beacon:
     if "engagementTime" in raw:
         engagement = _number(raw, "engagementTime")
         if engagement is not None:
-            if not 0 <= engagement <= MAX_ENGAGEMENT_MS:
-                raise BeaconError(f"'engagementTime' must be between 0 and {MAX_ENGAGEMENT_MS} ms")
-            beacon.engagement_ms = int(engagement)
+            if engagement < 0:
+                raise BeaconError("'engagementTime' must be a number of milliseconds, 0 or more")
+            beacon.engagement_ms = int(min(engagement, MAX_ENGAGEMENT_MS))
+    if "scrollDepth" in raw:
+        depth = _number(raw, "scrollDepth")
+        if depth is not None:
+            if depth < 0:
+                raise BeaconError("'scrollDepth' must be a percentage, 0 or more")
+            beacon.scroll_depth = int(min(depth, MAX_SCROLL_DEPTH))
     if "ts" in raw:
         ts = _number(raw, "ts")
         beacon.ts = int(ts) if ts is not None else None
@@ -318,14 +329,16 @@ def _wire_decoder(limits: Limits) -> msgspec.json.Decoder[Any]:
         *((attr, text(limit), None) for (_, attr, _), (_, limit) in zip(STRING_FIELDS, limits.string_fields, strict=True)),
         ("name", text(MAX_EVENT_NAME_LENGTH), None),
         ("id", text(MAX_USER_ID_LENGTH), None),
-        ("engagement_time", Annotated[float, Meta(ge=0, le=MAX_ENGAGEMENT_MS)] | None, None),
+        ("engagement_time", Annotated[float, Meta(ge=0, le=MAX_NUMBER)] | None, None),
         ("ts", wire_number, None),
+        ("scroll_depth", Annotated[float, Meta(ge=0, le=MAX_NUMBER)] | None, None),
         ("cache", dict[str, cache_value] | None, None),
         ("data", Annotated[dict[prop_key, prop_value], Meta(max_length=limits.max_props)] | None, None),
         ("revenue", dict[str, str | float] | None, None),
     ]
     rename = {attr: wire for wire, attr, _ in STRING_FIELDS}
-    rename |= {"engagement_time": "engagementTime", "site_id": "siteId", "sent_at": "sentAt"}
+    rename |= {"engagement_time": "engagementTime", "scroll_depth": "scrollDepth", "site_id": "siteId",
+               "sent_at": "sentAt"}
     event = msgspec.defstruct("WireEvent", event_fields, rename=rename, forbid_unknown_fields=True)
     # A body is an event that may also carry the batch's fields; `events` present = the batch form.
     events = Annotated[list[event], Meta(min_length=1, max_length=limits.max_batch_events)]  # type: ignore[valid-type]
@@ -390,9 +403,11 @@ def _wire_beacon(wire: Any) -> Beacon | None:
     if kind != "event" and wire.revenue is not None:
         return None
     if wire.engagement_time is not None:
-        beacon.engagement_ms = int(wire.engagement_time)
+        beacon.engagement_ms = int(min(wire.engagement_time, MAX_ENGAGEMENT_MS))
     if wire.ts is not None:
         beacon.ts = int(wire.ts)
+    if wire.scroll_depth is not None:
+        beacon.scroll_depth = int(min(wire.scroll_depth, MAX_SCROLL_DEPTH))
     if wire.data:
         beacon.props = {key: value for key, value in wire.data.items() if value is not None}
     return beacon

@@ -26,6 +26,12 @@ from ingest.identity import fallback_visitor_key, tracker_visitor_key
 from ingest.ids import uuid7
 from ingest.referrer import classify_referrer, strip_www
 from ingest.schema import COLUMN_NAMES
+from ingest.traffic import (
+    DatacenterRanges,
+    ReferrerSpam,
+    bundled_datacenter_ranges,
+    bundled_referrer_spam,
+)
 from ingest.useragent import classify
 from littlestats.controlplane import Site
 
@@ -48,6 +54,8 @@ class Drop(enum.StrEnum):
     EXCLUDED_IP = "excluded_ip"
     EXCLUDED_PATH = "excluded_path"
     HOSTNAME_NOT_ALLOWED = "hostname_not_allowed"
+    DATACENTER_IP = "datacenter_ip"
+    REFERRER_SPAM = "referrer_spam"
 
 
 @dataclass(slots=True)
@@ -106,13 +114,28 @@ def drop_excluded_ip(ctx: RequestContext, event: Event) -> Drop | None:
     return None
 
 
+def drop_datacenter_ip(ctx: RequestContext, event: Event, ranges: DatacenterRanges) -> Drop | None:
+    """A client IP in a cloud provider's published networks (``ingest.traffic``): a server, not a
+    visitor. Sites behind a corporate proxy hosted in a cloud turn it off (``dropDatacenterIps``)."""
+    if ctx.ip in ranges and ctx.site.settings.drop_datacenter_ips:
+        return Drop.DATACENTER_IP
+    return None
+
+
 def put_geolocation(ctx: RequestContext, event: Event, lookup: CountryLookup, country_header: str) -> Drop | None:
     country = None
     if country_header:
         value = ctx.headers.get(country_header.lower(), "").strip().upper()
         if len(value) == 2 and value.isalpha() and value not in ("XX", "T1"):
             country = value
-    event["country"] = country or lookup.country(ctx.ip)
+            if lookup.reader is None:  # no database could add a region or city
+                event["country"] = country
+                return None
+    found, place = lookup.locate(ctx.ip)
+    event["country"] = country or found
+    # A region or city is kept only where the database agrees with the country chosen.
+    if found and event["country"] == found:
+        event["region"], event["city"], event["city_name"] = place
     return None
 
 
@@ -243,6 +266,14 @@ def put_referrer(beacon: Beacon, ctx: RequestContext, event: Event) -> Drop | No
     return None
 
 
+def drop_referrer_spam(beacon: Beacon, ctx: RequestContext, event: Event, spam: ReferrerSpam) -> Drop | None:
+    """A referrer on the referrer-spam list (the host or a parent domain), unless the site turned
+    the check off (``dropReferrerSpam``)."""
+    if spam.matches(event["referrer_domain"]) and ctx.site.settings.drop_referrer_spam:
+        return Drop.REFERRER_SPAM
+    return None
+
+
 def put_props(beacon: Beacon, ctx: RequestContext, event: Event) -> Drop | None:
     props = beacon.props
     if not props:
@@ -302,6 +333,7 @@ def put_fields(beacon: Beacon, ctx: RequestContext, event: Event) -> Drop | None
     event["language"] = beacon.language
     event["timezone"] = beacon.timezone
     event["engagement_ms"] = beacon.engagement_ms if kind in ("page_exit", "engagement") else None
+    event["scroll_depth"] = beacon.scroll_depth if kind in ("page_exit", "engagement") else None
     event["user_id"] = beacon.user_id if kind == "identify" else None
     event["revenue_amount"], event["revenue_currency"] = beacon.revenue or (None, None)
     if kind == "identify" and not event["pathname"]:
@@ -312,24 +344,34 @@ def put_fields(beacon: Beacon, ctx: RequestContext, event: Event) -> Drop | None
 class Pipeline:
     """The ordered enrichment steps, with per-step timing and drop counts for the metrics."""
 
-    def __init__(self, countries: CountryLookup, country_header: str = "") -> None:
-        self.request_steps: list[tuple[str, RequestStep]] = [
+    def __init__(self, countries: CountryLookup, country_header: str = "", *,
+                 referrer_spam: bool = True, datacenter_ips: bool = True) -> None:
+        """``referrer_spam`` / ``datacenter_ips``: the instance's switches for those drop steps
+        (each site can still turn them off for itself)."""
+        # The lists are loaded once per process, and only when their step is on.
+        ranges = bundled_datacenter_ranges() if datacenter_ips else None
+        spam = bundled_referrer_spam() if referrer_spam else None
+        request_steps: list[tuple[str, RequestStep | None]] = [
             ("drop_prefetch", drop_prefetch),
             ("drop_do_not_track", drop_do_not_track),
             ("drop_excluded_ip", drop_excluded_ip),
-            ("put_geolocation", lambda ctx, e: put_geolocation(ctx, e, countries, country_header)),
+            ("drop_datacenter_ip", (lambda ctx, e: drop_datacenter_ip(ctx, e, ranges)) if ranges is not None else None),
+            ("put_geolocation", lambda ctx, e: put_geolocation(ctx, e, countries, country_header)),  # + region, city
             ("read_user_agent", read_user_agent),
         ]
-        self.event_steps: list[tuple[str, EventStep]] = [
+        event_steps: list[tuple[str, EventStep | None]] = [
             ("drop_bots", drop_bots),  # an event's own user agent: puts browser, OS and device
             ("put_url", put_url),  # drops hostnames not allowed and excluded paths; keeps allowed query params
             ("put_utm", put_utm),
             ("put_referrer", put_referrer),  # the referrer's query params filtered as the page's
+            ("drop_referrer_spam", (lambda b, ctx, e: drop_referrer_spam(b, ctx, e, spam)) if spam is not None else None),
             ("put_props", put_props),
             ("put_visitor_key", put_visitor_key),
             ("put_time", put_time),  # raises BeaconError for a `ts` out of range
             ("put_fields", put_fields),
         ]
+        self.request_steps: list[tuple[str, RequestStep]] = [(n, f) for n, f in request_steps if f is not None]
+        self.event_steps: list[tuple[str, EventStep]] = [(n, f) for n, f in event_steps if f is not None]
         self.step_seconds: dict[str, float] = {
             name: 0.0 for name, _ in [*self.request_steps, *self.event_steps]
         }

@@ -66,6 +66,10 @@ COLUMNS: tuple[Column, ...] = (
     Column("props_bool", pa.map_(_STR, pa.bool_()), True, "Custom boolean properties."),
     Column("revenue_amount", pa.float64(), True, "Monetary value of a custom event (`revenue.amount`), in `revenue_currency`; null when the event carries none."),
     Column("revenue_currency", _STR, True, "ISO 4217 code of `revenue_amount` (upper case, e.g. `EUR`)."),
+    Column("region", _STR, True, "ISO 3166-2 code of the client IP's region (`GB-ENG`); null unless a city `.mmdb` is configured (docs/ingest.md)."),
+    Column("city", _STR, True, "GeoNames id of the client IP's city, as text (`2643743`); null unless a city `.mmdb` is configured."),
+    Column("city_name", _STR, True, "English name of that city, when the database has one."),
+    Column("scroll_depth", pa.int16(), True, "Deepest point of the page reached, in percent of its height (`page_exit`)."),
 )
 
 RAW_EVENT_SCHEMA = pa.schema([pa.field(c.name, c.type, nullable=c.nullable) for c in COLUMNS])

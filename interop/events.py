@@ -125,6 +125,10 @@ def build_event(
     user_id: str | None = None,
     props: dict[str, Any] | None = None,
     dedup_key: Any = None,
+    region: str | None = None,
+    city: str | None = None,
+    city_name: str | None = None,
+    scroll_depth: int | None = None,
 ) -> ImportedEvent:
     """One raw event. ``url`` (a full URL or a path with its query) or ``pathname``/``query``;
     ``referrer`` a URL (classified as live ingest does) or, with ``source``, a source name the old
@@ -180,6 +184,10 @@ def build_event(
         "props_bool": bools,
         "revenue_amount": None,  # the old tools' exports carry no revenue
         "revenue_currency": None,
+        "region": region or None,
+        "city": city or None,
+        "city_name": city_name or None,
+        "scroll_depth": scroll_depth,
     }
 
 

@@ -39,6 +39,10 @@ class Settings:
     country_header: str = ""
     # A MaxMind/DB-IP country or city .mmdb; overrides the bundled database.
     geoip_mmdb: str = ""
+    # Drop referrer spam and visits from cloud providers' networks (ingest/traffic.py) on this
+    # instance; each site may still turn either off for itself.
+    drop_referrer_spam: bool = True
+    drop_datacenter_ips: bool = True
     # Request limits (SPEC §3).
     max_body_bytes: int = 64 * 1024
     max_batch_events: int = 100

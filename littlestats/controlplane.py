@@ -67,6 +67,10 @@ class SiteSettings:
     # currency are converted at query time with the owner's rates (one unit of it in `currency`).
     currency: str | None = None
     exchange_rates: tuple[tuple[str, float], ...] = ()
+    # Drop events whose referrer is on the referrer-spam list / whose client IP is in a cloud
+    # provider's networks (ingest/traffic.py); on unless the site turns them off.
+    drop_referrer_spam: bool = True
+    drop_datacenter_ips: bool = True
 
     @classmethod
     def from_json(cls, raw: str | bytes) -> SiteSettings:
@@ -80,6 +84,8 @@ class SiteSettings:
             public=bool(data.get("public", False)),
             currency=data.get("currency"),
             exchange_rates=tuple((str(c), float(r)) for c, r in data.get("exchange_rates", ())),
+            drop_referrer_spam=bool(data.get("drop_referrer_spam", True)),
+            drop_datacenter_ips=bool(data.get("drop_datacenter_ips", True)),
         )
 
     def to_json(self) -> str:
@@ -114,6 +120,8 @@ class Site:
             "public": self.settings.public,
             "revenue": None if self.settings.currency is None else {
                 "currency": self.settings.currency, "rates": dict(self.settings.exchange_rates)},
+            "dropReferrerSpam": self.settings.drop_referrer_spam,
+            "dropDatacenterIps": self.settings.drop_datacenter_ips,
             "createdAt": self.created_at,
         }
 

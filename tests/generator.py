@@ -59,6 +59,10 @@ SOURCES = [
 ]
 SOURCE_WEIGHTS = [0.4, 0.25, 0.1, 0.1, 0.1, 0.05]
 COUNTRIES = ["DE", "US", "FR", "GB", None]
+# Each country's place (region, GeoNames id, city name), as a city database would give it; France's
+# visitors have a country only, as with a country database.
+PLACES = [("DE-BE", "2950159", "Berlin"), ("US-CA", "5368361", "Los Angeles"), (None, None, None),
+          ("GB-ENG", "2643743", "London"), (None, None, None)]
 DEVICES = [("desktop", "Firefox", "Linux"), ("desktop", "Chrome", "Windows"),
            ("mobile", "Mobile Safari", "iOS"), ("mobile", "Chrome Mobile", "Android"),
            ("tablet", "Samsung Internet", "Android")]
@@ -289,6 +293,11 @@ def generate(spec: TrafficSpec) -> Traffic:
         "timezone": const(None),
         "engagement_ms": only(e_is_exit, pl.Series(engagement, dtype=pl.Int64)),
         "user_id": const(None),
+        "region": col([p[0] for p in PLACES], country[e_visit]),
+        "city": col([p[1] for p in PLACES], country[e_visit]),
+        "city_name": col([p[2] for p in PLACES], country[e_visit]),
+        # derived from the engagement, so the generator's random sequence is unchanged
+        "scroll_depth": only(e_is_exit, pl.Series(engagement // 1000 % 101, dtype=pl.Int16)),
         "_prop_plan": only(e_is_ce, col(PLANS, rng.integers(0, len(PLANS), size=n_events))),
         "_prop_amount": only(e_is_ce, pl.Series(rng.integers(1, 100, size=n_events).astype(float))),
         "_prop_trial": only(e_is_ce, pl.Series(rng.random(n_events) < 0.5)),

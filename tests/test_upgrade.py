@@ -25,6 +25,7 @@ from littlestats.controlplane import ControlPlane
 from tests.server import running_server
 from warehouse import migrations as warehouse_migrations
 from warehouse.migrations import Migration
+from warehouse.tables import EVENTS, SESSIONS
 
 FIXTURE = Path(__file__).parent / "fixtures" / "datadir-v1"
 EXPECTED = json.loads((FIXTURE / "expected.json").read_text())
@@ -91,6 +92,16 @@ def test_serve_opens_the_old_data_directory_migrated_with_its_numbers(old_dir: P
     assert "migrated to schema version 2 (users.password_hash" in log
     assert "migrated to schema version 3 (dashboard sessions" in log
     assert warehouse_versions(old_dir / "warehouse.duckdb") == [m.version for m in warehouse_migrations.MIGRATIONS]
+    # Columns added by migrations land where the declarations put them (the loader inserts rows
+    # by position).
+    con = duckdb.connect(str(old_dir / "warehouse.duckdb"), read_only=True)
+    try:
+        for table in (EVENTS, SESSIONS):
+            got = [r[0] for r in con.execute("SELECT column_name FROM information_schema.columns"
+                                             " WHERE table_name = ? ORDER BY ordinal_position", [table.name]).fetchall()]
+            assert tuple(got) == table.column_names, table.name
+    finally:
+        con.close()
 
 
 def test_control_plane_migration_keeps_the_rows_and_runs_once(old_dir: Path) -> None:

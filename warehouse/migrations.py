@@ -53,6 +53,12 @@ MIGRATIONS: tuple[Migration, ...] = (
     Migration(3, "events.revenue_amount, events.revenue_currency (revenue of custom events)",
               ("ALTER TABLE events ADD COLUMN IF NOT EXISTS revenue_amount DOUBLE",
                "ALTER TABLE events ADD COLUMN IF NOT EXISTS revenue_currency VARCHAR")),
+    Migration(4, "region and city of events and visits; scroll depth of events",
+              ("ALTER TABLE events ADD COLUMN region VARCHAR", "ALTER TABLE events ADD COLUMN city VARCHAR",
+               "ALTER TABLE events ADD COLUMN city_name VARCHAR",
+               "ALTER TABLE events ADD COLUMN scroll_depth SMALLINT",
+               "ALTER TABLE sessions ADD COLUMN region VARCHAR", "ALTER TABLE sessions ADD COLUMN city VARCHAR",
+               "ALTER TABLE sessions ADD COLUMN city_name VARCHAR")),
 )
 
 LATEST = MIGRATIONS[-1].version

@@ -23,7 +23,8 @@ Per visit (see ``warehouse.tables.SESSIONS`` for the column docs):
   custom event on that page is not counted twice; heartbeats and exits do not stretch it by their
   own timestamps;
 * ``is_bounce`` — exactly one pageview and no custom event. Engagement time does not matter;
-* referrer, source, UTM, device, browser, OS, country, language, screen — of the first event;
+* referrer, source, UTM, device, browser, OS, country, language, screen, region, city — of the first
+  event;
 * ``is_new`` — the visitor's first visit on the site: the first visit in the frame and the
   visitor not among ``returning`` (visitors with an earlier visit already loaded).
 """
@@ -34,12 +35,13 @@ from datetime import timedelta
 
 import polars as pl
 
-from warehouse.tables import ACQUISITION, CLIENT, SESSIONS
+from warehouse.tables import ACQUISITION, CLIENT, GEO, SESSIONS
 
 VISIT_GAP = timedelta(minutes=30)
 ACTIVITY_TYPES = ("pageview", "event", "identify")
 ENGAGEMENT_TYPES = ("page_exit", "engagement")
-FIRST_EVENT_COLUMNS = ("hostname", *(c.name for c in ACQUISITION), *(c.name for c in CLIENT))
+FIRST_EVENT_COLUMNS = ("hostname", *(c.name for c in ACQUISITION), *(c.name for c in CLIENT),
+                       *(c.name for c in GEO))
 
 #: Columns ``assign_sessions`` needs (the raw event columns minus custom properties).
 REQUIRED = ("event_id", "site_id", "ts", "type", "visitor_key", "pathname", "engagement_ms",

@@ -91,6 +91,14 @@ CLIENT = (
     _c("language", "VARCHAR", "Browser language (e.g. `en-US`)."),
 )
 
+# Where the visitor was, finer than the country: only with a configured city `.mmdb` (ingest/geo.py).
+# Appended at the end of `events` and `sessions` (a migration adds them to existing files).
+GEO = (
+    _c("region", "VARCHAR", "ISO 3166-2 code of the region (`GB-ENG`, `US-CA`); null without a city database."),
+    _c("city", "VARCHAR", "GeoNames id of the city, as text (`2643743`); null without a city database."),
+    _c("city_name", "VARCHAR", "English name of the city, when the database has one."),
+)
+
 EVENTS = Table(
     "events",
     "One row per accepted event (every raw Parquet row, loaded exactly once; custom properties are "
@@ -116,9 +124,11 @@ EVENTS = Table(
         _c("timezone", "VARCHAR", "Browser time zone (IANA name)."),
         _c("engagement_ms", "BIGINT", "Visible time on page in ms (`page_exit`, `engagement`)."),
         _c("user_id", "VARCHAR", "User id from `identify`."),
-        # added by warehouse migration 3 (ALTER TABLE … ADD COLUMN appends: keep them last)
+        # added by warehouse migrations 3 and 4 (ALTER TABLE … ADD COLUMN appends: keep this order, last)
         _c("revenue_amount", "DOUBLE", "Monetary value of a custom event, in `revenue_currency`; null when none."),
         _c("revenue_currency", "VARCHAR", "ISO 4217 code of `revenue_amount` (e.g. `EUR`)."),
+        *GEO,
+        _c("scroll_depth", "SMALLINT", "Deepest point of the page reached, in percent of its height (`page_exit`, `engagement`)."),
     ),
 )
 
@@ -145,6 +155,7 @@ SESSIONS = Table(
         *ACQUISITION,
         *CLIENT,
         _c("user_id", "VARCHAR", "Last user id identified during the visit."),
+        *(Col(c.name, c.type, c.doc.replace("; null", " of the first event; null"), c.nullable) for c in GEO),
     ),
 )
 

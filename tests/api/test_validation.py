@@ -81,7 +81,7 @@ def test_every_filter_string_parses_or_names_filter(text: str) -> None:
 @pytest.mark.parametrize(("body", "param"), [
     ({"metrics": ["pageviews"]}, "metrics"),
     ({"metrics": []}, "metrics"),
-    ({"dimensions": ["city"]}, "dimensions"),
+    ({"dimensions": ["planet"]}, "dimensions"),
     ({"dimensions": ["time:day", "time:hour"]}, "dimensions"),
     ({"filters": [["equals", "country", ["DE"]]]}, "filters"),
     ({"filters": [["is", "goal", ["Unknown"]]]}, "filters"),

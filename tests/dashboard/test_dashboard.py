@@ -35,7 +35,9 @@ PANELS: dict[str, list[tuple[str, str, dict[str, str], str, str]]] = {
         ("entry-pages", "/entry-pages", {"metrics": SESSION}, "entryPages", "page"),
         ("exit-pages", "/exit-pages", {"metrics": SESSION}, "exitPages", "page"),
     ],
-    "locations": [("countries", "/countries", {"metrics": SESSION}, "countries", "country")],
+    "locations": [("countries", "/countries", {"metrics": SESSION}, "countries", "country"),
+                  ("regions", "/regions", {"metrics": SESSION}, "regions", "region"),
+                  ("cities", "/cities", {"metrics": SESSION}, "cities", "city")],
     "devices": [
         ("devices", "/devices", {"metrics": SESSION}, "devices", "device"),
         ("browsers", "/browsers", {"metrics": SESSION}, "browsers", "browser"),
@@ -113,6 +115,11 @@ def test_every_kpi_and_the_first_rows_of_every_panel_equal_the_api(loaded: Loade
     assert truth["visitors"] > 100
     assert {k: int(dashboard.kpis(page)[k]["value"]) for k in truth} == truth
     assert _check_panels(dashboard, page, loaded.id, params, tabs=True) > 60
+    # A city is shown by its name (its row's value is the GeoNames id).
+    page.click('[data-panel="locations"] [data-tab-id="cities"]')
+    berlin = page.locator('[data-panel="locations"] li[data-value="2950159"] .label')
+    assert berlin.inner_text() == "Berlin"
+    page.click('[data-panel="locations"] [data-tab-id="countries"]')
     # Numbers are formatted for the browser's locale (en-US here).
     views = dashboard.kpis(page)["views"]["text"]
     assert views == (f"{stats['views']:,}" if stats["views"] < 10_000 else views)
@@ -267,9 +274,11 @@ def test_details_search_and_paging(loaded: Loaded, dashboard: Dashboard) -> None
     dialog = page.locator("dialog.details")
     page.wait_for_selector('dialog.details[data-loaded="0:"]')  # its own first page, not the panel's rows
     api = dashboard.api(f"/sites/{loaded.id}/pages", {"period": "7d", "limit": "21",
-                                                      "metrics": "visitors,views,visits,bounce_rate,time_on_page"})
+                                                      "metrics": "visitors,views,visits,bounce_rate,time_on_page,scroll_depth"})
     shown = dialog.locator("tbody tr td:first-child").all_inner_texts()
     assert shown == [r["page"] for r in api["pages"][:20]]
+    headers = dialog.locator("thead th").all_inner_texts()
+    assert [h.lower() for h in headers[-2:]] == ["time on page", "scroll depth"]  # shown in capitals
     dialog.get_by_role("button", name="Next").click()
     page.wait_for_selector('dialog.details[data-loaded="20:"]', timeout=60_000)  # a loaded CI machine
     assert dialog.locator("tbody tr td:first-child").all_inner_texts() == [r["page"] for r in api["pages"][20:21]] + \
@@ -278,7 +287,7 @@ def test_details_search_and_paging(loaded: Loaded, dashboard: Dashboard) -> None
     page.wait_for_selector('dialog.details[data-loaded="0:page/1"]')
     searched = dialog.locator("tbody tr td:first-child").all_inner_texts()
     expected = dashboard.api(f"/sites/{loaded.id}/pages", {"period": "7d", "q": "page/1", "limit": "21",
-                                                          "metrics": "visitors,views,visits,bounce_rate,time_on_page"})
+                                                          "metrics": "visitors,views,visits,bounce_rate,time_on_page,scroll_depth"})
     assert searched == [r["page"] for r in expected["pages"][:20]]
     assert searched and all("page/1" in s for s in searched)
     # A row of the details view filters the dashboard too.

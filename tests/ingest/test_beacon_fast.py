@@ -149,6 +149,7 @@ def good_events(draw: st.DrawFn, limits: Limits, in_batch: bool = False, tracker
         *((wire, clean_text(limit)) for wire, limit in limits.string_fields),
         ("engagementTime", st.sampled_from([0, 86_400_000, 0.0, -0.0, 1.5]) | st.integers(0, 86_400_000) | st.floats(0, 86_400_000)),
         ("ts", good_numbers),
+        ("scrollDepth", st.sampled_from([0, 100, 0.0, 49.5]) | st.integers(0, 100)),
         ("cache", tracker_caches if tracker else good_caches),
         ("data", good_props(limits)),
     ]
@@ -188,6 +189,7 @@ def field_values(limits: Limits) -> dict[str, st.SearchStrategy[Any]]:
         "id": too_long | texts | leaves,
         "engagementTime": st.sampled_from([-1, -0.5, 86_400_000.5, 86_400_001, True]) | numbers | leaves,
         "ts": numbers | leaves,
+        "scrollDepth": st.sampled_from([-1, -0.5, 100.5, 101, True]) | numbers | leaves,
         "cache": caches,
         "data": props | values,
         "revenue": good_revenue | st.sampled_from([
@@ -329,6 +331,7 @@ NEAR_MISSES: list[tuple[str, Any]] = [
     *(("name", v) for v in ["", " ", "\t\u2028", "x" * 200, "x" * 201, "\x00", 5, None, ABSENT]),
     *(("id", v) for v in ["", "x" * 256, "x" * 257, "\x00", 5, None, ABSENT]),
     *(("engagementTime", v) for v in [-1, -0.0, 0, 86_400_000, 86_400_000.5, 86_400_001, True, "1", None, RawNumber("1e400"), RawNumber("8.64e7")]),
+    *(("scrollDepth", v) for v in [-1, -0.0, 0, 50, 100, 100.5, 101, True, "1", None, RawNumber("1e400")]),
     *(("ts", v) for v in [True, "1", MAX_NUMBER, MAX_NUMBER + 1, 2**64, 10**30, -(2**63) - 1, 1.5, -0.0, RawNumber("1e308"), RawNumber("1e309"), RawNumber("-0")]),
     *(("cache", v) for v in ["x", [], {}, {"a": [1]}, {"a": 2**63}, {"a": 2**64}, {"a": 10**400}, {"a": -(2**63) - 1}, {"a": "\x00"}, None]),
     *(("data", v) for v in [

@@ -210,7 +210,7 @@ def test_fallback_visitor_key_without_tracker_id(env: tuple[LiveServer, dict[str
     server, site = env
     for _ in range(2):
         post(server, site["id"], {"url": "/fallback"}, **{"X-Forwarded-For": "81.2.69.160"})
-    post(server, site["id"], {"url": "/fallback"}, **{"X-Forwarded-For": "8.8.8.8"})
+    post(server, site["id"], {"url": "/fallback"}, **{"X-Forwarded-For": "89.160.20.112"})  # not a cloud IP
     rows = rows_for(server, "/fallback", 3)
     keys = [r["visitor_key"] for r in rows]
     assert keys[0] == keys[1] != keys[2]

@@ -98,12 +98,11 @@
   var send = (events, beacon) => {
     // sentAt lets the server correct event times for a client clock that runs fast or slow.
     var body = JSON.stringify({ siteId: site, sentAt: Date.now(), events });
-    var half = events.length >> 1;
-    if (half && body.length > 2e4) {
+    if (events[1] && body.length > 2e4) {
       // The server takes at most 64 KiB per request: 20,000 characters are under 60 KB in UTF-8
-      // whatever they are (4-byte characters count as two).
-      send(events.slice(0, half), beacon);
-      send(events.slice(half), beacon);
+      // whatever they are (4-byte characters count as two). Rare (long titles, many properties):
+      // then each event goes on its own.
+      events.map((e) => send([e], beacon));
     } else if (!(beacon && nav.sendBeacon(endpoint, body))) {
       // keepalive lets a request outlive the page, within a 64 KiB budget for all such requests
       // in flight; past it the browser would refuse the request, so a big burst goes without.
@@ -189,6 +188,12 @@
   var engaged = 0;
   var visibleSince = 0;
   var reported;
+  var deepest; // the deepest point of the page seen, in percent of its height
+
+  // How far down the page the bottom of the window has been, in percent of the page's height (a
+  // page shorter than the window: 100 or more). Neither rounded nor capped: the server keeps the
+  // whole percent and counts anything above 100 as 100.
+  var scrolled = () => (deepest = Math.max(deepest, ((scrollY + innerHeight) * 100) / d.body.scrollHeight));
 
   // Adds the visible time up to now; goes on counting while visible and not leaving.
   var tick = (leaving, now = Date.now()) => {
@@ -196,11 +201,12 @@
     visibleSince = !leaving && !d.hidden && now;
   };
   // engagementTime is the page view's total visible time so far (not a delta): the last report of
-  // a page view is its time on page, and a report lost or sent twice cannot skew it.
+  // a page view is its time on page, and a report lost or sent twice cannot skew it. (The server
+  // counts more than a day as a day.)
   var report = (type, leaving) => {
     tick(leaving);
     if (page && (type == 'page_exit' || engaged > reported)) {
-      push(type, { engagementTime: Math.min((reported = engaged), 864e5) }, page);
+      push(type, { engagementTime: (reported = engaged), scrollDepth: scrolled() }, page);
     }
   };
 
@@ -211,7 +217,7 @@
     report('page_exit', 1);
     page = url;
     lastView = now;
-    engaged = 0;
+    engaged = deepest = 0;
     reported = -1;
     tick();
     push('pageview');
@@ -230,6 +236,7 @@
     navTimer = setTimeout(view, 100);
   };
 
+  listen(w, 'scroll', scrolled);
   listen(d, 'visibilitychange', () => {
     if (d.hidden) {
       report('engagement');
@@ -241,20 +248,21 @@
     report('page_exit', 1);
     flush(1);
   });
-  // A page restored from the back/forward cache is the same page view: its clock resumes, no view.
-  listen(w, 'pageshow', (e) => e.persisted && tick());
+  // A page restored from the back/forward cache is the same page view: `visibilitychange` to
+  // visible resumes its clock, and there is no new view.
   // A heartbeat while the page is read: a visit stays open past 30 minutes on one page, and the
   // time is known even if the exit report never arrives.
   var heartbeat = setInterval(() => d.hidden || report('engagement'), 6e5);
 
-  // File extensions that make a link a download: the attribute's list, else Plausible's.
+  // File extensions that make a link a download: the attribute's list, else today's common ones
+  // (Plausible's list without the formats of the last century).
   var downloads =
     downloadList != null &&
     RegExp(
       '\\.(' +
         (downloadList && downloadList != 'true'
           ? (downloadList.match(/\w+/g) || []).join('|')
-          : 'pdf|xlsx?|docx?|txt|rtf|csv|exe|key|pp[st]x?|7z|pkg|rar|gz|zip|avi|mov|mp[34]|mpeg|wmv|midi|wav|wma|dmg') +
+          : 'pdf|docx?|xlsx?|pp[st]x?|csv|txt|zip|rar|7z|gz|dmg|exe|pkg|mp[34]|mov|avi') +
         ')$',
       'i'
     );

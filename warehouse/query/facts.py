@@ -18,9 +18,10 @@ visits and their events.
 
 from __future__ import annotations
 
-from warehouse.query.model import GOAL, PROP_PREFIX, REVENUE_METRICS, Query
+from warehouse.query.model import GOAL, PAGE_METRICS, PROP_PREFIX, REVENUE_METRICS, Query
 from warehouse.query.sql import (
     EVENT_COLUMNS,
+    NO_PAGE_BLOCKS,
     SESSION_COLUMNS,
     SQL,
     Params,
@@ -93,6 +94,19 @@ def _time_on_page(q: Query, p: Params) -> str:
     )
 
 
+def _scroll_depth(q: Query, p: Params) -> str:
+    """``sd``: per visit and page of the site around the range, the deepest scroll reported
+    (``depth``, percent), on the visit's first pageview of that page (``event_id``), so each visit
+    counts once per page (Plausible's definition: the average of the visits' maxima)."""
+    site, start, end = p(q.site_id), p(q.date_range.start), p(q.date_range.end)
+    return (
+        "sd AS (SELECT arg_min(event_id, ts) FILTER (WHERE type = 'pageview') AS event_id,"
+        " max(scroll_depth) FILTER (WHERE type IN ('page_exit', 'engagement')) AS depth"
+        f" FROM events WHERE site_id = {site} AND ts >= {start} - INTERVAL 1 DAY"
+        f" AND ts < {end} + INTERVAL 1 DAY GROUP BY session_id, pathname)"
+    )
+
+
 def fact_sql(q: Query) -> SQL:
     """Answer ``q`` from the fact tables (handles every question the model allows)."""
     p = Params()
@@ -120,7 +134,7 @@ def fact_sql(q: Query) -> SQL:
             f"SELECT {sel}, count(DISTINCT s.visitor_key) AS visitors, count(*) AS visits,"
             " sum(s.pageviews) AS views, sum(s.custom_events) AS events,"
             " count(*) FILTER (WHERE s.is_bounce) AS bounces, sum(s.duration_ms) AS duration_ms,"
-            f" 0 AS top_ms, 0 AS top_n FROM sessions s WHERE {where(ses_where)} GROUP BY ALL"
+            f" {NO_PAGE_BLOCKS} FROM sessions s WHERE {where(ses_where)} GROUP BY ALL"
         )
         if not revenue:
             ctes.append(f"base AS ({visits})")
@@ -136,13 +150,13 @@ def fact_sql(q: Query) -> SQL:
         on = " AND ".join(f"sv.{k} IS NOT DISTINCT FROM rv.{k}" for k in keys)
         ctes.append(
             f"base AS (SELECT {', '.join('sv.' + k for k in keys)}, visitors, visits, views, events, bounces,"
-            " duration_ms, top_ms, top_n, coalesce(rv.revenue, 0) AS revenue, coalesce(rv.revenue_n, 0) AS revenue_n,"
+            " duration_ms, top_ms, top_n, sd_sum, sd_n, coalesce(rv.revenue, 0) AS revenue, coalesce(rv.revenue_n, 0) AS revenue_n,"
             f" coalesce(rv.unconverted, 0) AS unconverted FROM sv LEFT JOIN rv ON {on})"
         )
         return final_select(q, ctes, p)
 
     # Only the halves the metrics need: event counts (em) and/or visit counts (sm).
-    need_events = bool(set(q.metrics) & {"visitors", "views", "events", "time_on_page", "conversion_rate",
+    need_events = bool(set(q.metrics) & {"visitors", "views", "events", *PAGE_METRICS, "conversion_rate",
                                           "views_per_visit", *REVENUE_METRICS})
     need_visits = bool(set(q.metrics) & {"visits", "bounce_rate", "visit_duration", "views_per_visit"})
 
@@ -170,14 +184,20 @@ def fact_sql(q: Query) -> SQL:
         joins += (" JOIN fs ON fs.visitor_key = e.visitor_key AND e.ts >= fs.started_at"
                   " AND e.ts <= fs.ended_at")
     top = "0 AS top_ms, 0 AS top_n"
-    if revenue:
-        top += ", " + revenue_blocks(q, p, "e.")
     # By goal, a goal's completions are its events: custom events, or pageviews of a page goal.
     counted_events = "count(*)" if GOAL in dims else "count(*) FILTER (WHERE e.type = 'event')"
     if "time_on_page" in q.metrics:
         ctes.append(_time_on_page(q, p))
         joins += " LEFT JOIN top ON top.event_id = e.event_id"
-        top = "coalesce(sum(top.top_ms), 0) AS top_ms, count(top.top_ms) AS top_n" + top[len("0 AS top_ms, 0 AS top_n"):]
+        top = "coalesce(sum(top.top_ms), 0) AS top_ms, count(top.top_ms) AS top_n"
+    if "scroll_depth" in q.metrics:
+        ctes.append(_scroll_depth(q, p))
+        joins += " LEFT JOIN sd ON sd.event_id = e.event_id"
+        top += ", coalesce(sum(sd.depth), 0) AS sd_sum, count(sd.depth) AS sd_n"
+    else:
+        top += ", 0 AS sd_sum, 0 AS sd_n"
+    if revenue:
+        top += ", " + revenue_blocks(q, p, "e.")
     if not need_visits:
         ctes.append(
             f"base AS (SELECT {sel}count(DISTINCT e.visitor_key) AS visitors, 0 AS visits,"
@@ -213,7 +233,7 @@ def fact_sql(q: Query) -> SQL:
     )
     if not need_events:
         ctes.append(f"base AS (SELECT {''.join(f'k{i}, ' for i in range(n))}0 AS visitors, visits, 0 AS views,"
-                    " 0 AS events, bounces, duration_ms, 0 AS top_ms, 0 AS top_n FROM sm)")
+                    f" 0 AS events, bounces, duration_ms, {NO_PAGE_BLOCKS} FROM sm)")
         ctes = [c for c in ctes if not c.startswith("em AS")]
         return final_select(q, ctes, p)
     ctes.append(f"base AS ({full_join('em', 'sm', n, revenue)})")

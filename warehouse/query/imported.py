@@ -67,7 +67,10 @@ SOURCES = (
     Source("imported_entry_pages", {"entry_page": "entry_page"}, {**_SESSION, "visits": "entrances"}),
     Source("imported_exit_pages", {"exit_page": "exit_page"}, {**_SESSION, "visits": "exits"}),
     Source("imported_custom_events", {"event": "name"}, {"visitors": "visitors", "events": "events"}),
-    Source("imported_locations", {"country": "country"}, _SESSION),
+    # Plausible writes an unknown region as '' and an unknown city as 0; ours are null, and a city
+    # is its GeoNames id as text.
+    Source("imported_locations", {"country": "country", "region": "nullif(region, '')",
+                                  "city": "CAST(nullif(city, 0) AS VARCHAR)"}, _SESSION),
     Source("imported_devices", {"device": "device"}, _SESSION),
     Source("imported_browsers", {"browser": "browser", "browser_version": "browser_version"}, _SESSION),
     Source("imported_operating_systems", {"os": "operating_system", "os_version": "operating_system_version"},

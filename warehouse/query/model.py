@@ -35,8 +35,11 @@ METRICS: dict[str, str] = {
     "average_revenue": "Average revenue per counted custom event that carries revenue, in the site's currency.",
     "revenue_unconverted": "Counted custom events carrying revenue in a currency the site has no exchange rate "
                            "for: left out of total_revenue and average_revenue.",
+    "scroll_depth": "Average of each visit's deepest scroll on the page, in percent of its height (reported on page exit).",
 }
 REVENUE_METRICS = ("total_revenue", "average_revenue", "revenue_unconverted")
+#: Metrics of a page: only by page (and time).
+PAGE_METRICS = ("time_on_page", "scroll_depth")
 
 #: Dimensions a query can group or filter by: API name → level.
 #: ``event`` dimensions are attributes of single events (a visit can have many values);
@@ -63,6 +66,9 @@ DIMENSIONS: dict[str, str] = {
     "os_version": "session",
     "language": "session",
     "screen": "session",
+    "region": "session",
+    "city": "session",
+    "city_name": "session",
 }
 PROP_PREFIX = "props:"
 #: The dimension whose values are the site's goals (by display name); also a filter.
@@ -552,8 +558,9 @@ def parse_query(
     if set(metrics) & set(REVENUE_METRICS) and currency is None:
         raise QueryError("metrics", "revenue metrics need the site's revenue currency: set it with PATCH"
                                     " /api/v2/sites/{site} {\"revenue\": {\"currency\": \"EUR\"}}")
-    if "time_on_page" in metrics and any(d not in ("page",) and not d.startswith("time:") for d in dims):
-        raise QueryError("metrics", "time_on_page can only be broken down by page")
+    for m in PAGE_METRICS:
+        if m in metrics and any(d not in ("page",) and not d.startswith("time:") for d in dims):
+            raise QueryError("metrics", f"{m} can only be broken down by page")
 
     raw_range = body.get("date_range", "30d")
     date_arg = body.get("date")

@@ -31,9 +31,12 @@ from warehouse.query.sql import (
     final_select,
     predicate,
 )
+from warehouse.tables import SESSION_DIMENSIONS
 
+#: Visit attributes the pre-aggregates hold (region and city are answered from the facts only).
+ROLLUP_SESSION_COLUMNS = SESSION_COLUMNS & frozenset(SESSION_DIMENSIONS)
 #: Visit attributes ``daily_visitor_counts`` holds (exact visitors by attribute).
-DAILY_SESSION_COLUMNS = SESSION_COLUMNS - {"browser_version", "os_version"}
+DAILY_SESSION_COLUMNS = ROLLUP_SESSION_COLUMNS - {"browser_version", "os_version"}
 _EVENT_DIMS = ("page", "event")
 _SESSION_METRICS = {"visitors", "visits", "views", "events", "bounce_rate", "visit_duration", "views_per_visit"}
 
@@ -64,7 +67,7 @@ def _filters_on_breakdown(q: Query) -> bool:
     is over the visits with that value, so the answer is the unfiltered breakdown's rows whose
     value passes the filters."""
     dims = q.plain_dimensions
-    return (len(dims) == 1 and dims[0] in SESSION_COLUMNS
+    return (len(dims) == 1 and dims[0] in ROLLUP_SESSION_COLUMNS
             and all(f.dimension == dims[0] for f in q.filters))
 
 
@@ -79,7 +82,7 @@ def coverage(q: Query) -> str | None:
         return "range or time zone not aligned to whole UTC hours"
     metrics = set(q.metrics)
     dim = dims[0] if dims else None
-    if dim is None or dim in SESSION_COLUMNS:
+    if dim is None or dim in ROLLUP_SESSION_COLUMNS:
         allowed = _SESSION_METRICS
     elif dim in _EVENT_DIMS:
         allowed = {"visitors", "views", "events"}
@@ -92,7 +95,7 @@ def coverage(q: Query) -> str | None:
     if "visitors" in metrics and q.granularity != "hour":
         if not _whole_local_days(q):
             return "unique visitors over a range that is not whole site-local days"
-        if dim is not None and dim in SESSION_COLUMNS and dim not in DAILY_SESSION_COLUMNS:
+        if dim is not None and dim in ROLLUP_SESSION_COLUMNS and dim not in DAILY_SESSION_COLUMNS:
             return f"no daily visitor table by {dim}"
     return None
 
@@ -112,7 +115,7 @@ def preaggregate_sql(q: Query) -> SQL:
         sel = "".join(f"{k} AS k{i}, " for i, k in enumerate([*keys, "value"]))
         ctes.append(
             f"base AS (SELECT {sel}0 AS visitors, 0 AS visits, 0 AS views, sum(events) AS events,"
-            " 0 AS bounces, 0 AS duration_ms, 0 AS top_ms, 0 AS top_n FROM hourly_props"
+            " 0 AS bounces, 0 AS duration_ms, 0 AS top_ms, 0 AS top_n, 0 AS sd_sum, 0 AS sd_n FROM hourly_props"
             f" WHERE site_id = {p(site)} AND key = {p(dim[len(PROP_PREFIX):])}"
             f" AND event_name IS NOT NULL AND hour >= {p(r.start)} AND hour < {p(r.end)} GROUP BY ALL)"
         )
@@ -152,7 +155,7 @@ def preaggregate_sql(q: Query) -> SQL:
         rest = ("coalesce(v.visitors, 0) AS visitors, coalesce(r.visits, 0) AS visits,"
                 " coalesce(r.views, 0) AS views, coalesce(r.events, 0) AS events,"
                 " coalesce(r.bounces, 0) AS bounces, coalesce(r.duration_ms, 0) AS duration_ms,"
-                " 0 AS top_ms, 0 AS top_n")
+                " 0 AS top_ms, 0 AS top_n, 0 AS sd_sum, 0 AS sd_n")
         if n:
             on = " AND ".join(f"r.k{i} IS NOT DISTINCT FROM v.k{i}" for i in range(n))
             kc = "".join(f"coalesce(r.k{i}, v.k{i}) AS k{i}, " for i in range(n))
@@ -164,6 +167,6 @@ def preaggregate_sql(q: Query) -> SQL:
         ctes.append(
             f"base AS (SELECT {kc}coalesce(visitors, 0) AS visitors, coalesce(visits, 0) AS visits,"
             " coalesce(views, 0) AS views, coalesce(events, 0) AS events, coalesce(bounces, 0) AS bounces,"
-            " coalesce(duration_ms, 0) AS duration_ms, 0 AS top_ms, 0 AS top_n FROM r)"
+            " coalesce(duration_ms, 0) AS duration_ms, 0 AS top_ms, 0 AS top_n, 0 AS sd_sum, 0 AS sd_n FROM r)"
         )
     return final_select(q, ctes, p)

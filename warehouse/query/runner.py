@@ -21,7 +21,8 @@ from warehouse.query.model import GOAL, MAX_LIMIT, Query
 from warehouse.query.planner import Plan, plan
 from warehouse.query.sql import key_dimensions
 
-ROUNDING = {"bounce_rate": 1, "visit_duration": 1, "views_per_visit": 2, "time_on_page": 1, "conversion_rate": 2,
+ROUNDING = {"bounce_rate": 1, "visit_duration": 1, "views_per_visit": 2, "time_on_page": 1, "scroll_depth": 1,
+            "conversion_rate": 2,
             "total_revenue": 2, "average_revenue": 2}
 INTEGER_METRICS = ("visitors", "visits", "views", "events", "revenue_unconverted")
 

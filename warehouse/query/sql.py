@@ -4,7 +4,8 @@ final SELECT.
 
 Each path (``facts.py``, ``rollups.py``) produces a CTE named ``base`` with the same columns — the
 group keys ``k0..kn`` (the time bucket first when the query has a time dimension) and the additive
-building blocks ``visitors, visits, views, events, bounces, duration_ms, top_ms, top_n`` — and
+building blocks ``visitors, visits, views, events, bounces, duration_ms, top_ms, top_n, sd_sum,
+sd_n`` — and
 ``final_select`` derives the ratio metrics from them, applies ``q``, orders and pages. So the two
 paths can differ only in where the building blocks come from, and a test asserts they never do.
 Every value a client sends is a named, bound parameter.
@@ -33,7 +34,10 @@ from warehouse.query.patterns import is_pattern, pattern_regex
 SESSION_COLUMNS = frozenset(d for d, level in DIMENSIONS.items() if level == "session")
 #: Event attributes: API name → ``events`` column.
 EVENT_COLUMNS = {"page": "pathname", "hostname": "hostname", "event": "name"}
-BASE_COLUMNS = ("visitors", "visits", "views", "events", "bounces", "duration_ms", "top_ms", "top_n")
+BASE_COLUMNS = ("visitors", "visits", "views", "events", "bounces", "duration_ms", "top_ms", "top_n",
+                "sd_sum", "sd_n")
+#: The page-metric blocks as zeros, for paths that do not compute them.
+NO_PAGE_BLOCKS = "0 AS top_ms, 0 AS top_n, 0 AS sd_sum, 0 AS sd_n"
 
 
 @dataclass
@@ -228,7 +232,8 @@ def full_join(left: str, right: str, n_keys: int, revenue: bool = False) -> str:
     """``left`` (visitors, views, events, top_*, and with ``revenue`` the revenue blocks) ⟗
     ``right`` (visits, bounces, duration_ms)."""
     blocks = [("l", "visitors"), ("r", "visits"), ("l", "views"), ("l", "events"),
-              ("r", "bounces"), ("r", "duration_ms"), ("l", "top_ms"), ("l", "top_n")]
+              ("r", "bounces"), ("r", "duration_ms"), ("l", "top_ms"), ("l", "top_n"),
+              ("l", "sd_sum"), ("l", "sd_n")]
     if revenue:
         blocks += [("l", "revenue"), ("l", "revenue_n"), ("l", "unconverted")]
     rest = ", ".join(f"coalesce({side}.{c}, 0) AS {c}" for side, c in blocks)
@@ -249,6 +254,7 @@ DERIVED = {
     "visit_duration": "CASE WHEN visits > 0 THEN duration_ms / 1000.0 / visits END",
     "views_per_visit": "CASE WHEN visits > 0 THEN views * 1.0 / visits END",
     "time_on_page": "CASE WHEN top_n > 0 THEN top_ms / 1000.0 / top_n END",
+    "scroll_depth": "CASE WHEN sd_n > 0 THEN sd_sum * 1.0 / sd_n END",
     "conversion_rate": "visitors",  # completed by the runner (needs visitors without the goal)
     "total_revenue": "revenue",
     "average_revenue": "CASE WHEN revenue_n > 0 THEN revenue / revenue_n END",
@@ -270,7 +276,7 @@ def final_select(q: Query, ctes: list[str], p: Params) -> SQL:
     counted = {"visitors", "views", "events"} & set(q.metrics)
     if set(q.metrics) & {"visits", "bounce_rate", "visit_duration", "views_per_visit"}:
         counted.add("visits")
-    if "time_on_page" in q.metrics:
+    if set(q.metrics) & {"time_on_page", "scroll_depth"}:
         counted.add("views")
     if set(q.metrics) & set(REVENUE_METRICS):
         counted |= {"revenue_n", "unconverted"}

@@ -90,6 +90,6 @@ def visitor_days_sql(q: Query) -> SQL:
         " GROUP BY ALL) GROUP BY k0)",
         "base AS (SELECT k0, CAST(sum(visitors) AS BIGINT) AS visitors, 0 AS visits,"
         " CAST(sum(views) AS BIGINT) AS views, 0 AS events, 0 AS bounces, 0 AS duration_ms, 0 AS top_ms,"
-        " 0 AS top_n FROM (SELECT * FROM whole UNION ALL SELECT * FROM mixed) GROUP BY k0)",
+        " 0 AS top_n, 0 AS sd_sum, 0 AS sd_n FROM (SELECT * FROM whole UNION ALL SELECT * FROM mixed) GROUP BY k0)",
     ]
     return final_select(q, ctes, p)

@@ -151,7 +151,7 @@ def _visitors_by_day(q: Query, p: Params, site: str, start: str, end: str) -> li
         " AND d.local_date > l.d0 AND d.local_date < l.d1"
         f" WHERE d.site_id = {site} AND d.local_date >= {first_day} AND d.local_date < {end_day})",
         "em AS (SELECT k0, count(DISTINCT visitor_key) AS visitors, 0 AS views, 0 AS events,"
-        " 0 AS top_ms, 0 AS top_n FROM vd GROUP BY k0)",
+        " 0 AS top_ms, 0 AS top_n, 0 AS sd_sum, 0 AS sd_n FROM vd GROUP BY k0)",
     ]
 
 
@@ -195,7 +195,7 @@ def visit_sql(q: Query) -> SQL:
         ctes.append(f"sev AS ({' UNION ALL '.join(joins)})")
         ctes.append(
             f"em AS (SELECT {k}count(DISTINCT visitor_key) AS visitors, CAST(sum(v) AS BIGINT) AS views,"
-            " CAST(sum(c) AS BIGINT) AS events, 0 AS top_ms, 0 AS top_n FROM ("
+            " CAST(sum(c) AS BIGINT) AS events, 0 AS top_ms, 0 AS top_n, 0 AS sd_sum, 0 AS sd_n FROM ("
             f"SELECT {'b0 AS k0, ' if gran else ''}visitor_key, pageviews AS v, custom_events AS c FROM ms WHERE whole"
             f" UNION ALL SELECT {k}visitor_key, CAST(type = 'pageview' AS INTEGER),"
             f" CAST(type = 'event' AS INTEGER) FROM sev){group})"
@@ -220,9 +220,9 @@ def _finish(q: Query, p: Params, ctes: list[str], start: str, need_events: bool,
         ctes.append(f"base AS ({full_join('em', 'sm', n)})")
     elif need_events:
         ctes.append(f"base AS (SELECT {k}visitors, 0 AS visits, views, events, 0 AS bounces, 0 AS duration_ms,"
-                    " 0 AS top_ms, 0 AS top_n FROM em)")
+                    " 0 AS top_ms, 0 AS top_n, 0 AS sd_sum, 0 AS sd_n FROM em)")
     else:
         ctes.append(f"base AS (SELECT {k}0 AS visitors, visits, 0 AS views, 0 AS events, bounces, duration_ms,"
-                    " 0 AS top_ms, 0 AS top_n FROM sm)")
+                    " 0 AS top_ms, 0 AS top_n, 0 AS sd_sum, 0 AS sd_n FROM sm)")
     return final_select(q, ctes, p)
 

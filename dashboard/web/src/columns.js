@@ -9,6 +9,7 @@ export const COLUMNS = {
   bounce_rate: { field: 'bounceRate', header: 'Bounce rate', format: fmt.percent },
   visit_duration: { field: 'avgDuration', header: 'Visit duration', format: fmt.duration },
   time_on_page: { field: 'timeOnPage', header: 'Time on page', format: fmt.duration },
+  scroll_depth: { field: 'scrollDepth', header: 'Scroll depth', format: fmt.percent },
   conversions: { field: 'conversions', header: 'Conversions', format: fmt.compact },
   conversion_rate: { field: 'conversionRate', header: 'Conversion rate', format: fmt.percent },
   revenue: { field: 'totalRevenue', header: 'Revenue', format: fmt.money },
