@@ -24,11 +24,12 @@ released.
 from __future__ import annotations
 
 import logging
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from warehouse.layout import resort_tables
 from warehouse.tables import IMPORTED_TABLES, SchemaError, create_all
 
 log = logging.getLogger("littlestats.warehouse")
@@ -38,11 +39,13 @@ VERSION_TABLE = "schema_version"
 
 @dataclass(frozen=True)
 class Migration:
-    """One step: the SQL statements that turn the previous version into this one."""
+    """One step: the SQL statements that turn the previous version into this one, then ``run``
+    (work that depends on what the file holds), in the same transaction."""
 
     version: int
     description: str
     statements: tuple[str, ...] = ()
+    run: Callable[[Any], None] | None = None
 
 
 MIGRATIONS: tuple[Migration, ...] = (
@@ -50,6 +53,9 @@ MIGRATIONS: tuple[Migration, ...] = (
     Migration(1, "fact tables, pre-aggregates and the load manifest"),
     Migration(2, "imported daily aggregates (Plausible CE's CSV layout)",
               tuple(t.ddl() for t in IMPORTED_TABLES)),
+    # Rows grouped by site, then time, so a site's question skips other sites' row groups
+    # (warehouse.layout); one rewrite of the rows an older version stored in arrival order.
+    Migration(3, "fact and per-visitor daily tables ordered by site and time", run=resort_tables),
 )
 
 LATEST = MIGRATIONS[-1].version
@@ -112,6 +118,8 @@ def migrate(con: Any, path: object = "warehouse.duckdb",
         try:
             for statement in step.statements:
                 con.execute(statement).fetchall()
+            if step.run is not None:
+                step.run(con)
             _record(con, step)
             con.execute("COMMIT")
         except BaseException:

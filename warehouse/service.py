@@ -42,6 +42,7 @@ from warehouse.erase import (
     write_journal,
 )
 from warehouse.erase import fault_point as erase_fault_point
+from warehouse.layout import resort_closed_days
 from warehouse.load import LoadResult, discover_files, load_pending
 from warehouse.protocol import (
     KIND_ARROW,
@@ -186,7 +187,19 @@ class Warehouse:
             result = apply_retention(self.writer, self.settings.raw_dir, retention,
                                      self.settings.rollup_retention_days, now)
         log.info("retention: %s", result.summary())
+        self.resort_closed_days(now)
         return result
+
+    def resort_closed_days(self, now: datetime | None = None) -> dict[str, int]:
+        """Group the rows of the last closed days by site (``warehouse.layout``): the daily
+        retention run calls it after removing what expired."""
+        with self.write_lock:
+            started = time_module.monotonic()
+            done = resort_closed_days(self.writer, (now or datetime.now(UTC)).date())
+        if done:
+            log.info("row order: %s rows of the closed days grouped by site in %.1f s",
+                     ", ".join(f"{t} {n:,}" for t, n in done.items()), time_module.monotonic() - started)
+        return done
 
     def purge_site(self, site_id: str) -> int:
         """Remove everything of a deleted site (raw Parquet, facts, pre-aggregates, load manifest).
