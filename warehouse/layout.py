@@ -8,20 +8,21 @@ grouped by site and, within a site, by time, a site's question over a month read
 month and skips the rest; rows in arrival order (every site mixed in every row group) make it read
 every row in the range and compare each row's ``site_id`` (a string, ~7 ns a row).
 
-* The loader writes each chunk's rows ordered by ``SORT_KEYS`` (``warehouse.load``,
-  ``warehouse.rollups``), so a backfill or a large load writes grouped row groups.
+* The loader writes rows in arrival order (sorting each chunk would cost load time, and a minute's
+  chunk is too small to fill a row group with one site).
 * Warehouse migration 3 re-sorts the existing rows of these tables once (``resort_tables``).
 * The regular small loads append a few minutes of every site at the end of the table, so their
   row groups mix sites again (still in time order, so time ranges are skipped):
   ``resort(con, table, lo, hi)`` rewrites the rows of a closed time range in order; the daily
-  retention job calls it for the days before yesterday (``resort_closed_days``).
+  retention job calls it for the days before yesterday (``resort_closed_days``), and a load that
+  wrote rows of closed days (a backfill) for those days (``loaded_closed_days``).
 
 The order never changes an answer: it only decides which row groups a query can skip.
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
 from datetime import UTC, date, datetime, time, timedelta
 from typing import Any
@@ -126,17 +127,39 @@ def is_grouped(con: Any, table: str, lo: datetime, hi: datetime) -> bool:
     return rows == span and out_of_order == 0
 
 
-def resort_closed_days(con: Any, today: date | None = None, days: int = 7) -> dict[str, int]:
-    """Re-sort the closed days (the ``days`` days before yesterday: a load accepts events up to
-    24 h late, so no load rewrites them) of every table in ``SORT_KEYS`` whose rows there are not
-    grouped yet; the rows rewritten per table. Run daily, it keeps every day but the last two
-    grouped by site; a day already grouped costs one scan of its rows."""
+def closed_days(today: date | None = None, days: int = 7) -> list[date]:
+    """The ``days`` UTC days before yesterday, oldest first: events arrive at most 24 h late, so
+    no regular load rewrites their rows any more."""
     today = today or datetime.now(UTC).date()
+    return [today - timedelta(days=back) for back in range(days + 1, 1, -1)]
+
+
+def resort_days(con: Any, days: Iterable[date]) -> dict[str, int]:
+    """Re-sort, table by table, the rows of each of ``days`` (UTC days; a daily table's local dates
+    of those days) that are not grouped yet; the rows rewritten per table. A day already grouped
+    costs one scan of its rows."""
     done: dict[str, int] = {}
-    for back in range(days + 1, 1, -1):
-        lo = datetime.combine(today - timedelta(days=back), time(), UTC)
+    for day in sorted(set(days)):
+        lo = datetime.combine(day, time(), UTC)
         hi = lo + timedelta(days=1)
         for table in SORT_KEYS:
             if not is_grouped(con, table, lo, hi):
                 done[table] = done.get(table, 0) + resort(con, table, lo, hi)
     return done
+
+
+def resort_closed_days(con: Any, today: date | None = None, days: int = 7) -> dict[str, int]:
+    """Re-sort the closed days (``closed_days``) whose rows are not grouped yet. Run daily, it keeps
+    every day but the last two grouped by site."""
+    return resort_days(con, closed_days(today, days))
+
+
+def loaded_closed_days(partition_days: Iterable[date], today: date | None = None) -> list[date]:
+    """The closed days a load of raw partitions of ``partition_days`` (a backfill, files restored
+    into old partitions) wrote rows of: each closed day and its closed neighbours (a site-local
+    date, a visit continued across midnight). A regular load (today's and yesterday's partitions)
+    has none."""
+    today = today or datetime.now(UTC).date()
+    last = today - timedelta(days=2)
+    near = {d + timedelta(days=k) for d in partition_days if d <= last for k in (-1, 0, 1)}
+    return sorted(d for d in near if d <= last)

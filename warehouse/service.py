@@ -42,8 +42,8 @@ from warehouse.erase import (
     write_journal,
 )
 from warehouse.erase import fault_point as erase_fault_point
-from warehouse.layout import resort_closed_days
-from warehouse.load import LoadResult, discover_files, load_pending
+from warehouse.layout import loaded_closed_days, resort_closed_days, resort_days
+from warehouse.load import LoadResult, discover_files, load_pending, pending_files
 from warehouse.protocol import (
     KIND_ARROW,
     KIND_JSON,
@@ -153,13 +153,19 @@ class Warehouse:
             deleted = self._forget_deleted_sites()
             files = [f for f in discover_files(self.settings.raw_dir, start, end)
                      if f.site_id not in deleted and wanted(f.partition_hour, f.site_id)]
-            result = load_pending(self.writer, self.settings.raw_dir, tz, files=files,
+            pending = pending_files(self.writer, files)
+            result = load_pending(self.writer, self.settings.raw_dir, tz, files=pending,
                                   progress=progress, chunk_rows=self.settings.load_chunk_rows)
             compacted = compact_raw(self.writer, self.settings.raw_dir, files=files)
+            # rows of closed days (a backfill): grouped by site now, as the daily run would not
+            resorted = resort_days(self.writer, loaded_closed_days({f.partition_hour.date() for f in pending}))
         if result.files:
             log.info("load: %s", result.summary())
         if compacted.hours or compacted.skipped_mixed:
             log.info("raw compaction: %s", compacted.summary())
+        if resorted:
+            log.info("row order: the loaded closed days' rows grouped by site (%s)",
+                     ", ".join(f"{t} {n:,}" for t, n in resorted.items()))
         return result
 
     def rotate_active_segments(self) -> list[Path]:

@@ -12,11 +12,12 @@ from typing import Any
 import duckdb
 import pytest
 
+from littlestats.config import load_settings
 from tests.generator import TrafficSpec, generate
 from warehouse.database import connect
 from warehouse.layout import SORT_KEYS, resort_closed_days, resort_tables
-from warehouse.load import load_pending
 from warehouse.migrations import LATEST, MIGRATIONS, schema_version
+from warehouse.service import Warehouse
 
 SPEC = TrafficSpec(visitors=200, days=10, sites=("site-a", "site-b", "site-c"), loads=1, seed=5,
                    start=datetime(2026, 3, 1, tzinfo=UTC),
@@ -27,13 +28,39 @@ STEP = next(m for m in MIGRATIONS if m.run is resort_tables)
 
 @pytest.fixture(scope="module")
 def loaded(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """A warehouse of three sites over ten days, loaded by the loader."""
+    """A data directory with three sites' ten days, long closed, loaded by the warehouse (a
+    backfill, as far as the row order goes)."""
     root = tmp_path_factory.mktemp("layout")
-    generate(SPEC).write_raw(root / "raw")
-    con = connect(root / "warehouse.duckdb", threads=2)
-    load_pending(con, root / "raw", SPEC.timezones)
-    con.close()
+    settings = load_settings({"data_dir": root, "warehouse_threads": 2}, environ={})
+    settings.ensure_dirs()
+    generate(SPEC).write_raw(settings.raw_dir)
+    wh = Warehouse(settings)
+    try:
+        assert wh.load(seal=False).new_events > 0
+    finally:
+        wh.close()
     return root
+
+
+def _day(table: str, d: date) -> str:
+    key = SORT_KEYS[table]
+    if key == "local_date":
+        return f"local_date = DATE '{d:%Y-%m-%d}'"
+    lo = datetime.combine(d, datetime.min.time(), UTC)
+    return f"{key} >= TIMESTAMPTZ '{lo.isoformat()}' AND {key} < TIMESTAMPTZ '{(lo + timedelta(days=1)).isoformat()}'"
+
+
+def test_a_load_of_closed_days_leaves_each_day_grouped_by_site(loaded: Path) -> None:
+    con = duckdb.connect(str(loaded / "warehouse.duckdb"), read_only=True)
+    try:
+        con.execute("SET TimeZone = 'UTC'")
+        for table in SORT_KEYS:
+            days = [r[0] for r in con.execute(
+                f"SELECT DISTINCT CAST({SORT_KEYS[table]} AS DATE) FROM {table}").fetchall()]  # noqa: S608
+            assert len(days) >= 10
+            assert [d for d in days if not _in_order(con, table, _day(table, d))] == [], table
+    finally:
+        con.close()
 
 
 def _copy(loaded: Path, tmp_path: Path) -> Path:
@@ -105,12 +132,8 @@ def test_the_daily_resort_groups_the_closed_days_once_and_leaves_the_rest(loaded
             else:
                 inside = f"{key} >= TIMESTAMPTZ '{closed[0].isoformat()}' AND {key} < TIMESTAMPTZ '{closed[1].isoformat()}'"
             for day in range(7):  # each closed day's rows lie together, in order
-                d = closed[0] + timedelta(days=day)
-                if key == "local_date":
-                    one = f"local_date = DATE '{d:%Y-%m-%d}'"
-                else:
-                    one = f"{key} >= TIMESTAMPTZ '{d.isoformat()}' AND {key} < TIMESTAMPTZ '{(d + timedelta(days=1)).isoformat()}'"
-                assert _in_order(con, table, one), (table, d)
+                d = (closed[0] + timedelta(days=day)).date()
+                assert _in_order(con, table, _day(table, d)), (table, d)
             # the first two days and the last two are not among them: left as they were
             assert not _in_order(con, table, f"NOT ({inside})"), table
         assert resort_closed_days(con, TODAY, days=7) == {}  # already grouped: nothing to do
