@@ -92,15 +92,17 @@ def _bounds(table: str, lo: datetime, hi: datetime) -> tuple[str, dict[str, Any]
 
 def resort(con: Any, table: str, lo: datetime, hi: datetime) -> int:
     """Rewrite the rows of ``table`` in ``[lo, hi)`` (UTC midnights; a daily table's local dates
-    of those days) grouped by site and in time order, in one transaction; the rows rewritten.
-    Call it only for ranges no load rewrites any more (closed days)."""
+    of those days) day by day, each day's rows grouped by site and in time order, in one
+    transaction; the rows rewritten. Call it only for ranges no load rewrites any more (closed
+    days)."""
     cond, params = _bounds(table, lo, hi)
     temp = f"resorted_{table}"
+    day = f"CAST({SORT_KEYS[table]} AS DATE)"  # the connection's time zone is UTC
     with _insertion_order(con):
         con.execute("BEGIN TRANSACTION")
         try:
             con.execute(f"CREATE OR REPLACE TEMP TABLE {temp} AS SELECT * FROM {table} WHERE {cond}"
-                        f" ORDER BY {order_by(table)}", params)
+                        f" ORDER BY {day}, {order_by(table)}", params)
             n = int(con.execute(f"SELECT count(*) FROM {temp}").fetchall()[0][0])
             if n:
                 con.execute(f"DELETE FROM {table} WHERE {cond}", params)
@@ -135,16 +137,26 @@ def closed_days(today: date | None = None, days: int = 7) -> list[date]:
 
 
 def resort_days(con: Any, days: Iterable[date]) -> dict[str, int]:
-    """Re-sort, table by table, the rows of each of ``days`` (UTC days; a daily table's local dates
-    of those days) that are not grouped yet; the rows rewritten per table. A day already grouped
-    costs one scan of its rows."""
+    """Re-sort, table by table, the rows of ``days`` (UTC days; a daily table's local dates of
+    those days) where a day's rows are not grouped yet; the rows rewritten per table. Each run of
+    consecutive such days is rewritten in one pass. A day already grouped costs one scan of its
+    rows."""
     done: dict[str, int] = {}
-    for day in sorted(set(days)):
-        lo = datetime.combine(day, time(), UTC)
-        hi = lo + timedelta(days=1)
-        for table in SORT_KEYS:
-            if not is_grouped(con, table, lo, hi):
-                done[table] = done.get(table, 0) + resort(con, table, lo, hi)
+    for table in SORT_KEYS:
+        runs: list[list[date]] = []
+        for day in sorted(set(days)):
+            lo = datetime.combine(day, time(), UTC)
+            if is_grouped(con, table, lo, lo + timedelta(days=1)):
+                continue
+            if runs and runs[-1][-1] == day - timedelta(days=1):
+                runs[-1].append(day)
+            else:
+                runs.append([day])
+        for run in runs:
+            lo = datetime.combine(run[0], time(), UTC)
+            n = resort(con, table, lo, lo + timedelta(days=len(run)))
+            if n:
+                done[table] = done.get(table, 0) + n
     return done
 
 
