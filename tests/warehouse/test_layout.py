@@ -17,6 +17,8 @@ from tests.generator import TrafficSpec, generate
 from warehouse.database import connect
 from warehouse.layout import SORT_KEYS, resort_closed_days, resort_tables
 from warehouse.migrations import LATEST, MIGRATIONS, schema_version
+from warehouse.query.model import parse_query
+from warehouse.query.planner import plan
 from warehouse.service import Warehouse
 
 SPEC = TrafficSpec(visitors=200, days=10, sites=("site-a", "site-b", "site-c"), loads=1, seed=5,
@@ -85,6 +87,28 @@ def _rows(con: Any) -> dict[str, list[tuple[Any, ...]]]:
     return {t: con.execute(f"SELECT * FROM {t} ORDER BY ALL").fetchall() for t in SORT_KEYS}  # noqa: S608
 
 
+#: Dashboard questions under a filter (every query path that reads the re-sorted tables).
+QUESTIONS = [
+    {"dimensions": [], "metrics": ["visitors", "visits", "views", "events", "bounce_rate", "visit_duration"]},
+    {"dimensions": ["time:day"], "metrics": ["visitors"]},
+    {"dimensions": ["page"], "metrics": ["visitors", "views"]},
+    {"dimensions": ["source"], "metrics": ["visitors", "visits", "bounce_rate"]},
+    {"dimensions": ["event"], "metrics": ["visitors", "events"]},
+]
+
+
+def _answers(con: Any) -> list[list[tuple[Any, ...]]]:
+    out = []
+    for site in SPEC.sites:
+        for body in QUESTIONS:
+            for filters in ([], [["is", "country", ["DE"]]], [["is_not", "device", ["mobile"]]]):
+                q = parse_query(site, SPEC.timezones[site], {**body, "date_range": ["2026-03-02", "2026-03-08"],
+                                                            "filters": filters, "limit": 1000})
+                sql = plan(q).sql
+                out.append(con.execute(sql.text, sql.params).fetchall())
+    return out
+
+
 def _in_order(con: Any, table: str, where: str = "true") -> bool:
     """Whether the rows (of ``where``), read in storage order, are ordered by site, then time."""
     keys = con.execute(f"SELECT site_id, {SORT_KEYS[table]} FROM {table} WHERE {where}"  # noqa: S608
@@ -95,8 +119,10 @@ def _in_order(con: Any, table: str, where: str = "true") -> bool:
 def test_the_upgrade_groups_an_existing_file_by_site_and_time_and_keeps_every_row(loaded: Path, tmp_path: Path) -> None:
     path = _copy(loaded, tmp_path)
     con = duckdb.connect(str(path))
+    con.execute("SET TimeZone = 'UTC'")
     _scramble(con)
-    before = _rows(con)
+    before, answers = _rows(con), _answers(con)
+    assert sum(1 for a in answers if a) > len(answers) // 2  # most questions have an answer to compare
     assert not any(_in_order(con, t) for t in SORT_KEYS)
     # the file as the version before this step left it (a new file records only its version)
     con.execute("DELETE FROM schema_version")
@@ -107,6 +133,7 @@ def test_the_upgrade_groups_an_existing_file_by_site_and_time_and_keeps_every_ro
     try:
         assert schema_version(con) == LATEST
         assert _rows(con) == before
+        assert _answers(con) == answers  # every query path gives the same answers on the new order
         assert [t for t in SORT_KEYS if not _in_order(con, t)] == []
         # the tables keep their declarations (NOT NULL included)
         nullable = con.execute("SELECT is_nullable FROM information_schema.columns"
