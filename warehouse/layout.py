@@ -13,9 +13,11 @@ every row in the range and compare each row's ``site_id`` (a string, ~7 ns a row
 * Warehouse migration 3 re-sorts the existing rows of these tables once (``resort_tables``).
 * The regular small loads append a few minutes of every site at the end of the table, so their
   row groups mix sites again (still in time order, so time ranges are skipped):
-  ``resort(con, table, lo, hi)`` rewrites the rows of a closed time range in order; the daily
-  retention job calls it for the days before yesterday (``resort_closed_days``), and a load that
-  wrote rows of closed days (a backfill) for those days (``loaded_closed_days``).
+  ``resort(con, table, lo, hi)`` rewrites the rows of a closed time range day by day, each day's
+  rows by site, then time; the daily retention job calls it for the days before yesterday
+  (``resort_closed_days``), and a load that wrote rows of closed days (a backfill) for those days
+  (``loaded_closed_days``). Within a day is less than over the whole table when a day holds only
+  a few row groups, but it never rewrites more than the days in question.
 
 The order never changes an answer: it only decides which row groups a query can skip.
 """
@@ -40,6 +42,7 @@ def _insertion_order(con: Any) -> Iterator[None]:
         yield
     finally:
         con.execute(f"SET preserve_insertion_order = {'true' if was else 'false'}")
+
 
 #: Table → the time column its rows are ordered by within a site.
 SORT_KEYS: dict[str, str] = {
