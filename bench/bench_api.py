@@ -58,13 +58,16 @@ def _prepare(root: Path, events: int) -> None:
     from bench.bench_warehouse import EVENTS_PER_VISITOR
     from tests.generator import TrafficSpec, generate
     from warehouse.database import connect
-    from warehouse.load import load_pending
+    from warehouse.layout import loaded_closed_days, resort_days
+    from warehouse.load import discover_files, load_pending
 
     spec = TrafficSpec(visitors=int(events / EVENTS_PER_VISITOR), days=30, loads=2, seed=7,
                        late_fraction=0.0, duplicate_fraction=0.0, timezones=TZ)
     generate(spec).write_raw(root / "raw")
     con = connect(root / "warehouse.duckdb", threads=THREADS)
     load_pending(con, root / "raw", TZ)
+    # as the warehouse process leaves a backfill of closed days: each day's rows grouped by site
+    resort_days(con, loaded_closed_days({f.partition_hour.date() for f in discover_files(root / "raw")}))
     con.close()
     (root / "ready").write_text("ok")
 

@@ -24,11 +24,12 @@ released.
 from __future__ import annotations
 
 import logging
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from warehouse.layout import resort_tables
 from warehouse.tables import IMPORTED_TABLES, SchemaError, create_all
 
 log = logging.getLogger("littlestats.warehouse")
@@ -38,11 +39,13 @@ VERSION_TABLE = "schema_version"
 
 @dataclass(frozen=True)
 class Migration:
-    """One step: the SQL statements that turn the previous version into this one."""
+    """One step: the SQL statements that turn the previous version into this one, then ``run``
+    (work that depends on what the file holds), in the same transaction."""
 
     version: int
     description: str
     statements: tuple[str, ...] = ()
+    run: Callable[[Any], None] | None = None
 
 
 MIGRATIONS: tuple[Migration, ...] = (
@@ -54,11 +57,16 @@ MIGRATIONS: tuple[Migration, ...] = (
               ("ALTER TABLE events ADD COLUMN IF NOT EXISTS revenue_amount DOUBLE",
                "ALTER TABLE events ADD COLUMN IF NOT EXISTS revenue_currency VARCHAR")),
     Migration(4, "region and city of events and visits; scroll depth of events",
-              ("ALTER TABLE events ADD COLUMN region VARCHAR", "ALTER TABLE events ADD COLUMN city VARCHAR",
-               "ALTER TABLE events ADD COLUMN city_name VARCHAR",
-               "ALTER TABLE events ADD COLUMN scroll_depth SMALLINT",
-               "ALTER TABLE sessions ADD COLUMN region VARCHAR", "ALTER TABLE sessions ADD COLUMN city VARCHAR",
-               "ALTER TABLE sessions ADD COLUMN city_name VARCHAR")),
+              ("ALTER TABLE events ADD COLUMN IF NOT EXISTS region VARCHAR",
+               "ALTER TABLE events ADD COLUMN IF NOT EXISTS city VARCHAR",
+               "ALTER TABLE events ADD COLUMN IF NOT EXISTS city_name VARCHAR",
+               "ALTER TABLE events ADD COLUMN IF NOT EXISTS scroll_depth SMALLINT",
+               "ALTER TABLE sessions ADD COLUMN IF NOT EXISTS region VARCHAR",
+               "ALTER TABLE sessions ADD COLUMN IF NOT EXISTS city VARCHAR",
+               "ALTER TABLE sessions ADD COLUMN IF NOT EXISTS city_name VARCHAR")),
+    # Rows grouped by site, then time, so a site's question skips other sites' row groups
+    # (warehouse.layout); one rewrite of the rows an older version stored in arrival order.
+    Migration(5, "fact and per-visitor daily tables ordered by site and time", run=resort_tables),
 )
 
 LATEST = MIGRATIONS[-1].version
@@ -121,6 +129,8 @@ def migrate(con: Any, path: object = "warehouse.duckdb",
         try:
             for statement in step.statements:
                 con.execute(statement).fetchall()
+            if step.run is not None:
+                step.run(con)
             _record(con, step)
             con.execute("COMMIT")
         except BaseException:

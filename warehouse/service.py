@@ -42,7 +42,8 @@ from warehouse.erase import (
     write_journal,
 )
 from warehouse.erase import fault_point as erase_fault_point
-from warehouse.load import LoadResult, discover_files, load_pending
+from warehouse.layout import loaded_closed_days, resort_closed_days, resort_days
+from warehouse.load import LoadResult, discover_files, load_pending, pending_files
 from warehouse.protocol import (
     KIND_ARROW,
     KIND_JSON,
@@ -152,13 +153,19 @@ class Warehouse:
             deleted = self._forget_deleted_sites()
             files = [f for f in discover_files(self.settings.raw_dir, start, end)
                      if f.site_id not in deleted and wanted(f.partition_hour, f.site_id)]
-            result = load_pending(self.writer, self.settings.raw_dir, tz, files=files,
+            pending = pending_files(self.writer, files)
+            result = load_pending(self.writer, self.settings.raw_dir, tz, files=pending,
                                   progress=progress, chunk_rows=self.settings.load_chunk_rows)
             compacted = compact_raw(self.writer, self.settings.raw_dir, files=files)
+            # rows of closed days (a backfill): grouped by site now, as the daily run would not
+            resorted = resort_days(self.writer, loaded_closed_days({f.partition_hour.date() for f in pending}))
         if result.files:
             log.info("load: %s", result.summary())
         if compacted.hours or compacted.skipped_mixed:
             log.info("raw compaction: %s", compacted.summary())
+        if resorted:
+            log.info("row order: the loaded closed days' rows grouped by site (%s)",
+                     ", ".join(f"{t} {n:,}" for t, n in resorted.items()))
         return result
 
     def rotate_active_segments(self) -> list[Path]:
@@ -186,7 +193,19 @@ class Warehouse:
             result = apply_retention(self.writer, self.settings.raw_dir, retention,
                                      self.settings.rollup_retention_days, now)
         log.info("retention: %s", result.summary())
+        self.resort_closed_days(now)
         return result
+
+    def resort_closed_days(self, now: datetime | None = None) -> dict[str, int]:
+        """Group the rows of the last closed days by site (``warehouse.layout``): the daily
+        retention run calls it after removing what expired."""
+        with self.write_lock:
+            started = time_module.monotonic()
+            done = resort_closed_days(self.writer, (now or datetime.now(UTC)).date())
+        if done:
+            log.info("row order: %s rows of the closed days grouped by site in %.1f s",
+                     ", ".join(f"{t} {n:,}" for t, n in done.items()), time_module.monotonic() - started)
+        return done
 
     def purge_site(self, site_id: str) -> int:
         """Remove everything of a deleted site (raw Parquet, facts, pre-aggregates, load manifest).
