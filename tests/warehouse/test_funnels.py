@@ -1,22 +1,15 @@
-"""Funnels on generated traffic loaded by the real loader, against a brute-force count in Python.
-
-The brute force shares nothing with ``warehouse.query.funnels``: it has its own page-pattern
-matcher, finds the deepest step by trying every increasing sequence of events (not greedily), and
-takes visits, their attributes and the filters' meaning from the generator's truth.
-"""
+"""Funnels on generated traffic loaded by the real loader, against the brute-force count of
+``tests.funnel_truth`` (which shares nothing with ``warehouse.query.funnels``)."""
 
 from __future__ import annotations
 
 from collections.abc import Iterator
-from datetime import UTC, datetime, timedelta
-from functools import lru_cache
 from typing import Any
-from zoneinfo import ZoneInfo
 
 import duckdb
-import polars as pl
 import pytest
 
+from tests.funnel_truth import brute_force
 from tests.generator import Traffic, TrafficSpec, generate
 from warehouse.database import connect
 from warehouse.load import load_pending
@@ -26,7 +19,7 @@ from warehouse.query.model import QueryError, parse_query
 SITE = "site-b"
 SPEC = TrafficSpec(visitors=700, days=5, seed=23, loads=1, pageviews_per_visit=4.0, custom_event_rate=0.5,
                    visits_per_visitor=3.0)
-RANGE = ["2026-03-01", "2026-03-04"]
+RANGE = ("2026-03-01", "2026-03-04")
 STEPS: list[dict[str, Any]] = [{"page": "/page/**"}, {"page": "/page/1*"}, {"event": "Signup"}, {"page": "/*"}]
 
 
@@ -68,83 +61,10 @@ def warehouse(traffic: Traffic, tmp_path_factory: pytest.TempPathFactory) -> Ite
     con.close()
 
 
-# --- the brute force -------------------------------------------------------------------------
-
-
-def page_matches(pattern: str, path: str) -> bool:
-    """``*`` is any run of characters but ``/``; ``**`` any run at all; ``/**/`` also a single ``/``."""
-    if not pattern:
-        return not path
-    if pattern.startswith("/**/") and path.startswith("/") and page_matches(pattern[3:], path):
-        return True
-    if pattern.startswith("**"):
-        return any(page_matches(pattern[2:], path[i:]) for i in range(len(path) + 1))
-    if pattern.startswith("*"):
-        stop = path.find("/") if "/" in path else len(path)
-        return any(page_matches(pattern[1:], path[i:]) for i in range(stop + 1))
-    return bool(path) and path[0] == pattern[0] and page_matches(pattern[1:], path[1:])
-
-
-def step_matches(step: dict[str, Any], event: dict[str, Any]) -> bool:
-    if "event" in step:
-        return event["type"] == "event" and event["name"] == step["event"]
-    return event["type"] == "pageview" and page_matches(step["page"], event["pathname"])
-
-
-def deepest(events: list[dict[str, Any]], steps: list[dict[str, Any]], start: int) -> int:
-    """The most steps matched by events ``start, …`` in strictly increasing positions, the event at
-    ``start`` matching step 1 — by trying every sequence (memoised), not greedily."""
-
-    @lru_cache(maxsize=None)
-    def depth(pos: int, step: int) -> int:  # event ``pos`` matched ``step``; how many more?
-        if step + 1 == len(steps):
-            return 1
-        return 1 + max((depth(q, step + 1) for q in range(pos + 1, len(events))
-                        if step_matches(steps[step + 1], events[q])), default=0)
-
-    return depth(start, 0)
-
-
-def brute_force(traffic: Traffic, steps: list[dict[str, Any]], per: str = "visit", days: int = 7,
-                keep_visit: Any = None, by: str | None = None) -> dict[Any, list[int]]:
-    """Visitors reaching each step, per breakdown value (``None`` for the total)."""
-    tz = SPEC.timezones[SITE]
-    start = datetime.fromisoformat(RANGE[0]).replace(tzinfo=ZoneInfo(tz)).astimezone(UTC)
-    end = (datetime.fromisoformat(RANGE[1]).replace(tzinfo=ZoneInfo(tz)) + timedelta(days=1)).astimezone(UTC)
-    visits = {v["visit_id"]: v for v in traffic.visits.filter(pl.col("site_id") == SITE).to_dicts()}
-    events = (traffic.events.filter((pl.col("site_id") == SITE) & (pl.col("ts") >= start) & (pl.col("ts") < end))
-              .unique("event_id").sort("ts", "event_id").to_dicts())
-    chosen = {vid for vid, v in visits.items()
-              if keep_visit is None or keep_visit(v, [e for e in events if e["visit_id"] == vid])}
-    events = [e for e in events if e["visit_id"] in chosen and e["type"] in ("pageview", "event")]
-    units: dict[Any, list[dict[str, Any]]] = {}
-    for e in events:
-        units.setdefault(e["visit_id"] if per == "visit" else e["visitor_key"], []).append(e)
-    reached: dict[Any, dict[Any, int]] = {}  # group → visitor → most steps
-    for unit in units.values():
-        attempts = []
-        for i, e in enumerate(unit):
-            if step_matches(steps[0], e):
-                window = unit if per == "visit" else [x for x in unit if x["ts"] <= e["ts"] + timedelta(days=days)]
-                attempts.append((deepest(window, steps, i), i))
-        if not attempts:
-            continue
-        best = max(attempts, key=lambda a: (a[0], -a[1]))
-        first = unit[best[1]] if per == "visitor" else next(e for e in unit if step_matches(steps[0], e))
-        group = None if by is None else (visits[first["visit_id"]][by] if by in visits[first["visit_id"]]
-                                         else first[by])
-        if per == "visit":  # a visit's first step-1 event starts its attempt; every visit counts
-            best = (max(a[0] for a in attempts), 0)
-        seen = reached.setdefault(group, {})
-        seen[first["visitor_key"]] = max(seen.get(first["visitor_key"], 0), best[0])
-    return {g: [sum(1 for n in seen.values() if n >= k) for k in range(1, len(steps) + 1)]
-            for g, seen in reached.items()}
-
-
 def ask(warehouse: Local, steps: list[dict[str, Any]], per: str = "visit", days: int | None = None,
         filters: list[Any] | None = None, dimension: str | None = None) -> FunnelAnswer:
     funnel: Funnel = parse_funnel({"steps": steps, "per": per, **({"days": days} if days else {})})
-    body: dict[str, Any] = {"date_range": RANGE, "filters": filters or [], "limit": 1000,
+    body: dict[str, Any] = {"date_range": list(RANGE), "filters": filters or [], "limit": 1000,
                             "dimensions": [dimension] if dimension else []}
     q = parse_query(SITE, SPEC.timezones[SITE], body)
     return run_funnel_sync(q, funnel, warehouse)
@@ -155,7 +75,7 @@ def ask(warehouse: Local, steps: list[dict[str, Any]], per: str = "visit", days:
 
 def test_per_visit_funnel_equals_the_brute_force(warehouse: Local, traffic: Traffic) -> None:
     answer = ask(warehouse, STEPS)
-    truth = brute_force(traffic, STEPS)[None]
+    truth = brute_force(traffic, SITE, RANGE, STEPS)[None]
     assert answer.totals == truth
     assert truth[3] > 0, "the generated traffic should go through every step"
     steps = answer.steps(answer.totals)
@@ -166,17 +86,17 @@ def test_per_visit_funnel_equals_the_brute_force(warehouse: Local, traffic: Traf
 def test_per_visitor_window_equals_the_brute_force(warehouse: Local, traffic: Traffic) -> None:
     for days in (1, 3):
         answer = ask(warehouse, STEPS, per="visitor", days=days)
-        assert answer.totals == brute_force(traffic, STEPS, per="visitor", days=days)[None], days
+        assert answer.totals == brute_force(traffic, SITE, RANGE, STEPS, per="visitor", days=days)[None], days
     # across visits, more visitors get through than within one visit
     assert ask(warehouse, STEPS, per="visitor", days=3).totals[3] > ask(warehouse, STEPS).totals[3]
 
 
 def test_filters_choose_the_visits(warehouse: Local, traffic: Traffic) -> None:
     by_country = ask(warehouse, STEPS, filters=[["is", "country", ["DE", "FR"]]])
-    assert by_country.totals == brute_force(traffic, STEPS, keep_visit=lambda v, _: v["country"] in ("DE", "FR"))[None]
+    assert by_country.totals == brute_force(traffic, SITE, RANGE, STEPS, keep_visit=lambda v, _: v["country"] in ("DE", "FR"))[None]
     by_page = ask(warehouse, STEPS, per="visitor", days=2, filters=[["is", "page", ["/pricing"]]])
     # a page filter is about events on the page, of any type (as in every query)
-    truth = brute_force(traffic, STEPS, per="visitor", days=2,
+    truth = brute_force(traffic, SITE, RANGE, STEPS, per="visitor", days=2,
                         keep_visit=lambda _, evs: any(e["pathname"] == "/pricing" for e in evs))
     assert by_page.totals == truth[None]
 
@@ -186,7 +106,7 @@ def test_breakdowns_by_visit_attribute_and_by_first_step_event(warehouse: Local,
     for per, days, dim, field in (("visit", None, "country", "country"), ("visitor", 2, "source", "source"),
                                   ("visit", None, "props:plan", "_prop_plan")):
         answer = ask(warehouse, steps, per=per, days=days, dimension=dim)
-        truth = brute_force(traffic, steps, per=per, days=days or 7, by=field)
+        truth = brute_force(traffic, SITE, RANGE, steps, per=per, days=days or 7, by=field)
         assert answer.groups is not None
         assert dict(answer.groups) == truth, (per, dim)
         assert len(truth) > 1
@@ -197,10 +117,11 @@ def test_same_millisecond_steps_follow_event_order(tmp_path: Any) -> None:
     con.execute("CREATE TABLE events (site_id VARCHAR, session_id VARCHAR, visitor_key UBIGINT, ts TIMESTAMPTZ,"
                 " event_id VARCHAR, type VARCHAR, name VARCHAR, pathname VARCHAR)")
     t = "2026-03-02 10:00:00+00"
-    con.execute("INSERT INTO events VALUES "
-                f"('s', 'v1', 1, '{t}', 'b', 'pageview', NULL, '/a'), ('s', 'v1', 1, '{t}', 'a', 'pageview', NULL, '/b'),"
-                f"('s', 'v2', 2, '{t}', 'a', 'pageview', NULL, '/a'), ('s', 'v2', 2, '{t}', 'b', 'pageview', NULL, '/b'),"
-                f"('s', 'v3', 3, '{t}', 'a', 'pageview', NULL, '/a')")
+    con.executemany("INSERT INTO events VALUES ('s', ?, ?, ?, ?, 'pageview', NULL, ?)", [
+        ("v1", 1, t, "b", "/a"), ("v1", 1, t, "a", "/b"),
+        ("v2", 2, t, "a", "/a"), ("v2", 2, t, "b", "/b"),
+        ("v3", 3, t, "a", "/a"),
+    ])
     funnel = parse_funnel({"steps": [{"page": "/a"}, {"page": "/b"}]})
     q = parse_query("s", "UTC", {"date_range": ["2026-03-02", "2026-03-02"]})
     answer = run_funnel_sync(q, funnel, Local(con))
