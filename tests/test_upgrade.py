@@ -25,6 +25,7 @@ from littlestats.controlplane import ControlPlane
 from tests.server import running_server
 from warehouse import migrations as warehouse_migrations
 from warehouse.migrations import Migration
+from warehouse.query.funnels import parse_funnel
 
 FIXTURE = Path(__file__).parent / "fixtures" / "datadir-v1"
 EXPECTED = json.loads((FIXTURE / "expected.json").read_text())
@@ -110,6 +111,20 @@ def test_control_plane_migration_keeps_the_rows_and_runs_once(old_dir: Path) -> 
         db.execute("BEGIN IMMEDIATE")
         assert control_migrations.migrate(db) == []  # already there: nothing to do
         db.execute("COMMIT")
+
+
+def test_an_upgraded_control_plane_keeps_funnels_of_its_old_sites(old_dir: Path) -> None:
+    store = ControlPlane(old_dir / "control.sqlite3")
+    try:
+        site = store.get_site(EXPECTED["domainKey"])
+        assert site is not None
+        funnel = parse_funnel({"steps": [{"page": "/"}, {"event": "Signup"}], "per": "visitor", "days": 3})
+        saved = store.create_funnel(site.id, "Signup", funnel, None)
+        assert [f.funnel for f in store.list_funnels(site.id)] == [funnel] and saved.name == "Signup"
+        store.delete_site(site.id)  # a site's funnels go with it
+        assert store.get_funnel(site.id, saved.id) is None
+    finally:
+        store.close()
 
 
 def test_a_control_plane_from_a_newer_version_is_refused(old_dir: Path) -> None:
