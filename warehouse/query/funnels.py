@@ -196,6 +196,11 @@ def funnel_sql(q: Query, funnel: Funnel) -> SQL:
             "e.session_id IN (SELECT f.session_id FROM events f WHERE "
             + where([f"f.site_id = {site}", f"f.ts >= {start}", f"f.ts < {end}", *event_predicates(q, p, "f")])
             + ")")
+    # Only visitors with an event matching step 1 can reach any step: an integer semi-join that
+    # keeps every other visitor's events out of the ordering and grouping below (and lets the scan
+    # skip them before reading their ids).
+    ev_where.append(f"e.visitor_key IN (SELECT f1.visitor_key FROM events f1 WHERE f1.site_id = {site}"
+                    f" AND f1.ts >= {start} AND f1.ts < {end} AND {step_predicate(funnel.steps[0], p, 'f1')})")
     ctes = [f"ev AS (SELECT e.session_id, e.visitor_key, e.ts, e.event_id, {mask} AS m FROM events e"
             f" WHERE {where(ev_where)} AND ({' OR '.join(preds)}))"]
     if funnel.per == "visit":
@@ -232,10 +237,11 @@ def funnel_sql(q: Query, funnel: Funnel) -> SQL:
             joins = (f" LEFT JOIN events de ON de.site_id = {site} AND de.event_id = u.start_id"
                      f" AND de.ts >= {start} AND de.ts < {end}")
             key = f"de.{EVENT_COLUMNS[dim]}"
-    counts = ", ".join(
-        f"count(DISTINCT u.visitor_key) FILTER (WHERE u.reached >= {k}) AS s{k}"
-        for k in range(1, len(funnel.steps) + 1))
-    select = f"SELECT {key + ' AS k0, ' if key else ''}{counts} FROM units u{joins} WHERE u.reached >= 1"
+    # Per visitor (and breakdown value) the most steps any of its attempts reached, then counts.
+    ctes.append(f"best AS (SELECT {key + ' AS k0, ' if key else ''}u.visitor_key, max(u.reached) AS reached"
+                f" FROM units u{joins} WHERE u.reached >= 1 GROUP BY ALL)")
+    counts = ", ".join(f"count(*) FILTER (WHERE reached >= {k}) AS s{k}" for k in range(1, len(funnel.steps) + 1))
+    select = f"SELECT {'k0, ' if key else ''}{counts} FROM best"
     if key:
         select += (f" GROUP BY ALL ORDER BY s1 DESC, k0 ASC NULLS FIRST"
                    f" LIMIT {int(q.limit)} OFFSET {int(q.offset)}")
