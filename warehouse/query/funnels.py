@@ -33,7 +33,7 @@ number of steps reached so far as its state, advancing when the next step's bit 
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 from typing import Any
 
 from warehouse.query.model import PROP_PREFIX, Query, QueryError
@@ -178,7 +178,8 @@ def _reached(a: str) -> str:
 
 
 def funnel_sql(q: Query, funnel: Funnel) -> SQL:
-    """One row per breakdown value (``k0``, or none): ``s1..sN``, visitors who reached each step."""
+    """Rows ``(total, k0, s1..sN)``: visitors who reached each step, the totals (``total`` true, ``k0``
+    null) first, then one row per breakdown value when ``q`` has a dimension."""
     dim = check_breakdown(q)
     p = Params()
     site, start, end = p(q.site_id), p(q.date_range.start), p(q.date_range.end)
@@ -241,10 +242,14 @@ def funnel_sql(q: Query, funnel: Funnel) -> SQL:
     ctes.append(f"best AS (SELECT {key + ' AS k0, ' if key else ''}u.visitor_key, max(u.reached) AS reached"
                 f" FROM units u{joins} WHERE u.reached >= 1 GROUP BY ALL)")
     counts = ", ".join(f"count(*) FILTER (WHERE reached >= {k}) AS s{k}" for k in range(1, len(funnel.steps) + 1))
-    select = f"SELECT {'k0, ' if key else ''}{counts} FROM best"
+    # The totals row first (``total`` true), then the breakdown's rows: one statement, so the
+    # events are read and ordered once. A visitor in two groups counts once in the totals.
+    select = f"SELECT true AS total, NULL AS k0, {counts} FROM best"
     if key:
-        select += (f" GROUP BY ALL ORDER BY s1 DESC, k0 ASC NULLS FIRST"
-                   f" LIMIT {int(q.limit)} OFFSET {int(q.offset)}")
+        ctes.append("overall AS (SELECT visitor_key, max(reached) AS reached FROM best GROUP BY visitor_key)")
+        select = (f"SELECT true AS total, NULL AS k0, {counts} FROM overall UNION ALL"
+                  f" (SELECT false AS total, k0, {counts} FROM best GROUP BY k0 ORDER BY s1 DESC, k0 ASC NULLS FIRST"
+                  f" LIMIT {int(q.limit)} OFFSET {int(q.offset)})")
     text = f"WITH {', '.join(ctes)} {select}"
     return SQL(text, p.values)
 
@@ -275,38 +280,20 @@ class FunnelAnswer:
         return out
 
 
-def _totals_query(q: Query) -> Query:
-    return replace(q, dimensions=())
-
-
-def _shape(q: Query, funnel: Funnel, total_rows: list[tuple[Any, ...]],
-           group_rows: list[tuple[Any, ...]] | None) -> FunnelAnswer:
-    n = len(funnel.steps)
-    totals = [int(v or 0) for v in total_rows[0]] if total_rows else [0] * n
+def _shape(q: Query, funnel: Funnel, rows: list[tuple[Any, ...]]) -> FunnelAnswer:
+    totals = next(([int(v or 0) for v in r[2:]] for r in rows if r[0]), [0] * len(funnel.steps))
     dim = check_breakdown(q)
-    groups = None
-    if group_rows is not None:
-        groups = [(r[0], [int(v or 0) for v in r[1:]]) for r in group_rows]
+    groups = [(r[1], [int(v or 0) for v in r[2:]]) for r in rows if not r[0]] if dim is not None else None
     return FunnelAnswer(q, funnel, totals, dim, groups)
 
 
 def run_funnel_sync(q: Query, funnel: Funnel, warehouse: SyncWarehouse) -> FunnelAnswer:
     """Answer ``q`` (range, filters, optional breakdown) for ``funnel`` on a blocking warehouse."""
-    total = funnel_sql(_totals_query(q), funnel)
-    rows = warehouse.query_sync(total.text, total.params).rows
-    groups = None
-    if check_breakdown(q) is not None:
-        grouped = funnel_sql(q, funnel)
-        groups = warehouse.query_sync(grouped.text, grouped.params).rows
-    return _shape(q, funnel, rows, groups)
+    sql = funnel_sql(q, funnel)
+    return _shape(q, funnel, warehouse.query_sync(sql.text, sql.params).rows)
 
 
 async def run_funnel(q: Query, funnel: Funnel, warehouse: AsyncWarehouse) -> FunnelAnswer:
     """Answer ``q`` for ``funnel`` through an async warehouse (``WarehouseClient``)."""
-    total = funnel_sql(_totals_query(q), funnel)
-    rows = (await warehouse.query(total.text, total.params)).rows
-    groups = None
-    if check_breakdown(q) is not None:
-        grouped = funnel_sql(q, funnel)
-        groups = (await warehouse.query(grouped.text, grouped.params)).rows
-    return _shape(q, funnel, rows, groups)
+    sql = funnel_sql(q, funnel)
+    return _shape(q, funnel, (await warehouse.query(sql.text, sql.params)).rows)
