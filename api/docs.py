@@ -45,6 +45,7 @@ def _param(name: str, schema: dict[str, Any], description: str, where: str = "qu
 
 SITE_PARAM = _param("site", {"type": "string"}, "Site id or public domain key.", "path")
 SEGMENT_PARAM = _param("segment", {"type": "string"}, "Segment id or name.", "path")
+FUNNEL_PARAM = _param("funnel", {"type": "string"}, "Funnel id.", "path")
 SHARE_PARAM = _param("share", {"type": "string"}, "Share link id (from GET /api/v2/sites/{site}/shares).", "path")
 COMMON_PARAMS = [
     _param("period", {"type": "string", "enum": [p for p in PERIODS if p != "custom"]},
@@ -302,6 +303,35 @@ def _op(summary: str, responses: dict[str, Any], params: list[dict[str, Any]] | 
     if body is not None:
         op["requestBody"] = {"required": True, "content": {"application/json": {"schema": body}}}
     return op
+
+
+FUNNEL_STEP: dict[str, Any] = {
+    "type": "object", "additionalProperties": False,
+    "description": "Exactly one of `page` (a path or pattern: `*` one segment, `**` any depth) or `event` (a custom"
+                   " event name); or `goal` (a goal id: the step becomes that goal's page or event). `label`: optional.",
+    "properties": {"page": {"type": "string", "pattern": "^/"}, "event": {"type": "string", "maxLength": 500},
+                   "goal": {"type": "string"}, "label": {"type": "string", "maxLength": 100}}}
+FUNNEL_INPUT: dict[str, Any] = {"type": "object", "additionalProperties": False, "required": ["name", "steps"],
+                                "properties": {
+    "name": {"type": "string", "minLength": 1, "maxLength": 100, "description": "Unique within the site."},
+    "steps": {"type": "array", "minItems": 2, "maxItems": 8, "items": FUNNEL_STEP},
+    "per": {"type": "string", "enum": ["visit", "visitor"],
+            "description": "visit (default): the steps in one visit; visitor: across the visitor's visits, within"
+                           " `days` of the first step."},
+    "days": {"type": "integer", "minimum": 1, "maximum": 90, "description": "Only with per=visitor (default 7)."}}}
+FUNNEL: dict[str, Any] = {"type": "object", "required": ["id", "name", "steps", "per", "createdAt", "updatedAt"],
+                          "properties": {
+    **FUNNEL_INPUT["properties"], "id": {"type": "string"}, "createdBy": _STR_OR_NULL,
+    "createdAt": {"type": "string"}, "updatedAt": {"type": "string"}}}
+FUNNEL_STEP_ANSWER: dict[str, Any] = {"type": "object", "required": [
+    "step", "visitors", "conversionFromPrevious", "conversionFromFirst", "dropOff", "dropOffRate"], "properties": {
+    **FUNNEL_STEP["properties"], "step": {"type": "integer", "minimum": 1},
+    "visitors": {"type": "integer", "description": "Visitors who reached this step (and every one before it)."},
+    "conversionFromPrevious": {"type": "number", "description": "% of the previous step's visitors (100 for step 1)."},
+    "conversionFromFirst": {"type": "number", "description": "% of the first step's visitors."},
+    "dropOff": {"type": "integer", "description": "Visitors of the previous step who did not reach this one."},
+    "dropOffRate": {"type": "number", "description": "dropOff as % of the previous step's visitors."}}}
+FUNNEL_STEPS = {"type": "array", "items": FUNNEL_STEP_ANSWER}
 
 
 IMPORT = {"type": "object", "required": ["id", "siteId", "source", "status", "progress"], "properties": {
@@ -615,6 +645,44 @@ def openapi() -> dict[str, Any]:
         "/api/v2/sites/{site}/goals/{goal}": {
             "delete": _op("Delete a goal", {"200": _ok({"type": "object"}), **not_found},
                           [SITE_PARAM, _param("goal", {"type": "string"}, "Goal id.", "path")], tag="goals"),
+        },
+        "/api/v2/sites/{site}/funnels": {
+            "get": _op("The site's funnels", {"200": _ok({"type": "object", "required": ["funnels"], "properties": {
+                "funnels": {"type": "array", "items": FUNNEL}}}), **not_found}, [SITE_PARAM], tag="funnels"),
+            "post": _op("Create a funnel (2-8 ordered steps; at most 50 per site)", {
+                "201": _ok(FUNNEL, "Created"), **not_found, "409": _err("The site has a funnel of that name.")},
+                [SITE_PARAM], body=FUNNEL_INPUT, tag="funnels"),
+        },
+        "/api/v2/sites/{site}/funnels/{funnel}": {
+            "get": _op("A funnel", {"200": _ok(FUNNEL), "404": _err("No such site or funnel, or not yours.")},
+                       [SITE_PARAM, FUNNEL_PARAM], tag="funnels"),
+            "put": _op("Replace a funnel's name, steps and window", {
+                "200": _ok(FUNNEL), "404": _err("No such site or funnel, or not yours."),
+                "409": _err("The site has another funnel of that name.")},
+                [SITE_PARAM, FUNNEL_PARAM], body=FUNNEL_INPUT, tag="funnels"),
+            "delete": _op("Delete a funnel", {"200": _ok({"type": "object"}),
+                                              "404": _err("No such site or funnel, or not yours.")},
+                          [SITE_PARAM, FUNNEL_PARAM], tag="funnels"),
+        },
+        "/api/v2/sites/{site}/funnels/{funnel}/answer": {
+            "get": _op("Visitors through each step of a funnel in the range: conversion from the previous and the"
+                       " first step, drop-off; filtered like every query (filters choose the visits followed);"
+                       " optionally broken down by one dimension (docs/api.md, Funnels)", {
+                "200": _ok({"type": "object", "required": ["siteId", "funnel", "period", "filters", "steps"],
+                            "properties": {
+                    "siteId": {"type": "string"}, "funnel": FUNNEL, "period": PERIOD,
+                    "filters": {"type": "array", "items": {"type": "array"}}, "steps": FUNNEL_STEPS,
+                    "breakdown": {"type": "object", "required": ["dimension", "results"], "properties": {
+                        "dimension": {"type": "string"},
+                        "results": {"type": "array", "items": {"type": "object", "required": ["value", "steps"],
+                                                               "properties": {"value": _STR_OR_NULL,
+                                                                              "steps": FUNNEL_STEPS}}}}}}}),
+                "404": _err("No such site or funnel, or not yours."), **unavailable},
+                [SITE_PARAM, FUNNEL_PARAM, *[p for p in COMMON_PARAMS if p["name"] not in ("metrics", "imported")],
+                 _param("dimension", {"type": "string"},
+                        "Break down by one dimension: a visit attribute (of the visit the attempt started in) or"
+                        " page, hostname, event, props:<name> (of the event that matched step 1)."),
+                 *[p for p in PAGING_PARAMS if p["name"] != "q"]], tag="funnels"),
         },
         "/api/v2/sites/{site}/shares": {
             "get": _op("The site's share links (revoked ones too; never the links themselves)", {"200": _ok({

@@ -14,6 +14,7 @@ from api import (
     erase,
     export,
     export_plausible,
+    funnels,
     imports,
     me,
     members,
@@ -95,6 +96,13 @@ POLICY: list[Rule] = [
     Rule("GET", "/api/v2/sites/{site}/segments/{segment}", "viewer", READ, "one segment, by id or name"),
     Rule("PATCH", "/api/v2/sites/{site}/segments/{segment}", "admin", WRITE, "rename a segment or change its filters"),
     Rule("DELETE", "/api/v2/sites/{site}/segments/{segment}", "admin", WRITE, "delete a segment"),
+    Rule("GET", "/api/v2/sites/{site}/funnels", "viewer", READ, "the site's funnels"),
+    Rule("POST", "/api/v2/sites/{site}/funnels", "admin", WRITE, "create a funnel"),
+    Rule("GET", "/api/v2/sites/{site}/funnels/{funnel}", "viewer", READ, "one funnel's definition"),
+    Rule("PUT", "/api/v2/sites/{site}/funnels/{funnel}", "admin", WRITE, "replace a funnel's name and steps"),
+    Rule("DELETE", "/api/v2/sites/{site}/funnels/{funnel}", "admin", WRITE, "delete a funnel"),
+    Rule("GET", "/api/v2/sites/{site}/funnels/{funnel}/answer", "viewer", READ,
+         "visitors through each step: conversion and drop-off, optionally by a dimension"),
     Rule("GET", "/api/v2/sites/{site}/members", "admin", READ, "the site's members and their roles"),
     Rule("PATCH", "/api/v2/sites/{site}/members/{user}", "owner", WRITE, "change a member's role"),
     Rule("DELETE", "/api/v2/sites/{site}/members/{user}", "owner", WRITE, "remove a member"),
@@ -176,6 +184,9 @@ def add_routes(app: falcon.asgi.App, services: Any) -> None:
     app.add_route("/api/v2/sites/{site}/goals/{goal}", sites.GoalResource(services))
     app.add_route("/api/v2/sites/{site}/segments", segments.SegmentsResource(services))
     app.add_route("/api/v2/sites/{site}/segments/{segment}", segments.SegmentResource(services))
+    app.add_route("/api/v2/sites/{site}/funnels", funnels.FunnelsResource(services))
+    app.add_route("/api/v2/sites/{site}/funnels/{funnel}", funnels.FunnelResource(services))
+    app.add_route("/api/v2/sites/{site}/funnels/{funnel}/answer", funnels.FunnelAnswerResource(services))
     # The stats endpoints, once: under /api/v2 and (the aggregate ones) under a share's routes, each
     # answering CSV on request.
     answers: dict[str, Any] = {"query": stats.QueryResource(services), "stats": stats.StatsResource(services),

@@ -40,6 +40,7 @@ from littlestats.access_store import (
     Share,
     role_rank,
 )
+from littlestats.funnel_store import FunnelStore
 from littlestats.ids import hash_token, new_id, now_iso
 from littlestats.migrations import migrate
 from littlestats.notify_store import NotifyStore
@@ -226,7 +227,7 @@ def _site(row: sqlite3.Row) -> Site:
     )
 
 
-class ControlPlane(AccessStore, NotifyStore):
+class ControlPlane(AccessStore, NotifyStore, FunnelStore):
     """Access to the control-plane database. One instance per process; thread-safe.
 
     Beside the database, ``<name>.generation`` holds a counter that grows whenever a site is

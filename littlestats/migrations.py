@@ -275,6 +275,22 @@ MIGRATIONS = (
         UNIQUE (site_id, name)
     );
     """),
+    # Funnels (warehouse.query.funnels): a site's named, ordered steps and window, as JSON.
+    Migration(11, "funnels", """
+    CREATE TABLE IF NOT EXISTS funnels (
+        id          TEXT PRIMARY KEY,
+        site_id     TEXT NOT NULL REFERENCES sites(id) ON DELETE CASCADE,
+        name        TEXT NOT NULL,
+        steps       TEXT NOT NULL,
+        per         TEXT NOT NULL DEFAULT 'visit',
+        window_days INTEGER,
+        created_by  TEXT REFERENCES users(id) ON DELETE SET NULL,
+        created_at  TEXT NOT NULL,
+        updated_at  TEXT NOT NULL,
+        UNIQUE (site_id, name)
+    );
+    CREATE INDEX IF NOT EXISTS funnels_site ON funnels(site_id);
+    """),
 )
 
 LATEST = MIGRATIONS[-1].version

@@ -26,6 +26,7 @@ from tests.server import running_server
 from warehouse import migrations as warehouse_migrations
 from warehouse.migrations import Migration
 from warehouse.tables import EVENTS, SESSIONS
+from warehouse.query.funnels import parse_funnel
 
 FIXTURE = Path(__file__).parent / "fixtures" / "datadir-v1"
 EXPECTED = json.loads((FIXTURE / "expected.json").read_text())
@@ -131,6 +132,20 @@ def test_an_upgraded_control_plane_saves_segments(old_dir: Path) -> None:
         saved = store.create_segment(site.id, "Germany", [["is", "country", ["DE"]]], None)
         assert saved is not None and store.find_segment(site.id, "Germany") == saved
         assert store.create_segment(site.id, "Germany", [], None) is None  # names are unique per site
+    finally:
+        store.close()
+
+
+def test_an_upgraded_control_plane_keeps_funnels_of_its_old_sites(old_dir: Path) -> None:
+    store = ControlPlane(old_dir / "control.sqlite3")
+    try:
+        site = store.get_site(EXPECTED["domainKey"])
+        assert site is not None
+        funnel = parse_funnel({"steps": [{"page": "/"}, {"event": "Signup"}], "per": "visitor", "days": 3})
+        saved = store.create_funnel(site.id, "Signup", funnel, None)
+        assert [f.funnel for f in store.list_funnels(site.id)] == [funnel] and saved.name == "Signup"
+        store.delete_site(site.id)  # a site's funnels go with it
+        assert store.get_funnel(site.id, saved.id) is None
     finally:
         store.close()
 

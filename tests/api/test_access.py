@@ -113,7 +113,8 @@ DESTRUCTIVE = {("DELETE", "/api/v2/sites/{site}"), ("POST", "/api/v2/sites/{site
 def _call(w: World, rule: Rule, who: str, site: dict) -> httpx.Response:
     path = (rule.path.replace("{site}", site["id"]).replace("{goal}", "nogoal").replace("{token}", "notoken")
             .replace("{user}", w.users["viewer"]).replace("{invitation}", "noinvitation")
-            .replace("{segment}", "nosegment"))
+            .replace("{segment}", "nosegment")
+            .replace("{funnel}", "nofunnel"))
     with w.client(who) as c:
         if rule.path == "/api/v2/realtime/{site}":  # a stream: only its status matters
             with c.stream("GET", path, headers={"Accept": "text/event-stream"}) as r:

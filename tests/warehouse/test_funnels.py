@@ -1,0 +1,153 @@
+"""Funnels on generated traffic loaded by the real loader, against the brute-force count of
+``tests.funnel_truth`` (which shares nothing with ``warehouse.query.funnels``)."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from typing import Any
+
+import duckdb
+import pytest
+
+from tests.funnel_truth import brute_force
+from tests.generator import Traffic, TrafficSpec, generate
+from warehouse.database import connect
+from warehouse.load import load_pending
+from warehouse.query.funnels import Funnel, FunnelAnswer, parse_funnel, run_funnel_sync
+from warehouse.query.model import QueryError, parse_query
+
+SITE = "site-b"
+SPEC = TrafficSpec(visitors=700, days=5, seed=23, loads=1, pageviews_per_visit=4.0, custom_event_rate=0.5,
+                   visits_per_visitor=3.0)
+RANGE = ("2026-03-01", "2026-03-04")
+STEPS: list[dict[str, Any]] = [{"page": "/page/**"}, {"page": "/page/1*"}, {"event": "Signup"}, {"page": "/*"}]
+
+
+class Rows:
+    def __init__(self, columns: list[str], rows: list[tuple[Any, ...]]) -> None:
+        self.columns, self.rows = columns, rows
+
+
+class Local:
+    """The loaded warehouse, as the runner's blocking interface."""
+
+    def __init__(self, con: duckdb.DuckDBPyConnection) -> None:
+        self.con = con
+
+    def query_sync(self, sql: str, params: Any = None) -> Rows:
+        cur = self.con.cursor()
+        try:
+            res = cur.execute(sql, params)
+            return Rows([c[0] for c in res.description], res.fetchall())
+        finally:
+            cur.close()
+
+
+@pytest.fixture(scope="module")
+def traffic() -> Traffic:
+    return generate(SPEC)
+
+
+@pytest.fixture(scope="module")
+def warehouse(traffic: Traffic, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Local]:
+    root = tmp_path_factory.mktemp("funnels")
+    for k in range(SPEC.loads):
+        traffic.write_raw(root / "raw", load=k)
+        con = connect(root / "wh.duckdb")
+        load_pending(con, root / "raw", SPEC.timezones)
+        con.close()
+    con = connect(root / "wh.duckdb", read_only=True)
+    yield Local(con)
+    con.close()
+
+
+def ask(warehouse: Local, steps: list[dict[str, Any]], per: str = "visit", days: int | None = None,
+        filters: list[Any] | None = None, dimension: str | None = None) -> FunnelAnswer:
+    funnel: Funnel = parse_funnel({"steps": steps, "per": per, **({"days": days} if days else {})})
+    body: dict[str, Any] = {"date_range": list(RANGE), "filters": filters or [], "limit": 1000,
+                            "dimensions": [dimension] if dimension else []}
+    q = parse_query(SITE, SPEC.timezones[SITE], body)
+    return run_funnel_sync(q, funnel, warehouse)
+
+
+# --- the tests -------------------------------------------------------------------------------
+
+
+def test_per_visit_funnel_equals_the_brute_force(warehouse: Local, traffic: Traffic) -> None:
+    answer = ask(warehouse, STEPS)
+    truth = brute_force(traffic, SITE, RANGE, STEPS)[None]
+    assert answer.totals == truth
+    assert truth[3] > 0, "the generated traffic should go through every step"
+    steps = answer.steps(answer.totals)
+    assert [s["dropOff"] for s in steps] == [0, *(a - b for a, b in zip(truth, truth[1:], strict=False))]
+    assert steps[2]["conversionFromFirst"] == round(100 * truth[2] / truth[0], 2)
+
+
+def test_per_visitor_window_equals_the_brute_force(warehouse: Local, traffic: Traffic) -> None:
+    for days in (1, 3):
+        answer = ask(warehouse, STEPS, per="visitor", days=days)
+        assert answer.totals == brute_force(traffic, SITE, RANGE, STEPS, per="visitor", days=days)[None], days
+    # across visits, more visitors get through than within one visit
+    assert ask(warehouse, STEPS, per="visitor", days=3).totals[3] > ask(warehouse, STEPS).totals[3]
+
+
+def test_filters_choose_the_visits(warehouse: Local, traffic: Traffic) -> None:
+    by_country = ask(warehouse, STEPS, filters=[["is", "country", ["DE", "FR"]]])
+    assert by_country.totals == brute_force(traffic, SITE, RANGE, STEPS, keep_visit=lambda v, _: v["country"] in ("DE", "FR"))[None]
+    by_page = ask(warehouse, STEPS, per="visitor", days=2, filters=[["is", "page", ["/pricing"]]])
+    # a page filter is about events on the page, of any type (as in every query)
+    truth = brute_force(traffic, SITE, RANGE, STEPS, per="visitor", days=2,
+                        keep_visit=lambda _, evs: any(e["pathname"] == "/pricing" for e in evs))
+    assert by_page.totals == truth[None]
+
+
+def test_breakdowns_by_visit_attribute_and_by_first_step_event(warehouse: Local, traffic: Traffic) -> None:
+    steps = [{"event": "Signup"}, {"page": "/page/*"}, {"event": "Download"}]
+    for per, days, dim, field in (("visit", None, "country", "country"), ("visitor", 2, "source", "source"),
+                                  ("visit", None, "props:plan", "_prop_plan")):
+        answer = ask(warehouse, steps, per=per, days=days, dimension=dim)
+        truth = brute_force(traffic, SITE, RANGE, steps, per=per, days=days or 7, by=field)
+        assert answer.groups is not None
+        assert dict(answer.groups) == truth, (per, dim)
+        assert len(truth) > 1
+
+
+def test_same_millisecond_steps_follow_event_order(tmp_path: Any) -> None:
+    con = duckdb.connect()
+    con.execute("CREATE TABLE events (site_id VARCHAR, session_id VARCHAR, visitor_key UBIGINT, ts TIMESTAMPTZ,"
+                " event_id VARCHAR, type VARCHAR, name VARCHAR, pathname VARCHAR)")
+    t = "2026-03-02 10:00:00+00"
+    con.executemany("INSERT INTO events VALUES ('s', ?, ?, ?, ?, 'pageview', NULL, ?)", [
+        ("v1", 1, t, "b", "/a"), ("v1", 1, t, "a", "/b"),
+        ("v2", 2, t, "a", "/a"), ("v2", 2, t, "b", "/b"),
+        ("v3", 3, t, "a", "/a"),
+    ])
+    funnel = parse_funnel({"steps": [{"page": "/a"}, {"page": "/b"}]})
+    q = parse_query("s", "UTC", {"date_range": ["2026-03-02", "2026-03-02"]})
+    answer = run_funnel_sync(q, funnel, Local(con))
+    # v2: /a (id a) then /b (id b) in the same ms; v1's /b has the smaller id, so comes first
+    assert answer.totals == [3, 1]
+
+
+@pytest.mark.parametrize(("definition", "field"), [
+    ({"steps": [{"page": "/"}]}, "steps"),
+    ({"steps": [{"page": "/"}] * 9}, "steps"),
+    ({"steps": [{"page": "/a/***"}, {"page": "/"}]}, "steps[0]"),
+    ({"steps": [{"page": "no-slash"}, {"page": "/"}]}, "steps[0]"),
+    ({"steps": [{"page": "/", "event": "x"}, {"page": "/"}]}, "steps[0]"),
+    ({"steps": [{"page": "/"}, {"goal": "nogoal"}]}, "steps[1]"),
+    ({"steps": [{"page": "/"}, {"event": ""}]}, "steps[1]"),
+    ({"steps": [{"page": "/"}, {"page": "/x"}], "per": "day"}, "per"),
+    ({"steps": [{"page": "/"}, {"page": "/x"}], "per": "visitor", "days": 91}, "days"),
+    ({"steps": [{"page": "/"}, {"page": "/x"}], "days": 3}, "days"),
+])
+def test_bad_definitions_name_the_field(definition: dict[str, Any], field: str) -> None:
+    with pytest.raises(QueryError) as info:
+        parse_funnel(definition, goals={})
+    assert info.value.param == field
+
+
+def test_a_goal_step_takes_the_goals_definition() -> None:
+    funnel = parse_funnel({"steps": [{"page": "/"}, {"goal": "g1", "label": "Signed up"}]},
+                          goals={"g1": ("event", "Signup")})
+    assert funnel.steps[1].public() == {"event": "Signup", "label": "Signed up", "goal": "g1"}
