@@ -25,8 +25,8 @@ from littlestats.controlplane import ControlPlane
 from tests.server import running_server
 from warehouse import migrations as warehouse_migrations
 from warehouse.migrations import Migration
-from warehouse.tables import EVENTS, SESSIONS
 from warehouse.query.funnels import parse_funnel
+from warehouse.tables import EVENTS, SESSIONS
 
 FIXTURE = Path(__file__).parent / "fixtures" / "datadir-v1"
 EXPECTED = json.loads((FIXTURE / "expected.json").read_text())
