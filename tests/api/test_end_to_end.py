@@ -216,7 +216,7 @@ def test_health(e2e: Setup) -> None:
 
 def test_invalid_parameters_are_400_naming_them(e2e: Setup) -> None:
     for params, name in [({"period": "fortnight"}, "period"), ({"limit": "0"}, "limit"),
-                         ({"filter": "city==Berlin"}, "filter"), ({"granularity": "minute"}, "granularity"),
+                         ({"filter": "planet==Mars"}, "filter"), ({"granularity": "minute"}, "granularity"),
                          ({"start": "2026-01-01"}, "end"), ({"metrics": "pageviews"}, "metrics")]:
         r = e2e.client.get(f"/api/v2/sites/{e2e.site['id']}/timeseries", params=params)
         assert r.status_code == 400 and name in r.json()["error"], (params, r.text)
