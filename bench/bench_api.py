@@ -124,7 +124,7 @@ def run(ctx: BenchContext) -> Section:
     import duckdb
 
     from warehouse.query.model import parse_query
-    from warehouse.query.runner import run_with
+    from warehouse.query.runner import OnConnection, run_with
 
     size = 1_000_000 if ctx.quick else 10_000_000
     label = f"{size // 1_000_000} M"
@@ -137,17 +137,7 @@ def run(ctx: BenchContext) -> Section:
     events = con.execute("SELECT count(*) FROM events").fetchone()[0]  # type: ignore[index]
     section.notes.append(f"{events:,} events in the warehouse; site {SITE} ({TZ[SITE]}), range {RANGE[0]}..{RANGE[1]}")
 
-    class Rows:
-        def __init__(self, columns: list[str], rows: list[tuple[Any, ...]]) -> None:
-            self.columns, self.rows = columns, rows
-
-    def execute(sql: str, params: dict[str, Any]) -> Rows:
-        cur = con.cursor()
-        try:
-            res = cur.execute(sql, params)
-            return Rows([c[0] for c in res.description], res.fetchall())
-        finally:
-            cur.close()
+    execute = OnConnection(con)
 
     glob = str(root / "raw" / "**" / "*.parquet")
 

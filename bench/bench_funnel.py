@@ -44,7 +44,7 @@ def run(ctx: BenchContext) -> Section:
 
     from warehouse.query.funnels import parse_funnel, run_funnel_sync
     from warehouse.query.model import parse_query
-    from warehouse.query.runner import run_with
+    from warehouse.query.runner import OnConnection, run_with
 
     size = 1_000_000 if ctx.quick else 10_000_000
     label = f"{size // 1_000_000} M"
@@ -53,24 +53,11 @@ def run(ctx: BenchContext) -> Section:
     con = duckdb.connect(str(root / "warehouse.duckdb"), read_only=True, config={"threads": THREADS})
     con.execute("SET TimeZone = 'UTC'")
 
-    class Rows:
-        def __init__(self, columns: list[str], rows: list[tuple[Any, ...]]) -> None:
-            self.columns, self.rows = columns, rows
-
-    class Local:
-        def query_sync(self, sql: str, params: Any = None) -> Rows:
-            cur = con.cursor()
-            try:
-                res = cur.execute(sql, params)
-                return Rows([c[0] for c in res.description], res.fetchall())
-            finally:
-                cur.close()
-
-    local = Local()
+    local = OnConnection(con)
     base_q = parse_query(SITE, TZ[SITE], {"date_range": RANGE, "metrics": ["visitors"]})
     cases: dict[str, Callable[[], Any]] = {
         "baseline: visitors from the facts": lambda: run_with(
-            base_q, lambda s, p: local.query_sync(s, p), "facts"),
+            base_q, local, "facts"),
     }
     per_visit = parse_funnel({"steps": STEPS})
     per_visitor = parse_funnel({"steps": STEPS, "per": "visitor", "days": 7})

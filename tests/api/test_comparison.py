@@ -18,7 +18,7 @@ from tests.generator import Traffic, TrafficSpec, generate
 from warehouse.database import connect
 from warehouse.load import load_pending
 from warehouse.query.model import QueryError, parse_date_range, parse_query
-from warehouse.query.runner import Answer, run_with
+from warehouse.query.runner import Answer, OnConnection, run_with
 
 SITE = "leap"
 TZ = "Europe/Berlin"
@@ -80,11 +80,6 @@ SPECS = [TrafficSpec(visitors=200, days=4, start=datetime(2024, 2, 27, tzinfo=UT
                      timezones={SITE: TZ}, loads=1, seed=42)]
 
 
-class Rows:
-    def __init__(self, columns: list[str], rows: list[tuple[Any, ...]]) -> None:
-        self.columns, self.rows = columns, rows
-
-
 @pytest.fixture(scope="module")
 def events(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[pl.DataFrame, duckdb.DuckDBPyConnection]]:
     root = tmp_path_factory.mktemp("compare")
@@ -102,15 +97,7 @@ def events(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[pl.DataFr
 def ask(con: duckdb.DuckDBPyConnection, body: dict[str, Any]) -> Answer:
     q = parse_query(SITE, TZ, body, now=NOW)
 
-    def execute(sql: str, params: dict[str, Any]) -> Rows:
-        cur = con.cursor()
-        try:
-            res = cur.execute(sql, params)
-            return Rows([c[0] for c in res.description], res.fetchall())
-        finally:
-            cur.close()
-
-    return run_with(q, execute)
+    return run_with(q, OnConnection(con))
 
 
 def truth(events: pl.DataFrame, first: str, last: str) -> dict[str, int]:

@@ -20,17 +20,12 @@ from warehouse.database import connect
 from warehouse.load import load_pending
 from warehouse.query.model import QueryError, parse_filter_param, parse_query
 from warehouse.query.regex import MAX_REGEX_LENGTH, check_regex
-from warehouse.query.runner import Answer, run_with
+from warehouse.query.runner import Answer, OnConnection, run_with
 
 SPEC = TrafficSpec(visitors=300, days=3, seed=31, loads=1)
 NOW = datetime(2026, 3, 6, 12, tzinfo=UTC)
 RANGE = ["2026-03-01", "2026-03-03"]
 SITE = "site-b"  # Europe/Berlin
-
-
-class Rows:
-    def __init__(self, columns: list[str], rows: list[tuple[Any, ...]]) -> None:
-        self.columns, self.rows = columns, rows
 
 
 @pytest.fixture(scope="module")
@@ -53,15 +48,7 @@ def warehouse(traffic: Traffic, tmp_path_factory: pytest.TempPathFactory) -> Ite
 def ask(con: duckdb.DuckDBPyConnection, body: dict[str, Any], force: str | None = None) -> Answer:
     q = parse_query(SITE, SPEC.timezones[SITE], {"date_range": RANGE, **body}, now=NOW)
 
-    def execute(sql: str, params: dict[str, Any]) -> Rows:
-        cur = con.cursor()
-        try:
-            res = cur.execute(sql, params)
-            return Rows([c[0] for c in res.description], res.fetchall())
-        finally:
-            cur.close()
-
-    return run_with(q, execute, force)
+    return run_with(q, OnConnection(con), force)
 
 
 def _local(col: str) -> pl.Expr:

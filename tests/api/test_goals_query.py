@@ -19,7 +19,7 @@ from warehouse.database import connect
 from warehouse.load import load_pending
 from warehouse.query.model import Currency, GoalSpec, QueryError, goal_name, parse_query
 from warehouse.query.patterns import matches
-from warehouse.query.runner import Answer, run_with
+from warehouse.query.runner import Answer, OnConnection, run_with
 from warehouse.tables import EVENTS
 
 SPEC = TrafficSpec(visitors=900, days=3, seed=23, loads=2)
@@ -47,11 +47,6 @@ CURRENCY = Currency("EUR", (("USD", 0.92), ("GBP", 1.17)))
 RATES = {"EUR": 1.0, **dict(CURRENCY.rates)}
 
 
-class Rows:
-    def __init__(self, columns: list[str], rows: list[tuple[Any, ...]]) -> None:
-        self.columns, self.rows = columns, rows
-
-
 @pytest.fixture(scope="module")
 def traffic() -> Traffic:
     return generate(SPEC)
@@ -72,11 +67,7 @@ def warehouse(traffic: Traffic, tmp_path_factory: pytest.TempPathFactory) -> Ite
 def ask(con: duckdb.DuckDBPyConnection, body: dict[str, Any], force: str | None = None) -> Answer:
     q = parse_query(SITE, ZONE, {"date_range": RANGE, **body}, goals=GOALS, now=NOW, currency=CURRENCY)
 
-    def execute(sql: str, params: dict[str, Any]) -> Rows:
-        res = con.cursor().execute(sql, params)
-        return Rows([c[0] for c in res.description], res.fetchall())
-
-    return run_with(q, execute, force)
+    return run_with(q, OnConnection(con), force)
 
 
 # --- brute force ------------------------------------------------------------------------------

@@ -18,17 +18,12 @@ from warehouse.database import connect
 from warehouse.load import load_pending
 from warehouse.query.model import parse_query
 from warehouse.query.planner import plan
-from warehouse.query.runner import Answer, run_with
+from warehouse.query.runner import Answer, OnConnection, run_with
 
 SPEC = TrafficSpec(visitors=400, days=4, seed=11, loads=3)
 NOW = datetime(2026, 3, 6, 12, tzinfo=UTC)
 RANGE = ["2026-03-01", "2026-03-04"]
 GOALS = [("event", "Signup"), ("page", "/pricing")]
-
-
-class Rows:
-    def __init__(self, columns: list[str], rows: list[tuple[Any, ...]]) -> None:
-        self.columns, self.rows = columns, rows
 
 
 @pytest.fixture(scope="module")
@@ -52,15 +47,7 @@ def warehouse(traffic: Traffic, tmp_path_factory: pytest.TempPathFactory) -> Ite
 def ask(con: duckdb.DuckDBPyConnection, site: str, body: dict[str, Any], force: str | None = None) -> Answer:
     q = parse_query(site, SPEC.timezones[site], body, goals=GOALS, now=NOW)
 
-    def execute(sql: str, params: dict[str, Any]) -> Rows:
-        cur = con.cursor()
-        try:
-            res = cur.execute(sql, params)
-            return Rows([c[0] for c in res.description], res.fetchall())
-        finally:
-            cur.close()
-
-    return run_with(q, execute, force)
+    return run_with(q, OnConnection(con), force)
 
 
 ALL = ["visitors", "visits", "views", "events", "bounce_rate", "visit_duration", "views_per_visit"]
@@ -446,11 +433,7 @@ def test_an_exit_in_the_same_millisecond_as_a_pageview_is_the_previous_pages_tim
         q = parse_query("s1", "UTC", {"date_range": ["2026-03-01", "2026-03-01"], "metrics": ["time_on_page"],
                                       "dimensions": ["page"]}, now=NOW)
 
-        def execute(sql: str, params: dict[str, Any], con: duckdb.DuckDBPyConnection = con) -> Rows:
-            res = con.execute(sql, params)
-            return Rows([c[0] for c in res.description], res.fetchall())
-
-        answer = run_with(q, execute)
+        answer = run_with(q, OnConnection(con))
         con.close()
         by_page = {row["page"]: row["time_on_page"] for row in answer.rows}
         assert by_page == {"/": 90.0, "/b": 7.0}, exit_id
@@ -500,10 +483,7 @@ def test_visitors_by_day_of_visits_spanning_several_days_equal_truth(tmp_path: A
     con = connect(tmp_path / "warehouse.duckdb")
     load_pending(con, tmp_path / "raw", {"s1": zone})
     assert con.execute("SELECT count(*) FROM sessions").fetchone() == (len(visits),)
-
-    def execute(sql: str, params: dict[str, Any]) -> Rows:
-        res = con.execute(sql, params)
-        return Rows([c[0] for c in res.description], res.fetchall())
+    execute = OnConnection(con)
 
     date_range = ["2026-03-01", "2026-03-03"]
     start, end = datetime(2026, 2, 28, 23, tzinfo=UTC), datetime(2026, 3, 3, 23, tzinfo=UTC)

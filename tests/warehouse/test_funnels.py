@@ -15,6 +15,7 @@ from warehouse.database import connect
 from warehouse.load import load_pending
 from warehouse.query.funnels import Funnel, FunnelAnswer, parse_funnel, run_funnel_sync
 from warehouse.query.model import QueryError, parse_query
+from warehouse.query.runner import OnConnection
 
 SITE = "site-b"
 SPEC = TrafficSpec(visitors=700, days=5, seed=23, loads=1, pageviews_per_visit=4.0, custom_event_rate=0.5,
@@ -23,33 +24,13 @@ RANGE = ("2026-03-01", "2026-03-04")
 STEPS: list[dict[str, Any]] = [{"page": "/page/**"}, {"page": "/page/1*"}, {"event": "Signup"}, {"page": "/*"}]
 
 
-class Rows:
-    def __init__(self, columns: list[str], rows: list[tuple[Any, ...]]) -> None:
-        self.columns, self.rows = columns, rows
-
-
-class Local:
-    """The loaded warehouse, as the runner's blocking interface."""
-
-    def __init__(self, con: duckdb.DuckDBPyConnection) -> None:
-        self.con = con
-
-    def query_sync(self, sql: str, params: Any = None) -> Rows:
-        cur = self.con.cursor()
-        try:
-            res = cur.execute(sql, params)
-            return Rows([c[0] for c in res.description], res.fetchall())
-        finally:
-            cur.close()
-
-
 @pytest.fixture(scope="module")
 def traffic() -> Traffic:
     return generate(SPEC)
 
 
 @pytest.fixture(scope="module")
-def warehouse(traffic: Traffic, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Local]:
+def warehouse(traffic: Traffic, tmp_path_factory: pytest.TempPathFactory) -> Iterator[OnConnection]:
     root = tmp_path_factory.mktemp("funnels")
     for k in range(SPEC.loads):
         traffic.write_raw(root / "raw", load=k)
@@ -57,11 +38,11 @@ def warehouse(traffic: Traffic, tmp_path_factory: pytest.TempPathFactory) -> Ite
         load_pending(con, root / "raw", SPEC.timezones)
         con.close()
     con = connect(root / "wh.duckdb", read_only=True)
-    yield Local(con)
+    yield OnConnection(con)
     con.close()
 
 
-def ask(warehouse: Local, steps: list[dict[str, Any]], per: str = "visit", days: int | None = None,
+def ask(warehouse: OnConnection, steps: list[dict[str, Any]], per: str = "visit", days: int | None = None,
         filters: list[Any] | None = None, dimension: str | None = None) -> FunnelAnswer:
     funnel: Funnel = parse_funnel({"steps": steps, "per": per, **({"days": days} if days else {})})
     body: dict[str, Any] = {"date_range": list(RANGE), "filters": filters or [], "limit": 1000,
@@ -73,7 +54,7 @@ def ask(warehouse: Local, steps: list[dict[str, Any]], per: str = "visit", days:
 # --- the tests -------------------------------------------------------------------------------
 
 
-def test_per_visit_funnel_equals_the_brute_force(warehouse: Local, traffic: Traffic) -> None:
+def test_per_visit_funnel_equals_the_brute_force(warehouse: OnConnection, traffic: Traffic) -> None:
     answer = ask(warehouse, STEPS)
     truth = brute_force(traffic, SITE, RANGE, STEPS)[None]
     assert answer.totals == truth
@@ -83,7 +64,7 @@ def test_per_visit_funnel_equals_the_brute_force(warehouse: Local, traffic: Traf
     assert steps[2]["conversionFromFirst"] == round(100 * truth[2] / truth[0], 2)
 
 
-def test_per_visitor_window_equals_the_brute_force(warehouse: Local, traffic: Traffic) -> None:
+def test_per_visitor_window_equals_the_brute_force(warehouse: OnConnection, traffic: Traffic) -> None:
     for days in (1, 3):
         answer = ask(warehouse, STEPS, per="visitor", days=days)
         assert answer.totals == brute_force(traffic, SITE, RANGE, STEPS, per="visitor", days=days)[None], days
@@ -91,7 +72,7 @@ def test_per_visitor_window_equals_the_brute_force(warehouse: Local, traffic: Tr
     assert ask(warehouse, STEPS, per="visitor", days=3).totals[3] > ask(warehouse, STEPS).totals[3]
 
 
-def test_filters_choose_the_visits(warehouse: Local, traffic: Traffic) -> None:
+def test_filters_choose_the_visits(warehouse: OnConnection, traffic: Traffic) -> None:
     by_country = ask(warehouse, STEPS, filters=[["is", "country", ["DE", "FR"]]])
     assert by_country.totals == brute_force(traffic, SITE, RANGE, STEPS, keep_visit=lambda v, _: v["country"] in ("DE", "FR"))[None]
     by_page = ask(warehouse, STEPS, per="visitor", days=2, filters=[["is", "page", ["/pricing"]]])
@@ -101,7 +82,7 @@ def test_filters_choose_the_visits(warehouse: Local, traffic: Traffic) -> None:
     assert by_page.totals == truth[None]
 
 
-def test_breakdowns_by_visit_attribute_and_by_first_step_event(warehouse: Local, traffic: Traffic) -> None:
+def test_breakdowns_by_visit_attribute_and_by_first_step_event(warehouse: OnConnection, traffic: Traffic) -> None:
     steps = [{"event": "Signup"}, {"page": "/page/*"}, {"event": "Download"}]
     for per, days, dim, field in (("visit", None, "country", "country"), ("visitor", 2, "source", "source"),
                                   ("visit", None, "props:plan", "_prop_plan")):
@@ -124,7 +105,7 @@ def test_same_millisecond_steps_follow_event_order(tmp_path: Any) -> None:
     ])
     funnel = parse_funnel({"steps": [{"page": "/a"}, {"page": "/b"}]})
     q = parse_query("s", "UTC", {"date_range": ["2026-03-02", "2026-03-02"]})
-    answer = run_funnel_sync(q, funnel, Local(con))
+    answer = run_funnel_sync(q, funnel, OnConnection(con))
     # v2: /a (id a) then /b (id b) in the same ms; v1's /b has the smaller id, so comes first
     assert answer.totals == [3, 1]
 

@@ -104,6 +104,32 @@ def run_with(q: Query, execute: Callable[[str, dict[str, Any]], Rows], force: st
     return assemble(q, plans, [execute(p.sql.text, p.sql.params) for p in plans])
 
 
+@dataclass
+class FetchedRows:
+    columns: list[str]
+    rows: list[tuple[Any, ...]]
+
+
+class OnConnection:
+    """An open DuckDB connection as the runner's ``execute`` (call it) and as a ``SyncWarehouse``
+    (``query_sync``), each query on its own cursor: for tests, benchmarks and tools that hold the
+    warehouse file themselves."""
+
+    def __init__(self, con: Any) -> None:
+        self.con = con
+
+    def query_sync(self, sql: str, params: Any = None) -> FetchedRows:
+        cur = self.con.cursor()
+        try:
+            res = cur.execute(sql, params)
+            return FetchedRows([c[0] for c in res.description], res.fetchall())
+        finally:
+            cur.close()
+
+    def __call__(self, sql: str, params: dict[str, Any]) -> FetchedRows:
+        return self.query_sync(sql, params)
+
+
 async def run_async_with(
     q: Query, execute: Callable[[str, dict[str, Any]], Awaitable[Rows]], force: str | None = None
 ) -> Answer:
