@@ -14,7 +14,7 @@ import falcon
 import falcon.asgi
 
 from api.auth import authorize
-from api.params import _one, bad_request, body_from_params
+from api.params import _one, bad_request, body_from_params, segment_lookup
 from api.sites import _bad, json_body
 from api.stats import goals_of, period_of, warehouse, warehouse_unavailable
 from littlestats.controlplane import Site
@@ -118,7 +118,8 @@ def answer_query(req: Any, services: Any, site: Site) -> Query:
         raise falcon.HTTPBadRequest(description="invalid parameter 'imported': funnels are counted from events;"
                                                 " imported aggregates have no visits to follow")
     try:
-        q = parse_query(site.id, site.timezone, body, goals=goals_of(services, site))
+        q = parse_query(site.id, site.timezone, body, goals=goals_of(services, site),
+                        segments=segment_lookup(services, site))
         check_breakdown(q)
     except QueryError as exc:
         if exc.param == "dimensions":
