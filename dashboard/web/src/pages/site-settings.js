@@ -230,6 +230,7 @@ function Funnels({ site }) {
         <ol class="funnel-step-list">
           ${steps.map((s, i) => html`
             <li class="inline-form" data-step=${i + 1}>
+              <span class="step-no" aria-hidden="true">${i + 1}.</span>
               <label class="sr-only" for=${`funnel-step-kind-${i}`}>Step ${i + 1} kind</label>
               <select id=${`funnel-step-kind-${i}`} class="select" value=${s.kind} onChange=${(e) => setStep(i, { kind: e.currentTarget.value })}>
                 <option value="page">Page</option><option value="event">Custom event</option>

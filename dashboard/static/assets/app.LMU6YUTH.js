@@ -602,6 +602,7 @@
         <ol class="funnel-step-list">
           ${i.map((k,y)=>g`
             <li class="inline-form" data-step=${y+1}>
+              <span class="step-no" aria-hidden="true">${y+1}.</span>
               <label class="sr-only" for=${`funnel-step-kind-${y}`}>Step ${y+1} kind</label>
               <select id=${`funnel-step-kind-${y}`} class="select" value=${k.kind} onChange=${S=>T(y,{kind:S.currentTarget.value})}>
                 <option value="page">Page</option><option value="event">Custom event</option>
