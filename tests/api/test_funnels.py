@@ -124,6 +124,21 @@ def test_bad_definitions_are_refused_naming_the_field(world: World, body: dict[s
     assert r.status_code == 400 and message in r.json()["error"], r.text
 
 
+def test_a_segment_narrows_the_answer_as_its_filters_do(world: World) -> None:
+    w = world
+    funnel = _create(w, name="Segmented", steps=STEPS)
+    saved = w.admin.post(f"/api/v2/sites/{w.site['id']}/segments",
+                         json={"name": "DE or US", "filters": [["is", "country", ["DE", "US"]]]})
+    assert saved.status_code == 201, saved.text
+    keep = lambda visit, _events: visit["country"] in ("DE", "US")  # noqa: E731
+    truth = brute_force(w.traffic, w.site["id"], w.days, STEPS, keep_visit=keep)[None]
+    by_segment = _answer(w, funnel, segment="DE or US").json()
+    assert [s["visitors"] for s in by_segment["steps"]] == truth and truth[0] > 0
+    assert truth != brute_force(w.traffic, w.site["id"], w.days, STEPS)[None]
+    r = _answer(w, funnel, segment="No such")
+    assert r.status_code == 400 and "'segment'" in r.json()["error"], r.text
+
+
 def test_bad_answer_parameters_are_refused(world: World) -> None:
     funnel = _create(world, name="For bad parameters", steps=STEPS)
     for params, message in (({"dimension": "colour"}, "'dimension': unknown dimension 'colour'"),
