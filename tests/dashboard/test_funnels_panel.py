@@ -38,13 +38,17 @@ def _answered(dash: Dashboard, site_id: str, page: Any) -> list[dict[str, Any]]:
 
 
 def _create(page: Any, name: str, steps: list[tuple[str, str]], days: int | None = None) -> None:
+    """A funnel through the settings' form; a goal step's value is the goal's name."""
     form = page.locator("form.funnel-form")
-    form.get_by_label("Name").fill(name)
+    form.get_by_label("Funnel name").fill(name)
     for i, (kind, value) in enumerate(steps):
         if i >= 2:
             form.get_by_role("button", name="Add step").click()
         page.locator(f"#funnel-step-kind-{i}").select_option(kind)
-        page.locator(f"#funnel-step-{i}").fill(value)
+        if kind == "goal":
+            page.locator(f"#funnel-step-{i}").select_option(label=value)
+        else:
+            page.locator(f"#funnel-step-{i}").fill(value)
     if days is not None:
         page.locator("#funnel-per").select_option("visitor")
         page.locator("#funnel-days").fill(str(days))
@@ -54,18 +58,27 @@ def _create(page: Any, name: str, steps: list[tuple[str, str]], days: int | None
 
 def test_funnels_made_in_settings_show_the_apis_steps_and_follow_filters(loaded: Loaded, dashboard: Dashboard) -> None:
     settings = dashboard.open(f"/sites/{loaded.id}/settings")
+    # A goal with a property condition, to be a funnel step.
+    settings.select_option("#goal-kind", "event")
+    settings.fill("#goal-value", "Download")
+    settings.fill("#goal-prop-key", "plan")
+    settings.fill("#goal-prop-value", "team")
+    settings.get_by_role("button", name="Add goal").click()
+    settings.wait_for_selector('[data-goal="Download (plan = team)"]')
+    settings = dashboard.open(f"/sites/{loaded.id}/settings")
     _create(settings, "Two pages", [("page", "/page/*"), ("page", "/page/**")])
-    _create(settings, "Pages then signup", [("page", "/page/*"), ("page", "/pricing"), ("event", "Signup")], days=7)
+    _create(settings, "Pages then signup",
+            [("page", "/page/*"), ("event", "Signup"), ("goal", "Download (plan = team)")], days=7)
     # An invalid definition is refused with the API's message, naming the step.
-    settings.locator("form.funnel-form").get_by_label("Name").fill("Bad")
+    settings.locator("form.funnel-form").get_by_label("Funnel name").fill("Bad")
     settings.locator("#funnel-step-0").fill("no-slash")
     settings.locator("#funnel-step-1").fill("/x")
     settings.get_by_role("button", name="Create funnel").click()
     assert "steps[0]" in settings.locator("#funnels .form-error").inner_text()
     dashboard.errors.clear()  # the refused POST is logged by the browser: here it is the point
     funnels = {f["name"]: f for f in dashboard.api(f"/sites/{loaded.id}/funnels")["funnels"]}
-    assert [s.get("event") or s.get("page") for s in funnels["Pages then signup"]["steps"]] == \
-        ["/page/*", "/pricing", "Signup"]
+    goal = next(g for g in dashboard.api(f"/sites/{loaded.id}/goals")["goals"] if g["name"] == "Download (plan = team)")
+    assert funnels["Pages then signup"]["steps"] == [{"page": "/page/*"}, {"event": "Signup"}, {"goal": goal["id"]}]
     assert (funnels["Pages then signup"]["per"], funnels["Pages then signup"]["days"]) == ("visitor", 7)
 
     page = dashboard.open(f"/sites/{loaded.id}?period=7d")
@@ -80,7 +93,7 @@ def test_funnels_made_in_settings_show_the_apis_steps_and_follow_filters(loaded:
     three = _shown(page)
     assert len(three) == 3 and three == _answered(dashboard, loaded.id, page)
     assert [li.inner_text().split("\n")[0] for li in page.locator('[data-panel="funnels"] .label').all()] == \
-        ["1. /page/*", "2. /pricing", "3. Signup"]
+        ["1. /page/*", "2. Signup", "3. Download (plan = team)"]
 
     # A filter click anywhere on the dashboard changes the funnel's numbers too.
     page.click('[data-panel="locations"] li[data-value="DE"] button')
@@ -90,8 +103,20 @@ def test_funnels_made_in_settings_show_the_apis_steps_and_follow_filters(loaded:
     assert filtered == _answered(dashboard, loaded.id, page)
     assert filtered[0]["visitors"] < three[0]["visitors"]
     # Reloading the URL shows the same funnel and numbers.
-    again = dashboard.open(urlparse(page.url).path + "?" + urlparse(page.url).query)
-    assert _shown(again) == filtered
+    url = urlparse(page.url).path + "?" + urlparse(page.url).query
+    assert _shown(dashboard.open(url)) == filtered
+
+    # The goal deleted, the panel says which step is gone (the API's 409); then the funnel is
+    # deleted too, leaving the suite's site with the goals it had.
+    settings = dashboard.open(f"/sites/{loaded.id}/settings")
+    settings.get_by_role("button", name="Delete goal Download (plan = team)").click()
+    settings.wait_for_selector('[data-goal="Download (plan = team)"]', state="detached")
+    gone = dashboard.open(url, wait=False).locator('[data-panel="funnels"] [role="alert"]')
+    assert "steps[2]" in gone.inner_text() and goal["id"] in gone.inner_text()
+    assert dashboard.errors and all(" 409 " in e or "409" in e for e in dashboard.errors), dashboard.errors
+    dashboard.errors.clear()
+    settings.get_by_role("button", name="Delete funnel Pages then signup").click()
+    settings.wait_for_selector('#funnels li[data-funnel="Pages then signup"]', state="detached")
 
 
 def test_a_site_without_funnels_says_how_to_make_one(dash_server: Any, control: ControlPlane,

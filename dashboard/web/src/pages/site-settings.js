@@ -186,6 +186,8 @@ function Funnels({ site }) {
   const id = encodeURIComponent(site.id);
   const [version, setVersion] = useState(0);
   const funnels = useApi(`/sites/${id}/funnels`, null, version);
+  const goals = useApi(`/sites/${id}/goals`, null, version);
+  const goalList = goals.data ? goals.data.goals : [];
   const [name, setName] = useState('');
   const [steps, setSteps] = useState([newStep(), newStep()]);
   const [per, setPer] = useState('visit');
@@ -219,25 +221,30 @@ function Funnels({ site }) {
   return html`
     <section class="card" id="funnels" aria-labelledby="funnels-title">
       <h2 id="funnels-title">Funnels</h2>
-      <p class="hint">A funnel follows visitors through 2–8 steps in order, each a page (a path, or a pattern: <code>/blog/*</code>, <code>/docs/**</code>) or a custom event; the dashboard's Funnels panel shows how many reached each step. Per visit, the steps must happen in one visit; per visitor, within a number of days of the first.</p>
+      <p class="hint">A funnel follows visitors through 2–8 steps in order, each a page (a path, or a pattern: <code>/blog/*</code>, <code>/docs/**</code>), a custom event or one of the goals above (counted as the goal is defined when the funnel is shown, its property condition included); the dashboard's Funnels panel shows how many reached each step. Per visit, the steps must happen in one visit; per visitor, within a number of days of the first.</p>
       ${funnels.error && html`<p class="form-error" role="alert">${funnels.error.message}</p>`}
       ${list.length > 0 && html`<ul class="goal-list">${list.map((f) => html`
         <li data-funnel=${f.name}><span><strong>${f.name}</strong> · ${f.steps.length} steps · ${f.per === 'visitor' ? `per visitor, ${f.days} days` : 'per visit'}</span>
           <button type="button" class="button danger-quiet" aria-label=${`Delete funnel ${f.name}`} onClick=${() => remove(f)}>Delete</button></li>`)}</ul>`}
       <form class="form funnel-form" onSubmit=${add} aria-labelledby="funnel-new-title">
         <h3 id="funnel-new-title">New funnel</h3>
-        <label>Name <input id="funnel-name" class="input" required maxlength="100" value=${name} onInput=${(e) => setName(e.currentTarget.value)} /></label>
+        <label>Funnel name <input id="funnel-name" class="input" required maxlength="100" value=${name} onInput=${(e) => setName(e.currentTarget.value)} /></label>
         <ol class="funnel-step-list">
           ${steps.map((s, i) => html`
             <li class="inline-form" data-step=${i + 1}>
               <span class="step-no" aria-hidden="true">${i + 1}.</span>
               <label class="sr-only" for=${`funnel-step-kind-${i}`}>Step ${i + 1} kind</label>
-              <select id=${`funnel-step-kind-${i}`} class="select" value=${s.kind} onChange=${(e) => setStep(i, { kind: e.currentTarget.value })}>
+              <select id=${`funnel-step-kind-${i}`} class="select" value=${s.kind}
+                onChange=${(e) => setStep(i, { kind: e.currentTarget.value, value: e.currentTarget.value === 'goal' && goalList.length ? goalList[0].id : '' })}>
                 <option value="page">Page</option><option value="event">Custom event</option>
+                ${goalList.length > 0 && html`<option value="goal">Goal</option>`}
               </select>
-              <label class="sr-only" for=${`funnel-step-${i}`}>Step ${i + 1}: ${s.kind === 'page' ? 'page path or pattern' : 'event name'}</label>
-              <input id=${`funnel-step-${i}`} class="input" required placeholder=${s.kind === 'page' ? '/pricing' : 'Signup'}
-                value=${s.value} onInput=${(e) => setStep(i, { value: e.currentTarget.value })} />
+              <label class="sr-only" for=${`funnel-step-${i}`}>Step ${i + 1}: ${s.kind === 'page' ? 'page path or pattern' : s.kind === 'goal' ? 'goal' : 'event name'}</label>
+              ${s.kind === 'goal'
+                ? html`<select id=${`funnel-step-${i}`} class="select" value=${s.value} onChange=${(e) => setStep(i, { value: e.currentTarget.value })}>
+                    ${goalList.map((g) => html`<option value=${g.id}>${g.name}</option>`)}</select>`
+                : html`<input id=${`funnel-step-${i}`} class="input" required placeholder=${s.kind === 'page' ? '/pricing' : 'Signup'}
+                    value=${s.value} onInput=${(e) => setStep(i, { value: e.currentTarget.value })} />`}
               ${steps.length > MIN_STEPS && html`<button type="button" class="button danger-quiet" aria-label=${`Remove step ${i + 1}`}
                 onClick=${() => setSteps(steps.filter((_, j) => j !== i))}>Remove</button>`}
             </li>`)}

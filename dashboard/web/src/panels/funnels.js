@@ -7,9 +7,16 @@ import { api } from '../api.js';
 import { apiParams, navigate } from '../state.js';
 import { fmt } from '../format.js';
 
+// What a step is: a page pattern, an event name, or a goal (by the goal's current name).
+function stepDefinition(step) {
+  if (step.page != null) return `page ${step.page}`;
+  if (step.event != null) return `event ${step.event}`;
+  return `goal ${step.goalName}`;
+}
+
 function stepText(step) {
   if (step.label) return step.label;
-  return step.page != null ? step.page : step.event;
+  return step.page != null ? step.page : step.event != null ? step.event : step.goalName;
 }
 
 // The funnel's answer for the dashboard's question. Funnels follow visits' events, so imported
@@ -81,7 +88,7 @@ function Steps({ funnel, answer, imported }) {
     <ol class="rows funnel-steps">
       ${steps.map((s) => html`
         <li data-step=${s.step} data-visitors=${s.visitors} data-conversion=${s.conversionFromFirst} data-drop-off=${s.dropOff}>
-          <div class="row" title=${`Step ${s.step}: ${s.page != null ? 'page ' + s.page : 'event ' + s.event}`}>
+          <div class="row" title=${`Step ${s.step}: ${stepDefinition(s)}`}>
             <span class="bar" style=${{ width: `${(100 * s.visitors) / first}%` }}></span>
             <span class="label"><span class="step-no">${s.step}.</span> ${stepText(s)}</span>
             <span class="num">${fmt.number(s.visitors)}</span>
