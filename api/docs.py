@@ -308,7 +308,8 @@ def _op(summary: str, responses: dict[str, Any], params: list[dict[str, Any]] | 
 FUNNEL_STEP: dict[str, Any] = {
     "type": "object", "additionalProperties": False,
     "description": "Exactly one of `page` (a path or pattern: `*` one segment, `**` any depth) or `event` (a custom"
-                   " event name); or `goal` (a goal id: the step becomes that goal's page or event). `label`: optional.",
+                   " event name) or `goal` (a goal id: the step is matched by that goal's current definition, property"
+                   " condition included). `label`: optional.",
     "properties": {"page": {"type": "string", "pattern": "^/"}, "event": {"type": "string", "maxLength": 500},
                    "goal": {"type": "string"}, "label": {"type": "string", "maxLength": 100}}}
 FUNNEL_INPUT: dict[str, Any] = {"type": "object", "additionalProperties": False, "required": ["name", "steps"],
@@ -326,6 +327,7 @@ FUNNEL: dict[str, Any] = {"type": "object", "required": ["id", "name", "steps", 
 FUNNEL_STEP_ANSWER: dict[str, Any] = {"type": "object", "required": [
     "step", "visitors", "conversionFromPrevious", "conversionFromFirst", "dropOff", "dropOffRate"], "properties": {
     **FUNNEL_STEP["properties"], "step": {"type": "integer", "minimum": 1},
+    "goalName": {"type": "string", "description": "A goal step's goal, by its current name."},
     "visitors": {"type": "integer", "description": "Visitors who reached this step (and every one before it)."},
     "conversionFromPrevious": {"type": "number", "description": "% of the previous step's visitors (100 for step 1)."},
     "conversionFromFirst": {"type": "number", "description": "% of the first step's visitors."},
@@ -677,7 +679,8 @@ def openapi() -> dict[str, Any]:
                         "results": {"type": "array", "items": {"type": "object", "required": ["value", "steps"],
                                                                "properties": {"value": _STR_OR_NULL,
                                                                               "steps": FUNNEL_STEPS}}}}}}}),
-                "404": _err("No such site or funnel, or not yours."), **unavailable},
+                "404": _err("No such site or funnel, or not yours."),
+                "409": _err("A goal step's goal was deleted (the message names the step)."), **unavailable},
                 [SITE_PARAM, FUNNEL_PARAM, *[p for p in COMMON_PARAMS if p["name"] not in ("metrics", "imported")],
                  _param("dimension", {"type": "string"},
                         "Break down by one dimension: a visit attribute (of the visit the attempt started in) or"

@@ -14,7 +14,7 @@ import falcon
 import falcon.asgi
 
 from api.auth import authorize
-from api.params import _one, bad_request, body_from_params
+from api.params import _one, bad_request, body_from_params, segment_lookup
 from api.sites import _bad, json_body
 from api.stats import goals_of, period_of, warehouse, warehouse_unavailable
 from littlestats.controlplane import Site
@@ -24,6 +24,7 @@ from warehouse.query.funnels import (
     MAX_NAME,
     Funnel,
     FunnelAnswer,
+    MissingGoal,
     check_breakdown,
     parse_funnel,
     run_funnel,
@@ -41,9 +42,8 @@ def _definition(services: Any, site: Site, body: dict[str, Any]) -> tuple[str, F
     name = body.get("name")
     if not isinstance(name, str) or not name.strip() or len(name) > MAX_NAME or "\x00" in name:
         raise _bad("name", f"required: a name of 1-{MAX_NAME} characters")
-    goals = {g.id: (g.kind, g.value) for g in services.control.list_goals(site.id)}
     try:
-        return name.strip(), parse_funnel(body, goals)
+        return name.strip(), parse_funnel(body, services.control.goal_specs_by_id(site.id))
     except QueryError as exc:
         raise bad_request(exc) from None
 
@@ -118,7 +118,8 @@ def answer_query(req: Any, services: Any, site: Site) -> Query:
         raise falcon.HTTPBadRequest(description="invalid parameter 'imported': funnels are counted from events;"
                                                 " imported aggregates have no visits to follow")
     try:
-        q = parse_query(site.id, site.timezone, body, goals=goals_of(services, site))
+        q = parse_query(site.id, site.timezone, body, goals=goals_of(services, site),
+                        segments=segment_lookup(services, site))
         check_breakdown(q)
     except QueryError as exc:
         if exc.param == "dimensions":
@@ -152,7 +153,10 @@ class FunnelAnswerResource:
         saved = _found(self.services, found, funnel)
         q = answer_query(req, self.services, found)
         try:
-            answer = await run_funnel(q, saved.funnel, warehouse(self.services))
+            answer = await run_funnel(q, saved.funnel, warehouse(self.services),
+                                      self.services.control.goal_specs_by_id(found.id))
+        except MissingGoal as exc:
+            raise falcon.HTTPConflict(description=str(exc)) from None
         except (OSError, ConnectionError, TimeoutError) as exc:
             raise warehouse_unavailable(exc) from None
         json_response(resp, render(saved, answer))

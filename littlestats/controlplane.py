@@ -511,8 +511,12 @@ class ControlPlane(AccessStore, NotifyStore, FunnelStore):
 
     def goal_specs(self, site_id: str) -> list[GoalSpec]:
         """The site's goals as the query engine takes them (``Query.goals``)."""
-        return [GoalSpec(g.name, g.kind, g.value, g.prop_key, g.prop_value, g.revenue)
-                for g in self.list_goals(site_id)]
+        return list(self.goal_specs_by_id(site_id).values())
+
+    def goal_specs_by_id(self, site_id: str) -> dict[str, GoalSpec]:
+        """The site's goals by id, as the query engine takes them (funnels' goal steps)."""
+        return {g.id: GoalSpec(g.name, g.kind, g.value, g.prop_key, g.prop_value, g.revenue)
+                for g in self.list_goals(site_id)}
 
     def get_goal(self, site_id: str, goal_id: str) -> Goal | None:
         row = (

@@ -2,7 +2,7 @@
 
 ``FunnelStore`` holds their queries; ``littlestats.controlplane.ControlPlane`` (which owns the
 SQLite connection, ``_conn`` and ``_tx``) inherits them. A definition is stored as the
-``warehouse.query.funnels.Funnel`` it was validated into: the steps as JSON, the window as columns.
+``warehouse.query.funnels.Funnel`` it was validated into: the steps as JSON (a goal step by the goal's id only), the window as columns.
 """
 
 from __future__ import annotations
@@ -46,12 +46,20 @@ class SavedFunnel:
 
 
 def _steps_json(funnel: Funnel) -> str:
-    return orjson.dumps([{"kind": s.kind, "value": s.value, "label": s.label, "goal": s.goal}
-                         for s in funnel.steps]).decode()
+    return orjson.dumps([{"kind": s.kind, "value": s.value, "label": s.label} for s in funnel.steps]).decode()
+
+
+def _step(stored: dict[str, Any]) -> Step:
+    """A stored step. A goal step is kept as ``{"kind": "goal", "value": <goal id>}``; one saved
+    before goal steps were live goals (the goal's kind and value copied, its id under ``goal``)
+    now refers to that goal too."""
+    if stored.get("goal"):
+        return Step("goal", stored["goal"], stored.get("label"))
+    return Step(stored["kind"], stored["value"], stored.get("label"))
 
 
 def _saved(row: sqlite3.Row) -> SavedFunnel:
-    steps = tuple(Step(s["kind"], s["value"], s.get("label"), s.get("goal")) for s in orjson.loads(row["steps"]))
+    steps = tuple(_step(s) for s in orjson.loads(row["steps"]))
     return SavedFunnel(row["id"], row["site_id"], row["name"], Funnel(steps, row["per"], row["window_days"]),
                        row["created_by"], row["created_at"], row["updated_at"])
 

@@ -32,8 +32,11 @@ def page_matches(pattern: str, path: str) -> bool:
 
 
 def step_matches(step: dict[str, Any], event: dict[str, Any]) -> bool:
+    """``{"page": pattern}``, ``{"event": name}``, or an event with property conditions
+    ``{"event": name, "props": {key: value}}`` (what a goal with a property condition means)."""
     if "event" in step:
-        return event["type"] == "event" and event["name"] == step["event"]
+        return (event["type"] == "event" and event["name"] == step["event"]
+                and all(event.get(f"_prop_{k}") == v for k, v in step.get("props", {}).items()))
     return event["type"] == "pageview" and page_matches(step["page"], event["pathname"])
 
 

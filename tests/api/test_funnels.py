@@ -3,6 +3,7 @@ equal to the brute-force count of ``tests.funnel_truth`` over the generated traf
 
 from __future__ import annotations
 
+import sqlite3
 from collections.abc import Iterator
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
@@ -10,6 +11,7 @@ from typing import Any
 from zoneinfo import ZoneInfo
 
 import httpx
+import orjson
 import pytest
 
 from tests.api.conftest import AuthServer
@@ -102,7 +104,7 @@ def test_definitions_can_be_listed_read_replaced_and_deleted(world: World) -> No
     r = w.admin.put(f"{w.funnels()}/{made['id']}", json={
         "name": "Pricing to signup", "steps": [{"page": "/pricing"}, {"goal": goal["id"]}], "per": "visitor", "days": 30})
     assert r.status_code == 200, r.text
-    assert r.json()["steps"][1] == {"event": "Signup", "goal": goal["id"]} and r.json()["days"] == 30
+    assert r.json()["steps"][1] == {"goal": goal["id"]} and r.json()["days"] == 30
     assert w.admin.post(w.funnels(), json={"name": "Pricing to signup", "steps": STEPS}).status_code == 409
     assert w.admin.delete(f"{w.funnels()}/{made['id']}").status_code == 200
     assert w.admin.get(f"{w.funnels()}/{made['id']}").status_code == 404
@@ -122,6 +124,64 @@ def test_definitions_can_be_listed_read_replaced_and_deleted(world: World) -> No
 def test_bad_definitions_are_refused_naming_the_field(world: World, body: dict[str, Any], message: str) -> None:
     r = world.admin.post(world.funnels(), json=body)
     assert r.status_code == 400 and message in r.json()["error"], r.text
+
+
+def test_a_goal_step_is_the_live_goal_with_its_property_condition(world: World) -> None:
+    """A goal step keeps the goal's id and is answered with the goal's whole definition (its
+    property condition too, against the brute force); once the goal is deleted the answer is a 409
+    naming the step, and the definition cannot be saved with it."""
+    w = world
+    made = w.admin.post(f"/api/v2/sites/{w.site['id']}/goals",
+                        json={"kind": "event", "value": "Signup", "property": {"key": "plan", "value": "pro"}})
+    assert made.status_code == 201, made.text
+    goal = made.json()
+    steps = [{"page": "/page/**"}, {"goal": goal["id"], "label": "Pro"}, {"page": "/*"}]
+    funnel = _create(w, name="Pro signups", steps=steps, per="visitor", days=2)
+    assert funnel["steps"][1] == {"goal": goal["id"], "label": "Pro"}
+    body = _answer(w, funnel).json()
+    truth_steps = [{"page": "/page/**"}, {"event": "Signup", "props": {"plan": "pro"}}, {"page": "/*"}]
+    truth = brute_force(w.traffic, w.site["id"], w.days, truth_steps, per="visitor", days=2)[None]
+    assert [s["visitors"] for s in body["steps"]] == truth and truth[2] > 0
+    assert body["steps"][1]["goalName"] == goal["name"] == "Signup (plan = pro)"
+    any_plan = brute_force(w.traffic, w.site["id"], w.days, [truth_steps[0], {"event": "Signup"}, truth_steps[2]],
+                           per="visitor", days=2)[None]
+    assert any_plan[1] > truth[1]
+
+    assert w.admin.delete(f"/api/v2/sites/{w.site['id']}/goals/{goal['id']}").status_code == 200
+    gone = _answer(w, funnel)
+    assert gone.status_code == 409 and "steps[1]" in gone.json()["error"] and goal["id"] in gone.json()["error"]
+    assert w.viewer.get(f"{w.funnels()}/{funnel['id']}").json()["steps"][1] == {"goal": goal["id"], "label": "Pro"}
+    put = w.admin.put(f"{w.funnels()}/{funnel['id']}", json={"name": "Pro signups", "steps": steps})
+    assert put.status_code == 400 and "'steps[1]'" in put.json()["error"], put.text
+
+
+def test_a_goal_step_saved_as_a_copy_reads_as_the_goal(world: World) -> None:
+    """Funnels saved when a goal step copied the goal's kind and value (its id alongside) refer to
+    the goal itself now."""
+    w = world
+    goal = w.admin.post(f"/api/v2/sites/{w.site['id']}/goals", json={"kind": "event", "value": "Download"}).json()
+    funnel = _create(w, name="Stored as a copy", steps=[{"page": "/"}, {"goal": goal["id"]}])
+    old = orjson.dumps([{"kind": "page", "value": "/", "label": None},
+                        {"kind": "event", "value": "Download", "label": None, "goal": goal["id"]}]).decode()
+    with sqlite3.connect(w.server.server.data_dir / "control.sqlite3") as db:
+        db.execute("UPDATE funnels SET steps = ? WHERE id = ?", (old, funnel["id"]))
+    assert w.admin.get(f"{w.funnels()}/{funnel['id']}").json()["steps"] == [{"page": "/"}, {"goal": goal["id"]}]
+    assert _answer(w, funnel).json()["steps"][1]["goalName"] == "Download"
+
+
+def test_a_segment_narrows_the_answer_as_its_filters_do(world: World) -> None:
+    w = world
+    funnel = _create(w, name="Segmented", steps=STEPS)
+    saved = w.admin.post(f"/api/v2/sites/{w.site['id']}/segments",
+                         json={"name": "DE or US", "filters": [["is", "country", ["DE", "US"]]]})
+    assert saved.status_code == 201, saved.text
+    keep = lambda visit, _events: visit["country"] in ("DE", "US")  # noqa: E731
+    truth = brute_force(w.traffic, w.site["id"], w.days, STEPS, keep_visit=keep)[None]
+    by_segment = _answer(w, funnel, segment="DE or US").json()
+    assert [s["visitors"] for s in by_segment["steps"]] == truth and truth[0] > 0
+    assert truth != brute_force(w.traffic, w.site["id"], w.days, STEPS)[None]
+    r = _answer(w, funnel, segment="No such")
+    assert r.status_code == 400 and "'segment'" in r.json()["error"], r.text
 
 
 def test_bad_answer_parameters_are_refused(world: World) -> None:

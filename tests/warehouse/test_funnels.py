@@ -13,8 +13,8 @@ from tests.funnel_truth import brute_force
 from tests.generator import Traffic, TrafficSpec, generate
 from warehouse.database import connect
 from warehouse.load import load_pending
-from warehouse.query.funnels import Funnel, FunnelAnswer, parse_funnel, run_funnel_sync
-from warehouse.query.model import QueryError, parse_query
+from warehouse.query.funnels import Funnel, FunnelAnswer, MissingGoal, parse_funnel, run_funnel_sync
+from warehouse.query.model import GoalSpec, QueryError, parse_query
 from warehouse.query.runner import OnConnection
 
 SITE = "site-b"
@@ -43,12 +43,15 @@ def warehouse(traffic: Traffic, tmp_path_factory: pytest.TempPathFactory) -> Ite
 
 
 def ask(warehouse: OnConnection, steps: list[dict[str, Any]], per: str = "visit", days: int | None = None,
-        filters: list[Any] | None = None, dimension: str | None = None) -> FunnelAnswer:
-    funnel: Funnel = parse_funnel({"steps": steps, "per": per, **({"days": days} if days else {})})
+        filters: list[Any] | None = None, dimension: str | None = None,
+        goals: dict[str, GoalSpec] | None = None, answer_goals: dict[str, GoalSpec] | None = None) -> FunnelAnswer:
+    """The answer for ``steps``; ``goals`` are the site's when the funnel is saved, ``answer_goals``
+    (default: the same) when it is answered."""
+    funnel: Funnel = parse_funnel({"steps": steps, "per": per, **({"days": days} if days else {})}, goals)
     body: dict[str, Any] = {"date_range": list(RANGE), "filters": filters or [], "limit": 1000,
                             "dimensions": [dimension] if dimension else []}
     q = parse_query(SITE, SPEC.timezones[SITE], body)
-    return run_funnel_sync(q, funnel, warehouse)
+    return run_funnel_sync(q, funnel, warehouse, goals if answer_goals is None else answer_goals)
 
 
 # --- the tests -------------------------------------------------------------------------------
@@ -128,7 +131,44 @@ def test_bad_definitions_name_the_field(definition: dict[str, Any], field: str) 
     assert info.value.param == field
 
 
-def test_a_goal_step_takes_the_goals_definition() -> None:
-    funnel = parse_funnel({"steps": [{"page": "/"}, {"goal": "g1", "label": "Signed up"}]},
-                          goals={"g1": ("event", "Signup")})
-    assert funnel.steps[1].public() == {"event": "Signup", "label": "Signed up", "goal": "g1"}
+SIGNUP_PRO = GoalSpec("Signup (plan = pro)", "event", "Signup", "plan", "pro")
+PAGES_1X = GoalSpec("Visit /page/1*", "page", "/page/1*")
+
+
+def test_a_goal_step_keeps_the_goal_by_id() -> None:
+    funnel = parse_funnel({"steps": [{"page": "/"}, {"goal": "g1", "label": "Signed up"}]}, goals={"g1": SIGNUP_PRO})
+    assert funnel.steps[1].public() == {"goal": "g1", "label": "Signed up"}
+    # Naming the goal's event too is allowed when it agrees with the goal.
+    assert parse_funnel({"steps": [{"page": "/"}, {"goal": "g1", "event": "Signup"}]},
+                        goals={"g1": SIGNUP_PRO}).steps[1].public() == {"goal": "g1"}
+    with pytest.raises(QueryError) as info:
+        parse_funnel({"steps": [{"page": "/"}, {"goal": "g1", "event": "Play"}]}, goals={"g1": SIGNUP_PRO})
+    assert info.value.param == "steps[1]"
+
+
+def test_goal_steps_match_the_goals_whole_definition(warehouse: OnConnection, traffic: Traffic) -> None:
+    """A goal with a property condition is matched with it (``sql.goal_match``), per visit and per
+    visitor, against the brute force told the same condition."""
+    goals = {"g-pro": SIGNUP_PRO, "g-1x": PAGES_1X}
+    steps = [{"page": "/page/**"}, {"goal": "g-1x"}, {"goal": "g-pro", "label": "Pro signup"}]
+    truth_steps = [{"page": "/page/**"}, {"page": "/page/1*"}, {"event": "Signup", "props": {"plan": "pro"}}]
+    for per, days in (("visit", None), ("visitor", 3)):
+        answer = ask(warehouse, steps, per=per, days=days, goals=goals)
+        truth = brute_force(traffic, SITE, RANGE, truth_steps, per=per, days=days or 7)[None]
+        assert answer.totals == truth and truth[2] > 0, per
+        # the property condition counts: any Signup reaches the last step more often
+        any_signup = brute_force(traffic, SITE, RANGE, [*truth_steps[:2], {"event": "Signup"}], per=per, days=days or 7)
+        assert any_signup[None][2] > truth[2]
+    described = answer.steps(answer.totals)
+    assert described[2]["goal"] == "g-pro" and described[2]["goalName"] == "Signup (plan = pro)"
+    assert described[2]["label"] == "Pro signup"
+    # A goal changed after the funnel was saved is answered with its new definition.
+    changed = ask(warehouse, steps, goals=goals,
+                  answer_goals={**goals, "g-pro": GoalSpec("Signup", "event", "Signup")})
+    assert changed.totals[2] == brute_force(traffic, SITE, RANGE, [*truth_steps[:2], {"event": "Signup"}])[None][2]
+
+
+def test_a_deleted_goal_names_its_step(warehouse: OnConnection) -> None:
+    with pytest.raises(MissingGoal) as info:
+        ask(warehouse, [{"page": "/"}, {"goal": "g-pro"}], goals={"g-pro": SIGNUP_PRO}, answer_goals={})
+    assert info.value.index == 1 and "steps[1]" in str(info.value) and "g-pro" in str(info.value)

@@ -2,8 +2,9 @@
 """Funnels: how many visitors went through an ordered list of steps, and where they dropped off.
 
 A funnel is 2-8 steps, each a page pattern (``{"page": "/blog/*"}``, the patterns of
-``warehouse.query.patterns``) or a custom event (``{"event": "Signup"}``), counted in one of two
-windows:
+``warehouse.query.patterns``), a custom event (``{"event": "Signup"}``) or one of the site's goals
+(``{"goal": "<id>"}``: kept by id and matched, when answered, by the goal's whole current definition
+— ``sql.goal_match``, property condition included), counted in one of two windows:
 
 * ``per="visit"`` — the steps must happen in one visit. A visitor reached step *k* when one of
   their visits in the range did;
@@ -36,7 +37,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from warehouse.query.model import PROP_PREFIX, Query, QueryError
+from warehouse.query.model import PROP_PREFIX, GoalSpec, Query, QueryError
 from warehouse.query.patterns import check_pattern, is_pattern, pattern_regex
 from warehouse.query.runner import AsyncWarehouse, SyncWarehouse
 from warehouse.query.sql import (
@@ -45,6 +46,7 @@ from warehouse.query.sql import (
     SQL,
     Params,
     event_predicates,
+    goal_match,
     has_event_filters,
     has_session_filters,
     session_predicates,
@@ -60,26 +62,27 @@ WINDOWS = ("visit", "visitor")
 
 @dataclass(frozen=True)
 class Step:
-    """One step: a page pattern (``kind="page"``) or a custom event name (``kind="event"``);
-    ``goal`` is the id of the site goal it was made from, when it was."""
+    """One step: a page pattern (``kind="page"``), a custom event name (``kind="event"``) or a site
+    goal by id (``kind="goal"``, ``value`` the goal's id)."""
 
     kind: str
     value: str
     label: str | None = None
-    goal: str | None = None
-
-    @classmethod
-    def from_goal(cls, goal_id: str, kind: str, value: str, label: str | None = None) -> Step:
-        """The step completed by a goal (``kind`` ``event`` or ``page``, as goals are defined)."""
-        return cls(kind, value, label, goal_id)
 
     def public(self) -> dict[str, Any]:
         out: dict[str, Any] = {self.kind: self.value}
         if self.label is not None:
             out["label"] = self.label
-        if self.goal is not None:
-            out["goal"] = self.goal
         return out
+
+
+class MissingGoal(Exception):
+    """A goal step names a goal the site no longer has (the API answers 409)."""
+
+    def __init__(self, index: int, goal_id: str) -> None:
+        self.index, self.goal_id = index, goal_id
+        super().__init__(f"step {index + 1} (steps[{index}]) is the goal {goal_id!r}, which was deleted;"
+                         " replace the step (PUT the funnel) to answer it")
 
 
 @dataclass(frozen=True)
@@ -91,11 +94,11 @@ class Funnel:
     days: int | None = None
 
 
-def parse_step(raw: Any, param: str, goals: Mapping[str, tuple[str, str]] | None = None) -> Step:
+def parse_step(raw: Any, param: str, goals: Mapping[str, GoalSpec] | None = None) -> Step:
     """``{"page": pattern}``, ``{"event": name}`` or ``{"goal": id}`` (+ optional ``label``) → ``Step``.
 
-    ``goals`` maps the site's goal ids to ``(kind, value)``; a step naming a goal takes the goal's
-    definition (with ``event``/``page`` given too, they must agree with it)."""
+    ``goals`` maps the site's goal ids to their definitions; a step naming a goal keeps its id (with
+    ``event``/``page`` given too, they must agree with the goal's kind and value)."""
     if not isinstance(raw, Mapping):
         raise QueryError(param, 'each step is {"page": pattern} or {"event": name}')
     unknown = sorted(set(raw) - {"page", "event", "goal", "label"})
@@ -109,10 +112,10 @@ def parse_step(raw: Any, param: str, goals: Mapping[str, tuple[str, str]] | None
     if goal_id is not None:
         if not isinstance(goal_id, str) or goals is None or goal_id not in goals:
             raise QueryError(param, f"{goal_id!r} is not a goal of this site")
-        kind, value = goals[goal_id]
-        if kinds and (kinds != [kind] or raw[kind] != value):
-            raise QueryError(param, f"goal {goal_id!r} is the {kind} {value!r}, not what the step says")
-        return Step.from_goal(goal_id, kind, value, label)
+        goal = goals[goal_id]
+        if kinds and (kinds != [goal.kind] or raw[goal.kind] != goal.value):
+            raise QueryError(param, f"goal {goal_id!r} is the {goal.kind} {goal.value!r}, not what the step says")
+        return Step("goal", goal_id, label)
     if len(kinds) != 1:
         raise QueryError(param, 'each step is exactly one of {"page": pattern} or {"event": name}')
     kind = kinds[0]
@@ -130,7 +133,7 @@ def parse_step(raw: Any, param: str, goals: Mapping[str, tuple[str, str]] | None
     return Step(kind, value, label)
 
 
-def parse_funnel(raw: Mapping[str, Any], goals: Mapping[str, tuple[str, str]] | None = None) -> Funnel:
+def parse_funnel(raw: Mapping[str, Any], goals: Mapping[str, GoalSpec] | None = None) -> Funnel:
     """Validate a funnel definition's ``steps``, ``per`` and ``days`` (``QueryError`` names the field)."""
     steps = raw.get("steps")
     if not isinstance(steps, Sequence) or isinstance(steps, (str, bytes)):
@@ -162,8 +165,21 @@ def check_breakdown(q: Query) -> str | None:
     return q.plain_dimensions[0] if q.plain_dimensions else None
 
 
-def step_predicate(step: Step, p: Params, alias: str = "e") -> str:
-    """Events (alias ``alias``) that complete ``step``."""
+def goals_of_steps(funnel: Funnel, goals: Mapping[str, GoalSpec] | None) -> dict[str, GoalSpec]:
+    """The definitions of the goals ``funnel``'s steps name, by id (``MissingGoal``: one is gone)."""
+    out = {}
+    for i, step in enumerate(funnel.steps):
+        if step.kind == "goal":
+            if goals is None or step.value not in goals:
+                raise MissingGoal(i, step.value)
+            out[step.value] = goals[step.value]
+    return out
+
+
+def step_predicate(step: Step, p: Params, site: str, goals: Mapping[str, GoalSpec], alias: str = "e") -> str:
+    """Events (alias ``alias``) that complete ``step``; a goal step's are those of ``goal_match``."""
+    if step.kind == "goal":
+        return goal_match(goals[step.value], site, p, f"{alias}.")
     if step.kind == "event":
         return f"({alias}.type = 'event' AND {alias}.name = {p(step.value)})"
     if is_pattern(step.value):
@@ -177,13 +193,15 @@ def _reached(a: str) -> str:
     return f"list_reduce(list({a}.m ORDER BY {a}.ts, {a}.event_id), lambda acc, x: acc + ((x >> acc) & 1), 0)"
 
 
-def funnel_sql(q: Query, funnel: Funnel) -> SQL:
+def funnel_sql(q: Query, funnel: Funnel, goals: Mapping[str, GoalSpec] | None = None) -> SQL:
     """Rows ``(total, k0, s1..sN)``: visitors who reached each step, the totals (``total`` true, ``k0``
-    null) first, then one row per breakdown value when ``q`` has a dimension."""
+    null) first, then one row per breakdown value when ``q`` has a dimension. ``goals``: the site's
+    goals by id, for goal steps (``MissingGoal`` when a step's goal is gone)."""
     dim = check_breakdown(q)
+    defined = goals_of_steps(funnel, goals)
     p = Params()
     site, start, end = p(q.site_id), p(q.date_range.start), p(q.date_range.end)
-    preds = [step_predicate(s, p) for s in funnel.steps]
+    preds = [step_predicate(s, p, q.site_id, defined) for s in funnel.steps]
     mask = " | ".join(f"(CASE WHEN {pr} THEN {1 << i} ELSE 0 END)" for i, pr in enumerate(preds))
     ev_where = [f"e.site_id = {site}", f"e.ts >= {start}", f"e.ts < {end}", "e.type IN ('pageview', 'event')"]
     if has_session_filters(q):
@@ -201,7 +219,7 @@ def funnel_sql(q: Query, funnel: Funnel) -> SQL:
     # keeps every other visitor's events out of the ordering and grouping below (and lets the scan
     # skip them before reading their ids).
     ev_where.append(f"e.visitor_key IN (SELECT f1.visitor_key FROM events f1 WHERE f1.site_id = {site}"
-                    f" AND f1.ts >= {start} AND f1.ts < {end} AND {step_predicate(funnel.steps[0], p, 'f1')})")
+                    f" AND f1.ts >= {start} AND f1.ts < {end} AND {step_predicate(funnel.steps[0], p, q.site_id, defined, 'f1')})")
     ctes = [f"ev AS (SELECT e.session_id, e.visitor_key, e.ts, e.event_id, {mask} AS m FROM events e"
             f" WHERE {where(ev_where)} AND ({' OR '.join(preds)}))"]
     if funnel.per == "visit":
@@ -263,6 +281,14 @@ class FunnelAnswer:
     totals: list[int]
     dimension: str | None = None
     groups: list[tuple[Any, list[int]]] | None = None
+    goals: Mapping[str, GoalSpec] | None = None  # the goal steps' definitions, by id
+
+    def _describe(self, step: Step) -> dict[str, Any]:
+        """The step as defined; a goal step also with the goal's name (``goalName``)."""
+        out = step.public()
+        if step.kind == "goal" and self.goals and step.value in self.goals:
+            out["goalName"] = self.goals[step.value].name
+        return out
 
     def steps(self, counts: list[int]) -> list[dict[str, Any]]:
         """Each step's visitors, conversion from the previous and the first step (%), drop-off."""
@@ -271,7 +297,7 @@ class FunnelAnswer:
         for i, (step, n) in enumerate(zip(self.funnel.steps, counts, strict=True)):
             prev = counts[i - 1] if i else n
             out.append({
-                "step": i + 1, **step.public(), "visitors": n,
+                "step": i + 1, **self._describe(step), "visitors": n,
                 "conversionFromPrevious": round(100.0 * n / prev, 2) if prev else 0.0,
                 "conversionFromFirst": round(100.0 * n / first, 2) if first else 0.0,
                 "dropOff": prev - n,
@@ -280,20 +306,24 @@ class FunnelAnswer:
         return out
 
 
-def _shape(q: Query, funnel: Funnel, rows: list[tuple[Any, ...]]) -> FunnelAnswer:
+def _shape(q: Query, funnel: Funnel, rows: list[tuple[Any, ...]],
+           goals: Mapping[str, GoalSpec] | None) -> FunnelAnswer:
     totals = next(([int(v or 0) for v in r[2:]] for r in rows if r[0]), [0] * len(funnel.steps))
     dim = check_breakdown(q)
     groups = [(r[1], [int(v or 0) for v in r[2:]]) for r in rows if not r[0]] if dim is not None else None
-    return FunnelAnswer(q, funnel, totals, dim, groups)
+    return FunnelAnswer(q, funnel, totals, dim, groups, goals_of_steps(funnel, goals))
 
 
-def run_funnel_sync(q: Query, funnel: Funnel, warehouse: SyncWarehouse) -> FunnelAnswer:
-    """Answer ``q`` (range, filters, optional breakdown) for ``funnel`` on a blocking warehouse."""
-    sql = funnel_sql(q, funnel)
-    return _shape(q, funnel, warehouse.query_sync(sql.text, sql.params).rows)
+def run_funnel_sync(q: Query, funnel: Funnel, warehouse: SyncWarehouse,
+                    goals: Mapping[str, GoalSpec] | None = None) -> FunnelAnswer:
+    """Answer ``q`` (range, filters, optional breakdown) for ``funnel`` on a blocking warehouse;
+    ``goals``: the site's goals by id, for goal steps."""
+    sql = funnel_sql(q, funnel, goals)
+    return _shape(q, funnel, warehouse.query_sync(sql.text, sql.params).rows, goals)
 
 
-async def run_funnel(q: Query, funnel: Funnel, warehouse: AsyncWarehouse) -> FunnelAnswer:
+async def run_funnel(q: Query, funnel: Funnel, warehouse: AsyncWarehouse,
+                     goals: Mapping[str, GoalSpec] | None = None) -> FunnelAnswer:
     """Answer ``q`` for ``funnel`` through an async warehouse (``WarehouseClient``)."""
-    sql = funnel_sql(q, funnel)
-    return _shape(q, funnel, (await warehouse.query(sql.text, sql.params)).rows)
+    sql = funnel_sql(q, funnel, goals)
+    return _shape(q, funnel, (await warehouse.query(sql.text, sql.params)).rows, goals)

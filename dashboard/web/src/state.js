@@ -1,6 +1,7 @@
 // The dashboard's whole state lives in the query string, spelled as the API spells it:
 //   ?period=30d&filter=country==DE&filter=page~blog&segment=Blog&compare=previous_period&metric=views
-// so a URL can be bookmarked or sent, and the API answers the same question for it.
+// so a URL can be bookmarked or sent, and the API answers the same question for it. `funnel` (the
+// funnel the Funnels panel shows, by id) is the page's own, like `compare` and `metric`.
 import { useEffect, useState } from 'preact/hooks';
 
 export const PERIODS = [
@@ -34,6 +35,7 @@ export function readState(search = location.search) {
     compare: COMPARISONS.some((c) => c.id === p.get('compare')) ? p.get('compare') : '',
     metric: p.get('metric') || 'visitors',
     imported: p.get('imported') === 'true',
+    funnel: p.get('funnel') || '',
   };
 }
 
@@ -51,6 +53,7 @@ export function toSearch(state) {
   if (state.compare) p.set('compare', state.compare);
   if (state.metric && state.metric !== 'visitors') p.set('metric', state.metric);
   if (state.imported) p.set('imported', 'true');
+  if (state.funnel) p.set('funnel', state.funnel);
   const s = p.toString();
   return s ? '?' + s : '';
 }

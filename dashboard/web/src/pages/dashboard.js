@@ -17,11 +17,12 @@ import { DevicesPanel } from '../panels/devices.js';
 import { LanguagesPanel } from '../panels/languages.js';
 import { GoalsPanel } from '../panels/goals.js';
 import { EventsPanel } from '../panels/events.js';
+import { FunnelsPanel } from '../panels/funnels.js';
 import { config } from '../config.js';
 import { ShareLayout, ShareLiveCount, useShareLive } from '../share.js';
 
 // A share link's page shows this dashboard read-only: no settings, no site switcher, no live
-// event list (only how many visitors are on the site now).
+// event list (only how many visitors are on the site now), no funnels.
 const shared = config.share;
 const Frame = shared ? ShareLayout : Layout;
 
@@ -86,6 +87,7 @@ export function Dashboard({ siteId }) {
         <${LanguagesPanel} ...${props} />
         <${GoalsPanel} ...${props} />
         <${EventsPanel} ...${props} />
+        ${!shared && html`<${FunnelsPanel} ...${props} site=${site} />`}
       </div>
       ${liveOpen && !shared && html`<${LiveView} live=${live} onClose=${() => setLiveOpen(false)} />`}
       </div>

@@ -1,4 +1,4 @@
-// /sites/{id}/settings: name, time zone, retention, hostnames, excluded paths, DNT, goals, the
+// /sites/{id}/settings: name, time zone, retention, hostnames, excluded paths, DNT, goals, funnels, the
 // snippet, members, sharing, import and export, reports and alerts, and deleting the site (its domain must be typed). Admins and owners only (the
 // server refuses the page to viewers); members and deleting are the owners'.
 import { useEffect, useState } from 'preact/hooks';
@@ -30,6 +30,7 @@ export function SiteSettings({ siteId }) {
         <${General} site=${site} onSaved=${() => setVersion(version + 1)} />
         <section class="card" aria-labelledby="snippet-title"><h2 id="snippet-title">Tracker snippet</h2><${Snippet} site=${site} /></section>
         <${Goals} site=${site} />
+        <${Funnels} site=${site} />
         <${Members} site=${site} />
         <${ShareSettings} site=${site} onSaved=${() => setVersion(version + 1)} />
         <${DataCard} site=${site} />
@@ -172,6 +173,91 @@ function Goals({ site }) {
         <button type="submit" class="button primary">Add goal</button>
       </form>
       ${error && html`<p class="form-error" role="alert">${error.message}</p>`}
+    </section>`;
+}
+
+const MIN_STEPS = 2;
+const MAX_STEPS = 8;
+const newStep = () => ({ kind: 'page', value: '' });
+
+// The site's funnels, and a form for a new one: a name, 2–8 steps (each a page path or pattern,
+// or a custom event name), counted per visit or per visitor within a number of days.
+function Funnels({ site }) {
+  const id = encodeURIComponent(site.id);
+  const [version, setVersion] = useState(0);
+  const funnels = useApi(`/sites/${id}/funnels`, null, version);
+  const goals = useApi(`/sites/${id}/goals`, null, version);
+  const goalList = goals.data ? goals.data.goals : [];
+  const [name, setName] = useState('');
+  const [steps, setSteps] = useState([newStep(), newStep()]);
+  const [per, setPer] = useState('visit');
+  const [days, setDays] = useState('7');
+  const [error, setError] = useState(null);
+  const setStep = (i, change) => setSteps(steps.map((s, j) => (j === i ? { ...s, ...change } : s)));
+  const add = async (e) => {
+    e.preventDefault();
+    setError(null);
+    try {
+      const body = { name: name.trim(), steps: steps.map((s) => ({ [s.kind]: s.value.trim() })), per };
+      if (per === 'visitor') body.days = Number(days);
+      await api(`/sites/${id}/funnels`, { method: 'POST', body });
+      setName('');
+      setSteps([newStep(), newStep()]);
+      setVersion(version + 1);
+    } catch (err) {
+      setError(err);
+    }
+  };
+  const remove = async (funnel) => {
+    setError(null);
+    try {
+      await api(`/sites/${id}/funnels/${encodeURIComponent(funnel.id)}`, { method: 'DELETE' });
+      setVersion(version + 1);
+    } catch (err) {
+      setError(err);
+    }
+  };
+  const list = funnels.data ? funnels.data.funnels : [];
+  return html`
+    <section class="card" id="funnels" aria-labelledby="funnels-title">
+      <h2 id="funnels-title">Funnels</h2>
+      <p class="hint">A funnel follows visitors through 2–8 steps in order, each a page (a path, or a pattern: <code>/blog/*</code>, <code>/docs/**</code>), a custom event or one of the goals above (counted as the goal is defined when the funnel is shown, its property condition included); the dashboard's Funnels panel shows how many reached each step. Per visit, the steps must happen in one visit; per visitor, within a number of days of the first.</p>
+      ${funnels.error && html`<p class="form-error" role="alert">${funnels.error.message}</p>`}
+      ${list.length > 0 && html`<ul class="goal-list">${list.map((f) => html`
+        <li data-funnel=${f.name}><span><strong>${f.name}</strong> · ${f.steps.length} steps · ${f.per === 'visitor' ? `per visitor, ${f.days} days` : 'per visit'}</span>
+          <button type="button" class="button danger-quiet" aria-label=${`Delete funnel ${f.name}`} onClick=${() => remove(f)}>Delete</button></li>`)}</ul>`}
+      <form class="form funnel-form" onSubmit=${add} aria-labelledby="funnel-new-title">
+        <h3 id="funnel-new-title">New funnel</h3>
+        <label>Funnel name <input id="funnel-name" class="input" required maxlength="100" value=${name} onInput=${(e) => setName(e.currentTarget.value)} /></label>
+        <ol class="funnel-step-list">
+          ${steps.map((s, i) => html`
+            <li class="inline-form" data-step=${i + 1}>
+              <span class="step-no" aria-hidden="true">${i + 1}.</span>
+              <label class="sr-only" for=${`funnel-step-kind-${i}`}>Step ${i + 1} kind</label>
+              <select id=${`funnel-step-kind-${i}`} class="select" value=${s.kind}
+                onChange=${(e) => setStep(i, { kind: e.currentTarget.value, value: e.currentTarget.value === 'goal' && goalList.length ? goalList[0].id : '' })}>
+                <option value="page">Page</option><option value="event">Custom event</option>
+                ${goalList.length > 0 && html`<option value="goal">Goal</option>`}
+              </select>
+              <label class="sr-only" for=${`funnel-step-${i}`}>Step ${i + 1}: ${s.kind === 'page' ? 'page path or pattern' : s.kind === 'goal' ? 'goal' : 'event name'}</label>
+              ${s.kind === 'goal'
+                ? html`<select id=${`funnel-step-${i}`} class="select" value=${s.value} onChange=${(e) => setStep(i, { value: e.currentTarget.value })}>
+                    ${goalList.map((g) => html`<option value=${g.id}>${g.name}</option>`)}</select>`
+                : html`<input id=${`funnel-step-${i}`} class="input" required placeholder=${s.kind === 'page' ? '/pricing' : 'Signup'}
+                    value=${s.value} onInput=${(e) => setStep(i, { value: e.currentTarget.value })} />`}
+              ${steps.length > MIN_STEPS && html`<button type="button" class="button danger-quiet" aria-label=${`Remove step ${i + 1}`}
+                onClick=${() => setSteps(steps.filter((_, j) => j !== i))}>Remove</button>`}
+            </li>`)}
+        </ol>
+        ${steps.length < MAX_STEPS && html`<div><button type="button" class="button" onClick=${() => setSteps([...steps, newStep()])}>Add step</button></div>`}
+        <label>Counted
+          <select id="funnel-per" class="select" value=${per} onChange=${(e) => setPer(e.currentTarget.value)}>
+            <option value="visit">Per visit (all steps in one visit)</option><option value="visitor">Per visitor (steps within some days)</option>
+          </select></label>
+        ${per === 'visitor' && html`<label>Days (1–90) <input id="funnel-days" class="input" type="number" min="1" max="90" required value=${days} onInput=${(e) => setDays(e.currentTarget.value)} /></label>`}
+        ${error && html`<p class="form-error" role="alert">${error.message}</p>`}
+        <div class="actions"><button type="submit" class="button primary">Create funnel</button></div>
+      </form>
     </section>`;
 }
 
