@@ -45,6 +45,9 @@ def main(out: Path) -> None:
             Warehouse(srv, site["id"]).load()
             httpx.post(f"{srv.url}/api/v2/sites/{site['id']}/goals", json={"kind": "event", "value": "Signup"})
             httpx.post(f"{srv.url}/api/v2/sites/{site['id']}/goals", json={"kind": "page", "value": "/pricing"})
+            httpx.post(f"{srv.url}/api/v2/sites/{site['id']}/funnels", json={
+                "name": "Docs to signup", "steps": [{"page": "/docs/**"}, {"page": "/pricing"}, {"event": "Signup"}],
+                "per": "visitor", "days": 7})
             with sync_playwright() as p:
                 browser = launch(p)
                 for scheme in ("light", "dark"):
