@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import ipaddress
 import logging
 from typing import Any
 
@@ -72,3 +73,13 @@ def json_response(resp: falcon.asgi.Response, data: Any, status: str = falcon.HT
     resp.status = status
     resp.content_type = JSON
     resp.data = orjson.dumps(data)
+
+
+def is_loopback(host: str) -> bool:
+    """Whether ``host`` (a name or an address) is this machine's loopback."""
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False

@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import contextlib
 import errno
-import ipaddress
 import logging
 import os
 import signal
@@ -36,6 +35,7 @@ from littlestats.app import create_app
 from littlestats.config import ConfigError, Settings
 from littlestats.controlplane import ControlPlane
 from littlestats.disk import MIN_FREE_BYTES, free_bytes, is_disk_full
+from littlestats.http import is_loopback
 from littlestats.logs import logging_config
 from littlestats.permissions import PRIVATE_UMASK, make_private, use_private_umask
 from warehouse.migrations import upgrade_file
@@ -45,15 +45,6 @@ log = logging.getLogger(__name__)
 
 #: The supervisor's state of each helper process, in ``run/`` (read by ``/readyz``).
 STATE_FILE = "processes.json"
-
-
-def is_loopback(host: str) -> bool:
-    if host == "localhost":
-        return True
-    try:
-        return ipaddress.ip_address(host).is_loopback
-    except ValueError:
-        return False
 
 
 class GunicornServer(BaseApplication):  # type: ignore[misc]

@@ -16,7 +16,6 @@ from __future__ import annotations
 import hashlib
 import hmac
 import http.client
-import ipaddress
 import logging
 import ssl
 import time
@@ -28,6 +27,7 @@ import orjson
 
 from littlestats.config import Settings
 from littlestats.controlplane import ControlPlane, Site
+from littlestats.http import is_loopback
 from littlestats.notify_store import Delivery, Webhook
 from notify.periods import hour_key
 from warehouse.query import DateRange, Filter, Query, run_sync
@@ -60,21 +60,12 @@ def check_url(url: Any, allow_http_loopback: bool) -> str:
         raise BadWebhookUrl("expected https://host[:port]/path, without credentials or a #fragment")
     if parts.scheme == "https":
         return url
-    if parts.scheme == "http" and allow_http_loopback and _loopback(parts.hostname):
+    if parts.scheme == "http" and allow_http_loopback and is_loopback(parts.hostname):
         return url
     if parts.scheme == "http":
         raise BadWebhookUrl("webhooks must use https (plain http only to a loopback address, with the setting"
                             " webhook_allow_http_loopback)")
     raise BadWebhookUrl(f"unsupported scheme {parts.scheme!r}: use https")
-
-
-def _loopback(host: str) -> bool:
-    if host == "localhost":
-        return True
-    try:
-        return ipaddress.ip_address(host).is_loopback
-    except ValueError:
-        return False
 
 
 def sign(secret: str, timestamp: str, body: bytes) -> str:
