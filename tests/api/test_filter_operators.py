@@ -16,8 +16,8 @@ import polars as pl
 import pytest
 
 from tests.generator import Traffic, TrafficSpec, generate
+from tests.loaded import load_traffic
 from warehouse.database import connect
-from warehouse.load import load_pending
 from warehouse.query.model import QueryError, parse_filter_param, parse_query
 from warehouse.query.regex import MAX_REGEX_LENGTH, check_regex
 from warehouse.query.runner import Answer, OnConnection, run_with
@@ -35,12 +35,7 @@ def traffic() -> Traffic:
 
 @pytest.fixture(scope="module")
 def warehouse(traffic: Traffic, tmp_path_factory: pytest.TempPathFactory) -> Iterator[duckdb.DuckDBPyConnection]:
-    root = tmp_path_factory.mktemp("operators")
-    traffic.write_raw(root / "raw")
-    con = connect(root / "wh.duckdb")
-    load_pending(con, root / "raw", SPEC.timezones)
-    con.close()
-    con = connect(root / "wh.duckdb", read_only=True)
+    con = connect(load_traffic(traffic, SPEC, tmp_path_factory.mktemp("operators")), read_only=True)
     yield con
     con.close()
 

@@ -15,6 +15,7 @@ import polars as pl
 import pytest
 
 from tests.generator import REVENUE_EVENT, Traffic, TrafficSpec, generate
+from tests.loaded import load_traffic
 from warehouse.database import connect
 from warehouse.load import load_pending
 from warehouse.query.model import Currency, GoalSpec, QueryError, goal_name, parse_query
@@ -54,12 +55,7 @@ def traffic() -> Traffic:
 
 @pytest.fixture(scope="module")
 def warehouse(traffic: Traffic, tmp_path_factory: pytest.TempPathFactory) -> Iterator[duckdb.DuckDBPyConnection]:
-    root = tmp_path_factory.mktemp("goals")
-    traffic.write_raw(root / "raw")
-    con = connect(root / "wh.duckdb")
-    load_pending(con, root / "raw", SPEC.timezones)
-    con.close()
-    con = connect(root / "wh.duckdb", read_only=True)
+    con = connect(load_traffic(traffic, SPEC, tmp_path_factory.mktemp("goals")), read_only=True)
     yield con
     con.close()
 

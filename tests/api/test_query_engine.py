@@ -14,6 +14,7 @@ import polars as pl
 import pytest
 
 from tests.generator import Traffic, TrafficSpec, generate, visits_per_day_truth
+from tests.loaded import load_traffic
 from warehouse.database import connect
 from warehouse.load import load_pending
 from warehouse.query.model import parse_query
@@ -33,13 +34,7 @@ def traffic() -> Traffic:
 
 @pytest.fixture(scope="module")
 def warehouse(traffic: Traffic, tmp_path_factory: pytest.TempPathFactory) -> Iterator[duckdb.DuckDBPyConnection]:
-    root = tmp_path_factory.mktemp("engine")
-    for k in range(SPEC.loads):
-        traffic.write_raw(root / "raw", load=k)
-        con = connect(root / "wh.duckdb")
-        load_pending(con, root / "raw", SPEC.timezones)
-        con.close()
-    con = connect(root / "wh.duckdb", read_only=True)
+    con = connect(load_traffic(traffic, SPEC, tmp_path_factory.mktemp("engine")), read_only=True)
     yield con
     con.close()
 

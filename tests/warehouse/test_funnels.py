@@ -11,8 +11,8 @@ import pytest
 
 from tests.funnel_truth import brute_force
 from tests.generator import Traffic, TrafficSpec, generate
+from tests.loaded import load_traffic
 from warehouse.database import connect
-from warehouse.load import load_pending
 from warehouse.query.funnels import Funnel, FunnelAnswer, MissingGoal, parse_funnel, run_funnel_sync
 from warehouse.query.model import GoalSpec, QueryError, parse_query
 from warehouse.query.runner import OnConnection
@@ -31,13 +31,7 @@ def traffic() -> Traffic:
 
 @pytest.fixture(scope="module")
 def warehouse(traffic: Traffic, tmp_path_factory: pytest.TempPathFactory) -> Iterator[OnConnection]:
-    root = tmp_path_factory.mktemp("funnels")
-    for k in range(SPEC.loads):
-        traffic.write_raw(root / "raw", load=k)
-        con = connect(root / "wh.duckdb")
-        load_pending(con, root / "raw", SPEC.timezones)
-        con.close()
-    con = connect(root / "wh.duckdb", read_only=True)
+    con = connect(load_traffic(traffic, SPEC, tmp_path_factory.mktemp("funnels")), read_only=True)
     yield OnConnection(con)
     con.close()
 
