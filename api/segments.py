@@ -16,7 +16,7 @@ import falcon
 import falcon.asgi
 
 from api.auth import authorize
-from api.sites import _bad, json_body
+from api.body import bad_param, check_fields, json_body
 from littlestats.controlplane import Site
 from littlestats.http import json_response
 from warehouse.query.model import QueryError, parse_query
@@ -30,7 +30,7 @@ def _name(body: dict[str, Any]) -> str | None:
     if value is None:
         return None
     if not isinstance(value, str) or not value.strip() or len(value.strip()) > MAX_NAME or "\x00" in value:
-        raise _bad("name", f"expected a non-empty name of at most {MAX_NAME} characters")
+        raise bad_param("name", f"expected a non-empty name of at most {MAX_NAME} characters")
     return value.strip()
 
 
@@ -40,19 +40,13 @@ def _filters(services: Any, site: Site, body: dict[str, Any]) -> list[Any] | Non
     if raw is None:
         return None
     if not isinstance(raw, list) or not raw:
-        raise _bad("filters", "expected a non-empty list of [operator, dimension, [values]]")
-    goals = [(g.kind, g.value) for g in services.control.list_goals(site.id)]
+        raise bad_param("filters", "expected a non-empty list of [operator, dimension, [values]]")
+    goals = services.control.goal_specs(site.id)
     try:
         q = parse_query(site.id, site.timezone, {"filters": raw}, goals=goals)
     except QueryError as exc:
-        raise _bad("filters", exc.message) from None
+        raise bad_param("filters", exc.message) from None
     return [[f.op, f.dimension, list(f.values)] for f in q.filters]
-
-
-def _check_fields(body: dict[str, Any]) -> None:
-    unknown = sorted(set(body) - {"name", "filters"})
-    if unknown:
-        raise _bad(unknown[0], "unknown field; known fields: name, filters")
 
 
 class SegmentsResource:
@@ -68,16 +62,16 @@ class SegmentsResource:
     async def on_post(self, req: falcon.asgi.Request, resp: falcon.asgi.Response, site: str) -> None:
         principal, found = authorize(req, self.services, site)
         body = await json_body(req)
-        _check_fields(body)
+        check_fields(body, ("name", "filters"))
         name = _name(body)
         if name is None:
-            raise _bad("name", "required: the segment's name")
+            raise bad_param("name", "required: the segment's name")
         filters = _filters(self.services, found, body)
         if filters is None:
-            raise _bad("filters", "required: a list of [operator, dimension, [values]]")
+            raise bad_param("filters", "required: a list of [operator, dimension, [values]]")
         control = self.services.control
         if len(control.list_segments(found.id)) >= MAX_SEGMENTS:
-            raise _bad("name", f"a site has at most {MAX_SEGMENTS} segments")
+            raise bad_param("name", f"a site has at most {MAX_SEGMENTS} segments")
         segment = control.create_segment(found.id, name, filters, principal.user_id)
         if segment is None:
             raise falcon.HTTPConflict(description=f"invalid parameter 'name': the site already has a segment {name!r}")
@@ -104,7 +98,7 @@ class SegmentResource:
         _, found = authorize(req, self.services, site)
         current = self._find(found, segment)
         body = await json_body(req)
-        _check_fields(body)
+        check_fields(body, ("name", "filters"))
         name, filters = _name(body), _filters(self.services, found, body)
         try:
             updated = self.services.control.update_segment(found.id, current.id, name, filters)

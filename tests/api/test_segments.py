@@ -188,3 +188,21 @@ def test_breakdowns_and_series_compare_by_value_and_by_position(env: Env) -> Non
         "invalid parameter 'compare'")
     assert env.error("GET", "pages", params={**RANGE, "compare": "last_week"}).startswith(
         "invalid parameter 'compare'")
+
+
+def test_a_segment_names_a_goal_as_queries_do_by_its_display_name(env: Env) -> None:
+    sites = f"/api/v2/sites/{env.site}"
+    goal = env.client.post(f"{sites}/goals", json={"kind": "event", "value": "Signup",
+                                                    "property": {"key": "plan", "value": "pro"}})
+    assert goal.status_code == 201 and goal.json()["name"] == "Signup (plan = pro)"
+    try:
+        saved = env.client.post(f"{sites}/segments", json={"name": "Pro signups",
+                                                           "filters": [["is", "goal", ["Signup (plan = pro)"]]]})
+        assert saved.status_code == 201, saved.text
+        inline = env.get("stats", **RANGE, filter="goal==Signup (plan = pro)")
+        compared = env.get("stats", **RANGE, segment="Pro signups")
+        assert (compared["visitors"], compared["views"]) == (inline["visitors"], inline["views"])
+        assert 0 < inline["visitors"] < env.get("stats", **RANGE)["visitors"]
+        env.client.delete(f"{sites}/segments/{saved.json()['id']}")
+    finally:
+        env.client.delete(f"{sites}/goals/{goal.json()['id']}")
