@@ -14,8 +14,8 @@ import falcon
 import falcon.asgi
 
 from api.auth import authorize
+from api.body import bad_param, check_fields, json_body
 from api.params import _one, bad_request, body_from_params, segment_lookup
-from api.sites import _bad, json_body
 from api.stats import goals_of, period_of, warehouse, warehouse_unavailable
 from littlestats.controlplane import Site
 from littlestats.funnel_store import MAX_FUNNELS_PER_SITE, DuplicateFunnelName, SavedFunnel
@@ -36,12 +36,10 @@ FIELDS = ("name", "steps", "per", "days")
 
 def _definition(services: Any, site: Site, body: dict[str, Any]) -> tuple[str, Funnel]:
     """A funnel's name and validated definition from a request body (400 naming the field)."""
-    unknown = sorted(set(body) - set(FIELDS))
-    if unknown:
-        raise _bad(unknown[0], f"unknown field; known fields: {', '.join(FIELDS)}")
+    check_fields(body, FIELDS)
     name = body.get("name")
     if not isinstance(name, str) or not name.strip() or len(name) > MAX_NAME or "\x00" in name:
-        raise _bad("name", f"required: a name of 1-{MAX_NAME} characters")
+        raise bad_param("name", f"required: a name of 1-{MAX_NAME} characters")
     try:
         return name.strip(), parse_funnel(body, services.control.goal_specs_by_id(site.id))
     except QueryError as exc:
@@ -73,7 +71,7 @@ class FunnelsResource:
         principal, found = authorize(req, self.services, site)
         name, funnel = _definition(self.services, found, await json_body(req))
         if self.services.control.count_funnels(found.id) >= MAX_FUNNELS_PER_SITE:
-            raise _bad("name", f"a site has at most {MAX_FUNNELS_PER_SITE} funnels")
+            raise bad_param("name", f"a site has at most {MAX_FUNNELS_PER_SITE} funnels")
         try:
             saved = self.services.control.create_funnel(found.id, name, funnel, principal.user_id)
         except DuplicateFunnelName:

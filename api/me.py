@@ -17,7 +17,7 @@ import falcon
 import falcon.asgi
 
 from api.auth import authenticate
-from api.sites import json_body
+from api.body import check_fields, json_body
 from littlestats.controlplane import User
 from littlestats.http import json_response
 
@@ -51,10 +51,7 @@ class PasswordResource:
 
         principal = authenticate(req, self.services)
         body = await json_body(req)
-        unknown = sorted(set(body) - {"current", "new"})
-        if unknown:
-            raise falcon.HTTPBadRequest(
-                description=f"invalid parameter '{unknown[0]}': unknown field; known: current, new")
+        check_fields(body, ("current", "new"))
         for name in ("current", "new"):
             if not isinstance(body.get(name), str):
                 raise falcon.HTTPBadRequest(description=f"invalid parameter '{name}': expected a string")

@@ -33,7 +33,7 @@ import falcon
 import falcon.asgi
 
 from api.auth import Principal, authenticate, authorize
-from api.sites import json_body
+from api.body import bad_param, check_fields, json_body
 from littlestats import audit
 from littlestats.controlplane import ROLES, Invitation, LastOwner, Site, User
 from littlestats.http import json_response
@@ -42,20 +42,11 @@ INVITATION_DAYS = 7
 MAX_EMAIL = 320
 
 
-def _bad(name: str, message: str) -> falcon.HTTPBadRequest:
-    return falcon.HTTPBadRequest(description=f"invalid parameter '{name}': {message}")
-
-
-def _fields(body: dict[str, Any], known: tuple[str, ...]) -> None:
-    unknown = sorted(set(body) - set(known))
-    if unknown:
-        raise _bad(unknown[0], f"unknown field; known: {', '.join(known)}")
-
 
 def _role(body: dict[str, Any]) -> str:
     role = body.get("role")
     if role not in ROLES:
-        raise _bad("role", f"expected one of: {', '.join(ROLES)}")
+        raise bad_param("role", f"expected one of: {', '.join(ROLES)}")
     return str(role)
 
 
@@ -64,7 +55,7 @@ def valid_email(value: Any) -> str:
     if (not isinstance(value, str) or not 3 <= len(value.strip()) <= MAX_EMAIL or "@" not in value
             or any(c.isspace() or c < " " for c in value.strip()) or value.strip().startswith("@")
             or value.strip().endswith("@")):
-        raise _bad("email", "expected an email address such as ana@example.com")
+        raise bad_param("email", "expected an email address such as ana@example.com")
     return value.strip()
 
 
@@ -106,7 +97,7 @@ class MemberResource:
     async def on_patch(self, req: falcon.asgi.Request, resp: falcon.asgi.Response, site: str, user: str) -> None:
         principal, found = authorize(req, self.services, site)
         body = await json_body(req)
-        _fields(body, ("role",))
+        check_fields(body, ("role",))
         role = _role(body)
         before = self._member(found, user)
         try:
@@ -161,18 +152,18 @@ class TransferResource:
     async def on_post(self, req: falcon.asgi.Request, resp: falcon.asgi.Response, site: str) -> None:
         principal, found = authorize(req, self.services, site)
         body = await json_body(req)
-        _fields(body, ("userId", "email"))
+        check_fields(body, ("userId", "email"))
         control = self.services.control
         if isinstance(body.get("userId"), str) and len(body["userId"]) <= 100:
             target = control.get_user(body["userId"])
         elif "email" in body:
             target = control.find_user_by_email(valid_email(body["email"]))
         else:
-            raise _bad("userId", "required: the member (user id, or 'email') to make the owner")
+            raise bad_param("userId", "required: the member (user id, or 'email') to make the owner")
         if target is None or control.role_of(target.id, found.id) is None:
-            raise _bad("userId", "not a member of this site: invite them first")
+            raise bad_param("userId", "not a member of this site: invite them first")
         if target.id == principal.user_id:
-            raise _bad("userId", "that is you")
+            raise bad_param("userId", "that is you")
         control.transfer_ownership(found.id, principal.user_id or "", target.id)
         audit.record(control, audit.OWNERSHIP_TRANSFERRED, actor=principal, site_id=found.id, target=target.id,
                      details={"to": target.email or target.name})
@@ -198,7 +189,7 @@ class InvitationsResource:
     async def on_post(self, req: falcon.asgi.Request, resp: falcon.asgi.Response, site: str) -> None:
         principal, found = authorize(req, self.services, site)
         body = await json_body(req)
-        _fields(body, ("email", "role"))
+        check_fields(body, ("email", "role"))
         email = valid_email(body.get("email"))
         role = _role(body) if "role" in body else "viewer"
         invitation, plain = create_invitation(self.services.control, found, email, role, principal)
@@ -298,7 +289,7 @@ class AcceptResource:
         from dashboard import sessions
 
         body = await json_body(req)
-        _fields(body, ("token", "password", "name"))
+        check_fields(body, ("token", "password", "name"))
         control = self.services.control
         signed_in = req.get_header("Authorization") is not None or sessions.has_session_cookie(req)
         try:
@@ -306,14 +297,14 @@ class AcceptResource:
             if signed_in:
                 principal: Principal = authenticate(req, self.services)
                 if principal.user is None:
-                    raise _bad("token", "dev mode without a login has no user to join")
+                    raise bad_param("token", "dev mode without a login has no user to join")
                 user = principal.user
             else:
                 password, name = body.get("password"), body.get("name", "")
                 if not isinstance(password, str):
-                    raise _bad("password", "required for a new user (or send your token to join as yourself)")
+                    raise bad_param("password", "required for a new user (or send your token to join as yourself)")
                 if not isinstance(name, str) or len(name) > 200:
-                    raise _bad("name", "expected a string of at most 200 characters")
+                    raise bad_param("name", "expected a string of at most 200 characters")
                 user = await new_invited_user(control, invitation, password, name.strip())
             join(control, invitation, user)
         except InvitationError as exc:

@@ -27,8 +27,8 @@ import falcon
 import falcon.asgi
 
 from api.auth import authorize
+from api.body import bad_param, check_fields, json_body
 from api.members import valid_email
-from api.sites import json_body
 from api.stats import warehouse, warehouse_unavailable
 from littlestats import audit
 from littlestats.controlplane import Site
@@ -48,23 +48,11 @@ MAX_RECIPIENTS = 10
 MAX_DELIVERIES_LISTED = 100
 
 
-def _bad(name: str, message: str) -> falcon.HTTPBadRequest:
-    return falcon.HTTPBadRequest(description=f"invalid parameter '{name}': {message}")
-
-
-def _fields(body: dict[str, Any], known: tuple[str, ...], required: tuple[str, ...] = ()) -> None:
-    unknown = sorted(set(body) - set(known))
-    if unknown:
-        raise _bad(unknown[0], f"unknown field; known: {', '.join(known)}")
-    for name in required:
-        if name not in body:
-            raise _bad(name, "required")
-
 
 def _int(body: dict[str, Any], name: str, lo: int, hi: int, default: int) -> int:
     value = body.get(name, default)
     if isinstance(value, bool) or not isinstance(value, int) or not lo <= value <= hi:
-        raise _bad(name, f"expected a whole number from {lo} to {hi}")
+        raise bad_param(name, f"expected a whole number from {lo} to {hi}")
     return value
 
 
@@ -108,11 +96,11 @@ class ReportsResource:
     async def on_post(self, req: falcon.asgi.Request, resp: falcon.asgi.Response, site: str) -> None:
         principal, found = authorize(req, self.services, site)
         body = await json_body(req)
-        _fields(body, ("email", "frequency"), ("email", "frequency"))
+        check_fields(body, ("email", "frequency"), ("email", "frequency"))
         email = valid_email(body["email"])
         frequency = body["frequency"]
         if frequency not in FREQUENCIES:
-            raise _bad("frequency", f"expected one of: {', '.join(FREQUENCIES)}")
+            raise bad_param("frequency", f"expected one of: {', '.join(FREQUENCIES)}")
         control = self.services.control
         _limit(len(control.list_reports(found.id)), MAX_REPORTS, "report subscriptions")
         before = last_complete(frequency, found.timezone, datetime.now(UTC)).start.isoformat()
@@ -175,25 +163,25 @@ class AlertsResource:
     async def on_post(self, req: falcon.asgi.Request, resp: falcon.asgi.Response, site: str) -> None:
         principal, found = authorize(req, self.services, site)
         body = await json_body(req)
-        _fields(body, ("direction", "thresholdPercent", "minVisitors", "recipients", "webhooks"),
+        check_fields(body, ("direction", "thresholdPercent", "minVisitors", "recipients", "webhooks"),
                 ("direction", "thresholdPercent"))
         direction = body["direction"]
         if direction not in DIRECTIONS:
-            raise _bad("direction", f"expected one of: {', '.join(DIRECTIONS)}")
+            raise bad_param("direction", f"expected one of: {', '.join(DIRECTIONS)}")
         threshold = _int(body, "thresholdPercent", 1, 1000 if direction == "spike" else 100, 0)
         min_visitors = _int(body, "minVisitors", 1, 1_000_000, 10)
         raw = body.get("recipients", [])
         if not isinstance(raw, list) or len(raw) > MAX_RECIPIENTS:
-            raise _bad("recipients", f"expected a list of at most {MAX_RECIPIENTS} email addresses")
+            raise bad_param("recipients", f"expected a list of at most {MAX_RECIPIENTS} email addresses")
         try:
             recipients = tuple(dict.fromkeys(valid_email(r) for r in raw))
         except falcon.HTTPBadRequest:
-            raise _bad("recipients", "expected email addresses such as ana@example.com") from None
+            raise bad_param("recipients", "expected email addresses such as ana@example.com") from None
         to_webhooks = body.get("webhooks", False)
         if not isinstance(to_webhooks, bool):
-            raise _bad("webhooks", "expected true or false")
+            raise bad_param("webhooks", "expected true or false")
         if not recipients and not to_webhooks:
-            raise _bad("recipients", "an alert needs recipients, or \"webhooks\": true (or both)")
+            raise bad_param("recipients", "an alert needs recipients, or \"webhooks\": true (or both)")
         control = self.services.control
         _limit(len(control.list_alerts(found.id)), MAX_ALERTS, "alert rules")
         rule = control.create_alert(found.id, direction, threshold, min_visitors, recipients, to_webhooks,
@@ -258,14 +246,14 @@ class WebhooksResource:
     async def on_post(self, req: falcon.asgi.Request, resp: falcon.asgi.Response, site: str) -> None:
         principal, found = authorize(req, self.services, site)
         body = await json_body(req)
-        _fields(body, ("url", "events"), ("url",))
+        check_fields(body, ("url", "events"), ("url",))
         try:
             url = webhooks.check_url(body["url"], self.services.settings.webhook_allow_http_loopback)
         except webhooks.BadWebhookUrl as exc:
-            raise _bad("url", str(exc)) from None
+            raise bad_param("url", str(exc)) from None
         events = body.get("events", list(WEBHOOK_EVENTS))
         if (not isinstance(events, list) or not events or any(e not in WEBHOOK_EVENTS for e in events)):
-            raise _bad("events", f"expected a non-empty list of: {', '.join(WEBHOOK_EVENTS)}")
+            raise bad_param("events", f"expected a non-empty list of: {', '.join(WEBHOOK_EVENTS)}")
         control = self.services.control
         _limit(len(control.list_webhooks(found.id)), MAX_WEBHOOKS, "webhooks")
         hook = control.create_webhook(found.id, url, tuple(dict.fromkeys(events)),

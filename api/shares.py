@@ -35,7 +35,7 @@ import falcon.asgi
 import orjson
 
 from api.auth import Principal, authorize
-from api.sites import json_body
+from api.body import bad_param, check_fields, json_body
 from littlestats import audit
 from littlestats.controlplane import Share, Site
 from littlestats.http import json_response
@@ -56,43 +56,38 @@ def _manager(req: Any, services: Any, site_ref: str) -> tuple[Principal, Site]:
     return authorize(req, services, site_ref)
 
 
-def _bad(name: str, message: str) -> falcon.HTTPBadRequest:
-    return falcon.HTTPBadRequest(description=f"invalid parameter '{name}': {message}")
-
 
 def share_changes(body: dict[str, Any]) -> dict[str, Any]:
     """Validated changes from a POST/PATCH body: ``label``, ``password`` (plain; ``None`` removes
     it) and ``embed_origins`` (400 naming the first bad field)."""
     from dashboard.passwords import PasswordRuleError, check_rule
 
-    unknown = sorted(set(body) - SHARE_FIELDS)
-    if unknown:
-        raise _bad(unknown[0], f"unknown field; known fields: {', '.join(sorted(SHARE_FIELDS))}")
+    check_fields(body, sorted(SHARE_FIELDS))
     out: dict[str, Any] = {}
     if "label" in body:
         label = body["label"]
         if not isinstance(label, str) or len(label) > 200 or "\x00" in label:
-            raise _bad("label", "expected a string of at most 200 characters")
+            raise bad_param("label", "expected a string of at most 200 characters")
         out["label"] = label.strip()
     if "password" in body:
         password = body["password"]
         if password is not None:
             if not isinstance(password, str):
-                raise _bad("password", "expected a string, or null for no password")
+                raise bad_param("password", "expected a string, or null for no password")
             try:
                 check_rule(password)
             except PasswordRuleError as exc:
-                raise _bad("password", str(exc)) from None
+                raise bad_param("password", str(exc)) from None
         out["password"] = password
     if "embedOrigins" in body:
         origins = body["embedOrigins"]
         if not isinstance(origins, list) or len(origins) > MAX_EMBED_ORIGINS:
-            raise _bad("embedOrigins", f"expected a list of at most {MAX_EMBED_ORIGINS} origins")
+            raise bad_param("embedOrigins", f"expected a list of at most {MAX_EMBED_ORIGINS} origins")
         clean = []
         for origin in origins:
             value = origin.strip().lower().rstrip("/") if isinstance(origin, str) else ""
             if len(value) > 300 or not ORIGIN.match(value):
-                raise _bad("embedOrigins", f"{origin!r} is not an origin: write scheme and host, such as "
+                raise bad_param("embedOrigins", f"{origin!r} is not an origin: write scheme and host, such as "
                                            "'https://blog.example.com' (a port may follow; no path)")
             clean.append(value)
         out["embed_origins"] = tuple(dict.fromkeys(clean))
@@ -122,7 +117,7 @@ class SharesResource:
         changes = share_changes(await json_body(req))
         control = self.services.control
         if sum(s.revoked_at is None for s in control.list_shares(found.id)) >= MAX_SHARES_PER_SITE:
-            raise _bad("site", f"a site has at most {MAX_SHARES_PER_SITE} live share links: revoke one first")
+            raise bad_param("site", f"a site has at most {MAX_SHARES_PER_SITE} live share links: revoke one first")
         password = changes.get("password")
         share, slug = control.create_share(
             found.id, label=changes.get("label", ""),

@@ -18,15 +18,15 @@ from typing import Any
 
 import falcon
 import falcon.asgi
-import orjson
 
 from api.auth import Principal, authenticate, authorize, role_on, visible_sites
+from api.body import bad_param, check_fields, json_body
 from api.stats import sql_rows, warehouse
 from api.validation import validate_domain, validate_timezone
 from ingest.beacon import CURRENCY
 from littlestats import audit
 from littlestats.controlplane import Site, SiteSettings
-from littlestats.http import json_response, read_body
+from littlestats.http import json_response
 from warehouse.protocol import WarehouseError
 from warehouse.query.model import PROP_KEY, goal_name
 from warehouse.query.patterns import MAX_PATTERN_LENGTH, check_pattern
@@ -46,27 +46,13 @@ MAX_GOAL_EVENT = 200  # the wire protocol's longest event name
 MAX_GOAL_PROP_VALUE = 500  # the wire protocol's longest property value
 
 
-async def json_body(req: falcon.asgi.Request) -> dict[str, Any]:
-    raw = await read_body(req, 64 * 1024)
-    try:
-        body = orjson.loads(raw or b"{}")
-    except orjson.JSONDecodeError:
-        raise falcon.HTTPBadRequest(description="invalid parameter 'body': not JSON") from None
-    if not isinstance(body, dict):
-        raise falcon.HTTPBadRequest(description="invalid parameter 'body': expected a JSON object")
-    return body
-
-
-def _bad(name: str, message: str) -> falcon.HTTPBadRequest:
-    return falcon.HTTPBadRequest(description=f"invalid parameter '{name}': {message}")
-
 
 def _string(body: dict[str, Any], name: str, max_len: int = 200) -> str | None:
     value = body.get(name)
     if value is None:
         return None
     if not isinstance(value, str) or not value.strip() or len(value) > max_len or "\x00" in value:
-        raise _bad(name, f"expected a non-empty string of at most {max_len} characters")
+        raise bad_param(name, f"expected a non-empty string of at most {max_len} characters")
     return value.strip()
 
 
@@ -76,24 +62,22 @@ def _string_list(body: dict[str, Any], name: str) -> tuple[str, ...] | None:
         return None
     if (not isinstance(value, list) or len(value) > MAX_LIST
             or not all(isinstance(v, str) and 0 < len(v) <= 500 and "\x00" not in v for v in value)):
-        raise _bad(name, f"expected a list of at most {MAX_LIST} non-empty strings")
+        raise bad_param(name, f"expected a list of at most {MAX_LIST} non-empty strings")
     return tuple(value)
 
 
 def site_changes(body: dict[str, Any], creating: bool) -> dict[str, Any]:
     """Validated column changes from a POST/PATCH body (400 naming the first bad field)."""
-    unknown = sorted(set(body) - SITE_FIELDS)
-    if unknown:
-        raise _bad(unknown[0], f"unknown field; known fields: {', '.join(sorted(SITE_FIELDS))}")
+    check_fields(body, sorted(SITE_FIELDS))
     out: dict[str, Any] = {}
     domain = _string(body, "domain", 253)
     if domain is None and creating:
-        raise _bad("domain", "required, e.g. example.com")
+        raise bad_param("domain", "required, e.g. example.com")
     if domain is not None:
         try:
             out["domain"] = validate_domain(domain)
         except ValueError as exc:
-            raise _bad("domain", str(exc)) from None
+            raise bad_param("domain", str(exc)) from None
     name = _string(body, "name")
     if name is not None:
         out["name"] = name
@@ -102,11 +86,11 @@ def site_changes(body: dict[str, Any], creating: bool) -> dict[str, Any]:
         try:
             out["timezone"] = validate_timezone(tz)
         except ValueError as exc:
-            raise _bad("timezone", str(exc)) from None
+            raise bad_param("timezone", str(exc)) from None
     if "retentionDays" in body:
         days = body["retentionDays"]
         if isinstance(days, bool) or not isinstance(days, int) or not 0 <= days <= 36_500:
-            raise _bad("retentionDays", "expected an integer between 0 (keep forever) and 36500")
+            raise bad_param("retentionDays", "expected an integer between 0 (keep forever) and 36500")
         out["retention_days"] = days
     settings: dict[str, Any] = {}
     for field_name, key in (("allowedHostnames", "allowed_hostnames"), ("excludedPaths", "excluded_paths"),
@@ -117,7 +101,7 @@ def site_changes(body: dict[str, Any], creating: bool) -> dict[str, Any]:
     params = _string_list(body, "allowedQueryParams")
     if params is not None:
         if not all(len(p) <= MAX_QUERY_PARAM_LENGTH and p.strip() == p and "*" not in p[:-1] for p in params):
-            raise _bad("allowedQueryParams", f"expected parameter names of at most {MAX_QUERY_PARAM_LENGTH}"
+            raise bad_param("allowedQueryParams", f"expected parameter names of at most {MAX_QUERY_PARAM_LENGTH}"
                        " characters without spaces, such as 'page' or 'ab_*' (a trailing * keeps every"
                        " parameter with that prefix)")
         settings["allowed_query_params"] = tuple(dict.fromkeys(params))
@@ -125,10 +109,10 @@ def site_changes(body: dict[str, Any], creating: bool) -> dict[str, Any]:
         try:
             settings["allowed_hostnames"] = tuple(validate_domain(h) for h in settings["allowed_hostnames"])
         except ValueError as exc:
-            raise _bad("allowedHostnames", str(exc)) from None
+            raise bad_param("allowedHostnames", str(exc)) from None
     if "respectDnt" in body:
         if not isinstance(body["respectDnt"], bool):
-            raise _bad("respectDnt", "expected true or false")
+            raise bad_param("respectDnt", "expected true or false")
         settings["respect_dnt"] = body["respectDnt"]
     if "revenue" in body:
         settings.update(revenue_settings(body["revenue"]))
@@ -137,7 +121,7 @@ def site_changes(body: dict[str, Any], creating: bool) -> dict[str, Any]:
                             ("dropDatacenterIps", "drop_datacenter_ips")):
         if field_name in body:
             if not isinstance(body[field_name], bool):
-                raise _bad(field_name, "expected true or false")
+                raise bad_param(field_name, "expected true or false")
             settings[key] = body[field_name]
     if settings:
         out["_settings"] = settings
@@ -150,19 +134,19 @@ def revenue_settings(value: Any) -> dict[str, Any]:
     if value is None:
         return {"currency": None, "exchange_rates": ()}
     if not isinstance(value, dict) or set(value) - {"currency", "rates"}:
-        raise _bad("revenue", 'expected {"currency": "EUR", "rates": {"USD": 0.92, ...}} or null')
+        raise bad_param("revenue", 'expected {"currency": "EUR", "rates": {"USD": 0.92, ...}} or null')
     currency = value.get("currency")
     if not isinstance(currency, str) or not CURRENCY.fullmatch(currency):
-        raise _bad("revenue.currency", "expected an ISO 4217 currency code of three upper-case letters, e.g. EUR")
+        raise bad_param("revenue.currency", "expected an ISO 4217 currency code of three upper-case letters, e.g. EUR")
     rates = value.get("rates", {})
     if not isinstance(rates, dict) or len(rates) > MAX_RATES:
-        raise _bad("revenue.rates", f"expected an object of at most {MAX_RATES} currency codes to rates")
+        raise bad_param("revenue.rates", f"expected an object of at most {MAX_RATES} currency codes to rates")
     out = []
     for code, rate in rates.items():
         if not CURRENCY.fullmatch(code):
-            raise _bad("revenue.rates", f"{code[:10]!r} is not an ISO 4217 code of three upper-case letters")
+            raise bad_param("revenue.rates", f"{code[:10]!r} is not an ISO 4217 code of three upper-case letters")
         if isinstance(rate, bool) or not isinstance(rate, (int, float)) or not 0 < rate <= MAX_RATE:
-            raise _bad("revenue.rates", f"the rate of {code} must be a number above 0 and at most {MAX_RATE:.0e}:"
+            raise bad_param("revenue.rates", f"the rate of {code} must be a number above 0 and at most {MAX_RATE:.0e}:"
                        f" the value of one {code} in {currency}")
         if code != currency:
             out.append((code, float(rate)))
@@ -288,7 +272,7 @@ class GoalsResource:
             json_response(resp, same.public(), status=falcon.HTTP_201)  # the same goal again: idempotent
             return
         if len(existing) >= MAX_GOALS:
-            raise _bad("value", f"a site has at most {MAX_GOALS} goals; delete one first")
+            raise bad_param("value", f"a site has at most {MAX_GOALS} goals; delete one first")
         goal = control.create_goal(found.id, spec["kind"], spec["value"], name, spec["prop_key"], spec["prop_value"],
                                    spec["revenue"])
         json_response(resp, goal.public(), status=falcon.HTTP_201)
@@ -296,27 +280,24 @@ class GoalsResource:
 
 def goal_definition(body: dict[str, Any]) -> dict[str, Any]:
     """A validated goal definition from a POST body (400 naming the first bad field)."""
-    known = ("kind", "value", "name", "property", "revenue")
-    unknown = sorted(set(body) - set(known))
-    if unknown:
-        raise _bad(unknown[0], f"unknown field; known fields: {', '.join(known)}")
+    check_fields(body, ("kind", "value", "name", "property", "revenue"))
     kind = body.get("kind", "event")
     if kind not in ("event", "page"):
-        raise _bad("kind", "expected 'event' (a custom event name) or 'page' (a path or pattern)")
+        raise bad_param("kind", "expected 'event' (a custom event name) or 'page' (a path or pattern)")
     value = _string(body, "value", MAX_PATTERN_LENGTH if kind == "page" else MAX_GOAL_EVENT)
     if value is None:
-        raise _bad("value", "required: the event name, or the page path or pattern (/blog/*, /docs/**)")
+        raise bad_param("value", "required: the event name, or the page path or pattern (/blog/*, /docs/**)")
     out: dict[str, Any] = {"kind": kind, "value": value, "name": _string(body, "name", MAX_GOAL_NAME),
                            "prop_key": None, "prop_value": None, "revenue": False}
     if kind == "page":
         if not value.startswith("/"):
-            raise _bad("value", "a page goal is a path or pattern starting with /")
+            raise bad_param("value", "a page goal is a path or pattern starting with /")
         problem = check_pattern(value)
         if problem:
-            raise _bad("value", problem)
+            raise bad_param("value", problem)
         for field_name in ("property", "revenue"):
             if body.get(field_name) not in (None, False):
-                raise _bad(field_name, "only event goals have a property condition or revenue")
+                raise bad_param(field_name, "only event goals have a property condition or revenue")
         return out
     prop = body.get("property")
     if prop is not None:
@@ -324,12 +305,12 @@ def goal_definition(body: dict[str, Any]) -> dict[str, Any]:
                 or not isinstance(prop["key"], str) or not PROP_KEY.match(prop["key"])
                 or not isinstance(prop["value"], str) or not 0 < len(prop["value"]) <= MAX_GOAL_PROP_VALUE
                 or "\x00" in prop["value"]):
-            raise _bad("property", 'expected {"key": "plan", "value": "pro"}: a property name of 1-64 letters,'
+            raise bad_param("property", 'expected {"key": "plan", "value": "pro"}: a property name of 1-64 letters,'
                        f" digits or _.:-$ and a value of 1-{MAX_GOAL_PROP_VALUE} characters")
         out["prop_key"], out["prop_value"] = prop["key"], prop["value"]
     revenue = body.get("revenue", False)
     if not isinstance(revenue, bool):
-        raise _bad("revenue", "expected true (the goal's events carry revenue) or false")
+        raise bad_param("revenue", "expected true (the goal's events carry revenue) or false")
     out["revenue"] = revenue
     return out
 

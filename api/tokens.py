@@ -25,7 +25,7 @@ import falcon
 import falcon.asgi
 
 from api.auth import Principal, authenticate, role_on
-from api.sites import json_body
+from api.body import bad_param, check_fields, json_body
 from littlestats import audit
 from littlestats.controlplane import SCOPES, Token
 from littlestats.http import json_response
@@ -39,19 +39,16 @@ def _visible(principal: Principal, token: Token | None) -> bool:
     return token is not None and (principal.is_admin or token.user_id == principal.user_id)
 
 
-def _bad(name: str, message: str) -> falcon.HTTPBadRequest:
-    return falcon.HTTPBadRequest(description=f"invalid parameter '{name}': {message}")
-
 
 def _scopes(body: dict[str, Any], principal: Principal) -> tuple[str, ...]:
     value = body.get("scopes")
     if value is None:
         return principal.scopes
     if not isinstance(value, list) or not value or not all(isinstance(v, str) for v in value):
-        raise _bad("scopes", f"expected a non-empty list of: {', '.join(SCOPES)}")
+        raise bad_param("scopes", f"expected a non-empty list of: {', '.join(SCOPES)}")
     unknown = [v for v in value if v not in SCOPES]
     if unknown:
-        raise _bad("scopes", f"unknown scope {unknown[0]!r}; known: {', '.join(SCOPES)}")
+        raise bad_param("scopes", f"unknown scope {unknown[0]!r}; known: {', '.join(SCOPES)}")
     beyond = [v for v in value if v not in principal.scopes]
     if beyond:
         raise falcon.HTTPForbidden(description=f"invalid parameter 'scopes': the token you create with "
@@ -65,12 +62,12 @@ def _sites(body: dict[str, Any], principal: Principal, services: Any) -> tuple[s
         return principal.sites
     if (not isinstance(value, list) or not value or len(value) > MAX_SITES
             or not all(isinstance(v, str) and 0 < len(v) <= 100 for v in value)):
-        raise _bad("sites", f"expected a non-empty list of at most {MAX_SITES} site ids or domain keys")
+        raise bad_param("sites", f"expected a non-empty list of at most {MAX_SITES} site ids or domain keys")
     ids = []
     for ref in value:
         site = services.control.get_site(ref)
         if site is None or role_on(principal, site, services.control) is None:
-            raise _bad("sites", f"no site {ref!r} that you are a member of")
+            raise bad_param("sites", f"no site {ref!r} that you are a member of")
         ids.append(site.id)
     return tuple(dict.fromkeys(ids))
 
@@ -81,18 +78,18 @@ def _expiry(body: dict[str, Any], principal: Principal) -> str | None:
     if value is None:
         return limit
     if not isinstance(value, str) or len(value) > 40:
-        raise _bad("expiresAt", "expected an ISO 8601 time such as 2030-01-31T00:00:00Z")
+        raise bad_param("expiresAt", "expected an ISO 8601 time such as 2030-01-31T00:00:00Z")
     try:
         when = datetime.fromisoformat(value.replace("Z", "+00:00"))
         if when.tzinfo is None:
             when = when.replace(tzinfo=UTC)
         when = when.astimezone(UTC)
     except (ValueError, OverflowError):
-        raise _bad("expiresAt", "expected an ISO 8601 time such as 2030-01-31T00:00:00Z") from None
+        raise bad_param("expiresAt", "expected an ISO 8601 time such as 2030-01-31T00:00:00Z") from None
     if when <= datetime.now(UTC):
-        raise _bad("expiresAt", "must be in the future")
+        raise bad_param("expiresAt", "must be in the future")
     if limit is not None and when > datetime.fromisoformat(limit):
-        raise _bad("expiresAt", f"cannot outlive the token you create it with (it expires at {limit})")
+        raise bad_param("expiresAt", f"cannot outlive the token you create it with (it expires at {limit})")
     return when.isoformat(timespec="seconds")
 
 
@@ -110,12 +107,10 @@ class TokensResource:
     async def on_post(self, req: falcon.asgi.Request, resp: falcon.asgi.Response) -> None:
         principal = authenticate(req, self.services)
         body = await json_body(req)
-        unknown = sorted(set(body) - set(FIELDS))
-        if unknown:
-            raise _bad(unknown[0], f"unknown field; known: {', '.join(FIELDS)}")
+        check_fields(body, FIELDS)
         name = body.get("name", "")
         if not isinstance(name, str) or len(name) > MAX_NAME or "\x00" in name:
-            raise _bad("name", f"expected a string of at most {MAX_NAME} characters")
+            raise bad_param("name", f"expected a string of at most {MAX_NAME} characters")
         if principal.user is None:  # dev mode without a token: nobody to own it
             raise falcon.HTTPForbidden(description="send a token to create more (or use `littlestats token create`)")
         scopes, sites, expires = _scopes(body, principal), _sites(body, principal, self.services), \
