@@ -165,6 +165,16 @@ def _number(raw: dict[str, Any], key: str) -> float | None:
     return float(value)
 
 
+def _capped(raw: dict[str, Any], key: str, cap: int, what: str) -> int | None:
+    """A measurement of 0 or more (``None`` when absent); above ``cap`` it counts as ``cap``."""
+    value = _number(raw, key)
+    if value is None:
+        return None
+    if value < 0:
+        raise BeaconError(f"'{key}' must be {what}, 0 or more")
+    return int(min(value, cap))
+
+
 def parse_props(data: Any, limits: Limits, what: str = "data") -> dict[str, str | float | bool]:
     """Custom properties: a flat object of string, number and boolean values (nulls skipped)."""
     if data is None:
@@ -269,18 +279,8 @@ def parse_event(raw: Any, limits: Limits, batch: bool) -> Beacon:
         beacon.user_id = _string(raw, "id", MAX_USER_ID_LENGTH, required=True)
     if kind != "event" and raw.get("revenue") is not None:
         raise BeaconError("'revenue' is only for custom events (type 'event')")
-    if "engagementTime" in raw:
-        engagement = _number(raw, "engagementTime")
-        if engagement is not None:
-            if engagement < 0:
-                raise BeaconError("'engagementTime' must be a number of milliseconds, 0 or more")
-            beacon.engagement_ms = int(min(engagement, MAX_ENGAGEMENT_MS))
-    if "scrollDepth" in raw:
-        depth = _number(raw, "scrollDepth")
-        if depth is not None:
-            if depth < 0:
-                raise BeaconError("'scrollDepth' must be a percentage, 0 or more")
-            beacon.scroll_depth = int(min(depth, MAX_SCROLL_DEPTH))
+    beacon.engagement_ms = _capped(raw, "engagementTime", MAX_ENGAGEMENT_MS, "a number of milliseconds")
+    beacon.scroll_depth = _capped(raw, "scrollDepth", MAX_SCROLL_DEPTH, "a percentage")
     if "ts" in raw:
         ts = _number(raw, "ts")
         beacon.ts = int(ts) if ts is not None else None
