@@ -142,7 +142,7 @@ def currency_of(site: Site) -> Currency | None:
 
 
 def query_from_params(
-    req: Any, site: Site, goals: Sequence[GoalSpec | tuple[str, str]], metrics: list[str], dimensions: list[str],
+    req: Any, site: Site, goals: Sequence[GoalSpec], metrics: list[str], dimensions: list[str],
     *, paged: bool = True, extra_filters: tuple[str, ...] = (), segments: Callable[[str], Any] | None = None,
 ) -> Query:
     """Parse and validate a named endpoint's query string into a ``Query`` (400 naming the param);

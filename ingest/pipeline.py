@@ -117,7 +117,7 @@ def drop_excluded_ip(ctx: RequestContext, event: Event) -> Drop | None:
 def drop_datacenter_ip(ctx: RequestContext, event: Event, ranges: DatacenterRanges) -> Drop | None:
     """A client IP in a cloud provider's published networks (``ingest.traffic``): a server, not a
     visitor. Sites behind a corporate proxy hosted in a cloud turn it off (``dropDatacenterIps``)."""
-    if ctx.ip in ranges and ctx.site.settings.drop_datacenter_ips:
+    if ctx.site.settings.drop_datacenter_ips and ctx.ip in ranges:
         return Drop.DATACENTER_IP
     return None
 
@@ -269,7 +269,7 @@ def put_referrer(beacon: Beacon, ctx: RequestContext, event: Event) -> Drop | No
 def drop_referrer_spam(beacon: Beacon, ctx: RequestContext, event: Event, spam: ReferrerSpam) -> Drop | None:
     """A referrer on the referrer-spam list (the host or a parent domain), unless the site turned
     the check off (``dropReferrerSpam``)."""
-    if spam.matches(event["referrer_domain"]) and ctx.site.settings.drop_referrer_spam:
+    if ctx.site.settings.drop_referrer_spam and spam.matches(event["referrer_domain"]):
         return Drop.REFERRER_SPAM
     return None
 
