@@ -53,8 +53,7 @@ def test_schemathesis_finds_no_failures(tmp_path: Path) -> None:
         cli(data_dir, "load")
         config = tmp_path / "schemathesis.toml"
         config.write_text(f'[parameters]\n"path.site" = "{site["id"]}"\n')
-        out = subprocess.run(
-            [sys.executable, "-m", "schemathesis.cli", "--config-file", str(config), "run",
+        command = [sys.executable, "-m", "schemathesis.cli", "--config-file", str(config), "run",
              f"{srv.url}/api/v2/openapi.json", "--url", srv.url,
              "-H", f"Authorization: Bearer {token}",
              "--max-examples", "12", "--workers", "2", "--seed", "1", "--phases", "examples,coverage,fuzzing",
@@ -62,8 +61,12 @@ def test_schemathesis_finds_no_failures(tmp_path: Path) -> None:
                          "response_schema_conformance",
              "--exclude-path-regex", "/realtime/|/track/",
              "--exclude-method", "DELETE", "--generation-allow-x00", "false",
-             "--request-timeout", "30"],
-            capture_output=True, text=True, timeout=600,
-        )
+             "--request-timeout", "30"]
+        out = subprocess.run(command, capture_output=True, text=True, timeout=600)
+        if "AST constructor recursion depth mismatch" in out.stdout + out.stderr:
+            # A SystemError CPython 3.11 raises now and then while hypothesis parses source in
+            # schemathesis's two worker threads: a crash of the fuzzer itself, not an answer of
+            # ours (it names no request). Its run is repeated once.
+            out = subprocess.run(command, capture_output=True, text=True, timeout=600)
         print(out.stdout[-1500:])
         assert out.returncode == 0, out.stdout[-6000:] + out.stderr[-2000:] + srv.log()[-3000:]
