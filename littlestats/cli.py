@@ -31,8 +31,14 @@ def main() -> None:
 @click.option("--port", type=int, default=None, help="Port to listen on (default 8000).")
 @click.option("--workers", type=int, default=None, help="gunicorn worker processes (default 2).")
 @click.option("--dev", is_flag=True, default=None, help="Development mode: no authentication, loopback only.")
-def serve(data_dir: Path | None, host: str | None, port: int | None, workers: int | None, dev: bool | None) -> None:
-    """Run ingest, query API, live feed and scheduled jobs on one machine."""
+@click.option("--config", "config_file", type=click.Path(path_type=Path, dir_okay=False), default=None,
+              help="A TOML settings file (default: littlestats.toml in the data directory), e.g. a"
+                   " cluster node's cluster.toml (docs/cluster.md).")
+def serve(data_dir: Path | None, host: str | None, port: int | None, workers: int | None, dev: bool | None,
+          config_file: Path | None) -> None:
+    """Run ingest, query API, live feed and scheduled jobs on this machine."""
+    if config_file is not None:
+        os.environ["LITTLESTATS_CONFIG"] = str(config_file.resolve())  # read by load_settings
     settings = settings_from(data_dir=data_dir, host=host, port=port, workers=workers, dev=dev)
     # prometheus_client picks its multiprocess mode when first imported, so this comes first:
     # stale files from a previous run would double-count.

@@ -99,6 +99,25 @@ class Settings:
     # A PEM file of extra certificate authorities trusted for webhook receivers (an internal CA).
     webhook_ca_file: str = ""
     webhook_timeout_seconds: float = 10.0
+    # Several machines (docs/cluster.md). All empty: one machine, everything in data_dir.
+    # This machine's name in the cluster (unique per node; its raw files and leases carry it).
+    node_name: str = ""
+    # S3-compatible object storage for the raw Parquet files (same Hive layout under s3_prefix).
+    s3_endpoint: str = ""  # e.g. http://10.0.0.5:7480
+    s3_bucket: str = ""
+    s3_prefix: str = ""
+    s3_region: str = "us-east-1"
+    s3_access_key: str = ""
+    s3_secret_key: str = ""
+    # The shared catalog and load leases: a PostgreSQL connection string.
+    catalog_dsn: str = ""
+    # The broker that carries every node's accepted events to every node's live buffer.
+    broker_url: str = ""  # nats://host:4222
+
+    @property
+    def clustered(self) -> bool:
+        """Whether this node is one of several sharing object storage, a catalog and a broker."""
+        return bool(self.s3_endpoint or self.catalog_dsn or self.broker_url)
 
     @property
     def smtp_configured(self) -> bool:
@@ -256,5 +275,10 @@ def _validate(s: Settings) -> None:
         raise ConfigError("setting 'smtp_from' is needed when 'smtp_host' is set (the reports' From address)")
     if s.webhook_ca_file and not Path(s.webhook_ca_file).is_file():
         raise ConfigError(f"setting 'webhook_ca_file': file {s.webhook_ca_file} does not exist")
+    if s.clustered and not s.node_name:
+        raise ConfigError("setting 'node_name' is needed on a cluster node (unique per machine;"
+                          " see docs/cluster.md)")
+    if s.s3_endpoint and not s.s3_bucket:
+        raise ConfigError("setting 's3_bucket' is needed when 's3_endpoint' is set")
     if s.geoip_mmdb and not Path(s.geoip_mmdb).is_file():
         raise ConfigError(f"setting 'geoip_mmdb': file {s.geoip_mmdb} does not exist")
