@@ -113,8 +113,9 @@ def engines(directory: Path, bucket: str, osd_size: str) -> None:
             click.echo(f"starting {label} ...", err=True)
             engine.start()
             started.append(engine)
-            click.echo(f"{label} ready in {engine.start_seconds:.1f} s "
-                       f"(log: {engine.describe()['log']})", err=True)
+            click.echo(f"{label} ready in {engine.start_seconds:.1f} s, "
+                       f"{engine.rss() / 1e6:.0f} MB resident, {engine.disk() / 1e6:.0f} MB on disk"
+                       f" (log: {engine.describe()['log']})", err=True)
             if stop.is_set():
                 return
         values = {"s3_endpoint": ceph.endpoint, "s3_bucket": bucket, "s3_region": ceph.region,

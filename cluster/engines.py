@@ -582,7 +582,6 @@ admin socket =
 log file = {d}/log/client.log
 [client.rgw.a]
 rgw data = {d}/rgw
-rgw frontends = beast endpoint={LOOPBACK}:{self.rgw_port}
 admin socket = {d}/run/$name.asok
 log file = {d}/log/rgw.log
 """)
@@ -607,30 +606,35 @@ log file = {d}/log/rgw.log
         else:
             state = json.loads(state_file.read_text())
         self.access_key, self.secret_key = state["access_key"], state["secret_key"]
-        self.mon_port = free_port()
-        self.rgw_port = free_port()
-        self._write_conf(state["fsid"])
         setup_log = self.log_of("setup")
-        monmap = self.dir / "monmap"
-        # A new monitor map every start: the monitor's port is chosen now (an old map is replaced).
-        run(["monmaptool", "--create", "--clobber", "--fsid", state["fsid"],
-             "--addv", "a", f"[v2:{LOOPBACK}:{self.mon_port}]", "--enable-all-features",
-             "--set-min-mon-release", "pacific", str(monmap)], "monmaptool", setup_log)
         mon_data = self.dir / "mon" / "ceph-a"
-        if fresh:
-            shutil.rmtree(mon_data, ignore_errors=True)
+        if fresh:  # nothing of a start that did not finish is kept
+            for sub in ("mon", "osd", "rgw"):
+                shutil.rmtree(self.dir / sub, ignore_errors=True)
+                (self.dir / sub).mkdir()
             run(["ceph-authtool", "--create-keyring", str(self.dir / "keyring"), "--gen-key",
                  "-n", "mon.", "--cap", "mon", "allow *"], "ceph-authtool", setup_log)
-            run(["ceph-mon", "-c", str(self.conf), "--mkfs", "-i", "a", "--monmap", str(monmap),
-                 "--keyring", str(self.dir / "keyring")], "ceph-mon --mkfs", setup_log)
-        else:
-            run(["ceph-mon", "-c", str(self.conf), "-i", "a", "--inject-monmap", str(monmap)],
-                "ceph-mon --inject-monmap", setup_log)
-        mon = self._spawn("ceph-mon", ["ceph-mon", "-c", str(self.conf), "-i", "a", "-f"],
-                          self.log_of("mon.a.out"))
-        wait_until(f"ceph-mon on {LOOPBACK}:{self.mon_port}",
-                   functools.partial(self._answers, "mon", "stat"), timeout=60,
-                   log=self.log_of("mon.a"), processes=[mon])
+        for attempt in range(3):
+            self.mon_port = free_port()
+            self._write_conf(state["fsid"])
+            monmap = self.dir / "monmap"
+            # A new monitor map every start: the monitor's port is chosen now.
+            run(["monmaptool", "--create", "--clobber", "--fsid", state["fsid"],
+                 "--addv", "a", f"[v2:{LOOPBACK}:{self.mon_port}]", "--enable-all-features",
+                 "--set-min-mon-release", "pacific", str(monmap)], "monmaptool", setup_log)
+            if not (mon_data / "store.db").exists():
+                run(["ceph-mon", "-c", str(self.conf), "--mkfs", "-i", "a", "--monmap",
+                     str(monmap), "--keyring", str(self.dir / "keyring")], "ceph-mon --mkfs",
+                    setup_log)
+            else:
+                run(["ceph-mon", "-c", str(self.conf), "-i", "a", "--inject-monmap", str(monmap)],
+                    "ceph-mon --inject-monmap", setup_log)
+            mon = self._spawn("ceph-mon", ["ceph-mon", "-c", str(self.conf), "-i", "a", "-f"],
+                              self.log_of("mon.a.out"))
+            if self._wait_or_retry(mon, attempt, f"ceph-mon on {LOOPBACK}:{self.mon_port}",
+                                   functools.partial(self._answers, "mon", "stat"), 60,
+                                   self.log_of("mon.a")):
+                break
 
         if fresh:
             osd_id = self._ceph("osd", "new", state["osd_uuid"], what="ceph osd new").strip()
@@ -644,17 +648,38 @@ log file = {d}/log/rgw.log
         wait_until("ceph-osd", self._osd_up, timeout=120, log=self.log_of(f"osd.{osd_id}"),
                    processes=[mon, osd], interval=0.5)
 
-        rgw = self._spawn("radosgw", ["radosgw", "-c", str(self.conf), "-n", "client.rgw.a", "-f"],
-                          self.log_of("rgw.out"))
-        wait_until(f"radosgw on {LOOPBACK}:{self.rgw_port}",
-                   functools.partial(_http_answers, self.rgw_port), timeout=120,
-                   log=self.log_of("rgw"), processes=[mon, osd, rgw], interval=0.25)
+        for attempt in range(3):
+            self.rgw_port = free_port()
+            rgw = self._spawn("radosgw", [
+                "radosgw", "-c", str(self.conf), "-n", "client.rgw.a", "-f",
+                "--rgw-frontends", f"beast endpoint={LOOPBACK}:{self.rgw_port}"],
+                self.log_of("rgw.out"))
+            if self._wait_or_retry(rgw, attempt, f"radosgw on {LOOPBACK}:{self.rgw_port}",
+                                   functools.partial(_http_answers, self.rgw_port), 120,
+                                   self.log_of("rgw"), also=[mon, osd]):
+                break
         if fresh:
             run(["radosgw-admin", "-c", str(self.conf), "-n", "client.admin", "user", "create",
                  f"--uid={self.user}", "--display-name=LittleStats",
                  f"--access-key={self.access_key}", f"--secret={self.secret_key}"],
                 "radosgw-admin user create", setup_log)
             state_file.write_text(json.dumps(state))
+
+    def _wait_or_retry(self, proc: Process, attempt: int, what: str, ready: Callable[[], bool],
+                       timeout: float, log: Path, also: Sequence[Process] = ()) -> bool:
+        """Wait for ``proc`` to answer: True when it does, False if it lost its port to another
+        program (try another), or an error."""
+        try:
+            wait_until(what, ready, timeout=timeout, log=log, processes=[*also, proc],
+                       interval=0.25)
+            return True
+        except EngineError:
+            self.processes.remove(proc)
+            proc.stop()
+            lost_port = "address already in use" in (_tail(log, 20) + _tail(proc.log, 20)).lower()
+            if attempt < 2 and lost_port:
+                return False
+            raise
 
     def _answers(self, *args: str) -> bool:
         done = subprocess.run(["ceph", "-c", str(self.conf), "--connect-timeout", "2", *args],
