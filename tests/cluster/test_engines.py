@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 import asyncio
+import json
 import os
 import re
 import signal
+import socket
 import subprocess
 import sys
 import time
@@ -21,14 +23,14 @@ import pytest
 from click.testing import CliRunner
 
 from cluster.cli import cluster_toml
-from cluster.engines import Engine, Nats, Postgres
+from cluster.engines import Nats, Postgres
 from cluster.s3 import s3_filesystem, storage_options
 from littlestats.cli import main
 
 pytestmark = pytest.mark.slow
 
 
-def _gone(engine: Engine, pids: list[int]) -> None:
+def _gone(pids: list[int]) -> None:
     for pid in pids:
         with pytest.raises(ProcessLookupError):
             os.killpg(pid, 0)  # neither the leader nor anything left in its group
@@ -77,7 +79,7 @@ def test_postgres_stop_leaves_no_process_and_restarts_on_its_data(tmp_path: Path
             con.execute("CREATE TABLE kept (x int)")
             con.execute("INSERT INTO kept VALUES (7)")
         pids = [p.pid for p in pg.processes]
-    _gone(pg, pids)
+    _gone(pids)
     with pg, psycopg.connect(pg.dsn) as con:  # same data, same password, another free port
         assert con.execute("SELECT x FROM kept").fetchone() == (7,)
     pg.destroy()
@@ -88,7 +90,7 @@ def test_nats_stop_leaves_no_process(tmp_path: Path) -> None:
     with Nats(tmp_path / "nats") as n:
         assert n.running()
         pids = [p.pid for p in n.processes]
-    _gone(n, pids)
+    _gone(pids)
 
 
 def test_a_port_in_use_is_named_with_the_log(tmp_path: Path, nats) -> None:
@@ -225,3 +227,29 @@ def test_trial_cluster_runs_stops_cleanly_and_restarts_on_its_data(tmp_path: Pat
         proc.send_signal(signal.SIGINT)
         assert proc.wait(60) == 0
     assert _processes_mentioning(*watched) == []
+
+
+def test_a_shared_engine_ends_with_the_test_run(tmp_path: Path) -> None:
+    """The keeper behind the session fixtures stops its engine when the run's main process ends,
+    however it ends (here: killed)."""
+    run = subprocess.Popen(["sleep", "300"])  # stands for the run's main pytest process
+    state = tmp_path / "nats.json"
+    keeper = subprocess.Popen(
+        [sys.executable, "-m", "tests.cluster.engine_keeper", "nats", str(tmp_path / "nats"),
+         str(state), str(run.pid)], cwd=Path(__file__).resolve().parents[2])
+    try:
+        deadline = time.monotonic() + 30
+        while not state.exists():
+            assert keeper.poll() is None and time.monotonic() < deadline
+            time.sleep(0.05)
+        port = json.loads(state.read_text())["port"]
+        assert _processes_mentioning(tmp_path / "nats")  # running
+        run.kill()
+        assert keeper.wait(30) == 0
+        assert _processes_mentioning(tmp_path / "nats") == []
+        assert not state.exists() and not (tmp_path / "nats").exists()
+        with pytest.raises(OSError):
+            socket.create_connection(("127.0.0.1", port), timeout=1).close()
+    finally:
+        run.kill()
+        keeper.kill()
