@@ -60,7 +60,8 @@ class Postgres(Engine):
     PostgreSQL will not run as root: when we are root, the server runs as Debian's ``postgres``
     user, and if that user cannot reach ``directory`` (a private parent such as pytest's temporary
     folder) the cluster's files live in a folder under the system's temporary directory that
-    ``directory/data`` links to (removed by ``destroy()``).
+    ``directory/home`` links to (removed by ``destroy()``; gone, too, when the system empties its
+    temporary directory, and then the next start begins a new cluster).
     """
 
     name = "postgres"
@@ -93,7 +94,9 @@ class Postgres(Engine):
             return self.dir
         link = self.dir / "home"
         if link.is_symlink():
-            return link.resolve()
+            target = link.resolve()
+            target.mkdir(mode=0o700, exist_ok=True)
+            return target
         outside = Path(tempfile.gettempdir()) / f"littlestats-pg-{secrets.token_hex(6)}"
         outside.mkdir(mode=0o700)
         link.symlink_to(outside)
@@ -113,7 +116,8 @@ class Postgres(Engine):
             password_file.write_text(self.password)
             password_file.chmod(0o600)
             pwfile = home / "pwfile"
-            pwfile.write_text(self.password + "\n")
+            with os.fdopen(os.open(pwfile, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600), "w") as f:
+                f.write(self.password + "\n")
             if run_as is not None:
                 os.chown(pwfile, pwd.getpwnam(run_as).pw_uid, pwd.getpwnam(run_as).pw_gid)
             try:
@@ -147,7 +151,7 @@ class Postgres(Engine):
             except EngineError:
                 self.processes.remove(proc)
                 proc.stop()
-                if fixed or "already in use" not in log_tail(self.log, 5):
+                if fixed or "already in use" not in log_tail(self.log, 20):
                     raise
                 continue
             self.port = port
