@@ -35,6 +35,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 from urllib.parse import urlsplit
 
+from cluster.s3 import s3_filesystem, storage_options
 from ingest.seal import deleted_sites as local_deleted_sites
 from littlestats.config import Settings
 from warehouse.load import RawFile, discover_files
@@ -44,10 +45,6 @@ if TYPE_CHECKING:
     from pyarrow.fs import FileInfo, S3FileSystem
 
 log = logging.getLogger("littlestats.objectstore")
-
-#: Ceph RGW (and other S3 servers) refuse the checksums newer AWS SDKs send by default (HTTP 411,
-#: and a large multipart write then hangs): checksums only where the API requires them.
-CHECKSUM_ENV = "AWS_REQUEST_CHECKSUM_CALCULATION"
 
 #: Uploads (and listings of several partitions) in flight at once: each waits on the network.
 PARALLEL = 8
@@ -160,23 +157,12 @@ class ObjectStore:
     @cached_property
     def filesystem(self) -> S3FileSystem:
         """A pyarrow ``S3FileSystem`` for the store (thread-safe; made once)."""
-        # Set before the AWS SDK is first used in the process: it reads the variable then.
-        os.environ.setdefault(CHECKSUM_ENV, "WHEN_REQUIRED")
-        from pyarrow.fs import S3FileSystem
-
-        return S3FileSystem(access_key=self.access_key or None, secret_key=self.secret_key or None,
-                            region=self.region, endpoint_override=self.endpoint,
-                            connect_timeout=5, request_timeout=60)
+        return s3_filesystem(self.endpoint, self.access_key, self.secret_key, self.region)
 
     @property
     def storage_options(self) -> dict[str, str]:
         """The options polars reads and writes the store's ``s3://`` URIs with."""
-        options = {"aws_endpoint_url": self.endpoint, "aws_region": self.region,
-                   "aws_access_key_id": self.access_key,
-                   "aws_secret_access_key": self.secret_key}
-        if self.endpoint.startswith("http://"):
-            options["aws_allow_http"] = "true"
-        return options
+        return storage_options(self.endpoint, self.access_key, self.secret_key, self.region)
 
     # Upload -------------------------------------------------------------------------------------
     def upload_local(self, raw_dir: Path) -> UploadResult:
