@@ -14,8 +14,10 @@ from datetime import UTC, date, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
+import duckdb
 import orjson
 import polars as pl
+import pyarrow.compute as pc
 import pyarrow.dataset as ds
 import pyarrow.parquet as pq
 import pytest
@@ -328,6 +330,13 @@ def test_an_analyst_reads_the_bucket_with_polars_and_pyarrow(
                          format="parquet", partitioning="hive")
     one_day = dataset.to_table(filter=ds.field("date") == "2026-03-02")
     assert 0 < one_day.num_rows < rows
+
+    # DuckDB over the pyarrow dataset (its httpfs extension is not needed)
+    con = duckdb.connect()
+    con.register("raw", dataset)
+    counted = con.sql("SELECT count(*) FROM raw WHERE site_id = 'site-a' AND date = '2026-03-02'")
+    assert counted.fetchone() == (
+        one_day.filter(pc.equal(one_day["site_id"], "site-a")).num_rows,)
 
 
 def test_retention_removes_old_hours_and_a_purged_site_never_comes_back(
