@@ -91,7 +91,7 @@ MAX_MESSAGE_BYTES = 512 * 1024  # under the server's default max_payload (1 MB)
 MAX_BACKLOG_EVENTS = 100_000  # events read from the WAL and not yet taken by the broker
 PUBLISH_TIMEOUT_S = 2.0
 RETRY_S = 0.5
-CATCH_UP_TIMEOUT_S = 30.0  # the longest a starting live service waits for the stream's replay
+CATCH_UP_TIMEOUT_S = 15  # the longest a starting live service waits for the stream's replay
 
 NODE_HEADER = "Ls-Node"
 MARK_HEADER = "Ls-Mark"
@@ -431,11 +431,12 @@ class BrokerFeed:
         self.marks: dict[str, int] = {}  # node -> its newest mark
         self.pending: list[tuple[Cursor, LiveEvent]] = []
         self.stream_seq = 0  # the newest stream sequence received
+        self.target: int | None = None  # the stream's last sequence when subscribed
         self.since_ms = 0
         self.records = 0
         self.bad_records = 0
         self._sub: Any = None
-        self._task: asyncio.Task[None] | None = None
+        self._task: asyncio.Task[int] | None = None
 
     async def subscribe(self, since_ms: int) -> int:
         """Follow the stream from ``since_ms`` on; the stream's last sequence at that moment
@@ -460,7 +461,13 @@ class BrokerFeed:
                 log.warning("broker: could not follow the stream (%s); retrying", exc)
                 await asyncio.sleep(RETRY_S)
                 continue
-            return int(info.state.last_seq)
+            self.target = int(info.state.last_seq)
+            return self.target
+
+    def start(self, since_ms: int) -> None:
+        """``subscribe`` in the background (the broker may be away for a while)."""
+        self._task = asyncio.get_running_loop().create_task(self.subscribe(since_ms),
+                                                            name="broker-subscribe")
 
     async def replayed(self) -> bool:
         """Whether the consumer has nothing more to deliver and everything delivered is in."""
@@ -517,6 +524,8 @@ class BrokerFeed:
         return ready
 
     def close(self) -> None:
+        if self._task is not None:
+            self._task.cancel()
         sub, self._sub = self._sub, None
         if sub is not None:
             with contextlib.suppress(RuntimeError):
@@ -564,22 +573,23 @@ class ClusterLive:
 
         buffer = LiveBuffer()
         feed = BrokerFeed(self.broker)
-        started = now_ms()
-        target = await feed.subscribe(started - RETAIN_MS)
+        feed.start(now_ms() - RETAIN_MS)
         deadline = time.monotonic() + CATCH_UP_TIMEOUT_S
         idle = 0  # consecutive checks that found nothing left to replay
         while True:
-            caught_up = feed.stream_seq >= target
+            caught_up = feed.target is not None and feed.stream_seq >= feed.target
             items = feed.poll()
             if items:
                 buffer.extend(items, now_ms())
-            if caught_up or time.monotonic() > deadline:
+            # Nothing recent enough in the stream: the replay is caught up without reaching it.
+            if caught_up or idle >= 2:
+                break
+            if time.monotonic() > deadline:
+                log.warning("the broker's replay is not done after %d s; the live buffer starts "
+                            "with what it has, the rest follows", CATCH_UP_TIMEOUT_S)
                 break
             await asyncio.sleep(0.1)
-            # Nothing recent enough in the stream: the replay is caught up without reaching it.
-            idle = idle + 1 if await feed.replayed() else 0
-            if idle >= 2:
-                break
+            idle = idle + 1 if feed.target is not None and await feed.replayed() else 0
         log.info("live buffer: %d events of the last %d minutes from the broker",
                  buffer.size, RETAIN_MS // 60_000)
         return LiveHub(buffer, feed)
