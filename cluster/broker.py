@@ -606,6 +606,16 @@ def init(settings: Settings) -> dict[str, Any]:
     return asyncio.run(_init(settings.broker_url))
 
 
+def init_step(settings: Settings) -> str:
+    """``init`` as a step of ``littlestats cluster init`` (``cluster.cli.InitStep``)."""
+    if not settings.broker_url:
+        return "skipped: no broker_url"
+    made = init(settings)
+    what = "created" if made["created"] else "updated"
+    return (f"{what} stream {STREAM} at {settings.broker_url} (max age {made['maxAgeSeconds']:.0f} s,"
+            f" max {made['maxBytes'] // (1 << 20)} MiB, {made['messages']} messages)")
+
+
 async def _init(url: str) -> dict[str, Any]:
     import nats
     from nats.js import api
@@ -622,11 +632,12 @@ async def _init(url: str) -> dict[str, Any]:
         try:
             await js.stream_info(STREAM)
         except NotFoundError:
-            info = await js.add_stream(config)
+            info, created = await js.add_stream(config), True
         else:
-            info = await js.update_stream(config)
+            info, created = await js.update_stream(config), False
         return {
             "stream": STREAM,
+            "created": created,
             "subjects": info.config.subjects,
             "maxAgeSeconds": info.config.max_age,
             "maxBytes": info.config.max_bytes,
