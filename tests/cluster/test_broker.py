@@ -24,6 +24,7 @@ import pytest
 from api.live import Cursor, LiveEvent
 from cluster.broker import (
     EVENTS_DROPPED,
+    STALE_MS,
     Broker,
     BrokerFeed,
     Publisher,
@@ -140,6 +141,44 @@ def test_every_nodes_events_reach_the_feed_once_in_each_visitors_order(tmp_path:
     for visitor in range(5):
         pages = [e.page for _, e in got if e.visitor == visitor]
         assert pages == [f"/{visitor}/{step}" for step in range(STEPS)]
+
+
+def test_a_node_that_stops_publishing_holds_the_others_back_only_a_moment(
+    tmp_path: Path, nats: Any
+) -> None:
+    site = unique("site")
+    nodes = [node_settings(tmp_path, unique(name), nats.url) for name in "ab"]
+    init(nodes[0])
+    writer = SegmentWriter(nodes[0].wal_dir)
+
+    async def scenario() -> tuple[float, float]:
+        broker = Broker(nats.url, "test")
+        broker.start()
+        publishers = [Publisher(s, broker) for s in nodes]
+        for p in publishers:
+            p.start()
+        await asyncio.sleep(0.5)
+        feed = BrokerFeed(broker)
+        await feed.subscribe(now_ms() - 1000)
+        started = time.monotonic()
+        writer.append([record(site, 1, "/while-b-runs")])
+        await collect(feed, lambda got: len(got) == 1, site)
+        while_running = time.monotonic() - started
+        await publishers[1].stop()  # node b is gone: its mark stays where it was
+        started = time.monotonic()
+        writer.append([record(site, 1, "/after-b-stopped")])
+        await collect(feed, lambda got: len(got) == 1, site)
+        after_stop = time.monotonic() - started
+        await publishers[0].stop()
+        feed.close()
+        await broker.close()
+        return while_running, after_stop
+
+    while_running, after_stop = asyncio.run(scenario())
+    writer.close()
+    assert while_running < 0.6  # b's marks come every MARK_MS
+    # a's event waits until b's last mark is STALE_MS behind a's, then goes out
+    assert STALE_MS / 1000 - 0.5 < after_stop < STALE_MS / 1000 + 1.0
 
 
 def test_a_restarted_publisher_goes_on_after_what_its_node_published(tmp_path: Path, nats: Any) -> None:
