@@ -143,9 +143,21 @@ def test_every_nodes_events_reach_the_feed_once_in_each_visitors_order(tmp_path:
         assert pages == [f"/{visitor}/{step}" for step in range(STEPS)]
 
 
+@pytest.fixture
+def own_nats(tmp_path: Path) -> Iterator[Nats]:
+    """A NATS server for this test alone: where timing is asserted, a node of another test that
+    stops meanwhile would hold the feed back (``STALE_MS``), as it should."""
+    server = Nats(tmp_path / "nats").start()
+    try:
+        yield server
+    finally:
+        server.stop()
+
+
 def test_a_node_that_stops_publishing_holds_the_others_back_only_a_moment(
-    tmp_path: Path, nats: Any
+    tmp_path: Path, own_nats: Nats
 ) -> None:
+    nats = own_nats
     site = unique("site")
     nodes = [node_settings(tmp_path, unique(name), nats.url) for name in "ab"]
     init(nodes[0])
@@ -318,9 +330,9 @@ def pages_of(client: SSEClient | WSClient, visitor: str) -> list[str]:
 
 @pytest.mark.slow
 def test_a_live_client_on_one_node_sees_every_nodes_events_within_a_second(
-    tmp_path: Path, cluster_settings: Callable[..., dict[str, Any]]
+    tmp_path: Path, cluster_settings: Callable[..., dict[str, Any]], own_nats: Nats
 ) -> None:
-    with two_nodes(tmp_path, cluster_settings) as (a, b, site):
+    with two_nodes(tmp_path, cluster_settings, broker_url=own_nats.url) as (a, b, site):
         key = site["domainKey"]
         sse, ws = SSEClient(realtime(a, site)), WSClient(realtime(a, site, ws=True))
         sse_b = SSEClient(realtime(b, site))
@@ -392,46 +404,53 @@ def test_a_live_client_on_one_node_sees_every_nodes_events_within_a_second(
             client.close()
 
 
+def backlog(server: LiveServer) -> float:
+    """``littlestats_broker_backlog_events`` in the server's ``/metrics``."""
+    for line in httpx.get(f"{server.url}/metrics").text.splitlines():
+        if line.startswith("littlestats_broker_backlog_events "):
+            return float(line.split()[1])
+    return -1
+
+
 @pytest.mark.slow
 def test_while_the_broker_is_down_ingest_goes_on_and_live_resumes_after(
-    tmp_path: Path, cluster_settings: Callable[..., dict[str, Any]]
+    tmp_path: Path, cluster_settings: Callable[..., dict[str, Any]], own_nats: Nats
 ) -> None:
-    broker = Nats(tmp_path / "nats").start()  # this test's own, to stop and start again
-    try:
-        with two_nodes(tmp_path, cluster_settings, broker_url=broker.url) as (a, b, site):
-            key = site["domainKey"]
-            sse = SSEClient(realtime(a, site))
-            sse.wait_for(lambda c: bool(c.of_type("stats_update")))
-            post_event(b.url, key, {"url": "https://example.com/before", "visitorId": "x"})
-            sse.wait_for(lambda c: len(c.events()) == 1)
+    broker = own_nats  # to kill and start again
+    with two_nodes(tmp_path, cluster_settings, broker_url=broker.url) as (a, b, site):
+        key = site["domainKey"]
+        sse = SSEClient(realtime(a, site))
+        sse.wait_for(lambda c: bool(c.of_type("stats_update")))
+        post_event(b.url, key, {"url": "https://example.com/before", "visitorId": "x"})
+        sse.wait_for(lambda c: len(c.events()) == 1)
 
-            os.kill(broker.processes[0].pid, signal.SIGKILL)  # killed, not stopped
-            broker.stop()  # (only forgets the dead process)
-            statuses = []
-            for i, node in zip(range(20), itertools.cycle((a, b)), strict=False):
-                with httpx.Client(timeout=10) as client:
-                    r = client.post(f"{node.url}/api/v2/track/{key}", headers={"User-Agent": "Mozilla/5.0 Firefox/120.0"},
-                                    json={"url": f"https://example.com/down/{i}", "visitorId": f"d{i % 4}"})
-                statuses.append(r.status_code)
-            assert set(statuses) <= {200, 202}, statuses  # accepted: stored in each node's WAL
-            for node in (a, b):
-                metrics = httpx.get(f"{node.url}/metrics").text
-                assert "littlestats_broker_backlog_events" in metrics
+        os.kill(broker.processes[0].pid, signal.SIGKILL)  # killed, not stopped
+        broker.stop()  # (only forgets the dead process)
+        statuses = []
+        for i, node in zip(range(20), itertools.cycle((a, b)), strict=False):
+            with httpx.Client(timeout=10) as client:
+                r = client.post(f"{node.url}/api/v2/track/{key}", headers={"User-Agent": "Mozilla/5.0 Firefox/120.0"},
+                                json={"url": f"https://example.com/down/{i}", "visitorId": f"d{i % 4}"})
+            statuses.append(r.status_code)
+        assert set(statuses) <= {200, 202}, statuses  # accepted: stored in each node's WAL
+        for node in (a, b):  # each node holds its 10 events for the broker
+            deadline = time.monotonic() + 5
+            while backlog(node) != 10:
+                assert time.monotonic() < deadline, backlog(node)
+                time.sleep(0.1)
 
-            time.sleep(1.0)
-            broker.start()  # same port, same store
-            sse.wait_for(lambda c: len(c.events()) >= 21, timeout=30)
-            started = time.monotonic()
-            post_event(b.url, key, {"url": "https://example.com/after", "visitorId": "x"})
-            sse.wait_for(lambda c: len(c.events()) >= 22, timeout=10)
-            assert time.monotonic() - started < 1.0  # live again, at its usual pace
-            time.sleep(0.5)
-            pages = [e["page"] for e in sse.events()]
-            assert len(pages) == len(set(pages)) == 22  # each event once
-            assert sorted(pages) == sorted(["/before", "/after"] + [f"/down/{i}" for i in range(20)])
-            for visitor in range(4):
-                mine = [p for p in pages if p.startswith("/down/") and int(p[6:]) % 4 == visitor]
-                assert mine == sorted(mine, key=lambda p: int(p[6:]))
-            sse.close()
-    finally:
-        broker.stop()
+        time.sleep(1.0)
+        broker.start()  # same port, same store
+        sse.wait_for(lambda c: len(c.events()) >= 21, timeout=30)
+        started = time.monotonic()
+        post_event(b.url, key, {"url": "https://example.com/after", "visitorId": "x"})
+        sse.wait_for(lambda c: len(c.events()) >= 22, timeout=10)
+        assert time.monotonic() - started < 1.0  # live again, at its usual pace
+        time.sleep(0.5)
+        pages = [e["page"] for e in sse.events()]
+        assert len(pages) == len(set(pages)) == 22  # each event once
+        assert sorted(pages) == sorted(["/before", "/after"] + [f"/down/{i}" for i in range(20)])
+        for visitor in range(4):
+            mine = [p for p in pages if p.startswith("/down/") and int(p[6:]) % 4 == visitor]
+            assert mine == sorted(mine, key=lambda p: int(p[6:]))
+        sse.close()
