@@ -226,6 +226,7 @@ def test_trial_cluster_runs_stops_cleanly_and_restarts_on_its_data(tmp_path: Pat
     finally:
         proc.send_signal(signal.SIGINT)
         assert proc.wait(60) == 0
+        Postgres(directory / "postgres").destroy()  # its home outside tmp_path, if it has one
     assert _processes_mentioning(*watched) == []
 
 
