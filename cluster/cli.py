@@ -18,6 +18,7 @@ from typing import Any
 
 import click
 
+from cluster.broker import init_step as broker_init_step
 from littlestats.config import ConfigError, Settings, load_settings
 
 
@@ -43,6 +44,7 @@ def create_bucket(settings: Settings) -> str:
 # In order; each step is idempotent.
 INIT_STEPS: list[InitStep] = [
     InitStep("bucket", create_bucket),
+    InitStep("stream", broker_init_step),
 ]
 
 
