@@ -34,6 +34,7 @@ from typing import TypeVar
 import duckdb
 
 from littlestats.config import Settings
+from warehouse.database import configure_session
 from warehouse.migrations import LATEST, check_supported, migrate, schema_version
 
 log = logging.getLogger("littlestats.cluster")
@@ -186,6 +187,7 @@ def connect_shared(
         con.execute("SET TimeZone = 'UTC'")
         # Results go to polars as Arrow string views, the layout polars keeps strings in: no copy.
         con.execute("SET produce_arrow_string_view = true")
+        configure_session(con)
         con.execute(_s3_secret(settings))
         check_supported(schema_version(con), "the shared catalog")
     except BaseException:

@@ -108,6 +108,7 @@ def _open(
     con.execute("SET TimeZone = 'UTC'")
     # Results go to polars as Arrow string views, the layout polars keeps strings in: no copy.
     con.execute("SET produce_arrow_string_view = true")
+    configure_session(con)
     try:
         if read_only:
             check_supported(schema_version(con), path)
@@ -117,6 +118,15 @@ def _open(
         con.close()
         raise
     return con
+
+
+def configure_session(con: duckdb.DuckDBPyConnection) -> None:
+    """Settings every warehouse connection needs, whatever its database (a local file or the
+    cluster's lake): DuckDB turns a join against a few rows of a registered frame into an ``IN``
+    filter that it pushes into pyarrow, which cannot take ``UBIGINT`` values above 2^63 (our
+    ``visitor_key``s): the load fails with "Python int too large to convert to C long". The other
+    dynamic join filters (min/max) are kept."""
+    con.execute("SET dynamic_or_filter_threshold = 0")
 
 
 def register(con: duckdb.DuckDBPyConnection, name: str, frame: pl.DataFrame) -> None:

@@ -43,6 +43,9 @@ REFUSED_FUNCTIONS = frozenset({"current_setting", "write_log", "getenv", "json_e
 _REFUSED_NODES = frozenset({"COLUMN_DATA", "DELIM_GET"})
 
 
+_TOO_DEEP = "the query is nested too deeply to be checked; flatten its subqueries (WITH helps)"
+
+
 class SqlRefused(ValueError):
     """The text is not one read-only query over the documented tables; the message says why."""
 
@@ -72,6 +75,8 @@ def check_statement(sql: str, con: duckdb.DuckDBPyConnection) -> None:
     try:
         statements = duckdb.extract_statements(sql)
     except duckdb.Error as exc:
+        if "expression depth" in str(exc):  # the parser's own limit (DuckDB 1.5's is 1000)
+            raise SqlRefused(_TOO_DEEP) from None
         raise SqlFailed(_first_line(exc)) from None
     if len(statements) != 1:
         raise SqlRefused(f"send exactly one statement (got {len(statements)}); "
@@ -84,8 +89,7 @@ def check_statement(sql: str, con: duckdb.DuckDBPyConnection) -> None:
     try:
         tree = orjson.loads(raw[0]) if raw else {"error": True}
     except orjson.JSONDecodeError:  # nested deeper than the syntax tree reader follows
-        raise SqlRefused("the query is nested too deeply to be checked; flatten its subqueries "
-                         "(WITH helps)") from None
+        raise SqlRefused(_TOO_DEEP) from None
     if tree.get("error"):
         raise SqlRefused(f"the query cannot be checked: {tree.get('error_message', 'unsupported syntax')}")
     ctes = set(_cte_names(tree))
