@@ -91,6 +91,10 @@ def check_statement(sql: str, con: duckdb.DuckDBPyConnection) -> None:
     except orjson.JSONDecodeError:  # nested deeper than the syntax tree reader follows
         raise SqlRefused(_TOO_DEEP) from None
     if tree.get("error"):
+        if "Only SELECT" in str(tree.get("error_message")):  # a PRAGMA DuckDB parses as a SELECT
+            raise SqlRefused(f"only a read query (SELECT, WITH, FROM, VALUES, DESCRIBE, SUMMARIZE)"
+                             f" is allowed here, not a {sql.split()[0].upper()} statement: the"
+                             " warehouse is read-only")
         raise SqlRefused(f"the query cannot be checked: {tree.get('error_message', 'unsupported syntax')}")
     ctes = set(_cte_names(tree))
     system = _system_names(con)
@@ -131,7 +135,9 @@ def _check_node(node: dict[str, Any], ctes: set[str]) -> None:
         name = str(node.get("function_name", "")).lower()
         if name in REFUSED_FUNCTIONS:
             raise SqlRefused(f"function {name!r} is not allowed here")
-        if node.get("catalog") or node.get("schema"):
+        # DuckDB 1.5's parser itself names the functions behind literals (``{'a': 1}``,
+        # ``[1, 2]``) with the schema ``main``
+        if node.get("catalog") or node.get("schema") not in (None, "", "main"):
             raise SqlRefused(f"function {name!r}: name functions without a catalog or schema")
     elif kind in _REFUSED_NODES:
         raise SqlRefused(f"{kind} is not allowed here")
