@@ -60,7 +60,8 @@ T = TypeVar("T")
 
 
 class CatalogError(RuntimeError):
-    """The cluster's catalog settings are missing or its extensions are not installed."""
+    """The shared catalog cannot be used: a setting is missing, the extensions are not installed,
+    the lake has not been created (``init``) or was created for another data path."""
 
 
 def extension_files() -> list[Path]:
@@ -269,6 +270,14 @@ def init(settings: Settings) -> int:
     return retry_conflicts(lambda: _init(settings))
 
 
+def init_step(settings: Settings) -> str:
+    """``init`` as a step of ``littlestats cluster init``: what it did, in a line."""
+    if not settings.catalog_dsn:
+        return "skipped: no catalog_dsn"
+    version = init(settings)
+    return f"lake at {data_path(settings)}: warehouse tables at schema version {version}"
+
+
 def _init(settings: Settings) -> int:
     con = duckdb.connect(config=_config(settings, None, None))
     try:
@@ -299,4 +308,4 @@ def _migrate(con: duckdb.DuckDBPyConnection) -> None:
 
 
 __all__ = ["LATEST", "CatalogError", "Maintenance", "connect_shared", "data_path",
-           "extension_files", "init", "maintain", "retry_conflicts"]
+           "extension_files", "init", "init_step", "maintain", "retry_conflicts"]

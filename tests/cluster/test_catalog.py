@@ -13,7 +13,7 @@ from typing import Any
 
 import pytest
 
-from cluster.catalog import connect_shared, init, maintain
+from cluster.catalog import CatalogError, connect_shared, init, maintain
 from littlestats.config import Settings, load_settings
 from tests.generator import TrafficSpec, generate
 from warehouse.database import connect
@@ -179,6 +179,8 @@ def test_init_is_idempotent_even_when_nodes_run_it_at_once(
     cluster_settings: Callable[..., dict[str, Any]]
 ) -> None:
     values = cluster_settings(broker=False)
+    with pytest.raises(CatalogError, match="cluster init"):
+        connect_shared(_settings(values))  # nothing made before init
     ctx = mp.get_context("spawn")
     out = ctx.Queue()
     nodes = [ctx.Process(target=_init, args=(values, out)) for _ in range(2)]
@@ -190,6 +192,8 @@ def test_init_is_idempotent_even_when_nodes_run_it_at_once(
     assert versions == [LATEST, LATEST]
     settings = _settings(values)
     assert init(settings) == LATEST
+    with pytest.raises(CatalogError, match="s3_prefix"):  # a node set up for another data path
+        connect_shared(_settings({**values, "s3_prefix": "elsewhere"}))
     con = connect_shared(settings)
     try:
         names = {r[0] for r in con.execute(
