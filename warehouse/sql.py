@@ -72,6 +72,9 @@ def check_statement(sql: str, con: duckdb.DuckDBPyConnection) -> None:
     """Refuse (``SqlRefused``) anything but one read query over the documented tables."""
     if not sql.strip():
         raise SqlRefused("the query is empty: send one SELECT statement")
+    if "\x00" in sql:  # DuckDB 1.5's parser ends the text there
+        raise SqlRefused("the query contains a NUL character, which the SQL parser cannot read;"
+                         " write chr(0) for one in a value")
     try:
         statements = duckdb.extract_statements(sql)
     except duckdb.Error as exc:
