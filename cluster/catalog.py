@@ -22,6 +22,7 @@ whose version this release does not know.
 
 from __future__ import annotations
 
+import contextlib
 import fcntl
 import importlib.util
 import logging
@@ -303,7 +304,9 @@ def _migrate(con: duckdb.DuckDBPyConnection) -> None:
         migrate(con, "the shared catalog")
         con.commit()
     except BaseException:
-        con.rollback()
+        # a commit that failed (another node's conflicting commit) leaves no transaction behind
+        with contextlib.suppress(duckdb.Error):
+            con.rollback()
         raise
 
 
