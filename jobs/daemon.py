@@ -109,9 +109,12 @@ def _open_warehouse(settings: Settings, stop: threading.Event) -> object | None:
 
     from warehouse.service import Warehouse
 
+    opener = Warehouse
+    if settings.clustered:  # a cluster node: the shared lake, loads under the load lease
+        from cluster.jobs import ClusterWarehouse as opener  # type: ignore[assignment]
     while not stop.is_set():
         try:
-            warehouse = Warehouse(settings)
+            warehouse = opener(settings)
         except duckdb.IOException as exc:
             if not DISK.failed("load", exc, settings.warehouse_db):
                 log.warning("warehouse database busy (%s); retrying", exc)

@@ -1,0 +1,234 @@
+"""The warehouse process's jobs on a cluster node (``settings.clustered``).
+
+On one machine the warehouse process owns a DuckDB file (``warehouse.service.Warehouse``). On a
+cluster node it runs ``ClusterWarehouse`` instead, the same jobs on shared storage:
+
+* **queries** read the shared lake (``cluster.catalog.connect_shared``): every node answers
+  from the same committed snapshots;
+* **sealing and upload**: the node's WAL segments are sealed into local Parquet parts and
+  uploaded to object storage (``cluster.objectstore``), the WAL staying the durability point;
+* **the load** runs on whichever node holds the load lease (``cluster.lease``): every node
+  tries at every load time; the holder lists the raw files in object storage that the lake's
+  ``loaded_files`` manifest lacks and loads them with ``warehouse.load.load_pending``, one
+  transaction per chunk, each writing the lease's token into the fence; it renews the lease
+  in the background, checks it between chunks, and stops at once when it is lost. It gives the
+  lease back when done, so the next load may run on any node;
+* **retention** runs under the same lease (it deletes from the same tables).
+
+A loader killed in the middle of a chunk never committed it: its lease expires
+``load_lease_seconds`` after its last renewal, and the next node's load redoes the chunk.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import os
+import threading
+from collections.abc import Callable, Iterator
+from datetime import UTC, date, datetime, timedelta
+from typing import Any, cast
+
+import duckdb
+import pyarrow as pa
+
+from cluster.catalog import LAKE, CatalogError, connect_shared
+from cluster.lease import LOAD_LEASE, HeldLease, LeaseLost, claim, fence, try_acquire
+from ingest.seal import seal_all
+from littlestats.config import Settings
+from warehouse.load import LoadResult, load_pending, pending_files
+from warehouse.migrations import schema_version
+from warehouse.protocol import WarehouseError
+from warehouse.retention import RetentionResult, apply_retention, is_expired
+from warehouse.service import Progress, Warehouse
+from warehouse.sql import SqlAnswer, run_readonly
+
+log = logging.getLogger("littlestats.cluster.jobs")
+
+
+def holder_name(settings: Settings) -> str:
+    """Who holds a lease: the node's name and this process (a restarted node is a new holder,
+    which waits for its former process's lease to expire like any other node)."""
+    return f"{settings.node_name}/{os.getpid()}"
+
+
+class _LakeCursors:
+    """``con``'s ``cursor()`` with the lake selected: a new cursor starts in DuckDB's own
+    in-memory catalog, not in the one ``USE`` chose for its connection."""
+
+    def __init__(self, con: duckdb.DuckDBPyConnection) -> None:
+        self.con = con
+
+    def cursor(self) -> duckdb.DuckDBPyConnection:
+        cur = self.con.cursor()
+        cur.execute(f"USE {LAKE}")
+        return cur
+
+
+class ClusterWarehouse(Warehouse):
+    """The warehouse of a cluster node: queries on the shared lake, loads under the load lease."""
+
+    def __init__(self, settings: Settings) -> None:
+        from cluster.objectstore import ObjectStore
+
+        self.settings = settings
+        self.con = connect_shared(settings, threads=settings.warehouse_threads or None,
+                                  memory_limit=settings.warehouse_memory_limit or None)
+        if schema_version(self.con) == 0:
+            self.con.close()
+            raise CatalogError("the shared catalog has no warehouse tables yet: run"
+                               " `littlestats cluster init --config FILE` once for the cluster")
+        self._lake = _LakeCursors(self.con)
+        self.writer = self._lake.cursor()
+        self.write_lock = threading.Lock()
+        self._cursor_lock = threading.Lock()
+        self.store = ObjectStore.from_settings(settings)
+        self.holder = holder_name(settings)
+        self.lease: HeldLease | None = None  # while this node holds the load lease
+
+    # The lease ------------------------------------------------------------------------------
+    @contextlib.contextmanager
+    def _leased(self, what: str) -> Iterator[HeldLease | None]:
+        """The load lease for the duration of the block (``None``: another node holds it), with
+        the fence claimed, so that no former holder's transaction still under way commits."""
+        lease = try_acquire(self.settings.catalog_dsn, LOAD_LEASE, self.holder,
+                            self.settings.load_lease_seconds)
+        if lease is None:
+            log.debug("%s: another node holds the load lease", what)
+            yield None
+            return
+        try:
+            with self.write_lock:
+                self.lease = lease
+                try:
+                    claim(self.writer, lease)
+                    yield lease
+                finally:
+                    self.lease = None
+        finally:
+            lease.release()
+
+    # Jobs -----------------------------------------------------------------------------------
+    def load(
+        self, start: date | None = None, end: date | None = None, progress: Progress | None = None,
+        seal: bool = True, recent_days: int | None = None,
+    ) -> LoadResult:
+        """Seal and upload this node's finished WAL segments, then, if this node gets the load
+        lease, load every raw file in object storage that no node has loaded yet (exactly once:
+        the manifest is in the lake, written in each chunk's transaction with its rows)."""
+        if recent_days is not None:
+            start = (datetime.now(UTC) - timedelta(days=recent_days)).date()
+        if seal:
+            seal_all(self.settings.wal_dir, self.settings.raw_dir)
+            self.store.upload_local(self.settings.raw_dir)
+        tz, retention = self._sites()
+        now = datetime.now(UTC)
+        with self._leased("load") as lease:
+            if lease is None:
+                return LoadResult()
+            files = [f for f in self.store.list_raw(start, end)
+                     if not is_expired(f.partition_hour, retention.get(f.site_id, 0), now)]
+            pending = pending_files(self.writer, files)
+            try:
+                result = load_pending(self.writer, self.settings.raw_dir, tz, files=pending,
+                                      progress=_checking(lease, progress),
+                                      chunk_rows=self.settings.load_chunk_rows,
+                                      before_commit=lambda con: fence(con, lease))
+            except LeaseLost as exc:
+                log.warning("load stopped: %s; the node that holds the lease now loads the rest",
+                            exc)
+                return LoadResult()
+            except duckdb.TransactionException as exc:
+                # another writer committed to the same tables meanwhile (a former holder, or
+                # a new one after this node lost its lease): nothing of this chunk is kept
+                log.warning("load stopped: its commit conflicted with another node's (%s);"
+                            " the next load goes on", exc)
+                return LoadResult()
+        if result.files:
+            log.info("load (lease token %d): %s", lease.token, result.summary())
+        return result
+
+    def retention(self, now: datetime | None = None) -> RetentionResult:
+        """Apply every site's retention to the lake and to the raw files in object storage, on
+        the node that gets the load lease."""
+        _, retention = self._sites()
+        with self._leased("retention") as lease:
+            if lease is None:
+                return RetentionResult()
+            result = apply_retention(self.writer, self.settings.raw_dir, retention,
+                                     self.settings.rollup_retention_days, now)
+            lease.check()
+            removed = self.store.apply_retention(retention, now)
+        log.info("retention: %s; %d raw objects removed", result.summary(), removed)
+        return result
+
+    def resort_closed_days(self, now: datetime | None = None) -> dict[str, int]:
+        """Nothing: the lake's files are not regrouped by site."""
+        return {}
+
+    def checkpoint(self) -> None:
+        """Nothing: every lake commit is durable in the catalog and object storage."""
+
+    # Queries --------------------------------------------------------------------------------
+    def query_arrow(self, sql: str, params: Any = None) -> pa.Table:
+        """Run a read-only query on its own cursor and lake snapshot."""
+        with self._cursor_lock:
+            cur = self._lake.cursor()
+        try:
+            cur.execute("BEGIN TRANSACTION READ ONLY")
+            try:
+                return cur.sql(sql, params=params).to_arrow_table()
+            finally:
+                cur.execute("ROLLBACK")
+        finally:
+            cur.close()
+
+    def analyst_sql(self, sql: str, sites: list[str] | None, time_limit: float | None = None,
+                    max_rows: int | None = None) -> SqlAnswer:
+        """An analyst's read-only query on the lake (``warehouse.sql``)."""
+        limit = self.settings.sql_time_limit_seconds
+        rows = self.settings.sql_max_rows
+        return run_readonly(cast(duckdb.DuckDBPyConnection, self._lake), sql, sites,
+                            time_limit=min(time_limit or limit, limit),
+                            max_rows=min(max_rows or rows, rows))
+
+    # Not yet on a cluster ---------------------------------------------------------------------
+    def _not_on_cluster(self, what: str) -> WarehouseError:
+        return WarehouseError(f"{what} is not available on a cluster node yet")
+
+    def reaggregate(self, start: date, end: date) -> tuple[int, int]:
+        raise self._not_on_cluster("re-aggregation")
+
+    def purge_site(self, site_id: str) -> int:
+        raise self._not_on_cluster("purging a site")
+
+    def erase(self, *args: Any, **kwargs: Any) -> Any:
+        raise self._not_on_cluster("erasure")
+
+    def import_aggregates(self, *args: Any, **kwargs: Any) -> dict[str, int]:
+        raise self._not_on_cluster("importing")
+
+    def delete_aggregates(self, import_id: str) -> int:
+        raise self._not_on_cluster("deleting an import")
+
+    def delete_import(self, site_id: str, import_id: str) -> dict[str, Any]:
+        raise self._not_on_cluster("deleting an import")
+
+    def snapshot(self, *args: Any, **kwargs: Any) -> dict[str, int]:
+        raise self._not_on_cluster("a backup snapshot")
+
+    def close(self) -> None:
+        with self.write_lock:
+            self.writer.close()
+            self.con.close()
+
+
+def _checking(lease: HeldLease, progress: Progress | None) -> Callable[[int, int], None]:
+    """``progress`` that first checks the lease: a lost lease stops the load between chunks."""
+
+    def step(done: int, total: int) -> None:
+        lease.check()
+        if progress is not None:
+            progress(done, total)
+
+    return step
