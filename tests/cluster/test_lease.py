@@ -11,7 +11,7 @@ import sys
 import threading
 import time
 import uuid
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -20,6 +20,8 @@ import orjson
 import psycopg
 import pytest
 
+from cluster import catalog
+from cluster.catalog import connect_shared
 from cluster.lease import (
     LeaseLost,
     LeaseTable,
@@ -28,6 +30,7 @@ from cluster.lease import (
     fence,
     try_acquire,
 )
+from littlestats.config import load_settings
 
 pytestmark = pytest.mark.slow
 
@@ -207,7 +210,7 @@ def test_acquire_is_one_statement_that_never_hands_out_a_smaller_token(dsn: str)
 
 
 def stale_holder_is_fenced_off(dsn: str, db: duckdb.DuckDBPyConnection, node_a: Any,
-                               node_b: Any) -> None:
+                               node_b: Any) -> tuple[bool, bool]:
     """Node A loses its lease in the middle of a load transaction (an operator expires it here,
     as a long pause would), node B takes over and claims the fence. Of A's transaction and B's
     claim exactly one commits; once B's claim has, A's commits are refused."""
@@ -252,6 +255,7 @@ def stale_holder_is_fenced_off(dsn: str, db: duckdb.DuckDBPyConnection, node_a: 
         (lease_b.token, "node-b")]
     lease_a.release()
     lease_b.release()
+    return claimed, a_committed
 
 
 def test_a_stale_holders_commit_is_refused_by_the_fence_in_a_database_file(
@@ -259,3 +263,21 @@ def test_a_stale_holders_commit_is_refused_by_the_fence_in_a_database_file(
 ) -> None:
     db = duckdb.connect(str(tmp_path / "fence.duckdb"))
     stale_holder_is_fenced_off(dsn, db, db.cursor(), db.cursor())
+
+
+def test_a_stale_holders_commit_is_refused_by_the_fence_in_the_lake(
+    cluster_settings: Callable[..., dict[str, Any]],
+) -> None:
+    """Two nodes' connections to the shared lake (DuckLake on PostgreSQL, data on RGW): the new
+    holder's claim commits first, and the stale holder's transaction, which had written the
+    fence before, fails at its commit."""
+    settings = load_settings(cluster_settings("n1", broker=False), environ={})
+    catalog.init(settings)
+    node_a, node_b = connect_shared(settings), connect_shared(settings)
+    try:
+        claimed, a_committed = stale_holder_is_fenced_off(settings.catalog_dsn, node_b, node_a,
+                                                          node_b)
+    finally:
+        node_a.close()
+        node_b.close()
+    assert claimed and not a_committed

@@ -1,0 +1,191 @@
+"""End to end: three ``littlestats serve --config`` nodes share object storage (Ceph RGW) and the
+lake (DuckLake on PostgreSQL); the loader is killed with ``kill -9`` in the middle of a load; every
+beacon any node accepted is in the shared tables exactly once, and every node answers the same."""
+
+from __future__ import annotations
+
+import shutil
+import time
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import httpx
+import psycopg
+import pytest
+
+from cluster import catalog
+from cluster.catalog import connect_shared
+from littlestats.config import Settings, load_settings
+from tests.server import LiveServer, add_site, free_port
+
+pytestmark = pytest.mark.slow
+
+CHROME = ("Mozilla/5.0 (Windows NT 10.0; Win64; x64) AppleWebKit/537.36 (KHTML, like Gecko) "
+          "Chrome/120.0.0.0 Safari/537.36")
+NODES = 3
+PER_WAVE = 150  # beacons per wave, spread over the nodes
+LEASE_SECONDS = 3.0
+
+
+def write_config(path: Path, settings: dict[str, Any]) -> Path:
+    lines = []
+    for key, value in settings.items():
+        if key == "data_dir":
+            continue
+        if isinstance(value, str):
+            lines.append(f'{key} = "{value}"')
+        elif isinstance(value, bool):
+            lines.append(f"{key} = {'true' if value else 'false'}")
+        else:
+            lines.append(f"{key} = {value}")
+    path.write_text("\n".join(lines) + "\n")
+    return path
+
+
+class Node:
+    """One cluster node: a ``littlestats serve --config`` in a session of its own."""
+
+    def __init__(self, settings: dict[str, Any], config: Path) -> None:
+        self.settings = settings
+        self.config = config
+        self.data_dir = Path(settings["data_dir"])
+        self.server: LiveServer | None = None
+
+    def start(self) -> None:
+        self.server = LiveServer(self.data_dir, free_port(), 1,
+                                 ("--dev", "--config", str(self.config)))
+        self.server.start(timeout=120)
+        self.server.wait_ready(timeout=120)
+
+    @property
+    def url(self) -> str:
+        assert self.server is not None
+        return self.server.url
+
+    def log(self) -> str:
+        return self.server.log() if self.server else ""
+
+
+@pytest.fixture
+def nodes(cluster_settings: Callable[..., dict[str, Any]], tmp_path: Path) -> Iterator[list[Node]]:
+    made = []
+    for i in range(1, NODES + 1):
+        settings = cluster_settings(
+            f"node{i}", broker=False, segment_seconds=1, load_interval_seconds=2,
+            load_lease_seconds=LEASE_SECONDS, load_chunk_rows=1,  # a chunk per part file
+        )
+        Path(settings["data_dir"]).mkdir(parents=True)
+        made.append(Node(settings, write_config(tmp_path / f"node{i}.toml", settings)))
+    yield made
+    for node in made:
+        if node.server is not None:
+            node.server.stop()
+
+
+def lake_settings(node: Node) -> Settings:
+    return load_settings(node.settings, environ={})
+
+
+def live_lease(dsn: str) -> tuple[str, int] | None:
+    with psycopg.connect(dsn) as con:
+        row = con.execute("SELECT holder, token FROM littlestats_leases WHERE name = 'load'"
+                          " AND holder IS NOT NULL AND expires_at > now()").fetchone()
+    return (str(row[0]), int(row[1])) if row else None
+
+
+def max_token(dsn: str) -> int:
+    with psycopg.connect(dsn) as con:
+        row = con.execute("SELECT coalesce(max(token), 0) FROM littlestats_leases").fetchone()
+    return int(row[0]) if row else 0
+
+
+def send(nodes: list[Node], key: str, paths: list[str]) -> None:
+    clients = [httpx.Client(base_url=n.url, timeout=10) for n in nodes]
+    try:
+        for i, path in enumerate(paths):
+            r = clients[i % len(clients)].post(
+                f"/api/v2/track/{key}", json={"url": f"https://example.com{path}"},
+                headers={"User-Agent": CHROME})
+            assert r.status_code == 200, r.text
+    finally:
+        for c in clients:
+            c.close()
+
+
+def test_beacons_on_three_nodes_are_loaded_exactly_once_after_the_loader_is_killed(
+    nodes: list[Node],
+) -> None:
+    first = nodes[0]
+    settings = lake_settings(first)
+    catalog.init(settings)
+    site = add_site(first.data_dir, "example.com")
+    for node in nodes[1:]:  # every node knows the site (the control plane is per node)
+        shutil.copy(first.data_dir / "control.sqlite3", node.data_dir / "control.sqlite3")
+    for node in nodes:
+        node.start()
+    dsn = settings.catalog_dsn
+
+    sent = [f"/wave1/{i}" for i in range(PER_WAVE)]
+    send(nodes, site["domainKey"], sent)
+
+    # kill -9 the node that holds the load lease while it loads (a lease is held only then)
+    deadline = time.monotonic() + 120
+    while (held := live_lease(dsn)) is None:
+        assert time.monotonic() < deadline, [n.log() for n in nodes]
+        time.sleep(0.02)
+    holder, killed_token = held
+    victim = next(n for n in nodes if holder.startswith(n.settings["node_name"] + "/"))
+    assert victim.server is not None
+    victim.server.kill_all()
+    killed_at = time.monotonic()
+    survivors = [n for n in nodes if n is not victim]
+
+    more = [f"/wave2/{i}" for i in range(PER_WAVE)]
+    send(survivors, site["domainKey"], more)
+    sent += more
+
+    # a survivor takes the lease over once the killed holder's expires, with a larger token
+    while max_token(dsn) <= killed_token:
+        assert time.monotonic() - killed_at < 60, [n.log() for n in survivors]
+        time.sleep(0.1)
+    takeover = time.monotonic() - killed_at
+    taken = live_lease(dsn)
+    assert taken is None or not taken[0].startswith(victim.settings["node_name"] + "/")
+
+    victim.start()  # the killed node comes back: it seals and uploads what its WAL holds
+    lake = connect_shared(settings, read_only=True)
+    try:
+        deadline = time.monotonic() + 180
+        while True:
+            count = lake.execute("SELECT count(*) FROM events WHERE site_id = ?",
+                                 [site["id"]]).fetchall()[0][0]
+            if count >= len(sent) or time.monotonic() > deadline:
+                break
+            time.sleep(1)
+        time.sleep(3 * 2)  # a few more load intervals: nothing further may arrive
+        rows = lake.execute("SELECT pathname, count(*) FROM events WHERE site_id = ?"
+                            " GROUP BY pathname", [site["id"]]).fetchall()
+        loaded = {path: n for path, n in rows}
+        files = lake.execute("SELECT count(*), count(DISTINCT path) FROM loaded_files").fetchall()[0]
+        pageviews = lake.execute("SELECT sum(pageviews) FROM sessions WHERE site_id = ?",
+                                 [site["id"]]).fetchall()[0][0]
+    finally:
+        lake.close()
+    missing = sorted(set(sent) - set(loaded))
+    twice = sorted(p for p, n in loaded.items() if n != 1)
+    assert not missing, (len(missing), missing[:10], [n.log()[-3000:] for n in nodes])
+    assert not twice, twice[:10]
+    assert set(loaded) == set(sent)
+    assert files[0] == files[1]  # every raw file in the manifest once
+    assert pageviews == len(sent)
+
+    answers = []
+    for node in nodes:
+        r = httpx.get(f"{node.url}/api/v2/sites/{site['id']}/stats", params={"period": "today"},
+                      timeout=30)
+        assert r.status_code == 200, r.text
+        answers.append(r.json())
+    assert answers[0]["views"] == len(sent)
+    assert all(a == answers[0] for a in answers[1:])
+    print(f"takeover {takeover:.1f} s after the kill; token {killed_token} -> {max_token(dsn)}")
