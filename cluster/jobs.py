@@ -32,7 +32,7 @@ from typing import Any, cast
 import duckdb
 import pyarrow as pa
 
-from cluster.catalog import LAKE, CatalogError, connect_shared
+from cluster.catalog import LAKE, CatalogError, connect_shared, retry_conflicts
 from cluster.lease import LOAD_LEASE, HeldLease, LeaseLost, claim, fence, try_acquire
 from ingest.seal import seal_all
 from littlestats.config import Settings
@@ -101,7 +101,9 @@ class ClusterWarehouse(Warehouse):
             with self.write_lock:
                 self.lease = lease
                 try:
-                    claim(self.writer, lease)
+                    # a former holder's commit in flight may conflict with the claim: once it
+                    # is through, the claim commits and nothing of that holder's can any more
+                    retry_conflicts(lambda: claim(self.writer, lease))
                     yield lease
                 finally:
                     self.lease = None
