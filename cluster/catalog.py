@@ -3,15 +3,17 @@
 A cluster keeps the warehouse tables of ``warehouse.tables`` in a DuckLake: the catalog (which
 tables exist, their snapshots, which Parquet files hold which rows) lives in PostgreSQL
 (``catalog_dsn``), the rows in Parquet files on the object storage under
-``s3://<s3_bucket>/<s3_prefix>lake/``. ``connect_shared`` returns a DuckDB connection with the
-lake attached and selected, so the code written for the local ``warehouse.duckdb`` — the loader
+``s3://<s3_bucket>/<s3_prefix>lake/``. ``connect_shared`` returns a DuckDB connection whose
+database is the lake, as ``warehouse.database.connect`` opens the local file, so the code written
+for ``warehouse.duckdb`` — the loader
 (``warehouse.load.load_pending``: one transaction per chunk over every table), the pre-aggregates,
 the query runner — runs on it unchanged; each commit is one DuckLake snapshot, so a reader on any
 node sees a load whole or not at all.
 
 DuckDB's extensions (``httpfs``, ``postgres_scanner``, ``ducklake``) come from the PyPI wheels
-pinned with DuckDB itself (the ``cluster`` extra) and are loaded from their files: a node never
-downloads anything.
+pinned with DuckDB itself (the ``cluster`` extra): they are installed from the wheels' files into
+``<data_dir>/duckdb-extensions`` on first use and loaded from there; a node never downloads
+anything.
 
 ``init`` creates the tables once for the whole cluster (``littlestats cluster init``), recording the
 schema version as ``warehouse.migrations`` does for a local file; ``connect_shared`` refuses a lake
@@ -20,6 +22,7 @@ whose version this release does not know.
 
 from __future__ import annotations
 
+import fcntl
 import importlib.util
 import logging
 import re
@@ -35,7 +38,7 @@ from warehouse.migrations import LATEST, check_supported, migrate, schema_versio
 
 log = logging.getLogger("littlestats.cluster")
 
-#: The name the lake is attached under (and the default catalog of a shared connection).
+#: The name ``init`` attaches the lake under (a shared connection opens it as its database).
 LAKE = "lake"
 #: DuckDB extensions a shared connection loads, by the PyPI wheel that ships each file.
 EXTENSIONS = (("httpfs", "duckdb_extension_httpfs"),
@@ -70,6 +73,27 @@ def extension_files() -> list[Path]:
     return found
 
 
+def extension_directory(settings: Settings) -> Path:
+    """A DuckDB extension directory holding the wheels' extensions (installed from their files on
+    first use), so DuckDB loads them by itself when it opens the lake."""
+    directory = settings.data_dir / "duckdb-extensions"
+    marker = directory / f"installed-{duckdb.__version__}"
+    if marker.exists():
+        return directory
+    directory.mkdir(parents=True, exist_ok=True)
+    with open(directory / ".lock", "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)  # several processes of a node start at once
+        if not marker.exists():
+            con = duckdb.connect(config={"extension_directory": str(directory)})
+            try:
+                for path in extension_files():
+                    con.execute(f"FORCE INSTALL {_literal(str(path))}")
+            finally:
+                con.close()
+            marker.touch()
+    return directory
+
+
 def data_path(settings: Settings) -> str:
     """Where the lake's Parquet files go: ``s3://<bucket>/<prefix>lake/``."""
     prefix = settings.s3_prefix.strip("/")
@@ -96,52 +120,83 @@ def _s3_secret(settings: Settings) -> str:
     )
 
 
-def _attach(settings: Settings, read_only: bool) -> str:
-    options = [f"DATA_PATH {_literal(data_path(settings))}",
-               f"DATA_INLINING_ROW_LIMIT {DATA_INLINING_ROW_LIMIT}"]
-    if read_only:
-        options.append("READ_ONLY")
-    return (f"ATTACH {_literal('ducklake:postgres:' + settings.catalog_dsn)} AS {LAKE}"
-            f" ({', '.join(options)})")
+def _lake_path(settings: Settings) -> str:
+    return f"ducklake:postgres:{settings.catalog_dsn}"
+
+
+def _check_settings(settings: Settings) -> None:
+    for key in ("catalog_dsn", "s3_endpoint", "s3_bucket"):
+        if not getattr(settings, key):
+            raise CatalogError(f"setting {key!r} is needed for the shared catalog (docs/cluster.md)")
+
+
+def _config(settings: Settings, threads: int | None, memory_limit: str | None,
+            ) -> dict[str, str | bool | int | float | list[str]]:
+    config: dict[str, str | bool | int | float | list[str]] = {
+        # Row order of INSERT ... SELECT does not matter to us; not keeping it saves memory.
+        "preserve_insertion_order": False,
+        "extension_directory": str(extension_directory(settings)),
+        "autoinstall_known_extensions": False,  # never a download
+        "autoload_known_extensions": True,
+    }
+    if threads:
+        config["threads"] = threads
+    if memory_limit:
+        config["memory_limit"] = memory_limit
+    return config
+
+
+def _stored_data_path(settings: Settings) -> str | None:
+    """The data path the catalog was created with (``init``); None for a catalog not created."""
+    import psycopg
+
+    with psycopg.connect(settings.catalog_dsn, connect_timeout=10) as pg:
+        found = pg.execute("SELECT to_regclass('ducklake_metadata') IS NOT NULL").fetchone()
+        if not found or not found[0]:
+            return None
+        row = pg.execute("SELECT value FROM ducklake_metadata WHERE key = 'data_path'").fetchone()
+    return str(row[0]) if row else None
 
 
 def connect_shared(
     settings: Settings, read_only: bool = False, threads: int | None = None,
     memory_limit: str | None = None,
 ) -> duckdb.DuckDBPyConnection:
-    """A DuckDB connection with the cluster's lake attached as the default catalog.
+    """A DuckDB connection whose database is the cluster's lake, as ``warehouse.database.connect``
+    opens the local file.
 
-    Unqualified table names are the warehouse tables of the lake; temporary tables and registered
-    frames stay local to the connection, as with a local file. Like ``warehouse.database.connect``
-    the session is pinned to UTC. ``read_only`` attaches the lake read-only (a query node). A lake
-    of a newer schema version than this release knows is refused (``WarehouseTooNew``); one not
-    created yet (``init``) reads as version 0.
+    Unqualified table names are the warehouse tables of the lake, on the connection and on every
+    cursor of it; temporary tables and registered frames stay local to the connection, as with a
+    local file. The session is pinned to UTC. ``read_only`` opens the lake read-only (a query
+    node). A catalog not created yet (``init``), or created for another bucket or prefix, is
+    refused (``CatalogError``); so is one of a newer schema version than this release knows
+    (``WarehouseTooNew``).
     """
-    for key in ("catalog_dsn", "s3_endpoint", "s3_bucket"):
-        if not getattr(settings, key):
-            raise CatalogError(f"setting {key!r} is needed for the shared catalog (docs/cluster.md)")
-    files = extension_files()
-    config: dict[str, str | bool | int | float | list[str]] = {
-        "preserve_insertion_order": False, "autoinstall_known_extensions": False,
-        "autoload_known_extensions": False,
-    }
-    if threads:
-        config["threads"] = threads
-    if memory_limit:
-        config["memory_limit"] = memory_limit
-    con = duckdb.connect(":memory:", config=config)
+    _check_settings(settings)
+    stored = _stored_data_path(settings)
+    if stored is None:
+        raise CatalogError("the shared catalog has not been created: run `littlestats cluster init`"
+                           " once for the cluster")
+    if stored != data_path(settings):
+        raise CatalogError(f"the shared catalog keeps its data at {stored}, but this node's settings"
+                           f" (s3_bucket, s3_prefix) say {data_path(settings)}")
+    con = duckdb.connect(_lake_path(settings), read_only=read_only,
+                         config=_config(settings, threads, memory_limit))
     try:
         con.execute("SET TimeZone = 'UTC'")
-        for path in files:
-            con.execute(f"LOAD {_literal(str(path))}")
+        # Results go to polars as Arrow string views, the layout polars keeps strings in: no copy.
+        con.execute("SET produce_arrow_string_view = true")
         con.execute(_s3_secret(settings))
-        con.execute(_attach(settings, read_only))
-        con.execute(f"USE {LAKE}")
-        check_supported(schema_version(con), f"the catalog {LAKE}")
+        check_supported(schema_version(con), "the shared catalog")
     except BaseException:
         con.close()
         raise
     return con
+
+
+#: What another node's simultaneous commit looks like: DuckLake's snapshot conflict, or PostgreSQL
+#: refusing a second creation of the catalog's own tables.
+_CONFLICT = re.compile(r"conflict|already exists|duplicate key|unique constraint", re.IGNORECASE)
 
 
 def retry_conflicts(work: Callable[[], T], retries: int = CONFLICT_RETRIES) -> T:
@@ -149,21 +204,32 @@ def retry_conflicts(work: Callable[[], T], retries: int = CONFLICT_RETRIES) -> T
     for attempt in range(retries + 1):
         try:
             return work()
-        except duckdb.TransactionException as exc:
-            if attempt == retries:
+        except duckdb.Error as exc:
+            if attempt == retries or not _CONFLICT.search(str(exc)):
                 raise
             log.info("catalog commit conflicted (%s); retrying", exc)
-            time.sleep(0.1 * (attempt + 1))
+            time.sleep(0.2 * (attempt + 1))
     raise AssertionError("unreachable")
 
 
 def init(settings: Settings) -> int:
-    """Create the warehouse tables in the lake, or bring them to this release's schema version
+    """Create the lake (its catalog in PostgreSQL, its data path on the object storage) and the
+    warehouse tables in it, or bring them to this release's schema version
     (``warehouse.migrations``: the same steps as a local file). Idempotent, and safe while other
     nodes run it too; returns the schema version."""
-    con = connect_shared(settings)
+    _check_settings(settings)
+    return retry_conflicts(lambda: _init(settings))
+
+
+def _init(settings: Settings) -> int:
+    con = duckdb.connect(config=_config(settings, None, None))
     try:
-        retry_conflicts(lambda: _migrate(con))
+        con.execute(_s3_secret(settings))
+        con.execute(f"ATTACH {_literal(_lake_path(settings))} AS {LAKE}"
+                    f" (DATA_PATH {_literal(data_path(settings))})")
+        con.execute(f"USE {LAKE}")
+        _migrate(con)
+        con.execute(f"CALL {LAKE}.set_option('data_inlining_row_limit', {DATA_INLINING_ROW_LIMIT})")
         return schema_version(con)
     finally:
         con.close()
@@ -171,18 +237,18 @@ def init(settings: Settings) -> int:
 
 def _migrate(con: duckdb.DuckDBPyConnection) -> None:
     if schema_version(con):
-        migrate(con, f"the catalog {LAKE}")  # each step commits on its own
+        migrate(con, "the shared catalog")  # each step commits on its own
         return
     # A new lake: every table and the version row in one commit, so a node that runs init at
     # the same moment either conflicts (and retries, finding the tables) or sees them all.
     con.begin()
     try:
-        migrate(con, f"the catalog {LAKE}")
+        migrate(con, "the shared catalog")
         con.commit()
     except BaseException:
         con.rollback()
         raise
 
 
-__all__ = ["LAKE", "LATEST", "CatalogError", "connect_shared", "data_path", "extension_files",
-           "init", "retry_conflicts"]
+__all__ = ["LATEST", "CatalogError", "connect_shared", "data_path", "extension_files", "init",
+           "retry_conflicts"]
