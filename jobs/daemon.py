@@ -25,6 +25,7 @@ import os
 import signal
 import sys
 import threading
+from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
 
 from apscheduler.schedulers.background import BackgroundScheduler
@@ -129,6 +130,16 @@ def _open_warehouse(settings: Settings, stop: threading.Event) -> object | None:
     return None
 
 
+def _raw_upload(settings: Settings) -> Callable[[], object] | None:
+    """On a cluster node (``s3_endpoint`` set): the pass that uploads the sealed raw files to
+    object storage after each sealing pass (``cluster.objectstore``); ``None`` on one machine."""
+    if not settings.s3_endpoint:
+        return None
+    from cluster.objectstore import raw_uploader
+
+    return raw_uploader(settings)
+
+
 def run(settings: Settings) -> int:
     """Serve the warehouse and run the jobs until stopped; the exit status (``EXIT_REOPEN``
     when the database must be reopened by a new process)."""
@@ -151,12 +162,18 @@ def run(settings: Settings) -> int:
     log.info("warehouse serving on %s; loading every %ss", settings.warehouse_socket,
              settings.load_interval_seconds)
     interval = min(5.0, max(0.25, settings.segment_seconds / 2))  # seal rotated segments promptly
+    upload = _raw_upload(settings)
     try:
         while not stop.is_set() and not reopen.is_set():
             try:
                 seal_all(settings.wal_dir, settings.raw_dir)
             except Exception:
                 log.exception("sealing sweep failed")
+            if upload is not None:
+                try:
+                    upload()
+                except Exception:
+                    log.exception("raw upload to object storage failed; it is retried")
             DISK.recheck(settings.data_dir)
             if os.getppid() != parent:
                 break
