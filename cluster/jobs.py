@@ -3,8 +3,8 @@
 On one machine the warehouse process owns a DuckDB file (``warehouse.service.Warehouse``). On a
 cluster node it runs ``ClusterWarehouse`` instead, the same jobs on shared storage:
 
-* **queries** read the shared lake (``cluster.catalog.connect_shared``): every node answers
-  from the same committed snapshots;
+* **queries** read the shared lake (``cluster.catalog.connect_shared``, the lake as the
+  connection's database): every node answers from the same committed snapshots;
 * **sealing and upload**: the node's WAL segments are sealed into local Parquet parts and
   uploaded to object storage (``cluster.objectstore``), the WAL staying the durability point;
 * **the load** runs on whichever node holds the load lease (``cluster.lease``): every node
@@ -27,21 +27,18 @@ import os
 import threading
 from collections.abc import Callable, Iterator
 from datetime import UTC, date, datetime, timedelta
-from typing import Any, cast
+from typing import Any
 
 import duckdb
-import pyarrow as pa
 
-from cluster.catalog import LAKE, CatalogError, connect_shared, retry_conflicts
+from cluster.catalog import connect_shared, retry_conflicts
 from cluster.lease import LOAD_LEASE, HeldLease, LeaseLost, claim, fence, try_acquire
 from ingest.seal import seal_all
 from littlestats.config import Settings
 from warehouse.load import LoadResult, load_pending, pending_files
-from warehouse.migrations import schema_version
 from warehouse.protocol import WarehouseError
 from warehouse.retention import RetentionResult, apply_retention, is_expired
 from warehouse.service import Progress, Warehouse
-from warehouse.sql import SqlAnswer, run_readonly
 
 log = logging.getLogger("littlestats.cluster.jobs")
 
@@ -50,19 +47,6 @@ def holder_name(settings: Settings) -> str:
     """Who holds a lease: the node's name and this process (a restarted node is a new holder,
     which waits for its former process's lease to expire like any other node)."""
     return f"{settings.node_name}/{os.getpid()}"
-
-
-class _LakeCursors:
-    """``con``'s ``cursor()`` with the lake selected: a new cursor starts in DuckDB's own
-    in-memory catalog, not in the one ``USE`` chose for its connection."""
-
-    def __init__(self, con: duckdb.DuckDBPyConnection) -> None:
-        self.con = con
-
-    def cursor(self) -> duckdb.DuckDBPyConnection:
-        cur = self.con.cursor()
-        cur.execute(f"USE {LAKE}")
-        return cur
 
 
 class ClusterWarehouse(Warehouse):
@@ -74,12 +58,7 @@ class ClusterWarehouse(Warehouse):
         self.settings = settings
         self.con = connect_shared(settings, threads=settings.warehouse_threads or None,
                                   memory_limit=settings.warehouse_memory_limit or None)
-        if schema_version(self.con) == 0:
-            self.con.close()
-            raise CatalogError("the shared catalog has no warehouse tables yet: run"
-                               " `littlestats cluster init --config FILE` once for the cluster")
-        self._lake = _LakeCursors(self.con)
-        self.writer = self._lake.cursor()
+        self.writer = self.con.cursor()
         self.write_lock = threading.Lock()
         self._cursor_lock = threading.Lock()
         self.store = ObjectStore.from_settings(settings)
@@ -89,8 +68,7 @@ class ClusterWarehouse(Warehouse):
     # The lease ------------------------------------------------------------------------------
     @contextlib.contextmanager
     def _leased(self, what: str) -> Iterator[HeldLease | None]:
-        """The load lease for the duration of the block (``None``: another node holds it), with
-        the fence claimed, so that no former holder's transaction still under way commits."""
+        """The load lease for the duration of the block (``None``: another node holds it)."""
         lease = try_acquire(self.settings.catalog_dsn, LOAD_LEASE, self.holder,
                             self.settings.load_lease_seconds)
         if lease is None:
@@ -101,14 +79,17 @@ class ClusterWarehouse(Warehouse):
             with self.write_lock:
                 self.lease = lease
                 try:
-                    # a former holder's commit in flight may conflict with the claim: once it
-                    # is through, the claim commits and nothing of that holder's can any more
-                    retry_conflicts(lambda: claim(self.writer, lease))
                     yield lease
                 finally:
                     self.lease = None
         finally:
             lease.release()
+
+    def _claim(self, lease: HeldLease) -> None:
+        """Commit ``lease``'s token into the fence before changing anything, so that no former
+        holder's transaction still under way commits after this node's work began (one with its
+        commit in flight conflicts with the claim: once it is through, the claim is retried)."""
+        retry_conflicts(lambda: claim(self.writer, lease))
 
     # Jobs -----------------------------------------------------------------------------------
     def load(
@@ -131,7 +112,10 @@ class ClusterWarehouse(Warehouse):
             files = [f for f in self.store.list_raw(start, end)
                      if not is_expired(f.partition_hour, retention.get(f.site_id, 0), now)]
             pending = pending_files(self.writer, files)
+            if not pending:  # nothing to do: no claim either (a commit, a lake snapshot)
+                return LoadResult()
             try:
+                self._claim(lease)
                 result = load_pending(self.writer, self.settings.raw_dir, tz, files=pending,
                                       progress=_checking(lease, progress),
                                       chunk_rows=self.settings.load_chunk_rows,
@@ -157,6 +141,7 @@ class ClusterWarehouse(Warehouse):
         with self._leased("retention") as lease:
             if lease is None:
                 return RetentionResult()
+            self._claim(lease)
             result = apply_retention(self.writer, self.settings.raw_dir, retention,
                                      self.settings.rollup_retention_days, now)
             lease.check()
@@ -170,29 +155,6 @@ class ClusterWarehouse(Warehouse):
 
     def checkpoint(self) -> None:
         """Nothing: every lake commit is durable in the catalog and object storage."""
-
-    # Queries --------------------------------------------------------------------------------
-    def query_arrow(self, sql: str, params: Any = None) -> pa.Table:
-        """Run a read-only query on its own cursor and lake snapshot."""
-        with self._cursor_lock:
-            cur = self._lake.cursor()
-        try:
-            cur.execute("BEGIN TRANSACTION READ ONLY")
-            try:
-                return cur.sql(sql, params=params).to_arrow_table()
-            finally:
-                cur.execute("ROLLBACK")
-        finally:
-            cur.close()
-
-    def analyst_sql(self, sql: str, sites: list[str] | None, time_limit: float | None = None,
-                    max_rows: int | None = None) -> SqlAnswer:
-        """An analyst's read-only query on the lake (``warehouse.sql``)."""
-        limit = self.settings.sql_time_limit_seconds
-        rows = self.settings.sql_max_rows
-        return run_readonly(cast(duckdb.DuckDBPyConnection, self._lake), sql, sites,
-                            time_limit=min(time_limit or limit, limit),
-                            max_rows=min(max_rows or rows, rows))
 
     # Not yet on a cluster ---------------------------------------------------------------------
     def _not_on_cluster(self, what: str) -> WarehouseError:

@@ -4,18 +4,25 @@ beacon any node accepted is in the shared tables exactly once, and every node an
 
 from __future__ import annotations
 
+import os
 import shutil
+import subprocess
+import sys
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
 import httpx
+import orjson
 import psycopg
 import pytest
 
 from cluster import catalog
 from cluster.catalog import connect_shared
+from cluster.jobs import ClusterWarehouse
+from cluster.lease import LOAD_LEASE, try_acquire
+from ingest.wal import CLOSED_SUFFIX, encode_records
 from littlestats.config import Settings, load_settings
 from tests.server import LiveServer, add_site, free_port
 
@@ -23,6 +30,8 @@ pytestmark = pytest.mark.slow
 
 CHROME = ("Mozilla/5.0 (Windows NT 10.0; Win64; x64) AppleWebKit/537.36 (KHTML, like Gecko) "
           "Chrome/120.0.0.0 Safari/537.36")
+NODE_STEP = Path(__file__).with_name("cluster_node.py")
+ROOT = Path(__file__).resolve().parents[2]
 NODES = 3
 PER_WAVE = 150  # beacons per wave, spread over the nodes
 LEASE_SECONDS = 3.0
@@ -111,6 +120,93 @@ def send(nodes: list[Node], key: str, paths: list[str]) -> None:
     finally:
         for c in clients:
             c.close()
+
+
+def write_segment(settings: Settings, segment_id: str, tag: str, count: int) -> set[str]:
+    """A closed write-ahead-log segment of ``count`` pageviews over three sites and two days;
+    their event ids."""
+    base = (int(time.time()) // 3600 - 30) * 3_600_000  # the start of an hour, 30 hours ago
+    rows = [{"event_id": f"{tag}-{i:05d}", "site_id": ("alpha", "beta", "gamma")[i % 3],
+             "ts": base + (i % 2) * 24 * 3_600_000 + i * 1000, "received_at": base,
+             "type": "pageview", "visitor_key": i % 17, "visitor_key_source": "tracker",
+             "pathname": f"/{i}", "source": "Direct / None", "device": "desktop",
+             "browser": "Firefox", "os": "Linux"} for i in range(count)]
+    path = settings.wal_dir / f"{segment_id}{CLOSED_SUFFIX}"
+    path.write_bytes(bytes(encode_records([orjson.dumps(r) for r in rows])))
+    return {str(r["event_id"]) for r in rows}
+
+
+COUNTS = ("SELECT (SELECT count(*) FROM events), (SELECT count(DISTINCT event_id) FROM events),"
+          " (SELECT count(*) FROM loaded_files)")
+
+
+def lake_counts(settings: Settings) -> tuple[int, int, int]:
+    """Events, distinct event ids, and raw files in the manifest."""
+    lake = connect_shared(settings, read_only=True)
+    try:
+        events, ids, files = lake.execute(COUNTS).fetchall()[0]
+    finally:
+        lake.close()
+    return int(events), int(ids), int(files)
+
+
+def node_step(settings: Settings, step: str) -> dict[str, Any]:
+    """``cluster_node.py STEP`` run as another node, in a process of its own."""
+    out = subprocess.run(
+        [sys.executable, str(NODE_STEP), step], cwd=ROOT, capture_output=True, text=True,
+        env={**os.environ, **settings.to_env(), "PYTHONPATH": str(ROOT)}, timeout=240)
+    assert out.returncode == 0, out.stderr[-4000:]
+    answer: dict[str, Any] = orjson.loads(out.stdout.strip().splitlines()[-1])
+    return answer
+
+
+def test_only_the_lease_holder_loads_and_a_fenced_off_load_stops_between_chunks(
+    cluster_settings: Callable[..., dict[str, Any]],
+) -> None:
+    one, two = (load_settings(cluster_settings(name, broker=False, load_chunk_rows=1),
+                              environ={}) for name in ("n1", "n2"))
+    for s in (one, two):
+        s.ensure_dirs()
+    catalog.init(one)
+    sent = write_segment(one, "seg-a", "a", 120) | write_segment(two, "seg-b", "b", 120)
+
+    # another node holds the lease: node one seals and uploads, and loads nothing
+    other = try_acquire(one.catalog_dsn, LOAD_LEASE, "other/1", 30)
+    assert other is not None
+    assert node_step(one, "load")["files"] == 0
+    assert lake_counts(one) == (0, 0, 0)
+    other.release()
+
+    node_two = ClusterWarehouse(two)
+    try:
+        assert len(node_two.store.list_raw()) == 6  # node one's: three sites, two days
+        # node two loads; after its first chunk node one takes the lease over (as after an
+        # expiry) and claims the fence: node two's next commit is refused and its load stops
+        taken: list[int] = []
+
+        def take_over(done: int, total: int) -> None:
+            if done and not taken:
+                taken.append(node_step(one, "claim")["token"])
+
+        assert node_two.load(progress=take_over).files == 0  # stopped: nothing reported
+        # queries on a cluster node read the lake
+        events, ids, files = node_two.query_sync(COUNTS).rows[0]
+        assert 0 < files < 12 and events == ids  # some chunks committed, each whole
+    finally:
+        node_two.close()
+
+    # node one loads the rest: every event once
+    assert node_step(one, "load")["files"] == 12 - files
+    assert lake_counts(one) == (len(sent), len(sent), 12)
+    assert node_step(two, "load")["files"] == 0
+    lake = connect_shared(one, read_only=True)
+    try:
+        loaded = {r[0] for r in lake.execute("SELECT event_id FROM events").fetchall()}
+        fence = lake.execute("SELECT token, holder FROM lease_fence").fetchall()
+    finally:
+        lake.close()
+    assert loaded == sent
+    assert fence[0][0] > taken[0] and fence[0][1].startswith("n2/")
 
 
 def test_beacons_on_three_nodes_are_loaded_exactly_once_after_the_loader_is_killed(
