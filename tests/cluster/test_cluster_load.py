@@ -217,24 +217,37 @@ def test_beacons_on_three_nodes_are_loaded_exactly_once_after_the_loader_is_kill
     catalog.init(settings)
     site = add_site(first.data_dir, "example.com")
     for node in nodes[1:]:  # every node knows the site (the control plane is per node)
-        shutil.copy(first.data_dir / "control.sqlite3", node.data_dir / "control.sqlite3")
+        for f in first.data_dir.glob("control.sqlite3*"):
+            shutil.copy(f, node.data_dir / f.name)
     for node in nodes:
         node.start()
     dsn = settings.catalog_dsn
 
     sent = [f"/wave1/{i}" for i in range(PER_WAVE)]
-    send(nodes, site["domainKey"], sent)
+    for part in range(3):  # over a few seconds: several segments, so several chunks per load
+        send(nodes, site["domainKey"], sent[part::3])
+        time.sleep(1)
 
-    # kill -9 the node that holds the load lease while it loads (a lease is held only then)
+    # kill -9 the node that holds the load lease once it has committed a chunk (a chunk per part
+    # file, so the load has more to do)
+    lake = connect_shared(settings, read_only=True)
     deadline = time.monotonic() + 120
-    while (held := live_lease(dsn)) is None:
-        assert time.monotonic() < deadline, [n.log() for n in nodes]
-        time.sleep(0.02)
-    holder, killed_token = held
+    try:
+        while True:
+            assert time.monotonic() < deadline, [n.log()[-3000:] for n in nodes]
+            held = live_lease(dsn)
+            if held and lake.execute("SELECT count(*) FROM loaded_files").fetchall()[0][0]:
+                break
+            time.sleep(0.05)
+        holder, killed_token = held
+        loaded_at_kill = lake.execute("SELECT count(*) FROM loaded_files").fetchall()[0][0]
+    finally:
+        lake.close()
     victim = next(n for n in nodes if holder.startswith(n.settings["node_name"] + "/"))
     assert victim.server is not None
     victim.server.kill_all()
     killed_at = time.monotonic()
+    still_held = live_lease(dsn)  # the dead node's lease, until it expires
     survivors = [n for n in nodes if n is not victim]
 
     more = [f"/wave2/{i}" for i in range(PER_WAVE)]
@@ -246,8 +259,8 @@ def test_beacons_on_three_nodes_are_loaded_exactly_once_after_the_loader_is_kill
         assert time.monotonic() - killed_at < 60, [n.log() for n in survivors]
         time.sleep(0.1)
     takeover = time.monotonic() - killed_at
-    taken = live_lease(dsn)
-    assert taken is None or not taken[0].startswith(victim.settings["node_name"] + "/")
+    if still_held is not None and still_held[0] == holder:
+        assert takeover > 0.5  # not before the dead holder's lease expired
 
     victim.start()  # the killed node comes back: it seals and uploads what its WAL holds
     lake = connect_shared(settings, read_only=True)
@@ -284,4 +297,7 @@ def test_beacons_on_three_nodes_are_loaded_exactly_once_after_the_loader_is_kill
         answers.append(r.json())
     assert answers[0]["views"] == len(sent)
     assert all(a == answers[0] for a in answers[1:])
-    print(f"takeover {takeover:.1f} s after the kill; token {killed_token} -> {max_token(dsn)}")
+    assert files[0] > loaded_at_kill
+    print(f"killed {holder} (token {killed_token}) with {loaded_at_kill} of {files[0]} raw files"
+          f" loaded; lease {'held' if still_held else 'free'} at the kill, taken over"
+          f" {takeover:.1f} s later (token {max_token(dsn)})")
