@@ -49,6 +49,8 @@ def main(kind: str, directory: str, state_path: str, watch_pid: str) -> int:
         write_state(state, {**engine.describe(), "keeper": os.getpid(),
                             "start_seconds": engine.start_seconds, "rss": engine.rss(),
                             "disk": engine.disk(), "dir": str(engine.dir)})
+        print(f"{kind} started in {engine.start_seconds:.1f} s for the run of process {watch_pid}",
+              flush=True)
         while not stop:
             readable, _, _ = select.select([watched], [], [], 0.5)
             if readable:
