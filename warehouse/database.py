@@ -17,6 +17,17 @@ from warehouse.migrations import check_supported, migrate, schema_version
 
 log = logging.getLogger(__name__)
 
+#: Settings of every warehouse database, whatever it is (a local file or the cluster's lake).
+DATABASE_CONFIG: dict[str, str | bool | int | float | list[str]] = {
+    # Row order of INSERT ... SELECT does not matter to us; not keeping it saves memory.
+    "preserve_insertion_order": False,
+    # DuckDB turns a join against a few rows of a registered frame into an IN filter that it
+    # pushes into pyarrow, which cannot take UBIGINT values above 2^63 (half our visitor keys):
+    # the load fails with "Python int too large to convert to C long". The other dynamic join
+    # filters (min/max) are kept.
+    "dynamic_or_filter_threshold": 0,
+}
+
 #: DuckDB's default (16 MB) checkpoints after nearly every load, rewriting the same recent row
 #: groups each minute; a larger log is replayed on open after a crash (a few seconds per 100 MB).
 CHECKPOINT_THRESHOLD = "256MB"
@@ -96,8 +107,7 @@ def _open(
     path: Path, read_only: bool, threads: int | None, memory_limit: str | None,
     checkpoint_threshold: str | None,
 ) -> duckdb.DuckDBPyConnection:
-    # Row order of INSERT ... SELECT does not matter to us; not keeping it saves memory.
-    config: dict[str, str | bool | int | float | list[str]] = {"preserve_insertion_order": False}
+    config: dict[str, str | bool | int | float | list[str]] = dict(DATABASE_CONFIG)
     if threads:
         config["threads"] = threads
     if memory_limit:

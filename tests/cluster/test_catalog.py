@@ -7,12 +7,13 @@ from __future__ import annotations
 import multiprocessing as mp
 import time
 from collections.abc import Callable
+from datetime import timedelta
 from pathlib import Path
 from typing import Any
 
 import pytest
 
-from cluster.catalog import connect_shared, init
+from cluster.catalog import CatalogError, connect_shared, init, maintain
 from littlestats.config import Settings, load_settings
 from tests.generator import TrafficSpec, generate
 from warehouse.database import connect
@@ -72,26 +73,40 @@ def test_lake_loads_give_the_local_files_tables_and_answers(
             finally:
                 con.close()
     local = connect(tmp_path / "wh.duckdb", read_only=True)
-    lake = connect_shared(settings, read_only=True)
     try:
-        assert lake.execute("SELECT count(*) FROM events").fetchall()[0][0] == traffic.event_count
-        for table in ALL_TABLES:
-            if table.name == "loaded_files":  # loaded_at differs: compare the rest
-                query = "SELECT site_id, path, partition_hour, rows, new_events FROM loaded_files"
-                assert sorted(lake.execute(query).fetchall()) == sorted(local.execute(query).fetchall())
-                continue
-            assert _rows(lake, table.name) == _rows(local, table.name), table.name
-        for site, tz in spec.timezones.items():
-            for body in QUESTIONS:
-                q = parse_query(site, tz, {"date_range": ["2026-03-01", "2026-03-03"], **body})
-                on_lake = run_with(q, OnConnection(lake))
-                on_file = run_with(q, OnConnection(local))
-                assert on_lake.rows == on_file.rows, body
-                assert on_lake.path == on_file.path
-                assert on_lake.rows, body  # the question has an answer to compare
+        lake = connect_shared(settings, read_only=True)
+        try:
+            assert lake.execute("SELECT count(*) FROM events").fetchall()[0][0] == traffic.event_count
+            _assert_same(lake, local, spec)
+        finally:
+            lake.close()
+        # maintenance rewrites and merges the files, and changes nothing a query sees
+        lake = connect_shared(settings)
+        try:
+            done = maintain(lake, keep=timedelta(0))
+            assert done.flushed and done.expired  # inlined rows written out, old snapshots gone
+            _assert_same(lake, local, spec)
+        finally:
+            lake.close()
     finally:
         local.close()
-        lake.close()
+
+
+def _assert_same(lake: Any, local: Any, spec: TrafficSpec) -> None:
+    for table in ALL_TABLES:
+        if table.name == "loaded_files":  # loaded_at differs: compare the rest
+            query = "SELECT site_id, path, partition_hour, rows, new_events FROM loaded_files"
+            assert sorted(lake.execute(query).fetchall()) == sorted(local.execute(query).fetchall())
+            continue
+        assert _rows(lake, table.name) == _rows(local, table.name), table.name
+    for site, tz in spec.timezones.items():
+        for body in QUESTIONS:
+            q = parse_query(site, tz, {"date_range": ["2026-03-01", "2026-03-03"], **body})
+            on_lake = run_with(q, OnConnection(lake))
+            on_file = run_with(q, OnConnection(local))
+            assert on_lake.rows == on_file.rows, body
+            assert on_lake.path == on_file.path
+            assert on_lake.rows, body  # the question has an answer to compare
 
 
 def _read_invariants(values: dict[str, Any], stop: Any, out: Any) -> None:
@@ -164,6 +179,8 @@ def test_init_is_idempotent_even_when_nodes_run_it_at_once(
     cluster_settings: Callable[..., dict[str, Any]]
 ) -> None:
     values = cluster_settings(broker=False)
+    with pytest.raises(CatalogError, match="cluster init"):
+        connect_shared(_settings(values))  # nothing made before init
     ctx = mp.get_context("spawn")
     out = ctx.Queue()
     nodes = [ctx.Process(target=_init, args=(values, out)) for _ in range(2)]
@@ -175,6 +192,8 @@ def test_init_is_idempotent_even_when_nodes_run_it_at_once(
     assert versions == [LATEST, LATEST]
     settings = _settings(values)
     assert init(settings) == LATEST
+    with pytest.raises(CatalogError, match="s3_prefix"):  # a node set up for another data path
+        connect_shared(_settings({**values, "s3_prefix": "elsewhere"}))
     con = connect_shared(settings)
     try:
         names = {r[0] for r in con.execute(
