@@ -195,6 +195,8 @@ class ObjectStore:
                         keep.append(f)
                 with ThreadPoolExecutor(PARALLEL, thread_name_prefix="s3-upload") as pool:
                     for f, outcome in zip(keep, pool.map(self._upload_one, keep), strict=True):
+                        if outcome is None:
+                            continue  # uploaded and removed by another process of the node
                         if isinstance(outcome, int):
                             result.uploaded += 1
                             result.bytes += outcome
@@ -206,13 +208,14 @@ class ObjectStore:
         self._report(result)
         return result
 
-    def _upload_one(self, f: RawFile) -> int | str:
-        """Upload one local part file, then remove it: its size, or the error's text."""
+    def _upload_one(self, f: RawFile) -> int | str | None:
+        """Upload one local part file, then remove it: its size, the error's text, or ``None``
+        when the file is gone already."""
         path = Path(f.path)
         try:
             data = path.read_bytes()  # whole, so a failure cannot leave a partial object behind
         except FileNotFoundError:
-            return "removed meanwhile"
+            return None
         key = f"{self.raw_root}/{f.rel.rsplit('/', 1)[0]}/{object_name(self.node_name, path.name)}"
         try:
             with self.filesystem.open_output_stream(key) as out:
@@ -276,7 +279,7 @@ class ObjectStore:
             partitions = [(s, d) for s, ds in zip(site_ids, per_site, strict=True) for d in ds]
             listed = pool.map(lambda p: self._files_of_date(*p), partitions)
             found = [f for files in listed for f in files]
-        found.sort(key=lambda f: f.rel)
+        found.sort(key=lambda f: (f.site_id, f.rel))
         return found
 
     def _files_of_date(self, site_id: str, day_text: str) -> list[RawFile]:
@@ -291,7 +294,8 @@ class ObjectStore:
         for info in infos:
             rest = info.path[len(base):]
             hour_part, _, name = rest.partition("/")
-            if (info.type != FileType.File or not hour_part.startswith("hour=") or "/" in name
+            if (info.type != FileType.File or not hour_part.startswith("hour=")
+                    or not hour_part[5:].isdigit() or "/" in name
                     or not name.startswith("part-") or not name.endswith(".parquet")):
                 continue
             when = datetime(day.year, day.month, day.day, int(hour_part[5:]), tzinfo=UTC)

@@ -8,14 +8,19 @@ import logging
 import signal
 import subprocess
 import sys
+import threading
+import time
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from datetime import UTC, date, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
+import duckdb
+import httpx
 import orjson
 import polars as pl
+import pyarrow.compute as pc
 import pyarrow.dataset as ds
 import pyarrow.parquet as pq
 import pytest
@@ -27,6 +32,7 @@ from ingest.seal import seal_all
 from ingest.wal import CLOSED_SUFFIX, encode_records
 from littlestats.config import Settings, load_settings
 from tests.generator import Traffic, TrafficSpec, generate
+from tests.ingest.helpers import UA
 from tests.warehouse.snapshot import assert_same, snapshot
 from warehouse.database import connect
 from warehouse.load import discover_files, load_pending, read_raw
@@ -329,6 +335,14 @@ def test_an_analyst_reads_the_bucket_with_polars_and_pyarrow(
     one_day = dataset.to_table(filter=ds.field("date") == "2026-03-02")
     assert 0 < one_day.num_rows < rows
 
+    # DuckDB over the pyarrow dataset (its httpfs extension is not needed)
+    con = duckdb.connect()
+    con.register("raw", dataset)
+    counted = con.execute(
+        "SELECT count(*) FROM raw WHERE site_id = 'site-a' AND date = '2026-03-02'").fetchall()
+    assert counted[0] == (
+        one_day.filter(pc.equal(one_day["site_id"], "site-a")).num_rows,)
+
 
 def test_retention_removes_old_hours_and_a_purged_site_never_comes_back(
     traffic: Traffic, cluster_settings: NodeSettings, tmp_path: Path,
@@ -377,3 +391,64 @@ def test_the_warehouse_process_uploads_only_on_a_node_with_object_storage(
     result = upload()
     assert isinstance(result, UploadResult)
     assert result.uploaded == len(bucket_objects(ObjectStore.from_settings(settings))) == 3
+
+
+def test_a_serving_node_uploads_every_acknowledged_event_across_a_kill_9(
+    cluster_settings: NodeSettings,
+) -> None:
+    from tests.server import LiveServer, add_site, free_port
+
+    def stream(indices: list[int]) -> None:
+        with httpx.Client(timeout=10, headers={"User-Agent": UA["chrome"]}) as client:
+            for i in indices:
+                try:
+                    ok = client.post(f"{server.url}/api/v2/track/{site}",
+                                     json={"url": f"/crash/{i}"}).status_code == 200
+                except httpx.HTTPError:
+                    ok = False
+                with lock:
+                    (acked if ok else failed).add(i)
+                if not ok:
+                    time.sleep(0.02)
+
+    raw = cluster_settings("n1", catalog=False, broker=False)
+    data_dir = raw.pop("data_dir")
+    env = {f"LITTLESTATS_{k.upper()}": str(v) for k, v in raw.items()}
+    site = add_site(data_dir)["id"]
+    server = LiveServer(data_dir, free_port(), 2, ("--dev",),
+                        {**env, "LITTLESTATS_SEGMENT_SECONDS": "0.3"})
+    server.start()
+    total, clients = 900, 6
+    acked: set[int] = set()
+    failed: set[int] = set()
+    lock = threading.Lock()
+    threads = [threading.Thread(target=stream, args=(list(range(c, total, clients)),))
+               for c in range(clients)]
+    for t in threads:
+        t.start()
+    try:
+        # kill -9 every process of the node (workers, warehouse process) mid-stream; start again
+        while len(acked) + len(failed) < total // 2:
+            time.sleep(0.01)
+        server.kill_all()
+        server.start()
+        for t in threads:
+            t.join(timeout=120)
+        assert len(acked) + len(failed) == total and failed and len(acked) > total // 3
+
+        store = ObjectStore(endpoint=raw["s3_endpoint"], bucket=raw["s3_bucket"],
+                            access_key=raw["s3_access_key"], secret_key=raw["s3_secret_key"],
+                            region=raw["s3_region"])
+        deadline = time.monotonic() + 60
+        while True:
+            files = store.list_raw(sites=[site])
+            paths = read_raw(files)["pathname"].to_list() if files else []
+            indices = [int(p.rsplit("/", 1)[1]) for p in paths if p.startswith("/crash/")]
+            if acked <= set(indices) or time.monotonic() > deadline:
+                break
+            time.sleep(0.5)
+    finally:
+        server.stop()
+    assert acked <= set(indices), f"{len(acked - set(indices))} acknowledged events not uploaded"
+    assert len(indices) == len(set(indices)), "an event was uploaded twice"
+    assert all(f.rel.rsplit("/", 1)[1].startswith("part-n1-") for f in files)
