@@ -13,6 +13,10 @@ cluster node it runs ``ClusterWarehouse`` instead, the same jobs on shared stora
   transaction per chunk, each writing the lease's token into the fence; it renews the lease
   in the background, checks it between chunks, and stops at once when it is lost. It gives the
   lease back when done, so the next load may run on any node;
+* **lake maintenance** (``cluster.catalog.maintain``: inlined rows written out, small files
+  merged, old snapshots expired) runs after a load that loaded something, at most every
+  ``MAINTAIN_EVERY`` per node, still holding the lease: a rewrite of a table conflicts with a
+  load's commit to it;
 * **retention** runs under the same lease (it deletes from the same tables).
 
 A loader killed in the middle of a chunk never committed it: its lease expires
@@ -25,13 +29,14 @@ import contextlib
 import logging
 import os
 import threading
+import time
 from collections.abc import Callable, Iterator
 from datetime import UTC, date, datetime, timedelta
 from typing import Any
 
 import duckdb
 
-from cluster.catalog import connect_shared, retry_conflicts
+from cluster.catalog import connect_shared, maintain, retry_conflicts
 from cluster.lease import LOAD_LEASE, HeldLease, LeaseLost, claim, fence, try_acquire
 from ingest.seal import seal_all
 from littlestats.config import Settings
@@ -41,6 +46,9 @@ from warehouse.retention import RetentionResult, apply_retention, is_expired
 from warehouse.service import Progress, Warehouse
 
 log = logging.getLogger("littlestats.cluster.jobs")
+
+#: A node maintains the lake after a load at most this often.
+MAINTAIN_EVERY = timedelta(minutes=5)
 
 
 def holder_name(settings: Settings) -> str:
@@ -64,6 +72,7 @@ class ClusterWarehouse(Warehouse):
         self.store = ObjectStore.from_settings(settings)
         self.holder = holder_name(settings)
         self.lease: HeldLease | None = None  # while this node holds the load lease
+        self._maintained = time.monotonic()  # none right at start: loads catch up first
 
     # The lease ------------------------------------------------------------------------------
     @contextlib.contextmanager
@@ -130,9 +139,25 @@ class ClusterWarehouse(Warehouse):
                 log.warning("load stopped: its commit conflicted with another node's (%s);"
                             " the next load goes on", exc)
                 return LoadResult()
-        if result.files:
-            log.info("load (lease token %d): %s", lease.token, result.summary())
+            if result.files:
+                log.info("load (lease token %d): %s", lease.token, result.summary())
+                self._maintain(lease)
         return result
+
+    def _maintain(self, lease: HeldLease) -> None:
+        """Maintain the lake if this node has not for ``MAINTAIN_EVERY`` (holding the lease)."""
+        if time.monotonic() - self._maintained < MAINTAIN_EVERY.total_seconds():
+            return
+        self._maintained = time.monotonic()
+        try:
+            lease.check()
+            done = maintain(self.writer)
+        except (LeaseLost, duckdb.Error) as exc:
+            log.warning("lake maintenance stopped (%s); it runs again after a later load", exc)
+            return
+        log.info("lake maintenance: %d tables' inlined rows written out, %d files rewritten,"
+                 " %d merged, %d snapshots expired, %d files removed in %.1f s", done.flushed,
+                 done.rewritten, done.merged, done.expired, done.removed, done.seconds)
 
     def retention(self, now: datetime | None = None) -> RetentionResult:
         """Apply every site's retention to the lake and to the raw files in object storage, on
