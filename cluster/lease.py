@@ -40,6 +40,8 @@ if TYPE_CHECKING:
     import duckdb
     import psycopg
 
+    from littlestats.config import Settings
+
 log = logging.getLogger("littlestats.cluster.lease")
 
 #: The lease every cluster node's load job takes.
@@ -152,9 +154,14 @@ class LeaseTable:
                 raise
 
     def create(self) -> None:
-        """Create the table (idempotent)."""
+        """Create the table (idempotent, also when other nodes create it at the same moment)."""
+        import psycopg
+
         with self._lock:
-            self._connection().execute(_CREATE)
+            try:
+                self._connection().execute(_CREATE)
+            except (psycopg.errors.UniqueViolation, psycopg.errors.DuplicateTable):
+                pass  # PostgreSQL's IF NOT EXISTS does not cover a creation in flight elsewhere
 
     def acquire(self, name: str, holder: str, ttl: float) -> Grant | None:
         """The lease ``name`` for ``holder`` for ``ttl`` seconds, with a token larger than any
@@ -282,16 +289,37 @@ def try_acquire(dsn: str, name: str, holder: str, ttl: float,
                 on_lost: Callable[[str], None] | None = None) -> HeldLease | None:
     """The lease ``name``, held and renewed in the background, or ``None`` when another holder's
     lease is live."""
+    import psycopg
+
     table = LeaseTable(dsn)
     try:
-        table.create()
-        grant = table.acquire(name, holder, ttl)
+        try:
+            grant = table.acquire(name, holder, ttl)
+        except psycopg.errors.UndefinedTable:  # the cluster's first lease
+            table.create()
+            grant = table.acquire(name, holder, ttl)
     finally:
         table.close()
     if grant is None:
         return None
     log.info("lease %s acquired by %s with token %d", name, holder, grant.token)
     return HeldLease(dsn, grant, ttl, on_lost)
+
+
+def init_step(settings: Settings) -> str:
+    """The lease table as a step of ``littlestats cluster init``: what it did, in a line. (A
+    node's first load creates it too.)"""
+    if not settings.catalog_dsn:
+        return "skipped: no catalog_dsn"
+    table = LeaseTable(settings.catalog_dsn)
+    try:
+        table.create()
+        held = [s for s in table.states() if s.live]
+    finally:
+        table.close()
+    return "table littlestats_leases ready" + (
+        "; held now: " + ", ".join(f"{s.name} by {s.holder} (token {s.token})" for s in held)
+        if held else "")
 
 
 # The fence, in the lake ------------------------------------------------------------------------

@@ -28,6 +28,7 @@ from cluster.lease import (
     claim,
     ensure_fence,
     fence,
+    init_step,
     try_acquire,
 )
 from littlestats.config import load_settings
@@ -157,6 +158,43 @@ def test_a_paused_holder_learns_it_lost_the_lease_once_resumed(
     lost = first.wait_for("lost", ttl)
     assert lost["t"] - resumed < ttl / 3 + 0.5
     assert lease_row(dsn, "load")[:2] == ("node-b", taken["token"])
+
+
+def test_nodes_creating_the_lease_table_at_the_same_moment_all_succeed(dsn: str) -> None:
+    tables = [LeaseTable(dsn) for _ in range(6)]
+    for t in tables:
+        t._connection()  # connected beforehand: only the creations race
+    barrier = threading.Barrier(len(tables))
+    failed: list[BaseException] = []
+
+    def create(table: LeaseTable) -> None:
+        barrier.wait()
+        try:
+            table.create()
+        except Exception as exc:
+            failed.append(exc)
+
+    threads = [threading.Thread(target=create, args=(t,)) for t in tables]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert not failed, failed
+    assert tables[0].states() == []
+    for t in tables:
+        t.close()
+
+
+def test_cluster_init_creates_the_lease_table_and_says_who_holds_a_lease(dsn: str) -> None:
+    settings = load_settings({"node_name": "n1", "catalog_dsn": dsn}, environ={})
+    assert init_step(settings) == "table littlestats_leases ready"
+    lease = try_acquire(dsn, "load", "n1/42", 30)
+    assert lease is not None
+    try:
+        assert init_step(settings) == ("table littlestats_leases ready; held now: load by n1/42"
+                                       f" (token {lease.token})")
+    finally:
+        lease.release()
 
 
 def test_the_holder_renews_and_a_released_lease_is_free_at_once_with_a_new_token(dsn: str) -> None:
