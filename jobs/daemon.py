@@ -27,6 +27,7 @@ import sys
 import threading
 from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
+from typing import TYPE_CHECKING
 
 from apscheduler.schedulers.background import BackgroundScheduler
 
@@ -34,6 +35,9 @@ from ingest.seal import seal_all
 from littlestats.config import Settings, load_settings
 from littlestats.disk import DISK
 from littlestats.logs import configure as configure_logging
+
+if TYPE_CHECKING:
+    from warehouse.service import Warehouse
 
 log = logging.getLogger("littlestats.daemon")
 
@@ -103,16 +107,27 @@ def build_scheduler(warehouse: object, settings: Settings,
     return scheduler
 
 
+def warehouse_type(settings: Settings) -> type[Warehouse]:
+    """What the warehouse process (and a job run by hand) opens: the local DuckDB file, or on a
+    cluster node the shared lake, loading under the cluster's load lease (``cluster.jobs``)."""
+    if settings.clustered:
+        from cluster.jobs import ClusterWarehouse
+
+        return ClusterWarehouse
+    from warehouse.service import Warehouse
+
+    return Warehouse
+
+
 def _open_warehouse(settings: Settings, stop: threading.Event) -> object | None:
     """Open the DuckDB file, waiting while another process (a CLI job) holds its lock, or while
     the disk is too full to open (or create) it."""
     import duckdb
 
-    from warehouse.service import Warehouse
-
+    opener = warehouse_type(settings)
     while not stop.is_set():
         try:
-            warehouse = Warehouse(settings)
+            warehouse = opener(settings)
         except duckdb.IOException as exc:
             if not DISK.failed("load", exc, settings.warehouse_db):
                 log.warning("warehouse database busy (%s); retrying", exc)

@@ -216,10 +216,16 @@ def _read_stored(files: list[RawFile]) -> pl.DataFrame:
     ])
 
 
+#: Called inside a load transaction just before it commits; raising stops the commit.
+BeforeCommit = Callable[[duckdb.DuckDBPyConnection], None]
+
+
 def load_chunk(
-    con: duckdb.DuckDBPyConnection, files: list[RawFile], site_tz: dict[str, str]
+    con: duckdb.DuckDBPyConnection, files: list[RawFile], site_tz: dict[str, str],
+    before_commit: BeforeCommit | None = None,
 ) -> LoadResult:
-    """Load ``files`` in one transaction (see the module docstring)."""
+    """Load ``files`` in one transaction (see the module docstring). ``before_commit`` runs last
+    in the transaction (a cluster's fence: ``cluster.lease``)."""
     result = LoadResult(files=len(files), chunks=1)
     raw = read_raw(files)
     result.rows = raw.height
@@ -234,6 +240,8 @@ def load_chunk(
         if new.height:
             result.visits_written = _merge_events(con, new, site_tz)
         _record_manifest(con, files, per_file, new)
+        if before_commit is not None:
+            before_commit(con)
         con.commit()
     except BaseException:
         # A failed write (a full disk) can leave no transaction to roll back: the error that
@@ -257,10 +265,12 @@ def load_pending(
     progress: Callable[[int, int], None] | None = None,
     chunk_rows: int = CHUNK_ROWS,
     files: list[RawFile] | None = None,
+    before_commit: BeforeCommit | None = None,
 ) -> LoadResult:
     """Load every raw file not loaded yet; ``progress(done, total)`` (estimated rows) per chunk.
 
-    ``files`` (default: every file under ``raw_dir`` dated ``start``..``end``) are the candidates.
+    ``files`` (default: every file under ``raw_dir`` dated ``start``..``end``) are the candidates;
+    ``before_commit`` runs at the end of each chunk's transaction (``load_chunk``).
     """
     started = time.monotonic()
     if files is None:
@@ -272,7 +282,7 @@ def load_pending(
     if progress:
         progress(0, total)
     for chunk in plan_chunks(files, chunk_rows):
-        result.add(load_chunk(con, chunk, site_tz))
+        result.add(load_chunk(con, chunk, site_tz, before_commit))
         done += sum(f.estimated_rows for f in chunk)
         if progress:
             progress(done, total)
