@@ -19,6 +19,8 @@ from typing import Any
 import click
 
 from cluster.broker import init_step as broker_init_step
+from cluster.catalog import init_step as catalog_init_step
+from cluster.lease import init_step as lease_init_step
 from littlestats.config import ConfigError, Settings, load_settings
 
 
@@ -44,6 +46,8 @@ def create_bucket(settings: Settings) -> str:
 # In order; each step is idempotent.
 INIT_STEPS: list[InitStep] = [
     InitStep("bucket", create_bucket),
+    InitStep("catalog", catalog_init_step),
+    InitStep("leases", lease_init_step),
     InitStep("stream", broker_init_step),
 ]
 

@@ -319,7 +319,7 @@ def test_an_analyst_reads_the_bucket_with_polars_and_pyarrow(
     store = uploaded_traffic(traffic, settings, tmp_path / "copy")
     rows = read_raw(discover_files(tmp_path / "copy")).height
 
-    # as docs/cluster-objectstore.md shows it
+    # as docs/cluster.md shows it
     options = {"aws_endpoint_url": settings.s3_endpoint, "aws_region": settings.s3_region,
                "aws_access_key_id": settings.s3_access_key,
                "aws_secret_access_key": settings.s3_secret_key, "aws_allow_http": "true"}
