@@ -109,8 +109,9 @@ def build_scheduler(warehouse: object, settings: Settings,
 
 def warehouse_type(settings: Settings) -> type[Warehouse]:
     """What the warehouse process (and a job run by hand) opens: the local DuckDB file, or on a
-    cluster node the shared lake, loading under the cluster's load lease (``cluster.jobs``)."""
-    if settings.clustered:
+    cluster node with a shared catalog the lake, loading under the cluster's load lease
+    (``cluster.jobs``). A node with only object storage or a broker keeps its own file."""
+    if settings.catalog_dsn:
         from cluster.jobs import ClusterWarehouse
 
         return ClusterWarehouse
