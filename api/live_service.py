@@ -21,8 +21,9 @@ the byte lengths of its texts), ``{"r": rid, "l": [...]}`` + a reply.
 The service runs at the workers' CPU priority (``LIVE_NICENESS``): at a lower one it fell behind
 on saturated cores.
 
-Across machines, a broker-backed ``LiveFeed`` replaces the ``WalTail`` inside this service; the
-workers do not change.
+On a cluster node (``broker_url`` set), ``cluster.broker.ClusterLive`` publishes this machine's
+accepted events to the broker from the start, and the hub is fed by the broker (every node's
+events) instead of the ``WalTail``; the workers do not change.
 """
 
 from __future__ import annotations
@@ -215,13 +216,17 @@ class LiveService:
         self.hub: LiveHub | None = None
         self._lock = asyncio.Lock()
         self.connections: set[WorkerConnection] = set()
+        self.cluster: Any = None  # cluster.broker.ClusterLive on a cluster node
 
     async def get_hub(self) -> LiveHub:
         """Built on the first request, so an unused live service costs nothing."""
         if self.hub is None:
             async with self._lock:
                 if self.hub is None:
-                    hub = await asyncio.to_thread(build_hub, self.settings)
+                    if self.cluster is not None:
+                        hub = await self.cluster.build_hub()
+                    else:
+                        hub = await asyncio.to_thread(build_hub, self.settings)
                     # The buffer is long-lived and free of cycles: freeze what the backfill made
                     # and collect young objects rarely, so the collector does not keep walking it.
                     gc.collect()
@@ -248,6 +253,11 @@ class LiveService:
         loop = asyncio.get_running_loop()
         for sig in (signal.SIGTERM, signal.SIGINT):
             loop.add_signal_handler(sig, stop.set)
+        if self.settings.broker_url:  # a cluster node: it publishes whether anyone listens or not
+            from cluster.broker import ClusterLive
+
+            self.cluster = ClusterLive(self.settings)
+            self.cluster.start()
         server = await asyncio.start_unix_server(self.on_connect, path=str(path))
         log.info("live service on %s", path)
         parent = os.getppid()
@@ -263,6 +273,8 @@ class LiveService:
                 conn.close()
             if self.hub is not None:
                 self.hub.stop()
+            if self.cluster is not None:
+                await self.cluster.stop()
             with contextlib.suppress(FileNotFoundError):
                 path.unlink()
 

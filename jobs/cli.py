@@ -138,7 +138,7 @@ def _owner(settings: Any) -> tuple[Any, Any]:
     """
     import duckdb
 
-    from warehouse.service import Warehouse
+    from jobs.daemon import warehouse_type
     from warehouse.tables import SchemaError
 
     deadline = time.monotonic() + settings.job_wait_seconds
@@ -153,7 +153,7 @@ def _owner(settings: Any) -> tuple[Any, Any]:
                        f" {settings.warehouse_socket}; see the server's log")
         else:
             try:
-                return None, Warehouse(settings)
+                return None, warehouse_type(settings)(settings)
             except SchemaError as exc:
                 raise click.ClickException(str(exc)) from exc
             except duckdb.IOException as exc:

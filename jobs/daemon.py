@@ -25,7 +25,9 @@ import os
 import signal
 import sys
 import threading
+from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
+from typing import TYPE_CHECKING
 
 from apscheduler.schedulers.background import BackgroundScheduler
 
@@ -33,6 +35,9 @@ from ingest.seal import seal_all
 from littlestats.config import Settings, load_settings
 from littlestats.disk import DISK
 from littlestats.logs import configure as configure_logging
+
+if TYPE_CHECKING:
+    from warehouse.service import Warehouse
 
 log = logging.getLogger("littlestats.daemon")
 
@@ -102,16 +107,28 @@ def build_scheduler(warehouse: object, settings: Settings,
     return scheduler
 
 
+def warehouse_type(settings: Settings) -> type[Warehouse]:
+    """What the warehouse process (and a job run by hand) opens: the local DuckDB file, or on a
+    cluster node with a shared catalog the lake, loading under the cluster's load lease
+    (``cluster.jobs``). A node with only object storage or a broker keeps its own file."""
+    if settings.catalog_dsn:
+        from cluster.jobs import ClusterWarehouse
+
+        return ClusterWarehouse
+    from warehouse.service import Warehouse
+
+    return Warehouse
+
+
 def _open_warehouse(settings: Settings, stop: threading.Event) -> object | None:
     """Open the DuckDB file, waiting while another process (a CLI job) holds its lock, or while
     the disk is too full to open (or create) it."""
     import duckdb
 
-    from warehouse.service import Warehouse
-
+    opener = warehouse_type(settings)
     while not stop.is_set():
         try:
-            warehouse = Warehouse(settings)
+            warehouse = opener(settings)
         except duckdb.IOException as exc:
             if not DISK.failed("load", exc, settings.warehouse_db):
                 log.warning("warehouse database busy (%s); retrying", exc)
@@ -124,6 +141,16 @@ def _open_warehouse(settings: Settings, stop: threading.Event) -> object | None:
             return warehouse
         stop.wait(OPEN_RETRY_SECONDS)
     return None
+
+
+def _raw_upload(settings: Settings) -> Callable[[], object] | None:
+    """On a cluster node (``s3_endpoint`` set): the pass that uploads the sealed raw files to
+    object storage after each sealing pass (``cluster.objectstore``); ``None`` on one machine."""
+    if not settings.s3_endpoint:
+        return None
+    from cluster.objectstore import raw_uploader
+
+    return raw_uploader(settings)
 
 
 def run(settings: Settings) -> int:
@@ -148,12 +175,18 @@ def run(settings: Settings) -> int:
     log.info("warehouse serving on %s; loading every %ss", settings.warehouse_socket,
              settings.load_interval_seconds)
     interval = min(5.0, max(0.25, settings.segment_seconds / 2))  # seal rotated segments promptly
+    upload = _raw_upload(settings)
     try:
         while not stop.is_set() and not reopen.is_set():
             try:
                 seal_all(settings.wal_dir, settings.raw_dir)
             except Exception:
                 log.exception("sealing sweep failed")
+            if upload is not None:
+                try:
+                    upload()
+                except Exception:
+                    log.exception("raw upload to object storage failed; it is retried")
             DISK.recheck(settings.data_dir)
             if os.getppid() != parent:
                 break

@@ -220,7 +220,7 @@ def shares_revoke(site: str, share_id: str, data_dir: Path | None) -> None:
 
 # Commands of later components live beside their code and are registered here.
 for _module in ("jobs.cli", "api.cli", "api.access_cli", "littlestats.backup_cli", "interop.cli",
-                "littlestats.export_cli", "notify.cli"):
+                "littlestats.export_cli", "notify.cli", "cluster.cli"):
     try:
         for _command in importlib.import_module(_module).COMMANDS:
             main.add_command(_command)

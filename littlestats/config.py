@@ -111,6 +111,9 @@ class Settings:
     s3_secret_key: str = ""
     # The shared catalog and load leases: a PostgreSQL connection string.
     catalog_dsn: str = ""
+    # A node's load lease lasts this long unless renewed (every third of it): a killed loader's
+    # work is taken over this long after its last renewal (docs/cluster.md).
+    load_lease_seconds: float = 30.0
     # The broker that carries every node's accepted events to every node's live buffer.
     broker_url: str = ""  # nats://host:4222
 
@@ -278,6 +281,8 @@ def _validate(s: Settings) -> None:
     if s.clustered and not s.node_name:
         raise ConfigError("setting 'node_name' is needed on a cluster node (unique per machine;"
                           " see docs/cluster.md)")
+    if s.load_lease_seconds < 1:
+        raise ConfigError("setting 'load_lease_seconds' must be at least 1")
     if s.s3_endpoint and not s.s3_bucket:
         raise ConfigError("setting 's3_bucket' is needed when 's3_endpoint' is set")
     if s.geoip_mmdb and not Path(s.geoip_mmdb).is_file():

@@ -74,10 +74,11 @@ class CompactResult:
 
 
 def compactable(files: list[RawFile], now: datetime) -> list[list[RawFile]]:
-    """The files grouped by (site, hour), keeping groups of several files of closed hours."""
+    """The files grouped by (site, hour), keeping groups of several local files of closed hours
+    (files in object storage are not merged)."""
     groups: dict[tuple[str, datetime], list[RawFile]] = defaultdict(list)
     for f in files:
-        if f.partition_hour + timedelta(hours=1) + GRACE <= now:
+        if f.partition_hour + timedelta(hours=1) + GRACE <= now and isinstance(f.path, Path):
             groups[(f.site_id, f.partition_hour)].append(f)
     return [sorted(g, key=lambda f: f.rel) for _, g in sorted(groups.items()) if len(g) > 1]
 
@@ -133,7 +134,7 @@ def _compact_group(
     con: duckdb.DuckDBPyConnection, group: list[RawFile], manifest: dict[str, tuple] | None,
     result: CompactResult,
 ) -> None:
-    target = group[0].path.parent / HOURLY_NAME
+    target = Path(group[0].path).parent / HOURLY_NAME  # local files only (``compactable``)
     try:
         merged, duplicates = merge_tables([pq.read_table(f.path) for f in group])
     except (OSError, pa.ArrowException) as exc:
@@ -158,7 +159,7 @@ def _compact_group(
             raise
     for f in group:
         if f.path != target:
-            f.path.unlink(missing_ok=True)
+            Path(f.path).unlink(missing_ok=True)
     fsync_dir(target.parent)
     result.hours += 1
     result.files_merged += len(group)

@@ -17,6 +17,17 @@ from warehouse.migrations import check_supported, migrate, schema_version
 
 log = logging.getLogger(__name__)
 
+#: Settings of every warehouse database, whatever it is (a local file or the cluster's lake).
+DATABASE_CONFIG: dict[str, str | bool | int | float | list[str]] = {
+    # Row order of INSERT ... SELECT does not matter to us; not keeping it saves memory.
+    "preserve_insertion_order": False,
+    # DuckDB turns a join against a few rows of a registered frame into an IN filter that it
+    # pushes into pyarrow, which cannot take UBIGINT values above 2^63 (half our visitor keys):
+    # the load fails with "Python int too large to convert to C long". The other dynamic join
+    # filters (min/max) are kept.
+    "dynamic_or_filter_threshold": 0,
+}
+
 #: DuckDB's default (16 MB) checkpoints after nearly every load, rewriting the same recent row
 #: groups each minute; a larger log is replayed on open after a crash (a few seconds per 100 MB).
 CHECKPOINT_THRESHOLD = "256MB"
@@ -96,8 +107,7 @@ def _open(
     path: Path, read_only: bool, threads: int | None, memory_limit: str | None,
     checkpoint_threshold: str | None,
 ) -> duckdb.DuckDBPyConnection:
-    # Row order of INSERT ... SELECT does not matter to us; not keeping it saves memory.
-    config: dict[str, str | bool | int | float | list[str]] = {"preserve_insertion_order": False}
+    config: dict[str, str | bool | int | float | list[str]] = dict(DATABASE_CONFIG)
     if threads:
         config["threads"] = threads
     if memory_limit:
@@ -120,7 +130,14 @@ def _open(
 
 
 def register(con: duckdb.DuckDBPyConnection, name: str, frame: pl.DataFrame) -> None:
-    """Expose ``frame`` to SQL on ``con`` as the view ``name``. Strings are handed over as Arrow
-    string views, which DuckDB reads as they are; a plain ``to_arrow()`` first copies every
-    string column into the older large-string layout (a tenth of a second per million events)."""
-    con.register(name, frame.to_arrow(compat_level=pl.CompatLevel.newest()))
+    """Expose ``frame`` to SQL on ``con`` as the view ``name``. On DuckDB 2, strings are handed over
+    as Arrow string views, which DuckDB reads as they are (a plain ``to_arrow()`` first copies every
+    string column into the older large-string layout, a tenth of a second per million events).
+    DuckDB 1.5 (a cluster node's) pushes a query's filters on the view down into pyarrow, whose
+    comparison kernels do not take string views: there the large-string layout is used."""
+    con.register(name, frame.to_arrow(compat_level=_ARROW_COMPAT))
+
+
+#: The Arrow layout ``register`` hands frames over in (see there).
+_ARROW_COMPAT = (pl.CompatLevel.newest() if int(duckdb.__version__.split(".")[0]) >= 2
+                 else pl.CompatLevel.oldest())

@@ -26,12 +26,13 @@ from __future__ import annotations
 import contextlib
 import os
 import time
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from datetime import UTC, date, datetime, timedelta
 from functools import cached_property
 from pathlib import Path
+from typing import cast
 
 import duckdb
 import polars as pl
@@ -60,19 +61,22 @@ _PROP_KINDS = (("props_str", "string", "string_value"), ("props_num", "number", 
 
 @dataclass(frozen=True)
 class RawFile:
-    """One raw Parquet file and where it sits."""
+    """One raw Parquet file and where it sits: a local path, or the URI of an object in object
+    storage (``s3://bucket/key``, ``cluster.objectstore``) with the ``storage_options`` polars
+    reads it with. ``rel`` is its path below the raw root, the same in both."""
 
-    path: Path
+    path: Path | str
     rel: str
     site_id: str
     partition_hour: datetime
     size: int = 0
+    storage_options: Mapping[str, str] | None = field(default=None, compare=False, repr=False)
 
     @cached_property
     def estimated_rows(self) -> int:
         """Rows for chunking and progress: a merged hourly file's exact count, else an estimate
         from the file size."""
-        if self.path.name == HOURLY_NAME:
+        if isinstance(self.path, Path) and self.path.name == HOURLY_NAME:
             with contextlib.suppress(OSError, pa.ArrowException):
                 return max(1, pq.read_metadata(self.path).num_rows)
         return max(1, self.size // BYTES_PER_ROW)
@@ -175,10 +179,10 @@ def plan_chunks(files: list[RawFile], max_rows: int = CHUNK_ROWS) -> list[list[R
 RAW_POLARS_SCHEMA = pl.Schema(pl.from_arrow(RAW_EVENT_SCHEMA.empty_table()).schema)  # type: ignore[union-attr]
 
 
-def scan_raw(paths: list[Path], include_file_paths: str | None = None) -> pl.LazyFrame:
+def scan_raw(paths: Sequence[Path | str], include_file_paths: str | None = None) -> pl.LazyFrame:
     """Raw files as one lazy frame in this release's raw schema (``ingest.schema``: older files'
     missing columns are nulls)."""
-    return pl.scan_parquet(paths, hive_partitioning=False, schema=RAW_POLARS_SCHEMA,
+    return pl.scan_parquet(cast("list[Path]", paths), hive_partitioning=False, schema=RAW_POLARS_SCHEMA,
                            missing_columns="insert", include_file_paths=include_file_paths)
 
 
@@ -186,18 +190,42 @@ def read_raw(files: list[RawFile]) -> pl.DataFrame:
     """The raw events of ``files`` with a ``_file`` column (the path), timestamps in µs UTC."""
     # One contiguous chunk per column: frames read from thousands of small files otherwise keep
     # a chunk per file, and gathers/joins over them cost an order of magnitude more.
-    df = pl.read_parquet([f.path for f in files], hive_partitioning=False, schema=RAW_POLARS_SCHEMA,
-                         missing_columns="insert", include_file_paths="_file").rechunk()
+    if all(f.storage_options is None for f in files):
+        df = pl.read_parquet(cast("list[Path]", [f.path for f in files]), hive_partitioning=False,
+                             schema=RAW_POLARS_SCHEMA, missing_columns="insert",
+                             include_file_paths="_file").rechunk()
+    else:
+        df = _read_stored(files).rechunk()
     return df.with_columns(
         pl.col("ts").cast(pl.Datetime("us", "UTC")),
         pl.col("received_at").cast(pl.Datetime("us", "UTC")),
     )
 
 
+def _read_stored(files: list[RawFile]) -> pl.DataFrame:
+    """Files in object storage (and any local ones among them), each store read with its options;
+    ``_file`` is each file's ``path`` (its ``s3://`` URI) as given."""
+    stores: dict[tuple[tuple[str, str], ...], list[RawFile]] = {}
+    for f in files:
+        stores.setdefault(tuple(sorted((f.storage_options or {}).items())), []).append(f)
+    return pl.concat([
+        pl.read_parquet([str(f.path) for f in group], hive_partitioning=False,
+                        schema=RAW_POLARS_SCHEMA, missing_columns="insert",
+                        include_file_paths="_file", storage_options=dict(options) or None)
+        for options, group in stores.items()
+    ])
+
+
+#: Called inside a load transaction just before it commits; raising stops the commit.
+BeforeCommit = Callable[[duckdb.DuckDBPyConnection], None]
+
+
 def load_chunk(
-    con: duckdb.DuckDBPyConnection, files: list[RawFile], site_tz: dict[str, str]
+    con: duckdb.DuckDBPyConnection, files: list[RawFile], site_tz: dict[str, str],
+    before_commit: BeforeCommit | None = None,
 ) -> LoadResult:
-    """Load ``files`` in one transaction (see the module docstring)."""
+    """Load ``files`` in one transaction (see the module docstring). ``before_commit`` runs last
+    in the transaction (a cluster's fence: ``cluster.lease``)."""
     result = LoadResult(files=len(files), chunks=1)
     raw = read_raw(files)
     result.rows = raw.height
@@ -212,6 +240,8 @@ def load_chunk(
         if new.height:
             result.visits_written = _merge_events(con, new, site_tz)
         _record_manifest(con, files, per_file, new)
+        if before_commit is not None:
+            before_commit(con)
         con.commit()
     except BaseException:
         # A failed write (a full disk) can leave no transaction to roll back: the error that
@@ -235,10 +265,12 @@ def load_pending(
     progress: Callable[[int, int], None] | None = None,
     chunk_rows: int = CHUNK_ROWS,
     files: list[RawFile] | None = None,
+    before_commit: BeforeCommit | None = None,
 ) -> LoadResult:
     """Load every raw file not loaded yet; ``progress(done, total)`` (estimated rows) per chunk.
 
-    ``files`` (default: every file under ``raw_dir`` dated ``start``..``end``) are the candidates.
+    ``files`` (default: every file under ``raw_dir`` dated ``start``..``end``) are the candidates;
+    ``before_commit`` runs at the end of each chunk's transaction (``load_chunk``).
     """
     started = time.monotonic()
     if files is None:
@@ -250,7 +282,7 @@ def load_pending(
     if progress:
         progress(0, total)
     for chunk in plan_chunks(files, chunk_rows):
-        result.add(load_chunk(con, chunk, site_tz))
+        result.add(load_chunk(con, chunk, site_tz, before_commit))
         done += sum(f.estimated_rows for f in chunk)
         if progress:
             progress(done, total)

@@ -43,6 +43,9 @@ REFUSED_FUNCTIONS = frozenset({"current_setting", "write_log", "getenv", "json_e
 _REFUSED_NODES = frozenset({"COLUMN_DATA", "DELIM_GET"})
 
 
+_TOO_DEEP = "the query is nested too deeply to be checked; flatten its subqueries (WITH helps)"
+
+
 class SqlRefused(ValueError):
     """The text is not one read-only query over the documented tables; the message says why."""
 
@@ -69,9 +72,14 @@ def check_statement(sql: str, con: duckdb.DuckDBPyConnection) -> None:
     """Refuse (``SqlRefused``) anything but one read query over the documented tables."""
     if not sql.strip():
         raise SqlRefused("the query is empty: send one SELECT statement")
+    if "\x00" in sql:  # DuckDB 1.5's parser ends the text there
+        raise SqlRefused("the query contains a NUL character, which the SQL parser cannot read;"
+                         " write chr(0) for one in a value")
     try:
         statements = duckdb.extract_statements(sql)
     except duckdb.Error as exc:
+        if "expression depth" in str(exc):  # the parser's own limit (DuckDB 1.5's is 1000)
+            raise SqlRefused(_TOO_DEEP) from None
         raise SqlFailed(_first_line(exc)) from None
     if len(statements) != 1:
         raise SqlRefused(f"send exactly one statement (got {len(statements)}); "
@@ -84,9 +92,12 @@ def check_statement(sql: str, con: duckdb.DuckDBPyConnection) -> None:
     try:
         tree = orjson.loads(raw[0]) if raw else {"error": True}
     except orjson.JSONDecodeError:  # nested deeper than the syntax tree reader follows
-        raise SqlRefused("the query is nested too deeply to be checked; flatten its subqueries "
-                         "(WITH helps)") from None
+        raise SqlRefused(_TOO_DEEP) from None
     if tree.get("error"):
+        if "Only SELECT" in str(tree.get("error_message")):  # a PRAGMA DuckDB parses as a SELECT
+            raise SqlRefused(f"only a read query (SELECT, WITH, FROM, VALUES, DESCRIBE, SUMMARIZE)"
+                             f" is allowed here, not a {sql.split()[0].upper()} statement: the"
+                             " warehouse is read-only")
         raise SqlRefused(f"the query cannot be checked: {tree.get('error_message', 'unsupported syntax')}")
     ctes = set(_cte_names(tree))
     system = _system_names(con)
@@ -127,7 +138,9 @@ def _check_node(node: dict[str, Any], ctes: set[str]) -> None:
         name = str(node.get("function_name", "")).lower()
         if name in REFUSED_FUNCTIONS:
             raise SqlRefused(f"function {name!r} is not allowed here")
-        if node.get("catalog") or node.get("schema"):
+        # DuckDB 1.5's parser itself names the functions behind literals (``{'a': 1}``,
+        # ``[1, 2]``) with the schema ``main``
+        if node.get("catalog") or node.get("schema") not in (None, "", "main"):
             raise SqlRefused(f"function {name!r}: name functions without a catalog or schema")
     elif kind in _REFUSED_NODES:
         raise SqlRefused(f"{kind} is not allowed here")

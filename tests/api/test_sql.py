@@ -192,7 +192,9 @@ def test_odd_values_and_odd_queries_never_give_a_500(setup: Setup) -> None:
     nested = "SELECT * FROM " + "(SELECT * FROM " * 500 + "events" + ") t" * 500
     r = sql(setup.admin, nested)
     assert r.status_code == 400 and "nested too deeply" in r.json()["error"]
-    r = sql(setup.admin, "SELECT '\u0000' AS nul")
+    r = sql(setup.admin, "SELECT '\u0000' AS nul")  # DuckDB's parser cannot read a NUL character
+    assert r.status_code == 400 and "NUL character" in r.json()["error"]
+    r = sql(setup.admin, "SELECT chr(0) AS nul")
     assert r.status_code == 200
 
 
