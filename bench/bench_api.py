@@ -89,6 +89,29 @@ def _p(samples: list[float], q: float) -> float:
     return statistics.quantiles(samples, n=100, method="inclusive")[int(q) - 1]
 
 
+def raw_scan(raw: Any, glob: str, site: str, tz: str, date_range: list[str], column: str | None,
+             filtered: bool) -> Callable[[], Any]:
+    """The baseline of a panel: a plain DuckDB scan of the raw Parquet (``glob``) for distinct
+    visitors and pageviews by the panel's raw ``column`` (``day``: the site-local date; ``None``:
+    totals) over ``date_range``, optionally with ``country = 'DE'``."""
+    from warehouse.query.model import parse_query
+
+    q = parse_query(site, tz, {"date_range": date_range})
+    params = {"site": site, "lo": q.date_range.start, "hi": q.date_range.end, "tz": tz, "glob": glob}
+    where = "site_id = $site AND ts >= $lo AND ts < $hi" + (" AND country = 'DE'" if filtered else "")
+    if column is None:
+        sql = (f"SELECT count(DISTINCT visitor_key), count(*) FILTER (WHERE type = 'pageview')"  # noqa: S608
+               f" FROM read_parquet($glob) WHERE {where}")
+    else:
+        key = "CAST(timezone($tz, ts) AS DATE)" if column == "day" else column
+        sql = (f"SELECT {key} AS k, count(DISTINCT visitor_key) AS v,"  # noqa: S608
+               f" count(*) FILTER (WHERE type = 'pageview') FROM read_parquet($glob) WHERE {where}"
+               f" GROUP BY k ORDER BY v DESC LIMIT 100")
+    if column != "day":
+        params.pop("tz")
+    return lambda: raw.execute(sql, params).fetchall()
+
+
 def prepared_warehouse(ctx: BenchContext, size: int, section: Section) -> Path:
     """The data directory of the API benchmark's warehouse of ``size`` events, generated and
     loaded once and kept between runs (the dashboard benchmark uses the same one)."""
@@ -153,20 +176,7 @@ def run(ctx: BenchContext) -> Section:
     glob = str(root / "raw" / "**" / "*.parquet")
 
     def baseline(column: str | None, filtered: bool) -> Callable[[], Any]:
-        q = parse_query(SITE, TZ[SITE], {"date_range": RANGE})
-        params = {"site": SITE, "lo": q.date_range.start, "hi": q.date_range.end, "tz": TZ[SITE], "glob": glob}
-        where = "site_id = $site AND ts >= $lo AND ts < $hi" + (" AND country = 'DE'" if filtered else "")
-        if column is None:
-            sql = (f"SELECT count(DISTINCT visitor_key), count(*) FILTER (WHERE type = 'pageview')"  # noqa: S608
-                   f" FROM read_parquet($glob) WHERE {where}")
-        else:
-            key = "CAST(timezone($tz, ts) AS DATE)" if column == "day" else column
-            sql = (f"SELECT {key} AS k, count(DISTINCT visitor_key) AS v,"  # noqa: S608
-                   f" count(*) FILTER (WHERE type = 'pageview') FROM read_parquet($glob) WHERE {where}"
-                   f" GROUP BY k ORDER BY v DESC LIMIT 100")
-        if column != "day":
-            params.pop("tz")
-        return lambda: raw.execute(sql, params).fetchall()
+        return raw_scan(raw, glob, SITE, TZ[SITE], RANGE, column, filtered)
 
     budget = 2.0 if ctx.quick else 3.0
     for panel, (dims, metrics, column) in PANELS.items():

@@ -315,7 +315,7 @@ def _measure(mode: str, root: Path) -> dict[str, Any]:
 def _panels(root: Path, section: Section, quick: bool) -> None:
     import duckdb
 
-    from bench.bench_api import PANELS, _p, _timed
+    from bench.bench_api import PANELS, _p, _timed, raw_scan
     from warehouse.query.model import parse_query
     from warehouse.query.runner import OnConnection, run_with
 
@@ -329,20 +329,7 @@ def _panels(root: Path, section: Section, quick: bool) -> None:
     budget = 2.0
 
     def baseline(column: str | None, filtered: bool, rng: list[str]) -> Any:
-        q = parse_query(SITE, tz, {"date_range": rng})
-        params = {"lo": q.date_range.start, "hi": q.date_range.end, "tz": tz, "glob": glob}
-        where = "ts >= $lo AND ts < $hi" + (" AND country = 'DE'" if filtered else "")
-        if column is None:
-            sql = (f"SELECT count(DISTINCT visitor_key), count(*) FILTER (WHERE type = 'pageview')"  # noqa: S608
-                   f" FROM read_parquet($glob) WHERE {where}")
-        else:
-            key = "CAST(timezone($tz, ts) AS DATE)" if column == "day" else column
-            sql = (f"SELECT {key} AS k, count(DISTINCT visitor_key) AS v,"  # noqa: S608
-                   f" count(*) FILTER (WHERE type = 'pageview') FROM read_parquet($glob) WHERE {where}"
-                   f" GROUP BY k ORDER BY v DESC LIMIT 100")
-        if column != "day":
-            params.pop("tz")
-        return lambda: raw.execute(sql, params).fetchall()
+        return raw_scan(raw, glob, SITE, tz, rng, column, filtered)
 
     worst: dict[str, float] = {}
     for rng_name, rng in (("30 days", RANGE_30), ("12 months", RANGE_12M)):
