@@ -18,9 +18,6 @@ from typing import Any
 
 import click
 
-from cluster.broker import init_step as broker_init_step
-from cluster.catalog import init_step as catalog_init_step
-from cluster.lease import init_step as lease_init_step
 from littlestats.config import ConfigError, Settings, load_settings
 
 
@@ -41,6 +38,26 @@ def create_bucket(settings: Settings) -> str:
                             settings.s3_secret_key, settings.s3_region)
     where = f"s3://{settings.s3_bucket} at {settings.s3_endpoint}"
     return f"created {where}" if created else f"{where} exists"
+
+
+def broker_init_step(settings: Settings) -> str:
+    # imported here: cluster.broker defines Prometheus metrics, and every `littlestats` command
+    # imports this module before `serve` has chosen the metrics' multiprocess mode
+    from cluster.broker import init_step
+
+    return init_step(settings)
+
+
+def catalog_init_step(settings: Settings) -> str:
+    from cluster.catalog import init_step
+
+    return init_step(settings)
+
+
+def lease_init_step(settings: Settings) -> str:
+    from cluster.lease import init_step
+
+    return init_step(settings)
 
 
 # In order; each step is idempotent.
