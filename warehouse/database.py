@@ -17,16 +17,21 @@ from warehouse.migrations import check_supported, migrate, schema_version
 
 log = logging.getLogger(__name__)
 
+#: DuckDB 1.x: a cluster node's (the cluster extra pins the version its catalog's extensions are
+#: built for, docs/cluster.md#duckdb-versions); one machine runs 2.x. What differs is decided here.
+DUCKDB_1 = int(duckdb.__version__.split(".")[0]) < 2
+
 #: Settings of every warehouse database, whatever it is (a local file or the cluster's lake).
 DATABASE_CONFIG: dict[str, str | bool | int | float | list[str]] = {
     # Row order of INSERT ... SELECT does not matter to us; not keeping it saves memory.
     "preserve_insertion_order": False,
-    # DuckDB turns a join against a few rows of a registered frame into an IN filter that it
+}
+if DUCKDB_1:
+    # DuckDB 1.5 turns a join against a few rows of a registered frame into an IN filter that it
     # pushes into pyarrow, which cannot take UBIGINT values above 2^63 (half our visitor keys):
     # the load fails with "Python int too large to convert to C long". The other dynamic join
     # filters (min/max) are kept.
-    "dynamic_or_filter_threshold": 0,
-}
+    DATABASE_CONFIG["dynamic_or_filter_threshold"] = 0
 
 #: DuckDB's default (16 MB) checkpoints after nearly every load, rewriting the same recent row
 #: groups each minute; a larger log is replayed on open after a crash (a few seconds per 100 MB).
@@ -139,5 +144,4 @@ def register(con: duckdb.DuckDBPyConnection, name: str, frame: pl.DataFrame) -> 
 
 
 #: The Arrow layout ``register`` hands frames over in (see there).
-_ARROW_COMPAT = (pl.CompatLevel.newest() if int(duckdb.__version__.split(".")[0]) >= 2
-                 else pl.CompatLevel.oldest())
+_ARROW_COMPAT = pl.CompatLevel.oldest() if DUCKDB_1 else pl.CompatLevel.newest()
