@@ -17,7 +17,6 @@ from pathlib import Path
 from typing import Any
 
 import duckdb
-import httpx
 import orjson
 import polars as pl
 import pyarrow.compute as pc
@@ -32,7 +31,6 @@ from ingest.seal import seal_all
 from ingest.wal import CLOSED_SUFFIX, encode_records
 from littlestats.config import Settings, load_settings
 from tests.generator import Traffic, TrafficSpec, generate
-from tests.ingest.helpers import UA
 from tests.warehouse.snapshot import assert_same, snapshot
 from warehouse.database import connect
 from warehouse.load import discover_files, load_pending, read_raw
@@ -396,20 +394,8 @@ def test_the_warehouse_process_uploads_only_on_a_node_with_object_storage(
 def test_a_serving_node_uploads_every_acknowledged_event_across_a_kill_9(
     cluster_settings: NodeSettings,
 ) -> None:
+    from tests.ingest.helpers import stream
     from tests.server import LiveServer, add_site, free_port
-
-    def stream(indices: list[int]) -> None:
-        with httpx.Client(timeout=10, headers={"User-Agent": UA["chrome"]}) as client:
-            for i in indices:
-                try:
-                    ok = client.post(f"{server.url}/api/v2/track/{site}",
-                                     json={"url": f"/crash/{i}"}).status_code == 200
-                except httpx.HTTPError:
-                    ok = False
-                with lock:
-                    (acked if ok else failed).add(i)
-                if not ok:
-                    time.sleep(0.02)
 
     raw = cluster_settings("n1", catalog=False, broker=False)
     data_dir = raw.pop("data_dir")
@@ -422,7 +408,8 @@ def test_a_serving_node_uploads_every_acknowledged_event_across_a_kill_9(
     acked: set[int] = set()
     failed: set[int] = set()
     lock = threading.Lock()
-    threads = [threading.Thread(target=stream, args=(list(range(c, total, clients)),))
+    threads = [threading.Thread(target=stream,
+                                args=(server, site, list(range(c, total, clients)), acked, failed, lock))
                for c in range(clients)]
     for t in threads:
         t.start()

@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import threading
 import time
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+import httpx
 import pyarrow.dataset as ds
 
 UA = {
@@ -58,3 +60,24 @@ def wait_for_rows(
             return rows
         time.sleep(0.2)
     raise AssertionError(f"timed out; {len(rows)} rows in Parquet")
+
+
+def stream(server: Any, site: str, indices: list[int], acked: set[int], failed: set[int], lock: threading.Lock) -> None:
+    """Post beacons ``/crash/<i>`` for ``indices`` to ``server`` (single beacons and small batches
+    in turn), recording each index as acknowledged (200) or failed; used to crash a server mid-stream."""
+    with httpx.Client(timeout=10, headers={"User-Agent": UA["chrome"]}) as client:
+        for i in indices:
+            # Alternate single beacons and small batches so both paths are crashed into.
+            if i % 3:
+                body = {"url": f"/crash/{i}"}
+            else:
+                body = {"siteId": site, "events": [{"url": f"/crash/{i}"}]}
+            try:
+                r = client.post(f"{server.url}/api/v2/track/{site}", json=body)
+                ok = r.status_code == 200
+            except httpx.HTTPError:
+                ok = False
+            with lock:
+                (acked if ok else failed).add(i)
+            if not ok:
+                time.sleep(0.02)

@@ -9,34 +9,14 @@ import threading
 import time
 from pathlib import Path
 
-import httpx
 import pytest
 
-from tests.ingest.helpers import UA, raw_rows
+from tests.ingest.helpers import raw_rows, stream
 from tests.server import LiveServer, add_site, free_port
 
 pytestmark = pytest.mark.slow
 
 CLIENTS = 8
-
-
-def stream(server: LiveServer, site: str, indices: list[int], acked: set[int], failed: set[int], lock: threading.Lock) -> None:
-    with httpx.Client(timeout=10, headers={"User-Agent": UA["chrome"]}) as client:
-        for i in indices:
-            # Alternate single beacons and small batches so both paths are crashed into.
-            if i % 3:
-                body = {"url": f"/crash/{i}"}
-            else:
-                body = {"siteId": site, "events": [{"url": f"/crash/{i}"}]}
-            try:
-                r = client.post(f"{server.url}/api/v2/track/{site}", json=body)
-                ok = r.status_code == 200
-            except httpx.HTTPError:
-                ok = False
-            with lock:
-                (acked if ok else failed).add(i)
-            if not ok:
-                time.sleep(0.02)
 
 
 def test_acknowledged_events_survive_kill_9_exactly_once(data_dir: Path) -> None:
