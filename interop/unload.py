@@ -33,6 +33,7 @@ from ingest.seal import write_parquet_atomic
 from warehouse.database import register
 from warehouse.load import _EVENT_COLUMNS, _merge_events
 from warehouse.rollups import local_days_span, rebuild_days, rebuild_hours
+from warehouse.spans import Spans
 
 _HOUR = timedelta(hours=1)
 
@@ -129,9 +130,8 @@ def _rebuild(con: duckdb.DuckDBPyConnection, site_id: str, tz: str, lo: datetime
     con.execute("CREATE OR REPLACE TEMP TABLE affected_days AS"
                 " SELECT DISTINCT g.site_id, g.visitor_key, timezone(z.tz, g.ts)::DATE AS local_date"
                 " FROM gone g JOIN site_tz z ON g.site_id = z.site_id")
-    day_lo, day_hi = local_days_span(lo, hi, {tz})
-    rebuild_days(con, day_lo, day_hi)
-    rebuild_hours(con, lo.replace(minute=0, second=0, microsecond=0), hi + _HOUR)
+    rebuild_days(con, Spans.of(*local_days_span(lo, hi, {tz})))
+    rebuild_hours(con, Spans.of(lo.replace(minute=0, second=0, microsecond=0), hi + _HOUR))
 
 
 def remove_import(con: duckdb.DuckDBPyConnection, raw_dir: Path, site_id: str, ident: str,

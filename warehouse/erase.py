@@ -60,6 +60,7 @@ from ingest.wal import fsync_dir
 from warehouse.database import register
 from warehouse.load import RawFile, discover_files, scan_raw
 from warehouse.rollups import local_days_span, rebuild_days, rebuild_hours
+from warehouse.spans import Spans
 from warehouse.tables import (
     DAILY_EVENT_VISITORS,
     DAILY_PAGE_VISITORS,
@@ -401,10 +402,9 @@ def erase_facts(
             result.facts_removed[table.name] = int(con.execute(
                 f"SELECT count(*) FROM {table.name} t {person}").fetchall()[0][0])  # noqa: S608
         if hours:
-            rebuild_hours(con, hour_lo, hour_hi + timedelta(hours=1))
+            rebuild_hours(con, Spans.of(hour_lo, hour_hi + timedelta(hours=1)))
         if days:
-            lo, hi = _day_bounds(day_lo, day_hi, erasure.timezone)
-            rebuild_days(con, lo, hi)
+            rebuild_days(con, Spans.of(*_day_bounds(day_lo, day_hi, erasure.timezone)))
         result.hours_rebuilt, result.visitor_days_rebuilt = int(hours), int(days)
         for planned in erasure.files:
             if planned.manifest_rows is None:

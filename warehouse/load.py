@@ -43,6 +43,7 @@ from ingest.schema import RAW_EVENT_SCHEMA
 from warehouse.database import register
 from warehouse.rollups import local_days_span, rebuild_days, rebuild_hours
 from warehouse.sessionize import ENGAGEMENT_TYPES, VISIT_GAP, sessionize
+from warehouse.spans import Spans
 from warehouse.tables import EVENTS
 
 #: Rows per load transaction when many files are pending (bounds memory of a backfill).
@@ -359,14 +360,15 @@ def _merge_events(con: duckdb.DuckDBPyConnection, new: pl.DataFrame, site_tz: di
             ON t.site_id = a.site_id AND t.visitor_key = a.visitor_key
         GROUP BY a.site_id, a.visitor_key, a.min_ts, a.max_ts
     """)  # noqa: S608 -- the interval is our constant
-    lo, hi = con.execute("SELECT min(ws), max(we) FROM windows").fetchall()[0]
-    bounds = {"lo": lo, "hi": hi}
+    spans = window_spans(con)
+    bounds: dict[str, object] = {}
+    in_spans = spans.where("e.ts", bounds)
 
     stored = _frame(
         con,
         f"SELECT {', '.join('e.' + c for c in _EVENT_COLUMNS)} FROM events e JOIN windows w"  # noqa: S608
         " ON e.site_id = w.site_id AND e.visitor_key = w.visitor_key AND e.ts BETWEEN w.ws AND w.we"
-        " WHERE e.ts BETWEEN $lo AND $hi",
+        f" WHERE {in_spans}",
         bounds,
     )
     returning = _frame(
@@ -389,9 +391,9 @@ def _merge_events(con: duckdb.DuckDBPyConnection, new: pl.DataFrame, site_tz: di
         )
         if stored.height:
             con.execute(
-                "DELETE FROM events e USING windows w WHERE e.site_id = w.site_id"
+                "DELETE FROM events e USING windows w WHERE e.site_id = w.site_id"  # noqa: S608
                 " AND e.visitor_key = w.visitor_key AND e.ts BETWEEN w.ws AND w.we"
-                " AND e.ts BETWEEN $lo AND $hi",
+                f" AND {in_spans}",
                 bounds,
             )
         _insert_props(con, new)
@@ -405,8 +407,22 @@ def _merge_events(con: duckdb.DuckDBPyConnection, new: pl.DataFrame, site_tz: di
         "UPDATE sessions s SET is_new = false FROM windows w WHERE s.site_id = w.site_id"
         " AND s.visitor_key = w.visitor_key AND s.started_at > w.we AND s.is_new"
     )
-    _rebuild_rollups(con, events, site_tz, lo, hi)
+    _rebuild_rollups(con, events, site_tz, spans)
     return sessions.height
+
+
+def window_spans(con: duckdb.DuckDBPyConnection) -> Spans:
+    """The time the ``windows`` cover, as spans (``warehouse.spans``): a chunk's windows are one
+    stretch of time plus the odd old or later visit, and a single bound around all of them would
+    make every scan of the facts read the weeks between."""
+    windows = con.sql("SELECT ws, we FROM windows").pl().sort("ws")
+    runs = (
+        windows.with_columns((pl.col("ws") > pl.col("we").cum_max().shift(1)).fill_null(True)
+                             .cum_sum().alias("run"))
+        .group_by("run").agg(pl.col("ws").min(), pl.col("we").max())
+    )
+    step = timedelta(microseconds=1)  # a window's end is its last event: inclusive
+    return Spans.covering((lo, hi + step) for lo, hi in runs.select("ws", "we").iter_rows())
 
 
 def _insert_props(con: duckdb.DuckDBPyConnection, new: pl.DataFrame) -> None:
@@ -462,8 +478,7 @@ def number_text(column: str) -> str:
 
 
 def _rebuild_rollups(
-    con: duckdb.DuckDBPyConnection, events: pl.DataFrame, site_tz: dict[str, str],
-    lo: datetime, hi: datetime,
+    con: duckdb.DuckDBPyConnection, events: pl.DataFrame, site_tz: dict[str, str], spans: Spans,
 ) -> None:
     sites = events["site_id"].unique().to_list()
     tz = pl.DataFrame({"site_id": sites, "tz": [site_tz.get(s, "UTC") for s in sites]},
@@ -483,10 +498,9 @@ def _rebuild_rollups(
                                                INTERVAL 1 DAY)) AS local_date) d
     """)
     # the hours are rebuilt while the days' prev dates are computed (polars, on another thread)
-    hour_lo = lo.replace(minute=0, second=0, microsecond=0)
-    day_lo, day_hi = local_days_span(lo, hi, set(tz["tz"]))
-    rebuild_days(con, day_lo, day_hi,
-                 meanwhile=lambda: rebuild_hours(con, hour_lo, hi + timedelta(hours=1)))
+    zones = set(tz["tz"])
+    days = spans.widened(lambda lo, hi: local_days_span(lo, hi, zones))
+    rebuild_days(con, days, meanwhile=lambda: rebuild_hours(con, spans.to_hours()))
 
 
 def _record_manifest(

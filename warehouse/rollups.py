@@ -29,6 +29,7 @@ import polars as pl
 from warehouse.database import register
 from warehouse.query.model import DateRange
 from warehouse.query.sql import Params, bucket
+from warehouse.spans import Spans
 from warehouse.tables import (
     DAILY_EVENT_VISITORS,
     DAILY_PAGE_VISITORS,
@@ -75,7 +76,7 @@ WITH s AS (
         s.is_bounce, s.duration_ms, s.custom_events, {_DIM_COLUMNS}
     FROM sessions s SEMI JOIN affected_hours h
         ON s.site_id = h.site_id AND date_trunc('hour', s.started_at) = h.hour
-    WHERE s.started_at >= $lo AND s.started_at < $hi
+    WHERE {{spans}}
 ),
 several AS (SELECT site_id, hour, visitor_key FROM s GROUP BY ALL HAVING count(*) > 1)
 SELECT s.*, v.visitor_key IS NOT NULL AS multi FROM s LEFT JOIN several v USING (site_id, hour, visitor_key)
@@ -88,7 +89,7 @@ _EVENTS_IN_HOURS = """
     SELECT e.*, date_trunc('hour', e.ts) AS hour
     FROM events e SEMI JOIN affected_hours h
         ON e.site_id = h.site_id AND date_trunc('hour', e.ts) = h.hour
-    WHERE e.ts >= $lo AND e.ts < $hi
+    WHERE {spans}
 """
 
 _HOURLY_TOTAL_SQL = f"""
@@ -141,23 +142,23 @@ FROM (
         p.visitor_key, count(*) AS n
     FROM event_props p SEMI JOIN affected_hours h
         ON p.site_id = h.site_id AND date_trunc('hour', p.ts) = h.hour
-    WHERE p.ts >= $lo AND p.ts < $hi
+    WHERE {spans}
     GROUP BY ALL
 )
 GROUP BY site_id, hour, event_name, key, value
 """
 
-def _day_rows(table: str, ts: str, columns: str, local_date: str) -> str:
-    """``columns`` of the ``events`` or ``sessions`` rows (time column ``ts``) on the affected
-    visitor-days, with their site-local date (``local_date``, an expression over ``t`` and
-    ``site_tz z``)."""
+def _day_rows(table: str, columns: str, local_date: str, in_spans: str) -> str:
+    """``columns`` of the ``events`` or ``sessions`` rows (time in the spans: ``in_spans``) on the
+    affected visitor-days, with their site-local date (``local_date``, an expression over ``t``
+    and ``site_tz z``)."""
     return f"""
     SELECT * FROM (
         SELECT {columns}, {local_date} AS local_date
         FROM {table} t SEMI JOIN affected_visitors v
             ON t.site_id = v.site_id AND t.visitor_key = v.visitor_key
         JOIN site_tz z ON t.site_id = z.site_id
-        WHERE t.{ts} >= $lo AND t.{ts} < $hi
+        WHERE {in_spans}
     ) x SEMI JOIN affected_days a
         ON x.site_id = a.site_id AND x.visitor_key = a.visitor_key AND x.local_date = a.local_date
 """  # noqa: S608
@@ -241,20 +242,21 @@ _VISITOR_TABLES = (
 _HOURLY_TABLES = ("hourly_rollup", "hourly_props")
 
 
-def rebuild_hours(con: duckdb.DuckDBPyConnection, lo: datetime, hi: datetime) -> None:
+def rebuild_hours(con: duckdb.DuckDBPyConnection, spans: Spans) -> None:
     """Rebuild ``hourly_rollup`` and ``hourly_props`` for the rows of ``affected_hours``.
 
-    ``lo`` / ``hi`` bound the affected hours (``lo`` ≤ every hour < ``hi``) so that scans of the
-    fact tables skip everything else.
+    ``spans`` cover every affected hour (whole hours) so that scans of the fact tables skip
+    everything else.
     """
     for table in _HOURLY_TABLES:
         con.execute(
             f"DELETE FROM {table} t USING affected_hours h"  # noqa: S608
             " WHERE t.site_id = h.site_id AND t.hour = h.hour"
         )
-    params = {"lo": lo, "hi": hi}
-    for sql in (_HOUR_SESSIONS_SQL, _HOURLY_TOTAL_SQL, _HOURLY_EVENT_DIMS_SQL, _HOURLY_PROPS_SQL):
-        con.execute(sql, params)
+    for sql, column in ((_HOUR_SESSIONS_SQL, "s.started_at"), (_HOURLY_TOTAL_SQL, "e.ts"),
+                        (_HOURLY_EVENT_DIMS_SQL, "e.ts"), (_HOURLY_PROPS_SQL, "p.ts")):
+        params: dict[str, object] = {}
+        con.execute(sql.format(spans=spans.where(column, params)), params)
     con.execute(_HOURLY_SESSIONS_SQL)
 
 
@@ -337,8 +339,7 @@ def with_prev_dates(fresh: pl.DataFrame, history: pl.DataFrame, spec: _VisitorTa
 
 
 def rebuild_days(
-    con: duckdb.DuckDBPyConnection, lo: datetime, hi: datetime,
-    meanwhile: Callable[[], None] | None = None,
+    con: duckdb.DuckDBPyConnection, spans: Spans, meanwhile: Callable[[], None] | None = None,
 ) -> None:
     """Rebuild the per-visitor ``daily_*`` tables for the visitor-days in ``affected_days`` and
     bring ``daily_visitor_counts`` up to date with them.
@@ -347,8 +348,7 @@ def rebuild_days(
     rows of affected days from the facts, later rows kept, and all of them get fresh prev dates
     (a changed day can change the prev date of the visitor's next day with the same value). The
     counts are adjusted by the difference: minus what the old rows contributed, plus what the new
-    ones do. ``lo`` / ``hi`` must cover every UTC instant of those local days
-    (``local_days_span``).
+    ones do. ``spans`` must cover every UTC instant of those local days (``local_days_span``).
 
     The prev dates are computed in polars on a worker thread while this thread goes on with
     DuckDB: the next table's rows, then ``meanwhile()`` (other work on ``con`` that does not touch
@@ -378,9 +378,10 @@ def rebuild_days(
          ", ".join(f"t.{c}" for c in ("site_id", "visitor_key", *_SESSION_DIM_COLUMNS))),
     ):
         p = Params()
-        local_date = _local_date(f"t.{ts}", zones, lo, hi, p)
-        con.execute(f"CREATE OR REPLACE TEMP TABLE {temp} AS {_day_rows(table, ts, columns, local_date)}",
-                    {"lo": lo, "hi": hi, **p.values})
+        local_date = _local_date(f"t.{ts}", zones, spans.lo, spans.hi, p)
+        params: dict[str, object] = dict(p.values)
+        day_rows = _day_rows(table, columns, local_date, spans.where(f"t.{ts}", params))
+        con.execute(f"CREATE OR REPLACE TEMP TABLE {temp} AS {day_rows}", params)
     with ThreadPoolExecutor(max_workers=1, thread_name_prefix="prev-dates") as pool:
         pending = [(spec, pool.submit(with_prev_dates, fresh, history, spec))
                    for spec, fresh, history in _replace_rows(con, first)]
@@ -509,10 +510,10 @@ def reaggregate(
         """, params)
         hours = con.execute("SELECT count(*) FROM affected_hours").fetchall()[0][0]
         days = con.execute("SELECT count(*) FROM affected_days").fetchall()[0][0]
-        rebuild_hours(con, start - timedelta(hours=1), end + timedelta(hours=1))
+        rebuild_hours(con, Spans.of(start - timedelta(hours=1), end + timedelta(hours=1)))
         # Sites without a zone of their own count in UTC (above).
         day_lo, day_hi = local_days_span(start, end, set(site_tz.values()) | {"UTC"})
-        rebuild_days(con, day_lo, day_hi)
+        rebuild_days(con, Spans.of(day_lo, day_hi))
         # The counts were adjusted by differences, which assumes they matched the per-visitor
         # rows; a re-aggregation must not trust that (it exists to repair), so recount them from
         # the first local day rebuilt on.
