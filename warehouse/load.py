@@ -48,6 +48,9 @@ from warehouse.tables import EVENTS
 
 #: Rows per load transaction when many files are pending (bounds memory of a backfill).
 CHUNK_ROWS = 1_000_000
+#: Files per load transaction: reading thousands of small files at once holds far more memory
+#: than their rows (a backlog of open hours' small parts, months of a quiet site's hourly files).
+CHUNK_FILES = 2_000
 #: An hour's part files merged into one (``warehouse.compact``).
 HOURLY_NAME = "part-hourly.parquet"
 #: A part file's rows are estimated from its size (reading thousands of small footers costs more
@@ -160,13 +163,16 @@ def pending_files(con: duckdb.DuckDBPyConnection, files: Iterable[RawFile]) -> l
     return pending
 
 
-def plan_chunks(files: list[RawFile], max_rows: int = CHUNK_ROWS) -> list[list[RawFile]]:
-    """Consecutive groups of files of about ``max_rows`` rows at most (a bigger file stands alone)."""
+def plan_chunks(
+    files: list[RawFile], max_rows: int = CHUNK_ROWS, max_files: int = CHUNK_FILES
+) -> list[list[RawFile]]:
+    """Consecutive groups of files of about ``max_rows`` rows and ``max_files`` files at most (a
+    bigger file stands alone)."""
     chunks: list[list[RawFile]] = []
     current: list[RawFile] = []
     rows = 0
     for f in files:
-        if current and rows + f.estimated_rows > max_rows:
+        if current and (rows + f.estimated_rows > max_rows or len(current) >= max_files):
             chunks.append(current)
             current, rows = [], 0
         current.append(f)

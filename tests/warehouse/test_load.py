@@ -297,3 +297,12 @@ def test_number_property_text_is_the_cast_without_a_trailing_zero(values: list[f
     ).fetchall()
     assert [(x, want) for x, _, want in rows] == [(x, got) for x, got, _ in rows]
     assert con.execute(f"SELECT {number_text('3.0::DOUBLE')}, {number_text('2.5::DOUBLE')}").fetchall() == [("3", "2.5")]
+
+
+def test_chunks_are_bounded_in_files_as_well_as_rows(traffic: Traffic, tmp_path: Path) -> None:
+    traffic.write_raw(tmp_path / "raw")
+    files = discover_files(tmp_path / "raw")
+    assert len(files) > 12
+    chunks = plan_chunks(files, max_rows=10**9, max_files=5)
+    assert [f for chunk in chunks for f in chunk] == files  # every file once, in order
+    assert all(len(chunk) <= 5 for chunk in chunks) and len(chunks) == -(-len(files) // 5)
