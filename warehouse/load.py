@@ -331,12 +331,19 @@ def _merge_events(con: duckdb.DuckDBPyConnection, new: pl.DataFrame, site_tz: di
         .fill_null(False).alias("engagement_first"),
     )
     register(con, "affected_in", affected)
+    # Every stored visit of the affected visitors, read once (one scan of ``sessions``): the
+    # windows and the returning visitors come from it.
+    con.execute(
+        "CREATE OR REPLACE TEMP TABLE visitor_sessions AS SELECT s.site_id, s.visitor_key, s.started_at,"
+        " s.ended_at FROM sessions s SEMI JOIN affected_in a"
+        " ON s.site_id = a.site_id AND s.visitor_key = a.visitor_key"
+    )
     gap = f"INTERVAL {int(VISIT_GAP.total_seconds())} SECOND"
     con.execute(f"""
         CREATE OR REPLACE TEMP TABLE windows AS
         WITH previous AS (
             SELECT a.site_id, a.visitor_key, max(s.started_at) AS started_at
-            FROM affected_in a JOIN sessions s
+            FROM affected_in a JOIN visitor_sessions s
                 ON s.site_id = a.site_id AND s.visitor_key = a.visitor_key AND s.started_at <= a.min_ts
             WHERE a.engagement_first
             GROUP BY a.site_id, a.visitor_key
@@ -345,18 +352,18 @@ def _merge_events(con: duckdb.DuckDBPyConnection, new: pl.DataFrame, site_tz: di
             -- an engagement report stored before its page's events arrived began a visit of its
             -- own; it must join the new events' visit, however far after them it was sent
             SELECT a.site_id, a.visitor_key, min(s.started_at) AS started_at
-            FROM affected_in a JOIN sessions s
+            FROM affected_in a JOIN visitor_sessions s
                 ON s.site_id = a.site_id AND s.visitor_key = a.visitor_key AND s.started_at > a.max_ts
             GROUP BY a.site_id, a.visitor_key
         ),
         touching AS (
             SELECT s.site_id, s.visitor_key, s.started_at, s.ended_at
-            FROM affected_in a JOIN sessions s
+            FROM affected_in a JOIN visitor_sessions s
                 ON s.site_id = a.site_id AND s.visitor_key = a.visitor_key
                 AND s.ended_at >= a.min_ts - {gap} AND s.started_at <= a.max_ts + {gap}
             UNION ALL
             SELECT s.site_id, s.visitor_key, s.started_at, s.ended_at
-            FROM (SELECT * FROM previous UNION ALL SELECT * FROM following) p JOIN sessions s
+            FROM (SELECT * FROM previous UNION ALL SELECT * FROM following) p JOIN visitor_sessions s
                 ON s.site_id = p.site_id AND s.visitor_key = p.visitor_key AND s.started_at = p.started_at
         )
         SELECT a.site_id, a.visitor_key,
@@ -379,7 +386,7 @@ def _merge_events(con: duckdb.DuckDBPyConnection, new: pl.DataFrame, site_tz: di
     )
     returning = _frame(
         con,
-        "SELECT DISTINCT w.site_id, w.visitor_key FROM windows w JOIN sessions s"
+        "SELECT DISTINCT w.site_id, w.visitor_key FROM windows w JOIN visitor_sessions s"
         " ON s.site_id = w.site_id AND s.visitor_key = w.visitor_key AND s.started_at < w.ws",
     )
 
