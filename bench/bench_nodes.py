@@ -43,6 +43,7 @@ extra installed (``.venv-cluster``) and the Debian packages of ``scripts/cluster
 
 from __future__ import annotations
 
+import json
 import os
 import resource
 import shutil
@@ -83,6 +84,8 @@ DRAIN_TIMEOUT = 90.0
 # every min(5, segment_seconds / 4) seconds (littlestats.app); counters are read this long after
 # the last request.
 COUNTERS_SETTLE = 5.5
+# Before each window, the CPU the engines and servers use with no traffic is measured this long.
+IDLE_SECONDS = 3.0
 ROLES = ("workers", "live", "warehouse", "master")
 
 
@@ -291,9 +294,10 @@ def _prepare(condition: int, round_no: int, work: Path, template: Path,
         values = dict(shared, node_name=name) if condition else dict(shared)
         servers.append(Server(name, data_dir, _write_config(base / f"{name}.toml", values)))
     if condition:
-        subprocess.run([sys.executable, "-m", "littlestats", "cluster", "init", "--config",
-                        str(servers[0].config)], check=True, capture_output=True, text=True,
-                       timeout=300)
+        done = subprocess.run([sys.executable, "-m", "littlestats", "cluster", "init", "--config",
+                               str(servers[0].config)], capture_output=True, text=True, timeout=300)
+        if done.returncode != 0:
+            raise RuntimeError(f"littlestats cluster init failed:\n{done.stdout}{done.stderr}")
     return servers
 
 
@@ -336,10 +340,11 @@ def _busy(servers: list[Server], engines: Engines | None) -> float:
 def run_condition(condition: int, round_no: int, work: Path, template: Path, script: Path,
                   engines: Engines, window: int, warmup: int) -> dict[str, Any]:
     """One condition of one round: start, warm up, drain, measure the window, drain, check, stop."""
-    servers = _prepare(condition, round_no, work, template, engines)
     clustered = condition > 0
     watched = engines if clustered else None
+    servers: list[Server] = []
     try:
+        servers = _prepare(condition, round_no, work, template, engines)
         for s in servers:
             s.start()
         _parallel(Server.wait_ready, servers)
@@ -348,6 +353,11 @@ def run_condition(condition: int, round_no: int, work: Path, template: Path, scr
         warm_ended = time.monotonic()
         _drain(servers, clustered)
         wait_while_busy(lambda: _busy(servers, watched), 0.05 * (len(servers) + clustered), 10)
+        # The engines' CPU with nothing to do (monitor and OSD ticks, the live services' marks):
+        # a cost per second, not per event.
+        quiet0, quiet_nodes0, quiet_t0 = engines.cpu(), _busy(servers, None), time.monotonic()
+        time.sleep(max(IDLE_SECONDS, warm_ended + COUNTERS_SETTLE - time.monotonic()))
+        quiet1, quiet_nodes1, quiet_span = engines.cpu(), _busy(servers, None), time.monotonic() - quiet_t0
         before_counts = _counters_after(servers, warm_ended)
 
         cpu0 = [s.cpu() for s in servers]
@@ -363,13 +373,15 @@ def run_condition(condition: int, round_no: int, work: Path, template: Path, scr
         _drain(servers, clustered)
         cpu2 = [s.cpu() for s in servers]
         eng2 = engines.cpu()
+        life_span = time.monotonic() - t0
         after_counts = _counters_after(servers, window_ended)
         if clustered:
             stored = _bucket_rows(f"nodes-r{round_no}-n{condition}", servers, engines)
         else:
             stored = _local_rows(servers[0])
     finally:
-        _parallel(Server.stop, servers)
+        if servers:
+            _parallel(Server.stop, servers)
         if engines.nats is not None:
             engines.nats.stop()
             engines.nats = None
@@ -401,7 +413,9 @@ def run_condition(condition: int, round_no: int, work: Path, template: Path, scr
         "rps": sum(n["rps"] for n in nodes), "events": sum(n["events"] for n in nodes),
         "engines_window": {k: eng1[k] - eng0[k] for k in eng1},
         "engines_life": {k: eng2[k] - eng0[k] for k in eng2},
-        "wrk_cpu": wrk_cpu,
+        "wrk_cpu": wrk_cpu, "life_seconds": life_span,
+        "engines_idle_cores": {k: (quiet1[k] - quiet0[k]) / quiet_span for k in quiet1},
+        "nodes_idle_cores": (quiet_nodes1 - quiet_nodes0) / quiet_span,
         "idle_share": idle / (elapsed * cores),
         "others_cores": max(0.0, busy - window_nodes - window_engines - wrk_cpu) / elapsed,
     }
@@ -422,8 +436,15 @@ def mean_node_us(result: dict[str, Any], which: str = "life_cpu", roles: tuple[s
     return statistics.fmean(node_us(n, which, roles) for n in result["nodes"])
 
 
-def engine_us(result: dict[str, Any], parts: tuple[str, ...], which: str = "engines_life") -> float:
-    return _us(sum(result[which].get(p, 0.0) for p in parts), result["events"])
+def engine_us(result: dict[str, Any], parts: tuple[str, ...], which: str = "engines_life",
+              net: bool = True) -> float:
+    """The engines' CPU per event of the window, from its start until its events are uploaded;
+    ``net``: less what they use with no traffic over as long (their idle cost, per second)."""
+    used = sum(result[which].get(p, 0.0) for p in parts)
+    if net:
+        span = result["life_seconds"] if which == "engines_life" else result["seconds"]
+        used -= sum(result["engines_idle_cores"].get(p, 0.0) for p in parts) * span
+    return _us(max(used, 0.0), result["events"])
 
 
 def live_us_per_cluster_event(result: dict[str, Any]) -> float:
@@ -513,12 +534,18 @@ def _notes(section: Section, results: dict[int, list[dict[str, Any]]], condition
                              f"in the window alone {window:.0f}; p99 latency {p99:.1f} ms")
     for c in conditions[1:]:
         engines = "; ".join(
-            f"{name} {_med([_us(r['engines_life'][name], r['events']) for r in results[c]]):.1f} µs "
-            f"({_med([_us(r['engines_window'][name], r['events']) for r in results[c]]):.1f} in the window)"
+            f"{name} {_med([engine_us(r, (name,)) for r in results[c]]):.1f} µs "
+            f"({_med([engine_us(r, (name,), net=False) for r in results[c]]):.1f} before taking off "
+            f"its idle {_med([r['engines_idle_cores'][name] for r in results[c]]):.3f} cores; "
+            f"{_med([engine_us(r, (name,), 'engines_window') for r in results[c]]):.1f} in the window)"
             for name in (*CEPH, "postgres", "nats"))
         live = _med([live_us_per_cluster_event(r) for r in results[c]])
-        section.notes.append(f"{_label(c)}: engines' CPU per event: {engines}; each node's live "
-                             f"service {live:.1f} µs per event of the whole cluster")
+        idle = _med([r["nodes_idle_cores"] / c for r in results[c]])
+        section.notes.append(f"{_label(c)}: engines' CPU per event (median of rounds), from the "
+                             f"window's start until its events were uploaded, less their CPU with "
+                             f"no traffic over as long: {engines}; each node's live service "
+                             f"{live:.1f} µs per event of the whole cluster; a node with no "
+                             f"traffic {idle:.3f} cores")
     for c in conditions:
         checks = []
         for r in results[c]:
@@ -600,6 +627,7 @@ def run(ctx: BenchContext) -> Section:
                 started = time.monotonic()
                 result = run_condition(c, n, work, template, script, engines, window, warmup)
                 results[c].append(result)
+                (work / "results.json").write_text(json.dumps(results, indent=1))
                 print(f"  round {n}, {_label(c)}: {result['rps']:,.0f} events/s, "
                       f"{mean_node_us(result):.0f} µs/event per node "
                       f"({time.monotonic() - started:.0f} s)", file=sys.stderr, flush=True)
