@@ -348,7 +348,7 @@ def run_condition(condition: int, round_no: int, work: Path, template: Path, scr
         for s in servers:
             s.start()
         _parallel(Server.wait_ready, servers)
-        wait_while_busy(lambda: _busy(servers, watched), 0.05 * (len(servers) + clustered), 30)
+        wait_while_busy(lambda: _busy(servers, None), 0.05 * len(servers), 30)  # their start-up
         warm = _wrk_all(servers, script, warmup)
         warm_ended = time.monotonic()
         _drain(servers, clustered)
