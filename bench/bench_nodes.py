@@ -73,7 +73,7 @@ from tests.server import LiveServer, add_site, free_port, session_pids
 
 WORKERS = 2  # per server, as in the ingest benchmark (one per core)
 CONNECTIONS = 64  # wrk connections in all, split between a condition's servers
-ROUNDS = 3
+ROUNDS = 2
 WINDOW_SECONDS = 10
 WARMUP_SECONDS = 2
 NODE_COUNTS = (1, 2, 3)
@@ -587,7 +587,7 @@ def _prediction(results: dict[int, list[dict[str, Any]]]) -> str:
         f"{own:.0f} + N × {live_each:.1f} µs per event of its own. The shared engines cost "
         f"{sum(engines.values()):.1f} µs per event in all ({', '.join(f'{k} {v:.1f}' for k, v in engines.items())}); "
         f"NATS per event with {', '.join(str(c) for c in sorted(results) if c)} nodes: "
-        f"{', '.join(f'{v:.1f}' for v in nats_by_n)} µs, as it delivers each message to every node. "
+        f"{', '.join(f'{v:.1f}' for v in nats_by_n)} µs (it delivers each message to every node). "
         f"The heaviest, {heaviest}, needs one core per ~{ratio:,.0f} cores of ingest nodes, so it "
         f"is the first shared bottleneck; Ceph's cost is per upload (one per segment and hour, "
         f"segment_seconds apart), so its cost per event falls as each node's rate grows and rises "
