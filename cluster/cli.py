@@ -7,6 +7,7 @@ this machine for a trial cluster.
 
 from __future__ import annotations
 
+import importlib
 import json
 import os
 import signal
@@ -40,32 +41,22 @@ def create_bucket(settings: Settings) -> str:
     return f"created {where}" if created else f"{where} exists"
 
 
-def broker_init_step(settings: Settings) -> str:
-    # imported here: cluster.broker defines Prometheus metrics, and every `littlestats` command
-    # imports this module before `serve` has chosen the metrics' multiprocess mode
-    from cluster.broker import init_step
-
-    return init_step(settings)
-
-
-def catalog_init_step(settings: Settings) -> str:
-    from cluster.catalog import init_step
-
-    return init_step(settings)
-
-
-def lease_init_step(settings: Settings) -> str:
-    from cluster.lease import init_step
-
-    return init_step(settings)
+def _imported_step(module: str) -> Callable[[Settings], str]:
+    """``module``'s ``init_step``, imported when the step runs: cluster.broker defines Prometheus
+    metrics, and every `littlestats` command imports this module before `serve` has chosen the
+    metrics' multiprocess mode."""
+    def step(settings: Settings) -> str:
+        init_step: Callable[[Settings], str] = importlib.import_module(module).init_step
+        return init_step(settings)
+    return step
 
 
 # In order; each step is idempotent.
 INIT_STEPS: list[InitStep] = [
     InitStep("bucket", create_bucket),
-    InitStep("catalog", catalog_init_step),
-    InitStep("leases", lease_init_step),
-    InitStep("stream", broker_init_step),
+    InitStep("catalog", _imported_step("cluster.catalog")),
+    InitStep("leases", _imported_step("cluster.lease")),
+    InitStep("stream", _imported_step("cluster.broker")),
 ]
 
 
