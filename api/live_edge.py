@@ -15,6 +15,7 @@ import contextlib
 import itertools
 import logging
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -46,6 +47,7 @@ class EdgeHub(Fanout):
         self.by_gid: dict[int, _Group] = {}
         self.group_of: dict[Subscriber, _Group] = {}
         self.replies: dict[int, asyncio.Future[tuple[dict[str, Any], bytes]]] = {}
+        self.on_reply: dict[int, Callable[[], None]] = {}
         self.ids = itertools.count(1)
         self.broken = False
         self._tasks: list[asyncio.Task[None]] = []
@@ -73,17 +75,22 @@ class EdgeHub(Fanout):
         self._watch_exit_signals()
 
     # requests ------------------------------------------------------------------------------
-    async def _request(self, header: dict[str, Any]) -> tuple[dict[str, Any], bytes]:
+    async def _request(self, header: dict[str, Any],
+                       on_reply: Callable[[], None] | None = None) -> tuple[dict[str, Any], bytes]:
+        """The service's reply; ``on_reply`` runs as the reply is read, before any later frame."""
         if self.broken:
             raise LiveServiceUnavailable("the connection to the live service was lost")
         rid = next(self.ids)
         future: asyncio.Future[tuple[dict[str, Any], bytes]] = asyncio.get_running_loop().create_future()
         self.replies[rid] = future
+        if on_reply is not None:
+            self.on_reply[rid] = on_reply
         self.writer.write(frame({**header, "r": rid}))
         try:
             return await future
         finally:
             self.replies.pop(rid, None)
+            self.on_reply.pop(rid, None)
 
     async def stats_json(self, site_id: str) -> bytes:
         return (await self._request({"op": "stats", "site": site_id}))[1]
@@ -110,20 +117,27 @@ class EdgeHub(Fanout):
     async def open(self, sub: Subscriber, cursor_text: str | None) -> list[Any]:
         """Join the subscriber's group; its first messages (stats, and what it missed since the
         cursor). Flushes sent after the reply reach it through the group, none before: no gap,
-        no duplicate."""
+        no duplicate. It joins as the reply is read — the flushes behind the reply may already
+        be read too before this coroutine runs again — and what they bring waits in its queue
+        behind its first messages."""
         group, new = self._group(sub)
+
+        def join() -> None:
+            if not sub.closed:
+                group.subs.add(sub)
+                self.group_of[sub] = group
+                self.attach(sub)
+
         group.opening += 1
         try:
             header, body = await self._request(
-                {"op": "open", "new": new, "cursor": cursor_text, **self._describe(group)})
+                {"op": "open", "new": new, "cursor": cursor_text, **self._describe(group)}, join)
         finally:
             group.opening -= 1
         if sub.closed:  # gone while waiting
+            self.unsubscribe(sub)
             self._leave(group)
             return []
-        group.subs.add(sub)
-        self.group_of[sub] = group
-        self.attach(sub)
         return unpack_texts(header["l"], body) if sub.transport == "ws" else [body]
 
     def refilter(self, sub: Subscriber, flt: EventFilter) -> None:
@@ -169,8 +183,12 @@ class EdgeHub(Fanout):
                     else:
                         self.deliver(group.subs, body, len(body))
                     continue
-                future = self.replies.get(header.get("r", 0))
+                rid = header.get("r", 0)
+                future = self.replies.get(rid)
                 if future is not None and not future.done():
+                    joined = self.on_reply.pop(rid, None)
+                    if joined is not None:
+                        joined()
                     future.set_result((header, body))
         except (asyncio.IncompleteReadError, ConnectionError):
             log.warning("lost the connection to the live service; ending this worker's streams")

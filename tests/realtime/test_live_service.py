@@ -154,3 +154,46 @@ async def _busy_flush(tmp_path: Path) -> None:
         assert b'{"type":"skipped","count":30}' in initial and initial.count(b"event: event") == MAX_EVENTS_PER_FLUSH
         assert first.encode() in initial
         edge.stop()
+
+
+def test_a_flush_right_behind_the_open_reply_reaches_the_new_subscriber(tmp_path: Path) -> None:
+    asyncio.run(_flush_behind_reply(tmp_path))
+
+
+async def _flush_behind_reply(tmp_path: Path) -> None:
+    """The service answers an ``open`` and flushes the group's next events in one write (what its
+    beat does when events are polled during the open): the worker reads both frames before the
+    opening coroutine runs again, and the events must still reach the subscriber, after its
+    first messages."""
+    from api.live_service import frame, read_frame
+
+    sock = tmp_path / "live.sock"
+    flushed = b"event: event\ndata: {\"type\":\"event\"}\n\n"
+
+    async def service(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        while True:
+            try:
+                req, _ = await read_frame(reader)
+            except asyncio.IncompleteReadError:
+                return
+            if req.get("op") == "open":
+                writer.write(frame({"r": req["r"], "l": []}, b"event: stats_update\ndata: {}\n\n")
+                             + frame({"g": req["g"]}, flushed))
+
+    server = await asyncio.start_unix_server(service, str(sock))
+    try:
+        edge = await EdgeHub.connect(sock)
+        sub = edge.subscribe("s1", ALL, "sse")
+        first = await edge.open(sub, None)
+        assert first == [b"event: stats_update\ndata: {}\n\n"]
+        await until(lambda: bool(sub.queue))
+        assert list(sub.queue) == [flushed]
+        # a second subscriber of the same group gets the next flush, not the ones before it
+        again = edge.subscribe("s1", ALL, "sse")
+        await edge.open(again, None)
+        await until(lambda: len(sub.queue) == 2 and bool(again.queue))
+        assert list(again.queue) == [flushed]
+        edge.stop()
+    finally:
+        server.close()
+        await server.wait_closed()
