@@ -41,7 +41,7 @@ import pyarrow.parquet as pq
 
 from ingest.schema import RAW_EVENT_SCHEMA
 from warehouse.database import register
-from warehouse.rollups import local_days_span, rebuild_days, rebuild_hours
+from warehouse.rollups import count_hours, local_days_span, rebuild_days, update_hours
 from warehouse.sessionize import ENGAGEMENT_TYPES, VISIT_GAP, sessionize
 from warehouse.spans import Spans
 from warehouse.tables import EVENTS
@@ -394,10 +394,18 @@ def _merge_events(con: duckdb.DuckDBPyConnection, new: pl.DataFrame, site_tz: di
         [stored.cast(new.select(_EVENT_COLUMNS).schema), new.select(_EVENT_COLUMNS)],  # type: ignore[arg-type]
         how="vertical",
     )
+    # The hours the windows' events fall in: their pre-aggregate rows move by what the windows'
+    # visitors contribute after the load minus before (``warehouse.rollups.count_hours``).
+    hours = combined.select("site_id", pl.col("ts").dt.truncate("1h").alias("hour")).unique()
+    register(con, "hours_in", hours)
+    con.execute("CREATE OR REPLACE TEMP TABLE affected_hours AS SELECT * FROM hours_in")
+    hour_spans = spans.to_hours()
     # Sessionizing (polars, on another thread) overlaps the DuckDB work that does not need its
-    # result: taking the windows' old rows out and inserting the new events' properties.
+    # result: the windows' visitors' share of the hours before the load, taking the windows' old
+    # rows out and inserting the new events' properties.
     with ThreadPoolExecutor(max_workers=1, thread_name_prefix="sessionize") as pool:
         sessionized = pool.submit(sessionize, combined, returning)
+        count_hours(con, hour_spans, "before")
         con.execute(
             "DELETE FROM sessions s USING windows w WHERE s.site_id = w.site_id"
             " AND s.visitor_key = w.visitor_key AND s.started_at BETWEEN w.ws AND w.we"
@@ -498,9 +506,6 @@ def _rebuild_rollups(
                       schema={"site_id": pl.String, "tz": pl.String})
     register(con, "tz_in", tz)
     con.execute("CREATE OR REPLACE TEMP TABLE site_tz AS SELECT * FROM tz_in")
-    hours = events.select("site_id", pl.col("ts").dt.truncate("1h").alias("hour")).unique()
-    register(con, "hours_in", hours)
-    con.execute("CREATE OR REPLACE TEMP TABLE affected_hours AS SELECT * FROM hours_in")
     # Visitor-days touched: every local date a window covers, for that visitor.
     con.execute("""
         CREATE OR REPLACE TEMP TABLE affected_days AS
@@ -510,10 +515,16 @@ def _rebuild_rollups(
                                                timezone(z.tz, w.we)::DATE,
                                                INTERVAL 1 DAY)) AS local_date) d
     """)
-    # the hours are rebuilt while the days' prev dates are computed (polars, on another thread)
+    # the hours are brought up to date while the days' prev dates are computed (polars, on
+    # another thread)
     zones = set(tz["tz"])
     days = spans.widened(lambda lo, hi: local_days_span(lo, hi, zones))
-    rebuild_days(con, days, meanwhile=lambda: rebuild_hours(con, spans.to_hours()))
+
+    def hours() -> None:
+        count_hours(con, spans.to_hours(), "after")
+        update_hours(con)
+
+    rebuild_days(con, days, meanwhile=hours)
 
 
 def _record_manifest(

@@ -74,26 +74,24 @@ CREATE OR REPLACE TEMP TABLE hour_sessions AS
 WITH s AS (
     SELECT s.site_id, date_trunc('hour', s.started_at) AS hour, s.visitor_key, s.pageviews,
         s.is_bounce, s.duration_ms, s.custom_events, {_DIM_COLUMNS}
-    FROM sessions s SEMI JOIN affected_hours h
-        ON s.site_id = h.site_id AND date_trunc('hour', s.started_at) = h.hour
+    FROM sessions s {{rows}}
     WHERE {{spans}}
 ),
 several AS (SELECT site_id, hour, visitor_key FROM s GROUP BY ALL HAVING count(*) > 1)
 SELECT s.*, v.visitor_key IS NOT NULL AS multi FROM s LEFT JOIN several v USING (site_id, hour, visitor_key)
 """  # noqa: S608
 
-_HOURLY_SESSIONS_SQL = ("INSERT INTO hourly_rollup"
+_HOURLY_SESSIONS_SQL = ("INSERT INTO {rollup}"
                         + "\n    UNION ALL".join(_per_value(d) for d in SESSION_DIMENSIONS))
 
 _EVENTS_IN_HOURS = """
     SELECT e.*, date_trunc('hour', e.ts) AS hour
-    FROM events e SEMI JOIN affected_hours h
-        ON e.site_id = h.site_id AND date_trunc('hour', e.ts) = h.hour
+    FROM events e {rows}
     WHERE {spans}
 """
 
 _HOURLY_TOTAL_SQL = f"""
-INSERT INTO hourly_rollup
+INSERT INTO {{rollup}}
 WITH per_visitor AS (
     SELECT site_id, hour, visitor_key, count(*) FILTER (WHERE type = 'pageview') AS views,
         count(*) FILTER (WHERE type = 'event') AS events
@@ -116,7 +114,7 @@ FROM e FULL OUTER JOIN s ON e.site_id = s.site_id AND e.hour = s.hour
 
 # Pages and custom events: per visit, then per visitor, then per value — three plain aggregates.
 _HOURLY_EVENT_DIMS_SQL = f"""
-INSERT INTO hourly_rollup
+INSERT INTO {{rollup}}
 WITH per_visit AS (
     SELECT site_id, hour, CASE WHEN type = 'pageview' THEN 'page' ELSE 'event' END AS dimension,
         CASE WHEN type = 'pageview' THEN pathname ELSE name END AS value, visitor_key, session_id,
@@ -135,13 +133,12 @@ FROM per_visitor GROUP BY site_id, hour, dimension, value
 """  # noqa: S608
 
 _HOURLY_PROPS_SQL = """
-INSERT INTO hourly_props
+INSERT INTO {props}
 SELECT site_id, hour, event_name, key, value, sum(n), count(*)
 FROM (
     SELECT p.site_id, date_trunc('hour', p.ts) AS hour, p.event_name, p.key, p.value,
         p.visitor_key, count(*) AS n
-    FROM event_props p SEMI JOIN affected_hours h
-        ON p.site_id = h.site_id AND date_trunc('hour', p.ts) = h.hour
+    FROM event_props p {rows}
     WHERE {spans}
     GROUP BY ALL
 )
@@ -243,7 +240,9 @@ _HOURLY_TABLES = ("hourly_rollup", "hourly_props")
 
 
 def rebuild_hours(con: duckdb.DuckDBPyConnection, spans: Spans) -> None:
-    """Rebuild ``hourly_rollup`` and ``hourly_props`` for the rows of ``affected_hours``.
+    """Rebuild ``hourly_rollup`` and ``hourly_props`` for the rows of ``affected_hours`` from every
+    fact of those hours (a repair, an erasure: ``count_hours`` and ``update_hours`` are the
+    loader's cheaper way).
 
     ``spans`` cover every affected hour (whole hours) so that scans of the fact tables skip
     everything else.
@@ -253,11 +252,72 @@ def rebuild_hours(con: duckdb.DuckDBPyConnection, spans: Spans) -> None:
             f"DELETE FROM {table} t USING affected_hours h"  # noqa: S608
             " WHERE t.site_id = h.site_id AND t.hour = h.hour"
         )
-    for sql, column in ((_HOUR_SESSIONS_SQL, "s.started_at"), (_HOURLY_TOTAL_SQL, "e.ts"),
-                        (_HOURLY_EVENT_DIMS_SQL, "e.ts"), (_HOURLY_PROPS_SQL, "p.ts")):
+    _hour_rows(con, spans, "hourly_rollup", "hourly_props", _IN_AFFECTED_HOURS)
+
+
+#: Which facts ``_hour_rows`` reads (besides ``spans``): those of the affected hours, or those of
+#: the visitors of ``windows`` (``{a}``: the fact table's alias, ``{t}``: its time column).
+_IN_AFFECTED_HOURS = "SEMI JOIN affected_hours h ON {a}.site_id = h.site_id AND date_trunc('hour', {t}) = h.hour"
+_OF_WINDOW_VISITORS = "SEMI JOIN windows w ON {a}.site_id = w.site_id AND {a}.visitor_key = w.visitor_key"
+
+
+def _hour_rows(con: duckdb.DuckDBPyConnection, spans: Spans, rollup: str, props: str, rows: str) -> None:
+    """Rows of the hourly tables computed from the facts in ``spans`` that the join ``rows``
+    keeps, inserted into ``rollup`` and ``props``."""
+    for sql, alias, column in ((_HOUR_SESSIONS_SQL, "s", "s.started_at"), (_HOURLY_TOTAL_SQL, "e", "e.ts"),
+                               (_HOURLY_EVENT_DIMS_SQL, "e", "e.ts"), (_HOURLY_PROPS_SQL, "p", "p.ts")):
         params: dict[str, object] = {}
-        con.execute(sql.format(spans=spans.where(column, params)), params)
-    con.execute(_HOURLY_SESSIONS_SQL)
+        con.execute(sql.format(spans=spans.where(column, params), rows=rows.format(a=alias, t=column),
+                               rollup=rollup, props=props), params)
+    con.execute(_HOURLY_SESSIONS_SQL.format(rollup=rollup))
+
+
+_ROLLUP_MEASURES = ("visitors", "visits", "views", "bounces", "duration_ms", "events")
+_PROPS_MEASURES = ("events", "visitors")
+
+
+def count_hours(con: duckdb.DuckDBPyConnection, spans: Spans, stage: str) -> None:
+    """What the visitors of ``windows`` contribute to the hourly tables within ``spans``, from
+    their facts as they are now: ``stage`` ``before`` (ahead of the load's changes) or ``after``.
+    ``update_hours`` then moves the rows of ``affected_hours`` by the difference.
+
+    Every measure of the hourly tables is a sum over visitors — a visit, a view, an event
+    belongs to one visitor, and an hour's (or value's) distinct visitors are the visitors with
+    any of them — so replacing some visitors' facts moves each row by exactly what those visitors
+    contributed after minus before, computed from their facts alone: the rows stay equal to a
+    rebuild from every fact (``rebuild_hours``), at the cost of the changed visitors' rows rather
+    than of every row of the hours they touch (a minute's late events touch dozens of full
+    hours). ``spans`` must cover the affected hours; the hours they cover besides come out the
+    same before and after, and cancel.
+    """
+    for table, temp in (("hourly_rollup", f"hour_rows_{stage}"), ("hourly_props", f"hour_props_{stage}")):
+        con.execute(f"CREATE OR REPLACE TEMP TABLE {temp} AS SELECT * FROM {table} LIMIT 0")  # noqa: S608
+    _hour_rows(con, spans, f"hour_rows_{stage}", f"hour_props_{stage}", _OF_WINDOW_VISITORS)
+
+
+def update_hours(con: duckdb.DuckDBPyConnection) -> None:
+    """Move the rows of ``affected_hours`` by what ``count_hours`` found after minus before
+    (rows that reach zero go)."""
+    for table, keys, measures in (
+        ("hourly_rollup", ("site_id", "hour", "dimension", "value"), _ROLLUP_MEASURES),
+        ("hourly_props", ("site_id", "hour", "event_name", "key", "value"), _PROPS_MEASURES),
+    ):
+        stage = "rows" if table == "hourly_rollup" else "props"
+        key = ", ".join(keys)
+        sums = ", ".join(f"sum({m})::BIGINT AS {m}" for m in measures)
+        minus = ", ".join(f"-{m}" for m in measures)
+        nonzero = " OR ".join(f"sum({m}) <> 0" for m in measures)
+        con.execute(f"""
+            CREATE OR REPLACE TEMP TABLE hour_merged AS
+            SELECT {key}, {sums} FROM (
+                SELECT t.* FROM {table} t SEMI JOIN affected_hours h ON t.site_id = h.site_id AND t.hour = h.hour
+                UNION ALL SELECT * FROM hour_{stage}_after
+                UNION ALL SELECT {key}, {minus} FROM hour_{stage}_before
+            ) GROUP BY {key} HAVING {nonzero}
+        """)  # noqa: S608 -- names are ours
+        con.execute(f"DELETE FROM {table} t USING affected_hours h"  # noqa: S608
+                    " WHERE t.site_id = h.site_id AND t.hour = h.hour")
+        con.execute(f"INSERT INTO {table} BY NAME SELECT * FROM hour_merged")  # noqa: S608
 
 
 def _contributions(spec: _VisitorTable, relation: str, sign: int, where: str = "true") -> str:
