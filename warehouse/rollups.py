@@ -256,9 +256,11 @@ def rebuild_hours(con: duckdb.DuckDBPyConnection, spans: Spans) -> None:
 
 
 #: Which facts ``_hour_rows`` reads (besides ``spans``): those of the affected hours, or those of
-#: the visitors of ``windows`` (``{a}``: the fact table's alias, ``{t}``: its time column).
+#: each visitor of ``windows`` in the hours of its window (``{a}``: the fact table's alias, ``{t}``:
+#: its time column).
 _IN_AFFECTED_HOURS = "SEMI JOIN affected_hours h ON {a}.site_id = h.site_id AND date_trunc('hour', {t}) = h.hour"
-_OF_WINDOW_VISITORS = "SEMI JOIN windows w ON {a}.site_id = w.site_id AND {a}.visitor_key = w.visitor_key"
+_OF_WINDOW_VISITORS = ("SEMI JOIN windows w ON {a}.site_id = w.site_id AND {a}.visitor_key = w.visitor_key"
+                       " AND {t} >= date_trunc('hour', w.ws) AND {t} < date_trunc('hour', w.we) + INTERVAL 1 HOUR")
 
 
 def _hour_rows(con: duckdb.DuckDBPyConnection, spans: Spans, rollup: str, props: str, rows: str) -> None:
@@ -277,18 +279,19 @@ _PROPS_MEASURES = ("events", "visitors")
 
 
 def count_hours(con: duckdb.DuckDBPyConnection, spans: Spans, stage: str) -> None:
-    """What the visitors of ``windows`` contribute to the hourly tables within ``spans``, from
-    their facts as they are now: ``stage`` ``before`` (ahead of the load's changes) or ``after``.
-    ``update_hours`` then moves the rows of ``affected_hours`` by the difference.
+    """What each visitor of ``windows`` contributes to the hourly tables in the hours of its
+    window, from its facts as they are now: ``stage`` ``before`` (ahead of the load's changes) or
+    ``after``. ``update_hours`` then moves the rows of ``affected_hours`` by the difference.
 
     Every measure of the hourly tables is a sum over visitors — a visit, a view, an event
     belongs to one visitor, and an hour's (or value's) distinct visitors are the visitors with
-    any of them — so replacing some visitors' facts moves each row by exactly what those visitors
-    contributed after minus before, computed from their facts alone: the rows stay equal to a
-    rebuild from every fact (``rebuild_hours``), at the cost of the changed visitors' rows rather
-    than of every row of the hours they touch (a minute's late events touch dozens of full
-    hours). ``spans`` must cover the affected hours; the hours they cover besides come out the
-    same before and after, and cancel.
+    any of them — and a load changes a visitor's facts only inside its window (events, visits
+    starting there, the new events' properties). So each row moves by exactly what the windows'
+    visitors contributed to it after minus before, computed from their facts in their windows'
+    hours alone: the rows stay equal to a rebuild from every fact (``rebuild_hours``), at the
+    cost of the changed visitors' rows rather than of every row of the hours they touch (a
+    minute's late events touch dozens of full hours). ``spans`` cover the windows' hours, as for
+    ``rebuild_hours``.
     """
     for table, temp in (("hourly_rollup", f"hour_rows_{stage}"), ("hourly_props", f"hour_props_{stage}")):
         con.execute(f"CREATE OR REPLACE TEMP TABLE {temp} AS SELECT * FROM {table} LIMIT 0")  # noqa: S608

@@ -17,6 +17,7 @@ from tests.generator import Traffic, TrafficSpec, generate, visits_per_day_truth
 from tests.warehouse.snapshot import assert_same, snapshot
 from warehouse.database import connect
 from warehouse.load import discover_files, load_pending, number_text, plan_chunks
+from warehouse.rollups import reaggregate
 
 SPEC = TrafficSpec(visitors=150, days=3, loads=4, seed=7)
 
@@ -200,6 +201,15 @@ def test_random_arrival_orders_give_the_same_tables(seed: int, loads: int, tmp_p
     assert got["session_id"].equals(truth["session_id"])
     assert got["duration_ms"].equals(truth["duration_ms"])
     assert got["is_new"].equals(truth["is_new"])
+    # the loads moved the hourly tables by each changed visitor's share (rollups.count_hours):
+    # they equal a rebuild of every hour from all its facts
+    moved = snapshot(con)
+    lo, hi = con.execute("SELECT min(ts), max(ts) FROM events").fetchall()[0]
+    reaggregate(con, spec.timezones, lo, hi + timedelta(seconds=1))
+    rebuilt = snapshot(con)
+    for table in ("hourly_rollup", "hourly_props"):
+        assert moved[table].equals(rebuilt[table]), table
+    assert moved["hourly_props"].height > 0
     con.close()
 
 
