@@ -492,9 +492,13 @@ def _replace_rows(
         fresh.columns = spec.plain_columns
         # Only the columns the prev dates need, read straight into polars: the history is most
         # of the affected visitors' rows, and copying them whole into a temporary table cost more.
+        # The whole table is scanned (it is ordered by site and time, for the panels): the rows
+        # are found on the two key columns first and only theirs are read whole (``rowid``), which
+        # costs a third of reading every column of every row.
         history = con.sql(
             f"SELECT site_id, visitor_key, local_date{''.join(', ' + v for v in spec.value_columns)}"  # noqa: S608
-            f" FROM {name} t SEMI JOIN affected_visitors v ON t.site_id = v.site_id AND t.visitor_key = v.visitor_key"
+            f" FROM {name} WHERE rowid IN (SELECT t.rowid FROM {name} t SEMI JOIN affected_visitors v"
+            " ON t.site_id = v.site_id AND t.visitor_key = v.visitor_key)"
         ).pl()
         yield spec, fresh, history
 
