@@ -377,11 +377,13 @@ def _merge_events(con: duckdb.DuckDBPyConnection, new: pl.DataFrame, site_tz: di
     bounds: dict[str, object] = {}
     in_spans = spans.where("e.ts", bounds)
 
+    # The windows' rows are found on the key columns, then read whole by rowid: the spans hold
+    # far more rows than the windows (late events reach into full hours).
     stored = _frame(
         con,
-        f"SELECT {', '.join('e.' + c for c in _EVENT_COLUMNS)} FROM events e JOIN windows w"  # noqa: S608
-        " ON e.site_id = w.site_id AND e.visitor_key = w.visitor_key AND e.ts BETWEEN w.ws AND w.we"
-        f" WHERE {in_spans}",
+        f"SELECT {', '.join(_EVENT_COLUMNS)} FROM events WHERE rowid IN ("  # noqa: S608
+        "SELECT e.rowid FROM events e JOIN windows w ON e.site_id = w.site_id"
+        f" AND e.visitor_key = w.visitor_key AND e.ts BETWEEN w.ws AND w.we WHERE {in_spans})",
         bounds,
     )
     returning = _frame(
