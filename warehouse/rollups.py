@@ -1,13 +1,15 @@
-"""Pre-aggregates: recomputed from the fact tables for exactly the buckets a load touched.
+"""Pre-aggregates: kept equal to the fact tables for exactly the buckets a load touched.
 
-* ``hourly_rollup`` and ``hourly_props`` — per (site, UTC hour): every hour whose events or visits
-  changed is deleted and rebuilt from ``events`` / ``sessions`` / ``event_props``.
+* ``hourly_rollup`` and ``hourly_props`` — per (site, UTC hour): a load moves the rows of the
+  hours it touched by what the changed visitors contribute after minus before, computed from
+  those visitors' facts (``count_hours``, ``update_hours``); a repair or an erasure rebuilds
+  hours from all their facts (``rebuild_hours``).
 * ``daily_visitors`` and the other ``daily_*`` tables — per (site, visitor, site-local date): the
   rows of every visitor-day a load touched are deleted and rebuilt.
 
-Rebuilding from facts (instead of adding deltas) keeps the pre-aggregates equal to a rebuild from
-scratch whatever order the data arrived in, which is what makes loads idempotent. The callers
-provide two temporary tables on the same connection:
+Either way the pre-aggregates stay equal to a rebuild from scratch whatever order the data
+arrived in, which is what makes loads idempotent. The callers provide two temporary tables on the
+same connection:
 
 * ``affected_hours(site_id, hour)``;
 * ``affected_days(site_id, visitor_key, local_date)``;
