@@ -284,6 +284,25 @@ def worker(mode: str, root_text: str) -> None:
     print(json.dumps(out))
 
 
+def _unload_raw(root: Path) -> None:
+    """Put the files an earlier run loaded back where the steps take them from (the history, the
+    30 days, the two steady minutes), so that the loads can be measured again."""
+    raw = root / "raw"
+    if not raw.exists():
+        return
+    for path in sorted(raw.rglob("*.parquet")):
+        rel = path.relative_to(raw)
+        day = date.fromisoformat(rel.parts[1].split("=", 1)[1])
+        if path.name in ("part-steady.parquet", "part-warm.parquet"):
+            into = root / path.stem.removeprefix("part-")
+        else:
+            into = root / ("raw-history" if day < START.date() else "raw-recent")
+        target = into / rel
+        target.parent.mkdir(parents=True, exist_ok=True)
+        path.rename(target)
+    shutil.rmtree(raw)
+
+
 def _move_into(source: Path, raw: Path) -> None:
     if not source.exists():
         return
@@ -404,6 +423,7 @@ def run(ctx: BenchContext) -> Section:
     if not figures:
         for path in root.glob("*.duckdb*"):
             path.unlink()
+        _unload_raw(root)
         figures["measured"] = datetime.now(UTC).isoformat(timespec="minutes")
     for step in ("history", "load", "group", "steady", "baseline"):
         if figures.get(step, {}).get("seconds"):
