@@ -46,8 +46,8 @@ class EdgeHub(Fanout):
         self.groups: dict[tuple[str, EventFilter, str], _Group] = {}
         self.by_gid: dict[int, _Group] = {}
         self.group_of: dict[Subscriber, _Group] = {}
-        self.replies: dict[int, asyncio.Future[tuple[dict[str, Any], bytes]]] = {}
-        self.on_reply: dict[int, Callable[[], None]] = {}
+        # request id -> its reply's future, and what to do as the reply is read
+        self.replies: dict[int, tuple[asyncio.Future[tuple[dict[str, Any], bytes]], Callable[[], None] | None]] = {}
         self.ids = itertools.count(1)
         self.broken = False
         self._tasks: list[asyncio.Task[None]] = []
@@ -82,15 +82,12 @@ class EdgeHub(Fanout):
             raise LiveServiceUnavailable("the connection to the live service was lost")
         rid = next(self.ids)
         future: asyncio.Future[tuple[dict[str, Any], bytes]] = asyncio.get_running_loop().create_future()
-        self.replies[rid] = future
-        if on_reply is not None:
-            self.on_reply[rid] = on_reply
+        self.replies[rid] = future, on_reply
         self.writer.write(frame({**header, "r": rid}))
         try:
             return await future
         finally:
             self.replies.pop(rid, None)
-            self.on_reply.pop(rid, None)
 
     async def stats_json(self, site_id: str) -> bytes:
         return (await self._request({"op": "stats", "site": site_id}))[1]
@@ -183,12 +180,10 @@ class EdgeHub(Fanout):
                     else:
                         self.deliver(group.subs, body, len(body))
                     continue
-                rid = header.get("r", 0)
-                future = self.replies.get(rid)
+                future, on_reply = self.replies.get(header.get("r", 0), (None, None))
                 if future is not None and not future.done():
-                    joined = self.on_reply.pop(rid, None)
-                    if joined is not None:
-                        joined()
+                    if on_reply is not None:
+                        on_reply()
                     future.set_result((header, body))
         except (asyncio.IncompleteReadError, ConnectionError):
             log.warning("lost the connection to the live service; ending this worker's streams")
@@ -201,7 +196,7 @@ class EdgeHub(Fanout):
 
     def _break(self) -> None:
         self.broken = True
-        for future in self.replies.values():
+        for future, _ in self.replies.values():
             if not future.done():
                 future.set_exception(LiveServiceUnavailable("the connection to the live service was lost"))
         self.close_all()  # clients reconnect (EventSource does by itself) and get a new connection

@@ -401,13 +401,12 @@ def _merge_events(con: duckdb.DuckDBPyConnection, new: pl.DataFrame, site_tz: di
     hours = combined.select("site_id", pl.col("ts").dt.truncate("1h").alias("hour")).unique()
     register(con, "hours_in", hours)
     con.execute("CREATE OR REPLACE TEMP TABLE affected_hours AS SELECT * FROM hours_in")
-    hour_spans = spans.to_hours()
     # Sessionizing (polars, on another thread) overlaps the DuckDB work that does not need its
     # result: the windows' visitors' share of the hours before the load, taking the windows' old
     # rows out and inserting the new events' properties.
     with ThreadPoolExecutor(max_workers=1, thread_name_prefix="sessionize") as pool:
         sessionized = pool.submit(sessionize, combined, returning)
-        count_hours(con, hour_spans, "before")
+        count_hours(con, spans, "before")
         con.execute(
             "DELETE FROM sessions s USING windows w WHERE s.site_id = w.site_id"
             " AND s.visitor_key = w.visitor_key AND s.started_at BETWEEN w.ws AND w.we"
@@ -523,7 +522,7 @@ def _rebuild_rollups(
     days = spans.widened(lambda lo, hi: local_days_span(lo, hi, zones))
 
     def hours() -> None:
-        count_hours(con, spans.to_hours(), "after")
+        count_hours(con, spans, "after")
         update_hours(con)
 
     rebuild_days(con, days, meanwhile=hours)

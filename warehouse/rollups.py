@@ -37,6 +37,8 @@ from warehouse.tables import (
     DAILY_PAGE_VISITORS,
     DAILY_SESSION_VISITORS,
     DAILY_VISITORS,
+    HOURLY_PROPS,
+    HOURLY_ROLLUP,
     SESSION_DIMENSIONS,
     Table,
 )
@@ -276,8 +278,13 @@ def _hour_rows(con: duckdb.DuckDBPyConnection, spans: Spans, rollup: str, props:
     con.execute(_HOURLY_SESSIONS_SQL.format(rollup=rollup))
 
 
-_ROLLUP_MEASURES = ("visitors", "visits", "views", "bounces", "duration_ms", "events")
-_PROPS_MEASURES = ("events", "visitors")
+#: Per hourly table: its key columns, its measures (every ``BIGINT``: a sum over visitors, see
+#: ``count_hours``) and the prefix of the temporary tables of a load's share in it.
+_HOURLY_SHARES = tuple(
+    (t.name, tuple(c.name for c in t.columns if c.type != "BIGINT"),
+     tuple(c.name for c in t.columns if c.type == "BIGINT"), prefix)
+    for t, prefix in ((HOURLY_ROLLUP, "hour_rows"), (HOURLY_PROPS, "hour_props"))
+)
 
 
 def count_hours(con: duckdb.DuckDBPyConnection, spans: Spans, stage: str) -> None:
@@ -292,22 +299,19 @@ def count_hours(con: duckdb.DuckDBPyConnection, spans: Spans, stage: str) -> Non
     visitors contributed to it after minus before, computed from their facts in their windows'
     hours alone: the rows stay equal to a rebuild from every fact (``rebuild_hours``), at the
     cost of the changed visitors' rows rather than of every row of the hours they touch (a
-    minute's late events touch dozens of full hours). ``spans`` cover the windows' hours, as for
-    ``rebuild_hours``.
+    minute's late events touch dozens of full hours). ``spans``: the windows' (widened here to
+    whole hours).
     """
-    for table, temp in (("hourly_rollup", f"hour_rows_{stage}"), ("hourly_props", f"hour_props_{stage}")):
-        con.execute(f"CREATE OR REPLACE TEMP TABLE {temp} AS SELECT * FROM {table} LIMIT 0")  # noqa: S608
-    _hour_rows(con, spans, f"hour_rows_{stage}", f"hour_props_{stage}", _OF_WINDOW_VISITORS)
+    for table, _, _, prefix in _HOURLY_SHARES:
+        con.execute(f"CREATE OR REPLACE TEMP TABLE {prefix}_{stage} AS SELECT * FROM {table} LIMIT 0")  # noqa: S608
+    rollup, props = (f"{prefix}_{stage}" for _, _, _, prefix in _HOURLY_SHARES)
+    _hour_rows(con, spans.to_hours(), rollup, props, _OF_WINDOW_VISITORS)
 
 
 def update_hours(con: duckdb.DuckDBPyConnection) -> None:
     """Move the rows of ``affected_hours`` by what ``count_hours`` found after minus before
     (rows that reach zero go)."""
-    for table, keys, measures in (
-        ("hourly_rollup", ("site_id", "hour", "dimension", "value"), _ROLLUP_MEASURES),
-        ("hourly_props", ("site_id", "hour", "event_name", "key", "value"), _PROPS_MEASURES),
-    ):
-        stage = "rows" if table == "hourly_rollup" else "props"
+    for table, keys, measures, prefix in _HOURLY_SHARES:
         key = ", ".join(keys)
         sums = ", ".join(f"sum({m})::BIGINT AS {m}" for m in measures)
         minus = ", ".join(f"-{m}" for m in measures)
@@ -316,8 +320,8 @@ def update_hours(con: duckdb.DuckDBPyConnection) -> None:
             CREATE OR REPLACE TEMP TABLE hour_merged AS
             SELECT {key}, {sums} FROM (
                 SELECT t.* FROM {table} t SEMI JOIN affected_hours h ON t.site_id = h.site_id AND t.hour = h.hour
-                UNION ALL SELECT * FROM hour_{stage}_after
-                UNION ALL SELECT {key}, {minus} FROM hour_{stage}_before
+                UNION ALL SELECT * FROM {prefix}_after
+                UNION ALL SELECT {key}, {minus} FROM {prefix}_before
             ) GROUP BY {key} HAVING {nonzero}
         """)  # noqa: S608 -- names are ours
         con.execute(f"DELETE FROM {table} t USING affected_hours h"  # noqa: S608
